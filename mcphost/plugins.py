@@ -1,0 +1,322 @@
+"""Plugin discovery and loading: entry points in group ``mcphost`` and configured paths,
+each plugin imported, validated and started inside its own fence.
+
+One broken plugin (an import error, a raising hook, a bad return shape, invalid settings,
+a name clash) is recorded as failed with the reason, and every other plugin still loads.
+The result of loading is a list of :class:`PluginRecord` (what ``mcphost plugins`` and
+``/ready`` show) and the :class:`~mcphost.registry.Registry` of what they serve.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import importlib.metadata
+import importlib.util
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal
+
+import pluggy
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from mcphost import fence, hookspecs
+from mcphost.config import LoadedConfig, Problem, problems_from
+from mcphost.definitions import PromptDef, ResourceDef, ToolDef, definition_of
+from mcphost.limits import ToolLimits, plugin_pool
+from mcphost.registry import Registry, build_prompt, build_resource, build_tool, combine
+from mcphost.settings import PluginSettings
+
+log = structlog.get_logger("mcphost.plugins")
+
+Status = Literal["loaded", "failed", "disabled"]
+
+HOOK_TIMEOUT = 30.0
+"""Seconds a plugin's start-up or shut-down hook may take before it counts as failed."""
+READY_TIMEOUT = 5.0
+"""Seconds a plugin's readiness check may take before it counts as not ready."""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A plugin found by discovery, not yet imported."""
+
+    name: str
+    origin: str
+    version: str | None
+    load: Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class PluginRecord:
+    """One plugin's state: what ``mcphost plugins`` prints and ``/ready`` reports."""
+
+    name: str
+    origin: str
+    version: str | None
+    status: Status
+    required: bool = False
+    error: str | None = None
+    problems: tuple[Problem, ...] = ()
+    hooks: tuple[str, ...] = ()
+    settings: PluginSettings | None = None
+    registry: Registry = field(default_factory=Registry)
+
+    @property
+    def tools(self) -> list[str]:
+        """Public names of the plugin's tools."""
+        return list(self.registry.tools)
+
+    def failed(self, error: str, problems: Sequence[Problem] = ()) -> PluginRecord:
+        """This record marked failed with ``error``, serving nothing."""
+        return replace(self, status="failed", error=error, problems=tuple(problems), registry=Registry())
+
+
+def discover(paths: Sequence[Path]) -> list[Candidate]:
+    """Installed plugins (entry-point group ``mcphost``) and plugin files or packages at ``paths``."""
+    # The import system caches directory listings; a package installed since start-up is
+    # invisible to a re-scan without this.
+    importlib.invalidate_caches()
+    found = []
+    for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT_NAME):
+        dist = ep.dist
+        origin = f"package {dist.name} {dist.version}" if dist else f"entry point {ep.value}"
+        found.append(Candidate(ep.name, origin, dist.version if dist else None, ep.load))
+    for path in paths:
+        found.append(
+            Candidate(
+                path.stem if path.suffix == ".py" else path.name,
+                f"path {path}",
+                None,
+                lambda path=path: _import_path(path),
+            )
+        )
+    return sorted(found, key=lambda c: c.name)
+
+
+def _import_path(path: Path) -> ModuleType:
+    """Import a plugin from a ``.py`` file or a package directory under a private module name."""
+    location = path / "__init__.py" if path.is_dir() else path
+    module_name = f"mcphost_local_plugin_{path.stem if path.suffix == '.py' else path.name}"
+    spec = importlib.util.spec_from_file_location(module_name, location)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import a plugin from {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
+
+
+class PluginHost:
+    """The plugin manager: loads plugins per the config and runs their lifecycle hooks."""
+
+    def __init__(self, loaded: LoadedConfig):
+        self.loaded = loaded
+        self.config = loaded.config
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.records: list[PluginRecord] = []
+
+    @property
+    def registry(self) -> Registry:
+        """Everything the loaded plugins serve."""
+        return combine(r.registry for r in self.records if r.status == "loaded")
+
+    def load_all(self) -> list[PluginRecord]:
+        """Discover and load every enabled plugin, each inside its own fence."""
+        plugins = self.config.plugins
+        served = Registry()
+        seen: set[str] = set()
+        for candidate in discover(plugins.paths):
+            required = plugins.for_plugin(candidate.name).required
+            record = PluginRecord(candidate.name, candidate.origin, candidate.version, "loaded", required)
+            if candidate.name in seen:
+                record = record.failed(f"another plugin named {candidate.name!r} is already loaded")
+            elif not _enabled(candidate.name, plugins.enable, plugins.disable):
+                record = replace(record, status="disabled")
+            else:
+                record = self._load(candidate, record)
+                if record.status == "loaded" and (clashes := served.clashes(record.registry)):
+                    record = record.failed(f"{', '.join(clashes)} already served by another plugin")
+                    self._unregister(record.name)
+            seen.add(candidate.name)
+            if record.status == "loaded":
+                served = served.merged(record.registry)
+                log.info("plugin loaded", plugin=record.name, origin=record.origin, tools=len(record.registry.tools))
+            elif record.status == "failed":
+                log.error("plugin failed to load", plugin=record.name, origin=record.origin, error=record.error)
+            self.records.append(record)
+        return self.records
+
+    def problems(self) -> list[Problem]:
+        """Config problems found while loading: plugin settings, and tables naming no plugin."""
+        found = [p for r in self.records for p in r.problems]
+        known = {r.name for r in self.records}
+        for name in sorted(self.config.plugins.configured() - known):
+            found.append(self.loaded.problem(("plugins", name), f"no installed plugin is named {name!r}"))
+        return found
+
+    def _load(self, candidate: Candidate, record: PluginRecord) -> PluginRecord:
+        name = candidate.name
+        try:
+            module = candidate.load()
+        except (Exception, SystemExit) as error:
+            log.error("plugin import failed", plugin=name, exc_info=error)
+            return record.failed(f"import failed: {type(error).__name__}: {error}")
+        try:
+            self.pm.register(module, name=name)
+        except (Exception, SystemExit) as error:
+            return record.failed(f"not a valid plugin: {error}")
+        unknown = [h.name for h in self.pm.get_hookcallers(module) or () if h.spec is None]
+        if unknown:
+            self._unregister(name)
+            return record.failed(f"implements unknown hook(s) {', '.join(unknown)}; see mcphost.hookspecs")
+        hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(module) or ()))
+        record = replace(record, hooks=hooks)
+        try:
+            settings, registry = self._build(name)
+        except _LoadError as error:
+            self._unregister(name)
+            return record.failed(str(error), error.problems)
+        return replace(record, settings=settings, registry=registry)
+
+    def _build(self, name: str) -> tuple[PluginSettings, Registry]:
+        plugin_config = self.config.plugins.for_plugin(name)
+        model = self._call_sync(name, "mcphost_settings_model", {}) or PluginSettings
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise _LoadError(f"mcphost_settings_model returned {model!r}, not a PluginSettings subclass")
+        try:
+            settings = model.model_validate(plugin_config.settings)
+        except ValidationError as error:
+            problems = problems_from(error, self.loaded.text, ("plugins", name, "settings"))
+            summary = "; ".join(f"{p.key}: {p.message}" for p in problems)
+            raise _LoadError(f"invalid settings: {summary}", problems) from None
+        defaults, prefix = self.config.limits, name if plugin_config.prefix is None else plugin_config.prefix
+        pool = plugin_pool(defaults, plugin_config)
+        max_length = self.config.tools.max_name_length
+        plain = ToolLimits.resolve(defaults, plugin_config, ToolDef(fn=lambda: None), None, pool)
+        tools, resources, templates, prompts = {}, {}, [], {}
+        shorts: set[str] = set()
+        for item in self._definitions(name, "mcphost_tools", settings, ToolDef):
+            short = item.name or item.fn.__name__
+            shorts.add(short)
+            limits = ToolLimits.resolve(defaults, plugin_config, item, plugin_config.tools.get(short), pool)
+            entry = self._guard(
+                name,
+                "tool",
+                short,
+                lambda item=item, limits=limits: build_tool(name, prefix, item, limits, settings, max_length),
+            )
+            if entry.name in tools:
+                raise _LoadError(f"two tools are named {entry.name!r}")
+            tools[entry.name] = entry
+        for item in self._definitions(name, "mcphost_resources", settings, ResourceDef):
+            res = self._guard(name, "resource", item.uri, lambda item=item: build_resource(name, item, plain))
+            if res.template is None:
+                resources[item.uri] = res
+            else:
+                templates.append(res)
+        for item in self._definitions(name, "mcphost_prompts", settings, PromptDef):
+            short = item.name or item.fn.__name__
+            prompt = self._guard(
+                name, "prompt", short, lambda item=item: build_prompt(name, prefix, item, plain, max_length)
+            )
+            prompts[prompt.name] = prompt
+        if unknown_tools := set(plugin_config.tools) - shorts:
+            raise _LoadError(
+                f"[plugins.{name}.tools] names no tool of this plugin: {', '.join(sorted(unknown_tools))}",
+                [
+                    self.loaded.problem(("plugins", name, "tools", t), "no such tool in this plugin")
+                    for t in unknown_tools
+                ],
+            )
+        return settings, Registry(tools, resources, tuple(templates), prompts)
+
+    @staticmethod
+    def _guard(plugin: str, kind: str, label: str, build: Callable[[], Any]) -> Any:
+        try:
+            return build()
+        except Exception as error:
+            raise _LoadError(f"{kind} {label!r}: {error}") from None
+
+    def _definitions(self, name: str, hook: str, settings: PluginSettings, kind: type[Any]) -> list[Any]:
+        value = self._call_sync(name, hook, {"settings": settings})
+        if value is None:
+            return []
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise _LoadError(f"{hook} must return a list, not {type(value).__name__}")
+        try:
+            return [definition_of(item, kind) for item in value]
+        except TypeError as error:
+            raise _LoadError(f"{hook}: {error}") from None
+
+    def _impl(self, name: str, hook: str) -> pluggy.HookImpl | None:
+        caller = getattr(self.pm.hook, hook)
+        return next((i for i in caller.get_hookimpls() if i.plugin_name == name), None)
+
+    def _call_sync(self, name: str, hook: str, kwargs: dict[str, Any]) -> Any:
+        impl = self._impl(name, hook)
+        if impl is None:
+            return None
+        outcome = fence.call_hook_sync(name, hook, impl.function, {a: kwargs[a] for a in impl.argnames})
+        if outcome.error:
+            raise _LoadError(outcome.error)
+        return outcome.value
+
+    async def _call_async(self, record: PluginRecord, hook: str, timeout: float) -> fence.HookOutcome:
+        impl = self._impl(record.name, hook)
+        if impl is None:
+            return fence.HookOutcome(True)
+        kwargs = {a: {"settings": record.settings}[a] for a in impl.argnames}
+        return await fence.call_hook(record.name, hook, impl.function, kwargs, timeout)
+
+    async def start_all(self) -> None:
+        """Run every loaded plugin's start-up hook; a failure marks that plugin failed."""
+        for index, record in enumerate(self.records):
+            if record.status != "loaded":
+                continue
+            outcome = await self._call_async(record, "mcphost_startup", HOOK_TIMEOUT)
+            if outcome.error:
+                self.records[index] = record.failed(outcome.error)
+                self._unregister(record.name)
+                log.error("plugin failed to start", plugin=record.name, error=outcome.error)
+
+    async def stop_all(self) -> None:
+        """Run every loaded plugin's shut-down hook, in reverse order; failures are logged."""
+        for record in reversed(self.records):
+            if record.status == "loaded":
+                outcome = await self._call_async(record, "mcphost_shutdown", HOOK_TIMEOUT)
+                if outcome.error:
+                    log.error("plugin failed to shut down", plugin=record.name, error=outcome.error)
+
+    async def readiness(self) -> dict[str, tuple[bool, str | None]]:
+        """Each loaded plugin's readiness check: ``name -> (ready, reason)``."""
+        result = {}
+        for record in self.records:
+            if record.status == "loaded":
+                outcome = await self._call_async(record, "mcphost_ready", READY_TIMEOUT)
+                ready = outcome.error is None and outcome.value is not False
+                result[record.name] = (ready, outcome.error or (None if ready else "readiness check returned False"))
+        return result
+
+    def _unregister(self, name: str) -> None:
+        if self.pm.has_plugin(name):
+            self.pm.unregister(name=name)
+
+
+class _LoadError(Exception):
+    def __init__(self, message: str, problems: Sequence[Problem] = ()):
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+def _enabled(name: str, enable: Sequence[str], disable: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in enable) and not any(fnmatch.fnmatchcase(name, p) for p in disable)

@@ -1,0 +1,160 @@
+"""Test fixtures for mcphost and its plugins: a real daemon process on a free loopback port.
+
+Loaded as a pytest plugin (entry point ``pytest11``), so a plugin's own test suite gets the
+``mcphost_daemon`` fixture by installing mcphost::
+
+    async def test_my_tool(mcphost_daemon):
+        daemon = mcphost_daemon({"plugins": {"enable": ["mine"]}})
+        async with mcp.Client(daemon.url, mode="legacy") as client:
+            result = await client.call_tool("mine_hello", {})
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+START_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def to_toml(data: Mapping[str, Any], _prefix: str = "") -> str:
+    """Render a nested dict as TOML (tables for dicts, inline values otherwise)."""
+    scalars = [f"{k} = {json.dumps(v)}" for k, v in data.items() if not isinstance(v, Mapping)]
+    out = []
+    if _prefix and scalars:
+        out.append(f"[{_prefix}]")
+    out.extend(scalars)
+    for k, v in data.items():
+        if isinstance(v, Mapping):
+            out.append(to_toml(v, f"{_prefix}.{k}" if _prefix else k))
+    return "\n".join(out) + "\n"
+
+
+@dataclass
+class RunningDaemon:
+    """A ``mcphost serve`` process started for a test."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    config_path: Path
+    log_path: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The MCP endpoint, ``http://127.0.0.1:PORT/mcp``."""
+        return f"{self.base_url}/mcp"
+
+    def logs(self) -> str:
+        """Everything the daemon wrote to stderr so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def log_records(self) -> list[dict[str, Any]]:
+        """The daemon's JSON log lines, parsed."""
+        records = []
+        for line in self.logs().splitlines():
+            with contextlib.suppress(ValueError):
+                records.append(json.loads(line))
+        return records
+
+    def get(self, path: str, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+        """A plain HTTP GET on the daemon; returns (status, body)."""
+        request = urllib.request.Request(self.base_url + path, headers=dict(headers or {}))
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signal the daemon and wait for it to exit; returns its exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_daemon(
+    workdir: Path,
+    config: Mapping[str, Any] | str | None = None,
+    *,
+    args: tuple[str, ...] = (),
+    env: Mapping[str, str] | None = None,
+    port: int | None = None,
+) -> RunningDaemon:
+    """Start ``mcphost serve`` with ``config`` (a dict or TOML text) and wait until it answers ``/health``."""
+    port = port or free_port()
+    config_path = workdir / f"mcphost-{port}.toml"
+    text = config if isinstance(config, str) else to_toml(config or {})
+    config_path.write_text(text)
+    log_path = workdir / f"mcphost-{port}.log"
+    full_env = {**os.environ, "MCPHOST_LOG_FORMAT": "json", **(env or {})}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mcphost", "serve", "--config", str(config_path), "--port", str(port), *args],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            env=full_env,
+        )
+    daemon = RunningDaemon(process, port, config_path, log_path)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mcphost exited with {process.returncode} at start-up:\n{daemon.logs()}")
+        with contextlib.suppress(OSError):
+            status, _ = daemon.get("/health")
+            if status == 200:
+                return daemon
+        time.sleep(0.05)
+    daemon.stop(signal.SIGKILL)
+    raise RuntimeError(f"mcphost did not answer /health within {START_TIMEOUT}s:\n{daemon.logs()}")
+
+
+@pytest.fixture
+def mcphost_daemon(tmp_path: Path) -> Iterator[Any]:
+    """A factory that starts real ``mcphost serve`` processes, all stopped after the test.
+
+    Call it with the config as a dict (or TOML text); it returns a :class:`RunningDaemon`
+    whose ``url`` an MCP client connects to.
+    """
+    started: list[RunningDaemon] = []
+
+    def factory(config: Mapping[str, Any] | str | None = None, **kwargs: Any) -> RunningDaemon:
+        daemon = start_daemon(tmp_path, config, **kwargs)
+        started.append(daemon)
+        return daemon
+
+    yield factory
+    for daemon in started:
+        daemon.stop()
