@@ -8,32 +8,36 @@ depend on this small surface only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic
+
+from typing_extensions import TypeVar
+
+from mcphost.settings import PluginSettings
 
 if TYPE_CHECKING:
     from mcp.server.context import ServerRequestContext
 
-    from mcphost.settings import PluginSettings
+SettingsT = TypeVar("SettingsT", bound=PluginSettings, default=PluginSettings)
 
 
 @dataclass(frozen=True, slots=True)
-class ToolContext:
-    """The calling request, as a tool sees it."""
+class ToolContext(Generic[SettingsT]):
+    """The calling request, as a tool sees it; ``ToolContext[Settings]`` types ``settings``."""
 
     plugin: str
     """The name of the plugin the tool belongs to."""
     tool: str
     """The tool's public name, prefix included."""
-    settings: PluginSettings
+    settings: SettingsT
     """The plugin's validated settings."""
     _request: ServerRequestContext[Any, Any] | None = None
 
     @property
     def session_id(self) -> str | None:
         """The client's ``Mcp-Session-Id``, or ``None`` for stateless requests and stdio."""
-        if self._request is None:
-            return None
-        return self._request.session.connection.session_id
+        http_request = None if self._request is None else self._request.request
+        headers = getattr(http_request, "headers", None)
+        return headers.get("mcp-session-id") if headers is not None else None
 
     @property
     def protocol_version(self) -> str | None:
@@ -48,5 +52,9 @@ class ToolContext:
         if token is None:
             return
         await self._request.session.send_progress_notification(
-            token, progress, total=total, message=message, related_request_id=self._request.request_id
+            token,
+            progress,
+            total=total,
+            message=message,
+            related_request_id=self._request.request_id,  # type: ignore[arg-type]  # the SDK routes by the id as sent
         )

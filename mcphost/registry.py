@@ -131,7 +131,7 @@ def context_parameter(fn: Callable[..., Any]) -> str | None:
         hints = {}
     for name in inspect.signature(fn).parameters:
         hint = hints.get(name)
-        if hint is ToolContext or ToolContext in typing.get_args(hint):
+        if any(h is ToolContext or typing.get_origin(h) is ToolContext for h in (hint, *typing.get_args(hint))):
             return name
     return None
 

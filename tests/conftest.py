@@ -1,0 +1,28 @@
+"""Shared fixtures: daemons started once per module, since each start costs about a second."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from mcphost.testing import RunningDaemon, start_daemon
+
+MODES = ["legacy", "2026-07-28"]
+"""The two protocol paths: a 2025-11-25 session (initialize handshake) and 2026-07-28 stateless requests."""
+
+
+@pytest.fixture(scope="module")
+def module_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., RunningDaemon]]:
+    """A factory of daemons that live until the end of the test module."""
+    started: list[RunningDaemon] = []
+
+    def factory(config: dict[str, Any] | str | None = None, **kwargs: Any) -> RunningDaemon:
+        daemon = start_daemon(tmp_path_factory.mktemp("daemon"), config, **kwargs)
+        started.append(daemon)
+        return daemon
+
+    yield factory
+    for daemon in started:
+        daemon.stop()

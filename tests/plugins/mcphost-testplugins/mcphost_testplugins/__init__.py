@@ -1,0 +1,1 @@
+"""Test plugins for mcphost: one that behaves (``echo``) and several that misbehave."""
