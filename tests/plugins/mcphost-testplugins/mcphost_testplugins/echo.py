@@ -65,8 +65,12 @@ def sleep_sync(seconds: float) -> str:
 
 async def whoami(ctx: mcphost.ToolContext) -> dict[str, str | None]:
     """Report what the tool context says about this call."""
-    return {"plugin": ctx.plugin, "tool": ctx.tool, "session_id": ctx.session_id,
-            "protocol_version": ctx.protocol_version}
+    return {
+        "plugin": ctx.plugin,
+        "tool": ctx.tool,
+        "session_id": ctx.session_id,
+        "protocol_version": ctx.protocol_version,
+    }
 
 
 @mcphost.hookimpl
