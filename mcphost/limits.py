@@ -1,8 +1,9 @@
 """Per-plugin and per-tool call limits: what they are for one tool, and the pools that enforce concurrency.
 
-Precedence, most specific last: ``[limits]`` defaults, then ``[plugins.<name>]``, then the
-author's ``@mcphost.tool(...)`` defaults, then ``[plugins.<name>.tools.<tool>]``. The
-sysadmin's per-tool setting always wins.
+Precedence, last wins: ``[limits]``, then the author's ``@mcphost.tool(...)`` defaults,
+then ``[plugins.<name>]``, then ``[plugins.<name>.tools.<tool>]``. An author may ask for more
+than the global default (a slow tool), but whatever the sysadmin sets for the plugin or the
+tool is final.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class ToolLimits:
         plugin_pool: trio.CapacityLimiter,
     ) -> ToolLimits:
         """Combine the layers for one tool (see the module docstring for the order)."""
-        layers = (defaults, plugin, definition, tool or LimitsConfig())
+        layers = (defaults, definition, plugin, tool or LimitsConfig())
         values = {}
         for field in ("timeout", "max_concurrency", "max_result_bytes"):
             values[field] = next(v for layer in reversed(layers) if (v := getattr(layer, field)) is not None)

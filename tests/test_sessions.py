@@ -1,0 +1,102 @@
+"""2025-11-25 sessions over Streamable HTTP: the handshake and version negotiation, the GET
+stream, DELETE, idle expiry and the session cap."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import trio
+
+from mcphost.testing import RunningDaemon
+
+ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+def initialize(daemon: RunningDaemon, version: str = "2025-11-25") -> httpx.Response:
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    return httpx.post(daemon.url, json=body, headers=ACCEPT)
+
+
+def sse_json(response: httpx.Response) -> dict:
+    """The JSON-RPC message of a response, whether sent as JSON or as one SSE event."""
+    if response.headers["content-type"].startswith("application/json"):
+        return response.json()
+    data = [line[5:].strip() for line in response.text.splitlines() if line.startswith("data:")]
+    return json.loads(next(d for d in data if d))
+
+
+def open_session(daemon: RunningDaemon) -> dict[str, str]:
+    response = initialize(daemon)
+    session = response.headers["mcp-session-id"]
+    headers = {**ACCEPT, "Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"}
+    ack = httpx.post(daemon.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
+    assert ack.status_code == 202
+    return headers
+
+
+@pytest.fixture(scope="module")
+def daemon(module_daemon) -> RunningDaemon:
+    return module_daemon({"plugins": {"enable": ["echo"]}, "server": {"max_sessions": 3, "session_idle_timeout": 2}})
+
+
+@pytest.mark.parametrize("version", ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"])
+def test_handshake_versions_are_negotiated(daemon: RunningDaemon, version: str) -> None:
+    response = initialize(daemon, version)
+    assert response.status_code == 200
+    result = sse_json(response)["result"]
+    assert result["protocolVersion"] == version
+    assert result["serverInfo"]["name"] == "mcphost"
+    assert "tools" in result["capabilities"]
+    httpx.delete(daemon.url, headers={"Mcp-Session-Id": response.headers["mcp-session-id"]})
+
+
+def test_unknown_version_gets_the_latest_handshake_version(daemon: RunningDaemon) -> None:
+    response = initialize(daemon, "2023-01-01")
+    assert sse_json(response)["result"]["protocolVersion"] == "2025-11-25"
+    httpx.delete(daemon.url, headers={"Mcp-Session-Id": response.headers["mcp-session-id"]})
+
+
+def test_delete_ends_the_session(daemon: RunningDaemon) -> None:
+    headers = open_session(daemon)
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    assert httpx.post(daemon.url, json=call, headers=headers).status_code == 200
+    assert httpx.delete(daemon.url, headers=headers).status_code == 200
+    assert httpx.post(daemon.url, json=call, headers=headers).status_code == 404
+
+
+async def test_get_opens_the_server_event_stream(daemon: RunningDaemon) -> None:
+    headers = {**open_session(daemon), "Accept": "text/event-stream"}
+    async with httpx.AsyncClient() as client, client.stream("GET", daemon.url, headers=headers) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+    httpx.delete(daemon.url, headers=headers)
+
+
+async def test_idle_sessions_expire(daemon: RunningDaemon) -> None:
+    headers = open_session(daemon)
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    status = 200
+    for _ in range(50):  # session_idle_timeout is 2 s; give it up to 10 s
+        await trio.sleep(0.2)
+        status = httpx.post(daemon.url, json=call, headers=headers).status_code
+        if status == 404:
+            break
+        await trio.sleep(2.5)  # stay idle past the timeout before asking again
+    assert status == 404
+
+
+def test_session_cap_refuses_one_more(daemon: RunningDaemon) -> None:
+    opened = [open_session(daemon) for _ in range(3)]
+    refused = initialize(daemon)
+    assert refused.status_code == 503
+    httpx.delete(daemon.url, headers=opened[0])
+    assert initialize(daemon).status_code == 200
+    for headers in opened[1:]:
+        httpx.delete(daemon.url, headers=headers)
