@@ -118,7 +118,8 @@ async def test_stdio_serves_the_same_plugins(tmp_path) -> None:
     config = tmp_path / "mcphost.toml"
     config.write_text(to_toml(CONFIG))
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "mcphost", "stdio", "--config", str(config)],
+        command=sys.executable,
+        args=["-m", "mcphost", "stdio", "--config", str(config)],
         env={"MCPHOST_LOG_FORMAT": "json", "PATH": "/usr/bin:/bin"},
     )
     async with Client(params, mode="legacy") as client:
@@ -155,11 +156,23 @@ async def test_stdio_keeps_stdout_for_the_protocol(tmp_path) -> None:
 def test_request_ids_are_returned_and_honoured(daemon: RunningDaemon) -> None:
     import httpx
 
-    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list",
-            "params": {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                                 "io.modelcontextprotocol/clientCapabilities": {}}}}
-    headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2026-07-28",
-               "Mcp-Method": "tools/list", "X-Request-Id": "trace-me-123"}
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/list",
+        "params": {
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+            }
+        },
+    }
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/list",
+        "X-Request-Id": "trace-me-123",
+    }
     response = httpx.post(daemon.url, json=body, headers=headers)
     assert response.status_code == 200
     assert response.headers["x-request-id"] == "trace-me-123"
