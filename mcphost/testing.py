@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,18 @@ class RunningDaemon:
             with contextlib.suppress(ValueError):
                 records.append(json.loads(line))
         return records
+
+    def wait_for_log(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
+        """The first log record matching ``predicate``, waiting for it to be written if need be
+        (a request's line is written just after its response is sent)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = next((r for r in self.log_records() if predicate(r)), None)
+            if found is not None:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no matching log record within {timeout}s:\n{self.logs()[-4000:]}")
+            time.sleep(0.02)
 
     def get(self, path: str, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
         """A plain HTTP GET on the daemon; returns (status, body)."""

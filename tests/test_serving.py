@@ -102,14 +102,14 @@ async def test_one_log_line_per_request_and_per_tool_call(daemon: RunningDaemon)
         whoami = await client.call_tool("echo_whoami", {})
         await client.call_tool("echo_echo", {"text": "logged"})
     session_id = whoami.structured_content["session_id"]
-    records = daemon.log_records()
-    calls = [r for r in records if r.get("event") == "request" and r.get("tool") == "echo_echo"]
-    assert calls, "no request line for the tool call"
-    line = calls[-1]
+    line = daemon.wait_for_log(lambda r: r.get("event") == "request" and r.get("tool") == "echo_echo")
     for field in ("request_id", "session_id", "method", "plugin", "tool_status", "status", "duration_ms"):
         assert field in line, f"request line lacks {field}: {line}"
     assert line["method"] == "tools/call" and line["tool_status"] == "ok" and line["status"] == 200
-    tool_lines = [r for r in records if r.get("event") == "tool call" and r.get("request_id") == line["request_id"]]
+    # The tool-call line is written before the response, so it is there once the request line is.
+    tool_lines = [
+        r for r in daemon.log_records() if r.get("event") == "tool call" and r.get("request_id") == line["request_id"]
+    ]
     assert len(tool_lines) == 1 and tool_lines[0]["plugin"] == "echo"
     assert session_id and line["session_id"] == session_id
 
@@ -176,5 +176,5 @@ def test_request_ids_are_returned_and_honoured(daemon: RunningDaemon) -> None:
     response = httpx.post(daemon.url, json=body, headers=headers)
     assert response.status_code == 200
     assert response.headers["x-request-id"] == "trace-me-123"
-    assert any(r.get("request_id") == "trace-me-123" for r in daemon.log_records())
+    assert daemon.wait_for_log(lambda r: r.get("request_id") == "trace-me-123")
     assert json.loads(response.text)["result"]["tools"]
