@@ -63,8 +63,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         loaded = config_module.load(config_module.resolve_path(path))
     except ConfigError as error:
-        log.configure()
+        log.configure("warning")
         print(error, file=sys.stderr)
+        if args.command == "check-config" and error.plugins_only is not None:
+            report_plugin_problems(error.plugins_only)
         print(f"mcphost: {error.source}: configuration is invalid", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
     if args.command == "serve":
@@ -72,7 +74,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             loaded.config.server.host = args.host
         if args.port is not None:
             loaded.config.server.port = args.port
-    log.configure(loaded.config.log.level, os.environ.get("MCPHOST_LOG_FORMAT", loaded.config.log.format))  # type: ignore[arg-type]
+    # Commands that only report keep the log to warnings: their output is the report.
+    level = loaded.config.log.level if args.command in ("serve", "stdio") else "warning"
+    log.configure(level, os.environ.get("MCPHOST_LOG_FORMAT", loaded.config.log.format))  # type: ignore[arg-type]
     if args.command == "serve":
         trio.run(Daemon(loaded).serve_http)
     elif args.command == "stdio":
@@ -85,21 +89,29 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def check_config(loaded: LoadedConfig) -> int:
     """Validate like ``nginx -t``: every problem on stderr with its key and line; 0 if none."""
-    host = PluginHost(loaded)
-    records = host.load_all()
-    problems = host.problems()
-    failures = [r for r in records if r.status == "failed" and not r.problems]
-    for problem in problems:
-        print(problem.render(loaded.source), file=sys.stderr)
-    for record in failures:
-        print(f"{loaded.source}: plugins.{record.name}: plugin failed to load: {record.error}", file=sys.stderr)
-    if problems or failures:
+    records = report_plugin_problems(loaded)
+    if records is None:
         print(f"mcphost: {loaded.source}: configuration is invalid", file=sys.stderr)
         return EXIT_CONFIG
     loaded_count = sum(r.status == "loaded" for r in records)
     tools = sum(len(r.tools) for r in records)
     print(f"mcphost: {loaded.source}: configuration is valid ({loaded_count} plugins, {tools} tools)")
     return 0
+
+
+def report_plugin_problems(loaded: LoadedConfig) -> list[PluginRecord] | None:
+    """Load the enabled plugins and print what is wrong with them; ``None`` if anything is."""
+    host = PluginHost(loaded)
+    records = host.load_all()
+    problems = host.problems()
+    problems += [
+        loaded.problem(("plugins", r.name), f"plugin failed to load: {r.error}")
+        for r in records
+        if r.status == "failed" and not r.problems
+    ]
+    for problem in problems:
+        print(problem.render(loaded.source), file=sys.stderr)
+    return None if problems else records
 
 
 def list_plugins(loaded: LoadedConfig, *, as_json: bool) -> None:

@@ -160,11 +160,17 @@ class Problem:
 
 
 class ConfigError(Exception):
-    """The config is invalid; ``problems`` lists every reason."""
+    """The config is invalid; ``problems`` lists every reason.
 
-    def __init__(self, source: str, problems: list[Problem]):
+    ``plugins_only`` is the same file with every table but ``[plugins]`` left at its
+    defaults, when that much is valid: enough to go on checking the plugins, so one run
+    of ``check-config`` reports every problem, not the first batch.
+    """
+
+    def __init__(self, source: str, problems: list[Problem], plugins_only: LoadedConfig | None = None):
         self.source = source
         self.problems = problems
+        self.plugins_only = plugins_only
         super().__init__("\n".join(p.render(source) for p in problems))
 
 
@@ -224,7 +230,11 @@ def _validate(data: dict[str, Any], source: str, text: str) -> LoadedConfig:
     try:
         config = HostConfig(**data)
     except ValidationError as error:
-        raise ConfigError(source, problems_from(error, text)) from None
+        try:
+            plugins_only: LoadedConfig | None = LoadedConfig(HostConfig(plugins=data.get("plugins", {})), source, text)
+        except ValidationError:
+            plugins_only = None
+        raise ConfigError(source, problems_from(error, text), plugins_only) from None
     return LoadedConfig(config, source, text)
 
 
@@ -236,8 +246,21 @@ def problems_from(error: ValidationError, text: str, prefix: tuple[str | int, ..
         message = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
         if e["type"] not in ("extra_forbidden", "missing") and "input" in e and not isinstance(e["input"], dict):
             message += f" (got {e['input']!r})"
-        problems.append(Problem(_dotted(loc), message, locate(text, loc)))
+        if variable := _environment_variable(loc):
+            problems.append(Problem(_dotted(loc), f"{message} (set by environment variable {variable})"))
+        else:
+            problems.append(Problem(_dotted(loc), message, locate(text, loc)))
     return problems
+
+
+def _environment_variable(loc: tuple[str | int, ...]) -> str | None:
+    """The ``MCPHOST_…`` variable that set the value at ``loc`` (or a table above it), if any."""
+    parts = [str(part).upper() for part in loc if isinstance(part, str)]
+    names = {name.upper(): name for name in os.environ if name.upper().startswith("MCPHOST_")}
+    for end in range(len(parts), 0, -1):
+        if found := names.get("MCPHOST_" + "__".join(parts[:end])):
+            return found
+    return None
 
 
 def _dotted(loc: tuple[str | int, ...]) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
+from mcphost import wire
 from mcphost.log import RequestRecord, current_request
 
 log = structlog.get_logger("mcphost.http")
@@ -39,6 +40,33 @@ async def send_json(send: Send, status: int, body: Any, headers: list[tuple[byte
     await send({"type": "http.response.body", "body": payload})
 
 
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or ``None`` as soon as it grows past ``limit`` bytes."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands out ``body`` once, then defers to the real one (for disconnects)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replaying() -> dict[str, Any]:
+        return pending.pop() if pending else await receive()
+
+    return replaying
+
+
 class HttpApp:
     """The daemon's ASGI app."""
 
@@ -46,6 +74,7 @@ class HttpApp:
         self.mcp_path = mcp_path
         self.sessions = sessions
         self.ready = ready
+        self.max_body_bytes = sessions.max_request_body_size
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection scope."""
@@ -87,7 +116,7 @@ class HttpApp:
         token = current_request.set(record)
         structlog.contextvars.bind_contextvars(request_id=record.request_id, session_id=session_id)
         try:
-            await self.sessions.handle_request(scope, receive, send_with_record)
+            await self._checked(scope, receive, send_with_record, headers, record)
         finally:
             current_request.reset(token)
             structlog.contextvars.unbind_contextvars("request_id", "session_id")
@@ -102,6 +131,31 @@ class HttpApp:
                 client=client[0] if client else None,
                 **record.fields(),
             )
+
+    async def _checked(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], record: RequestRecord
+    ) -> None:
+        """Refuse what the SDK would answer wrongly (see :mod:`mcphost.wire`), then hand over to it."""
+        version = headers[b"mcp-protocol-version"].decode("latin-1") if b"mcp-protocol-version" in headers else None
+        if (error := wire.version_error(version)) is not None:
+            record.rpc_error = error["error"]["code"]
+            await send_json(send, 400, error)
+            return
+        if scope["method"] == "POST" and version not in wire.MODERN_PROTOCOL_VERSIONS:
+            body = await read_body(receive, self.max_body_bytes)
+            if body is None:
+                # The same answer the SDK gives when it sees the size first (a Content-Length).
+                await send(
+                    {"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"text/plain")]}
+                )
+                await send({"type": "http.response.body", "body": b"Request body too large"})
+                return
+            if (error := wire.envelope_error(body)) is not None:
+                record.rpc_error = error["error"]["code"]
+                await send_json(send, 400, error)
+                return
+            receive = replay(body, receive)
+        await self.sessions.handle_request(scope, receive, send)
 
     @staticmethod
     async def _lifespan(receive: Receive, send: Send) -> None:

@@ -145,7 +145,7 @@ class PluginHost:
             else:
                 record = self._load(candidate, record)
                 if record.status == "loaded" and (clashes := served.clashes(record.registry)):
-                    record = record.failed(f"{', '.join(clashes)} already served by another plugin")
+                    record = record.failed(f"already served: {', '.join(clashes)}")
                     self._unregister(record.name)
             seen.add(candidate.name)
             if record.status == "loaded":

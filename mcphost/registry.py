@@ -103,12 +103,18 @@ class Registry:
         )
 
     def clashes(self, other: Registry) -> list[str]:
-        """Names and URIs ``other`` would take from this registry."""
-        found = [f"tool {n!r}" for n in other.tools if n in self.tools]
-        found += [f"resource {u!r}" for u in other.resources if u in self.resources]
-        mine = {t.definition.uri for t in self.templates}
-        found += [f"resource template {t.definition.uri!r}" for t in other.templates if t.definition.uri in mine]
-        found += [f"prompt {n!r}" for n in other.prompts if n in self.prompts]
+        """Names and URIs ``other`` would take from this registry, each with the plugin serving it now."""
+        found = [f"tool {n!r} (plugin {self.tools[n].plugin!r})" for n in other.tools if n in self.tools]
+        found += [
+            f"resource {u!r} (plugin {self.resources[u].plugin!r})" for u in other.resources if u in self.resources
+        ]
+        mine = {t.definition.uri: t.plugin for t in self.templates}
+        found += [
+            f"resource template {t.definition.uri!r} (plugin {mine[t.definition.uri]!r})"
+            for t in other.templates
+            if t.definition.uri in mine
+        ]
+        found += [f"prompt {n!r} (plugin {self.prompts[n].plugin!r})" for n in other.prompts if n in self.prompts]
         return found
 
 

@@ -1,0 +1,64 @@
+"""Checks on a raw request to the MCP endpoint that the SDK leaves loose, answered the way
+the JSON-RPC and MCP specs ask, before the SDK sees the request.
+
+- An ``MCP-Protocol-Version`` header naming no revision we serve gets 400 with the
+  ``UNSUPPORTED_PROTOCOL_VERSION`` error listing the revisions we do (the SDK would route
+  it to the 2026-07-28 entry and complain about the body instead).
+- On the handshake-era path, a body that is JSON but not one JSON-RPC message (a batch, a
+  wrong ``jsonrpc``, an ``id`` that is an object or null) gets 400 with -32600 Invalid
+  Request (the SDK answers -32602 with a validation dump echoing the input, or takes an
+  object ``id`` for a notification and never answers it).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mcp_types import INVALID_REQUEST, PARSE_ERROR, UNSUPPORTED_PROTOCOL_VERSION
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+
+SUPPORTED_VERSIONS = (*HANDSHAKE_PROTOCOL_VERSIONS, *MODERN_PROTOCOL_VERSIONS)
+
+
+def error_body(code: int, message: str, request_id: Any = None, data: Any = None) -> dict[str, Any]:
+    """A JSON-RPC error response (``id`` is ``null`` when the request's could not be read)."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "id": request_id, "error": error}
+
+
+def version_error(version: str | None) -> dict[str, Any] | None:
+    """The error for an ``MCP-Protocol-Version`` header we do not serve, or ``None``."""
+    if version is None or version in SUPPORTED_VERSIONS:
+        return None
+    data = {"supported": list(SUPPORTED_VERSIONS), "requested": version}
+    return error_body(UNSUPPORTED_PROTOCOL_VERSION, f"Unsupported protocol version: {version[:64]}", data=data)
+
+
+def envelope_error(body: bytes) -> dict[str, Any] | None:
+    """The error for a handshake-era POST body that is not one JSON-RPC message, or ``None``."""
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        return error_body(PARSE_ERROR, "Parse error: the body is not valid JSON")
+    if not isinstance(message, dict):
+        return error_body(INVALID_REQUEST, "Invalid Request: the body must be one JSON-RPC message object")
+    has_id = "id" in message
+    request_id = message.get("id")
+    valid_id = isinstance(request_id, str | int) and not isinstance(request_id, bool)
+    if message.get("jsonrpc") != "2.0":
+        return error_body(INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0"', request_id if valid_id else None)
+    if has_id and not valid_id:
+        return error_body(INVALID_REQUEST, 'Invalid Request: "id" must be a string or an integer')
+    if "method" in message:
+        if not isinstance(message["method"], str):
+            return error_body(INVALID_REQUEST, 'Invalid Request: "method" must be a string', request_id)
+        if "params" in message and not isinstance(message["params"], dict):
+            return error_body(INVALID_REQUEST, 'Invalid Request: "params" must be an object', request_id)
+        return None
+    if has_id and ("result" in message) != ("error" in message):
+        return None  # a client's response to a server request
+    problem = 'Invalid Request: a message needs a "method", or an "id" and a result'
+    return error_body(INVALID_REQUEST, problem, request_id)
