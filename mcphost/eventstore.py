@@ -1,0 +1,118 @@
+"""The event store behind resumable SSE streams (2025-11-25): what a client that lost its
+stream gets again when it reconnects with ``Last-Event-ID``.
+
+It lives in memory, for one process, and is bounded: each stream keeps its newest
+``max_events_per_stream`` events and all streams together the newest ``max_events``, the
+oldest going first. A client further behind than that cannot resume (it gets an empty
+stream and calls again).
+
+The SDK's ``EventStore`` interface knows streams, not sessions, and stream ids are request
+ids, which every client numbers from the start. So each session uses a view of its own
+(:meth:`MemoryEventStore.for_session`): one client never replays another's events.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import weakref
+from collections import OrderedDict, deque
+
+from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
+from mcp_types import JSONRPCMessage
+
+DEFAULT_MAX_EVENTS = 10_000
+"""Events kept, all sessions together, unless the config says otherwise."""
+DEFAULT_MAX_EVENTS_PER_STREAM = 1_000
+"""Events kept per stream (one request's, or a session's standalone stream)."""
+
+_scopes = itertools.count(1)
+
+
+class _Events:
+    """The shared, bounded storage: events in arrival order, and each stream's event ids."""
+
+    def __init__(self, max_events: int, max_events_per_stream: int):
+        self.max_events = max_events
+        self.max_events_per_stream = max_events_per_stream
+        self.by_id: OrderedDict[int, tuple[int, StreamId, JSONRPCMessage | None]] = OrderedDict()
+        self.streams: dict[int, dict[StreamId, deque[int]]] = {}
+        self._ids = itertools.count(1)
+
+    def add(self, scope: int, stream_id: StreamId, message: JSONRPCMessage | None) -> int:
+        event_id = next(self._ids)
+        self.by_id[event_id] = (scope, stream_id, message)
+        stream = self.streams.setdefault(scope, {}).setdefault(stream_id, deque())
+        stream.append(event_id)
+        if len(stream) > self.max_events_per_stream:
+            del self.by_id[stream.popleft()]
+        while len(self.by_id) > self.max_events:
+            # The oldest event overall is the oldest of its own stream.
+            _, (old_scope, old_stream, _) = self.by_id.popitem(last=False)
+            self._trim(old_scope, old_stream)
+        return event_id
+
+    def _trim(self, scope: int, stream_id: StreamId) -> None:
+        streams = self.streams[scope]
+        streams[stream_id].popleft()
+        if not streams[stream_id]:
+            del streams[stream_id]
+            if not streams:
+                del self.streams[scope]
+
+    def drop(self, scope: int) -> None:
+        for stream in self.streams.pop(scope, {}).values():
+            for event_id in stream:
+                self.by_id.pop(event_id, None)
+
+
+class MemoryEventStore(EventStore):
+    """A bounded in-memory ``EventStore``; give each session its own view with :meth:`for_session`."""
+
+    def __init__(
+        self, max_events: int = DEFAULT_MAX_EVENTS, max_events_per_stream: int = DEFAULT_MAX_EVENTS_PER_STREAM
+    ):
+        self._events = _Events(max_events, max_events_per_stream)
+        self._scope = 0
+
+    def for_session(self) -> MemoryEventStore:
+        """A view for one session, sharing this store's memory and limits; its events go
+        when the view does (with the session's transport)."""
+        view = copy.copy(self)
+        view._scope = next(_scopes)
+        weakref.finalize(view, self._events.drop, view._scope)
+        return view
+
+    @property
+    def size(self) -> int:
+        """Events held, all sessions together."""
+        return len(self._events.by_id)
+
+    async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        """Keep ``message`` (``None`` for a stream's priming event); returns its event id."""
+        return str(self._events.add(self._scope, stream_id, message))
+
+    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
+        """Send this session's events that followed ``last_event_id`` on its stream; returns
+        the stream id, or ``None`` if the event is unknown (never stored, evicted, or another
+        session's)."""
+        try:
+            last = int(last_event_id)
+        except ValueError:
+            return None
+        entry = self._events.by_id.get(last)
+        if entry is None or entry[0] != self._scope:
+            return None
+        stream_id = entry[1]
+        later = [i for i in self._events.streams[self._scope][stream_id] if i > last]
+        for event_id in later:
+            stored = self._events.by_id.get(event_id)  # may have been evicted while we sent
+            if stored is not None and stored[2] is not None:
+                await send_callback(EventMessage(stored[2], str(event_id)))
+        return stream_id
+
+
+def for_session(store: EventStore | None) -> EventStore | None:
+    """The event store one session's transport should use: its own view of a
+    :class:`MemoryEventStore`, any other store as is."""
+    return store.for_session() if isinstance(store, MemoryEventStore) else store

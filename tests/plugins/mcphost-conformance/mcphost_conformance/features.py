@@ -1,0 +1,83 @@
+"""The parts of mcphost's plugin API the conformance suite does not exercise, for mcphost's
+own tests: structured output, resource links, announcing resource updates, cancellation,
+a sync tool talking to the client from its worker thread, logging levels, roots."""
+
+from __future__ import annotations
+
+import time
+
+import trio
+from pydantic import BaseModel
+
+import mcphost
+from mcphost import types
+
+
+class Forecast(BaseModel):
+    """A weather forecast: structured content with an output schema."""
+
+    city: str
+    high: int
+    conditions: list[str]
+
+
+@mcphost.hookimpl
+def mcphost_tools() -> list[object]:
+    return [forecast, links, announce, wait, block, count_in_thread, log_levels, roots, identity]
+
+
+def forecast(city: str) -> Forecast:
+    """Tomorrow's forecast for a city."""
+    return Forecast(city=city, high=21, conditions=["sunny", "breezy"])
+
+
+def links() -> list[types.TextContent | types.ResourceLink]:
+    """Text and a link to a resource the client may read."""
+    link = types.ResourceLink(
+        type="resource_link", uri="test://static-text", name="static-text", mime_type="text/plain"
+    )
+    return [types.TextContent(type="text", text="See the linked resource."), link]
+
+
+async def announce(uri: str) -> str:
+    """Announce that a resource changed."""
+    await mcphost.notify_resource_updated(uri)
+    return f"announced {uri}"
+
+
+@mcphost.tool(timeout=60)
+async def wait(seconds: float) -> str:
+    """Sleep, cancellably."""
+    await trio.sleep(seconds)
+    return "waited"
+
+
+@mcphost.tool(timeout=60)
+def block(seconds: float) -> str:
+    """Block a worker thread (which cannot be cancelled, only abandoned)."""
+    time.sleep(seconds)
+    return "blocked"
+
+
+def count_in_thread(ctx: mcphost.ToolContext) -> str:
+    """A sync tool reporting progress from its worker thread."""
+    for step in (1, 2, 3):
+        trio.from_thread.run(ctx.report_progress, step, 3)
+    return "counted"
+
+
+async def log_levels(ctx: mcphost.ToolContext) -> str:
+    """Log one message at each of four levels."""
+    for level in ("debug", "info", "warning", "error"):
+        await ctx.log(level, f"{level} message", logger="features")
+    return "logged"
+
+
+async def roots(ctx: mcphost.ToolContext) -> list[str]:
+    """The client's roots."""
+    return [str(root.uri) for root in (await ctx.list_roots()).roots]
+
+
+def identity(ctx: mcphost.ToolContext) -> str:
+    """Who the host says is calling."""
+    return repr(ctx.identity)

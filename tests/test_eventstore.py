@@ -1,0 +1,86 @@
+"""The in-memory event store: replay after an event, bounded memory, one session's events
+never replayed to another."""
+
+from __future__ import annotations
+
+import gc
+
+from mcp.server.streamable_http import EventMessage
+from mcp_types import JSONRPCNotification
+
+from mcphost.eventstore import MemoryEventStore, for_session
+
+
+def note(n: int) -> JSONRPCNotification:
+    return JSONRPCNotification(jsonrpc="2.0", method="notifications/progress", params={"n": n})
+
+
+async def replay(store: MemoryEventStore, after: str) -> tuple[str | None, list[int]]:
+    sent: list[EventMessage] = []
+
+    async def send(event: EventMessage) -> None:
+        sent.append(event)
+
+    stream = await store.replay_events_after(after, send)
+    return stream, [e.message.params["n"] for e in sent]  # type: ignore[union-attr,index]
+
+
+async def test_replays_the_stream_after_an_event_without_its_priming_event() -> None:
+    store = MemoryEventStore().for_session()
+    primed = await store.store_event("1", None)
+    first = await store.store_event("1", note(1))
+    await store.store_event("2", note(99))  # another stream
+    await store.store_event("1", note(2))
+    assert await replay(store, primed) == ("1", [1, 2])
+    assert await replay(store, first) == ("1", [2])
+
+
+async def test_a_session_cannot_replay_another_sessions_events() -> None:
+    shared = MemoryEventStore()
+    mine, theirs = shared.for_session(), shared.for_session()
+    # Every client numbers its requests from 1: the stream ids collide.
+    primed = await mine.store_event("1", None)
+    await theirs.store_event("1", note(666))
+    await mine.store_event("1", note(1))
+    assert await replay(mine, primed) == ("1", [1])
+    assert await replay(theirs, primed) == (None, [])
+
+
+async def test_each_stream_keeps_only_its_newest_events() -> None:
+    store = MemoryEventStore(max_events=100, max_events_per_stream=3).for_session()
+    ids = [await store.store_event("1", note(n)) for n in range(6)]
+    assert await replay(store, ids[0]) == (None, [])  # evicted: cannot resume from it
+    assert await replay(store, ids[3]) == ("1", [4, 5])
+    assert store.size == 3
+
+
+async def test_all_streams_together_keep_only_the_newest_events() -> None:
+    shared = MemoryEventStore(max_events=4, max_events_per_stream=100)
+    a, b = shared.for_session(), shared.for_session()
+    old = await a.store_event("1", note(0))
+    for n in range(1, 6):
+        await b.store_event(str(n), note(n))
+    assert shared.size == 4
+    assert await replay(a, old) == (None, [])
+
+
+async def test_a_sessions_events_go_with_it() -> None:
+    shared = MemoryEventStore()
+    view = shared.for_session()
+    await view.store_event("1", note(1))
+    assert shared.size == 1
+    del view
+    gc.collect()
+    assert shared.size == 0
+
+
+async def test_unknown_or_malformed_event_ids_replay_nothing() -> None:
+    store = MemoryEventStore().for_session()
+    assert await replay(store, "not-a-number") == (None, [])
+    assert await replay(store, "123456") == (None, [])
+
+
+def test_only_the_memory_store_is_split_per_session() -> None:
+    shared = MemoryEventStore()
+    assert for_session(shared) is not shared and isinstance(for_session(shared), MemoryEventStore)
+    assert for_session(None) is None
