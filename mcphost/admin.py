@@ -1,0 +1,31 @@
+"""The admin listener's ASGI app: what operators may see and the MCP clients may not.
+
+It listens on its own address (``[admin]``, loopback by default), so what it shows never
+reaches the network the MCP endpoint serves: ``/ready`` here carries every plugin's status,
+readiness and error, where the public ``/ready`` only says ready or not.
+"""
+
+from __future__ import annotations
+
+from mcphost.http import ReadyCheck, Receive, Scope, Send, acknowledge_lifespan, send_json
+
+
+class AdminApp:
+    """``/health`` and the detailed ``/ready``."""
+
+    def __init__(self, ready: ReadyCheck):
+        self.ready = ready
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection scope."""
+        if scope["type"] == "lifespan":
+            await acknowledge_lifespan(receive, send)
+        elif scope["type"] != "http":
+            return
+        elif scope["path"] == "/health":
+            await send_json(send, 200, {"status": "ok"})
+        elif scope["path"] == "/ready":
+            ok, report = await self.ready()
+            await send_json(send, 200 if ok else 503, report)
+        else:
+            await send_json(send, 404, {"error": "not found", "paths": ["/health", "/ready"]})
