@@ -1,0 +1,386 @@
+"""Sessions that outlive the process: signed session ids, a session store, and rebuilding a
+2025-11-25 session in a process that did not create it.
+
+A session's id is ``<random>.<HMAC>``: any process holding the server secret can tell an id
+it issued from a forged one without a lookup. What a session needs to go on after a restart
+(its negotiated protocol version, the client's ``initialize`` parameters, the identity that
+opened it) is written to a :class:`SessionStore` once the handshake completes. When a request
+names a session this process does not hold, the id is verified, the record loaded, and the
+session rebuilt already initialized, so the client never notices. A forged, deleted or
+expired id still gets 404.
+
+The trade-off: what lives only in a session's memory (an open GET stream, requests in flight,
+a ``logging/setLevel`` choice) does not survive; the client reconnects its stream as it would
+after any network blip. The store is written at session start, end, and every
+``idle_timeout / 4`` of activity, never on each request.
+
+This module extends the SDK's session manager at its documented seams (admission, the
+per-session server task, discarding); it knows nothing about plugins or tools.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+import structlog
+import trio
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, AuthorizationContext, authorization_context
+from mcp.server.connection import Connection
+from mcp.server.models import InitializationOptions
+from mcp.server.runner import serve_connection
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, StreamableHTTPServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
+from mcp.shared.transport_context import TransportContext
+from mcp_types import InitializeRequestParams
+
+from mcphost import eventstore
+
+log = structlog.get_logger("mcphost.sessions")
+
+_HEADER = MCP_SESSION_ID_HEADER.lower().encode()
+
+
+class SessionIds:
+    """Issues session ids signed with the server secret, and verifies them."""
+
+    def __init__(self, secret: bytes):
+        self._secret = secret
+
+    def new(self) -> str:
+        """A fresh id: 16 random bytes and their truncated HMAC-SHA256, base64url, dot-joined."""
+        token = secrets.token_urlsafe(16)
+        return f"{token}.{self._sign(token)}"
+
+    def verify(self, session_id: str) -> bool:
+        """Whether ``session_id`` was issued with this secret (constant-time)."""
+        token, _, signature = session_id.partition(".")
+        return bool(token) and hmac.compare_digest(signature, self._sign(token))
+
+    def _sign(self, token: str) -> str:
+        digest = hmac.new(self._secret, token.encode(), hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def load_secret(path: Path) -> bytes:
+    """The server secret in ``path``, created (32 random bytes, mode 0600) when missing.
+
+    Replicas that share sessions must share this file's content.
+    """
+    try:
+        secret = path.read_bytes().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_hex(32).encode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(secret)
+        log.info("created a session secret", path=str(path))
+    if len(secret) < 16:
+        raise ValueError(f"the session secret in {path} is shorter than 16 bytes")
+    return secret
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """What a session needs to be rebuilt in another process."""
+
+    id: str
+    protocol_version: str
+    client_params: dict[str, Any]
+    owner: AuthorizationContext | None
+    seen: float
+
+
+class SessionStore(Protocol):
+    """Where session records live between processes (a local file, or Redis for replicas)."""
+
+    async def save(self, record: SessionRecord) -> None:
+        """Create or replace a record."""
+
+    async def load(self, session_id: str) -> SessionRecord | None:
+        """The record of ``session_id``, or ``None``."""
+
+    async def touch(self, session_id: str, seen: float) -> None:
+        """Note that the session was active at ``seen`` (a Unix time)."""
+
+    async def delete(self, session_id: str) -> None:
+        """Forget a session; its id answers 404 from now on."""
+
+    async def expire(self, before: float) -> int:
+        """Forget sessions not seen since ``before``; returns how many."""
+
+
+class SqliteSessionStore:
+    """Session records in a local SQLite file, shared safely by worker processes on one machine.
+
+    SQLite calls block, so they run in a worker thread, one at a time.
+    """
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5)
+        self._lock = threading.Lock()
+        self._limiter = trio.CapacityLimiter(1)
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, record TEXT NOT NULL, seen REAL NOT NULL)"
+            )
+
+    async def _run(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        def run() -> list[tuple[Any, ...]]:
+            with self._lock:
+                cursor = self._db.execute(sql, args)
+                rows = cursor.fetchall()
+                return rows if rows else [(cursor.rowcount,)]
+
+        return await trio.to_thread.run_sync(run, limiter=self._limiter)
+
+    async def save(self, record: SessionRecord) -> None:
+        """Create or replace a record."""
+        await self._run(
+            "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?)", record.id, json.dumps(asdict(record)), record.seen
+        )
+
+    async def load(self, session_id: str) -> SessionRecord | None:
+        """The record of ``session_id``, or ``None``."""
+        rows = await self._run("SELECT record, seen FROM sessions WHERE id = ?", session_id)
+        if not rows or not isinstance(rows[0][0], str):
+            return None
+        fields = json.loads(rows[0][0])
+        return SessionRecord(**{**fields, "seen": rows[0][1]})
+
+    async def touch(self, session_id: str, seen: float) -> None:
+        """Note that the session was active at ``seen``."""
+        await self._run("UPDATE sessions SET seen = ? WHERE id = ?", seen, session_id)
+
+    async def delete(self, session_id: str) -> None:
+        """Forget a session."""
+        await self._run("DELETE FROM sessions WHERE id = ?", session_id)
+
+    async def expire(self, before: float) -> int:
+        """Forget sessions not seen since ``before``."""
+        return int((await self._run("DELETE FROM sessions WHERE seen < ?", before))[0][0])
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+
+class PersistentSessionManager(StreamableHTTPSessionManager):
+    """The SDK's session manager, with signed ids, records in a store, and rebuilt sessions.
+
+    ``store`` may be ``None``: ids are still signed, but sessions die with the process.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        ids: SessionIds,
+        store: SessionStore | None,
+        init_options: InitializationOptions | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self.ids = ids
+        self.store = store
+        self.init_options = init_options
+        self.connections: dict[str, Connection] = {}
+        """The live connections, for server-initiated notifications (list_changed)."""
+        self._touched: dict[str, float] = {}
+        self._closing = False
+
+    @contextlib.asynccontextmanager
+    async def run(self) -> AsyncIterator[None]:
+        """Run the manager; sessions cut off by shutdown stay in the store for the next process."""
+        if self.store is not None and self.session_idle_timeout is not None:
+            expired = await self.store.expire(time.time() - self.session_idle_timeout)
+            if expired:
+                log.info("expired idle sessions from the store", count=expired)
+        async with super().run():
+            try:
+                yield
+            finally:
+                self._closing = True
+
+    async def _handle_stateful_request(self, scope: Any, receive: Any, send: Any) -> None:
+        session_id = next((v.decode("latin-1") for k, v in scope["headers"] if k == _HEADER), None)
+        if session_id is not None and self.store is not None:
+            if session_id not in self._server_instances:
+                await self._rebuild(session_id, scope)
+            else:
+                self._touch(session_id)
+        await super()._handle_stateful_request(scope, receive, send)
+
+    async def close_streams(self) -> None:
+        """End every session's streams for shutdown; the sessions stay in the store, so their
+        clients reconnect to the next process as if nothing happened."""
+        self._closing = True
+        for session_id, transport in list(self._server_instances.items()):
+            await self._discard_session(session_id, transport)
+
+    def _touch(self, session_id: str) -> None:
+        # Throttled: a busy session costs the store one write per quarter of the idle timeout.
+        now = time.time()
+        if self.store is not None and now - self._touched.get(session_id, 0.0) > self._touch_interval:
+            self._touched[session_id] = now
+            assert self._task_group is not None
+            self._task_group.start_soon(self.store.touch, session_id, now)
+
+    @property
+    def _touch_interval(self) -> float:
+        return (self.session_idle_timeout or 1800.0) / 4
+
+    async def _rebuild(self, session_id: str, scope: Any) -> None:
+        """Bring a session this process does not hold back to life, if it is ours and alive."""
+        assert self.store is not None
+        if not self.ids.verify(session_id):
+            return  # forged or foreign: the SDK answers 404
+        record = await self.store.load(session_id)
+        if record is None:
+            return  # deleted or expired: 404
+        user = scope.get("user")
+        requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+        if record.owner != requestor:
+            return  # another credential's session: 404, as if it did not exist
+        async with self._session_creation_lock:
+            if session_id in self._server_instances:
+                return  # a concurrent request rebuilt it first
+            transport = self._new_transport(session_id)
+            self._server_instances[session_id] = transport
+            if requestor is not None:
+                self._session_owners[session_id] = requestor
+        assert self._task_group is not None
+        await self._task_group.start(self._serve_session, transport, record)
+        self._touch(session_id)
+        log.info("session rebuilt", session_id=session_id, protocol_version=record.protocol_version)
+
+    def _new_transport(self, session_id: str) -> StreamableHTTPServerTransport:
+        return StreamableHTTPServerTransport(
+            mcp_session_id=session_id,
+            is_json_response_enabled=self.json_response,
+            event_store=eventstore.for_session(self.event_store),
+            security_settings=self.security_settings,
+            retry_interval=self.retry_interval,
+            idle_timeout=self.session_idle_timeout,
+        )
+
+    def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
+        # The SDK's admission, with a signed id instead of a bare uuid4.
+        if self.max_sessions is not None and len(self._server_instances) >= self.max_sessions:
+            return None
+        session_id = self.ids.new()
+        transport = self._new_transport(session_id)
+        if requestor is not None:
+            self._session_owners[session_id] = requestor
+        self._server_instances[session_id] = transport
+        return transport
+
+    async def _serve_opening_request(
+        self, http_transport: StreamableHTTPServerTransport, scope: Any, receive: Any, send: Any
+    ) -> None:
+        # As the SDK's, but the session's server task is ours (it records the session once
+        # initialized), and a failed opening request discards the session.
+        session_id = http_transport.mcp_session_id
+        assert session_id is not None and self._task_group is not None
+        established = False
+        try:
+            await self._task_group.start(self._serve_session, http_transport, None)
+            status: list[int] = []
+
+            async def watch(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    status.append(message["status"])
+                await send(message)
+
+            await http_transport.handle_request(scope, receive, watch)
+            established = bool(status) and status[0] < 400
+        finally:
+            if not established:
+                await self._discard_session(session_id, http_transport)
+
+    async def _serve_session(
+        self,
+        transport: StreamableHTTPServerTransport,
+        record: SessionRecord | None,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """One session's server task: a new session (``record`` None) or a rebuilt one."""
+        session_id = transport.mcp_session_id
+        assert session_id is not None
+        async with transport.connect() as (read_stream, write_stream):
+            task_status.started()
+            dispatcher: JSONRPCDispatcher[TransportContext] = JSONRPCDispatcher(
+                read_stream, write_stream, inline_methods=frozenset({"initialize"})
+            )
+            connection = Connection.for_loop(dispatcher, session_id=session_id)
+            if record is not None:
+                # Born initialized: the handshake happened in another process.
+                connection.client_params = InitializeRequestParams.model_validate(record.client_params)
+                connection.protocol_version = record.protocol_version
+                connection.initialized.set()
+            self.connections[session_id] = connection
+            idle_scope = transport.idle_scope or anyio.CancelScope()
+            try:
+                with idle_scope:
+                    async with trio.open_nursery() as nursery:
+                        if record is None and self.store is not None:
+                            nursery.start_soon(self._record_when_initialized, connection)
+                        await serve_connection(
+                            self.app,
+                            dispatcher,
+                            connection=connection,
+                            lifespan_state=self._lifespan_state,
+                            init_options=self.init_options,
+                        )
+                        nursery.cancel_scope.cancel()
+                if idle_scope.cancelled_caught:
+                    log.info("session idle timeout", session_id=session_id)
+            except Exception:
+                log.exception("session crashed", session_id=session_id)
+            finally:
+                self.connections.pop(session_id, None)
+                await self._discard_session(session_id, transport)
+
+    async def _record_when_initialized(self, connection: Connection) -> None:
+        await connection.initialized.wait()
+        assert self.store is not None and connection.session_id is not None
+        params = connection.client_params
+        record = SessionRecord(
+            id=connection.session_id,
+            protocol_version=connection.protocol_version,
+            client_params=params.model_dump(mode="json", by_alias=True, exclude_none=True) if params else {},
+            owner=self._session_owners.get(connection.session_id),
+            seen=time.time(),
+        )
+        await self.store.save(record)
+        if connection.session_id not in self._server_instances and not self._closing:
+            # The session ended while its record was being written: do not let it outlive that.
+            await self.store.delete(connection.session_id)
+
+    async def _discard_session(self, session_id: str, transport: StreamableHTTPServerTransport) -> None:
+        await super()._discard_session(session_id, transport)
+        self._touched.pop(session_id, None)
+        # A session ended by its client, its idle timeout or a failed opening request is gone
+        # for good; one cut off by this process shutting down lives on in the store.
+        if self.store is not None and not self._closing:
+            with trio.CancelScope(shield=True):
+                await self.store.delete(session_id)
