@@ -18,11 +18,15 @@ This package's top level is the plugin author's API; everything a plugin needs i
 
 from importlib.metadata import PackageNotFoundError, version
 
+import mcp_types as types
+from mcp.server.mcpserver.utilities.types import Audio, Image
+
 from mcphost.context import ToolContext
-from mcphost.definitions import PromptDef, ResourceDef, ToolDef, prompt, resource, tool
+from mcphost.definitions import Completer, PromptDef, ResourceDef, ToolDef, prompt, resource, tool
 from mcphost.errors import ToolError
 from mcphost.hookspecs import hookimpl
 from mcphost.settings import PluginSettings
+from mcphost.subscriptions import notify_resource_updated
 
 try:
     __version__ = version("mcphost")
@@ -30,6 +34,9 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0"
 
 __all__ = [
+    "Audio",
+    "Completer",
+    "Image",
     "PluginSettings",
     "PromptDef",
     "ResourceDef",
@@ -38,7 +45,9 @@ __all__ = [
     "ToolError",
     "__version__",
     "hookimpl",
+    "notify_resource_updated",
     "prompt",
     "resource",
     "tool",
+    "types",
 ]

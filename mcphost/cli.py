@@ -1,4 +1,4 @@
-"""The ``mcphost`` command: ``serve``, ``stdio``, ``check-config`` and ``plugins``.
+"""The ``mcphost`` command: ``serve``, ``stdio``, ``check-config``, ``plugins`` and ``keys``.
 
 Output meant for the user (tables, check results) goes to stdout; logs go to stderr.
 ``stdio`` never writes to stdout itself: there stdout is the protocol channel.
@@ -13,13 +13,15 @@ import sys
 from collections.abc import Sequence
 
 import trio
+from pydantic import TypeAdapter, ValidationError
 
 import mcphost
+from mcphost import auth, keys, log
 from mcphost import config as config_module
-from mcphost import log
-from mcphost.config import ConfigError, LoadedConfig
+from mcphost.config import ConfigError, KeyName, LoadedConfig
 from mcphost.daemon import Daemon
 from mcphost.plugins import PluginHost, PluginRecord
+from mcphost.ratelimit import Rate
 
 EXIT_CONFIG = 2
 """Exit status for an invalid config (``serve``, ``stdio``) or a failed check."""
@@ -53,15 +55,51 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("path", nargs="?", metavar="PATH", help="config file (default as for serve)")
     plugins = add("plugins", "List plugins: name, version, origin, status, tools.")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    keys_parser = commands.add_parser("keys", help="Make and list API keys.", description="Make and list API keys.")
+    keys_commands = keys_parser.add_subparsers(dest="keys_command", required=True, metavar="KEYS_COMMAND")
+    new = keys_commands.add_parser(
+        "new",
+        help="Make an API key: print its token (once) and the config line with its hash.",
+        description="Make an API key: print its token (once) and the config line with its hash.",
+    )
+    new.add_argument("name", type=_key_name, help="the key's name: the caller's identity in logs and tools")
+    new.add_argument(
+        "--tools",
+        action="append",
+        required=True,
+        metavar="PATTERN",
+        help="glob pattern of tool names the key may use ('sysinfo_*'); repeat for more, '*' for all",
+    )
+    new.add_argument("--rate-limit", type=_rate, metavar="RATE", help="the key's own budget, e.g. 1000/hour")
+    listing = keys_commands.add_parser("list", help="List the configured keys (never their tokens).")
+    listing.add_argument("--config", "-c", metavar="PATH", help="config file (default as for serve)")
     return parser
+
+
+def _key_name(value: str) -> str:
+    try:
+        return TypeAdapter(KeyName).validate_python(value)
+    except ValidationError:
+        raise argparse.ArgumentTypeError("use letters, digits and . _ @ - (at most 64)") from None
+
+
+def _rate(value: str) -> str:
+    try:
+        Rate.parse(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``mcphost`` command."""
     args = _parser().parse_args(argv)
-    path = getattr(args, "path", None) or getattr(args, "config", None)
+    if args.command == "keys" and args.keys_command == "new":
+        new_key(args.name, args.tools, args.rate_limit)
+        return
+    config_path = config_module.resolve_path(getattr(args, "path", None) or getattr(args, "config", None))
     try:
-        loaded = config_module.load(config_module.resolve_path(path))
+        loaded = config_module.load(config_path)
     except ConfigError as error:
         log.configure("warning")
         print(error, file=sys.stderr)
@@ -69,27 +107,42 @@ def main(argv: Sequence[str] | None = None) -> None:
             report_plugin_problems(error.plugins_only)
         print(f"mcphost: {error.source}: configuration is invalid", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
-    if args.command == "serve":
+    if args.command == "serve" and (args.host is not None or args.port is not None):
+        # Command-line overrides become environment overrides, so a reload that re-reads
+        # the file applies them again.
         if args.host is not None:
-            loaded.config.server.host = args.host
+            os.environ["MCPHOST_SERVER__HOST"] = args.host
         if args.port is not None:
-            loaded.config.server.port = args.port
+            os.environ["MCPHOST_SERVER__PORT"] = str(args.port)
+        loaded = config_module.load(config_path)
     # Commands that only report keep the log to warnings: their output is the report.
     level = loaded.config.log.level if args.command in ("serve", "stdio") else "warning"
     log.configure(level, os.environ.get("MCPHOST_LOG_FORMAT", loaded.config.log.format))  # type: ignore[arg-type]
     if args.command == "serve":
-        trio.run(Daemon(loaded).serve_http)
+        try:
+            trio.run(Daemon(loaded, config_path).serve_http)
+        except ConfigError as error:
+            print(error, file=sys.stderr)
+            print(f"mcphost: {error.source}: refusing to start", file=sys.stderr)
+            sys.exit(EXIT_CONFIG)
     elif args.command == "stdio":
-        trio.run(Daemon(loaded).serve_stdio)
+        trio.run(Daemon(loaded, config_path).serve_stdio)
     elif args.command == "check-config":
         sys.exit(check_config(loaded))
     elif args.command == "plugins":
         list_plugins(loaded, as_json=args.json)
+    elif args.command == "keys":
+        sys.exit(list_keys(loaded))
 
 
 def check_config(loaded: LoadedConfig) -> int:
     """Validate like ``nginx -t``: every problem on stderr with its key and line; 0 if none."""
     records = report_plugin_problems(loaded)
+    try:
+        auth.load(loaded)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        records = None
     if records is None:
         print(f"mcphost: {loaded.source}: configuration is invalid", file=sys.stderr)
         return EXIT_CONFIG
@@ -124,9 +177,40 @@ def list_plugins(loaded: LoadedConfig, *, as_json: bool) -> None:
     for r in records:
         detail = ", ".join(r.tools) if r.status == "loaded" else (r.error or "")
         rows.append((r.name, r.version or "-", r.origin.split(" ", 1)[0], r.status, detail))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    print_table(rows)
+
+
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    """Print ``rows`` in aligned columns; the last column, often long, is not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+
+
+def new_key(name: str, tools: list[str], rate_limit: str | None) -> None:
+    """``keys new``: a fresh token, shown once, and the config line that stores only its hash."""
+    token = keys.new_token()
+    line = keys.config_line(name, keys.hash_token(token), tools, rate_limit)
+    print(f"token:  {token}")
+    print(f"config: {line}")
+    print()
+    print("The token is shown only this once; only its hash goes into the config. Add the config")
+    print("line under [auth.keys] in mcphost.toml, or under [keys] in the keys file ([auth] keys_file")
+    print("or the systemd credential), and restart mcphost. Clients send the token as the header")
+    print("    Authorization: Bearer <token>")
+
+
+def list_keys(loaded: LoadedConfig) -> int:
+    """``keys list``: each configured key's name, where it is defined, its tools and its rate limit."""
+    try:
+        found = keys.read_keys(loaded.config.auth, loaded.source)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return EXIT_CONFIG
+    rows = [("NAME", "SOURCE", "RATE LIMIT", "TOOLS")]
+    rows += [(n, source, k.rate_limit or "-", ", ".join(k.tools)) for n, (k, source) in sorted(found.items())]
+    print_table(rows)
+    return 0
 
 
 def _as_dict(record: PluginRecord) -> dict[str, object]:

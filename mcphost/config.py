@@ -14,10 +14,20 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from mcphost.ratelimit import Rate
 
 DEFAULT_PATHS = (Path("/etc/mcphost/mcphost.toml"),)
 """Where ``mcphost`` looks for its config when neither ``--config`` nor ``MCPHOST_CONFIG`` names one."""
@@ -98,7 +108,12 @@ class ServerConfig(_Strict):
     """``Host`` values accepted besides loopback (``name`` or ``name:port``; ``name:*`` any port; ``*`` any)."""
     allowed_origins: list[str] = Field(default_factory=list)
     """``Origin`` values accepted besides loopback (``scheme://host[:port]``; ``:*`` any port; ``*`` any)."""
-    graceful_timeout: float = Field(10.0, ge=0)
+    event_store: Literal["memory", "none"] = "memory"
+    """Where SSE events are kept so a client whose stream broke can resume it (``Last-Event-ID``)."""
+    event_store_max_events: int = Field(10_000, ge=100)
+    """Events kept for resuming, all sessions together; the oldest go first."""
+    sse_retry_ms: int = Field(1000, ge=0)
+    """Milliseconds a client should wait before reconnecting a resumable stream the server ended."""
 
 
 class ToolsConfig(_Strict):
@@ -121,6 +136,154 @@ class LogConfig(_Strict):
         return value.lower() if isinstance(value, str) else value
 
 
+def default_state_dir() -> Path:
+    """``$STATE_DIRECTORY`` (systemd's ``StateDirectory=``), else ``$XDG_STATE_HOME/mcphost``,
+    else ``~/.local/state/mcphost``."""
+    if state := os.environ.get("STATE_DIRECTORY"):
+        return Path(state.split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "mcphost"
+
+
+class SessionsConfig(_Strict):
+    """The ``[sessions]`` table: how 2025-11-25 sessions outlive the process that opened them."""
+
+    store: Literal["file", "none"] = "file"
+    """``file``: records in ``<state_dir>/sessions.sqlite3``, so sessions survive restarts;
+    ``none``: sessions end with the process (ids are still signed)."""
+    state_dir: Path = Field(default_factory=default_state_dir)
+    secret_file: Path | None = None
+    """The key session ids are signed with; default ``$CREDENTIALS_DIRECTORY/session-secret``
+    when that exists, else ``<state_dir>/session-secret`` (created on first start).
+    Replicas sharing sessions must share it."""
+
+    def secret_path(self) -> Path:
+        """Where the session secret is read from (or created)."""
+        if self.secret_file is not None:
+            return self.secret_file
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        if credentials and (Path(credentials) / "session-secret").exists():
+            return Path(credentials) / "session-secret"
+        return self.state_dir / "session-secret"
+
+
+class ReloadConfig(_Strict):
+    """The ``[reload]`` table: reloading on file changes (SIGHUP always reloads)."""
+
+    watch: bool = False
+    """Watch the config file and every loaded plugin's source files, and reload what changed."""
+    debounce_ms: int = Field(200, ge=10, le=10_000)
+    """Changes arriving within this many milliseconds are applied as one reload."""
+
+
+class ShutdownConfig(_Strict):
+    """The ``[shutdown]`` table: draining on SIGTERM or SIGINT."""
+
+    drain_timeout: float = Field(30.0, ge=0)
+    """Seconds calls in flight may take to finish; what still runs then is cancelled and answered with an error."""
+
+
+def _rate(value: str) -> str:
+    Rate.parse(value)
+    return value
+
+
+RateText = Annotated[str, AfterValidator(_rate)]
+"""A rate such as ``"100/minute"`` (see :meth:`mcphost.ratelimit.Rate.parse`)."""
+KeyName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]
+"""An API key's name: what logs and tools see as the caller's identity."""
+_LOOPBACK_URL = re.compile(r"^http://(127\.[0-9.]+|localhost|\[::1\])(:\d+)?(/|$)")
+
+
+def _https_url(value: str) -> str:
+    # Signing keys fetched over plain HTTP could be swapped by anyone on the path.
+    if not value.startswith("https://") and not _LOOPBACK_URL.match(value):
+        raise ValueError("must be an https:// URL (http:// only on loopback)")
+    return value
+
+
+JwtAlgorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+"""The asymmetric JWS algorithms ``[auth.oauth] algorithms`` may list."""
+
+
+class KeyConfig(_Strict):
+    """One API key: ``<name> = { hash = "sha256:…", tools = ["sysinfo_*"] }``, as ``mcphost keys new`` prints it."""
+
+    hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    """SHA-256 of the token; the token itself is never stored."""
+    tools: list[str] = Field(min_length=1)
+    """Glob patterns of the public tool names this key may list and call; ``["*"]`` for all."""
+    rate_limit: RateText | None = None
+    """This key's request budget, instead of ``[rate_limits] identity``."""
+
+
+class KeysFile(_Strict):
+    """A keys file (``[auth] keys_file``, or a systemd credential): a ``[keys]`` table like ``[auth.keys]``."""
+
+    keys: dict[KeyName, KeyConfig] = Field(default_factory=dict)
+
+
+class OAuthConfig(_Strict):
+    """The ``[auth.oauth]`` table: accept JWT access tokens from one identity provider."""
+
+    issuer: str = Field(min_length=1)
+    """The ``iss`` every token must carry; also the authorization server announced to clients."""
+    jwks_url: Annotated[str, AfterValidator(_https_url)]
+    """Where the issuer publishes its signing keys (JWKS)."""
+    resource: Annotated[str, AfterValidator(_https_url)]
+    """This server's MCP endpoint as clients reach it (``https://mcp.example.com/mcp``): the
+    audience tokens must be issued for (RFC 8707), and the ``resource`` of its metadata."""
+    audiences: list[str] = Field(default_factory=list)
+    """Further ``aud`` values accepted besides ``resource`` (an identity provider that names the API its own way)."""
+    authorization_servers: list[str] = Field(default_factory=list)
+    """Announced in the protected resource metadata; default ``[issuer]``."""
+    algorithms: list[JwtAlgorithm] = Field(default=["RS256", "ES256"], min_length=1)
+    """Signature algorithms accepted; ``none`` and shared-secret (HS*) algorithms never are."""
+    leeway: float = Field(30.0, ge=0, le=300)
+    """Seconds of clock skew tolerated on ``exp``, ``nbf`` and ``iat``."""
+    scopes: dict[str, list[str]] = Field(default_factory=dict)
+    """Token scope → glob patterns of the tools it grants. Empty: every valid token may use every tool."""
+    jwks_cache_seconds: float = Field(3600.0, gt=0)
+    """How long fetched signing keys are used before they are fetched again."""
+    jwks_refresh_interval: float = Field(30.0, ge=0)
+    """Least seconds between two fetches caused by tokens signed with an unknown key (``kid``)."""
+
+
+class AuthConfig(_Strict):
+    """The ``[auth]`` table: who may use ``/mcp``. Any key source or ``[auth.oauth]`` turns authentication on."""
+
+    keys: dict[KeyName, KeyConfig] = Field(default_factory=dict)
+    """API keys by name; better kept in ``keys_file`` or ``credential`` than in this file."""
+    keys_file: Path | None = None
+    """A TOML file with a ``[keys]`` table of API keys."""
+    credential: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    """A systemd credential holding a keys file: ``$CREDENTIALS_DIRECTORY/<credential>``."""
+    allow_unauthenticated: bool = False
+    """Serve a non-loopback address without authentication (only behind a proxy that authenticates)."""
+    oauth: OAuthConfig | None = None
+
+
+class RateLimitsConfig(_Strict):
+    """The ``[rate_limits]`` table; every limit counts per caller (identity)."""
+
+    identity: RateText | None = None
+    """Each caller's budget of requests (POSTs) to ``/mcp``; over it: HTTP 429."""
+    plugins: dict[str, RateText] = Field(default_factory=dict)
+    """Per plugin name: each caller's budget of calls to any of the plugin's tools."""
+    tools: dict[str, RateText] = Field(default_factory=dict)
+    """Per public tool name: each caller's budget of calls to that tool."""
+    max_tracked: int = Field(100_000, ge=100)
+    """Most (caller, limit) pairs remembered; past it the least recently seen is forgotten."""
+
+
+class AdminConfig(_Strict):
+    """The ``[admin]`` table: a second listener for operators (``/ready`` with every detail)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8081, ge=0, le=65535)
+
+
 class HostConfig(BaseSettings):
     """The whole ``mcphost.toml``; ``MCPHOST_<TABLE>__<KEY>`` environment variables override it."""
 
@@ -131,6 +294,12 @@ class HostConfig(BaseSettings):
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+    sessions: SessionsConfig = Field(default_factory=SessionsConfig)
+    reload: ReloadConfig = Field(default_factory=ReloadConfig)
+    shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -1,35 +1,58 @@
-"""The composition root: one Trio nursery that loads plugins, serves HTTP (or stdio) and
-shuts down in order.
+"""The composition root: one Trio nursery that loads plugins, serves HTTP (or stdio),
+reloads on SIGHUP or file changes, and drains on SIGTERM or SIGINT.
 
-Start-up: config → plugins loaded and started → registry → MCP server → listener.
-Shut-down (SIGTERM/SIGINT): stop accepting, let Hypercorn finish in-flight requests for
-``server.graceful_timeout``, then stop the plugins.
+Start-up: plugins loaded and started → registry → listener (systemd's sockets when
+socket-activated) → ``READY=1``. Reload: ``RELOADING=1`` → config re-read and validated →
+entry points re-scanned → changed plugins replaced → registry swapped → ``list_changed`` to
+open sessions → ``READY=1``. Shutdown: ``STOPPING=1`` → new work refused with 503 → calls in
+flight finish (or are cancelled at ``[shutdown] drain_timeout`` and answered with an error)
+→ event streams closed (sessions stay in the store for the next process) → plugins stopped.
 """
 
 from __future__ import annotations
 
-import functools
+import hashlib
+import hmac
 import logging
+import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import structlog
 import trio
+import watchfiles
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ToolsListChanged
 
 import mcphost
-from mcphost.config import LoadedConfig, ServerConfig
+from mcphost import auth, subscriptions, systemd
+from mcphost import config as config_module
+from mcphost.admin import AdminApp
+from mcphost.config import ConfigError, LoadedConfig, ServerConfig
+from mcphost.drain import Drain
+from mcphost.eventstore import MemoryEventStore
 from mcphost.http import HttpApp
-from mcphost.plugins import PluginHost
+from mcphost.plugins import PluginHost, plugin_files
 from mcphost.protocol import build_server
+from mcphost.ratelimit import RateLimits
 from mcphost.registry import Registry
+from mcphost.sessions import PersistentSessionManager, SessionIds, SqliteSessionStore, load_secret
 
 log = structlog.get_logger("mcphost.daemon")
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+STREAM_CLOSE_GRACE = 2.0
+"""Seconds Hypercorn gives connections to close once requests are drained and streams ended."""
+LIST_CHANGED_EVENTS = {
+    "send_tool_list_changed": ToolsListChanged(),
+    "send_prompt_list_changed": PromptsListChanged(),
+    "send_resource_list_changed": ResourcesListChanged(),
+}
+CHANGE_NOTIFICATIONS = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
 
 
 def transport_security(server: ServerConfig) -> TransportSecuritySettings:
@@ -47,16 +70,32 @@ def transport_security(server: ServerConfig) -> TransportSecuritySettings:
 
 
 class Daemon:
-    """The running host: its plugins, its current registry and its MCP server."""
+    """The running host: its plugins, its current registry, its sessions and its lifecycle."""
 
-    def __init__(self, loaded: LoadedConfig):
+    def __init__(self, loaded: LoadedConfig, config_path: Path | None = None):
         self.loaded = loaded
         self.config = loaded.config
+        self.config_path = config_path
         self.plugins = PluginHost(loaded)
         self.registry = Registry()
+        self.drain = Drain()
+        self.notifier = systemd.Notifier()
+        self.limits = RateLimits.from_config(self.config.rate_limits)
+        self.secret = load_secret(self.config.sessions.secret_path())
         self.server = build_server(
-            lambda: self.registry, self.config.server.name, mcphost.__version__, self.config.server.instructions
+            lambda: self.registry,
+            self.config.server.name,
+            mcphost.__version__,
+            self.config.server.instructions,
+            self.drain,
+            self.limits,
+            # Derived from the session secret, so a 2026-07-28 input round survives a restart
+            # and may land on any replica that shares the secret.
+            state_key=hmac.new(self.secret, b"mcphost request state", hashlib.sha256).digest(),
         )
+        self.sessions: PersistentSessionManager | None = None
+        self._reload_lock = trio.Lock()
+        self._stop = trio.Event()
 
     async def start_plugins(self) -> None:
         """Load and start every enabled plugin, then publish what they serve."""
@@ -65,71 +104,117 @@ class Daemon:
         self.registry = self.plugins.registry
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """``/ready``: each plugin's state; not ready while a required plugin is not serving."""
+        """``/ready``: each plugin's state; not ready while draining or while a required plugin is not serving."""
         checks = await self.plugins.readiness()
         plugins: dict[str, Any] = {}
-        ok = True
+        ok = not self.drain.draining
         for record in self.plugins.records:
             ready, reason = checks.get(record.name, (False, record.error))
             if record.status == "disabled":
                 ready, reason = False, None
-            plugins[record.name] = {
-                "status": record.status,
-                "ready": ready,
-                "required": record.required,
-                **({"error": reason} if reason else {}),
-            }
+            entry = {"status": record.status, "ready": ready, "required": record.required}
+            if reason:
+                entry["error"] = reason
+            if record.reload_error:
+                entry["reload_error"] = record.reload_error
+            plugins[record.name] = entry
             ok = ok and (ready or not record.required)
-        return ok, {"status": "ready" if ok else "not ready", "plugins": plugins}
+        status = "draining" if self.drain.draining else "ready" if ok else "not ready"
+        return ok, {"status": status, "plugins": plugins}
 
-    def session_manager(self) -> StreamableHTTPSessionManager:
-        """The SDK's Streamable HTTP session manager, configured from ``[server]``."""
-        server = self.config.server
-        return StreamableHTTPSessionManager(
+    def session_manager(self) -> PersistentSessionManager:
+        """The SDK's Streamable HTTP session manager with sessions that survive restarts."""
+        server, sessions = self.config.server, self.config.sessions
+        store = SqliteSessionStore(sessions.state_dir / "sessions.sqlite3") if sessions.store == "file" else None
+        return PersistentSessionManager(
             self.server,
+            ids=SessionIds(self.secret),
+            store=store,
+            init_options=self.server.create_initialization_options(CHANGE_NOTIFICATIONS),
             json_response=server.json_response,
             security_settings=transport_security(server),
             session_idle_timeout=server.session_idle_timeout,
             max_request_body_size=server.max_body_bytes,
             max_sessions=server.max_sessions,
+            event_store=MemoryEventStore(server.event_store_max_events) if server.event_store == "memory" else None,
+            retry_interval=server.sse_retry_ms,
         )
 
-    def hypercorn_config(self) -> HypercornConfig:
-        """Hypercorn's settings: our bind, our logs, our drain time."""
+    def hypercorn_config(self, fds: list[int]) -> HypercornConfig:
+        """Hypercorn's settings: systemd's sockets or our own bind, our logs, a short close grace."""
         config = HypercornConfig()
         server = self.config.server
         host = f"[{server.host}]" if ":" in server.host else server.host
-        config.bind = [f"{host}:{server.port}"]
-        config.graceful_timeout = server.graceful_timeout
+        config.bind = [f"fd://{fd}" for fd in fds] or [f"{host}:{server.port}"]
+        # Requests are drained before Hypercorn is told to stop; this only bounds closing.
+        config.graceful_timeout = STREAM_CLOSE_GRACE
         config.accesslog = None
         config.errorlog = logging.getLogger("hypercorn.error")
         return config
 
     async def serve_http(self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve over HTTP until SIGTERM or SIGINT; started listening when ``task_status`` fires."""
+        """Serve over HTTP until SIGTERM or SIGINT has drained everything.
+
+        Raises :class:`ConfigError` before starting anything when the keys cannot be read or
+        the address would be served without authentication.
+        """
+        authenticator = auth.load(self.loaded)
         await self.start_plugins()
-        sessions = self.session_manager()
-        app = HttpApp(self.config.server.path, sessions, self.readiness)
-        shutdown = trio.Event()
+        if unserved := self.limits.unserved(self.registry):
+            log.warning("rate limits are set for what is not served", unserved=unserved)
+        self.sessions = sessions = self.session_manager()
+        app = HttpApp(
+            self.config.server.path, sessions, self.readiness, self.drain, auth=authenticator, limits=self.limits
+        )
+        hypercorn_stop, hypercorn_done = trio.Event(), trio.Event()
+
+        async def run_hypercorn(task_status: trio.TaskStatus[list[str]]) -> None:
+            try:
+                config = self.hypercorn_config(systemd.listen_fds())
+                await hypercorn_serve(app, config, shutdown_trigger=hypercorn_stop.wait, task_status=task_status)
+            finally:
+                hypercorn_done.set()
+
         try:
-            # The session manager outlives Hypercorn, so requests still draining after the
-            # shutdown signal keep their sessions until they are answered.
             async with sessions.run(), trio.open_nursery() as nursery:
-                nursery.start_soon(self._wait_for_signals, shutdown)
-                serve = functools.partial(hypercorn_serve, app, self.hypercorn_config(), shutdown_trigger=shutdown.wait)
-                binds = await nursery.start(serve)
+                binds = await nursery.start(run_hypercorn)
+                admin = await nursery.start(self._serve_admin, hypercorn_stop) if self.config.admin.enabled else []
+                nursery.start_soon(self._handle_signals)
+                nursery.start_soon(self._watchdog)
+                if self.config.reload.watch:
+                    nursery.start_soon(self._watch_files)
                 log.info(
                     "serving",
                     binds=binds,
+                    admin=admin,
                     endpoint=self.config.server.path,
                     tools=len(self.registry.tools),
-                    version=mcphost.__version__,
                 )
+                self.notifier.ready(f"serving {len(self.registry.tools)} tools")
                 task_status.started(binds)
+                await self._stop.wait()
+                self.notifier.stopping()
+                await self.drain.drain(self.config.shutdown.drain_timeout)
+                await sessions.close_streams()
+                hypercorn_stop.set()
+                await hypercorn_done.wait()
+                nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
                 await self.plugins.stop_all()
+            self.notifier.close()
             log.info("stopped")
+
+    async def _serve_admin(self, stop: trio.Event, *, task_status: trio.TaskStatus[list[str]]) -> None:
+        """The admin listener (``[admin]``): :mod:`mcphost.admin` on its own address."""
+        admin = self.config.admin
+        config = HypercornConfig()
+        host = f"[{admin.host}]" if ":" in admin.host else admin.host
+        config.bind = [f"{host}:{admin.port}"]
+        config.graceful_timeout = STREAM_CLOSE_GRACE
+        config.accesslog = None
+        config.errorlog = logging.getLogger("hypercorn.error")
+        await hypercorn_serve(AdminApp(self.readiness), config, shutdown_trigger=stop.wait, task_status=task_status)
 
     async def serve_stdio(self) -> None:
         """Serve one client over stdin/stdout until it closes them."""
@@ -138,15 +223,93 @@ class Daemon:
         await self.start_plugins()
         try:
             async with stdio_server() as (read_stream, write_stream):
-                await self.server.run(read_stream, write_stream, self.server.create_initialization_options())
+                await self.server.run(
+                    read_stream, write_stream, self.server.create_initialization_options(CHANGE_NOTIFICATIONS)
+                )
         finally:
             with trio.CancelScope(shield=True):
                 await self.plugins.stop_all()
 
-    @staticmethod
-    async def _wait_for_signals(shutdown: trio.Event) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    async def reload(self, reason: str) -> bool:
+        """Re-read the config, re-scan plugins and apply what changed; ``False`` if the config
+        was invalid (the running config stays) or a plugin failed to reload (its old version stays)."""
+        async with self._reload_lock:
+            self.notifier.reloading()
+            log.info("reloading", reason=reason)
+            try:
+                loaded = config_module.load(self.config_path)
+            except ConfigError as error:
+                log.error("reload refused: the config is invalid; the running config stays", problems=str(error))
+                self.notifier.ready("reload refused: invalid config")
+                return False
+            restart_only = [
+                k
+                for k in ("server", "sessions", "log", "auth", "rate_limits", "admin")
+                if getattr(loaded.config, k) != getattr(self.config, k)
+            ]
+            if restart_only:
+                log.warning("these settings change only on restart", tables=restart_only)
+            result = await self.plugins.reload(loaded)
+            previous, self.registry = self.registry, self.plugins.registry
+            await self.plugins.retire(result.retired)
+            await self._announce_changes(previous, self.registry)
+            log.info("reloaded", changed=result.changed, failed=result.failed, tools=len(self.registry.tools))
+            self.notifier.ready(
+                f"serving {len(self.registry.tools)} tools" + (" (a reload failed)" if result.failed else "")
+            )
+            return not result.failed
+
+    async def _announce_changes(self, old: Registry, new: Registry) -> None:
+        """Tell every open session which lists changed (clients that listen re-fetch them)."""
+        if self.sessions is None:
+            return
+        sends = []
+        if old.tools_result != new.tools_result:
+            sends.append("send_tool_list_changed")
+        if [p.wire for p in old.prompts.values()] != [p.wire for p in new.prompts.values()]:
+            sends.append("send_prompt_list_changed")
+        if set(old.resources) != set(new.resources) or len(old.templates) != len(new.templates):
+            sends.append("send_resource_list_changed")
+        for connection in list(self.sessions.connections.values()):
+            for send in sends:
+                await getattr(connection, send)()  # best-effort: never raises
+        for send in sends:
+            await subscriptions.announce(LIST_CHANGED_EVENTS[send])
+
+    async def _handle_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
-                log.info("shutting down", signal=signal.Signals(signum).name)
-                shutdown.set()
-                return
+                if signum == signal.SIGHUP:
+                    await self.reload("SIGHUP")
+                elif self._stop.is_set():
+                    log.warning("second stop signal: exiting at once")
+                    os._exit(1)
+                else:
+                    log.info("shutting down", signal=signal.Signals(signum).name)
+                    self._stop.set()
+
+    async def _watchdog(self) -> None:
+        # Pinged from the event loop itself, so a wedged loop stops the pings and systemd restarts us.
+        interval = systemd.watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            self.notifier.watchdog()
+            await trio.sleep(interval)
+
+    async def _watch_files(self) -> None:
+        """Reload when the config file or a loaded plugin's source changes."""
+        while True:
+            files = {p.resolve() for r in self.plugins.records if r.status == "loaded" for p in plugin_files(r)}
+            if self.config_path is not None:
+                files.add(self.config_path.resolve())
+            directories = {f.parent for f in files}
+
+            def relevant(_change: watchfiles.Change, path: str, files: set[Path] = files) -> bool:
+                return Path(path) in files or path.endswith(".py")
+
+            async for changes in watchfiles.awatch(
+                *directories, watch_filter=relevant, debounce=self.config.reload.debounce_ms, recursive=False
+            ):
+                await self.reload(f"file change: {', '.join(sorted({Path(p).name for _, p in changes}))}")
+                break  # the set of files to watch may have changed

@@ -7,11 +7,17 @@ the definition rides on it as an attribute. This module knows nothing of MCP's w
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, overload
+from typing import Any, TypeAlias, TypeVar, overload
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+Completer: TypeAlias = Sequence[str] | Callable[[str, Mapping[str, str]], Sequence[str] | Awaitable[Sequence[str]]]
+"""Suggestions for one argument of a prompt or resource template (``completion/complete``):
+either the fixed values (the host offers those that start with what the user typed), or a
+function, sync or async, of the partial value and the other arguments already given,
+returning the suggestions."""
 
 _ATTR = "__mcphost_definition__"
 
@@ -26,6 +32,9 @@ class ToolDef:
     description: str | None = None
     annotations: dict[str, Any] | None = None
     structured_output: bool | None = None
+    input_schema: dict[str, Any] | None = None
+    """A JSON Schema to publish instead of the one derived from the type hints (which still
+    validate the arguments)."""
     timeout: float | None = None
     max_concurrency: int | None = None
     max_result_bytes: int | None = None
@@ -41,6 +50,8 @@ class ResourceDef:
     title: str | None = None
     description: str | None = None
     mime_type: str | None = None
+    complete: Mapping[str, Completer] = field(default_factory=dict)
+    """Completions of the template's ``{placeholders}``, by name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +63,8 @@ class PromptDef:
     title: str | None = None
     description: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    complete: Mapping[str, Completer] = field(default_factory=dict)
+    """Completions of the prompt's arguments, by name."""
 
 
 @overload
@@ -64,6 +77,7 @@ def tool(
     description: str | None = None,
     annotations: dict[str, Any] | None = None,
     structured_output: bool | None = None,
+    input_schema: dict[str, Any] | None = None,
     timeout: float | None = None,
     max_concurrency: int | None = None,
     max_result_bytes: int | None = None,
@@ -89,12 +103,13 @@ def resource(
     title: str | None = None,
     description: str | None = None,
     mime_type: str | None = None,
+    complete: Mapping[str, Completer] | None = None,
 ) -> Callable[[F], F]:
     """Declare a function as the reader of resource ``uri`` (a template if it has ``{params}``,
-    whose values are passed as the function's arguments)."""
+    whose values are passed as the function's arguments, and ``complete`` may suggest)."""
 
     def attach(f: F) -> F:
-        setattr(f, _ATTR, ResourceDef(f, uri, name, title, description, mime_type))
+        setattr(f, _ATTR, ResourceDef(f, uri, name, title, description, mime_type, dict(complete or {})))
         return f
 
     return attach
@@ -107,11 +122,13 @@ def prompt(
     name: str | None = None,
     title: str | None = None,
     description: str | None = None,
+    complete: Mapping[str, Completer] | None = None,
 ) -> Any:
-    """Declare a function as a prompt, usable bare or with a name and description."""
+    """Declare a function as a prompt, usable bare or with a name, a description and
+    ``complete``, suggestions for its arguments by name."""
 
     def attach(f: F) -> F:
-        setattr(f, _ATTR, PromptDef(f, name, title, description))
+        setattr(f, _ATTR, PromptDef(f, name, title, description, complete=dict(complete or {})))
         return f
 
     return attach(fn) if fn is not None else attach

@@ -1,9 +1,10 @@
-"""The ASGI application: ``/mcp`` (the SDK's Streamable HTTP transport), ``/health`` and
-``/ready``, with one log line per request.
+"""The ASGI application: ``/mcp`` (the SDK's Streamable HTTP transport), ``/health``,
+``/ready`` and, with OAuth, the protected resource metadata; one log line per request.
 
 The path of a request reads top to bottom in :meth:`HttpApp.__call__`: lifespan, then
-routing, then (for ``/mcp``) the request record, then the session manager. Authentication
-and rate limits slot in before the session manager; nothing here knows about plugins.
+routing, then (for ``/mcp``) the request record, authentication and the caller's request
+budget (:meth:`HttpApp._admitted`), then the checks of :mod:`mcphost.wire`, then the
+session manager. Nothing here knows about plugins.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ import structlog
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from mcphost import wire
+from mcphost.auth import Authenticator, Denial
+from mcphost.drain import Drain
+from mcphost.errors import RATE_LIMITED, UNAVAILABLE
 from mcphost.log import RequestRecord, current_request
+from mcphost.ratelimit import RateLimits
 
 log = structlog.get_logger("mcphost.http")
 
@@ -67,20 +72,48 @@ def replay(body: bytes, receive: Receive) -> Receive:
     return replaying
 
 
+async def acknowledge_lifespan(receive: Receive, send: Send) -> None:
+    """Answer ASGI lifespan events."""
+    # Hypercorn's Trio worker fails at start-up if lifespan goes unanswered; the daemon
+    # itself owns start-up and shut-down, so there is nothing to do but acknowledge.
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 class HttpApp:
     """The daemon's ASGI app."""
 
-    def __init__(self, mcp_path: str, sessions: StreamableHTTPSessionManager, ready: ReadyCheck):
+    def __init__(
+        self,
+        mcp_path: str,
+        sessions: StreamableHTTPSessionManager,
+        ready: ReadyCheck,
+        drain: Drain,
+        *,
+        auth: Authenticator | None = None,
+        limits: RateLimits | None = None,
+    ):
         self.mcp_path = mcp_path
         self.sessions = sessions
         self.ready = ready
+        self.drain = drain
         self.max_body_bytes = sessions.max_request_body_size
+        self.auth = auth
+        self.limits = limits or RateLimits()
+        verifier = auth.verifier if auth else None
+        # RFC 9728 metadata, at the path-suffixed location and at the bare one clients also try.
+        self.well_known = dict.fromkeys(verifier.metadata_paths, verifier.metadata) if verifier else {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection scope."""
         kind = scope["type"]
         if kind == "lifespan":
-            await self._lifespan(receive, send)
+            await acknowledge_lifespan(receive, send)
         elif kind != "http":
             return  # websockets are not part of MCP; Hypercorn closes the connection
         elif scope["path"] == self.mcp_path:
@@ -88,8 +121,23 @@ class HttpApp:
         elif scope["path"] == "/health":
             await send_json(send, 200, {"status": "ok"})
         elif scope["path"] == "/ready":
+            # Only the verdict here: plugin errors may name paths and hosts; the admin
+            # listener (mcphost.admin) has the detail.
             ok, report = await self.ready()
-            await send_json(send, 200 if ok else 503, report)
+            await send_json(send, 200 if ok else 503, {"status": report["status"]})
+        elif scope["path"] in self.well_known:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"access-control-allow-origin", b"*"),
+                        (b"cache-control", b"public, max-age=3600"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": self.well_known[scope["path"]]})
         else:
             await send_json(send, 404, {"error": "not found", "mcp_endpoint": self.mcp_path})
 
@@ -99,6 +147,14 @@ class HttpApp:
         record = RequestRecord(given if _REQUEST_ID.match(given) else uuid.uuid4().hex[:16])
         session_id = headers.get(b"mcp-session-id", b"").decode("latin-1")[:64] or None
         status = 0
+        unread_body = headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
+
+        async def receive_tracked() -> dict[str, Any]:
+            nonlocal unread_body
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                unread_body = False
+            return message
 
         async def send_with_record(message: dict[str, Any]) -> None:
             nonlocal status, session_id
@@ -107,16 +163,19 @@ class HttpApp:
                 for name, value in message.get("headers", ()):
                     if name.lower() == b"mcp-session-id":
                         session_id = value.decode("latin-1")
-                message = {
-                    **message,
-                    "headers": [*message.get("headers", ()), (b"x-request-id", record.request_id.encode())],
-                }
+                extra = [(b"x-request-id", record.request_id.encode())]
+                if unread_body:
+                    # Answered before the body was read (a refusal): the server cannot reuse
+                    # the connection, so the client must not either.
+                    extra.append((b"connection", b"close"))
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
             await send(message)
 
         token = current_request.set(record)
         structlog.contextvars.bind_contextvars(request_id=record.request_id, session_id=session_id)
         try:
-            await self._checked(scope, receive, send_with_record, headers, record)
+            if await self._admitted(scope, send_with_record, headers, record):
+                await self._checked(scope, receive_tracked, send_with_record, headers, record)
         finally:
             current_request.reset(token)
             structlog.contextvars.unbind_contextvars("request_id", "session_id")
@@ -132,16 +191,56 @@ class HttpApp:
                 **record.fields(),
             )
 
+    async def _admitted(self, scope: Scope, send: Send, headers: dict[bytes, bytes], record: RequestRecord) -> bool:
+        """Authenticate the caller and count a POST against its budget; answer and return
+        ``False`` when either refuses. Reads headers only: a refused body is never read."""
+        if self.auth is not None:
+            outcome = await self.auth.authenticate(headers.get(b"authorization"))
+            if isinstance(outcome, Denial):
+                record.rpc_error, record.auth_error = outcome.code, outcome.message
+                await send_json(send, outcome.status, wire.error_body(outcome.code, outcome.message), outcome.headers())
+                return False
+            record.identity = outcome
+            # The SDK binds a 2025-11-25 session to this principal: another one gets 404.
+            scope["user"] = outcome.user
+            # The credential stops here: nothing past this point (the SDK, plugins) sees it.
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
+        if scope["method"] == "POST":
+            decision = await self.limits.check_request(record.identity)
+            if decision is not None and not decision.allowed:
+                record.rpc_error = RATE_LIMITED
+                message = f"Rate limit exceeded: {decision.rate.text} per caller"
+                body = wire.error_body(RATE_LIMITED, message, data={"retry_after": round(decision.retry_after, 3)})
+                await send_json(send, 429, body, decision.headers())
+                return False
+        return True
+
     async def _checked(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], record: RequestRecord
     ) -> None:
         """Refuse what the SDK would answer wrongly (see :mod:`mcphost.wire`), then hand over to it."""
+        if scope["method"] == "POST":
+            with self.drain.request():
+                await self._checked_post(scope, receive, send, headers, record)
+        elif scope["method"] == "GET" and self.drain.draining:
+            await self._refuse_while_draining(send, record)  # no new event streams
+        else:
+            if b"last-event-id" in headers and self.sessions.event_store is None:
+                # Nothing to resume from, and the SDK would leave the request unanswered:
+                # serve the GET as a fresh stream.
+                scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"last-event-id"]}
+            await self.sessions.handle_request(scope, receive, send)
+
+    async def _checked_post(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], record: RequestRecord
+    ) -> None:
         version = headers[b"mcp-protocol-version"].decode("latin-1") if b"mcp-protocol-version" in headers else None
-        if (error := wire.version_error(version)) is not None:
+        if version is not None and version not in wire.SUPPORTED_VERSIONS:
+            error = wire.version_error(version, await read_body(receive, self.max_body_bytes) or b"")
             record.rpc_error = error["error"]["code"]
             await send_json(send, 400, error)
             return
-        if scope["method"] == "POST" and version not in wire.MODERN_PROTOCOL_VERSIONS:
+        if version not in wire.MODERN_PROTOCOL_VERSIONS:
             body = await read_body(receive, self.max_body_bytes)
             if body is None:
                 # The same answer the SDK gives when it sees the size first (a Content-Length).
@@ -155,16 +254,18 @@ class HttpApp:
                 await send_json(send, 400, error)
                 return
             receive = replay(body, receive)
+            method = wire.method_of(body) if self.drain.draining else None
+        else:
+            method = headers.get(b"mcp-method", b"").decode("latin-1")
+        # While draining, requests that finish what a client is doing (a tools/list after a
+        # call, a notification, a response) still pass; new sessions and new work do not.
+        if self.drain.draining and method in wire.NEW_WORK:
+            await self._refuse_while_draining(send, record)
+            return
         await self.sessions.handle_request(scope, receive, send)
 
     @staticmethod
-    async def _lifespan(receive: Receive, send: Send) -> None:
-        # Hypercorn's Trio worker fails at start-up if lifespan goes unanswered; the daemon
-        # itself owns start-up and shut-down, so there is nothing to do but acknowledge.
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def _refuse_while_draining(send: Send, record: RequestRecord) -> None:
+        record.rpc_error = UNAVAILABLE
+        body = wire.error_body(UNAVAILABLE, "Server is shutting down")
+        await send_json(send, 503, body, [(b"retry-after", b"5")])

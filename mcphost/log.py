@@ -3,19 +3,25 @@ canonical log line each request gets.
 
 stdout is never written: in stdio mode it is the protocol channel. Standard-library
 loggers (the SDK's, Hypercorn's) are routed through the same renderer, so every line on
-stderr has one shape: JSON lines, or a readable console format on a terminal.
+stderr has one shape: JSON lines, or a readable console format on a terminal. Secrets are
+redacted from every line on the way out (:func:`redact`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
+from collections.abc import MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
+
+if TYPE_CHECKING:
+    from mcphost.identity import Identity
 
 Format = Literal["auto", "json", "console"]
 
@@ -31,10 +37,16 @@ class RequestRecord:
     plugin: str | None = None
     status: str | None = None
     rpc_error: int | None = None
+    identity: Identity | None = None
+    """The authenticated caller; ``None`` when no authentication applies."""
+    auth_error: str | None = None
+    """Why the request's credentials were refused."""
 
     def fields(self) -> dict[str, Any]:
         """The record as log fields, leaving out what was never set."""
         values = {
+            "identity": None if self.identity is None else self.identity.name,
+            "auth_error": self.auth_error,
             "method": self.method,
             "tool": self.tool,
             "plugin": self.plugin,
@@ -60,7 +72,7 @@ def configure(level: str = "info", fmt: Format = "auto") -> None:
     ]
     numeric = logging.getLevelName(level.upper())
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info if fmt == "json" else _noop, renderer],
+        processors=[*shared, structlog.processors.format_exc_info if fmt == "json" else _noop, redact, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.WriteLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
@@ -68,7 +80,7 @@ def configure(level: str = "info", fmt: Format = "auto") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redact, renderer],
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, structlog.processors.format_exc_info],
         )
     )
@@ -80,5 +92,46 @@ def configure(level: str = "info", fmt: Format = "auto") -> None:
         logging.getLogger(chatty).setLevel(max(numeric, logging.WARNING))
 
 
-def _noop(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+def _noop(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    return event
+
+
+_SECRET_FIELDS = frozenset({"authorization", "proxy-authorization", "cookie", "token", "access_token", "password"})
+_SECRET = re.compile(
+    r"(?i:bearer)\s+[^\s\"',;]+"  # an Authorization header's value
+    r"|mcph_[A-Za-z0-9_-]{8,}"  # an API key (mcphost.keys)
+    r"|eyJ[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]*){0,2}"  # a JWT: base64url of '{"'
+)
+
+
+def _mask(match: re.Match[str]) -> str:
+    text = match.group()
+    if text.startswith("mcph_"):
+        return "mcph_[redacted]"
+    return "Bearer [redacted]" if text[:1] in "bB" else "[redacted]"
+
+
+def _scrub(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        # Substring tests first: most values hold no marker, and they cost far less than the regex.
+        if "mcph_" in value or "eyJ" in value or "earer" in value or "EARER" in value:
+            return _SECRET.sub(_mask, value)
+        return value
+    if depth > 4:
+        return value
+    if isinstance(value, dict):
+        return {k: "[redacted]" if str(k).lower() in _SECRET_FIELDS else _scrub(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub(v, depth + 1) for v in value)
+    return value
+
+
+def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A structlog processor: masks Authorization values, API keys and JWTs wherever they
+    appear in a log line (a misbehaving client may put one in any header we log)."""
+    for key, value in event.items():
+        if key in _SECRET_FIELDS:
+            event[key] = "[redacted]"
+        elif isinstance(value, str | dict | list | tuple):
+            event[key] = _scrub(value)
     return event

@@ -9,10 +9,12 @@ The result of loading is a list of :class:`PluginRecord` (what ``mcphost plugins
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -65,6 +67,10 @@ class PluginRecord:
     hooks: tuple[str, ...] = ()
     settings: PluginSettings | None = None
     registry: Registry = field(default_factory=Registry)
+    module: ModuleType | None = field(default=None, repr=False, compare=False)
+    fingerprint: tuple[Any, ...] = field(default=(), repr=False, compare=False)
+    reload_error: str | None = None
+    """Why the last reload of this plugin failed; the version described here keeps serving."""
 
     @property
     def tools(self) -> list[str]:
@@ -116,7 +122,8 @@ def _import_path(path: Path) -> ModuleType:
 
 
 class PluginHost:
-    """The plugin manager: loads plugins per the config and runs their lifecycle hooks."""
+    """The plugin manager: loads plugins per the config, reloads what changed, and runs
+    their lifecycle hooks."""
 
     def __init__(self, loaded: LoadedConfig):
         self.loaded = loaded
@@ -132,29 +139,107 @@ class PluginHost:
 
     def load_all(self) -> list[PluginRecord]:
         """Discover and load every enabled plugin, each inside its own fence."""
+        self.records = self._plan({})
+        return self.records
+
+    async def reload(self, loaded: LoadedConfig) -> Reload:
+        """Apply ``loaded`` and the installed plugins as they are now, reloading only what changed.
+
+        A changed plugin's new version is imported and validated off to the side; if it fails,
+        the old version keeps serving (its record carries ``reload_error``). The caller
+        publishes the new registry, then calls :meth:`retire` on what was replaced.
+        """
+        self.loaded, self.config = loaded, loaded.config
+        previous = {r.name: r for r in self.records}
+        records = self._plan(previous)
+        for index, record in enumerate(records):
+            if record.status == "loaded" and record is not previous.get(record.name):
+                records[index] = await self._start(record, previous.get(record.name))
+        serving = {id(r.module) for r in records if r.status == "loaded"}
+        retired = [r for r in previous.values() if r.status == "loaded" and id(r.module) not in serving]
+        self.records = records
+        changed = sorted({r.name for r in records if _fresh(r, previous.get(r.name))} | {r.name for r in retired})
+        failed = [
+            r.name for r in records if r.reload_error or (r.status == "failed" and _fresh(r, previous.get(r.name)))
+        ]
+        return Reload(changed=changed, failed=failed, retired=retired)
+
+    async def retire(self, records: Sequence[PluginRecord]) -> None:
+        """Shut down plugin versions that a reload replaced or removed."""
+        for record in records:
+            await self._stop(record)
+
+    def _plan(self, previous: dict[str, PluginRecord]) -> list[PluginRecord]:
         plugins = self.config.plugins
+        records: list[PluginRecord] = []
         served = Registry()
         seen: set[str] = set()
         for candidate in discover(plugins.paths):
-            required = plugins.for_plugin(candidate.name).required
-            record = PluginRecord(candidate.name, candidate.origin, candidate.version, "loaded", required)
+            old = previous.get(candidate.name)
+            base = PluginRecord(
+                candidate.name,
+                candidate.origin,
+                candidate.version,
+                "loaded",
+                plugins.for_plugin(candidate.name).required,
+            )
             if candidate.name in seen:
-                record = record.failed(f"another plugin named {candidate.name!r} is already loaded")
+                record = base.failed(f"another plugin named {candidate.name!r} is already loaded")
             elif not _enabled(candidate.name, plugins.enable, plugins.disable):
-                record = replace(record, status="disabled")
+                record = replace(base, status="disabled")
+            elif old is not None and old.status == "loaded" and old.fingerprint == self._fingerprint(candidate, old):
+                record = replace(old, required=base.required, reload_error=None) if old.reload_error else old
             else:
-                record = self._load(candidate, record)
-                if record.status == "loaded" and (clashes := served.clashes(record.registry)):
-                    record = record.failed(f"already served: {', '.join(clashes)}")
-                    self._unregister(record.name)
+                record = self._replace(candidate, base, old, served)
             seen.add(candidate.name)
             if record.status == "loaded":
                 served = served.merged(record.registry)
-                log.info("plugin loaded", plugin=record.name, origin=record.origin, tools=len(record.registry.tools))
-            elif record.status == "failed":
+                if _fresh(record, old):
+                    log.info("plugin loaded", plugin=record.name, origin=record.origin, tools=len(record.tools))
+            elif record.status == "failed" and _fresh(record, old):
                 log.error("plugin failed to load", plugin=record.name, origin=record.origin, error=record.error)
-            self.records.append(record)
-        return self.records
+            records.append(record)
+        return records
+
+    def _replace(
+        self, candidate: Candidate, base: PluginRecord, old: PluginRecord | None, served: Registry
+    ) -> PluginRecord:
+        """Load ``candidate``; if it replaces a working ``old`` and fails, keep ``old`` serving."""
+        aside = self._set_aside(old) if old is not None and old.status == "loaded" else None
+        record = self._load(candidate, base)
+        if record.status == "loaded" and (clashes := served.clashes(record.registry)):
+            self._unregister(record.name)
+            record = record.failed(f"already served: {', '.join(clashes)}")
+        if record.status == "failed" and aside is not None and old is not None:
+            self._restore(old, aside)
+            log.error("plugin reload failed; the previous version keeps serving", plugin=old.name, error=record.error)
+            return replace(old, reload_error=record.error)
+        return (
+            replace(record, fingerprint=self._fingerprint(candidate, record)) if record.status == "loaded" else record
+        )
+
+    def _set_aside(self, record: PluginRecord) -> dict[str, ModuleType]:
+        """Unregister ``record``'s module and take its modules out of ``sys.modules``, so the
+        next import is fresh; calls running on the old objects are unaffected."""
+        self._unregister(record.name)
+        root = record.module.__name__ if record.module else ""
+        return {n: sys.modules.pop(n) for n in list(sys.modules) if root and (n == root or n.startswith(root + "."))}
+
+    def _restore(self, record: PluginRecord, aside: dict[str, ModuleType]) -> None:
+        root = record.module.__name__ if record.module else ""
+        for name in [n for n in sys.modules if root and (n == root or n.startswith(root + "."))]:
+            del sys.modules[name]
+        sys.modules.update(aside)
+        self._unregister(record.name)
+        if record.module is not None:
+            self.pm.register(record.module, name=record.name)
+
+    def _fingerprint(self, candidate: Candidate, record: PluginRecord) -> tuple[Any, ...]:
+        """What a reload compares: origin, version, the config that shapes the plugin, and
+        the modification times of its source files."""
+        plugin_config = self.config.plugins.for_plugin(candidate.name).model_dump_json()
+        host = (self.config.limits.model_dump_json(), self.config.tools.model_dump_json())
+        return (candidate.origin, candidate.version, plugin_config, host, _source_times(record.module))
 
     def problems(self) -> list[Problem]:
         """Config problems found while loading: plugin settings, and tables naming no plugin."""
@@ -180,7 +265,7 @@ class PluginHost:
             self._unregister(name)
             return record.failed(f"implements unknown hook(s) {', '.join(unknown)}; see mcphost.hookspecs")
         hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(module) or ()))
-        record = replace(record, hooks=hooks)
+        record = replace(record, hooks=hooks, module=module)
         try:
             settings, registry = self._build(name)
         except _LoadError as error:
@@ -227,7 +312,7 @@ class PluginHost:
         for item in self._definitions(name, "mcphost_prompts", settings, PromptDef):
             short = item.name or item.fn.__name__
             prompt = self._guard(
-                name, "prompt", short, lambda item=item: build_prompt(name, prefix, item, plain, max_length)
+                name, "prompt", short, lambda item=item: build_prompt(name, prefix, item, plain, max_length, settings)
             )
             prompts[prompt.name] = prompt
         if unknown_tools := set(plugin_config.tools) - shorts:
@@ -280,22 +365,30 @@ class PluginHost:
 
     async def start_all(self) -> None:
         """Run every loaded plugin's start-up hook; a failure marks that plugin failed."""
-        for index, record in enumerate(self.records):
-            if record.status != "loaded":
-                continue
-            outcome = await self._call_async(record, "mcphost_startup", HOOK_TIMEOUT)
-            if outcome.error:
-                self.records[index] = record.failed(outcome.error)
-                self._unregister(record.name)
-                log.error("plugin failed to start", plugin=record.name, error=outcome.error)
+        self.records = [await self._start(r, None) if r.status == "loaded" else r for r in self.records]
 
     async def stop_all(self) -> None:
         """Run every loaded plugin's shut-down hook, in reverse order; failures are logged."""
         for record in reversed(self.records):
             if record.status == "loaded":
-                outcome = await self._call_async(record, "mcphost_shutdown", HOOK_TIMEOUT)
-                if outcome.error:
-                    log.error("plugin failed to shut down", plugin=record.name, error=outcome.error)
+                await self._stop(record)
+
+    async def _start(self, record: PluginRecord, old: PluginRecord | None) -> PluginRecord:
+        outcome = await self._call_async(record, "mcphost_startup", HOOK_TIMEOUT)
+        if not outcome.error:
+            return record
+        log.error("plugin failed to start", plugin=record.name, error=outcome.error)
+        self._unregister(record.name)
+        if old is not None and old.status == "loaded":
+            # The previous version never stopped serving; put it back in the plugin manager.
+            self._restore(old, {})
+            return replace(old, reload_error=outcome.error)
+        return record.failed(outcome.error)
+
+    async def _stop(self, record: PluginRecord) -> None:
+        outcome = await self._call_async(record, "mcphost_shutdown", HOOK_TIMEOUT)
+        if outcome.error:
+            log.error("plugin failed to shut down", plugin=record.name, error=outcome.error)
 
     async def readiness(self) -> dict[str, tuple[bool, str | None]]:
         """Each loaded plugin's readiness check: ``name -> (ready, reason)``."""
@@ -310,6 +403,41 @@ class PluginHost:
     def _unregister(self, name: str) -> None:
         if self.pm.has_plugin(name):
             self.pm.unregister(name=name)
+
+
+@dataclass(frozen=True)
+class Reload:
+    """What a reload did: plugins (re)loaded or removed, plugins that failed, versions to retire."""
+
+    changed: list[str]
+    failed: list[str]
+    retired: list[PluginRecord]
+
+
+def _fresh(record: PluginRecord, old: PluginRecord | None) -> bool:
+    """Whether ``record`` differs from ``old`` in what it serves (a new module, or a new status)."""
+    if old is None or record.status != old.status:
+        return True
+    return record.status == "loaded" and record.module is not old.module
+
+
+def _source_times(module: ModuleType | None) -> tuple[tuple[str, float], ...]:
+    """Modification times of the source files of ``module`` and its submodules."""
+    if module is None:
+        return ()
+    root = module.__name__
+    times = []
+    for name, loaded in list(sys.modules.items()):
+        path = getattr(loaded, "__file__", None)
+        if path and (name == root or name.startswith(root + ".")):
+            with contextlib.suppress(OSError):
+                times.append((path, os.stat(path).st_mtime_ns))
+    return tuple(sorted(times))
+
+
+def plugin_files(record: PluginRecord) -> list[Path]:
+    """The source files a watcher should watch for ``record``."""
+    return [Path(path) for path, _ in _source_times(record.module)]
 
 
 class _LoadError(Exception):

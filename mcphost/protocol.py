@@ -1,15 +1,17 @@
 """The MCP handlers: the SDK's low-level server answering from the current registry.
 
 Each handler reads the registry once (``get_registry()``), so a reload that swaps it
-mid-request is never seen half-way. Tool, resource and prompt functions run through
-:mod:`mcphost.fence`; this module turns their values and failures into MCP results.
+mid-request is never seen half-way. Tool, resource, prompt and completion functions run
+through :mod:`mcphost.fence`; this module turns their values and failures into MCP results.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import mcp_types as types
@@ -17,76 +19,116 @@ import pydantic_core
 import structlog
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.lowlevel.server import Server
+from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
-from mcphost import fence
-from mcphost.context import ToolContext
+from mcphost import client_input, fence, subscriptions
+from mcphost.context import LOG_LEVEL_STATE_KEY, ToolContext, connection_of
+from mcphost.definitions import Completer
+from mcphost.drain import Drain
+from mcphost.errors import ERROR_META_KEY, RATE_LIMITED, TOOL_TIMEOUT
+from mcphost.identity import current_identity, may_use, visible_tools
 from mcphost.log import RequestRecord, current_request
+from mcphost.ratelimit import RateLimits
 from mcphost.registry import RegisteredTool, Registry
 
 log = structlog.get_logger("mcphost.protocol")
 
 Ctx = ServerRequestContext[Any, Any]
 
+MAX_COMPLETIONS = 100
+"""The most values one ``completion/complete`` answer may carry (the spec's limit)."""
 
-def error_result(message: str) -> types.CallToolResult:
-    """A failed tool call as the client sees it: ``isError`` and a message, nothing more."""
-    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
+
+def error_result(message: str, code: int | None = None, **data: Any) -> types.CallToolResult:
+    """A failed tool call as the client sees it: ``isError`` and a message, nothing more; with
+    ``code`` (``mcphost.errors``) also ``_meta["mcphost/error"] = {"code": code, **data}``."""
+    meta = {ERROR_META_KEY: {"code": code, **data}} if code is not None else None
+    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True, _meta=meta)
 
 
 class Handlers:
     """MCP request handlers bound to a registry source."""
 
-    def __init__(self, get_registry: Callable[[], Registry]):
+    def __init__(
+        self,
+        get_registry: Callable[[], Registry],
+        drain: Drain,
+        subs: subscriptions.Subscriptions,
+        limits: RateLimits | None = None,
+    ):
         self.get_registry = get_registry
+        self.drain = drain
+        self.subscriptions = subs
+        self.limits = limits or RateLimits()
 
     async def list_tools(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
-        """``tools/list``: every tool served (pre-built with the registry)."""
-        return self.get_registry().tools_result
+        """``tools/list``: every tool served that the caller may use (pre-built with the registry)."""
+        return visible_tools(self.get_registry())
 
     def input_schema(self, name: str) -> dict[str, Any] | None:
         """A tool's input schema by name, for the SDK's 2026-07-28 header checks."""
         schema = self.get_registry().input_schemas.get(name)
-        return dict(schema) if schema is not None else None
+        return dict(schema) if schema is not None and may_use(name) else None
 
-    async def call_tool(self, ctx: Ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
+    async def call_tool(
+        self, ctx: Ctx, params: types.CallToolRequestParams
+    ) -> types.CallToolResult | types.InputRequiredResult:
         """``tools/call``: validate, run the tool inside its plugin's fence, shape the result."""
         tool = self.get_registry().tools.get(params.name)
-        if tool is None:
+        # A tool outside the caller's scopes is answered exactly like one that does not exist.
+        if tool is None or not may_use(tool.name):
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {params.name}")
         record = current_request.get()
         if record is not None:
             record.tool, record.plugin = tool.name, tool.plugin
         start = time.perf_counter()
-        result, status = await self._run_tool(tool, params.arguments or {}, ctx)
-        if record is not None:
-            record.status = status
-        log.info(
-            "tool call",
-            tool=tool.name,
-            plugin=tool.plugin,
-            status=status,
-            duration_ms=round((time.perf_counter() - start) * 1000, 2),
-        )
-        return result
+        status = "cancelled"  # unless the call returns: the client cancelled it or went away
+        try:
+            with self.drain.call() as scope:
+                result, status = await self._run_tool(tool, params, ctx)
+            if scope.cancelled_caught:
+                message = f"tool {tool.name!r} was cancelled: the server is shutting down"
+                result, status = error_result(message), "cancelled"
+            return result
+        except MCPError:  # a protocol error the tool ran into, answered as such
+            status = "error"
+            raise
+        finally:
+            if record is not None:
+                record.status = status
+            log.info(
+                "tool call",
+                tool=tool.name,
+                plugin=tool.plugin,
+                status=status,
+                duration_ms=round((time.perf_counter() - start) * 1000, 2),
+            )
 
     async def _run_tool(
-        self, tool: RegisteredTool, arguments: dict[str, Any], ctx: Ctx
-    ) -> tuple[types.CallToolResult, str]:
+        self, tool: RegisteredTool, params: types.CallToolRequestParams, ctx: Ctx
+    ) -> tuple[types.CallToolResult | types.InputRequiredResult, str]:
+        if (refusal := await self.limits.check_tool(current_identity(), tool.plugin, tool.name)) is not None:
+            retry = round(refusal.decision.retry_after, 3)
+            return error_result(refusal.message(), RATE_LIMITED, limit=refusal.scope, retry_after=retry), "rate_limited"
         meta = tool.sdk_tool.fn_metadata
         try:
-            kwargs = meta.validate_arguments(arguments)
+            kwargs = meta.validate_arguments(params.arguments or {})
         except ValidationError as error:
             # The model's mistake, reported so it can correct itself (SEP-1303), values left out.
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in error.errors())
             return error_result(f"Invalid arguments for tool {tool.name!r}: {problems}"), "invalid_arguments"
+        exchange = client_input.Exchange.for_request(ctx, params)
         if tool.context_param:
-            kwargs[tool.context_param] = ToolContext(tool.plugin, tool.name, tool.settings, ctx)
+            kwargs[tool.context_param] = ToolContext(tool.plugin, tool.name, tool.settings, ctx, exchange)
         try:
             value = await fence.run(tool.fn, kwargs, tool.limits, plugin=tool.plugin, what=f"tool {tool.name!r}")
+        except client_input.InputRequired:
+            return exchange.result(), "input_required"
         except fence.FenceError as error:
-            return error_result(str(error)), error.status
+            code = TOOL_TIMEOUT if isinstance(error, fence.CallTimeout) else None
+            return error_result(str(error), code), error.status
         try:
             result = meta.convert_result(value)
         except Exception as error:
@@ -94,6 +136,10 @@ class Handlers:
             return error_result(
                 f"tool {tool.name!r} returned a result that does not match its declared output"
             ), "error"
+        if isinstance(result, types.InputRequiredResult):
+            if exchange.modern:
+                return result, "input_required"
+            return error_result(f"tool {tool.name!r} needs input that this client cannot be asked for"), "error"
         if not isinstance(result, types.CallToolResult):
             return error_result(f"tool {tool.name!r} returned an unsupported result"), "error"
         size = len(result.model_dump_json(by_alias=True, exclude_none=True))
@@ -135,11 +181,29 @@ class Handlers:
             content = types.TextResourceContents(uri=uri, text=text, mime_type=mime)
         return types.ReadResourceResult(contents=[content])
 
+    async def subscribe(self, ctx: Ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        """``resources/subscribe`` (2025-11-25): updates of ``uri`` go to this session's stream."""
+        uri = str(params.uri)
+        registry = self.get_registry()
+        if uri not in registry.resources and registry.find_template(uri) is None:
+            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown resource: {uri}", data={"uri": uri})
+        if not self.subscriptions.subscribe(ctx, uri):
+            limit = subscriptions.MAX_SUBSCRIPTIONS_PER_SESSION
+            raise MCPError(code=types.INVALID_REQUEST, message=f"Too many subscriptions: at most {limit} per session")
+        return types.EmptyResult()
+
+    async def unsubscribe(self, ctx: Ctx, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+        """``resources/unsubscribe`` (2025-11-25)."""
+        self.subscriptions.unsubscribe(ctx, str(params.uri))
+        return types.EmptyResult()
+
     async def list_prompts(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
         """``prompts/list``."""
         return types.ListPromptsResult(prompts=[p.wire for p in self.get_registry().prompts.values()])
 
-    async def get_prompt(self, ctx: Ctx, params: types.GetPromptRequestParams) -> types.GetPromptResult:
+    async def get_prompt(
+        self, ctx: Ctx, params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult | types.InputRequiredResult:
         """``prompts/get``: render a prompt with the client's arguments."""
         prompt = self.get_registry().prompts.get(params.name)
         if prompt is None:
@@ -148,21 +212,74 @@ class Handlers:
         missing = [a.name for a in prompt.wire.arguments or () if a.required and a.name not in arguments]
         if missing:
             raise MCPError(code=types.INVALID_PARAMS, message=f"Missing required arguments: {', '.join(missing)}")
-        render = prompt.sdk_prompt.render
+        exchange = client_input.Exchange.for_request(ctx, params)
+        context = None
+        if prompt.context_param:
+            context = ToolContext(prompt.plugin, prompt.name, prompt.settings, ctx, exchange)
         try:
-            messages = await fence.run(
-                render,
-                {"arguments": arguments, "context": None},
+            rendered = await fence.run(
+                prompt.sdk_prompt.render,
+                {"arguments": arguments, "context": context},
                 prompt.limits,
                 plugin=prompt.plugin,
                 what=f"prompt {prompt.name!r}",
             )
+        except client_input.InputRequired:
+            return exchange.result()
         except fence.FenceError as error:
             raise MCPError(code=types.INTERNAL_ERROR, message=str(error)) from None
+        if isinstance(rendered, types.InputRequiredResult):
+            if exchange.modern:
+                return rendered
+            raise MCPError(code=types.INTERNAL_ERROR, message=f"prompt {prompt.name!r} needs input from the client")
         return types.GetPromptResult(
             description=prompt.wire.description,
-            messages=[types.PromptMessage.model_validate(m.model_dump(by_alias=True)) for m in messages],
+            messages=[types.PromptMessage.model_validate(m.model_dump(by_alias=True)) for m in rendered],
         )
+
+    async def complete(self, ctx: Ctx, params: types.CompleteRequestParams) -> types.CompleteResult:
+        """``completion/complete``: suggestions for a prompt argument or a template placeholder."""
+        registry = self.get_registry()
+        ref = params.ref
+        if isinstance(ref, types.PromptReference):
+            entry: Any = registry.prompts.get(ref.name)
+            what = f"prompt {ref.name!r}"
+        else:
+            entry = registry.template(ref.uri)
+            what = f"resource template {ref.uri!r}"
+        if entry is None:
+            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown {what}")
+        completer = entry.definition.complete.get(params.argument.name)
+        given = params.context.arguments if params.context and params.context.arguments else {}
+        values = await self._suggest(completer, params.argument.value, given, entry, what)
+        return types.CompleteResult(
+            completion=types.Completion(
+                values=values[:MAX_COMPLETIONS], total=len(values), has_more=len(values) > MAX_COMPLETIONS
+            )
+        )
+
+    @staticmethod
+    async def _suggest(
+        completer: Completer | None, value: str, given: Mapping[str, str], entry: Any, what: str
+    ) -> list[str]:
+        if completer is None:
+            return []
+        if isinstance(completer, Sequence):
+            return [v for v in completer if v.startswith(value)]
+        try:
+            values = await fence.run(
+                functools.partial(completer, value, given), {}, entry.limits, plugin=entry.plugin, what=what
+            )
+        except fence.FenceError as error:
+            raise MCPError(code=types.INTERNAL_ERROR, message=str(error)) from None
+        if not isinstance(values, Sequence) or isinstance(values, str) or not all(isinstance(v, str) for v in values):
+            raise MCPError(code=types.INTERNAL_ERROR, message=f"the completions of {what} are not a list of strings")
+        return list(values)
+
+    async def set_logging_level(self, ctx: Ctx, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        """``logging/setLevel`` (2025-11-25): the least severe level this session's tools log at."""
+        connection_of(ctx).state[LOG_LEVEL_STATE_KEY] = params.level
+        return types.EmptyResult()
 
 
 async def record_request(ctx: Ctx, call_next: CallNext) -> HandlerResult:
@@ -193,11 +310,28 @@ async def record_request(ctx: Ctx, call_next: CallNext) -> HandlerResult:
             )
 
 
+def caller_principal(ctx: Ctx) -> str | None:
+    """Whom a ``requestState`` is bound to: the authenticated caller, if there is one."""
+    identity = current_identity()
+    return None if identity is None else identity.key
+
+
 def build_server(
-    get_registry: Callable[[], Registry], name: str, version: str, instructions: str | None
+    get_registry: Callable[[], Registry],
+    name: str,
+    version: str,
+    instructions: str | None,
+    drain: Drain,
+    limits: RateLimits | None = None,
+    state_key: bytes | None = None,
 ) -> Server[Any]:
-    """The SDK server whose handlers answer from ``get_registry()``."""
-    handlers = Handlers(get_registry)
+    """The SDK server whose handlers answer from ``get_registry()``; calls run under ``drain``.
+
+    It also becomes the server :func:`mcphost.notify_resource_updated` announces to.
+    """
+    subs = subscriptions.Subscriptions()
+    subscriptions.install(subs)
+    handlers = Handlers(get_registry, drain, subs, limits)
     server: Server[Any] = Server(
         name,
         version=version,
@@ -208,8 +342,18 @@ def build_server(
         on_list_resources=handlers.list_resources,
         on_list_resource_templates=handlers.list_resource_templates,
         on_read_resource=handlers.read_resource,
+        on_subscribe_resource=handlers.subscribe,
+        on_unsubscribe_resource=handlers.unsubscribe,
+        on_subscriptions_listen=subs.listen,
         on_list_prompts=handlers.list_prompts,
         on_get_prompt=handlers.get_prompt,
+        on_completion=handlers.complete,
+        on_set_logging_level=handlers.set_logging_level,
     )
     server.middleware.append(record_request)
+    # Seals the requestState of every InputRequiredResult and rejects one that comes back
+    # altered, late, or from another caller: answers carried between rounds are what this
+    # process (or a replica sharing ``state_key``) handed out, to this caller.
+    security = RequestStateSecurity(keys=[state_key or os.urandom(32)], bind_principal=caller_principal)
+    server.middleware.append(RequestStateBoundary(security, default_audience=name))
     return server

@@ -65,6 +65,13 @@ class RegisteredPrompt:
     sdk_prompt: Prompt
     wire: types.Prompt
     limits: ToolLimits
+    settings: Any
+    definition: PromptDef
+
+    @property
+    def context_param(self) -> str | None:
+        """The parameter that receives the ``ToolContext``, if the prompt asks for one."""
+        return self.sdk_prompt.context_kwarg
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,10 @@ class Registry:
 
     tools_result: types.ListToolsResult = field(init=False)
     input_schemas: Mapping[str, Mapping[str, Any]] = field(init=False)
+
+    def template(self, uri_template: str) -> RegisteredResource | None:
+        """The template registered under exactly ``uri_template``."""
+        return next((t for t in self.templates if t.definition.uri == uri_template), None)
 
     def find_template(self, uri: str) -> tuple[RegisteredResource, dict[str, Any]] | None:
         """The first template matching ``uri`` and the values it extracts."""
@@ -162,7 +173,7 @@ def build_tool(
         name=name,
         title=sdk_tool.title,
         description=inspect.cleandoc(sdk_tool.description) if sdk_tool.description else None,
-        input_schema=sdk_tool.parameters,
+        input_schema=definition.input_schema or sdk_tool.parameters,
         output_schema=sdk_tool.output_schema,
         annotations=sdk_tool.annotations,
     )
@@ -177,10 +188,12 @@ def build_resource(plugin: str, definition: ResourceDef, limits: ToolLimits) -> 
     mime = definition.mime_type or "text/plain"
     if "{" in definition.uri:
         template = UriTemplate.parse(definition.uri)
+        _check_completions(definition.complete, template.variable_names, "placeholder")
         wire: types.Resource | types.ResourceTemplate = types.ResourceTemplate(
             uri_template=definition.uri, name=name, title=definition.title, description=description, mime_type=mime
         )
         return RegisteredResource(plugin, definition, template, wire, limits)
+    _check_completions(definition.complete, (), "placeholder")
     wire = types.Resource(
         uri=definition.uri, name=name, title=definition.title, description=description, mime_type=mime
     )
@@ -188,13 +201,18 @@ def build_resource(plugin: str, definition: ResourceDef, limits: ToolLimits) -> 
 
 
 def build_prompt(
-    plugin: str, prefix: str, definition: PromptDef, limits: ToolLimits, max_length: int
+    plugin: str, prefix: str, definition: PromptDef, limits: ToolLimits, max_length: int, settings: Any = None
 ) -> RegisteredPrompt:
-    """A catalogue entry for one prompt, named like tools are."""
+    """A catalogue entry for one prompt, named like tools are; ``settings`` reach its ``ToolContext``."""
     name = public_name(prefix, definition.name or definition.fn.__name__, max_length)
     sdk_prompt = Prompt.from_function(
-        definition.fn, name=name, title=definition.title, description=definition.description
+        definition.fn,
+        name=name,
+        title=definition.title,
+        description=definition.description,
+        context_kwarg=context_parameter(definition.fn),
     )
+    _check_completions(definition.complete, [a.name for a in sdk_prompt.arguments or ()], "argument")
     wire = types.Prompt(
         name=name,
         title=sdk_prompt.title,
@@ -204,7 +222,14 @@ def build_prompt(
             for a in sdk_prompt.arguments or ()
         ],
     )
-    return RegisteredPrompt(name, plugin, sdk_prompt, wire, limits)
+    return RegisteredPrompt(name, plugin, sdk_prompt, wire, limits, settings, definition)
+
+
+def _check_completions(complete: Mapping[str, Any], names: Iterable[str], kind: str) -> None:
+    """Refuse completions for names that are not there (a typo would otherwise never complete)."""
+    unknown = sorted(set(complete) - set(names))
+    if unknown:
+        raise ValueError(f"complete= names no {kind} called {', '.join(map(repr, unknown))}")
 
 
 def combine(parts: Iterable[Registry]) -> Registry:

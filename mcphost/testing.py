@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -40,15 +41,44 @@ def free_port() -> int:
 
 def to_toml(data: Mapping[str, Any], _prefix: str = "") -> str:
     """Render a nested dict as TOML (tables for dicts, inline values otherwise)."""
-    scalars = [f"{k} = {json.dumps(v)}" for k, v in data.items() if not isinstance(v, Mapping)]
+    scalars = [f"{_key(k)} = {json.dumps(v)}" for k, v in data.items() if not isinstance(v, Mapping)]
     out = []
     if _prefix and scalars:
         out.append(f"[{_prefix}]")
     out.extend(scalars)
     for k, v in data.items():
         if isinstance(v, Mapping):
-            out.append(to_toml(v, f"{_prefix}.{k}" if _prefix else k))
+            out.append(to_toml(v, f"{_prefix}.{_key(k)}" if _prefix else _key(k)))
     return "\n".join(out) + "\n"
+
+
+def _key(name: str) -> str:
+    """A TOML key: bare when it can be, quoted otherwise (``"tools:all"``)."""
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
+
+
+ACCEPT_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+"""The headers every raw POST to an MCP endpoint needs."""
+
+
+def initialize_request(version: str = "2025-11-25", request_id: int = 1) -> dict[str, Any]:
+    """A raw ``initialize`` request opening a session of the handshake era."""
+    client = {"name": "test", "version": "1"}
+    params = {"protocolVersion": version, "capabilities": {}, "clientInfo": client}
+    return {"jsonrpc": "2.0", "id": request_id, "method": "initialize", "params": params}
+
+
+def stateless_request(
+    method: str, params: Mapping[str, Any] | None = None, request_id: int = 1
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """A raw 2026-07-28 request and its headers: the ``_meta`` envelope and the routing
+    headers that must match the body."""
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+    body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {**(params or {}), "_meta": meta}}
+    headers = {**ACCEPT_HEADERS, "mcp-protocol-version": "2026-07-28", "mcp-method": method}
+    if method == "tools/call" and params and "name" in params:
+        headers["mcp-name"] = str(params["name"])
+    return body, headers
 
 
 @dataclass
@@ -60,6 +90,8 @@ class RunningDaemon:
     config_path: Path
     log_path: Path
     extra: dict[str, Any] = field(default_factory=dict)
+    admin_port: int | None = None
+    """The admin listener's port (``[admin]``), chosen free like ``port``."""
 
     @property
     def base_url(self) -> str:
@@ -70,6 +102,11 @@ class RunningDaemon:
     def url(self) -> str:
         """The MCP endpoint, ``http://127.0.0.1:PORT/mcp``."""
         return f"{self.base_url}/mcp"
+
+    @property
+    def admin_url(self) -> str:
+        """The admin listener, ``http://127.0.0.1:ADMIN_PORT``."""
+        return f"http://127.0.0.1:{self.admin_port}"
 
     def logs(self) -> str:
         """Everything the daemon wrote to stderr so far."""
@@ -95,9 +132,10 @@ class RunningDaemon:
                 raise AssertionError(f"no matching log record within {timeout}s:\n{self.logs()[-4000:]}")
             time.sleep(0.02)
 
-    def get(self, path: str, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
-        """A plain HTTP GET on the daemon; returns (status, body)."""
-        request = urllib.request.Request(self.base_url + path, headers=dict(headers or {}))
+    def get(self, path: str, headers: Mapping[str, str] | None = None, *, admin: bool = False) -> tuple[int, bytes]:
+        """A plain HTTP GET on the daemon (on its admin listener with ``admin``); returns (status, body)."""
+        base = self.admin_url if admin else self.base_url
+        request = urllib.request.Request(base + path, headers=dict(headers or {}))
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status, response.read()
@@ -123,14 +161,28 @@ def start_daemon(
     args: tuple[str, ...] = (),
     env: Mapping[str, str] | None = None,
     port: int | None = None,
+    state_dir: Path | None = None,
 ) -> RunningDaemon:
-    """Start ``mcphost serve`` with ``config`` (a dict or TOML text) and wait until it answers ``/health``."""
+    """Start ``mcphost serve`` with ``config`` (a dict or TOML text) and wait until it answers ``/health``.
+
+    Its state (session store and secret) goes to ``state_dir``, by default a fresh directory
+    in ``workdir``; pass the same one to a second daemon to let it take over the first's sessions.
+    """
     port = port or free_port()
+    state_dir = state_dir or workdir / f"state-{port}"
     config_path = workdir / f"mcphost-{port}.toml"
     text = config if isinstance(config, str) else to_toml(config or {})
     config_path.write_text(text)
     log_path = workdir / f"mcphost-{port}.log"
-    full_env = {**os.environ, "MCPHOST_LOG_FORMAT": "json", **(env or {})}
+    admin_port = free_port()
+    full_env = {
+        **os.environ,
+        "MCPHOST_LOG_FORMAT": "json",
+        "STATE_DIRECTORY": str(state_dir),
+        # Every daemon of a test run needs its own admin port too (the default is fixed).
+        "MCPHOST_ADMIN__PORT": str(admin_port),
+        **(env or {}),
+    }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "mcphost", "serve", "--config", str(config_path), "--port", str(port), *args],
@@ -139,7 +191,7 @@ def start_daemon(
             stdin=subprocess.DEVNULL,
             env=full_env,
         )
-    daemon = RunningDaemon(process, port, config_path, log_path)
+    daemon = RunningDaemon(process, port, config_path, log_path, admin_port=admin_port)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -15,10 +15,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mcp_types import INVALID_REQUEST, PARSE_ERROR, UNSUPPORTED_PROTOCOL_VERSION
+from mcp_types import INVALID_REQUEST, PARSE_ERROR, PROTOCOL_VERSION_META_KEY, UNSUPPORTED_PROTOCOL_VERSION
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
 SUPPORTED_VERSIONS = (*HANDSHAKE_PROTOCOL_VERSIONS, *MODERN_PROTOCOL_VERSIONS)
+
+
+NEW_WORK = frozenset({"initialize", "tools/call", "resources/read", "prompts/get", "completion/complete"})
+"""Methods that open a session or start plugin work: refused while the server drains."""
+
+
+def method_of(body: bytes) -> str | None:
+    """The ``method`` of a JSON-RPC message already known to be well-formed."""
+    message = json.loads(body)
+    return message.get("method") if isinstance(message, dict) else None
 
 
 def error_body(code: int, message: str, request_id: Any = None, data: Any = None) -> dict[str, Any]:
@@ -29,12 +39,26 @@ def error_body(code: int, message: str, request_id: Any = None, data: Any = None
     return {"jsonrpc": "2.0", "id": request_id, "error": error}
 
 
-def version_error(version: str | None) -> dict[str, Any] | None:
-    """The error for an ``MCP-Protocol-Version`` header we do not serve, or ``None``."""
-    if version is None or version in SUPPORTED_VERSIONS:
-        return None
-    data = {"supported": list(SUPPORTED_VERSIONS), "requested": version}
-    return error_body(UNSUPPORTED_PROTOCOL_VERSION, f"Unsupported protocol version: {version[:64]}", data=data)
+def version_error(version: str, body: bytes) -> dict[str, Any]:
+    """The error for an ``MCP-Protocol-Version`` header naming a revision we do not serve.
+
+    It carries the id of the request in ``body``, and tells a request in the 2026-07-28
+    envelope the revisions that era serves (the list ``server/discover`` gives).
+    """
+    try:
+        message = json.loads(body) if body else {}
+    except (ValueError, RecursionError):
+        message = {}
+    message = message if isinstance(message, dict) else {}
+    request_id = message.get("id")
+    if not isinstance(request_id, str | int) or isinstance(request_id, bool):
+        request_id = None
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    modern = isinstance(meta, dict) and PROTOCOL_VERSION_META_KEY in meta
+    data = {"supported": list(MODERN_PROTOCOL_VERSIONS if modern else SUPPORTED_VERSIONS), "requested": version}
+    message_text = f"Unsupported protocol version: {version[:64]}"
+    return error_body(UNSUPPORTED_PROTOCOL_VERSION, message_text, request_id, data)
 
 
 def envelope_error(body: bytes) -> dict[str, Any] | None:

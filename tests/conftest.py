@@ -26,3 +26,22 @@ def module_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
     yield factory
     for daemon in started:
         daemon.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the whole run: no token a test made (``tests.authkit.SECRETS``) is in any daemon's log."""
+    yield
+    from tests.authkit import SECRETS
+
+    needles = set(SECRETS)
+    needles |= {s.removeprefix("mcph_") for s in SECRETS}
+    needles |= {s.rsplit(".", 1)[1] for s in SECRETS if s.count(".") == 2 and not s.endswith(".")}
+    leaked = [
+        f"{log.name}: {needle[:10]}…"
+        for log in tmp_path_factory.getbasetemp().rglob("*.log")
+        for text in [log.read_text(errors="replace")]
+        for needle in needles
+        if needle in text
+    ]
+    assert leaked == [], f"credentials found in daemon logs: {leaked}"

@@ -551,8 +551,8 @@ def test_health_is_200(daemons: Daemons) -> None:
 
 
 def test_ready_lists_echo_loaded_and_ready(daemons: Daemons) -> None:
-    """``/ready`` is a JSON 200 listing ``echo`` as loaded and ready."""
-    response = httpx.get(f"{daemons.main.base_url}/ready", timeout=10)
+    """The admin listener's ``/ready`` is a JSON 200 listing ``echo`` as loaded and ready."""
+    response = httpx.get(f"{daemons.main.admin_url}/ready", timeout=10)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
     report = response.json()

@@ -33,7 +33,7 @@ async def call(daemon: RunningDaemon, mode: str, tool: str, arguments: dict | No
 
 
 def test_broken_plugins_are_reported_and_the_rest_load(daemon: RunningDaemon) -> None:
-    status, body = daemon.get("/ready")
+    status, body = daemon.get("/ready", admin=True)
     report = httpx.Response(status, content=body).json()
     plugins = report["plugins"]
     assert status == 200, "echo (required) is loaded, so the daemon is ready despite the broken ones"
@@ -98,9 +98,9 @@ async def test_blocking_sync_tool_does_not_stall_other_plugins(daemon: RunningDa
     started = time.monotonic()
 
     async def blocker() -> None:
-        result = await call(daemon, "legacy", "faulty_block", {"seconds": 4})
+        result = await call(daemon, "legacy", "faulty_block_long", {"seconds": 5})
         answered["block"] = time.monotonic() - started
-        assert result.is_error and "timed out after 1s" in result.content[0].text
+        assert result.content[0].text == "done"
 
     async def others() -> None:
         await trio.sleep(0.3)  # let the blocker take its thread first
@@ -140,7 +140,7 @@ async def test_daemon_keeps_serving_after_everything(daemon: RunningDaemon) -> N
 
 def test_required_plugin_that_failed_makes_the_daemon_not_ready(module_daemon) -> None:
     daemon = module_daemon({"plugins": {"enable": ["echo", "broken_hook"], "broken_hook": {"required": True}}})
-    status, body = daemon.get("/ready")
+    status, body = daemon.get("/ready", admin=True)
     assert status == 503
     report = httpx.Response(status, content=body).json()
     assert report["status"] == "not ready" and report["plugins"]["broken_hook"]["required"] is True

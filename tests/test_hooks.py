@@ -48,7 +48,7 @@ def test_misspelt_hook_fails_the_plugin_loudly(mcphost_daemon, tmp_path: Path) -
     plugin = tmp_path / "typo.py"
     plugin.write_text("import mcphost\n@mcphost.hookimpl\ndef mcphost_tool():\n    return []\n")
     daemon = mcphost_daemon({"plugins": {"enable": ["typo"], "paths": [str(plugin)]}})
-    report = json.loads(daemon.get("/ready")[1])
+    report = json.loads(daemon.get("/ready", admin=True)[1])
     assert report["plugins"]["typo"]["status"] == "failed"
     assert "unknown hook(s) mcphost_tool" in report["plugins"]["typo"]["error"]
 
@@ -73,12 +73,12 @@ def test_readiness_hook_drives_ready(mcphost_daemon, tmp_path: Path) -> None:
             }
         }
     )
-    assert daemon.get("/ready")[0] == 200
+    assert daemon.get("/ready", admin=True)[0] == 200
     (tmp_path / "unready").write_text("")
-    status, body = daemon.get("/ready")
+    status, body = daemon.get("/ready", admin=True)
     assert status == 503 and json.loads(body)["plugins"]["lifecycle"]["ready"] is False
     (tmp_path / "unready").unlink()
-    assert daemon.get("/ready")[0] == 200
+    assert daemon.get("/ready", admin=True)[0] == 200
 
 
 def test_failing_startup_marks_only_that_plugin_failed(mcphost_daemon, tmp_path: Path) -> None:
@@ -90,7 +90,7 @@ def test_failing_startup_marks_only_that_plugin_failed(mcphost_daemon, tmp_path:
             }
         }
     )
-    report = json.loads(daemon.get("/ready")[1])
+    report = json.loads(daemon.get("/ready", admin=True)[1])
     assert report["plugins"]["lifecycle"]["status"] == "failed"
     assert "backend unreachable" in report["plugins"]["lifecycle"]["error"]
     assert report["plugins"]["echo"]["status"] == "loaded"

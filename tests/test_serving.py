@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import sys
 
+import httpx
 import pytest
 from mcp import Client, StdioServerParameters
 
-from mcphost.testing import RunningDaemon, to_toml
+from mcphost.testing import RunningDaemon, stateless_request, to_toml
 from tests.conftest import MODES
 
 CONFIG = {"plugins": {"enable": ["echo", "sysinfo"], "echo": {"settings": {"greeting": "ahoy"}}}}
@@ -154,25 +155,8 @@ async def test_stdio_keeps_stdout_for_the_protocol(tmp_path) -> None:
 
 
 def test_request_ids_are_returned_and_honoured(daemon: RunningDaemon) -> None:
-    import httpx
-
-    body = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "tools/list",
-        "params": {
-            "_meta": {
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientCapabilities": {},
-            }
-        },
-    }
-    headers = {
-        "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": "2026-07-28",
-        "Mcp-Method": "tools/list",
-        "X-Request-Id": "trace-me-123",
-    }
+    body, headers = stateless_request("tools/list")
+    headers["x-request-id"] = "trace-me-123"
     response = httpx.post(daemon.url, json=body, headers=headers)
     assert response.status_code == 200
     assert response.headers["x-request-id"] == "trace-me-123"

@@ -69,6 +69,7 @@ async def whoami(ctx: mcphost.ToolContext) -> dict[str, str | None]:
         "plugin": ctx.plugin,
         "tool": ctx.tool,
         "session_id": ctx.session_id,
+        "identity": ctx.identity,
         "protocol_version": ctx.protocol_version,
     }
 

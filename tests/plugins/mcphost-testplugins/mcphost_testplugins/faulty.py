@@ -11,7 +11,7 @@ import mcphost
 
 @mcphost.hookimpl
 def mcphost_tools() -> list[object]:
-    return [crash, refuse, hang, block, huge, bad_return, exit_process]
+    return [crash, refuse, hang, block, block_long, huge, bad_return, exit_process]
 
 
 def crash() -> str:
@@ -34,6 +34,13 @@ async def hang() -> str:
 @mcphost.tool(timeout=1)
 def block(seconds: float = 5) -> str:
     """Block its worker thread past its timeout."""
+    time.sleep(seconds)
+    return "done"
+
+
+@mcphost.tool(timeout=30, max_concurrency=1)
+def block_long(seconds: float = 5) -> str:
+    """Block its worker thread for a while, within its timeout."""
     time.sleep(seconds)
     return "done"
 
