@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -129,9 +130,10 @@ def _key_identity(name: str, key: KeyConfig) -> Identity:
     return Identity(name, "key", tool_scope(frozenset(key.tools)), rate, user)
 
 
-def load(loaded: LoadedConfig) -> Authenticator | None:
+def load(loaded: LoadedConfig, hosts: Sequence[str] = ()) -> Authenticator | None:
     """The authenticator ``[auth]`` asks for, ``None`` when authentication is off.
 
+    ``hosts`` are the addresses actually served (systemd's sockets), default ``[server] host``.
     Reads the keys file and the credential; raises :class:`ConfigError` when one is invalid,
     and when the daemon would serve a non-loopback address to anyone at all.
     """
@@ -141,9 +143,10 @@ def load(loaded: LoadedConfig) -> Authenticator | None:
     if keys or auth.keys_file or auth.credential or auth.oauth:
         store = KeyStore((key.hash, _key_identity(name, key)) for name, (key, _) in keys.items())
         return Authenticator(store, _verifier(loaded))
-    if not is_loopback(config.server.host) and not auth.allow_unauthenticated:
+    public = [h for h in (hosts or [config.server.host]) if not is_loopback(h)]
+    if public and not auth.allow_unauthenticated:
         message = (
-            f"{config.server.host or '*'} is not a loopback address and no authentication is configured: "
+            f"{public[0] or '*'} is not a loopback address and no authentication is configured: "
             "add API keys (mcphost keys new; [auth] keys_file) or [auth.oauth], or set "
             "[auth] allow_unauthenticated = true behind a proxy that authenticates"
         )

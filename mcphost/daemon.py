@@ -25,6 +25,7 @@ import watchfiles
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from mcp.server.lowlevel.server import NotificationOptions
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ToolsListChanged
 
@@ -140,6 +141,19 @@ class Daemon:
             retry_interval=server.sse_retry_ms,
         )
 
+    def quiet_session_manager(self) -> StreamableHTTPSessionManager:
+        """A second SDK manager for 2026-07-28 requests that cannot receive a notification:
+        it answers them with one JSON body, skipping the SSE machinery (a task group and
+        streams per request) that such a request would never use."""
+        server = self.config.server
+        return StreamableHTTPSessionManager(
+            self.server,
+            json_response=True,
+            stateless=True,
+            security_settings=transport_security(server),
+            max_request_body_size=server.max_body_bytes,
+        )
+
     def hypercorn_config(self, fds: list[int]) -> HypercornConfig:
         """Hypercorn's settings: systemd's sockets or our own bind, our logs, a short close grace."""
         config = HypercornConfig()
@@ -148,6 +162,9 @@ class Daemon:
         config.bind = [f"fd://{fd}" for fd in fds] or [f"{host}:{server.port}"]
         # Requests are drained before Hypercorn is told to stop; this only bounds closing.
         config.graceful_timeout = STREAM_CLOSE_GRACE
+        # Hypercorn calls listen() on every socket, systemd's too: keep the socket unit's
+        # Backlog= (the kernel caps this at net.core.somaxconn).
+        config.backlog = 4096
         config.accesslog = None
         config.errorlog = logging.getLogger("hypercorn.error")
         return config
@@ -158,25 +175,33 @@ class Daemon:
         Raises :class:`ConfigError` before starting anything when the keys cannot be read or
         the address would be served without authentication.
         """
-        authenticator = auth.load(self.loaded)
+        fds = systemd.listen_fds()
+        authenticator = auth.load(self.loaded, [systemd.listen_host(fd) for fd in fds])
         await self.start_plugins()
         if unserved := self.limits.unserved(self.registry):
             log.warning("rate limits are set for what is not served", unserved=unserved)
         self.sessions = sessions = self.session_manager()
+        quiet = self.quiet_session_manager()
         app = HttpApp(
-            self.config.server.path, sessions, self.readiness, self.drain, auth=authenticator, limits=self.limits
+            self.config.server.path,
+            sessions,
+            self.readiness,
+            self.drain,
+            auth=authenticator,
+            limits=self.limits,
+            quiet_sessions=None if self.config.server.json_response else quiet,
         )
         hypercorn_stop, hypercorn_done = trio.Event(), trio.Event()
 
         async def run_hypercorn(task_status: trio.TaskStatus[list[str]]) -> None:
             try:
-                config = self.hypercorn_config(systemd.listen_fds())
+                config = self.hypercorn_config(fds)
                 await hypercorn_serve(app, config, shutdown_trigger=hypercorn_stop.wait, task_status=task_status)
             finally:
                 hypercorn_done.set()
 
         try:
-            async with sessions.run(), trio.open_nursery() as nursery:
+            async with sessions.run(), quiet.run(), trio.open_nursery() as nursery:
                 binds = await nursery.start(run_hypercorn)
                 admin = await nursery.start(self._serve_admin, hypercorn_stop) if self.config.admin.enabled else []
                 nursery.start_soon(self._handle_signals)
@@ -212,6 +237,9 @@ class Daemon:
         host = f"[{admin.host}]" if ":" in admin.host else admin.host
         config.bind = [f"{host}:{admin.port}"]
         config.graceful_timeout = STREAM_CLOSE_GRACE
+        # Hypercorn calls listen() on every socket, systemd's too: keep the socket unit's
+        # Backlog= (the kernel caps this at net.core.somaxconn).
+        config.backlog = 4096
         config.accesslog = None
         config.errorlog = logging.getLogger("hypercorn.error")
         await hypercorn_serve(AdminApp(self.readiness), config, shutdown_trigger=stop.wait, task_status=task_status)

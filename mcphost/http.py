@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
+import trio
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from mcphost import wire
@@ -62,6 +63,12 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+async def send_too_large(send: Send) -> None:
+    """413, the same answer the SDK gives when it sees the size first (a Content-Length)."""
+    await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"Request body too large"})
+
+
 def replay(body: bytes, receive: Receive) -> Receive:
     """A ``receive`` that hands out ``body`` once, then defers to the real one (for disconnects)."""
     pending = [{"type": "http.request", "body": body, "more_body": False}]
@@ -97,6 +104,7 @@ class HttpApp:
         *,
         auth: Authenticator | None = None,
         limits: RateLimits | None = None,
+        quiet_sessions: StreamableHTTPSessionManager | None = None,
     ):
         self.mcp_path = mcp_path
         self.sessions = sessions
@@ -104,6 +112,7 @@ class HttpApp:
         self.drain = drain
         self.max_body_bytes = sessions.max_request_body_size
         self.auth = auth
+        self.quiet_sessions = quiet_sessions
         self.limits = limits or RateLimits()
         verifier = auth.verifier if auth else None
         # RFC 9728 metadata, at the path-suffixed location and at the bare one clients also try.
@@ -243,11 +252,7 @@ class HttpApp:
         if version not in wire.MODERN_PROTOCOL_VERSIONS:
             body = await read_body(receive, self.max_body_bytes)
             if body is None:
-                # The same answer the SDK gives when it sees the size first (a Content-Length).
-                await send(
-                    {"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"text/plain")]}
-                )
-                await send({"type": "http.response.body", "body": b"Request body too large"})
+                await send_too_large(send)
                 return
             if (error := wire.envelope_error(body)) is not None:
                 record.rpc_error = error["error"]["code"]
@@ -257,12 +262,44 @@ class HttpApp:
             method = wire.method_of(body) if self.drain.draining else None
         else:
             method = headers.get(b"mcp-method", b"").decode("latin-1")
+            if self.quiet_sessions is not None:
+                body = await read_body(receive, self.max_body_bytes)
+                if body is None:
+                    await send_too_large(send)
+                    return
+                if wire.cannot_be_notified(body) and not self.drain.draining:
+                    await self._quiet(scope, body, receive, send)
+                    return
+                receive = replay(body, receive)
         # While draining, requests that finish what a client is doing (a tools/list after a
         # call, a notification, a response) still pass; new sessions and new work do not.
         if self.drain.draining and method in wire.NEW_WORK:
             await self._refuse_while_draining(send, record)
             return
         await self.sessions.handle_request(scope, receive, send)
+
+    async def _quiet(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
+        """Answer a request that cannot be notified with one JSON body; closing the
+        connection still cancels it, as the 2026-07-28 spec makes that the way to cancel."""
+        assert self.quiet_sessions is not None
+
+        async def body_then_wait() -> dict[str, Any]:
+            nonlocal body
+            if body is not None:
+                message, body = {"type": "http.request", "body": body, "more_body": False}, None
+                return message
+            await trio.sleep_forever()
+            raise AssertionError("unreachable")
+
+        async def cancel_on_disconnect(scope: trio.CancelScope) -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(cancel_on_disconnect, nursery.cancel_scope)
+            await self.quiet_sessions.handle_request(scope, body_then_wait, send)
+            nursery.cancel_scope.cancel()
 
     @staticmethod
     async def _refuse_while_draining(send: Send, record: RequestRecord) -> None:

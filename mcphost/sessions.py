@@ -371,10 +371,12 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
             owner=self._session_owners.get(connection.session_id),
             seen=time.time(),
         )
-        await self.store.save(record)
-        if connection.session_id not in self._server_instances and not self._closing:
-            # The session ended while its record was being written: do not let it outlive that.
-            await self.store.delete(connection.session_id)
+        # Shielded as a pair: a session ended (DELETE, say) while its record was being
+        # written must not be brought back to life by the write landing last.
+        with trio.CancelScope(shield=True):
+            await self.store.save(record)
+            if connection.session_id not in self._server_instances and not self._closing:
+                await self.store.delete(connection.session_id)
 
     async def _discard_session(self, session_id: str, transport: StreamableHTTPServerTransport) -> None:
         await super()._discard_session(session_id, transport)

@@ -97,3 +97,11 @@ def listen_fds() -> list[int]:
     for fd in fds:
         os.set_inheritable(fd, False)
     return fds
+
+
+def listen_host(fd: int) -> str:
+    """The local address a passed socket listens on (``"localhost"`` for a unix socket)."""
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        if sock.family == socket.AF_UNIX:
+            return "localhost"
+        return str(sock.getsockname()[0])

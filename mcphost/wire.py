@@ -15,7 +15,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mcp_types import INVALID_REQUEST, PARSE_ERROR, PROTOCOL_VERSION_META_KEY, UNSUPPORTED_PROTOCOL_VERSION
+from mcp_types import (
+    INVALID_REQUEST,
+    LOG_LEVEL_META_KEY,
+    PARSE_ERROR,
+    PROTOCOL_VERSION_META_KEY,
+    UNSUPPORTED_PROTOCOL_VERSION,
+)
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
 SUPPORTED_VERSIONS = (*HANDSHAKE_PROTOCOL_VERSIONS, *MODERN_PROTOCOL_VERSIONS)
@@ -23,6 +29,24 @@ SUPPORTED_VERSIONS = (*HANDSHAKE_PROTOCOL_VERSIONS, *MODERN_PROTOCOL_VERSIONS)
 
 NEW_WORK = frozenset({"initialize", "tools/call", "resources/read", "prompts/get", "completion/complete"})
 """Methods that open a session or start plugin work: refused while the server drains."""
+
+
+def cannot_be_notified(body: bytes) -> bool:
+    """Whether a 2026-07-28 request can receive no notification before its response: it asks
+    for no progress and no log messages, and is not a ``subscriptions/listen`` stream. Such a
+    request is answered with one JSON body (the spec lets the server choose JSON or SSE)."""
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(message, dict) or message.get("method") == "subscriptions/listen":
+        return False
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return not isinstance(meta, dict) or not (meta.keys() & _NOTIFYING_META_KEYS)
+
+
+_NOTIFYING_META_KEYS = frozenset({"progressToken", LOG_LEVEL_META_KEY})
 
 
 def method_of(body: bytes) -> str | None:
