@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = add("serve", "Serve MCP over Streamable HTTP.")
     serve.add_argument("--host", help="listen address (overrides server.host)")
     serve.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    serve.add_argument("--dev", action="store_true", help="development: reload on file changes ([reload] watch = true)")
     add("stdio", "Serve one MCP client over stdin/stdout.")
     check = commands.add_parser(
         "check-config",
@@ -107,13 +108,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             report_plugin_problems(error.plugins_only)
         print(f"mcphost: {error.source}: configuration is invalid", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
-    if args.command == "serve" and (args.host is not None or args.port is not None):
+    if args.command == "serve" and (args.host is not None or args.port is not None or args.dev):
         # Command-line overrides become environment overrides, so a reload that re-reads
         # the file applies them again.
         if args.host is not None:
             os.environ["MCPHOST_SERVER__HOST"] = args.host
         if args.port is not None:
             os.environ["MCPHOST_SERVER__PORT"] = str(args.port)
+        if args.dev:
+            os.environ["MCPHOST_RELOAD__WATCH"] = "true"
         loaded = config_module.load(config_path)
     # Commands that only report keep the log to warnings: their output is the report.
     level = loaded.config.log.level if args.command in ("serve", "stdio") else "warning"

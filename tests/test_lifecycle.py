@@ -3,6 +3,7 @@ hot reload on file change, SIGHUP after installing or removing a plugin, SIGTERM
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -293,3 +294,41 @@ async def test_sigterm_drains_calls_in_flight(tmp_path: Path, drain_timeout: flo
         assert all(r.is_error and "shutting down" in r.content[0].text for r in results)
     else:
         assert all(r.content[0].text == "slept 1.5" for r in results)
+
+
+async def test_a_second_sigterm_exits_at_once(tmp_path: Path) -> None:
+    daemon = start_daemon(tmp_path, {"shutdown": {"drain_timeout": 60}, "plugins": {"enable": ["echo"]}})
+    try:
+        async with Client(daemon.url, mode="2026-07-28") as client, trio.open_nursery() as nursery:
+            started = trio.Event()
+
+            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                started.set()
+
+            async def slow() -> None:
+                with contextlib.suppress(Exception):  # the daemon goes away under it
+                    await client.call_tool("echo_slow", {"seconds": 30}, progress_callback=on_progress)
+
+            nursery.start_soon(slow)
+            await started.wait()
+            daemon.process.send_signal(signal.SIGTERM)
+            daemon.wait_for_log(lambda r: r.get("event") == "draining")
+            daemon.process.send_signal(signal.SIGTERM)
+            # Well before the 60 s drain (or the 30 s call) would end.
+            status = await trio.to_thread.run_sync(daemon.process.wait, 20)
+            nursery.cancel_scope.cancel()
+        assert status == 1
+        assert any(r.get("event") == "second stop signal: exiting at once" for r in daemon.log_records())
+    finally:
+        daemon.stop()
+
+
+def test_dev_flag_turns_on_watching(tmp_path: Path) -> None:
+    plugin = tmp_path / "live.py"
+    plugin.write_text(PLUGIN_V1)
+    daemon = start_daemon(tmp_path, {"plugins": {"enable": ["live"], "paths": [str(plugin)]}}, args=("--dev",))
+    try:
+        plugin.write_text(PLUGIN_V2)
+        wait_until(lambda: "live_added" in tool_names(daemon))
+    finally:
+        daemon.stop()
