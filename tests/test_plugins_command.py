@@ -52,6 +52,7 @@ FAULTY_TOOLS = [
     "faulty_refuse",
     "faulty_hang",
     "faulty_block",
+    "faulty_block_long",
     "faulty_huge",
     "faulty_bad_return",
     "faulty_exit_process",
