@@ -16,12 +16,13 @@ import trio
 from pydantic import TypeAdapter, ValidationError
 
 import mcphost
-from mcphost import auth, keys, log
+from mcphost import auth, keys, log, workers
 from mcphost import config as config_module
 from mcphost.config import ConfigError, KeyName, LoadedConfig
 from mcphost.daemon import Daemon
 from mcphost.plugins import PluginHost, PluginRecord
 from mcphost.ratelimit import Rate
+from mcphost.workers import WORKER_FD
 
 EXIT_CONFIG = 2
 """Exit status for an invalid config (``serve``, ``stdio``) or a failed check."""
@@ -121,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Commands that only report keep the log to warnings: their output is the report.
     level = loaded.config.log.level if args.command in ("serve", "stdio") else "warning"
     log.configure(level, os.environ.get("MCPHOST_LOG_FORMAT", loaded.config.log.format))  # type: ignore[arg-type]
+    if args.command == "serve" and loaded.config.server.workers > 1 and WORKER_FD not in os.environ:
+        sys.exit(workers.run(loaded, config_path, loaded.config.server.workers))
     if args.command == "serve":
         try:
             trio.run(Daemon(loaded, config_path).serve_http)

@@ -104,6 +104,9 @@ class ServerConfig(_Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     session_idle_timeout: float = Field(1800.0, gt=0)
     max_sessions: int = Field(10_000, ge=1)
+    workers: int = Field(1, ge=1, le=64)
+    """Worker processes sharing the listening socket (one Trio loop each); sessions move
+    freely between them through the session store. 1 serves from this process."""
     allowed_hosts: list[str] = Field(default_factory=list)
     """``Host`` values accepted besides loopback (``name`` or ``name:port``; ``name:*`` any port; ``*`` any)."""
     allowed_origins: list[str] = Field(default_factory=list)

@@ -30,7 +30,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ToolsListChanged
 
 import mcphost
-from mcphost import auth, subscriptions, systemd
+from mcphost import auth, subscriptions, systemd, workers
 from mcphost import config as config_module
 from mcphost.admin import AdminApp
 from mcphost.config import ConfigError, LoadedConfig, ServerConfig
@@ -175,7 +175,7 @@ class Daemon:
         Raises :class:`ConfigError` before starting anything when the keys cannot be read or
         the address would be served without authentication.
         """
-        fds = systemd.listen_fds()
+        fds = systemd.listen_fds() or workers.inherited_fds()
         authenticator = auth.load(self.loaded, [systemd.listen_host(fd) for fd in fds])
         await self.start_plugins()
         if unserved := self.limits.unserved(self.registry):

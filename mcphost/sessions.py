@@ -40,6 +40,7 @@ import structlog
 import trio
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, AuthorizationContext, authorization_context
 from mcp.server.connection import Connection
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.models import InitializationOptions
 from mcp.server.runner import serve_connection
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER, StreamableHTTPServerTransport
@@ -49,6 +50,7 @@ from mcp.shared.transport_context import TransportContext
 from mcp_types import InitializeRequestParams
 
 from mcphost import eventstore
+from mcphost.context import connection_of
 
 log = structlog.get_logger("mcphost.sessions")
 
@@ -202,6 +204,8 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
         self.ids = ids
         self.store = store
         self.init_options = init_options
+        if store is not None:
+            self.app.middleware.append(self._record_on_initialize)
         self.connections: dict[str, Connection] = {}
         """The live connections, for server-initiated notifications (list_changed)."""
         self._touched: dict[str, float] = {}
@@ -341,17 +345,13 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
             idle_scope = transport.idle_scope or anyio.CancelScope()
             try:
                 with idle_scope:
-                    async with trio.open_nursery() as nursery:
-                        if record is None and self.store is not None:
-                            nursery.start_soon(self._record_when_initialized, connection)
-                        await serve_connection(
-                            self.app,
-                            dispatcher,
-                            connection=connection,
-                            lifespan_state=self._lifespan_state,
-                            init_options=self.init_options,
-                        )
-                        nursery.cancel_scope.cancel()
+                    await serve_connection(
+                        self.app,
+                        dispatcher,
+                        connection=connection,
+                        lifespan_state=self._lifespan_state,
+                        init_options=self.init_options,
+                    )
                 if idle_scope.cancelled_caught:
                     log.info("session idle timeout", session_id=session_id)
             except Exception:
@@ -360,23 +360,26 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
                 self.connections.pop(session_id, None)
                 await self._discard_session(session_id, transport)
 
-    async def _record_when_initialized(self, connection: Connection) -> None:
-        await connection.initialized.wait()
-        assert self.store is not None and connection.session_id is not None
-        params = connection.client_params
-        record = SessionRecord(
-            id=connection.session_id,
-            protocol_version=connection.protocol_version,
-            client_params=params.model_dump(mode="json", by_alias=True, exclude_none=True) if params else {},
-            owner=self._session_owners.get(connection.session_id),
-            seen=time.time(),
-        )
-        # Shielded as a pair: a session ended (DELETE, say) while its record was being
-        # written must not be brought back to life by the write landing last.
-        with trio.CancelScope(shield=True):
-            await self.store.save(record)
-            if connection.session_id not in self._server_instances and not self._closing:
-                await self.store.delete(connection.session_id)
+    async def _record_on_initialize(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        """Server middleware: write a new session's record before its ``initialize`` response
+        leaves, so the client's next request may land on any process and find it."""
+        result = await call_next(ctx)
+        session_id = connection_of(ctx).session_id if ctx.method == "initialize" else None
+        if session_id is not None and isinstance(result, dict) and self.store is not None:
+            record = SessionRecord(
+                id=session_id,
+                protocol_version=str(result.get("protocolVersion")),
+                client_params=dict(ctx.params or {}),
+                owner=self._session_owners.get(session_id),
+                seen=time.time(),
+            )
+            # Shielded as a pair: a session ended while its record was being written must
+            # not be brought back to life by the write landing last.
+            with trio.CancelScope(shield=True):
+                await self.store.save(record)
+                if session_id not in self._server_instances and not self._closing:
+                    await self.store.delete(session_id)
+        return result
 
     async def _discard_session(self, session_id: str, transport: StreamableHTTPServerTransport) -> None:
         await super()._discard_session(session_id, transport)
