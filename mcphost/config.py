@@ -72,7 +72,7 @@ class PluginsConfig(_Strict):
     """The ``[plugins]`` table: which plugins run, and each one's ``[plugins.<name>]``."""
 
     model_config = ConfigDict(extra="allow")
-    __pydantic_extra__: dict[str, PluginConfig] = Field(init=False)  # type: ignore[assignment]
+    __pydantic_extra__: dict[str, PluginConfig] = Field(init=False)
 
     enable: list[str] = Field(default_factory=lambda: ["*"])
     """Glob patterns of plugin names to load; the default loads every installed plugin."""

@@ -27,7 +27,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ToolsListChanged
+from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ServerEvent, ToolsListChanged
 
 import mcphost
 from mcphost import auth, subscriptions, systemd, workers
@@ -48,12 +48,17 @@ log = structlog.get_logger("mcphost.daemon")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 STREAM_CLOSE_GRACE = 2.0
 """Seconds Hypercorn gives connections to close once requests are drained and streams ended."""
-LIST_CHANGED_EVENTS = {
+LIST_CHANGED_EVENTS: dict[str, ServerEvent] = {
     "send_tool_list_changed": ToolsListChanged(),
     "send_prompt_list_changed": PromptsListChanged(),
     "send_resource_list_changed": ResourcesListChanged(),
 }
 CHANGE_NOTIFICATIONS = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
+
+
+def asgi(app: Any) -> Any:
+    """``app`` for Hypercorn, whose signature wants its own ASGI type names for the same shapes."""
+    return app
 
 
 def transport_security(server: ServerConfig) -> TransportSecuritySettings:
@@ -113,7 +118,7 @@ class Daemon:
             ready, reason = checks.get(record.name, (False, record.error))
             if record.status == "disabled":
                 ready, reason = False, None
-            entry = {"status": record.status, "ready": ready, "required": record.required}
+            entry: dict[str, Any] = {"status": record.status, "ready": ready, "required": record.required}
             if reason:
                 entry["error"] = reason
             if record.reload_error:
@@ -196,7 +201,7 @@ class Daemon:
         async def run_hypercorn(task_status: trio.TaskStatus[list[str]]) -> None:
             try:
                 config = self.hypercorn_config(fds)
-                await hypercorn_serve(app, config, shutdown_trigger=hypercorn_stop.wait, task_status=task_status)
+                await hypercorn_serve(asgi(app), config, shutdown_trigger=hypercorn_stop.wait, task_status=task_status)
             finally:
                 hypercorn_done.set()
 
@@ -242,7 +247,9 @@ class Daemon:
         config.backlog = 4096
         config.accesslog = None
         config.errorlog = logging.getLogger("hypercorn.error")
-        await hypercorn_serve(AdminApp(self.readiness), config, shutdown_trigger=stop.wait, task_status=task_status)
+        await hypercorn_serve(
+            asgi(AdminApp(self.readiness)), config, shutdown_trigger=stop.wait, task_status=task_status
+        )
 
     async def serve_stdio(self) -> None:
         """Serve one client over stdin/stdout until it closes them."""

@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 import trio
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from starlette.types import Message, Receive, Scope, Send
 
 from mcphost import wire
 from mcphost.auth import Authenticator, Denial
@@ -29,9 +30,6 @@ from mcphost.ratelimit import RateLimits
 
 log = structlog.get_logger("mcphost.http")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 ReadyCheck = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -71,9 +69,9 @@ async def send_too_large(send: Send) -> None:
 
 def replay(body: bytes, receive: Receive) -> Receive:
     """A ``receive`` that hands out ``body`` once, then defers to the real one (for disconnects)."""
-    pending = [{"type": "http.request", "body": body, "more_body": False}]
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
 
-    async def replaying() -> dict[str, Any]:
+    async def replaying() -> Message:
         return pending.pop() if pending else await receive()
 
     return replaying
@@ -158,14 +156,14 @@ class HttpApp:
         status = 0
         unread_body = headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
 
-        async def receive_tracked() -> dict[str, Any]:
+        async def receive_tracked() -> Message:
             nonlocal unread_body
             message = await receive()
             if message["type"] != "http.request" or not message.get("more_body", False):
                 unread_body = False
             return message
 
-        async def send_with_record(message: dict[str, Any]) -> None:
+        async def send_with_record(message: Message) -> None:
             nonlocal status, session_id
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -254,9 +252,9 @@ class HttpApp:
             if body is None:
                 await send_too_large(send)
                 return
-            if (error := wire.envelope_error(body)) is not None:
-                record.rpc_error = error["error"]["code"]
-                await send_json(send, 400, error)
+            if (problem := wire.envelope_error(body)) is not None:
+                record.rpc_error = problem["error"]["code"]
+                await send_json(send, 400, problem)
                 return
             receive = replay(body, receive)
             method = wire.method_of(body) if self.drain.draining else None
@@ -283,11 +281,11 @@ class HttpApp:
         connection still cancels it, as the 2026-07-28 spec makes that the way to cancel."""
         assert self.quiet_sessions is not None
 
-        async def body_then_wait() -> dict[str, Any]:
-            nonlocal body
-            if body is not None:
-                message, body = {"type": "http.request", "body": body, "more_body": False}, None
-                return message
+        pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def body_then_wait() -> Message:
+            if pending:
+                return pending.pop()
             await trio.sleep_forever()
             raise AssertionError("unreachable")
 

@@ -113,8 +113,8 @@ class TokenVerifier:
         self.metadata_paths = frozenset({urlparse(self.metadata_url).path, WELL_KNOWN})
         self.metadata = (
             ProtectedResourceMetadata(
-                resource=config.resource,  # type: ignore[arg-type]
-                authorization_servers=config.authorization_servers or [config.issuer],  # type: ignore[arg-type]
+                resource=config.resource,
+                authorization_servers=config.authorization_servers or [config.issuer],
                 scopes_supported=sorted(config.scopes) or None,
                 resource_name=server_name,
             )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -20,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pluggy
 import structlog
@@ -98,7 +99,7 @@ def discover(paths: Sequence[Path]) -> list[Candidate]:
                 path.stem if path.suffix == ".py" else path.name,
                 f"path {path}",
                 None,
-                lambda path=path: _import_path(path),
+                functools.partial(_import_path, path),
             )
         )
     return sorted(found, key=lambda c: c.name)
@@ -279,7 +280,7 @@ class PluginHost:
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise _LoadError(f"mcphost_settings_model returned {model!r}, not a PluginSettings subclass")
         try:
-            settings = model.model_validate(plugin_config.settings)
+            settings = cast(PluginSettings, model.model_validate(plugin_config.settings))
         except ValidationError as error:
             problems = problems_from(error, self.loaded.text, ("plugins", name, "settings"))
             summary = "; ".join(f"{p.key}: {p.message}" for p in problems)
@@ -298,13 +299,13 @@ class PluginHost:
                 name,
                 "tool",
                 short,
-                lambda item=item, limits=limits: build_tool(name, prefix, item, limits, settings, max_length),
+                functools.partial(build_tool, name, prefix, item, limits, settings, max_length),
             )
             if entry.name in tools:
                 raise _LoadError(f"two tools are named {entry.name!r}")
             tools[entry.name] = entry
         for item in self._definitions(name, "mcphost_resources", settings, ResourceDef):
-            res = self._guard(name, "resource", item.uri, lambda item=item: build_resource(name, item, plain))
+            res = self._guard(name, "resource", item.uri, functools.partial(build_resource, name, item, plain))
             if res.template is None:
                 resources[item.uri] = res
             else:
@@ -312,7 +313,7 @@ class PluginHost:
         for item in self._definitions(name, "mcphost_prompts", settings, PromptDef):
             short = item.name or item.fn.__name__
             prompt = self._guard(
-                name, "prompt", short, lambda item=item: build_prompt(name, prefix, item, plain, max_length, settings)
+                name, "prompt", short, functools.partial(build_prompt, name, prefix, item, plain, max_length, settings)
             )
             prompts[prompt.name] = prompt
         if unknown_tools := set(plugin_config.tools) - shorts:

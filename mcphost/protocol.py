@@ -150,19 +150,19 @@ class Handlers:
 
     async def list_resources(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
         """``resources/list``: the static resources."""
-        return types.ListResourcesResult(resources=[r.wire for r in self.get_registry().resources.values()])  # type: ignore[misc]
+        return types.ListResourcesResult(resources=[r.wire for r in self.get_registry().resources.values()])
 
     async def list_resource_templates(
         self, ctx: Ctx, params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
         """``resources/templates/list``: the URI templates."""
-        return types.ListResourceTemplatesResult(resource_templates=[t.wire for t in self.get_registry().templates])  # type: ignore[misc]
+        return types.ListResourceTemplatesResult(resource_templates=[t.wire for t in self.get_registry().templates])
 
     async def read_resource(self, ctx: Ctx, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
         """``resources/read``: a static resource, or the first template that matches the URI."""
         uri = str(params.uri)
         registry = self.get_registry()
-        entry, kwargs = registry.resources.get(uri), {}
+        entry, kwargs = registry.resources.get(uri), dict[str, Any]()
         if entry is None and (found := registry.find_template(uri)) is not None:
             entry, kwargs = found
         if entry is None:

@@ -64,8 +64,8 @@ def run(loaded: LoadedConfig, config_path: Path | None, count: int) -> int:
         stopping = stopping or signum in (signal.SIGTERM, signal.SIGINT)
         forwarded.append(signum)
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+    for handled in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(handled, on_signal)
 
     def start(index: int) -> subprocess.Popen[bytes]:
         env = {**os.environ, WORKER_FD: str(sock.fileno()), "MCPHOST_WORKER_INDEX": str(index)}
