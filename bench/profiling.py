@@ -1,0 +1,269 @@
+"""Sampling profiles of a server under load (py-spy) and what they say: self time per
+function, and where it is spent by owner (mcphost, the MCP SDK, Hypercorn, structlog...).
+
+py-spy writes a speedscope file (one sampled profile per thread, stacks root first). The
+event loop runs on the main thread, so that is where a server's request-path cost shows;
+worker threads (the synchronous tool runs there) are summarised separately, and their
+idle waits, which py-spy cannot always tell from work, are left out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# (substring of the frame's file path, owner); the first match wins, so the more
+# specific entries come first.
+OWNERS: tuple[tuple[str, str], ...] = (
+    ("/bench/plugins/", "the tool (plugin)"),
+    ("/mcphost/", "mcphost"),
+    ("site-packages/mcp_types/", "MCP SDK"),
+    ("site-packages/mcp/", "MCP SDK"),
+    ("site-packages/structlog/", "structlog"),
+    ("site-packages/hypercorn/", "Hypercorn"),
+    ("site-packages/h11/", "h11 (Hypercorn's HTTP/1.1 parser)"),
+    ("site-packages/trio/", "Trio"),
+    ("site-packages/anyio/", "anyio"),
+    ("site-packages/sse_starlette/", "sse-starlette (the SDK's SSE responses)"),
+    ("site-packages/starlette/", "Starlette"),
+    ("site-packages/pydantic", "pydantic"),
+    ("site-packages/opentelemetry/", "OpenTelemetry"),
+    ("site-packages/uvicorn/", "uvicorn"),
+    ("site-packages/", "other libraries"),
+    ("/logging/", "stdlib logging"),
+    ("/json/", "stdlib json"),
+    ("/asyncio/", "asyncio"),
+    ("/concurrent/", "stdlib threading"),
+    ("/threading.py", "stdlib threading"),
+)
+
+# A worker thread whose innermost frame is one of these is waiting for work, not working.
+IDLE_LEAVES = frozenset({"WorkerThread._work", "Condition.wait", "_worker", "Thread.join", "Event.wait"})
+
+
+def owner(path: str) -> str:
+    """Who a source file belongs to."""
+    for needle, name in OWNERS:
+        if needle in path:
+            return name
+    if "<" in path:  # generated code (attrs, dataclasses)
+        return "generated code"
+    return "stdlib (other)"
+
+
+def short_path(path: str) -> str:
+    """A file path without the interpreter's, the venv's or the checkout's prefix."""
+    if "/mcphost/" in path and "site-packages/" not in path:
+        return "mcphost/" + path.rsplit("/mcphost/", 1)[1]
+    for marker in ("site-packages/", "/lib/python3.11/", "/lib/python3.12/", "/lib/python3.13/"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    return path.rsplit("/main/", 1)[-1]
+
+
+GENERIC = frozenset({"stdlib (other)", "generated code"})
+"""Owners of helpers (contextlib, weakref sets, attrs-generated ``__init__``) whose time
+belongs to whoever called them."""
+
+
+LOOP_OWNERS = frozenset({"Trio", "anyio", "asyncio"})
+"""The event loop and its compatibility layer."""
+
+
+SCHEDULER = ("(the event loop's scheduler: no caller above it)", "", "event loop")
+
+
+def loop_caller(stack: list[int], frames: list[dict[str, Any]]) -> tuple[str, str, str]:
+    """For a sample inside the event loop, the innermost frame above it that is not the
+    loop's own; reaching the scheduler's run loop first means the loop was scheduling."""
+    for index in reversed(stack):
+        frame = frames[index]
+        if frame["name"] == "unrolled_run" or frame["name"].endswith("_run_once"):
+            return SCHEDULER
+        who = owner(frame["file"])
+        if who not in LOOP_OWNERS | GENERIC:
+            return (frame["name"], short_path(frame["file"]), who)
+    return SCHEDULER
+
+
+def attributed_owner(stack: list[int], frames: list[dict[str, Any]]) -> str:
+    """The owner of a sample's innermost frame, looking through generic helpers to the
+    innermost caller that is not one (a Trio cancel scope's ``contextlib`` exit is Trio's)."""
+    for index in reversed(stack):
+        who = owner(frames[index]["file"])
+        if who not in GENERIC:
+            return who
+    return owner(frames[stack[-1]]["file"])
+
+
+@dataclass
+class ProfileSummary:
+    """What one profile shows, JSON-ready. Percentages are of the main thread's samples."""
+
+    rate: int
+    """Samples per second py-spy took."""
+    samples: int
+    """Busy samples of the main thread (the event loop); py-spy drops idle ones."""
+    top_self: list[dict[str, Any]] = field(default_factory=list)
+    """Functions with the most self time: ``function``, ``file``, ``owner``, ``percent``."""
+    owners_self: dict[str, float] = field(default_factory=dict)
+    """Self time per owner, helpers attributed to their caller's owner."""
+    mcphost_inclusive: list[dict[str, Any]] = field(default_factory=list)
+    """mcphost's functions by the time spent in and under them (where the stack shows it:
+    the SDK runs each request's handler in a task of its own, so a stack rooted in the
+    HTTP app does not contain the handler)."""
+    logging_percent: float = 0.0
+    """Samples with a structlog or stdlib ``logging`` frame anywhere on the stack."""
+    worker_busy_percent: float = 0.0
+    """Busy samples of all worker threads together, relative to the main thread's."""
+    imports_percent: float = 0.0
+    """Samples spent importing modules (an import-system frame on the stack)."""
+    loop_callers: list[dict[str, Any]] = field(default_factory=list)
+    """Time inside Trio/anyio (or asyncio) by the code that called into it: the innermost
+    frame above the event-loop library that belongs to anything else."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return asdict(self)
+
+
+def summarise(speedscope: Path, rate: int, top: int = 20) -> ProfileSummary:
+    """Read a py-spy speedscope file and compute the figures of :class:`ProfileSummary`."""
+    data = json.loads(speedscope.read_text())
+    frames: list[dict[str, Any]] = data["shared"]["frames"]
+    profiles = data["profiles"]
+    main = next((p for p in profiles if "MainThread" in p["name"]), profiles[0])
+    stacks: list[list[int]] = [s for s in main["samples"] if s]
+    total = len(stacks) or 1
+
+    def pct(n: int) -> float:
+        return round(100.0 * n / total, 1)
+
+    by_function: Counter[tuple[str, str, str]] = Counter()
+    owners: Counter[str] = Counter()
+    inclusive: Counter[tuple[str, str]] = Counter()
+    logging_samples = 0
+    import_samples = 0
+    callers: Counter[tuple[str, str, str]] = Counter()
+    for stack in stacks:
+        leaf = frames[stack[-1]]
+        by_function[(leaf["name"], short_path(leaf["file"]), owner(leaf["file"]))] += 1
+        who = attributed_owner(stack, frames)
+        owners[who] += 1
+        if who in LOOP_OWNERS:
+            callers[loop_caller(stack, frames)] += 1
+        on_stack = {owner(frames[i]["file"]) for i in stack}
+        logging_samples += bool(on_stack & {"structlog", "stdlib logging"})
+        import_samples += any(frames[i]["name"] == "_find_and_load" for i in stack)
+        inclusive.update(
+            {(frames[i]["name"], short_path(frames[i]["file"])) for i in stack if owner(frames[i]["file"]) == "mcphost"}
+        )
+
+    worker_busy = 0
+    for profile in profiles:
+        if profile is not main:
+            worker_busy += sum(1 for s in profile["samples"] if s and frames[s[-1]]["name"] not in IDLE_LEAVES)
+
+    return ProfileSummary(
+        rate=rate,
+        samples=len(stacks),
+        top_self=[
+            {"function": name, "file": path, "owner": who, "percent": pct(n)}
+            for (name, path, who), n in by_function.most_common(top)
+        ],
+        owners_self={who: pct(n) for who, n in owners.most_common()},
+        # Entry points (cli.main and the like) sit under every sample and say nothing.
+        mcphost_inclusive=[
+            {"function": name, "file": path, "percent": pct(n)}
+            for (name, path), n in inclusive.most_common(15)
+            if n < 0.95 * total
+        ][:10],
+        logging_percent=pct(logging_samples),
+        worker_busy_percent=pct(worker_busy),
+        imports_percent=pct(import_samples),
+        loop_callers=[
+            {"function": name, "file": path, "owner": who, "percent": pct(n)}
+            for (name, path, who), n in callers.most_common(12)
+        ],
+    )
+
+
+def py_spy_path() -> str | None:
+    """The ``py-spy`` binary: next to this interpreter (the venv) or on ``PATH``."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def start_recording(
+    pid: int, output: Path, duration: float, rate: int, fmt: str = "speedscope"
+) -> subprocess.Popen[bytes]:
+    """Start ``py-spy record`` on ``pid`` for ``duration`` seconds (returns at once);
+    ``fmt`` is py-spy's: ``speedscope`` (what :func:`summarise` reads) or ``flamegraph`` (SVG)."""
+    binary = py_spy_path()
+    if binary is None:
+        raise RuntimeError("py-spy is not installed (pip install py-spy)")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [
+            binary,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(max(1, round(duration))),
+            "--rate",
+            str(rate),
+            "--format",
+            fmt,
+            "--output",
+            str(output),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def import_times(python: str, modules: str, top: int = 10, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``python -X importtime -c "import <modules>"``: what start-up spends importing.
+
+    Every module is imported once, so summing self times by top-level package partitions
+    the total: ``packages`` is that partition (largest first), ``modules`` the single
+    modules with the most self time, ``total_ms`` the whole import.
+    """
+    completed = subprocess.run(
+        [python, "-X", "importtime", "-c", f"import {modules}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+    )
+    rows = []
+    for line in completed.stderr.splitlines():
+        match = _IMPORT_LINE.match(line)
+        if match:
+            rows.append((match["name"], int(match["self"]) / 1000, int(match["cumulative"]) / 1000))
+    packages: dict[str, float] = {}
+    for name, self_ms, _ in rows:
+        package = name.split(".", 1)[0]
+        packages[package] = packages.get(package, 0.0) + self_ms
+    largest = sorted(packages.items(), key=lambda item: -item[1])[:top]
+    return {
+        "total_ms": round(sum(r[1] for r in rows), 1),
+        "packages": [{"package": p, "self_ms": round(ms, 1)} for p, ms in largest],
+        "modules": [
+            {"module": n, "self_ms": round(s_, 1), "cumulative_ms": round(c, 1)}
+            for n, s_, c in sorted(rows, key=lambda r: -r[1])[:top]
+        ],
+    }
+
+
+_IMPORT_LINE = re.compile(r"^import time:\s+(?P<self>\d+) \|\s+(?P<cumulative>\d+) \|(?P<indent> +)(?P<name>\S+)")

@@ -1,0 +1,853 @@
+"""``BENCHMARKS.md`` and ``bench/plots/*.png`` from ``bench/results/results.json``.
+
+Run by ``bench/run.py`` at the end of a run; ``python bench/report.py`` re-renders the
+report from the last results without measuring anything.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+
+REFERENCE = "reference"
+MCPHOST = "mcphost"
+CEILING = "bare"
+BAR_CONCURRENCY = 50
+COLD_START_LIMIT_S = 1.5
+PATH_NAMES = {
+    "2025-11-25": "2025-11-25 (sessions, SSE responses)",
+    "2026-07-28": "2026-07-28 (self-contained requests)",
+}
+COLORS = {"reference": "#4c72b0", "sdk-hypercorn": "#8172b2", "bare": "#999999", "mcphost": "#dd8452"}
+OWNER_COLORS = {
+    "mcphost": "#dd8452",
+    "structlog": "#c44e52",
+    "stdlib logging": "#f1a3a5",
+    "Trio": "#55a868",
+    "anyio": "#a6d8a8",
+    "asyncio": "#4c72b0",
+    "uvicorn": "#9db4dc",
+    "Hypercorn": "#8172b2",
+    "h11 (Hypercorn's HTTP/1.1 parser)": "#c2b6e0",
+    "MCP SDK": "#937860",
+    "sse-starlette (the SDK's SSE responses)": "#c9ae92",
+    "Starlette": "#e5d4c0",
+    "pydantic": "#da8bc3",
+    "OpenTelemetry": "#ccb974",
+    "stdlib json": "#64b5cd",
+}
+"""Profile owners' colours: mcphost and logging warm, the event loops green/blue, the SDK brown."""
+
+
+# --- figures ------------------------------------------------------------------------------
+
+
+def med(values: Iterable[float]) -> float:
+    """Median of a non-empty iterable."""
+    return float(statistics.median(list(values)))
+
+
+def cell(runs: Sequence[dict[str, Any]], server: str, path: str, concurrency: int) -> list[dict[str, Any]]:
+    """The wrk runs of one server at one path and concurrency (one per round)."""
+    return [r for r in runs if r["server"] == server and r["path"] == path and r["concurrency"] == concurrency]
+
+
+def stats(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Medians over rounds, plus the throughput range and summed errors."""
+    return {
+        "rps": med(r["rps"] for r in rows),
+        "rps_min": min(r["rps"] for r in rows),
+        "rps_max": max(r["rps"] for r in rows),
+        "p50": med(r["p50_ms"] for r in rows),
+        "p99": med(r["p99_ms"] for r in rows),
+        "errors": sum(r["error_count"] for r in rows),
+        "bytes": med(r["bytes_per_response"] for r in rows),
+        "cpu": med(r.get("cpu_ms_per_call") or 0.0 for r in rows),
+        "requests": sum(r["requests"] for r in rows),
+    }
+
+
+def fmt_ms(value: float) -> str:
+    """Milliseconds with precision that suits their size."""
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def ratio(a: float, b: float) -> str:
+    """``a / b`` as ``1.23x``, or a dash without a denominator."""
+    return f"{a / b:.2f}x" if b else "-"
+
+
+def verdict(ok: bool | None) -> str:
+    """A pass/fail cell."""
+    return "—" if ok is None else ("**pass**" if ok else "**FAIL**")
+
+
+def nearest(values: Iterable[int], target: int) -> int:
+    """The measured concurrency closest to ``target``."""
+    return min(values, key=lambda v: abs(v - target))
+
+
+# --- the bar ------------------------------------------------------------------------------
+
+
+def bars(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """``(criterion, measured, passed)`` for each of the issue's bars."""
+    rows: list[tuple[str, str, bool | None]] = []
+    calls = results.get("calls")
+    if calls and calls.get("runs"):
+        runs = calls["runs"]
+        n = nearest({r["concurrency"] for r in runs}, BAR_CONCURRENCY)
+        for path in PATH_NAMES:
+            m, ref = stats(cell(runs, MCPHOST, path, n)), stats(cell(runs, REFERENCE, path, n))
+            rows.append(
+                (
+                    f"tools/call on {path}, {n} clients: calls/s ≥ 1.0x reference",
+                    f"{m['rps']:.0f} vs {ref['rps']:.0f} calls/s = {ratio(m['rps'], ref['rps'])} "
+                    f"(server CPU per call {m['cpu']:.2f} vs {ref['cpu']:.2f} ms = {ratio(m['cpu'], ref['cpu'])})",
+                    m["rps"] >= ref["rps"],
+                )
+            )
+            rows.append(
+                (
+                    f"tools/call on {path}, {n} clients: p99 no worse than reference",
+                    f"{fmt_ms(m['p99'])} vs {fmt_ms(ref['p99'])} ms = {ratio(m['p99'], ref['p99'])}",
+                    m["p99"] <= ref["p99"],
+                )
+            )
+        for path in PATH_NAMES:
+            m, top = stats(cell(runs, MCPHOST, path, n)), stats(cell(runs, CEILING, path, n))
+            rows.append(
+                (
+                    f"fraction of the Hypercorn/Trio ceiling (row 3) on {path}, {n} clients",
+                    f"{m['rps']:.0f} of {top['rps']:.0f} calls/s = {100 * m['rps'] / top['rps']:.0f} %"
+                    if top["rps"]
+                    else "-",
+                    None,
+                )
+            )
+        own = sum(r["error_count"] for r in runs if r["server"] == MCPHOST)
+        rows.append(("errors in mcphost's tools/call runs", f"{own}", own == 0))
+        others = [r for r in runs if r["server"] != MCPHOST and r["error_count"]]
+        where = "; ".join(
+            f"{r['error_count']} in {r['server']} {r['path']} at {r['concurrency']} clients "
+            f"({', '.join(f'{k} {v}' for k, v in r['errors'].items() if v)})"
+            for r in others
+        )
+        rows.append(("errors in the other servers' runs", where or "0", None))
+    memory = results.get("memory")
+    if memory and memory.get("runs"):
+        kib = med(r["per_session_kib"] for r in memory["runs"] if r["server"] == MCPHOST)
+        ref_kib = med(r["per_session_kib"] for r in memory["runs"] if r["server"] == REFERENCE)
+        rows.append(
+            (
+                "memory per idle session ≤ reference",
+                f"{kib:.1f} vs {ref_kib:.1f} KiB = {ratio(kib, ref_kib)}",
+                kib <= ref_kib,
+            )
+        )
+    cold = results.get("cold_start")
+    if cold and cold.get("runs"):
+        mine = [r for r in cold["runs"] if r["server"] == MCPHOST]
+        notified = [r["ready_notified"] for r in mine if r.get("ready_notified") is not None]
+        seconds = med(notified) if len(notified) == len(mine) else med(r["seconds"] for r in mine)
+        signal = "READY=1 over sd_notify" if len(notified) == len(mine) else "first 200 from /health"
+        rows.append(
+            (
+                f"cold start with {cold['plugins']} plugins < {COLD_START_LIMIT_S} s (exec → {signal})",
+                f"{seconds:.2f} s (median)",
+                seconds < COLD_START_LIMIT_S,
+            )
+        )
+    return rows
+
+
+# --- markdown -----------------------------------------------------------------------------
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str | None = None) -> list[str]:
+    """A markdown table; ``align`` has one of l/c/r per column."""
+    align = align or "l" + "r" * (len(header) - 1)
+    out = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join({"l": ":--", "c": ":-:"}.get(a, "--:") for a in align) + "|",
+    ]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return [*out, ""]
+
+
+def section_calls(results: dict[str, Any]) -> list[str]:
+    calls = results.get("calls")
+    if not calls or not calls.get("runs"):
+        return []
+    runs, labels = calls["runs"], calls["servers"]
+    levels = sorted({r["concurrency"] for r in runs})
+    out = [
+        "## tools/call: throughput and latency",
+        "",
+        f"Median of {calls['rounds']} round(s) of {calls['duration_s']:g} s per cell; servers loaded in alternation. "
+        "`x ref` is relative to row 1; `range` is the lowest and highest round. Latency is wrk's, per request, "
+        "client side. `CPU ms/call` is the server process's CPU time (all threads, from `/proc`) over the run "
+        "divided by the calls completed: on a machine shared with other work, calls/s moves with the CPU time "
+        "the server gets, CPU per call much less, so it is the steadier comparison. Errors count socket errors, "
+        "timeouts, non-200 answers and answers without a JSON-RPC `result` (or with `isError`).",
+        "",
+        "![tools/call throughput](bench/plots/calls_throughput.png)",
+        "",
+        "![tools/call latency](bench/plots/calls_latency.png)",
+        "",
+        "![tools/call CPU per call](bench/plots/calls_cpu.png)",
+        "",
+    ]
+    for path, title in PATH_NAMES.items():
+        out += [f"### {title}", ""]
+        rows = []
+        for n in levels:
+            ref = stats(cell(runs, REFERENCE, path, n))
+            for key, label in labels.items():
+                rows_ = cell(runs, key, path, n)
+                if not rows_:
+                    continue
+                s = stats(rows_)
+                rows.append(
+                    (
+                        n,
+                        label if key != MCPHOST else f"**{label}**",
+                        f"{s['rps']:.0f}",
+                        f"{s['rps_min']:.0f}-{s['rps_max']:.0f}",
+                        ratio(s["rps"], ref["rps"]),
+                        fmt_ms(s["p50"]),
+                        fmt_ms(s["p99"]),
+                        ratio(s["p99"], ref["p99"]),
+                        f"{s['cpu']:.2f}",
+                        ratio(s["cpu"], ref["cpu"]),
+                        s["errors"],
+                        f"{s['bytes']:.0f}",
+                    )
+                )
+        out += table(
+            (
+                "clients",
+                "server",
+                "calls/s",
+                "range",
+                "x ref",
+                "p50 ms",
+                "p99 ms",
+                "p99 x ref",
+                "CPU ms/call",
+                "CPU x ref",
+                "errors",
+                "body bytes",
+            ),
+            rows,
+            "rlrrrrrrrrrr",
+        )
+    out += ["### Share of the stack's ceiling (row 3)", ""]
+    rows = []
+    for path in PATH_NAMES:
+        for n in levels:
+            top = stats(cell(runs, CEILING, path, n))["rps"]
+            rows.append(
+                (
+                    path,
+                    n,
+                    *(
+                        f"{100 * stats(cell(runs, key, path, n))['rps'] / top:.0f} %" if top else "-"
+                        for key in labels
+                        if key != CEILING
+                    ),
+                )
+            )
+    out += table(
+        ("path", "clients", *(labels[k] for k in labels if k != CEILING)), rows, "lr" + "r" * (len(labels) - 1)
+    )
+    if calls.get("log_lines"):
+        sent, lines = calls.get("requests_sent", {}), calls["log_lines"]
+        out += [
+            f"Request logging was on: mcphost wrote {lines.get(MCPHOST, 0):,} log lines for "
+            f"{sent.get(MCPHOST, 0):,} measured calls (plus sessions, probes and warm-up); the reference's "
+            f"uvicorn access log {lines.get(REFERENCE, 0):,} lines.",
+            "",
+        ]
+    return out
+
+
+def section_tools_list(results: dict[str, Any]) -> list[str]:
+    data = results.get("tools_list")
+    if not data or not data.get("runs"):
+        return []
+    runs, labels = data["runs"], data["servers"]
+    n = data["runs"][0]["concurrency"]
+    rows = []
+    for path in PATH_NAMES:
+        ref = stats(cell(runs, REFERENCE, path, n))
+        for key, label in labels.items():
+            s = stats(cell(runs, key, path, n))
+            rows.append(
+                (
+                    path,
+                    label,
+                    f"{s['rps']:.0f}",
+                    ratio(s["rps"], ref["rps"]),
+                    fmt_ms(s["p50"]),
+                    fmt_ms(s["p99"]),
+                    ratio(s["p99"], ref["p99"]),
+                    s["errors"],
+                    f"{s['bytes'] / 1024:.0f}",
+                )
+            )
+    return [
+        f"## tools/list with {data['tools']} tools (50 plugins x 10 tools)",
+        "",
+        f"{n} clients, median of {data['rounds']} round(s) of {data['seconds']:g} s (a listing is ~200 KB, so fewer "
+        "clients than for calls keep latency within the run). mcphost loads 50 generated "
+        "plugin files through `[plugins] paths`; the reference registers the same 500 functions under the same "
+        "names and descriptions.",
+        "",
+        "![tools/list](bench/plots/tools_list.png)",
+        "",
+        *table(
+            ("path", "server", "lists/s", "x ref", "p50 ms", "p99 ms", "p99 x ref", "errors", "body KiB"),
+            rows,
+            "llrrrrrrr",
+        ),
+    ]
+
+
+def section_memory(results: dict[str, Any]) -> list[str]:
+    data = results.get("memory")
+    if not data or not data.get("runs"):
+        return []
+    runs, labels = data["runs"], data["servers"]
+    ref = med(r["per_session_kib"] for r in runs if r["server"] == REFERENCE)
+    rows = []
+    for key, label in labels.items():
+        mine = [r for r in runs if r["server"] == key]
+        per = med(r["per_session_kib"] for r in mine)
+        rows.append(
+            (
+                label,
+                f"{med(r['rss_before_kib'] for r in mine) / 1024:.1f}",
+                f"{med(r['rss_after_kib'] for r in mine) / 1024:.1f}",
+                f"{per:.1f}",
+                ratio(per, ref),
+                f"{med(r['open_seconds'] for r in mine):.1f}",
+            )
+        )
+    sessions = runs[0]["sessions"]
+    return [
+        f"## Memory per idle session ({sessions:,} open sessions)",
+        "",
+        f"(VmRSS after opening {sessions:,} sessions - VmRSS before) / {sessions:,}, read from `/proc/PID/status`; "
+        "each server fresh, with 10 sessions and a call made first so first-use allocations are not counted. "
+        "A session is `initialize` + `notifications/initialized`, then idle. "
+        f"Median of {len({r['round'] for r in runs})} fresh start(s) per server.",
+        "",
+        "![memory per session](bench/plots/memory.png)",
+        "",
+        *table(("server", "RSS before MiB", "RSS after MiB", "KiB/session", "x ref", "seconds to open"), rows),
+        *traced_memory(data.get("traced")),
+    ]
+
+
+def traced_memory(traced: dict[str, Any] | None) -> list[str]:
+    """Where mcphost's per-session memory sits, from the tracemalloc comparison."""
+    if not traced:
+        return []
+    n = traced["sessions"]
+    return [
+        f"Where it goes in mcphost: tracemalloc snapshots around opening {n} more sessions (Python allocations "
+        f"only, so less than RSS): {traced['total_bytes'] / n / 1024:.1f} KiB per session, largest first.",
+        "",
+        *table(
+            ("file (where the memory was allocated)", "bytes/session", "blocks/session"),
+            ((f"`{r['file']}`", f"{r['bytes'] / n:.0f}", f"{r['blocks'] / n:.1f}") for r in traced["files"][:12]),
+        ),
+        *table(
+            ("line", "bytes/session"),
+            ((f"`{r['file']}:{r['line']}`", f"{r['bytes'] / n:.0f}") for r in traced["lines"][:10]),
+        ),
+    ]
+
+
+def section_cold_start(results: dict[str, Any]) -> list[str]:
+    data = results.get("cold_start")
+    if not data or not data.get("runs"):
+        return []
+    runs, labels = data["runs"], data["servers"]
+    rows = []
+    for key, label in labels.items():
+        own = [r for r in runs if r["server"] == key]
+        times = [r["seconds"] for r in own]
+        notified = [r["ready_notified"] for r in own if r.get("ready_notified") is not None]
+        rows.append(
+            (
+                label,
+                f"{med(notified):.2f}" if notified else "-",
+                f"{med(times):.2f}",
+                f"{min(times):.2f}",
+                f"{max(times):.2f}",
+                len(times),
+            )
+        )
+    out = [
+        f"## Cold start with {data['plugins']} plugins",
+        "",
+        "Exec → `READY=1` over sd_notify (mcphost, given a `NOTIFY_SOCKET` as systemd would) and exec → first "
+        "`200` from `/health` (mcphost) or first HTTP answer of any kind (the reference, serving the same 100 tools, "
+        "for scale). One untimed start first byte-compiles the generated plugins and warms the page cache.",
+        "",
+        "![cold start](bench/plots/cold_start.png)",
+        "",
+        *table(
+            ("server", "READY=1 median s", "first answer median s", "min s", "max s", "runs"),
+            rows,
+        ),
+    ]
+    startup = data.get("profile")
+    if startup:
+        owners = ", ".join(f"{o} {p:.0f} %" for o, p in list(startup["owners_self"].items())[:6])
+        mine = ", ".join(
+            f"`{r['file'] if r['function'] == '<module>' else r['function']}` {r['percent']:.0f} %"
+            for r in startup["mcphost_inclusive"][:6]
+        )
+        out += [
+            f"A start profiled from spawn to ready ({startup['ready_s']:.2f} s with py-spy attached, "
+            f"{startup['samples']} samples at {startup['rate']}/s; `{startup['file']}`): "
+            f"**{startup['imports_percent']:.0f} % of the samples are imports**. Self time by owner: {owners}. "
+            f"mcphost's functions, inclusive: {mine}.",
+            "",
+        ]
+    imports = data.get("imports")
+    if imports and imports.get("packages"):
+        out += [
+            f"Importing `mcphost.cli` alone takes {imports['total_ms']:.0f} ms of that "
+            "(`python -X importtime`, self time summed by top-level package, and the single largest modules):",
+            "",
+            *table(("package", "ms"), ((f"`{r['package']}`", f"{r['self_ms']:.0f}") for r in imports["packages"])),
+            *table(
+                ("module", "self ms", "cumulative ms"),
+                ((f"`{r['module']}`", f"{r['self_ms']:.0f}", f"{r['cumulative_ms']:.0f}") for r in imports["modules"]),
+            ),
+        ]
+    return out
+
+
+def section_reload(results: dict[str, Any]) -> list[str]:
+    data = results.get("reload")
+    if not data or not data.get("runs"):
+        return []
+    times = [r["seconds"] for r in data["runs"] if r["seconds"] is not None]
+    visible = sum(r["visible"] for r in data["runs"])
+    calls = data["calls"]
+    rows = [
+        ("reloads (SIGHUP, one plugin's source changed each time)", len(data["runs"])),
+        ("SIGHUP → READY=1, median", f"{med(times) * 1000:.0f} ms" if times else "-"),
+        ("SIGHUP → READY=1, slowest", f"{max(times) * 1000:.0f} ms" if times else "-"),
+        ("tools/list showed the change right after READY=1", f"{visible} of {len(data['runs'])}"),
+        ("tools/call answered during the reloads (50 clients, 2026-07-28)", f"{calls['requests']:,}"),
+        ("errors among them", calls["errors"]),
+    ]
+    return [
+        f"## Reload under load ({data['plugins']} plugins)",
+        "",
+        "mcphost serving the no-op plugin and 10 generated plugins while wrk keeps 50 clients calling `noop_add`; "
+        "each reload adds a tool to one plugin's file, sends SIGHUP and times `RELOADING=1` … `READY=1` on the "
+        "notify socket, then lists the tools.",
+        "",
+        *table(("", "measured"), rows, "lr"),
+    ]
+
+
+def section_drain(results: dict[str, Any]) -> list[str]:
+    data = results.get("drain")
+    if not data or "completed" not in data:
+        return []
+    exit_after = data["exit_after_s"]
+    rows = [
+        (f"calls in flight at SIGTERM (each sleeps {data['call_seconds']:g} s)", data["in_flight"]),
+        ("answered with their result", data["completed"]),
+        ("failed or cut off", data["failed"]),
+        ("last answer after SIGTERM", f"{data['last_answer_after_s']:.2f} s"),
+        ("a new request sent 0.1 s after SIGTERM got", data["new_request_status"] or "connection refused"),
+        ("process exit after SIGTERM", f"{exit_after:.2f} s" if exit_after is not None else "did not exit in 60 s"),
+        ("exit status", data["exit_code"]),
+    ]
+    return [
+        "## Drain on SIGTERM",
+        "",
+        f"{data['in_flight']} concurrent 2026-07-28 calls of `noop_sleep` (a {data['call_seconds']:g}-second async "
+        "tool allowed 100 at once), SIGTERM 0.4 s after the last request was written.",
+        "",
+        *table(("", "measured"), rows, "lr"),
+    ]
+
+
+def section_not_measurable(results: dict[str, Any]) -> list[str]:
+    rows = [
+        (name, results[name]["not_measurable"])
+        for name in ("reload", "drain")
+        if name in results and "not_measurable" in results[name]
+    ]
+    if not rows:
+        return []
+    return ["## Not yet measurable", "", *table(("scenario", "why, and what will be measured"), rows, "ll")]
+
+
+def section_profile(results: dict[str, Any]) -> list[str]:
+    data = results.get("profile")
+    if not data:
+        return []
+    if "skipped" in data:
+        return ["## Profile", "", f"Skipped: {data['skipped']}.", ""]
+    labels = {"mcphost": "mcphost", "sdk-hypercorn": "SDK on Hypercorn/Trio", "reference": "SDK on uvicorn (ref)"}
+    out = [
+        "## Profile: where mcphost's CPU goes",
+        "",
+        f"py-spy, {data['rate']} samples/s for {data['seconds']:g} s per server, under {data['connections']}-client "
+        "tools/call load, on the event-loop (main) thread, which is what limits a single-process server. "
+        "The first table splits the event loop's CPU time per call (main-thread CPU from `/proc` over the run, "
+        "divided by the calls completed) by the profile's shares. Owners: the innermost frame's package; time in "
+        "stdlib helpers (contextlib, weakref) is charged to the package that called them. mcphost's own profiles: "
+        + ", ".join(f"`{p[MCPHOST]['file']}`" for p in data["paths"].values() if MCPHOST in p)
+        + " (open in https://www.speedscope.app), and flame graphs "
+        + ", ".join(
+            f"`{p[MCPHOST]['flamegraph']}`" for p in data["paths"].values() if p.get(MCPHOST, {}).get("flamegraph")
+        )
+        + ".",
+        "",
+        "![profile](bench/plots/profile.png)",
+        "",
+    ]
+    for path, servers_ in data["paths"].items():
+        keys = [k for k in labels if k in servers_]
+        cpu = {k: servers_[k]["loop_cpu_ms_per_call"] or 0.0 for k in keys}
+        owners = sorted(
+            {o for k in keys for o in servers_[k]["owners_self"]},
+            key=lambda o: -servers_.get(MCPHOST, {}).get("owners_self", {}).get(o, 0.0),
+        )
+        rows = [("**all (event-loop CPU ms/call)**", *(f"**{cpu[k]:.2f}**" for k in keys))]
+        for o in owners:
+            cells = [servers_[k]["owners_self"].get(o, 0.0) * cpu[k] / 100 for k in keys]
+            if max(cells) >= 0.01:
+                rows.append((o, *(f"{c:.2f}" for c in cells)))
+        m = servers_.get(MCPHOST)
+        out += [
+            f"### {PATH_NAMES.get(path, path)}",
+            "",
+            "Event-loop CPU per call by owner, ms ("
+            + ", ".join(f"{labels[k]}: {servers_[k]['calls_per_s']:.0f} calls/s while profiled" for k in keys)
+            + "):",
+            "",
+            *table(("owner", *(labels[k] for k in keys)), rows),
+        ]
+        if m:
+            out += [
+                "mcphost's top functions by self time (% of event-loop samples):",
+                "",
+                *table(
+                    ("function", "file", "owner", "self %"),
+                    (
+                        (f"`{r['function']}`", f"`{r['file']}`", r["owner"], f"{r['percent']:.1f}")
+                        for r in m["top_self"][:15]
+                    ),
+                    "lllr",
+                ),
+                "Time inside the event loop (Trio, anyio) by the code that asked for it:",
+                "",
+                *table(
+                    ("caller", "file", "owner", "%"),
+                    (
+                        (
+                            f"`{r['function']}`" if r["file"] else r["function"],
+                            f"`{r['file']}`" if r["file"] else "",
+                            r["owner"],
+                            f"{r['percent']:.1f}",
+                        )
+                        for r in m["loop_callers"][:10]
+                    ),
+                    "lllr",
+                ),
+                f"Samples with structlog or stdlib logging on the stack: {m['logging_percent']:.1f} %. "
+                f"mcphost's own functions, inclusive: "
+                + ", ".join(f"`{r['function']}` {r['percent']:.1f} %" for r in m["mcphost_inclusive"][:6])
+                + ".",
+                "",
+            ]
+    return out
+
+
+def section_method(results: dict[str, Any]) -> list[str]:
+    meta = results.get("meta", {})
+    machine = meta.get("machine", {})
+    packages = ", ".join(f"{k} {v}" for k, v in machine.get("packages", {}).items())
+    options = meta.get("options", {})
+    pin = options.get("pin")
+    return [
+        "## How it was measured",
+        "",
+        "Four servers of the same no-op tool `add(a: int, b: int) -> int` (a plain synchronous function, which the "
+        "SDK and mcphost alike run in a worker thread):",
+        "",
+        '1. **reference**: the SDK\'s `MCPServer("bench")` with `@mcp.tool()`, `streamable_http_app()` on uvicorn, '
+        'one worker, with the settings `MCPServer.run(transport="streamable-http")` uses (log level INFO: an '
+        f"access-log line per request). uvicorn ran on {machine.get('uvicorn_loop', '?')} with "
+        f"{machine.get('uvicorn_http', '?')}, as `pip install mcp` gives it (no uvloop/httptools).",
+        "2. **sdk-hypercorn**: the same app on `hypercorn.trio.serve`, access log on.",
+        "3. **bare**: an ASGI app answering a fixed JSON-RPC result (echoing the id) on `hypercorn.trio.serve`, no "
+        "logging: the ceiling of Hypercorn + h11 + Trio. It answers in the wire shape the SDK uses per path.",
+        "4. **mcphost**: `mcphost serve --config bench/mcphost-production.toml`, the tool in `bench/plugins/noop.py` "
+        "(loaded through `[plugins] paths`, served as `noop_add`), request logging on: one JSON line per request and "
+        "one per tool call on stderr, redirected to a file.",
+        "",
+        "Load: wrk with `bench/wrk/mcp.lua`, one connection per simulated client, `-t min(clients, 2)`. On the "
+        "2025-11-25 path the harness first opens one session per client (`initialize`, then "
+        "`notifications/initialized`) and the script rotates requests over them with `Mcp-Session-Id` and "
+        "`MCP-Protocol-Version: 2025-11-25`; the SDK answers those POSTs with SSE (`text/event-stream`). On the "
+        "2026-07-28 path every request is self-contained: `params._meta` carries the protocol version and client "
+        "capabilities and the `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers match the body; the SDK "
+        "answers a quick handler with plain JSON even in SSE mode. Before any load each server gets one checked "
+        "request per path; a non-200 stops the run.",
+        "",
+        ("Servers were pinned to CPU 1 and wrk to CPU 0 (`taskset`); " if pin else "No CPU pinning; ")
+        + "the servers run one at a time under load while the others idle, in alternation (A, B, C, D, A, B, C, D …), "
+        "and every figure is a median over rounds, so drift on a shared machine falls on all of them alike. "
+        "Servers run without `PYTHONUNBUFFERED`/`PYTHONDONTWRITEBYTECODE`, as a service would.",
+        "",
+        "Differences between the stacks that the figures include: the SDK runs sync tools on anyio's default "
+        "thread limiter (40 threads), mcphost on the plugin's pool (`[limits] max_concurrency`, 16 by default); "
+        "uvicorn's access log and mcphost's request log are both on, Hypercorn's access log is on for row 2. "
+        "At 500 clients the Hypercorn/Trio rows (the bare app included) show a low median and a long tail while "
+        "uvicorn serves more evenly; the listen backlog is not the cause (Hypercorn's default 100 and 2048 gave the "
+        "same tail for the bare app).",
+        "",
+        f"Machine: {machine.get('cpu', '?')}, {machine.get('cpus', '?')} CPUs, {machine.get('memory_gib', '?')} GiB, "
+        f"Linux {machine.get('kernel', '?')}, Python {machine.get('python', '?')}, {machine.get('wrk', 'wrk')}; "
+        f"load average (1, 5, 15 min) {', '.join(f'{x:.1f}' for x in machine.get('load_average_at_start', []))} "
+        f"at the start and {', '.join(f'{x:.1f}' for x in meta.get('load_average_at_end', []))} at the end "
+        "(2 CPUs: above 2, other work was competing for them). "
+        f"Packages: {packages}.",
+        "",
+    ]
+
+
+def render(results: dict[str, Any]) -> str:
+    """The whole of BENCHMARKS.md."""
+    meta = results.get("meta", {})
+    out = [
+        "# Benchmarks",
+        "",
+        "mcphost against the MCP SDK's own server, same machine, same run. Regenerate with:",
+        "",
+        "```sh",
+        "sudo apt-get install wrk                 # or: brew install wrk",
+        "pip install -e . -r bench/requirements.txt",
+        "python bench/run.py                      # full run, about 12 minutes on 2 cores",
+        "python bench/run.py --quick              # 2-3 minutes, for a smoke check",
+        "python bench/run.py --only calls         # one scenario; others keep their last results",
+        "```",
+        "",
+        f"This report: `{meta.get('command', 'python bench/run.py')}` on {meta.get('date', '?')}, "
+        f"mcphost {meta.get('mcphost', '?')}, "
+        f"{meta.get('elapsed_s', 0) / 60:.1f} minutes"
+        + (" (**quick mode: one short round, indicative only**)" if meta.get("options", {}).get("quick") else "")
+        + ". Raw numbers: `bench/results/results.json` (not committed).",
+        "",
+        "## The bar",
+        "",
+        *table(("criterion", "measured", "result"), ((c, m, verdict(ok)) for c, m, ok in bars(results)), "llc"),
+        "Where a bar fails, the sections below show why: the profile for throughput and latency, the start-up "
+        "profile and import times for cold start, the profile's per-session objects for memory.",
+        "",
+    ]
+    for section in (
+        section_calls,
+        section_tools_list,
+        section_memory,
+        section_cold_start,
+        section_reload,
+        section_drain,
+        section_not_measurable,
+        section_profile,
+        section_method,
+    ):
+        out += section(results)
+    return "\n".join(out).rstrip() + "\n"
+
+
+# --- plots --------------------------------------------------------------------------------
+
+
+def plot(results: dict[str, Any], plots_dir: Path) -> list[Path]:
+    """Write the PNGs the report links to; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def save(fig: Any, name: str) -> None:
+        path = plots_dir / name
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
+    def grouped(
+        ax: Any,
+        groups: Sequence[Any],
+        series: dict[str, list[float]],
+        labels: dict[str, str],
+        lows: dict[str, list[float]] | None = None,
+        highs: dict[str, list[float]] | None = None,
+    ) -> None:
+        width = 0.8 / max(1, len(series))
+        for i, (key, values) in enumerate(series.items()):
+            xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+            err = None
+            if lows and highs:
+                err = [
+                    [v - lo for v, lo in zip(values, lows[key], strict=True)],
+                    [hi - v for v, hi in zip(values, highs[key], strict=True)],
+                ]
+            ax.bar(xs, values, width, label=labels[key], color=COLORS.get(key), yerr=err, capsize=2)
+        ax.set_xticks(range(len(groups)), [str(g) for g in groups])
+
+    calls = results.get("calls")
+    if calls and calls.get("runs"):
+        runs, labels = calls["runs"], calls["servers"]
+        levels = sorted({r["concurrency"] for r in runs})
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+        for ax, path in zip(axes, PATH_NAMES, strict=True):
+            st = {k: [stats(cell(runs, k, path, n)) for n in levels] for k in labels}
+            grouped(
+                ax,
+                levels,
+                {k: [s["rps"] for s in v] for k, v in st.items()},
+                labels,
+                {k: [s["rps_min"] for s in v] for k, v in st.items()},
+                {k: [s["rps_max"] for s in v] for k, v in st.items()},
+            )
+            ax.set_title(f"tools/call, {PATH_NAMES[path]}", fontsize=10)
+            ax.set_xlabel("concurrent clients")
+        axes[0].set_ylabel("calls/s (median; bars: range over rounds)")
+        axes[0].legend(fontsize=8)
+        save(fig, "calls_throughput.png")
+
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+        for ax, path in zip(axes, PATH_NAMES, strict=True):
+            grouped(ax, levels, {k: [stats(cell(runs, k, path, n))["cpu"] for n in levels] for k in labels}, labels)
+            ax.set_title(f"server CPU per call, {path}", fontsize=10)
+            ax.set_xlabel("concurrent clients")
+        axes[0].set_ylabel("CPU ms per call (all threads; median)")
+        axes[0].legend(fontsize=8)
+        save(fig, "calls_cpu.png")
+
+        fig, axes = plt.subplots(2, 2, figsize=(12, 7))
+        for col, path in enumerate(PATH_NAMES):
+            for row, (key, name) in enumerate((("p50", "p50"), ("p99", "p99"))):
+                ax = axes[row][col]
+                grouped(ax, levels, {k: [stats(cell(runs, k, path, n))[key] for n in levels] for k in labels}, labels)
+                ax.set_yscale("log")
+                ax.set_title(f"{name} latency, {path}", fontsize=10)
+                ax.set_ylabel("ms (log scale)")
+                ax.set_xlabel("concurrent clients")
+        axes[0][0].legend(fontsize=8)
+        save(fig, "calls_latency.png")
+
+    data = results.get("tools_list")
+    if data and data.get("runs"):
+        runs, labels = data["runs"], data["servers"]
+        n = runs[0]["concurrency"]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        paths = list(PATH_NAMES)
+        grouped(axes[0], paths, {k: [stats(cell(runs, k, p, n))["rps"] for p in paths] for k in labels}, labels)
+        axes[0].set_ylabel("tools/list per second")
+        grouped(axes[1], paths, {k: [stats(cell(runs, k, p, n))["p99"] for p in paths] for k in labels}, labels)
+        axes[1].set_ylabel("p99 latency, ms")
+        axes[0].set_title(f"tools/list, {data['tools']} tools, {n} clients", fontsize=10)
+        axes[0].legend(fontsize=8)
+        save(fig, "tools_list.png")
+
+    data = results.get("memory")
+    if data and data.get("runs"):
+        labels = data["servers"]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        values = [med(r["per_session_kib"] for r in data["runs"] if r["server"] == k) for k in labels]
+        ax.bar(list(labels.values()), values, color=[COLORS.get(k) for k in labels])
+        ax.set_ylabel("KiB of RSS per idle session")
+        ax.set_title(f"memory per idle session, {data['runs'][0]['sessions']:,} sessions", fontsize=10)
+        ax.tick_params(axis="x", labelsize=8)
+        save(fig, "memory.png")
+
+    data = results.get("cold_start")
+    if data and data.get("runs"):
+        labels = data["servers"]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for i, key in enumerate(labels):
+            times = [r["seconds"] for r in data["runs"] if r["server"] == key]
+            ax.bar(i, med(times), color=COLORS.get(key, "#dd8452"))
+            ax.plot([i] * len(times), times, "k.", alpha=0.6)
+        ax.axhline(COLD_START_LIMIT_S, color="red", linestyle="--", label=f"bar: {COLD_START_LIMIT_S} s")
+        ax.set_xticks(range(len(labels)), list(labels.values()), fontsize=8)
+        ax.set_ylabel("seconds, exec → first answer")
+        ax.legend(fontsize=8)
+        save(fig, "cold_start.png")
+
+    data = results.get("profile")
+    if data and data.get("paths"):
+        paths = list(data["paths"])
+        fig, axes = plt.subplots(1, len(paths), figsize=(12, 4.5), sharex=True)
+        axes = axes if len(paths) > 1 else [axes]
+        others = plt.get_cmap("Greys")
+        owners = sorted(
+            {o for p in paths for s in data["paths"][p].values() for o in s["owners_self"]},
+            key=lambda o: (o not in OWNER_COLORS, list(OWNER_COLORS).index(o) if o in OWNER_COLORS else o),
+        )
+        for ax, path in zip(axes, paths, strict=True):
+            servers_ = data["paths"][path]
+            keys = list(servers_)
+            for row, key in enumerate(keys):
+                left = 0.0
+                cpu = servers_[key]["loop_cpu_ms_per_call"] or 0.0
+                for j, o in enumerate(owners):
+                    width = servers_[key]["owners_self"].get(o, 0.0) * cpu / 100
+                    ax.barh(
+                        row,
+                        width,
+                        left=left,
+                        color=OWNER_COLORS.get(o, others(0.3 + 0.1 * (j % 5))),
+                        label=o if row == 0 and path == paths[0] else None,
+                    )
+                    left += width
+            ax.set_yticks(range(len(keys)), keys)
+            ax.set_title(f"event-loop CPU per call, {path}", fontsize=10)
+            ax.set_xlabel("ms per call")
+        fig.legend(loc="lower center", ncol=4, fontsize=7)
+        fig.subplots_adjust(bottom=0.3)
+        target = plots_dir / "profile.png"
+        fig.savefig(target, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        written.append(target)
+    return written
+
+
+def write(results: dict[str, Any], output: Path, plots_dir: Path) -> None:
+    """Plots first (the markdown links them), then the markdown."""
+    plot(results, plots_dir)
+    output.write_text(render(results))
+
+
+if __name__ == "__main__":
+    data = json.loads((BENCH_DIR / "results" / "results.json").read_text())
+    write(data, REPO_ROOT / "BENCHMARKS.md", BENCH_DIR / "plots")
+    sys.exit(0)
