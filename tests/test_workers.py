@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -34,18 +35,26 @@ def test_a_session_is_served_by_whichever_worker_a_request_lands_on(tmp_path: Pa
                 ).status_code
                 == 202
             )
-            for n in range(40):
-                call = {
+
+            # Concurrent requests, so one worker cannot take every connection while the
+            # other sits idle in accept().
+            def call(n: int) -> None:
+                body = {
                     "jsonrpc": "2.0",
                     "id": n + 2,
                     "method": "tools/call",
                     "params": {"name": "echo_echo", "arguments": {"text": f"call {n}"}},
                 }
-                response = http.post(daemon.url, json=call, headers=headers)
+                with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)) as own:
+                    response = own.post(daemon.url, json=body, headers=headers)
                 assert response.status_code == 200, response.text
                 assert _data(response)["result"]["content"][0]["text"] == f"call {n}"
-                if any(r.get("event") == "session rebuilt" for r in daemon.log_records()):
-                    break
+
+            with ThreadPoolExecutor(8) as pool:
+                for batch in range(10):
+                    list(pool.map(call, range(batch * 8, batch * 8 + 8)))
+                    if any(r.get("event") == "session rebuilt" for r in daemon.log_records()):
+                        break
         assert any(r.get("event") == "session rebuilt" for r in daemon.log_records()), "one worker served it all"
         pids = {r["pids"][0] for r in daemon.log_records() if r.get("event") == "workers started"}
         assert pids, "the master started its workers"
