@@ -1,0 +1,138 @@
+"""Real servers the deployment tests run beside mcphost: Redis, and the programs they need
+found (or installed from Debian's packages when running as root, as CI does), else the test
+is skipped saying which package is missing."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from mcphost.testing import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = REPO / ".cache"
+"""Git-ignored: the npm packages of the end-to-end client live here."""
+
+
+def program(name: str, package: str) -> str:
+    """The path of ``name``; installed from Debian package ``package`` when missing and we
+    are root, else the calling test is skipped."""
+    found = _find(name)
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package]
+        if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=900)
+            subprocess.run(install, env=env, capture_output=True, timeout=900)
+        found = _find(name)
+    if found is None:
+        pytest.skip(f"needs {name} from the Debian package {package!r}, which could not be installed")
+    return found
+
+
+def _find(name: str) -> str | None:
+    # nginx lives in /usr/sbin, which a non-root PATH may lack.
+    return shutil.which(name) or next(
+        (path for d in ("/usr/sbin", "/sbin") if os.access(path := f"{d}/{name}", os.X_OK)), None
+    )
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    """Until something accepts TCP connections on 127.0.0.1:``port``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
+        time.sleep(0.05)
+
+
+@dataclass
+class RedisServer:
+    """A throwaway ``redis-server`` on a free loopback port, with no persistence."""
+
+    binary: str
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:PORT/0``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start (or restart, on the same port) and wait until it accepts connections."""
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        """Stop it; everything it held is gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # in case a test froze it
+            self.process.terminate()
+            self.process.wait(10)
+
+    def freeze(self) -> None:
+        """Stop it from answering while its connections stay open (a hung server)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen server answer again."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def command(self, *args: str) -> str:
+        """Run one command with ``redis-cli``; its output."""
+        cli = str(Path(self.binary).with_name("redis-cli"))
+        result = subprocess.run([cli, "-p", str(self.port), *args], capture_output=True, text=True, timeout=10)
+        return result.stdout.strip()
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[RedisServer]:
+    """A running :class:`RedisServer`, stopped afterwards."""
+    server = RedisServer(program("redis-server", "redis-server"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def node_client() -> tuple[str, Path]:
+    """``node``, and the directory holding ``client.mjs`` and the official TypeScript MCP SDK
+    (installed with npm into the git-ignored cache, once per ``package.json``); skips
+    without Node or the SDK."""
+    node = program("node", "nodejs")
+    npm = program("npm", "npm")
+    source, target = REPO / "tests" / "e2e", CACHE / "e2e-node"
+    target.mkdir(parents=True, exist_ok=True)
+    manifest = (source / "package.json").read_text()
+    installed = target / "node_modules" / "@modelcontextprotocol" / "sdk" / "package.json"
+    if not installed.exists() or (target / "package.json").read_text() != manifest:
+        (target / "package.json").write_text(manifest)
+        result = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=target,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if result.returncode != 0:
+            pytest.skip(f"npm could not install the TypeScript MCP SDK: {result.stderr[-500:]}")
+    # Node resolves an ES module's imports from where the module is: next to node_modules.
+    shutil.copy(source / "client.mjs", target / "client.mjs")
+    return node, target
