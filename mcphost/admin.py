@@ -2,19 +2,25 @@
 
 It listens on its own address (``[admin]``, loopback by default), so what it shows never
 reaches the network the MCP endpoint serves: ``/ready`` here carries every plugin's status,
-readiness and error, where the public ``/ready`` only says ready or not.
+readiness and error, where the public ``/ready`` only says ready or not. ``/metrics`` (the
+Prometheus exposition) and ``/status`` (what ``mcphost status`` prints) want the
+``[admin] metrics_token`` when one is set.
 """
 
 from __future__ import annotations
 
 from mcphost.http import ReadyCheck, Receive, Scope, Send, acknowledge_lifespan, send_json
+from mcphost.metrics import MetricsEndpoint
+
+PATHS = ["/health", "/ready", "/metrics", "/status"]
 
 
 class AdminApp:
-    """``/health`` and the detailed ``/ready``."""
+    """``/health``, the detailed ``/ready``, ``/metrics`` and ``/status``."""
 
-    def __init__(self, ready: ReadyCheck):
+    def __init__(self, ready: ReadyCheck, metrics: MetricsEndpoint | None = None):
         self.ready = ready
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection scope."""
@@ -27,5 +33,9 @@ class AdminApp:
         elif scope["path"] == "/ready":
             ok, report = await self.ready()
             await send_json(send, 200 if ok else 503, report)
+        elif scope["path"] == "/metrics" and self.metrics is not None:
+            await self.metrics.metrics_page(scope, receive, send)
+        elif scope["path"] == "/status" and self.metrics is not None:
+            await self.metrics.status_page(scope, receive, send)
         else:
-            await send_json(send, 404, {"error": "not found", "paths": ["/health", "/ready"]})
+            await send_json(send, 404, {"error": "not found", "paths": PATHS})

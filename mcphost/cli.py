@@ -1,4 +1,4 @@
-"""The ``mcphost`` command: ``serve``, ``stdio``, ``check-config``, ``plugins`` and ``keys``.
+"""The ``mcphost`` command: ``serve``, ``stdio``, ``check-config``, ``plugins``, ``keys`` and ``status``.
 
 Output meant for the user (tables, check results) goes to stdout; logs go to stderr.
 ``stdio`` never writes to stdout itself: there stdout is the protocol channel.
@@ -16,7 +16,7 @@ import trio
 from pydantic import TypeAdapter, ValidationError
 
 import mcphost
-from mcphost import auth, keys, log, workers
+from mcphost import auth, keys, log, metrics, status, tracing, workers
 from mcphost import config as config_module
 from mcphost.config import ConfigError, KeyName, LoadedConfig
 from mcphost.daemon import Daemon
@@ -75,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     new.add_argument("--rate-limit", type=_rate, metavar="RATE", help="the key's own budget, e.g. 1000/hour")
     listing = keys_commands.add_parser("list", help="List the configured keys (never their tokens).")
     listing.add_argument("--config", "-c", metavar="PATH", help="config file (default as for serve)")
+    status_command = add("status", "Show the running daemon: plugins, calls, errors, latencies, rate limits, reloads.")
+    status_command.add_argument(
+        "--admin-url", metavar="URL", help="the daemon's admin listener (default: [admin] host and port of the config)"
+    )
+    status_command.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -100,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         new_key(args.name, args.tools, args.rate_limit)
         return
     config_path = config_module.resolve_path(getattr(args, "path", None) or getattr(args, "config", None))
+    if args.command == "status":
+        # Before the config is validated: with --admin-url, a config being edited must not stop it.
+        log.configure("warning")
+        sys.exit(status.run(args.admin_url, config_path, as_json=args.json))
     try:
         loaded = config_module.load(config_path)
     except ConfigError as error:
@@ -124,15 +133,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     log.configure(level, os.environ.get("MCPHOST_LOG_FORMAT", loaded.config.log.format))  # type: ignore[arg-type]
     if args.command == "serve" and loaded.config.server.workers > 1 and WORKER_FD not in os.environ:
         sys.exit(workers.run(loaded, config_path, loaded.config.server.workers))
-    if args.command == "serve":
+    if args.command in ("serve", "stdio"):
         try:
-            trio.run(Daemon(loaded, config_path).serve_http)
+            daemon = Daemon(loaded, config_path)
+            trio.run(daemon.serve_http if args.command == "serve" else daemon.serve_stdio)
         except ConfigError as error:
             print(error, file=sys.stderr)
             print(f"mcphost: {error.source}: refusing to start", file=sys.stderr)
             sys.exit(EXIT_CONFIG)
-    elif args.command == "stdio":
-        trio.run(Daemon(loaded, config_path).serve_stdio)
     elif args.command == "check-config":
         sys.exit(check_config(loaded))
     elif args.command == "plugins":
@@ -144,11 +152,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 def check_config(loaded: LoadedConfig) -> int:
     """Validate like ``nginx -t``: every problem on stderr with its key and line; 0 if none."""
     records = report_plugin_problems(loaded)
-    try:
-        auth.load(loaded)
-    except ConfigError as error:
-        print(error, file=sys.stderr)
-        records = None
+    for check in (auth.load, metrics.check_public, tracing.check):
+        try:
+            check(loaded)
+        except ConfigError as error:
+            print(error, file=sys.stderr)
+            records = None
     if records is None:
         print(f"mcphost: {loaded.source}: configuration is invalid", file=sys.stderr)
         return EXIT_CONFIG

@@ -9,6 +9,7 @@ model when the plugin loads (:mod:`mcphost.plugins`), which reports problems in 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -24,6 +25,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -170,6 +172,38 @@ class SessionsConfig(_Strict):
         return self.state_dir / "session-secret"
 
 
+class StateConfig(_Strict):
+    """The ``[state]`` table: where what several replicas must share is kept."""
+
+    backend: Literal["local", "redis"] = "local"
+    """``local``: rate-limit budgets and resumable events in memory, sessions in
+    ``[sessions] state_dir`` (one machine); ``redis``: all three in Redis, shared by every
+    replica that names the same ``redis_url``."""
+    redis_url: str = Field("redis://127.0.0.1:6379/0", pattern=r"^(rediss?|unix)://")
+    """``redis://[[user]:password@]host:port/db``, ``rediss://`` for TLS, or ``unix:///path?db=0``."""
+    key_prefix: str = Field("mcphost:", max_length=64)
+    """Prefix of every key mcphost writes, so several deployments can share one Redis."""
+    timeout: float = Field(0.5, gt=0, le=10)
+    """Seconds any one Redis call may take; past it Redis counts as unavailable."""
+
+
+class ProxyConfig(_Strict):
+    """The ``[proxy]`` table: reverse proxies whose ``X-Forwarded-*`` headers are believed."""
+
+    trusted: list[str] = Field(default_factory=list)
+    """Addresses or CIDR ranges of the proxies in front (``"127.0.0.1"``, ``"10.0.0.0/8"``).
+    From these peers, ``X-Forwarded-For`` gives the client address (logs),
+    ``X-Forwarded-Proto`` the scheme and ``X-Forwarded-Host`` the ``Host`` checked against
+    ``[server] allowed_hosts``; from any other peer the headers are ignored."""
+
+    @field_validator("trusted")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # a ValueError names the bad entry
+        return value
+
+
 class ReloadConfig(_Strict):
     """The ``[reload]`` table: reloading on file changes (SIGHUP always reloads)."""
 
@@ -280,11 +314,54 @@ class RateLimitsConfig(_Strict):
 
 
 class AdminConfig(_Strict):
-    """The ``[admin]`` table: a second listener for operators (``/ready`` with every detail)."""
+    """The ``[admin]`` table: a second listener for operators (``/ready`` with every detail,
+    ``/metrics``, ``/status``)."""
 
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8081, ge=0, le=65535)
+    metrics_token: str | None = Field(None, min_length=16)
+    """When set, ``/metrics`` and ``/status`` want ``Authorization: Bearer <metrics_token>``
+    (wherever they are served); better given as ``MCPHOST_ADMIN__METRICS_TOKEN``."""
+
+
+class MetricsConfig(_Strict):
+    """The ``[metrics]`` table: the Prometheus exposition and the ``/status`` report."""
+
+    public: bool = False
+    """Serve ``/metrics`` on the MCP listener too, not only on the admin listener; on a
+    non-loopback address this needs ``[admin] metrics_token``."""
+    window: float = Field(300.0, ge=10, le=3600)
+    """Seconds of recent calls the p50/p99 latencies of ``/status`` are taken over."""
+    window_calls: int = Field(1000, ge=10, le=100_000)
+    """Most recent calls kept per tool for those latencies (memory stays bounded under load)."""
+
+
+class TracingConfig(_Strict):
+    """The ``[tracing]`` table: OpenTelemetry spans per request and per tool call
+    (needs ``pip install 'mcphost[otel]'``)."""
+
+    exporter: Literal["none", "otlp", "file", "console"] = "none"
+    """``otlp``: OTLP over HTTP (protobuf) to ``endpoint``; ``file``: one JSON object per
+    span and line, appended to ``path``; ``console``: the same on stderr (debugging)."""
+    endpoint: str | None = None
+    """The OTLP/HTTP traces URL; default ``$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, else
+    ``http://localhost:4318/v1/traces``."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra HTTP headers for the OTLP exporter (a vendor's API key)."""
+    path: Path | None = None
+    """Where the ``file`` exporter writes."""
+    service_name: str = Field("mcphost", min_length=1)
+    """``service.name`` of every span."""
+    sample_ratio: float = Field(1.0, ge=0, le=1)
+    """Share of traces recorded that a client did not already decide on (a client's sampled
+    flag is followed)."""
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> TracingConfig:
+        if self.exporter == "file" and self.path is None:
+            raise ValueError('exporter = "file" needs a path')
+        return self
 
 
 class HostConfig(BaseSettings):
@@ -303,6 +380,10 @@ class HostConfig(BaseSettings):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
 
     @classmethod
     def settings_customise_sources(

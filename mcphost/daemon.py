@@ -11,13 +11,14 @@ flight finish (or are cancelled at ``[shutdown] drain_timeout`` and answered wit
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
@@ -25,23 +26,29 @@ import watchfiles
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from mcp.server.lowlevel.server import NotificationOptions
+from mcp.server.streamable_http import EventStore
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ServerEvent, ToolsListChanged
 
 import mcphost
-from mcphost import auth, subscriptions, systemd, workers
+from mcphost import auth, subscriptions, systemd, tracing, workers
 from mcphost import config as config_module
 from mcphost.admin import AdminApp
-from mcphost.config import ConfigError, LoadedConfig, ServerConfig
+from mcphost.config import ConfigError, LoadedConfig, ServerConfig, StateConfig
 from mcphost.drain import Drain
 from mcphost.eventstore import MemoryEventStore
 from mcphost.http import HttpApp
+from mcphost.metrics import Metrics, MetricsEndpoint, Sources, check_public
 from mcphost.plugins import PluginHost, plugin_files
 from mcphost.protocol import build_server
+from mcphost.proxy import TrustedProxies
 from mcphost.ratelimit import RateLimits
 from mcphost.registry import Registry
-from mcphost.sessions import PersistentSessionManager, SessionIds, SqliteSessionStore, load_secret
+from mcphost.sessions import PersistentSessionManager, SessionIds, SessionStore, SqliteSessionStore, load_secret
+
+if TYPE_CHECKING:
+    from mcphost.redis_state import RedisState
 
 log = structlog.get_logger("mcphost.daemon")
 
@@ -53,12 +60,26 @@ LIST_CHANGED_EVENTS: dict[str, ServerEvent] = {
     "send_prompt_list_changed": PromptsListChanged(),
     "send_resource_list_changed": ResourcesListChanged(),
 }
+RESTART_ONLY = ("server", "sessions", "log", "auth", "rate_limits", "admin", "state", "proxy", "metrics", "tracing")
+"""Config tables a reload does not apply (a warning says so when they changed)."""
 CHANGE_NOTIFICATIONS = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
 
 
 def asgi(app: Any) -> Any:
     """``app`` for Hypercorn, whose signature wants its own ASGI type names for the same shapes."""
     return app
+
+
+def shared_state(state: StateConfig) -> RedisState | None:
+    """The connection to Redis with ``[state] backend = "redis"``; ``None`` for local state.
+
+    Imported only then: a single machine needs no Redis client loaded.
+    """
+    if state.backend != "redis":
+        return None
+    from mcphost.redis_state import RedisState
+
+    return RedisState(state.redis_url, prefix=state.key_prefix, timeout=state.timeout)
 
 
 def transport_security(server: ServerConfig) -> TransportSecuritySettings:
@@ -87,7 +108,24 @@ class Daemon:
         self.drain = Drain()
         self.notifier = systemd.Notifier()
         self.limits = RateLimits.from_config(self.config.rate_limits)
+        self.shared = shared_state(self.config.state)
+        """Redis, with ``[state] backend = "redis"``: where replicas share budgets, sessions and events."""
+        if self.shared is not None:
+            from mcphost.redis_stores import RedisLimiter
+
+            self.limits.limiter = RedisLimiter(self.shared, fallback=self.limits.limiter)
         self.secret = load_secret(self.config.sessions.secret_path())
+        self.metrics = Metrics(
+            mcphost.__version__, window=self.config.metrics.window, window_calls=self.config.metrics.window_calls
+        )
+        self.metrics.sources = Sources(
+            records=lambda: self.plugins.records,
+            sessions=lambda: len(self.sessions.connections) if self.sessions is not None else 0,
+            draining=lambda: self.drain.draining,
+            config=loaded.source,
+        )
+        self.tracing = tracing.setup(loaded, mcphost.__version__)
+        """OpenTelemetry, with ``[tracing]``; ``None`` when off."""
         self.server = build_server(
             lambda: self.registry,
             self.config.server.name,
@@ -98,6 +136,8 @@ class Daemon:
             # Derived from the session secret, so a 2026-07-28 input round survives a restart
             # and may land on any replica that shares the secret.
             state_key=hmac.new(self.secret, b"mcphost request state", hashlib.sha256).digest(),
+            metrics=self.metrics,
+            tracing=self.tracing,
         )
         self.sessions: PersistentSessionManager | None = None
         self._reload_lock = trio.Lock()
@@ -108,6 +148,7 @@ class Daemon:
         self.plugins.load_all()
         await self.plugins.start_all()
         self.registry = self.plugins.registry
+        self.metrics.bind(self.registry)
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         """``/ready``: each plugin's state; not ready while draining or while a required plugin is not serving."""
@@ -125,13 +166,33 @@ class Daemon:
                 entry["reload_error"] = record.reload_error
             plugins[record.name] = entry
             ok = ok and (ready or not record.required)
+        report: dict[str, Any] = {"plugins": plugins}
+        if self.shared is not None:
+            report["state"] = self.shared.report()
+            ok = ok and self.shared.available
         status = "draining" if self.drain.draining else "ready" if ok else "not ready"
-        return ok, {"status": status, "plugins": plugins}
+        return ok, {"status": status, **report}
 
     def session_manager(self) -> PersistentSessionManager:
         """The SDK's Streamable HTTP session manager with sessions that survive restarts."""
         server, sessions = self.config.server, self.config.sessions
-        store = SqliteSessionStore(sessions.state_dir / "sessions.sqlite3") if sessions.store == "file" else None
+        store: SessionStore | None = None
+        events: EventStore | None = None
+        # With Redis, what the file and memory would keep for this replica is kept for all
+        # of them (what is turned off stays off).
+        if sessions.store == "file":
+            if self.shared is not None:
+                from mcphost.redis_stores import RedisSessionStore
+
+                store = RedisSessionStore(self.shared, server.session_idle_timeout)
+            else:
+                store = SqliteSessionStore(sessions.state_dir / "sessions.sqlite3")
+        if server.event_store == "memory":
+            events = MemoryEventStore(server.event_store_max_events)
+            if self.shared is not None:
+                from mcphost.redis_stores import RedisEventStore
+
+                events = RedisEventStore(self.shared, events, idle_timeout=server.session_idle_timeout)
         return PersistentSessionManager(
             self.server,
             ids=SessionIds(self.secret),
@@ -142,7 +203,7 @@ class Daemon:
             session_idle_timeout=server.session_idle_timeout,
             max_request_body_size=server.max_body_bytes,
             max_sessions=server.max_sessions,
-            event_store=MemoryEventStore(server.event_store_max_events) if server.event_store == "memory" else None,
+            event_store=events,
             retry_interval=server.sse_retry_ms,
         )
 
@@ -182,6 +243,7 @@ class Daemon:
         """
         fds = systemd.listen_fds() or workers.inherited_fds()
         authenticator = auth.load(self.loaded, [systemd.listen_host(fd) for fd in fds])
+        check_public(self.loaded, [systemd.listen_host(fd) for fd in fds])
         await self.start_plugins()
         if unserved := self.limits.unserved(self.registry):
             log.warning("rate limits are set for what is not served", unserved=unserved)
@@ -195,6 +257,10 @@ class Daemon:
             auth=authenticator,
             limits=self.limits,
             quiet_sessions=None if self.config.server.json_response else quiet,
+            proxies=TrustedProxies(self.config.proxy.trusted) if self.config.proxy.trusted else None,
+            metrics=self.metrics,
+            tracing=self.tracing,
+            public_metrics=self.metrics_endpoint() if self.config.metrics.public else None,
         )
         hypercorn_stop, hypercorn_done = trio.Event(), trio.Event()
 
@@ -206,7 +272,8 @@ class Daemon:
                 hypercorn_done.set()
 
         try:
-            async with sessions.run(), quiet.run(), trio.open_nursery() as nursery:
+            state = self.shared.run() if self.shared is not None else contextlib.nullcontext()
+            async with state, sessions.run(), quiet.run(), trio.open_nursery() as nursery:
                 binds = await nursery.start(run_hypercorn)
                 admin = await nursery.start(self._serve_admin, hypercorn_stop) if self.config.admin.enabled else []
                 nursery.start_soon(self._handle_signals)
@@ -233,7 +300,13 @@ class Daemon:
             with trio.CancelScope(shield=True):
                 await self.plugins.stop_all()
             self.notifier.close()
+            if self.tracing is not None:
+                self.tracing.shutdown()
             log.info("stopped")
+
+    def metrics_endpoint(self) -> MetricsEndpoint:
+        """``/metrics`` and ``/status``, behind ``[admin] metrics_token`` when set."""
+        return MetricsEndpoint(self.metrics, self.config.admin.metrics_token, self.readiness)
 
     async def _serve_admin(self, stop: trio.Event, *, task_status: trio.TaskStatus[list[str]]) -> None:
         """The admin listener (``[admin]``): :mod:`mcphost.admin` on its own address."""
@@ -248,7 +321,10 @@ class Daemon:
         config.accesslog = None
         config.errorlog = logging.getLogger("hypercorn.error")
         await hypercorn_serve(
-            asgi(AdminApp(self.readiness)), config, shutdown_trigger=stop.wait, task_status=task_status
+            asgi(AdminApp(self.readiness, self.metrics_endpoint())),
+            config,
+            shutdown_trigger=stop.wait,
+            task_status=task_status,
         )
 
     async def serve_stdio(self) -> None:
@@ -264,6 +340,8 @@ class Daemon:
         finally:
             with trio.CancelScope(shield=True):
                 await self.plugins.stop_all()
+            if self.tracing is not None:
+                self.tracing.shutdown()
 
     async def reload(self, reason: str) -> bool:
         """Re-read the config, re-scan plugins and apply what changed; ``False`` if the config
@@ -276,16 +354,15 @@ class Daemon:
             except ConfigError as error:
                 log.error("reload refused: the config is invalid; the running config stays", problems=str(error))
                 self.notifier.ready("reload refused: invalid config")
+                self.metrics.reloaded(reason, "invalid_config")
                 return False
-            restart_only = [
-                k
-                for k in ("server", "sessions", "log", "auth", "rate_limits", "admin")
-                if getattr(loaded.config, k) != getattr(self.config, k)
-            ]
+            restart_only = [k for k in RESTART_ONLY if getattr(loaded.config, k) != getattr(self.config, k)]
             if restart_only:
                 log.warning("these settings change only on restart", tables=restart_only)
             result = await self.plugins.reload(loaded)
             previous, self.registry = self.registry, self.plugins.registry
+            self.metrics.bind(self.registry)
+            self.metrics.reloaded(reason, "failed" if result.failed else "ok", result.changed, result.failed)
             await self.plugins.retire(result.retired)
             await self._announce_changes(previous, self.registry)
             log.info("reloaded", changed=result.changed, failed=result.failed, tools=len(self.registry.tools))

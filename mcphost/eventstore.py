@@ -17,6 +17,7 @@ import copy
 import itertools
 import weakref
 from collections import OrderedDict, deque
+from typing import Protocol, runtime_checkable
 
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 from mcp_types import JSONRPCMessage
@@ -75,9 +76,11 @@ class MemoryEventStore(EventStore):
         self._events = _Events(max_events, max_events_per_stream)
         self._scope = 0
 
-    def for_session(self) -> MemoryEventStore:
+    def for_session(self, session_id: str | None = None) -> MemoryEventStore:
         """A view for one session, sharing this store's memory and limits; its events go
-        when the view does (with the session's transport)."""
+        when the view does (with the session's transport). Views are told apart by a number
+        of their own, not by ``session_id``: a session rebuilt here after a restart has no
+        events of its previous life in this memory anyway."""
         view = copy.copy(self)
         view._scope = next(_scopes)
         weakref.finalize(view, self._events.drop, view._scope)
@@ -112,7 +115,17 @@ class MemoryEventStore(EventStore):
         return stream_id
 
 
-def for_session(store: EventStore | None) -> EventStore | None:
-    """The event store one session's transport should use: its own view of a
-    :class:`MemoryEventStore`, any other store as is."""
-    return store.for_session() if isinstance(store, MemoryEventStore) else store
+@runtime_checkable
+class PerSession(Protocol):
+    """An event store that gives each session a view of its own (this module's, and
+    :class:`mcphost.redis_stores.RedisEventStore`)."""
+
+    def for_session(self, session_id: str) -> EventStore:
+        """The view of session ``session_id``."""
+        ...
+
+
+def for_session(store: EventStore | None, session_id: str) -> EventStore | None:
+    """The event store one session's transport should use: its own view of a store that
+    has views (:class:`PerSession`), any other store as is."""
+    return store.for_session(session_id) if isinstance(store, PerSession) else store

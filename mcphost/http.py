@@ -14,7 +14,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
@@ -26,7 +26,12 @@ from mcphost.auth import Authenticator, Denial
 from mcphost.drain import Drain
 from mcphost.errors import RATE_LIMITED, UNAVAILABLE
 from mcphost.log import RequestRecord, current_request
+from mcphost.proxy import TrustedProxies
 from mcphost.ratelimit import RateLimits
+
+if TYPE_CHECKING:
+    from mcphost.metrics import Metrics, MetricsEndpoint
+    from mcphost.tracing import Tracing
 
 log = structlog.get_logger("mcphost.http")
 
@@ -103,8 +108,17 @@ class HttpApp:
         auth: Authenticator | None = None,
         limits: RateLimits | None = None,
         quiet_sessions: StreamableHTTPSessionManager | None = None,
+        proxies: TrustedProxies | None = None,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
+        public_metrics: MetricsEndpoint | None = None,
     ):
         self.mcp_path = mcp_path
+        self.proxies = proxies
+        self.metrics = metrics
+        self.tracing = tracing
+        self.public_metrics = public_metrics
+        """``/metrics`` on this listener too (``[metrics] public``)."""
         self.sessions = sessions
         self.ready = ready
         self.drain = drain
@@ -119,11 +133,15 @@ class HttpApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection scope."""
         kind = scope["type"]
-        if kind == "lifespan":
-            await acknowledge_lifespan(receive, send)
-        elif kind != "http":
+        if kind != "http":
+            if kind == "lifespan":
+                await acknowledge_lifespan(receive, send)
             return  # websockets are not part of MCP; Hypercorn closes the connection
-        elif scope["path"] == self.mcp_path:
+        if self.proxies is not None:
+            # First, so everything after (the Host check, the log line) sees what the
+            # client used, not the proxy's hop.
+            self.proxies.apply(scope)
+        if scope["path"] == self.mcp_path:
             await self._mcp(scope, receive, send)
         elif scope["path"] == "/health":
             await send_json(send, 200, {"status": "ok"})
@@ -145,6 +163,8 @@ class HttpApp:
                 }
             )
             await send({"type": "http.response.body", "body": self.well_known[scope["path"]]})
+        elif scope["path"] == "/metrics" and self.public_metrics is not None:
+            await self.public_metrics.metrics_page(scope, receive, send)
         else:
             await send_json(send, 404, {"error": "not found", "mcp_endpoint": self.mcp_path})
 
@@ -179,12 +199,19 @@ class HttpApp:
             await send(message)
 
         token = current_request.set(record)
+        # The client's trace context, so the SDK's span (in another task) continues its trace.
+        trace_token = self.tracing.enter(headers, record) if self.tracing is not None else None
         structlog.contextvars.bind_contextvars(request_id=record.request_id, session_id=session_id)
         try:
             if await self._admitted(scope, send_with_record, headers, record):
                 await self._checked(scope, receive_tracked, send_with_record, headers, record)
         finally:
             current_request.reset(token)
+            if trace_token is not None and self.tracing is not None:
+                self.tracing.leave(trace_token)
+            if status >= 400 and record.method is None and self.metrics is not None and scope["method"] == "POST":
+                # Refused before any MCP handler saw it (which would have counted it).
+                self.metrics.refused_request(headers, status, record.rpc_error)
             structlog.contextvars.unbind_contextvars("request_id", "session_id")
             client = scope.get("client")
             log.info(
@@ -205,6 +232,8 @@ class HttpApp:
             outcome = await self.auth.authenticate(headers.get(b"authorization"))
             if isinstance(outcome, Denial):
                 record.rpc_error, record.auth_error = outcome.code, outcome.message
+                if self.metrics is not None:
+                    self.metrics.auth_failed(outcome)
                 await send_json(send, outcome.status, wire.error_body(outcome.code, outcome.message), outcome.headers())
                 return False
             record.identity = outcome
@@ -216,6 +245,8 @@ class HttpApp:
             decision = await self.limits.check_request(record.identity)
             if decision is not None and not decision.allowed:
                 record.rpc_error = RATE_LIMITED
+                if self.metrics is not None:
+                    self.metrics.rate_limit_hit("identity")
                 message = f"Rate limit exceeded: {decision.rate.text} per caller"
                 body = wire.error_body(RATE_LIMITED, message, data={"retry_after": round(decision.retry_after, 3)})
                 await send_json(send, 429, body, decision.headers())

@@ -41,6 +41,8 @@ class RequestRecord:
     """The authenticated caller; ``None`` when no authentication applies."""
     auth_error: str | None = None
     """Why the request's credentials were refused."""
+    trace_id: str | None = None
+    """The OpenTelemetry trace the request belongs to, when tracing is on (:mod:`mcphost.tracing`)."""
 
     def fields(self) -> dict[str, Any]:
         """The record as log fields, leaving out what was never set."""
@@ -52,6 +54,7 @@ class RequestRecord:
             "plugin": self.plugin,
             "tool_status": self.status,
             "rpc_error": self.rpc_error,
+            "trace_id": self.trace_id,
         }
         return {k: v for k, v in values.items() if v is not None}
 

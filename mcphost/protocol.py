@@ -12,7 +12,7 @@ import functools
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
 import pydantic_core
@@ -30,8 +30,12 @@ from mcphost.drain import Drain
 from mcphost.errors import ERROR_META_KEY, RATE_LIMITED, TOOL_TIMEOUT
 from mcphost.identity import current_identity, may_use, visible_tools
 from mcphost.log import RequestRecord, current_request
+from mcphost.metrics import Metrics, RequestMetrics
 from mcphost.ratelimit import RateLimits
 from mcphost.registry import RegisteredTool, Registry
+
+if TYPE_CHECKING:
+    from mcphost.tracing import Tracing
 
 log = structlog.get_logger("mcphost.protocol")
 
@@ -57,11 +61,15 @@ class Handlers:
         drain: Drain,
         subs: subscriptions.Subscriptions,
         limits: RateLimits | None = None,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
     ):
         self.get_registry = get_registry
         self.drain = drain
         self.subscriptions = subs
         self.limits = limits or RateLimits()
+        self.metrics = metrics or Metrics("")
+        self.tracing = tracing
 
     async def list_tools(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         """``tools/list``: every tool served that the caller may use (pre-built with the registry)."""
@@ -79,10 +87,13 @@ class Handlers:
         tool = self.get_registry().tools.get(params.name)
         # A tool outside the caller's scopes is answered exactly like one that does not exist.
         if tool is None or not may_use(tool.name):
+            self.metrics.tool_refused(params.name, None if tool is None else tool.plugin)
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {params.name}")
         record = current_request.get()
         if record is not None:
             record.tool, record.plugin = tool.name, tool.plugin
+        series = self.metrics.tool(tool.name, tool.plugin)
+        span = self.tracing.tool_span(tool) if self.tracing is not None else None
         start = time.perf_counter()
         status = "cancelled"  # unless the call returns: the client cancelled it or went away
         try:
@@ -96,6 +107,10 @@ class Handlers:
             status = "error"
             raise
         finally:
+            end = time.perf_counter()
+            series.observe(status, end - start, end)
+            if span is not None:
+                span.end(status)
             if record is not None:
                 record.status = status
             log.info(
@@ -103,13 +118,14 @@ class Handlers:
                 tool=tool.name,
                 plugin=tool.plugin,
                 status=status,
-                duration_ms=round((time.perf_counter() - start) * 1000, 2),
+                duration_ms=round((end - start) * 1000, 2),
             )
 
     async def _run_tool(
         self, tool: RegisteredTool, params: types.CallToolRequestParams, ctx: Ctx
     ) -> tuple[types.CallToolResult | types.InputRequiredResult, str]:
         if (refusal := await self.limits.check_tool(current_identity(), tool.plugin, tool.name)) is not None:
+            self.metrics.rate_limit_hit(refusal.scope.partition(" ")[0])  # "tool" or "plugin"
             retry = round(refusal.decision.retry_after, 3)
             return error_result(refusal.message(), RATE_LIMITED, limit=refusal.scope, retry_after=retry), "rate_limited"
         meta = tool.sdk_tool.fn_metadata
@@ -324,14 +340,18 @@ def build_server(
     drain: Drain,
     limits: RateLimits | None = None,
     state_key: bytes | None = None,
+    metrics: Metrics | None = None,
+    tracing: Tracing | None = None,
 ) -> Server[Any]:
     """The SDK server whose handlers answer from ``get_registry()``; calls run under ``drain``.
 
     It also becomes the server :func:`mcphost.notify_resource_updated` announces to.
+    ``metrics`` counts requests and tool calls; ``tracing``, when on, adds to the SDK's spans.
     """
     subs = subscriptions.Subscriptions()
     subscriptions.install(subs)
-    handlers = Handlers(get_registry, drain, subs, limits)
+    metrics = metrics or Metrics(version)
+    handlers = Handlers(get_registry, drain, subs, limits, metrics, tracing)
     server: Server[Any] = Server(
         name,
         version=version,
@@ -350,7 +370,11 @@ def build_server(
         on_completion=handlers.complete,
         on_set_logging_level=handlers.set_logging_level,
     )
+    if tracing is not None:
+        # Right inside the SDK's own span middleware (the first), so it annotates that span.
+        server.middleware.append(tracing.annotate)
     server.middleware.append(record_request)
+    server.middleware.append(RequestMetrics(metrics))
     # Seals the requestState of every InputRequiredResult and rejects one that comes back
     # altered, late, or from another caller: answers carried between rounds are what this
     # process (or a replica sharing ``state_key``) handed out, to this caller.

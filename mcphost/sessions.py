@@ -49,8 +49,11 @@ from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.shared.transport_context import TransportContext
 from mcp_types import InitializeRequestParams
 
-from mcphost import eventstore
+from mcphost import eventstore, wire
 from mcphost.context import connection_of
+from mcphost.errors import UNAVAILABLE
+from mcphost.http import send_json
+from mcphost.log import current_request
 
 log = structlog.get_logger("mcphost.sessions")
 
@@ -108,6 +111,10 @@ class SessionRecord:
     seen: float
 
 
+class StoreUnavailable(Exception):
+    """A :class:`SessionStore` cannot answer right now (its server is unreachable)."""
+
+
 class SessionStore(Protocol):
     """Where session records live between processes (a local file, or Redis for replicas)."""
 
@@ -115,7 +122,8 @@ class SessionStore(Protocol):
         """Create or replace a record."""
 
     async def load(self, session_id: str) -> SessionRecord | None:
-        """The record of ``session_id``, or ``None``."""
+        """The record of ``session_id``, or ``None``; raises :class:`StoreUnavailable` when
+        the store cannot tell (the request then gets 503, not a misleading 404)."""
 
     async def touch(self, session_id: str, seen: float) -> None:
         """Note that the session was active at ``seen`` (a Unix time)."""
@@ -228,7 +236,15 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
         session_id = next((v.decode("latin-1") for k, v in scope["headers"] if k == _HEADER), None)
         if session_id is not None and self.store is not None:
             if session_id not in self._server_instances:
-                await self._rebuild(session_id, scope)
+                try:
+                    await self._rebuild(session_id, scope)
+                except StoreUnavailable:
+                    # The store logs its outage once; each refusal shows in its request line.
+                    if (record := current_request.get()) is not None:
+                        record.rpc_error = UNAVAILABLE
+                    body = wire.error_body(UNAVAILABLE, "Session store unavailable; try again shortly")
+                    await send_json(send, 503, body, [(b"retry-after", b"1")])
+                    return
             else:
                 self._touch(session_id)
         await super()._handle_stateful_request(scope, receive, send)
@@ -280,7 +296,7 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
         return StreamableHTTPServerTransport(
             mcp_session_id=session_id,
             is_json_response_enabled=self.json_response,
-            event_store=eventstore.for_session(self.event_store),
+            event_store=eventstore.for_session(self.event_store, session_id),
             security_settings=self.security_settings,
             retry_interval=self.retry_interval,
             idle_timeout=self.session_idle_timeout,

@@ -82,5 +82,5 @@ async def test_unknown_or_malformed_event_ids_replay_nothing() -> None:
 
 def test_only_the_memory_store_is_split_per_session() -> None:
     shared = MemoryEventStore()
-    assert for_session(shared) is not shared and isinstance(for_session(shared), MemoryEventStore)
-    assert for_session(None) is None
+    assert for_session(shared, "s") is not shared and isinstance(for_session(shared, "s"), MemoryEventStore)
+    assert for_session(None, "s") is None
