@@ -10,7 +10,9 @@ import argparse
 import json
 import os
 import sys
+import urllib.error
 from collections.abc import Sequence
+from pathlib import Path
 
 import trio
 from pydantic import TypeAdapter, ValidationError
@@ -108,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "status":
         # Before the config is validated: with --admin-url, a config being edited must not stop it.
         log.configure("warning")
-        sys.exit(status.run(args.admin_url, config_path, as_json=args.json))
+        sys.exit(show_status(args.admin_url, config_path, as_json=args.json))
     try:
         loaded = config_module.load(config_path)
     except ConfigError as error:
@@ -238,6 +240,39 @@ def _as_dict(record: PluginRecord) -> dict[str, object]:
         "hooks": list(record.hooks),
         "error": record.error,
     }
+
+
+def show_status(url: str | None, config_path: Path | None, *, as_json: bool) -> int:
+    """The ``status`` command: the running daemon's report, as a table or JSON; returns the exit status."""
+    configured, token = None, None
+    try:
+        configured, token = status.admin_url(config_path)
+    except ConfigError as error:
+        if url is None:  # nothing to go on; with --admin-url, go on without the token
+            print(error, file=sys.stderr)
+            print(f"mcphost status: {error.source}: configuration is invalid", file=sys.stderr)
+            return status.EXIT_USAGE
+    url = url or configured
+    if url is None:
+        print(
+            "mcphost status: the admin listener is off ([admin] enabled = false); name one with --admin-url",
+            file=sys.stderr,
+        )
+        return status.EXIT_USAGE
+    try:
+        report = status.fetch(url, token)
+    except urllib.error.HTTPError as error:
+        hint = " (set [admin] metrics_token to the daemon's)" if error.code == 401 else ""
+        print(f"mcphost status: {url}/status answered {error.code}{hint}", file=sys.stderr)
+        return status.EXIT_UNREACHABLE
+    except (OSError, ValueError) as error:
+        print(f"mcphost status: no daemon answers at {url}: {error}", file=sys.stderr)
+        return status.EXIT_UNREACHABLE
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join(status.render(report)))
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

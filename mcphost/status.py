@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -13,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from mcphost import config as config_module
-from mcphost.config import ConfigError
 
 EXIT_UNREACHABLE = 3
 """The daemon did not answer (as ``systemctl status`` says of a unit that is not running)."""
@@ -39,39 +37,6 @@ def fetch(url: str, token: str | None) -> dict[str, Any]:
     with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
         report: dict[str, Any] = json.load(response)
     return report
-
-
-def run(url: str | None, config_path: Path | None, *, as_json: bool) -> int:
-    """The ``status`` command; returns its exit status."""
-    configured, token = None, None
-    try:
-        configured, token = admin_url(config_path)
-    except ConfigError as error:
-        if url is None:  # nothing to go on; with --admin-url, go on without the token
-            print(error, file=sys.stderr)
-            print(f"mcphost status: {error.source}: configuration is invalid", file=sys.stderr)
-            return EXIT_USAGE
-    url = url or configured
-    if url is None:
-        print(
-            "mcphost status: the admin listener is off ([admin] enabled = false); name one with --admin-url",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    try:
-        report = fetch(url, token)
-    except urllib.error.HTTPError as error:
-        hint = " (set [admin] metrics_token to the daemon's)" if error.code == 401 else ""
-        print(f"mcphost status: {url}/status answered {error.code}{hint}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    except (OSError, ValueError) as error:
-        print(f"mcphost status: no daemon answers at {url}: {error}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    if as_json:
-        print(json.dumps(report, indent=2))
-    else:
-        print("\n".join(render(report)))
-    return 0
 
 
 def render(report: dict[str, Any], now: float | None = None) -> list[str]:
