@@ -72,6 +72,11 @@ async def send_too_large(send: Send) -> None:
     await send({"type": "http.response.body", "body": b"Request body too large"})
 
 
+async def _never() -> Message:
+    await trio.sleep_forever()
+    raise AssertionError("unreachable")
+
+
 def replay(body: bytes, receive: Receive) -> Receive:
     """A ``receive`` that hands out ``body`` once, then defers to the real one (for disconnects)."""
     pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
@@ -312,14 +317,6 @@ class HttpApp:
         connection still cancels it, as the 2026-07-28 spec makes that the way to cancel."""
         assert self.quiet_sessions is not None
 
-        pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
-
-        async def body_then_wait() -> Message:
-            if pending:
-                return pending.pop()
-            await trio.sleep_forever()
-            raise AssertionError("unreachable")
-
         async def cancel_on_disconnect(scope: trio.CancelScope) -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
@@ -327,7 +324,8 @@ class HttpApp:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cancel_on_disconnect, nursery.cancel_scope)
-            await self.quiet_sessions.handle_request(scope, body_then_wait, send)
+            # The SDK gets the body, then a receive that never returns: the watcher owns the real one.
+            await self.quiet_sessions.handle_request(scope, replay(body, _never), send)
             nursery.cancel_scope.cancel()
 
     @staticmethod
