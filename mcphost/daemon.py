@@ -27,7 +27,6 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.streamable_http import EventStore
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ServerEvent, ToolsListChanged
 
@@ -36,6 +35,7 @@ from mcphost import auth, subscriptions, systemd, tracing, workers
 from mcphost import config as config_module
 from mcphost.admin import AdminApp
 from mcphost.config import ConfigError, LoadedConfig, ServerConfig, StateConfig
+from mcphost.direct import DirectAnswers
 from mcphost.drain import Drain
 from mcphost.eventstore import MemoryEventStore
 from mcphost.http import HttpApp
@@ -126,7 +126,7 @@ class Daemon:
         )
         self.tracing = tracing.setup(loaded, mcphost.__version__)
         """OpenTelemetry, with ``[tracing]``; ``None`` when off."""
-        self.server = build_server(
+        self.server, self.handlers = build_server(
             lambda: self.registry,
             self.config.server.name,
             mcphost.__version__,
@@ -207,17 +207,13 @@ class Daemon:
             retry_interval=server.sse_retry_ms,
         )
 
-    def quiet_session_manager(self) -> StreamableHTTPSessionManager:
-        """A second SDK manager for 2026-07-28 requests that cannot receive a notification:
-        it answers them with one JSON body, skipping the SSE machinery (a task group and
-        streams per request) that such a request would never use."""
-        server = self.config.server
-        return StreamableHTTPSessionManager(
-            self.server,
-            json_response=True,
-            stateless=True,
-            security_settings=transport_security(server),
-            max_request_body_size=server.max_body_bytes,
+    def direct_answers(self) -> DirectAnswers | None:
+        """What answers the commonest requests without the SDK's transport; ``None`` with
+        tracing on, whose spans come from the SDK's middleware, which direct answers skip."""
+        if self.tracing is not None:
+            return None
+        return DirectAnswers(
+            self.server, self.handlers, lambda: self.registry, self.metrics, transport_security(self.config.server)
         )
 
     def hypercorn_config(self, fds: list[int]) -> HypercornConfig:
@@ -248,7 +244,6 @@ class Daemon:
         if unserved := self.limits.unserved(self.registry):
             log.warning("rate limits are set for what is not served", unserved=unserved)
         self.sessions = sessions = self.session_manager()
-        quiet = self.quiet_session_manager()
         app = HttpApp(
             self.config.server.path,
             sessions,
@@ -256,7 +251,7 @@ class Daemon:
             self.drain,
             auth=authenticator,
             limits=self.limits,
-            quiet_sessions=None if self.config.server.json_response else quiet,
+            direct=self.direct_answers(),
             proxies=TrustedProxies(self.config.proxy.trusted) if self.config.proxy.trusted else None,
             metrics=self.metrics,
             tracing=self.tracing,
@@ -273,7 +268,7 @@ class Daemon:
 
         try:
             state = self.shared.run() if self.shared is not None else contextlib.nullcontext()
-            async with state, sessions.run(), quiet.run(), trio.open_nursery() as nursery:
+            async with state, sessions.run(), trio.open_nursery() as nursery:
                 binds = await nursery.start(run_hypercorn)
                 admin = await nursery.start(self._serve_admin, hypercorn_stop) if self.config.admin.enabled else []
                 nursery.start_soon(self._handle_signals)

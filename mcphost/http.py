@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.types import Message, Receive, Scope, Send
 
 from mcphost import wire
@@ -30,7 +29,9 @@ from mcphost.proxy import TrustedProxies
 from mcphost.ratelimit import RateLimits
 
 if TYPE_CHECKING:
+    from mcphost.direct import DirectAnswers
     from mcphost.metrics import Metrics, MetricsEndpoint
+    from mcphost.sessions import PersistentSessionManager
     from mcphost.tracing import Tracing
 
 log = structlog.get_logger("mcphost.http")
@@ -72,9 +73,17 @@ async def send_too_large(send: Send) -> None:
     await send({"type": "http.response.body", "body": b"Request body too large"})
 
 
-async def _never() -> Message:
-    await trio.sleep_forever()
-    raise AssertionError("unreachable")
+_JSON = (b"content-type", b"application/json")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    return next((v.decode("latin-1") for k, v in scope["headers"] if k == name), None)
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
 
 
 def replay(body: bytes, receive: Receive) -> Receive:
@@ -106,13 +115,13 @@ class HttpApp:
     def __init__(
         self,
         mcp_path: str,
-        sessions: StreamableHTTPSessionManager,
+        sessions: PersistentSessionManager,
         ready: ReadyCheck,
         drain: Drain,
         *,
         auth: Authenticator | None = None,
         limits: RateLimits | None = None,
-        quiet_sessions: StreamableHTTPSessionManager | None = None,
+        direct: DirectAnswers | None = None,
         proxies: TrustedProxies | None = None,
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
@@ -129,7 +138,8 @@ class HttpApp:
         self.drain = drain
         self.max_body_bytes = sessions.max_request_body_size
         self.auth = auth
-        self.quiet_sessions = quiet_sessions
+        self.direct = direct
+        """Answers the commonest requests without the SDK's transport (``None``: all go the SDK's way)."""
         self.limits = limits or RateLimits()
         verifier = auth.verifier if auth else None
         # RFC 9728 metadata, at the path-suffixed location and at the bare one clients also try.
@@ -283,50 +293,81 @@ class HttpApp:
             record.rpc_error = error["error"]["code"]
             await send_json(send, 400, error)
             return
-        if version not in wire.MODERN_PROTOCOL_VERSIONS:
-            body = await read_body(receive, self.max_body_bytes)
-            if body is None:
-                await send_too_large(send)
-                return
-            if (problem := wire.envelope_error(body)) is not None:
+        body = await read_body(receive, self.max_body_bytes)
+        if body is None:
+            await send_too_large(send)
+            return
+        if version in wire.MODERN_PROTOCOL_VERSIONS:
+            # The SDK answers a malformed 2026-07-28 body itself, and rightly.
+            message = wire.decoded(body)
+            method = headers.get(b"mcp-method", b"").decode("latin-1")
+        else:
+            message, problem = wire.parse(body)
+            if problem is not None:
                 record.rpc_error = problem["error"]["code"]
                 await send_json(send, 400, problem)
                 return
-            receive = replay(body, receive)
-            method = wire.method_of(body) if self.drain.draining else None
+            method = message.get("method")
+        if self.drain.draining:
+            # Requests that finish what a client is doing (a tools/list after a call, a
+            # notification, a response) still pass; new sessions and new work do not.
+            if method in wire.NEW_WORK:
+                await self._refuse_while_draining(send, record)
+                return
+        elif self.direct is not None:
+            if self.direct.takes(message) and await self._answer_directly(scope, receive, send, message, version):
+                return
+            if method == "notifications/cancelled" and version not in wire.MODERN_PROTOCOL_VERSIONS:
+                self._cancel_direct(scope, message)
+        await self.sessions.handle_request(scope, replay(body, receive), send)
+
+    async def _answer_directly(
+        self, scope: Scope, receive: Receive, send: Send, message: dict[str, Any], version: str | None
+    ) -> bool:
+        """Answer a request :mod:`mcphost.direct` takes, with one JSON body; ``False`` when a
+        check on the way says the SDK must answer it instead (nothing has run then)."""
+        assert self.direct is not None
+        direct, sse = self.direct, not self.sessions.json_response
+        headers: list[tuple[bytes, bytes]] = []
+        if version in wire.MODERN_PROTOCOL_VERSIONS:
+            call = direct.prepared(message, version)
+            if call is None or not await direct.modern_route(scope, message, sse):
+                return False
+            answer = None
+            # Closing the connection is how a 2026-07-28 client cancels a request.
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+                answer = await direct.answer(call)
+                nursery.cancel_scope.cancel()
+            if answer is None:
+                return True  # cancelled: the client has gone
         else:
-            method = headers.get(b"mcp-method", b"").decode("latin-1")
-            if self.quiet_sessions is not None:
-                body = await read_body(receive, self.max_body_bytes)
-                if body is None:
-                    await send_too_large(send)
-                    return
-                if wire.cannot_be_notified(body) and not self.drain.draining:
-                    await self._quiet(scope, body, receive, send)
-                    return
-                receive = replay(body, receive)
-        # While draining, requests that finish what a client is doing (a tools/list after a
-        # call, a notification, a response) still pass; new sessions and new work do not.
-        if self.drain.draining and method in wire.NEW_WORK:
-            await self._refuse_while_draining(send, record)
-            return
-        await self.sessions.handle_request(scope, receive, send)
+            session_id = _header(scope, b"mcp-session-id")
+            with self.sessions.serving(session_id, scope) as connection:
+                if connection is None or not await direct.legacy_route(scope, sse):
+                    return False
+                call = direct.prepared(message, connection.protocol_version)
+                if call is None:
+                    return False
+                assert session_id is not None
+                with direct.cancellable(session_id, call.request_id) as cancel_scope:
+                    answer = await direct.answer(call)
+                if cancel_scope.cancelled_caught:
+                    answer = 200, direct.cancelled(call.request_id)
+            headers.append((b"mcp-session-id", session_id.encode("latin-1")))
+        status, payload = answer
+        await send({"type": "http.response.start", "status": status, "headers": [_JSON, *headers]})
+        await send({"type": "http.response.body", "body": payload})
+        return True
 
-    async def _quiet(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
-        """Answer a request that cannot be notified with one JSON body; closing the
-        connection still cancels it, as the 2026-07-28 spec makes that the way to cancel."""
-        assert self.quiet_sessions is not None
-
-        async def cancel_on_disconnect(scope: trio.CancelScope) -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            scope.cancel()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(cancel_on_disconnect, nursery.cancel_scope)
-            # The SDK gets the body, then a receive that never returns: the watcher owns the real one.
-            await self.quiet_sessions.handle_request(scope, replay(body, _never), send)
-            nursery.cancel_scope.cancel()
+    def _cancel_direct(self, scope: Scope, message: Any) -> None:
+        """Pass a 2025-11-25 ``notifications/cancelled`` to the direct answers of its session
+        (the SDK, which gets it too, knows only the requests it runs itself)."""
+        assert self.direct is not None
+        session_id = _header(scope, b"mcp-session-id")
+        with self.sessions.serving(session_id, scope) as connection:
+            if connection is not None and session_id is not None:
+                self.direct.cancel(session_id, message)
 
     @staticmethod
     async def _refuse_while_draining(send: Send, record: RequestRecord) -> None:

@@ -36,6 +36,9 @@ class RequestRecord:
     tool: str | None = None
     plugin: str | None = None
     status: str | None = None
+    """How the tool call ended (``ok``, ``error``, ``timeout``, ``cancelled``...)."""
+    tool_ms: float | None = None
+    """How long the tool call took, in milliseconds."""
     rpc_error: int | None = None
     identity: Identity | None = None
     """The authenticated caller; ``None`` when no authentication applies."""
@@ -53,6 +56,7 @@ class RequestRecord:
             "tool": self.tool,
             "plugin": self.plugin,
             "tool_status": self.status,
+            "tool_ms": self.tool_ms,
             "rpc_error": self.rpc_error,
             "trace_id": self.trace_id,
         }

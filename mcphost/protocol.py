@@ -71,7 +71,7 @@ class Handlers:
         self.metrics = metrics or Metrics("")
         self.tracing = tracing
 
-    async def list_tools(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+    async def list_tools(self, ctx: Ctx | None, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         """``tools/list``: every tool served that the caller may use (pre-built with the registry)."""
         return visible_tools(self.get_registry())
 
@@ -81,9 +81,12 @@ class Handlers:
         return dict(schema) if schema is not None and may_use(name) else None
 
     async def call_tool(
-        self, ctx: Ctx, params: types.CallToolRequestParams
+        self, ctx: Ctx | None, params: types.CallToolRequestParams
     ) -> types.CallToolResult | types.InputRequiredResult:
-        """``tools/call``: validate, run the tool inside its plugin's fence, shape the result."""
+        """``tools/call``: validate, run the tool inside its plugin's fence, shape the result.
+
+        ``ctx`` is ``None`` for a direct answer (:mod:`mcphost.direct`), which only ever
+        calls a tool that takes no ``ToolContext``."""
         tool = self.get_registry().tools.get(params.name)
         # A tool outside the caller's scopes is answered exactly like one that does not exist.
         if tool is None or not may_use(tool.name):
@@ -111,18 +114,11 @@ class Handlers:
             series.observe(status, end - start, end)
             if span is not None:
                 span.end(status)
-            if record is not None:
-                record.status = status
-            log.info(
-                "tool call",
-                tool=tool.name,
-                plugin=tool.plugin,
-                status=status,
-                duration_ms=round((end - start) * 1000, 2),
-            )
+            if record is not None:  # the request's one log line carries the call
+                record.status, record.tool_ms = status, round((end - start) * 1000, 2)
 
     async def _run_tool(
-        self, tool: RegisteredTool, params: types.CallToolRequestParams, ctx: Ctx
+        self, tool: RegisteredTool, params: types.CallToolRequestParams, ctx: Ctx | None
     ) -> tuple[types.CallToolResult | types.InputRequiredResult, str]:
         if (refusal := await self.limits.check_tool(current_identity(), tool.plugin, tool.name)) is not None:
             self.metrics.rate_limit_hit(refusal.scope.partition(" ")[0])  # "tool" or "plugin"
@@ -135,12 +131,17 @@ class Handlers:
             # The model's mistake, reported so it can correct itself (SEP-1303), values left out.
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in error.errors())
             return error_result(f"Invalid arguments for tool {tool.name!r}: {problems}"), "invalid_arguments"
-        exchange = client_input.Exchange.for_request(ctx, params)
+        exchange = None
         if tool.context_param:
+            # Only a tool with a ToolContext can ask the client anything, so only its call
+            # needs the request's context (a direct answer, mcphost.direct, has none).
+            assert ctx is not None
+            exchange = client_input.Exchange.for_request(ctx, params)
             kwargs[tool.context_param] = ToolContext(tool.plugin, tool.name, tool.settings, ctx, exchange)
         try:
             value = await fence.run(tool.fn, kwargs, tool.limits, plugin=tool.plugin, what=f"tool {tool.name!r}")
         except client_input.InputRequired:
+            assert exchange is not None
             return exchange.result(), "input_required"
         except fence.FenceError as error:
             code = TOOL_TIMEOUT if isinstance(error, fence.CallTimeout) else None
@@ -153,7 +154,7 @@ class Handlers:
                 f"tool {tool.name!r} returned a result that does not match its declared output"
             ), "error"
         if isinstance(result, types.InputRequiredResult):
-            if exchange.modern:
+            if exchange is not None and exchange.modern:
                 return result, "input_required"
             return error_result(f"tool {tool.name!r} needs input that this client cannot be asked for"), "error"
         if not isinstance(result, types.CallToolResult):
@@ -307,6 +308,7 @@ async def record_request(ctx: Ctx, call_next: CallNext) -> HandlerResult:
     own = record is None
     if record is None:
         record = RequestRecord(request_id=str(ctx.request_id))
+        token = current_request.set(record)
     record.method = ctx.method
     try:
         return await call_next(ctx)
@@ -318,6 +320,7 @@ async def record_request(ctx: Ctx, call_next: CallNext) -> HandlerResult:
         raise
     finally:
         if own:
+            current_request.reset(token)
             log.info(
                 "request",
                 request_id=record.request_id,
@@ -342,8 +345,9 @@ def build_server(
     state_key: bytes | None = None,
     metrics: Metrics | None = None,
     tracing: Tracing | None = None,
-) -> Server[Any]:
-    """The SDK server whose handlers answer from ``get_registry()``; calls run under ``drain``.
+) -> tuple[Server[Any], Handlers]:
+    """The SDK server whose handlers answer from ``get_registry()``, and those handlers;
+    calls run under ``drain``.
 
     It also becomes the server :func:`mcphost.notify_resource_updated` announces to.
     ``metrics`` counts requests and tool calls; ``tracing``, when on, adds to the SDK's spans.
@@ -380,4 +384,4 @@ def build_server(
     # process (or a replica sharing ``state_key``) handed out, to this caller.
     security = RequestStateSecurity(keys=[state_key or os.urandom(32)], bind_principal=caller_principal)
     server.middleware.append(RequestStateBoundary(security, default_audience=name))
-    return server
+    return server, handlers

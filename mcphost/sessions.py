@@ -25,12 +25,13 @@ import contextlib
 import hashlib
 import hmac
 import json
+import math
 import os
 import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -248,6 +249,41 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
             else:
                 self._touch(session_id)
         await super()._handle_stateful_request(scope, receive, send)
+
+    @contextlib.contextmanager
+    def serving(self, session_id: str | None, scope: Any) -> Iterator[Connection | None]:
+        """The connection of an initialized session this process holds and the caller owns,
+        kept busy while the block runs, for a request answered without the SDK's transport
+        (:mod:`mcphost.direct`); ``None`` when the request must go the SDK's way (a session
+        held elsewhere or not at all, another caller's, ending, or not yet initialized)."""
+        transport = self._server_instances.get(session_id) if session_id else None
+        connection = self.connections.get(session_id) if session_id else None
+        idle = transport.idle_scope if transport is not None else None
+        user = scope.get("user")
+        requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+        if (
+            transport is None
+            or connection is None
+            or transport.is_terminated
+            or not connection.initialize_accepted
+            or (idle is not None and idle.cancel_called)
+            or requestor != self._session_owners.get(session_id)  # type: ignore[arg-type]
+        ):
+            yield None
+            return
+        assert session_id is not None
+        self._touch(session_id)
+        # As the transport does for each request it serves: the session's idle countdown
+        # stops while any request is in flight and restarts when the last one ends.
+        transport._requests_in_flight += 1
+        if idle is not None:
+            idle.deadline = math.inf
+        try:
+            yield connection
+        finally:
+            transport._requests_in_flight -= 1
+            if idle is not None and not transport._requests_in_flight and transport._idle_timeout is not None:
+                idle.deadline = trio.current_time() + transport._idle_timeout
 
     async def close_streams(self) -> None:
         """End every session's streams for shutdown; the sessions stay in the store, so their

@@ -31,28 +31,9 @@ NEW_WORK = frozenset({"initialize", "tools/call", "resources/read", "prompts/get
 """Methods that open a session or start plugin work: refused while the server drains."""
 
 
-def cannot_be_notified(body: bytes) -> bool:
-    """Whether a 2026-07-28 request can receive no notification before its response: it asks
-    for no progress and no log messages, and is not a ``subscriptions/listen`` stream. Such a
-    request is answered with one JSON body (the spec lets the server choose JSON or SSE)."""
-    try:
-        message = json.loads(body)
-    except (ValueError, RecursionError):
-        return False
-    if not isinstance(message, dict) or message.get("method") == "subscriptions/listen":
-        return False
-    params = message.get("params")
-    meta = params.get("_meta") if isinstance(params, dict) else None
-    return not isinstance(meta, dict) or not (meta.keys() & _NOTIFYING_META_KEYS)
-
-
-_NOTIFYING_META_KEYS = frozenset({"progressToken", LOG_LEVEL_META_KEY})
-
-
-def method_of(body: bytes) -> str | None:
-    """The ``method`` of a JSON-RPC message already known to be well-formed."""
-    message = json.loads(body)
-    return message.get("method") if isinstance(message, dict) else None
+NOTIFYING_META_KEYS = frozenset({"progressToken", LOG_LEVEL_META_KEY})
+"""``_meta`` keys with which a request asks for notifications (progress, log messages)
+before its response."""
 
 
 def error_body(code: int, message: str, request_id: Any = None, data: Any = None) -> dict[str, Any]:
@@ -85,12 +66,26 @@ def version_error(version: str, body: bytes) -> dict[str, Any]:
     return error_body(UNSUPPORTED_PROTOCOL_VERSION, message_text, request_id, data)
 
 
-def envelope_error(body: bytes) -> dict[str, Any] | None:
-    """The error for a handshake-era POST body that is not one JSON-RPC message, or ``None``."""
+def decoded(body: bytes) -> Any:
+    """The decoded JSON of ``body``, or ``None`` when it is not JSON."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
+def parse(body: bytes) -> tuple[Any, dict[str, Any] | None]:
+    """A handshake-era POST body decoded, and the error for it when it is not one JSON-RPC
+    message (``None`` when it is)."""
     try:
         message = json.loads(body)
     except (ValueError, RecursionError):
-        return error_body(PARSE_ERROR, "Parse error: the body is not valid JSON")
+        return None, error_body(PARSE_ERROR, "Parse error: the body is not valid JSON")
+    return message, envelope_error(message)
+
+
+def envelope_error(message: Any) -> dict[str, Any] | None:
+    """The error for a decoded body that is not one JSON-RPC message, or ``None``."""
     if not isinstance(message, dict):
         return error_body(INVALID_REQUEST, "Invalid Request: the body must be one JSON-RPC message object")
     has_id = "id" in message

@@ -374,13 +374,13 @@ async def test_completions_of_prompt_arguments_and_template_placeholders(daemon:
 async def test_a_call_the_client_gives_up_on_is_cancelled(daemon: RunningDaemon, mode: str, tool: str) -> None:
     """notifications/cancelled on a session, a closed stream on 2026-07-28: the async tool is
     cancelled, the blocked thread abandoned, and the call logged as cancelled."""
-    seen = len(matching(daemon, event="tool call", tool=tool, status="cancelled"))
+    seen = len(matching(daemon, event="request", tool=tool, tool_status="cancelled"))
     async with Client(daemon.url, mode=mode) as client:
         with trio.move_on_after(0.5):
             await client.call_tool(tool, {"seconds": 30 if tool == "features_wait" else 2})
         assert (await client.call_tool("test_simple_text", {})).content[0].text  # still serving
-    record = await next_log_record(daemon, seen, event="tool call", tool=tool, status="cancelled")
-    assert record["duration_ms"] < 2_000
+    record = await next_log_record(daemon, seen, event="request", tool=tool, tool_status="cancelled")
+    assert record["tool_ms"] < 2_000
 
 
 async def test_identity_is_none_without_authentication(daemon: RunningDaemon) -> None:

@@ -98,21 +98,21 @@ async def test_prompts(daemon: RunningDaemon, mode: str) -> None:
     assert rendered.messages[0].content.text == "Please review the config."
 
 
-async def test_one_log_line_per_request_and_per_tool_call(daemon: RunningDaemon) -> None:
-    async with Client(daemon.url, mode="legacy") as client:
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_one_log_line_per_request_carrying_the_tool_call(daemon: RunningDaemon, mode: str) -> None:
+    async with Client(daemon.url, mode=mode) as client:
         whoami = await client.call_tool("echo_whoami", {})
         await client.call_tool("echo_echo", {"text": "logged"})
     session_id = whoami.structured_content["session_id"]
     line = daemon.wait_for_log(lambda r: r.get("event") == "request" and r.get("tool") == "echo_echo")
-    for field in ("request_id", "session_id", "method", "plugin", "tool_status", "status", "duration_ms"):
+    for field in ("request_id", "method", "plugin", "tool_status", "tool_ms", "status", "duration_ms"):
         assert field in line, f"request line lacks {field}: {line}"
     assert line["method"] == "tools/call" and line["tool_status"] == "ok" and line["status"] == 200
-    # The tool-call line is written before the response, so it is there once the request line is.
-    tool_lines = [
-        r for r in daemon.log_records() if r.get("event") == "tool call" and r.get("request_id") == line["request_id"]
-    ]
-    assert len(tool_lines) == 1 and tool_lines[0]["plugin"] == "echo"
-    assert session_id and line["session_id"] == session_id
+    assert line["plugin"] == "echo" and 0 <= line["tool_ms"] <= line["duration_ms"]
+    same_request = [r for r in daemon.log_records() if r.get("request_id") == line["request_id"]]
+    assert same_request == [line]
+    if mode == "legacy":
+        assert session_id and line["session_id"] == session_id
 
 
 async def test_stdio_serves_the_same_plugins(tmp_path) -> None:
