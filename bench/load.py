@@ -16,11 +16,16 @@ The two protocol paths differ in what a request needs:
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import os
 import re
+import secrets
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -39,6 +44,10 @@ WRK_TIMEOUT = "10s"
 """wrk's per-request timeout: generous, so a slow server shows up as latency, not as errors."""
 
 ACCEPT = "application/json, text/event-stream"
+TOKEN = "mcph_" + secrets.token_urlsafe(32)
+"""The bearer key every request carries (mcphost checks it, the other servers ignore it);
+a new one per run, so none is ever written down."""
+AUTHORIZATION = f"Bearer {TOKEN}"
 INITIALIZE = {
     "jsonrpc": "2.0",
     "id": 1,
@@ -62,7 +71,10 @@ def _post(
     connection: http.client.HTTPConnection, path: str, body: dict[str, Any], headers: dict[str, str]
 ) -> tuple[int, dict[str, str], bytes]:
     connection.request(
-        "POST", path, json.dumps(body).encode(), {"Content-Type": "application/json", "Accept": ACCEPT, **headers}
+        "POST",
+        path,
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json", "Accept": ACCEPT, "Authorization": AUTHORIZATION, **headers},
     )
     response = connection.getresponse()
     data = response.read()
@@ -94,6 +106,57 @@ def open_sessions(url: str, count: int, workers: int = 8) -> list[str]:
     sizes = [count // workers + (1 if i < count % workers else 0) for i in range(workers)]
     with ThreadPoolExecutor(workers) as pool:
         return [s for part in pool.map(batch, [n for n in sizes if n]) for s in part]
+
+
+class EventStream:
+    """A 2025-11-25 session's event stream (its GET), read by a thread that notes when each
+    JSON-RPC method arrives."""
+
+    def __init__(self, url: str):
+        self.connection, path = _connection(url)
+        session = open_session(self.connection, path)
+        self.connection.request(
+            "GET",
+            path,
+            headers={
+                "Accept": "text/event-stream",
+                "Authorization": AUTHORIZATION,
+                "Mcp-Session-Id": session,
+                "MCP-Protocol-Version": LEGACY,
+            },
+        )
+        self.response = self.connection.getresponse()
+        if self.response.status != 200:
+            raise LoadError(f"GET stream answered {self.response.status}")
+        self.heard: list[tuple[float, str]] = []
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError, ValueError, http.client.HTTPException):
+            for line in self.response:
+                if line.startswith(b"data:"):
+                    method = json.loads(line[5:]).get("method", "")
+                    with self._changed:
+                        self.heard.append((time.monotonic(), method))
+                        self._changed.notify_all()
+
+    def wait_for(self, method: str, *, after: float, timeout: float) -> float | None:
+        """When ``method`` first arrived at or after ``after`` (``time.monotonic()``), waiting
+        up to ``timeout`` seconds for it; ``None`` if it did not come."""
+
+        def arrival() -> float | None:
+            return next((t for t, m in self.heard if m == method and t >= after), None)
+
+        with self._changed:
+            self._changed.wait_for(lambda: arrival() is not None, timeout)
+            return arrival()
+
+    def close(self) -> None:
+        """End the stream."""
+        with contextlib.suppress(OSError):
+            self.connection.sock.shutdown(2) if self.connection.sock else None
+        self.connection.close()
 
 
 def write_sessions(path: Path, sessions: Sequence[str]) -> Path:
@@ -255,6 +318,7 @@ def run_wrk(
         argv.append(str(sessions_file))
     completed = subprocess.run(
         pinned(argv, LOAD_CPU if pin else None),
+        env={**os.environ, "BENCH_AUTHORIZATION": AUTHORIZATION},
         capture_output=True,
         text=True,
         timeout=duration + 60,

@@ -22,7 +22,7 @@ CEILING = "bare"
 BAR_CONCURRENCY = 50
 COLD_START_LIMIT_S = 1.5
 PATH_NAMES = {
-    "2025-11-25": "2025-11-25 (sessions, SSE responses)",
+    "2025-11-25": "2025-11-25 (sessions)",
     "2026-07-28": "2026-07-28 (self-contained requests)",
 }
 COLORS = {"reference": "#4c72b0", "sdk-hypercorn": "#8172b2", "bare": "#999999", "mcphost": "#dd8452"}
@@ -150,6 +150,28 @@ def bars(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
                 "memory per idle session ≤ reference",
                 f"{kib:.1f} vs {ref_kib:.1f} KiB = {ratio(kib, ref_kib)}",
                 kib <= ref_kib,
+            )
+        )
+    reload = results.get("reload")
+    if reload and reload.get("runs"):
+        times = [r["seconds"] for r in reload["runs"] if r["seconds"] is not None]
+        heard = len(times) == len(reload["runs"])
+        rows.append(
+            (
+                "reload < 1 s (plugin file saved → tools/list_changed on an open session, median)",
+                f"{med(times) * 1000:.0f} ms" + ("" if heard else f" ({len(reload['runs']) - len(times)} never came)"),
+                heard and med(times) < 1.0,
+            )
+        )
+        errors, calls = reload["calls"]["errors"], reload["calls"]["requests"]
+        rows.append(("no call lost during the reloads", f"{errors} errors in {calls:,} calls", not errors))
+    drain = results.get("drain")
+    if drain and "completed" in drain:
+        rows.append(
+            (
+                "drain loses nothing (SIGTERM with calls in flight)",
+                f"{drain['completed']} of {drain['in_flight']} answered; exit {drain['exit_code']}",
+                drain["completed"] == drain["in_flight"] and drain["exit_code"] == 0,
             )
         )
     cold = results.get("cold_start")
@@ -448,21 +470,46 @@ def section_reload(results: dict[str, Any]) -> list[str]:
     visible = sum(r["visible"] for r in data["runs"])
     calls = data["calls"]
     rows = [
-        ("reloads (SIGHUP, one plugin's source changed each time)", len(data["runs"])),
-        ("SIGHUP → READY=1, median", f"{med(times) * 1000:.0f} ms" if times else "-"),
-        ("SIGHUP → READY=1, slowest", f"{max(times) * 1000:.0f} ms" if times else "-"),
-        ("tools/list showed the change right after READY=1", f"{visible} of {len(data['runs'])}"),
+        ("reloads (one plugin's source saved each time)", len(data["runs"])),
+        ("saved → notifications/tools/list_changed, median", f"{med(times) * 1000:.0f} ms" if times else "-"),
+        ("saved → notifications/tools/list_changed, slowest", f"{max(times) * 1000:.0f} ms" if times else "-"),
+        ("tools/list showed the change right after", f"{visible} of {len(data['runs'])}"),
         ("tools/call answered during the reloads (50 clients, 2026-07-28)", f"{calls['requests']:,}"),
         ("errors among them", calls["errors"]),
     ]
     return [
         f"## Reload under load ({data['plugins']} plugins)",
         "",
-        "mcphost serving the no-op plugin and 10 generated plugins while wrk keeps 50 clients calling `noop_add`; "
-        "each reload adds a tool to one plugin's file, sends SIGHUP and times `RELOADING=1` … `READY=1` on the "
-        "notify socket, then lists the tools.",
+        "mcphost (`[reload] watch = true`) serving the no-op plugin and 10 generated plugins while wrk keeps "
+        "50 clients calling `noop_add`; a 2025-11-25 session holds its event stream open. Each reload adds a tool "
+        "to one plugin's file and times the save to `notifications/tools/list_changed` on that stream (this "
+        f"includes the watcher's {data.get('debounce_ms', 200)} ms debounce, `[reload] debounce_ms`), then lists "
+        "the tools.",
         "",
         *table(("", "measured"), rows, "lr"),
+    ]
+
+
+def section_workers(results: dict[str, Any]) -> list[str]:
+    data = results.get("workers")
+    if not data or not data.get("runs"):
+        return []
+    runs, names, n = data["runs"], data["servers"], data["connections"]
+    rows = []
+    for path in PATH_NAMES:
+        ref = stats(cell(runs, REFERENCE, path, n))
+        for key, label in names.items():
+            m = stats(cell(runs, key, path, n))
+            rows.append((path, label, f"{m['rps']:.0f}", ratio(m["rps"], ref["rps"]), fmt_ms(m["p99"])))
+    return [
+        "## One worker process or two",
+        "",
+        f"tools/call with {n} clients, nothing pinned: each server may use both cores, which it shares with wrk. "
+        "`[server] workers = 2` runs two Trio processes on one socket (sessions move between them through the "
+        "session store); the kernel spreads connections over them.",
+        "",
+        *table(("path", "server", "calls/s", "x reference", "p99 ms"), rows, "llrrr"),
+        "",
     ]
 
 
@@ -604,13 +651,15 @@ def section_method(results: dict[str, Any]) -> list[str]:
         "3. **bare**: an ASGI app answering a fixed JSON-RPC result (echoing the id) on `hypercorn.trio.serve`, no "
         "logging: the ceiling of Hypercorn + h11 + Trio. It answers in the wire shape the SDK uses per path.",
         "4. **mcphost**: `mcphost serve --config bench/mcphost-production.toml`, the tool in `bench/plugins/noop.py` "
-        "(loaded through `[plugins] paths`, served as `noop_add`), request logging on: one JSON line per request and "
-        "one per tool call on stderr, redirected to a file.",
+        "(loaded through `[plugins] paths`, served as `noop_add`), every production feature on: a bearer key checked "
+        "on every request, rate limits per caller, plugin and tool (set high: checked, never refusing), metrics, "
+        "one JSON log line per request on stderr redirected to a file, the session store and the event store.",
         "",
         "Load: wrk with `bench/wrk/mcp.lua`, one connection per simulated client, `-t min(clients, 2)`. On the "
         "2025-11-25 path the harness first opens one session per client (`initialize`, then "
         "`notifications/initialized`) and the script rotates requests over them with `Mcp-Session-Id` and "
-        "`MCP-Protocol-Version: 2025-11-25`; the SDK answers those POSTs with SSE (`text/event-stream`). On the "
+        "`MCP-Protocol-Version: 2025-11-25`; the SDK answers those POSTs with SSE (`text/event-stream`), mcphost "
+        "answers a call that can send nothing before its result with one JSON body (`mcphost/direct.py`). On the "
         "2026-07-28 path every request is self-contained: `params._meta` carries the protocol version and client "
         "capabilities and the `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers match the body; the SDK "
         "answers a quick handler with plain JSON even in SSE mode. Before any load each server gets one checked "
@@ -674,6 +723,7 @@ def render(results: dict[str, Any]) -> str:
         section_cold_start,
         section_reload,
         section_drain,
+        section_workers,
         section_not_measurable,
         section_profile,
         section_method,

@@ -38,8 +38,9 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -581,21 +582,25 @@ def startup_profile(ctx: Context, spec: ServerSpec, expected: float) -> dict[str
 
 
 def scenario_reload(ctx: Context) -> dict[str, Any]:
-    """SIGHUP after changing one plugin's source, while 50 clients keep calling a tool: the
-    time from the signal to ``READY=1`` (the new registry serves), whether tools/list then
-    shows the change, and errors among the calls in flight during the reloads."""
+    """A plugin's source saved while 50 clients keep calling a tool and a 2025-11-25 session
+    holds its event stream open: the time from the save to ``notifications/tools/list_changed``
+    on that stream (``[reload] watch`` on), whether tools/list then shows the change, and
+    errors among the calls in flight during the reloads."""
     opts = ctx.options
     plugins = catalog.write_plugins(ctx.scratch / "reload-plugins", opts.cold_start_plugins, opts.tools_per_plugin)
     config = servers.derived_mcphost_config(
         ctx.scratch, "mcphost-reload.toml", [servers.NOOP_PLUGIN, *plugins], ["noop", f"{catalog.PLUGIN_PREFIX}*"]
     )
+    data = tomllib.loads(config.read_text())
+    data["reload"] = {"watch": True}
+    config.write_text(servers.to_toml(data))
     spec = servers.mcphost_spec(config, f"mcphost, {opts.cold_start_plugins + 1} plugins")
-    reloads = 3 if opts.quick else 8
+    reloads = 3 if opts.quick else 10
     records = []
     with ctx.pool() as pool:
         server = pool.start(spec)
-        assert server.notify is not None
         tools = len(load.probe(server.url, MODERN, "tools/list", "-").result()["tools"])
+        stream = load.EventStream(server.url)
         load_seconds = 2 + reloads * 1.5
         began = time.monotonic()
         wrk = _background_wrk(ctx, server, {}, MODERN, 50, load_seconds)
@@ -604,26 +609,28 @@ def scenario_reload(ctx: Context) -> dict[str, Any]:
             for index in range(reloads):
                 # One more tool in the first plugin each time: a real change to pick up.
                 plugins[0].write_text(catalog.plugin_source(0, opts.tools_per_plugin + index + 1))
-                signalled = time.perf_counter()
-                os.kill(server.pid, signal.SIGHUP)
-                ready = server.notify.wait_for("READY=1", 30.0, after=signalled)
+                saved = time.monotonic()
+                heard = stream.wait_for("notifications/tools/list_changed", after=saved, timeout=30.0)
                 listed = len(load.probe(server.url, MODERN, "tools/list", "-").result()["tools"])
-                latency = None if ready is None else ready - signalled
+                latency = None if heard is None else heard - saved
                 records.append({"reload": index, "seconds": latency, "visible": listed == tools + index + 1})
-                ctx.say(f"reload {index + 1}/{reloads}: READY=1 after {latency or float('nan'):.3f}s, {listed} tools")
+                ctx.say(
+                    f"reload {index + 1}/{reloads}: list_changed after {latency or float('nan'):.3f}s, {listed} tools"
+                )
                 time.sleep(max(0.0, began + 1.0 + (index + 1) * 1.5 - time.monotonic()))
         finally:
             output = _finish(wrk)
+            stream.close()
         server.check_alive()
-    data = json.loads(next(line for line in output.splitlines() if line.startswith("BENCH_JSON "))[11:])
-    errors = sum(data["errors"].values())
+    summary = json.loads(next(line for line in output.splitlines() if line.startswith("BENCH_JSON "))[11:])
     return {
         "plugins": opts.cold_start_plugins + 1,
+        "debounce_ms": 200,
         "runs": records,
         "calls": {
-            "requests": data["requests"],
-            "errors": errors,
-            "rps": data["requests"] / (data["duration_us"] / 1e6),
+            "requests": summary["requests"],
+            "errors": sum(summary["errors"].values()),
+            "rps": summary["requests"] / (summary["duration_us"] / 1e6),
         },
     }
 
@@ -694,6 +701,40 @@ def not_yet_measurable(reason: str) -> Scenario:
     return scenario
 
 
+def scenario_workers(ctx: Context) -> dict[str, Any]:
+    """tools/call at 50 clients from mcphost with one and with two worker processes, beside
+    the reference, none pinned: the kernel spreads connections (and wrk) over both cores."""
+    unpinned = Context(replace(ctx.options, pin=False), ctx.scratch, ctx.results, ctx.started)
+    data = tomllib.loads(servers.PRODUCTION_CONFIG.read_text())
+    data["server"]["workers"] = 2
+    two_workers = ctx.scratch / "mcphost-2-workers.toml"
+    two_workers.write_text(servers.to_toml(data))
+    specs = [
+        servers.reference_spec(),
+        servers.mcphost_spec(label="mcphost, 1 worker"),
+        replace(servers.mcphost_spec(two_workers, "mcphost, 2 workers"), key="mcphost-2w"),
+    ]
+    connections = 50
+    with unpinned.pool() as pool:
+        running = start_all(pool, specs)
+        probe_all(unpinned, running, "tools/call")
+        sessions = prepare_sessions(unpinned, running, connections)
+        warm_up(unpinned, running, sessions, "tools/call")
+        records = []
+        for path in PATHS:
+            records += alternate(
+                unpinned,
+                running,
+                sessions,
+                method="tools/call",
+                path=path,
+                connections=connections,
+                rounds=ctx.options.rounds,
+                label="workers",
+            )
+    return {"servers": {spec.key: spec.label for spec in specs}, "connections": connections, "runs": records}
+
+
 SCENARIOS: dict[str, Scenario] = {
     "calls": scenario_calls,
     "profile": scenario_profile,
@@ -702,6 +743,7 @@ SCENARIOS: dict[str, Scenario] = {
     "cold_start": scenario_cold_start,
     "reload": scenario_reload,
     "drain": scenario_drain,
+    "workers": scenario_workers,
 }
 
 
@@ -875,6 +917,7 @@ def main(argv: list[str] | None = None) -> int:
         if opts.rev:
             servers.MCPHOST_SOURCE = checkout(opts.rev, scratch / "rev")
         run_meta["mcphost"] = mcphost_revision(opts.rev)
+        servers.write_keys_file(load.TOKEN)
         ctx = Context(opts, scratch, results)
         ctx.say(
             f"benchmark: {', '.join(selected)} ({'quick' if opts.quick else 'full'}; "

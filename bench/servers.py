@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import http.client
 import os
 import select
@@ -160,6 +161,18 @@ def bare_spec() -> ServerSpec:
         (_python(), str(BENCH_DIR / "apps" / "bare_asgi.py"), "--port", "{port}"),
         tool="add",
     )
+
+
+KEYS_FILE = BENCH_DIR / "results" / "keys.toml"
+"""The keys file the production config names: the hash of this run's bearer key."""
+
+
+def write_keys_file(token: str) -> None:
+    """Store the hash of the run's bearer key where mcphost reads it (as ``mcphost keys new``
+    would print it: only the hash is stored)."""
+    KEYS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    KEYS_FILE.write_text(f'[keys]\nbench = {{ hash = "sha256:{digest}", tools = ["*"] }}\n')
 
 
 def mcphost_spec(config: Path = PRODUCTION_CONFIG, label: str = "mcphost (production config)") -> ServerSpec:

@@ -81,6 +81,8 @@ function init(args)
       ["Content-Type"] = "application/json",
       ["Accept"] = "application/json, text/event-stream",
       ["MCP-Protocol-Version"] = protocol,
+      -- The harness's bearer key: mcphost authenticates every request with it.
+      ["Authorization"] = assert(os.getenv("BENCH_AUTHORIZATION"), "BENCH_AUTHORIZATION is not set"),
    }
    if protocol == "2026-07-28" then
       -- The modern path requires routing headers that match the body.
