@@ -48,6 +48,8 @@ TOKEN = "mcph_" + secrets.token_urlsafe(32)
 """The bearer key every request carries (mcphost checks it, the other servers ignore it);
 a new one per run, so none is ever written down."""
 AUTHORIZATION = f"Bearer {TOKEN}"
+# Every wrk the harness starts reads the key from here (bench/wrk/mcp.lua).
+os.environ["BENCH_AUTHORIZATION"] = AUTHORIZATION
 INITIALIZE = {
     "jsonrpc": "2.0",
     "id": 1,
@@ -318,7 +320,6 @@ def run_wrk(
         argv.append(str(sessions_file))
     completed = subprocess.run(
         pinned(argv, LOAD_CPU if pin else None),
-        env={**os.environ, "BENCH_AUTHORIZATION": AUTHORIZATION},
         capture_output=True,
         text=True,
         timeout=duration + 60,
