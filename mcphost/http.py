@@ -76,8 +76,8 @@ async def send_too_large(send: Send) -> None:
 _JSON = (b"content-type", b"application/json")
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    return next((v.decode("latin-1") for k, v in scope["headers"] if k == name), None)
+def _session_id(headers: dict[bytes, bytes]) -> str | None:
+    return headers[b"mcp-session-id"].decode("latin-1") if b"mcp-session-id" in headers else None
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
@@ -315,14 +315,21 @@ class HttpApp:
                 await self._refuse_while_draining(send, record)
                 return
         elif self.direct is not None:
-            if self.direct.takes(message) and await self._answer_directly(scope, receive, send, message, version):
+            taken = self.direct.takes(message)
+            if taken and await self._answer_directly(scope, receive, send, headers, message, version):
                 return
             if method == "notifications/cancelled" and version not in wire.MODERN_PROTOCOL_VERSIONS:
-                self._cancel_direct(scope, message)
+                self._cancel_direct(scope, headers, message)
         await self.sessions.handle_request(scope, replay(body, receive), send)
 
     async def _answer_directly(
-        self, scope: Scope, receive: Receive, send: Send, message: dict[str, Any], version: str | None
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request_headers: dict[bytes, bytes],
+        message: dict[str, Any],
+        version: str | None,
     ) -> bool:
         """Answer a request :mod:`mcphost.direct` takes, with one JSON body; ``False`` when a
         check on the way says the SDK must answer it instead (nothing has run then)."""
@@ -342,7 +349,7 @@ class HttpApp:
             if answer is None:
                 return True  # cancelled: the client has gone
         else:
-            session_id = _header(scope, b"mcp-session-id")
+            session_id = _session_id(request_headers)
             with self.sessions.serving(session_id, scope) as connection:
                 if connection is None or not await direct.legacy_route(scope, sse):
                     return False
@@ -360,11 +367,11 @@ class HttpApp:
         await send({"type": "http.response.body", "body": payload})
         return True
 
-    def _cancel_direct(self, scope: Scope, message: Any) -> None:
+    def _cancel_direct(self, scope: Scope, headers: dict[bytes, bytes], message: Any) -> None:
         """Pass a 2025-11-25 ``notifications/cancelled`` to the direct answers of its session
         (the SDK, which gets it too, knows only the requests it runs itself)."""
         assert self.direct is not None
-        session_id = _header(scope, b"mcp-session-id")
+        session_id = _session_id(headers)
         with self.sessions.serving(session_id, scope) as connection:
             if connection is not None and session_id is not None:
                 self.direct.cancel(session_id, message)
