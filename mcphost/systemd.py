@@ -29,6 +29,11 @@ class Notifier:
             # A leading "@" names a socket in the abstract namespace.
             self._address = "\0" + address[1:] if address.startswith("@") else address
             self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # Sent from the event loop, which must never wait on the manager: a unix datagram
+            # socket holds only a few unread messages (net.unix.max_dgram_qlen, 10 by default),
+            # and a manager that stops reading would otherwise freeze every request.
+            self._socket.setblocking(False)
+        self._failing = False
 
     @property
     def enabled(self) -> bool:
@@ -36,13 +41,18 @@ class Notifier:
         return self._socket is not None
 
     def notify(self, *fields: str) -> None:
-        """Send ``KEY=VALUE`` fields; a failure is logged, never raised (systemd may be gone)."""
+        """Send ``KEY=VALUE`` fields without waiting; a failure is logged (once until a send
+        succeeds again), never raised: systemd may be gone, or not reading."""
         if self._socket is None:
             return
         try:
             self._socket.sendto("\n".join(fields).encode(), self._address)
         except OSError as error:
-            log.warning("sd_notify failed", error=str(error))
+            if not self._failing:
+                log.warning("sd_notify failed; notifications are dropped until it works again", error=str(error))
+            self._failing = True
+        else:
+            self._failing = False
 
     def ready(self, status: str = "") -> None:
         """``READY=1``: start-up (or a reload) finished."""

@@ -273,6 +273,31 @@ def test_no_watchdog_pings_for_another_process(tmp_path: Path, manager: ServiceM
     assert not any("WATCHDOG" in m for m in manager.messages), manager.messages
 
 
+async def test_a_manager_that_stops_reading_does_not_freeze_the_daemon(tmp_path: Path, manager: ServiceManager) -> None:
+    """sd_notify never waits: once the manager's socket queue is full (10 unread messages by
+    default), further notifications are dropped with one warning, and requests and reloads
+    go on being served."""
+    daemon = start_daemon(tmp_path, ECHO_ONLY, env={"NOTIFY_SOCKET": manager.address})
+    try:
+        manager.wait_for(has("READY"))  # the manager reads nothing after this
+        reloads = 12  # two messages each: well past the queue's length
+        for count in range(1, reloads + 1):
+            daemon.process.send_signal(signal.SIGHUP)
+            await trio.to_thread.run_sync(
+                lambda count=count: daemon.wait_for_log(
+                    lambda _: sum(r.get("event") == "reloaded" for r in daemon.log_records()) >= count
+                )
+            )
+        with trio.fail_after(10):
+            async with Client(daemon.url, mode="legacy") as client:
+                added = await client.call_tool("echo_add", {"a": 2, "b": 40})
+        assert added.structured_content == {"a": 2, "b": 40, "total": 42}
+    finally:
+        daemon.stop()
+    warnings = [r for r in daemon.log_records() if r.get("event", "").startswith("sd_notify failed")]
+    assert len(warnings) == 1, warnings
+
+
 # -- ExecReload= -------------------------------------------------------------------------------
 
 
