@@ -31,7 +31,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ServerEvent, ToolsListChanged
 
 import mcphost
-from mcphost import auth, subscriptions, systemd, tracing, workers
+from mcphost import auth, heap, subscriptions, systemd, tracing, workers
 from mcphost import config as config_module
 from mcphost.admin import AdminApp
 from mcphost.config import ConfigError, LoadedConfig, ServerConfig, StateConfig
@@ -149,6 +149,7 @@ class Daemon:
         await self.plugins.start_all()
         self.registry = self.plugins.registry
         self.metrics.bind(self.registry)
+        heap.settle()
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         """``/ready``: each plugin's state; not ready while draining or while a required plugin is not serving."""
@@ -364,7 +365,10 @@ class Daemon:
             self.notifier.ready(
                 f"serving {len(self.registry.tools)} tools" + (" (a reload failed)" if result.failed else "")
             )
-            return not result.failed
+            ok = not result.failed
+            del previous, result  # the replaced versions: garbage from here on, for settle to free
+            heap.settle(collect=True)
+            return ok
 
     async def _announce_changes(self, old: Registry, new: Registry) -> None:
         """Tell every open session which lists changed (clients that listen re-fetch them)."""

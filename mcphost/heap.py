@@ -1,0 +1,33 @@
+"""Python's cyclic garbage collector, set for a long-running server.
+
+Two facts about the daemon drive this. Start-up leaves some 100,000 objects that live as
+long as the process (the SDK's and pydantic's models, Trio, the plugins), and every full
+collection would traverse them all again, to find nothing. And each request allocates a few
+hundred container objects that reference counting frees on its own; at the default
+young-generation threshold (700 allocations) they still set off a young collection every
+few requests, and with Trio's object graph each one costs about a millisecond of the event
+loop. Measured under 50-client load, collections took 7-10 % of the loop's time; with the
+settings here, well under 1 %.
+"""
+
+from __future__ import annotations
+
+import gc
+
+YOUNG_THRESHOLD = 10_000
+"""Net container allocations between young collections (Python's default is 700)."""
+
+
+def settle(*, collect: bool = False) -> None:
+    """Move every object alive now to the permanent generation, which no collection visits,
+    and raise the young threshold. Call when start-up or a reload is done.
+
+    With ``collect`` (after a reload), what the previous call froze is thawed and collected
+    first: a replaced plugin version is garbage now, in cycles only a full collection frees.
+    """
+    if collect:
+        gc.unfreeze()
+        gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, middle, old)
