@@ -13,10 +13,8 @@ ids, which every client numbers from the start. So each session uses a view of i
 
 from __future__ import annotations
 
-import copy
 import itertools
-import weakref
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from typing import Protocol, runtime_checkable
 
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
@@ -37,16 +35,18 @@ class _Events:
         self.max_events = max_events
         self.max_events_per_stream = max_events_per_stream
         self.by_id: OrderedDict[int, tuple[int, StreamId, JSONRPCMessage | None]] = OrderedDict()
-        self.streams: dict[int, dict[StreamId, deque[int]]] = {}
+        # Lists, not deques: most streams hold two events (priming, response), and an empty
+        # deque alone costs 600 bytes; a trim shifts at most max_events_per_stream ids.
+        self.streams: dict[int, dict[StreamId, list[int]]] = {}
         self._ids = itertools.count(1)
 
     def add(self, scope: int, stream_id: StreamId, message: JSONRPCMessage | None) -> int:
         event_id = next(self._ids)
         self.by_id[event_id] = (scope, stream_id, message)
-        stream = self.streams.setdefault(scope, {}).setdefault(stream_id, deque())
+        stream = self.streams.setdefault(scope, {}).setdefault(stream_id, [])
         stream.append(event_id)
         if len(stream) > self.max_events_per_stream:
-            del self.by_id[stream.popleft()]
+            del self.by_id[stream.pop(0)]
         while len(self.by_id) > self.max_events:
             # The oldest event overall is the oldest of its own stream.
             _, (old_scope, old_stream, _) = self.by_id.popitem(last=False)
@@ -55,7 +55,7 @@ class _Events:
 
     def _trim(self, scope: int, stream_id: StreamId) -> None:
         streams = self.streams[scope]
-        streams[stream_id].popleft()
+        del streams[stream_id][0]
         if not streams[stream_id]:
             del streams[stream_id]
             if not streams:
@@ -81,10 +81,7 @@ class MemoryEventStore(EventStore):
         when the view does (with the session's transport). Views are told apart by a number
         of their own, not by ``session_id``: a session rebuilt here after a restart has no
         events of its previous life in this memory anyway."""
-        view = copy.copy(self)
-        view._scope = next(_scopes)
-        weakref.finalize(view, self._events.drop, view._scope)
-        return view
+        return _SessionView(self._events, next(_scopes))
 
     @property
     def size(self) -> int:
@@ -113,6 +110,19 @@ class MemoryEventStore(EventStore):
             if stored is not None and stored[2] is not None:
                 await send_callback(EventMessage(stored[2], str(event_id)))
         return stream_id
+
+
+class _SessionView(MemoryEventStore):
+    """One session's part of a :class:`MemoryEventStore`. Every idle session holds one, so
+    it is two slots and a ``__del__`` (a ``weakref.finalize`` costs more than the view)."""
+
+    __slots__ = ("_events", "_scope")
+
+    def __init__(self, events: _Events, scope: int):
+        self._events, self._scope = events, scope
+
+    def __del__(self) -> None:
+        self._events.drop(self._scope)
 
 
 @runtime_checkable
