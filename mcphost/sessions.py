@@ -60,6 +60,10 @@ log = structlog.get_logger("mcphost.sessions")
 
 _HEADER = MCP_SESSION_ID_HEADER.lower().encode()
 
+_SessionStart = tuple[StreamableHTTPServerTransport, "SessionRecord | None", trio.Event]
+"""A session for :meth:`PersistentSessionManager._start_sessions` to start, and the event
+it sets once the session takes messages."""
+
 
 class SessionIds:
     """Issues session ids signed with the server secret, and verifies them."""
@@ -219,6 +223,7 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
         """The live connections, for server-initiated notifications (list_changed)."""
         self._touched: dict[str, float] = {}
         self._closing = False
+        self._starts: trio.MemorySendChannel[_SessionStart] | None = None
 
     @contextlib.asynccontextmanager
     async def run(self) -> AsyncIterator[None]:
@@ -228,6 +233,10 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
             if expired:
                 log.info("expired idle sessions from the store", count=expired)
         async with super().run():
+            assert self._task_group is not None
+            send, receive = trio.open_memory_channel[_SessionStart](math.inf)
+            self._starts = send
+            self._task_group.start_soon(self._start_sessions, receive)
             try:
                 yield
             finally:
@@ -320,11 +329,14 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
             if session_id in self._server_instances:
                 return  # a concurrent request rebuilt it first
             transport = self._new_transport(session_id)
-            self._server_instances[session_id] = transport
             if requestor is not None:
                 self._session_owners[session_id] = requestor
-        assert self._task_group is not None
-        await self._task_group.start(self._serve_session, transport, record)
+            # Served before it is listed: a concurrent request for this session waits on the
+            # lock or finds it taking messages, never half-built.
+            await self._start_session(transport, record)
+            if transport.is_terminated:
+                return  # it ended while starting (its discard already ran): 404
+            self._server_instances[session_id] = transport
         self._touch(session_id)
         log.info("session rebuilt", session_id=session_id, protocol_version=record.protocol_version)
 
@@ -355,10 +367,10 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
         # As the SDK's, but the session's server task is ours (it records the session once
         # initialized), and a failed opening request discards the session.
         session_id = http_transport.mcp_session_id
-        assert session_id is not None and self._task_group is not None
+        assert session_id is not None
         established = False
         try:
-            await self._task_group.start(self._serve_session, http_transport, None)
+            await self._start_session(http_transport, None)
             status: list[int] = []
 
             async def watch(message: Any) -> None:
@@ -372,45 +384,63 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
             if not established:
                 await self._discard_session(session_id, http_transport)
 
+    async def _start_session(self, transport: StreamableHTTPServerTransport, record: SessionRecord | None) -> None:
+        """Start a session's server task and wait until it takes messages.
+
+        The task is started by the manager's own task (:meth:`_start_sessions`), not by the
+        request that opens the session: a task started with ``start()`` from a request keeps,
+        through its task status, the request's task and context for as long as the session
+        lives, which cost every idle session some 2.7 KiB.
+        """
+        assert self._starts is not None
+        taking = trio.Event()
+        self._starts.send_nowait((transport, record, taking))
+        await taking.wait()
+
+    async def _start_sessions(self, starts: trio.MemoryReceiveChannel[_SessionStart]) -> None:
+        assert self._task_group is not None
+        async for transport, record, taking in starts:
+            self._task_group.start_soon(self._serve_session, transport, record, taking)
+
     async def _serve_session(
-        self,
-        transport: StreamableHTTPServerTransport,
-        record: SessionRecord | None,
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+        self, transport: StreamableHTTPServerTransport, record: SessionRecord | None, taking: trio.Event
     ) -> None:
-        """One session's server task: a new session (``record`` None) or a rebuilt one."""
+        """One session's server task: a new session (``record`` None) or a rebuilt one; sets
+        ``taking`` once its transport takes messages (or once it has failed to)."""
         session_id = transport.mcp_session_id
         assert session_id is not None
-        async with transport.connect() as (read_stream, write_stream):
-            task_status.started()
-            dispatcher: JSONRPCDispatcher[TransportContext] = JSONRPCDispatcher(
-                read_stream, write_stream, inline_methods=frozenset({"initialize"})
-            )
-            connection = Connection.for_loop(dispatcher, session_id=session_id)
-            if record is not None:
-                # Born initialized: the handshake happened in another process.
-                connection.client_params = InitializeRequestParams.model_validate(record.client_params)
-                connection.protocol_version = record.protocol_version
-                connection.initialized.set()
-            self.connections[session_id] = connection
-            idle_scope = transport.idle_scope or anyio.CancelScope()
-            try:
-                with idle_scope:
-                    await serve_connection(
-                        self.app,
-                        dispatcher,
-                        connection=connection,
-                        lifespan_state=self._lifespan_state,
-                        init_options=self.init_options,
-                    )
-                if idle_scope.cancelled_caught:
-                    log.info("session idle timeout", session_id=session_id)
-            except Exception:
-                log.exception("session crashed", session_id=session_id)
-            finally:
-                self.connections.pop(session_id, None)
-                await self._discard_session(session_id, transport)
+        try:
+            async with transport.connect() as (read_stream, write_stream):
+                dispatcher: JSONRPCDispatcher[TransportContext] = JSONRPCDispatcher(
+                    read_stream, write_stream, inline_methods=frozenset({"initialize"})
+                )
+                connection = Connection.for_loop(dispatcher, session_id=session_id)
+                if record is not None:
+                    # Born initialized: the handshake happened in another process.
+                    connection.client_params = InitializeRequestParams.model_validate(record.client_params)
+                    connection.protocol_version = record.protocol_version
+                    connection.initialized.set()
+                self.connections[session_id] = connection
+                taking.set()
+                idle_scope = transport.idle_scope or anyio.CancelScope()
+                try:
+                    with idle_scope:
+                        await serve_connection(
+                            self.app,
+                            dispatcher,
+                            connection=connection,
+                            lifespan_state=self._lifespan_state,
+                            init_options=self.init_options,
+                        )
+                    if idle_scope.cancelled_caught:
+                        log.info("session idle timeout", session_id=session_id)
+                except Exception:
+                    log.exception("session crashed", session_id=session_id)
+                finally:
+                    self.connections.pop(session_id, None)
+                    await self._discard_session(session_id, transport)
+        finally:
+            taking.set()
 
     async def _record_on_initialize(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         """Server middleware: write a new session's record before its ``initialize`` response
