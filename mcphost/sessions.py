@@ -409,6 +409,9 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
         ``taking`` once its transport takes messages (or once it has failed to)."""
         session_id = transport.mcp_session_id
         assert session_id is not None
+        # The event is let go of once set: this frame lives as long as the session.
+        pending: trio.Event | None = taking
+        del taking
         try:
             async with transport.connect() as (read_stream, write_stream):
                 dispatcher: JSONRPCDispatcher[TransportContext] = JSONRPCDispatcher(
@@ -421,7 +424,9 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
                     connection.protocol_version = record.protocol_version
                     connection.initialized.set()
                 self.connections[session_id] = connection
-                taking.set()
+                assert pending is not None
+                pending.set()
+                pending = None
                 idle_scope = transport.idle_scope or anyio.CancelScope()
                 try:
                     with idle_scope:
@@ -440,7 +445,8 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
                     self.connections.pop(session_id, None)
                     await self._discard_session(session_id, transport)
         finally:
-            taking.set()
+            if pending is not None:
+                pending.set()
 
     async def _record_on_initialize(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         """Server middleware: write a new session's record before its ``initialize`` response
