@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import mcp_types as types
+import pydantic_core
 import trio
 from mcp.server.connection import Connection
 from mcp.server.lowlevel.server import Server
@@ -33,7 +34,6 @@ from mcp.server.streamable_http import REQUEST_CANCELLED, check_accept_headers
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
-    MCP_PARAM_HEADER_PREFIX,
     InboundModernRoute,
     classify_inbound_request,
     find_duplicated_routing_header,
@@ -50,8 +50,6 @@ from mcphost.metrics import CANCELLED, Metrics, rpc_code
 from mcphost.protocol import Handlers
 from mcphost.registry import Registry
 from mcphost.wire import NOTIFYING_META_KEYS
-
-_PARAM_PREFIX = MCP_PARAM_HEADER_PREFIX.lower()
 
 # Parameters that carry a multi-round exchange (requestState, inputResponses) need the SDK's
 # request-state boundary; a direct answer takes none of them.
@@ -108,18 +106,22 @@ class DirectAnswers:
         raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         if find_duplicated_routing_header(raw) is not None:
             return False
-        headers = dict(request.headers)
+        # First value wins, as in Starlette's Headers (which the SDK reads them through).
+        headers = dict(reversed(raw))
         if not isinstance(classify_inbound_request(message, headers=headers), InboundModernRoute):
             return False
         params = message.get("params", {})
+        if message["method"] != "tools/call":
+            return True
         arguments = params.get("arguments") or {}
-        if message["method"] == "tools/call" and (arguments or any(k.startswith(_PARAM_PREFIX) for k in headers)):
-            if not isinstance(arguments, Mapping):
-                return False
-            schema = self.handlers.input_schema(params["name"])
-            if schema is not None and validate_mcp_param_headers(schema, arguments, request.headers) is not None:
-                return False
-        return True
+        if not isinstance(arguments, Mapping):
+            return False
+        # A tool whose schema declares no x-mcp-header has no Mcp-Param header to agree with
+        # its arguments: the SDK's check passes it whatever the headers say.
+        if params["name"] not in self.get_registry().header_params:
+            return True
+        schema = self.handlers.input_schema(params["name"])
+        return schema is None or validate_mcp_param_headers(schema, arguments, request.headers) is None
 
     async def legacy_route(self, scope: Scope, sse: bool) -> bool:
         """Whether a 2025-11-25 request to an open session passes the transport's checks
@@ -202,7 +204,7 @@ class DirectAnswers:
             raise
         finally:
             self.metrics.request(call.method, call.version, code)
-        return status, json.dumps(body, separators=(",", ":")).encode()
+        return status, pydantic_core.to_json(body)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -186,8 +186,8 @@ class HttpApp:
     async def _mcp(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope["headers"])
         given = headers.get(b"x-request-id", b"").decode("latin-1")
-        record = RequestRecord(given if _REQUEST_ID.match(given) else uuid.uuid4().hex[:16])
-        session_id = headers.get(b"mcp-session-id", b"").decode("latin-1")[:64] or None
+        record = RequestRecord(given if _REQUEST_ID.match(given) else secrets.token_hex(8))
+        record.session_id = headers.get(b"mcp-session-id", b"").decode("latin-1")[:64] or None
         status = 0
         unread_body = headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
 
@@ -199,12 +199,12 @@ class HttpApp:
             return message
 
         async def send_with_record(message: Message) -> None:
-            nonlocal status, session_id
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 for name, value in message.get("headers", ()):
                     if name.lower() == b"mcp-session-id":
-                        session_id = value.decode("latin-1")
+                        record.session_id = value.decode("latin-1")
                 extra = [(b"x-request-id", record.request_id.encode())]
                 if unread_body:
                     # Answered before the body was read (a refusal): the server cannot reuse
@@ -216,7 +216,6 @@ class HttpApp:
         token = current_request.set(record)
         # The client's trace context, so the SDK's span (in another task) continues its trace.
         trace_token = self.tracing.enter(headers, record) if self.tracing is not None else None
-        structlog.contextvars.bind_contextvars(request_id=record.request_id, session_id=session_id)
         try:
             if await self._admitted(scope, send_with_record, headers, record):
                 await self._checked(scope, receive_tracked, send_with_record, headers, record)
@@ -227,12 +226,11 @@ class HttpApp:
             if status >= 400 and record.method is None and self.metrics is not None and scope["method"] == "POST":
                 # Refused before any MCP handler saw it (which would have counted it).
                 self.metrics.refused_request(headers, status, record.rpc_error)
-            structlog.contextvars.unbind_contextvars("request_id", "session_id")
             client = scope.get("client")
             log.info(
                 "request",
                 request_id=record.request_id,
-                session_id=session_id,
+                session_id=record.session_id,
                 http_method=scope["method"],
                 status=status,
                 duration_ms=round((time.perf_counter() - record.start) * 1000, 2),

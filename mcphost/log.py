@@ -31,6 +31,7 @@ class RequestRecord:
     """Facts about one request, filled in by each layer it passes and logged once at the end."""
 
     request_id: str
+    session_id: str | None = None
     start: float = field(default_factory=time.perf_counter)
     method: str | None = None
     tool: str | None = None
@@ -67,6 +68,18 @@ current_request: ContextVar[RequestRecord | None] = ContextVar("mcphost_request"
 """The record of the request being served; the SDK carries it into the handler's task."""
 
 
+def request_context(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A processor: every line logged while a request is served (by mcphost, the SDK or a
+    plugin) names its ``request_id`` and ``session_id``. Read from the request's record, so
+    serving a request binds nothing per request."""
+    record = current_request.get()
+    if record is not None:
+        event.setdefault("request_id", record.request_id)
+        if record.session_id is not None:
+            event.setdefault("session_id", record.session_id)
+    return event
+
+
 def configure(level: str = "info", fmt: Format = "auto") -> None:
     """Send every log line (structlog's and the standard library's) to stderr."""
     if fmt == "auto":
@@ -74,6 +87,7 @@ def configure(level: str = "info", fmt: Format = "auto") -> None:
     renderer: Any = structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        request_context,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

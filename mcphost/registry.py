@@ -8,6 +8,7 @@ This module turns plugin definitions into catalogue entries; it does not run the
 from __future__ import annotations
 
 import inspect
+import json
 import re
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -17,6 +18,7 @@ from typing import Any
 import mcp_types as types
 from mcp.server.mcpserver.prompts.base import Prompt
 from mcp.server.mcpserver.tools.base import Tool
+from mcp.shared.inbound import X_MCP_HEADER_KEY
 from mcp.shared.uri_template import UriTemplate
 
 from mcphost.context import ToolContext
@@ -87,9 +89,17 @@ class Registry:
         # Built once here so tools/list and friends are a lookup, not a walk.
         object.__setattr__(self, "tools_result", types.ListToolsResult(tools=[t.wire for t in self.tools.values()]))
         object.__setattr__(self, "input_schemas", {n: t.wire.input_schema for n, t in self.tools.items()})
+        object.__setattr__(
+            self,
+            "header_params",
+            frozenset(n for n, schema in self.input_schemas.items() if X_MCP_HEADER_KEY in json.dumps(schema)),
+        )
 
     tools_result: types.ListToolsResult = field(init=False)
     input_schemas: Mapping[str, Mapping[str, Any]] = field(init=False)
+    header_params: frozenset[str] = field(init=False)
+    """Tools whose input schema may declare ``x-mcp-header`` parameters (2026-07-28
+    ``Mcp-Param`` headers); a call of any other tool has no such header to check."""
 
     def template(self, uri_template: str) -> RegisteredResource | None:
         """The template registered under exactly ``uri_template``."""

@@ -111,3 +111,32 @@ def test_a_stateless_call_the_sdk_refuses_is_refused_as_the_sdk_does(
     assert answer.status_code in (400, 406)
     if header.startswith("mcp-"):
         assert answer.json()["error"]["code"] == HEADER_MISMATCH
+
+
+@pytest.mark.parametrize(
+    ("region", "header", "status"),
+    [("eu", "eu", 200), ("eu", "us", 400), ("eu", None, 400)],
+)
+def test_mcp_param_headers_of_a_declared_parameter_must_agree_with_the_body(
+    module_daemon: Any, region: str, header: str | None, status: int
+) -> None:
+    """A tool parameter declared ``x-mcp-header`` is mirrored in an ``Mcp-Param-*`` header;
+    a header that disagrees with the body, or is missing, gets the SDK's HEADER_MISMATCH."""
+    daemon = module_daemon({"plugins": {"enable": ["conformance"], "conformance": {"prefix": ""}}})
+    body, headers = stateless_request("tools/call", {"name": "test_custom_headers", "arguments": {"region": region}})
+    if header is not None:
+        headers["mcp-param-region"] = header
+    answer = httpx.post(daemon.url, json=body, headers=headers, timeout=30)
+    assert answer.status_code == status, answer.text
+    if status == 200:
+        assert answer.json()["result"]["content"][0]["text"] == "region=eu"
+    else:
+        assert answer.json()["error"]["code"] == HEADER_MISMATCH
+
+
+def test_an_mcp_param_header_for_an_undeclared_parameter_is_ignored(daemon: RunningDaemon) -> None:
+    """Only declared parameters are checked (the SDK's rule): a stray header changes nothing."""
+    body, headers = stateless_request("tools/call", {"name": "echo_add", "arguments": {"a": 1, "b": 2}})
+    answer = httpx.post(daemon.url, json=body, headers={**headers, "mcp-param-a": "7"}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["result"]["structuredContent"]["total"] == 3

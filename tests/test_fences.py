@@ -56,6 +56,10 @@ async def test_unexpected_exception_becomes_an_error_result_without_details(daem
     error_id = text.rsplit("error id ", 1)[1].rstrip(")")
     logged = daemon.wait_for_log(lambda r: r.get("error_id") == error_id)
     assert "hunter2" in logged["exception"], "the server log keeps what the client must not see"
+    # The line names the request it happened in, so the two lines can be joined.
+    request = daemon.wait_for_log(lambda r: r.get("event") == "request" and r.get("request_id") == logged["request_id"])
+    assert request["tool"] == "faulty_crash"
+    assert logged.get("session_id") == request["session_id"]
 
 
 @pytest.mark.parametrize("mode", MODES)
