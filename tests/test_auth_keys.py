@@ -227,6 +227,7 @@ def test_the_log_redactor_masks_every_credential_shape() -> None:
         "event": "request",
         "request_id": BOB.token,
         "exception": f"Traceback …\nValueError: bad header 'Authorization: Bearer {jwt_like}'",
+        "detail": "a client that wrote bEaReR opaque-token-1234",
         "headers": {"Authorization": "Basic YWxpY2U6c2VjcmV0", "x": [f"token {jwt_like}"]},
         "authorization": "anything at all",
         "status": 200,
@@ -234,4 +235,5 @@ def test_the_log_redactor_masks_every_credential_shape() -> None:
     }
     redacted = json.dumps(log.redact(None, "info", event))
     assert BOB.token not in redacted and jwt_like not in redacted and "YWxpY2U6c2VjcmV0" not in redacted
+    assert "opaque-token-1234" not in redacted
     assert event["request_id"] == "mcph_[redacted]" and event["tool"] == "echo_echo" and event["status"] == 200
