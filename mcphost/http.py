@@ -14,7 +14,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 import trio
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("mcphost.http")
 
 ReadyCheck = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
+
+T = TypeVar("T")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -84,6 +86,17 @@ async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> No
     while (await receive())["type"] != "http.disconnect":
         pass
     scope.cancel()
+
+
+async def _unless_disconnected(receive: Receive, answering: Awaitable[T]) -> T | None:
+    """What ``answering`` returns, or ``None`` (``answering`` cancelled) when the client
+    closes the connection first: that is how a 2026-07-28 client cancels a request."""
+    result = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
+        result = await answering
+        nursery.cancel_scope.cancel()
+    return result
 
 
 def replay(body: bytes, receive: Receive) -> Receive:
@@ -338,14 +351,12 @@ class HttpApp:
             call = direct.prepared(message, version)
             if call is None or not await direct.modern_route(scope, message, sse):
                 return False
-            answer = None
-            # Closing the connection is how a 2026-07-28 client cancels a request.
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-                answer = await direct.answer(call)
-                nursery.cancel_scope.cancel()
-            if answer is None:
-                return True  # cancelled: the client has gone
+            if call.method == "tools/call":
+                answer = await _unless_disconnected(receive, direct.answer(call))
+                if answer is None:
+                    return True  # cancelled: the client has gone
+            else:
+                answer = await direct.answer(call)  # a listing is built at once: nothing to cancel
         else:
             session_id = _session_id(request_headers)
             with self.sessions.serving(session_id, scope) as connection:
