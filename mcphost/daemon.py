@@ -17,6 +17,7 @@ import hmac
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,8 @@ LIST_CHANGED_EVENTS: dict[str, ServerEvent] = {
     "send_prompt_list_changed": PromptsListChanged(),
     "send_resource_list_changed": ResourcesListChanged(),
 }
+SETTLE_DELAY = 1.0
+"""Seconds after a reload before the collector settles (:meth:`Daemon._settle_after_reloads`)."""
 RESTART_ONLY = ("server", "sessions", "log", "auth", "rate_limits", "admin", "state", "proxy", "metrics", "tracing")
 """Config tables a reload does not apply (a warning says so when they changed)."""
 CHANGE_NOTIFICATIONS = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
@@ -142,6 +145,7 @@ class Daemon:
         self.sessions: PersistentSessionManager | None = None
         self._reload_lock = trio.Lock()
         self._stop = trio.Event()
+        self._settle_due = trio.Event()
 
     async def start_plugins(self) -> None:
         """Load and start every enabled plugin, then publish what they serve."""
@@ -274,6 +278,7 @@ class Daemon:
                 admin = await nursery.start(self._serve_admin, hypercorn_stop) if self.config.admin.enabled else []
                 nursery.start_soon(self._handle_signals)
                 nursery.start_soon(self._watchdog)
+                nursery.start_soon(self._settle_after_reloads)
                 if self.config.reload.watch:
                     nursery.start_soon(self._watch_files)
                 log.info(
@@ -365,10 +370,8 @@ class Daemon:
             self.notifier.ready(
                 f"serving {len(self.registry.tools)} tools" + (" (a reload failed)" if result.failed else "")
             )
-            ok = not result.failed
-            del previous, result  # the replaced versions: garbage from here on, for settle to free
-            heap.settle(collect=True)
-            return ok
+            self._settle_due.set()
+            return not result.failed
 
     async def _announce_changes(self, old: Registry, new: Registry) -> None:
         """Tell every open session which lists changed (clients that listen re-fetch them)."""
@@ -398,6 +401,18 @@ class Daemon:
                 else:
                     log.info("shutting down", signal=signal.Signals(signum).name)
                     self._stop.set()
+
+    async def _settle_after_reloads(self) -> None:
+        """A second after a reload (or a burst of them), free the plugin versions it replaced
+        and freeze what is new (:func:`mcphost.heap.settle`). The full collection holds the
+        event loop for some 70 ms, so it waits until the reload's list_changed is out."""
+        while True:
+            await self._settle_due.wait()
+            self._settle_due = trio.Event()
+            await trio.sleep(SETTLE_DELAY)
+            start = time.perf_counter()
+            freed = heap.settle(collect=True)
+            log.info("collector settled", freed=freed, ms=round((time.perf_counter() - start) * 1000, 1))
 
     async def _watchdog(self) -> None:
         # Pinged from the event loop itself, so a wedged loop stops the pings and systemd restarts us.

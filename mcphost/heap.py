@@ -18,16 +18,19 @@ YOUNG_THRESHOLD = 10_000
 """Net container allocations between young collections (Python's default is 700)."""
 
 
-def settle(*, collect: bool = False) -> None:
+def settle(*, collect: bool = False) -> int:
     """Move every object alive now to the permanent generation, which no collection visits,
     and raise the young threshold. Call when start-up or a reload is done.
 
     With ``collect`` (after a reload), what the previous call froze is thawed and collected
     first: a replaced plugin version is garbage now, in cycles only a full collection frees.
+    Returns how many unreachable objects that collection found.
     """
+    found = 0
     if collect:
         gc.unfreeze()
-        gc.collect()
+        found = gc.collect()
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, middle, old)
+    return found

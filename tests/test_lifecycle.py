@@ -225,6 +225,9 @@ def test_sighup_picks_up_installed_and_removed_plugins(tmp_path: Path) -> None:
         daemon.process.send_signal(signal.SIGHUP)
         wait_until(lambda: "hupdemo_hello" not in tool_names(daemon))
         assert "echo_echo" in tool_names(daemon)
+        # Once the reloads are out, the collector frees what they replaced (mcphost.heap).
+        settled = daemon.wait_for_log(lambda r: r.get("event") == "collector settled")
+        assert settled["freed"] > 0
     finally:
         daemon.stop()
     del config
