@@ -135,7 +135,9 @@ class EventStream:
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
-        with contextlib.suppress(OSError, ValueError, http.client.HTTPException):
+        # close() shuts the socket under this loop: http.client then fails in any of these
+        # ways (AttributeError: it closes the response while still reading from it).
+        with contextlib.suppress(OSError, ValueError, AttributeError, http.client.HTTPException):
             for line in self.response:
                 if line.startswith(b"data:"):
                     method = json.loads(line[5:]).get("method", "")

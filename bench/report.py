@@ -204,6 +204,17 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str | Non
     return [*out, ""]
 
 
+def earlier_runs(results: dict[str, Any]) -> str:
+    """Which sections an ``--only`` run kept from earlier runs, and when and what those measured."""
+    meta = results.get("meta", {})
+    kept: dict[str, list[str]] = {}
+    for name, section in results.items():
+        if name != "meta" and isinstance(section, dict) and "date" in section and name not in meta.get("scenarios", ()):
+            when = f"{section['date']}, mcphost {section.get('mcphost', '?')}"
+            kept.setdefault(when, []).append(name)
+    return "".join(f" Kept from an earlier run ({when}): {', '.join(names)}." for when, names in kept.items())
+
+
 def section_calls(results: dict[str, Any]) -> list[str]:
     calls = results.get("calls")
     if not calls or not calls.get("runs"):
@@ -745,7 +756,8 @@ def render(results: dict[str, Any]) -> str:
         f"mcphost {meta.get('mcphost', '?')}, "
         f"{meta.get('elapsed_s', 0) / 60:.1f} minutes"
         + (" (**quick mode: one short round, indicative only**)" if meta.get("options", {}).get("quick") else "")
-        + ". Raw numbers: `bench/results/results.json` (not committed).",
+        + ". Raw numbers: `bench/results/results.json` (not committed)."
+        + earlier_runs(results),
         "",
         "## The bar",
         "",

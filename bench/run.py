@@ -931,6 +931,7 @@ def main(argv: list[str] | None = None) -> int:
                 **section,
                 "elapsed_s": round(time.monotonic() - began, 1),
                 "date": run_meta["date"],
+                "mcphost": run_meta["mcphost"],
                 "quick": opts.quick,
                 "rounds": opts.rounds,
                 "duration_s": opts.duration,
