@@ -7,6 +7,7 @@ This module turns plugin definitions into catalogue entries; it does not run the
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import re
@@ -89,17 +90,18 @@ class Registry:
         # Built once here so tools/list and friends are a lookup, not a walk.
         object.__setattr__(self, "tools_result", types.ListToolsResult(tools=[t.wire for t in self.tools.values()]))
         object.__setattr__(self, "input_schemas", {n: t.wire.input_schema for n, t in self.tools.items()})
-        object.__setattr__(
-            self,
-            "header_params",
-            frozenset(n for n, schema in self.input_schemas.items() if X_MCP_HEADER_KEY in json.dumps(schema)),
-        )
 
     tools_result: types.ListToolsResult = field(init=False)
     input_schemas: Mapping[str, Mapping[str, Any]] = field(init=False)
-    header_params: frozenset[str] = field(init=False)
-    """Tools whose input schema may declare ``x-mcp-header`` parameters (2026-07-28
-    ``Mcp-Param`` headers); a call of any other tool has no such header to check."""
+
+    @functools.cached_property
+    def header_params(self) -> frozenset[str]:
+        """Tools whose input schema may declare ``x-mcp-header`` parameters (2026-07-28
+        ``Mcp-Param`` headers); a call of any other tool has no such header to check.
+
+        Found on first use, not in ``__post_init__``: loading builds a registry per plugin
+        merged, and only the one served is ever asked."""
+        return frozenset(n for n, schema in self.input_schemas.items() if X_MCP_HEADER_KEY in json.dumps(schema))
 
     def template(self, uri_template: str) -> RegisteredResource | None:
         """The template registered under exactly ``uri_template``."""
