@@ -132,10 +132,9 @@ def drive(url: str, env: dict[str, str], replicas: list[RunningDaemon]) -> list[
         client.until("waiting")
 
         # Stop the replica that ran the slow call; the session goes on on the other.
-        def ran_slow_call(replica: RunningDaemon) -> bool:
-            return any(r.get("session_id") == session and r.get("tool") == "echo_slow" for r in replica.log_records())
-
-        holder = next(r for r in replicas if ran_slow_call(r))
+        holder = replica_that_logged(
+            replicas, lambda r: r.get("session_id") == session and r.get("tool") == "echo_slow"
+        )
         survivor = next(r for r in replicas if r is not holder)
         assert holder.stop() == 0
         client.resume()
@@ -156,6 +155,22 @@ def drive(url: str, env: dict[str, str], replicas: list[RunningDaemon]) -> list[
         return client.seen
     finally:
         client.close()
+
+
+def replica_that_logged(
+    replicas: list[RunningDaemon], predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+) -> RunningDaemon:
+    """The replica with a log record matching ``predicate``, waiting for it to be written if
+    need be: a request's line is written just after its response is sent, so the client can
+    see the answer before the line is there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for replica in replicas:
+            if any(predicate(r) for r in replica.log_records()):
+                return replica
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no replica logged a matching record within {timeout}s")
+        time.sleep(0.02)
 
 
 def assert_progress_streamed(seen: list[dict[str, Any]]) -> None:
