@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -32,11 +33,38 @@ import pytest
 START_TIMEOUT = 20.0
 
 
+# Ports free_port has handed out in this process: a test may choose several before it binds
+# any (a proxy's and its upstreams'), so none may be handed out twice.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now.
+
+    It is chosen below the kernel's ephemeral range: a port from ``bind(("", 0))`` lies inside
+    it, where any outgoing connection made before the daemon binds (to Redis, to another
+    daemon) can take it as its local port.
+    """
+    low = _ephemeral_low()
+    while True:
+        port = random.randrange(max(1024, low - 10_000), low)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux's default where it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def to_toml(data: Mapping[str, Any], _prefix: str = "") -> str:
