@@ -276,7 +276,9 @@ class Daemon:
             async with state, sessions.run(), trio.open_nursery() as nursery:
                 binds = await nursery.start(run_hypercorn)
                 admin = await nursery.start(self._serve_admin, hypercorn_stop) if self.config.admin.enabled else []
-                nursery.start_soon(self._handle_signals)
+                # Before READY=1: a SIGTERM or SIGHUP that systemd sends the moment it sees it
+                # must find the handler, not the default action (which ends the process).
+                await nursery.start(self._handle_signals)
                 nursery.start_soon(self._watchdog)
                 nursery.start_soon(self._settle_after_reloads)
                 if self.config.reload.watch:
@@ -390,8 +392,9 @@ class Daemon:
         for send in sends:
             await subscriptions.announce(LIST_CHANGED_EVENTS[send])
 
-    async def _handle_signals(self) -> None:
+    async def _handle_signals(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     await self.reload("SIGHUP")

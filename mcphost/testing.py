@@ -170,6 +170,20 @@ class RunningDaemon:
         except urllib.error.HTTPError as error:
             return error.code, error.read()
 
+    def wait_until_healthy(self, timeout: float = START_TIMEOUT) -> None:
+        """Wait until ``/health`` answers 200; stops the daemon and raises if it exits or takes too long."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mcphost exited with {self.process.returncode} at start-up:\n{self.logs()}")
+            with contextlib.suppress(OSError):
+                status, _ = self.get("/health")
+                if status == 200:
+                    return
+            time.sleep(0.05)
+        self.stop(signal.SIGKILL)
+        raise RuntimeError(f"mcphost did not answer /health within {timeout}s:\n{self.logs()}")
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Signal the daemon and wait for it to exit; returns its exit status."""
         if self.process.poll() is None:
@@ -190,8 +204,10 @@ def start_daemon(
     env: Mapping[str, str] | None = None,
     port: int | None = None,
     state_dir: Path | None = None,
+    wait: bool = True,
 ) -> RunningDaemon:
-    """Start ``mcphost serve`` with ``config`` (a dict or TOML text) and wait until it answers ``/health``.
+    """Start ``mcphost serve`` with ``config`` (a dict or TOML text) and wait until it answers
+    ``/health`` (with ``wait=False``, return as soon as the process is spawned).
 
     Its state (session store and secret) goes to ``state_dir``, by default a fresh directory
     in ``workdir``; pass the same one to a second daemon to let it take over the first's sessions.
@@ -220,17 +236,9 @@ def start_daemon(
             env=full_env,
         )
     daemon = RunningDaemon(process, port, config_path, log_path, admin_port=admin_port)
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"mcphost exited with {process.returncode} at start-up:\n{daemon.logs()}")
-        with contextlib.suppress(OSError):
-            status, _ = daemon.get("/health")
-            if status == 200:
-                return daemon
-        time.sleep(0.05)
-    daemon.stop(signal.SIGKILL)
-    raise RuntimeError(f"mcphost did not answer /health within {START_TIMEOUT}s:\n{daemon.logs()}")
+    if wait:
+        daemon.wait_until_healthy()
+    return daemon
 
 
 @pytest.fixture

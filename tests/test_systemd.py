@@ -260,6 +260,25 @@ def test_sd_notify_ready_watchdog_reload_and_stop(tmp_path: Path, manager: Servi
     assert [m for m in manager.messages[manager.messages.index(stopping) + 1 :] if "READY" in m] == []
 
 
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM], ids=["SIGHUP", "SIGTERM"])
+def test_a_signal_sent_the_moment_it_is_ready_is_handled(tmp_path: Path, manager: ServiceManager, signum: int) -> None:
+    """systemd may reload or stop the service the moment it hears READY=1: the signal finds
+    the daemon's handler, not the default action, which would end the process at once."""
+    daemon = start_daemon(tmp_path, ECHO_ONLY, env={"NOTIFY_SOCKET": manager.address}, wait=False)
+    try:
+        manager.wait_for(has("READY"))
+        daemon.process.send_signal(signum)
+        if signum == signal.SIGHUP:
+            manager.wait_for(has("RELOADING"))
+            manager.wait_for(has("READY"))
+            daemon.wait_until_healthy()
+            daemon.process.send_signal(signal.SIGTERM)
+        manager.wait_for(has("STOPPING"))
+        assert daemon.process.wait(START_TIMEOUT) == 0, daemon.logs()[-4000:]
+    finally:
+        daemon.stop()
+
+
 def test_no_watchdog_pings_for_another_process(tmp_path: Path, manager: ServiceManager) -> None:
     """``WATCHDOG_PID`` names the process systemd watches; a process it does not name stays quiet."""
     env = {"NOTIFY_SOCKET": manager.address, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"}
