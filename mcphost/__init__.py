@@ -16,22 +16,67 @@ This package's top level is the plugin author's API; everything a plugin needs i
         return [disk_usage]
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-import mcp_types as types
-from mcp.server.mcpserver.utilities.types import Audio, Image
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from mcphost.context import ToolContext
-from mcphost.definitions import Completer, PromptDef, ResourceDef, ToolDef, prompt, resource, tool
-from mcphost.errors import ToolError
-from mcphost.hookspecs import hookimpl
-from mcphost.settings import PluginSettings
-from mcphost.subscriptions import notify_resource_updated
+if TYPE_CHECKING:
+    import mcp_types as types
+    from mcp.server.mcpserver.utilities.types import Audio, Image
 
-try:
-    __version__ = version("mcphost")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+    from mcphost.context import ToolContext
+    from mcphost.definitions import Completer, PromptDef, ResourceDef, ToolDef, prompt, resource, tool
+    from mcphost.errors import ToolError
+    from mcphost.hookspecs import hookimpl
+    from mcphost.settings import PluginSettings
+    from mcphost.subscriptions import notify_resource_updated
+
+    __version__: str
+
+# Each name's module, imported on first use. The ``mcphost`` command imports this package
+# before anything else and pauses the garbage collector before importing the daemon
+# (mcphost.__main__), so the MCP SDK, most of start-up, must not be imported here.
+_EXPORTS = {
+    "Audio": "mcp.server.mcpserver.utilities.types",
+    "Completer": "mcphost.definitions",
+    "Image": "mcp.server.mcpserver.utilities.types",
+    "PluginSettings": "mcphost.settings",
+    "PromptDef": "mcphost.definitions",
+    "ResourceDef": "mcphost.definitions",
+    "ToolContext": "mcphost.context",
+    "ToolDef": "mcphost.definitions",
+    "ToolError": "mcphost.errors",
+    "hookimpl": "mcphost.hookspecs",
+    "notify_resource_updated": "mcphost.subscriptions",
+    "prompt": "mcphost.definitions",
+    "resource": "mcphost.definitions",
+    "tool": "mcphost.definitions",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The plugin API's names and ``__version__``, found when first asked for (PEP 562)."""
+    if name == "types":
+        value: Any = importlib.import_module("mcp_types")
+    elif name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value = version("mcphost")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            value = "0.0.0"
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    else:
+        raise AttributeError(f"module 'mcphost' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "Audio",

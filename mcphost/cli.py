@@ -18,7 +18,7 @@ import trio
 from pydantic import TypeAdapter, ValidationError
 
 import mcphost
-from mcphost import auth, keys, log, metrics, status, tracing, workers
+from mcphost import auth, heap, keys, log, metrics, status, tracing, workers
 from mcphost import config as config_module
 from mcphost.config import ConfigError, KeyName, LoadedConfig
 from mcphost.daemon import Daemon
@@ -134,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     level = loaded.config.log.level if args.command in ("serve", "stdio") else "warning"
     log.configure(level, os.environ.get("MCPHOST_LOG_FORMAT", loaded.config.log.format))  # type: ignore[arg-type]
     if args.command == "serve" and loaded.config.server.workers > 1 and WORKER_FD not in os.environ:
+        heap.settle()  # the master's start-up is done (see mcphost.__main__); it only watches workers now
         sys.exit(workers.run(loaded, config_path, loaded.config.server.workers))
     if args.command in ("serve", "stdio"):
         try:

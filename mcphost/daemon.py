@@ -62,7 +62,7 @@ LIST_CHANGED_EVENTS: dict[str, ServerEvent] = {
     "send_resource_list_changed": ResourcesListChanged(),
 }
 SETTLE_DELAY = 1.0
-"""Seconds after a reload before the collector settles (:meth:`Daemon._settle_after_reloads`)."""
+"""Seconds after start-up or a reload before the collector settles (:meth:`Daemon._settle_later`)."""
 RESTART_ONLY = ("server", "sessions", "log", "auth", "rate_limits", "admin", "state", "proxy", "metrics", "tracing")
 """Config tables a reload does not apply (a warning says so when they changed)."""
 CHANGE_NOTIFICATIONS = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
@@ -280,7 +280,7 @@ class Daemon:
                 # must find the handler, not the default action (which ends the process).
                 await nursery.start(self._handle_signals)
                 nursery.start_soon(self._watchdog)
-                nursery.start_soon(self._settle_after_reloads)
+                nursery.start_soon(self._settle_later)
                 if self.config.reload.watch:
                     nursery.start_soon(self._watch_files)
                 log.info(
@@ -292,6 +292,7 @@ class Daemon:
                 )
                 self.notifier.ready(f"serving {len(self.registry.tools)} tools")
                 task_status.started(binds)
+                self._settle_due.set()  # start-up ran with the collector paused: free its garbage
                 await self._stop.wait()
                 self.notifier.stopping()
                 await self.drain.drain(self.config.shutdown.drain_timeout)
@@ -405,10 +406,11 @@ class Daemon:
                     log.info("shutting down", signal=signal.Signals(signum).name)
                     self._stop.set()
 
-    async def _settle_after_reloads(self) -> None:
-        """A second after a reload (or a burst of them), free the plugin versions it replaced
-        and freeze what is new (:func:`mcphost.heap.settle`). The full collection holds the
-        event loop for some 70 ms, so it waits until the reload's list_changed is out."""
+    async def _settle_later(self) -> None:
+        """A second after start-up or a reload (or a burst of them), free what start-up left
+        or the plugin versions a reload replaced, and freeze what is new
+        (:func:`mcphost.heap.settle`). The full collection holds the event loop for some
+        70-180 ms, so it waits until READY=1 or the reload's list_changed is out."""
         while True:
             await self._settle_due.wait()
             self._settle_due = trio.Event()

@@ -18,6 +18,7 @@ def collector() -> Iterator[None]:
     yield
     gc.unfreeze()
     gc.set_threshold(*threshold)
+    gc.enable()
 
 
 class Node:
@@ -32,6 +33,13 @@ def test_settle_freezes_what_is_alive_and_raises_the_young_threshold(collector: 
     heap.settle()
     assert gc.get_freeze_count() > 1000  # this process's modules, at least
     assert gc.get_threshold()[0] == heap.YOUNG_THRESHOLD
+
+
+def test_settle_resumes_a_paused_collector(collector: None) -> None:
+    heap.pause()
+    assert not gc.isenabled()
+    heap.settle()
+    assert gc.isenabled()
 
 
 def test_settling_after_a_reload_frees_cycles_that_died_while_frozen(collector: None) -> None:

@@ -226,11 +226,30 @@ def test_sighup_picks_up_installed_and_removed_plugins(tmp_path: Path) -> None:
         wait_until(lambda: "hupdemo_hello" not in tool_names(daemon))
         assert "echo_echo" in tool_names(daemon)
         # Once the reloads are out, the collector frees what they replaced (mcphost.heap).
-        settled = daemon.wait_for_log(lambda r: r.get("event") == "collector settled")
-        assert settled["freed"] > 0
+        wait_until(lambda: settled_after_last_reload(daemon) is not None)
+        assert settled_after_last_reload(daemon)["freed"] > 0
     finally:
         daemon.stop()
     del config
+
+
+def settled_after_last_reload(daemon: RunningDaemon) -> dict[str, Any] | None:
+    """The first ``collector settled`` line after the last ``reloaded`` line, if any yet."""
+    records = daemon.log_records()
+    last = max(i for i, r in enumerate(records) if r.get("event") == "reloaded")
+    return next((r for r in records[last:] if r.get("event") == "collector settled"), None)
+
+
+def test_the_collector_frees_what_start_up_left(tmp_path: Path) -> None:
+    """Start-up runs with the collector paused (mcphost.heap); once serving, the daemon
+    collects what start-up left behind, without any reload."""
+    daemon = start_daemon(tmp_path, {"plugins": {"enable": ["echo"]}})
+    try:
+        settled = daemon.wait_for_log(lambda r: r.get("event") == "collector settled")
+        assert settled["freed"] > 0
+        assert not any(r.get("event") == "reloading" for r in daemon.log_records())
+    finally:
+        daemon.stop()
 
 
 def test_sighup_with_an_invalid_config_changes_nothing(tmp_path: Path) -> None:
