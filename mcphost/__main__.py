@@ -1,13 +1,14 @@
 """The ``mcphost`` command, also run as ``python -m mcphost``."""
 
-from mcphost import heap
+from mcphost import heap, sdk_models
 
 
 def main() -> None:
     """Entry point of the ``mcphost`` command: :func:`mcphost.cli.main`, imported with the
     garbage collector paused (:func:`mcphost.heap.pause`; the daemon resumes it once
-    started)."""
+    started) and the SDK's wire models left to build on first use (:mod:`mcphost.sdk_models`)."""
     heap.pause()
+    sdk_models.build_on_first_use()
     from mcphost.cli import main as run  # most of start-up: the daemon and the MCP SDK
 
     run()
