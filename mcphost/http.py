@@ -99,14 +99,32 @@ async def _unless_disconnected(receive: Receive, answering: Awaitable[T]) -> T |
     return result
 
 
-def replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that hands out ``body`` once, then defers to the real one (for disconnects)."""
-    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+class Replay:
+    """A ``receive`` that hands out ``body`` once, then defers to the real one (for
+    disconnects) until :meth:`close`, after which every call is a disconnect.
 
-    async def replaying() -> Message:
-        return pending.pop() if pending else await receive()
+    The SDK keeps the last request each session received (a Starlette ``Request`` holding
+    this ``receive``) for as long as the session lives. Closed once the response is sent,
+    it no longer keeps the server's connection objects alive with it.
+    """
 
-    return replaying
+    __slots__ = ("_message", "_receive")
+
+    def __init__(self, body: bytes, receive: Receive):
+        self._message: Message | None = {"type": "http.request", "body": body, "more_body": False}
+        self._receive: Receive | None = receive
+
+    async def __call__(self) -> Message:
+        message, self._message = self._message, None
+        if message is not None:
+            return message
+        if self._receive is None:
+            return {"type": "http.disconnect"}
+        return await self._receive()
+
+    def close(self) -> None:
+        """Let go of the real ``receive``: the response is complete."""
+        self._receive = None
 
 
 async def acknowledge_lifespan(receive: Receive, send: Send) -> None:
@@ -331,7 +349,11 @@ class HttpApp:
                 return
             if method == "notifications/cancelled" and version not in wire.MODERN_PROTOCOL_VERSIONS:
                 self._cancel_direct(scope, headers, message)
-        await self.sessions.handle_request(scope, replay(body, receive), send)
+        replaying = Replay(body, receive)
+        try:
+            await self.sessions.handle_request(scope, replaying, send)
+        finally:
+            replaying.close()
 
     async def _answer_directly(
         self,
