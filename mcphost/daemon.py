@@ -337,10 +337,13 @@ class Daemon:
 
         await self.start_plugins()
         try:
-            async with stdio_server() as (read_stream, write_stream):
+            async with trio.open_nursery() as nursery, stdio_server() as (read_stream, write_stream):
+                nursery.start_soon(self._settle_later)
+                self._settle_due.set()  # as over HTTP: free what start-up left, once serving
                 await self.server.run(
                     read_stream, write_stream, self.server.create_initialization_options(CHANGE_NOTIFICATIONS)
                 )
+                nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
                 await self.plugins.stop_all()

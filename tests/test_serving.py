@@ -4,7 +4,10 @@ paths of Streamable HTTP and over stdio."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import threading
 
 import httpx
 import pytest
@@ -152,6 +155,47 @@ async def test_stdio_keeps_stdout_for_the_protocol(tmp_path) -> None:
     async with Client(params, mode="legacy") as client:
         result = await client.call_tool("chatty_shout", {})
     assert result.content[0].text == "answer"
+
+
+def test_stdio_frees_what_start_up_left(tmp_path) -> None:
+    """Over stdio too, start-up runs with the collector paused (mcphost.heap) and what it
+    left is collected once serving; closing stdin ends the daemon cleanly."""
+    config = tmp_path / "mcphost.toml"
+    config.write_text(to_toml({"plugins": {"enable": ["echo"]}}))
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mcphost", "stdio", "-c", str(config)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "MCPHOST_LOG_FORMAT": "json"},
+    )
+    deadline = threading.Timer(30, process.kill)  # ends the reads below if nothing comes
+    deadline.start()
+    try:
+        assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+        process.stdin.write(json.dumps(initialize).encode() + b"\n")
+        process.stdin.flush()
+        assert json.loads(process.stdout.readline())["id"] == 1
+        settled = None
+        for line in process.stderr:
+            record = json.loads(line)
+            if record.get("event") == "collector settled":
+                settled = record
+                break
+        assert settled is not None and settled["freed"] > 0
+        process.stdin.close()
+        assert process.wait(30) == 0
+    finally:
+        deadline.cancel()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def test_request_ids_are_returned_and_honoured(daemon: RunningDaemon) -> None:
