@@ -230,15 +230,15 @@ def start_recording(
     )
 
 
-def import_times(python: str, modules: str, top: int = 10, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """``python -X importtime -c "import <modules>"``: what start-up spends importing.
+def import_times(python: str, code: str, top: int = 10, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``python -X importtime -c <code>``: what start-up spends importing.
 
     Every module is imported once, so summing self times by top-level package partitions
     the total: ``packages`` is that partition (largest first), ``modules`` the single
     modules with the most self time, ``total_ms`` the whole import.
     """
     completed = subprocess.run(
-        [python, "-X", "importtime", "-c", f"import {modules}"],
+        [python, "-X", "importtime", "-c", code],
         capture_output=True,
         text=True,
         check=False,

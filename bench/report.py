@@ -484,8 +484,9 @@ def section_cold_start(results: dict[str, Any]) -> list[str]:
     imports = data.get("imports")
     if imports and imports.get("packages"):
         out += [
-            f"Importing `mcphost.cli` alone takes {imports['total_ms']:.0f} ms of that "
-            "(`python -X importtime`, self time summed by top-level package, and the single largest modules):",
+            f"The command's imports take {imports['total_ms']:.0f} ms of that (`python -X importtime` on "
+            "`mcphost.cli`, imported as the `mcphost` command does: collector paused, the SDK's wire models "
+            "left to build on first use; self time summed by top-level package, and the single largest modules):",
             "",
             *table(("package", "ms"), ((f"`{r['package']}`", f"{r['self_ms']:.0f}") for r in imports["packages"])),
             *table(
@@ -499,10 +500,11 @@ def section_cold_start(results: dict[str, Any]) -> list[str]:
             sdk = by_package.get("mcp_types", 0) + by_package.get("mcp", 0)
             out += [
                 f"**Why the bar is not met, and what would meet it.** The MCP SDK's modules take {sdk:.0f} ms of the "
-                f"{imports['total_ms']:.0f} ms import (`mcp_types` builds the wire models of every protocol "
-                f"revision when imported), mcphost's own {by_package.get('mcphost', 0):.0f} ms. Under "
-                f"{COLD_START_LIMIT_S:g} s on this machine needs fewer of those built at start: the SDK's "
-                "models for the revisions a deployment serves only, built on first use. Start-up also moves with "
+                f"{imports['total_ms']:.0f} ms import (`mcp_types._types` builds the version-free models "
+                f"when imported), mcphost's own {by_package.get('mcphost', 0):.0f} ms; of the rest of start-up, "
+                "nearly all is the SDK's `Tool.from_function` building each tool's argument model and schemas. "
+                f"Under {COLD_START_LIMIT_S:g} s on this machine needs fewer of those built at start (a tool's "
+                "argument model built on its first call, say). Start-up also moves with "
                 "the machine's load (see min and max): socket activation already keeps a restart from refusing a "
                 "connection, but the first answer waits for the imports.",
                 "",

@@ -3,12 +3,17 @@
 from mcphost import heap, sdk_models
 
 
-def main() -> None:
-    """Entry point of the ``mcphost`` command: :func:`mcphost.cli.main`, imported with the
-    garbage collector paused (:func:`mcphost.heap.pause`; the daemon resumes it once
-    started) and the SDK's wire models left to build on first use (:mod:`mcphost.sdk_models`)."""
+def prepare() -> None:
+    """What the command does before importing the daemon: pause the garbage collector
+    (:func:`mcphost.heap.pause`; the daemon resumes it once started) and leave the SDK's wire
+    models to build on first use (:mod:`mcphost.sdk_models`)."""
     heap.pause()
     sdk_models.build_on_first_use()
+
+
+def main() -> None:
+    """Entry point of the ``mcphost`` command: :func:`mcphost.cli.main`, imported after :func:`prepare`."""
+    prepare()
     from mcphost.cli import main as run  # most of start-up: the daemon and the MCP SDK
 
     run()
