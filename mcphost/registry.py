@@ -86,21 +86,24 @@ class Registry:
     templates: tuple[RegisteredResource, ...] = ()
     prompts: Mapping[str, RegisteredPrompt] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        # Built once here so tools/list and friends are a lookup, not a walk.
-        object.__setattr__(self, "tools_result", types.ListToolsResult(tools=[t.wire for t in self.tools.values()]))
-        object.__setattr__(self, "input_schemas", {n: t.wire.input_schema for n, t in self.tools.items()})
+    # The derived views below are built on first use, then kept, so tools/list and friends
+    # are a lookup, not a walk. Not at construction: loading builds a registry per plugin
+    # merged, and only the one served is ever asked.
 
-    tools_result: types.ListToolsResult = field(init=False)
-    input_schemas: Mapping[str, Mapping[str, Any]] = field(init=False)
+    @functools.cached_property
+    def tools_result(self) -> types.ListToolsResult:
+        """The ``tools/list`` result: every tool, in registration order."""
+        return types.ListToolsResult(tools=[t.wire for t in self.tools.values()])
+
+    @functools.cached_property
+    def input_schemas(self) -> Mapping[str, Mapping[str, Any]]:
+        """Each tool's input schema, by public name."""
+        return {n: t.wire.input_schema for n, t in self.tools.items()}
 
     @functools.cached_property
     def header_params(self) -> frozenset[str]:
         """Tools whose input schema may declare ``x-mcp-header`` parameters (2026-07-28
-        ``Mcp-Param`` headers); a call of any other tool has no such header to check.
-
-        Found on first use, not in ``__post_init__``: loading builds a registry per plugin
-        merged, and only the one served is ever asked."""
+        ``Mcp-Param`` headers); a call of any other tool has no such header to check."""
         return frozenset(n for n, schema in self.input_schemas.items() if X_MCP_HEADER_KEY in json.dumps(schema))
 
     def template(self, uri_template: str) -> RegisteredResource | None:
