@@ -1,12 +1,14 @@
 """The ``mcphost`` command, also run as ``python -m mcphost``."""
 
-from mcphost import heap, sdk_models
+from mcphost import heap, sdk_models, startup_signals
 
 
 def prepare() -> None:
-    """What the command does before importing the daemon: pause the garbage collector
+    """What the command does before importing the daemon: keep a SIGHUP from ending it while
+    it starts (:mod:`mcphost.startup_signals`), pause the garbage collector
     (:func:`mcphost.heap.pause`; the daemon resumes it once started) and leave the SDK's wire
     models to build on first use (:mod:`mcphost.sdk_models`)."""
+    startup_signals.hold_reloads()
     heap.pause()
     sdk_models.build_on_first_use()
 

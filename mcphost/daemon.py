@@ -32,7 +32,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ServerEvent, ToolsListChanged
 
 import mcphost
-from mcphost import auth, heap, subscriptions, systemd, tracing, workers
+from mcphost import auth, heap, startup_signals, subscriptions, systemd, tracing, workers
 from mcphost import config as config_module
 from mcphost.admin import AdminApp
 from mcphost.config import ConfigError, LoadedConfig, ServerConfig, StateConfig
@@ -293,6 +293,8 @@ class Daemon:
                 self.notifier.ready(f"serving {len(self.registry.tools)} tools")
                 task_status.started(binds)
                 self._settle_due.set()  # start-up ran with the collector paused: free its garbage
+                if startup_signals.take_reload_request():
+                    nursery.start_soon(self.reload, "SIGHUP during start-up")
                 await self._stop.wait()
                 self.notifier.stopping()
                 await self.drain.drain(self.config.shutdown.drain_timeout)

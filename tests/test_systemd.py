@@ -279,6 +279,23 @@ def test_a_signal_sent_the_moment_it_is_ready_is_handled(tmp_path: Path, manager
         daemon.stop()
 
 
+def test_a_reload_asked_for_while_starting_is_done_once_serving(tmp_path: Path, manager: ServiceManager) -> None:
+    """A SIGHUP while the daemon imports and loads its plugins neither ends it nor is lost:
+    it reloads once it has said READY=1."""
+    daemon = start_daemon(tmp_path, ECHO_ONLY, env={"NOTIFY_SOCKET": manager.address}, wait=False)
+    try:
+        time.sleep(0.5)  # the command's first step is done; importing the daemon is not
+        daemon.process.send_signal(signal.SIGHUP)
+        manager.wait_for(has("READY"))
+        manager.wait_for(has("RELOADING"))
+        manager.wait_for(has("READY"))
+        reloading = daemon.wait_for_log(lambda r: r.get("event") == "reloading")
+        assert reloading["reason"] == "SIGHUP during start-up"
+        daemon.wait_until_healthy()
+    finally:
+        assert daemon.stop() == 0, daemon.logs()[-4000:]
+
+
 def test_no_watchdog_pings_for_another_process(tmp_path: Path, manager: ServiceManager) -> None:
     """``WATCHDOG_PID`` names the process systemd watches; a process it does not name stays quiet."""
     env = {"NOTIFY_SOCKET": manager.address, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"}
