@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     __version__: str
 
 # Each name's module, imported on first use. The ``mcphost`` command imports this package
-# before anything else and pauses the garbage collector before importing the daemon
-# (mcphost.__main__), so the MCP SDK, most of start-up, must not be imported here.
+# before it prepares start-up (mcphost.__main__.prepare: the collector paused, the SDK's
+# wire models deferred), so the MCP SDK, most of start-up, must not be imported here.
 _EXPORTS = {
     "Audio": "mcp.server.mcpserver.utilities.types",
     "Completer": "mcphost.definitions",
@@ -75,6 +75,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
+    """The module's names, the plugin API's included before first use."""
     return sorted({*globals(), *__all__})
 
 
