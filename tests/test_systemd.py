@@ -284,7 +284,11 @@ def test_a_reload_asked_for_while_starting_is_done_once_serving(tmp_path: Path, 
     it reloads once it has said READY=1."""
     daemon = start_daemon(tmp_path, ECHO_ONLY, env={"NOTIFY_SOCKET": manager.address}, wait=False)
     try:
-        time.sleep(0.5)  # the command's first step is done; importing the daemon is not
+        # The command's first step installs a SIGHUP handler; the daemon's imports come after.
+        deadline = time.monotonic() + START_TIMEOUT
+        while not catches(daemon.process.pid, signal.SIGHUP):
+            assert time.monotonic() < deadline and daemon.process.poll() is None, daemon.logs()
+            time.sleep(0.005)
         daemon.process.send_signal(signal.SIGHUP)
         manager.wait_for(has("READY"))
         manager.wait_for(has("RELOADING"))
@@ -294,6 +298,14 @@ def test_a_reload_asked_for_while_starting_is_done_once_serving(tmp_path: Path, 
         daemon.wait_until_healthy()
     finally:
         assert daemon.stop() == 0, daemon.logs()[-4000:]
+
+
+def catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (``SigCgt`` in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
 
 
 def test_no_watchdog_pings_for_another_process(tmp_path: Path, manager: ServiceManager) -> None:
