@@ -279,6 +279,14 @@ def test_a_signal_sent_the_moment_it_is_ready_is_handled(tmp_path: Path, manager
         daemon.stop()
 
 
+def catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (``SigCgt`` in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
 def test_a_reload_asked_for_while_starting_is_done_once_serving(tmp_path: Path, manager: ServiceManager) -> None:
     """A SIGHUP while the daemon imports and loads its plugins neither ends it nor is lost:
     it reloads once it has said READY=1."""
@@ -298,14 +306,6 @@ def test_a_reload_asked_for_while_starting_is_done_once_serving(tmp_path: Path, 
         daemon.wait_until_healthy()
     finally:
         assert daemon.stop() == 0, daemon.logs()[-4000:]
-
-
-def catches(pid: int, signum: int) -> bool:
-    """Whether process ``pid`` has a handler for ``signum`` (``SigCgt`` in /proc/PID/status)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("SigCgt:"):
-            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
-    return False
 
 
 def test_no_watchdog_pings_for_another_process(tmp_path: Path, manager: ServiceManager) -> None:
