@@ -154,6 +154,8 @@ class Daemon:
         self.registry = self.plugins.registry
         self.metrics.bind(self.registry)
         heap.settle()
+        # Start-up ran with the collector paused: what it left is freed once serving (_settle_later).
+        self._settle_due.set()
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         """``/ready``: each plugin's state; not ready while draining or while a required plugin is not serving."""
@@ -292,7 +294,6 @@ class Daemon:
                 )
                 self.notifier.ready(f"serving {len(self.registry.tools)} tools")
                 task_status.started(binds)
-                self._settle_due.set()  # start-up ran with the collector paused: free its garbage
                 if startup_signals.take_reload_request():
                     nursery.start_soon(self.reload, "SIGHUP during start-up")
                 await self._stop.wait()
@@ -341,7 +342,6 @@ class Daemon:
         try:
             async with trio.open_nursery() as nursery, stdio_server() as (read_stream, write_stream):
                 nursery.start_soon(self._settle_later)
-                self._settle_due.set()  # as over HTTP: free what start-up left, once serving
                 await self.server.run(
                     read_stream, write_stream, self.server.create_initialization_options(CHANGE_NOTIFICATIONS)
                 )
