@@ -15,7 +15,9 @@ Availability is one flag. A failed call lowers it; while it is down every call f
 once without touching the network, and a watcher writes a health key every
 :data:`CHECK_INTERVAL` seconds and raises it again as soon as Redis answers. Each change is
 logged once (error going down, info coming back), never per request. ``/ready`` reports the
-flag, so a load balancer stops sending new work to a replica that lost its state.
+flag, so a load balancer stops sending new work to a replica that lost its state. What a
+store could not write meanwhile is written when Redis answers again, before the flag is
+raised (:meth:`RedisState.on_recovery`).
 """
 
 from __future__ import annotations
@@ -75,10 +77,21 @@ class RedisState:
         """When :attr:`available` last changed (Unix time)."""
         self._client: coredis.Redis[bytes] | None = None
         self._logged: bool | None = None
+        self._catch_ups: list[Callable[[coredis.Redis[bytes]], Awaitable[None]]] = []
 
     def key(self, *parts: str) -> str:
         """A key under the configured prefix: ``key("session", id)`` is ``mcphost:session:<id>``."""
         return self.prefix + ":".join(parts)
+
+    def on_recovery(self, catch_up: Callable[[coredis.Redis[bytes]], Awaitable[None]]) -> None:
+        """Run ``catch_up`` with the client each time Redis answers after being unavailable
+        (and at the first connection), before :attr:`available` is raised again: what a store
+        could not write during an outage is in Redis before another replica is sent to look
+        for it. It bounds its own writes (each by twice :attr:`timeout`, as :meth:`call` does)
+        and may raise what they raise; Redis then stays unavailable until the next check, which
+        runs it again.
+        """
+        self._catch_ups.append(catch_up)
 
     def report(self) -> dict[str, Any]:
         """What the admin ``/ready`` shows about the shared state."""
@@ -137,6 +150,9 @@ class RedisState:
                 # A write, not a PING: a Redis that answers but refuses writes (out of
                 # memory, a read-only replica, a wrong password) is no use either.
                 await client.set(self.key("health"), str(time.time()), px=int(10_000 * CHECK_INTERVAL))
+            if not self.available:
+                for catch_up in self._catch_ups:
+                    await catch_up(client)
         except (RedisError, OSError, trio.TooSlowError) as error:
             self._set(False, _describe(error))
         else:
@@ -159,7 +175,7 @@ class RedisState:
         else:
             log.error(
                 "shared state unavailable: not ready; rate limits fall back to this replica's own "
-                "budgets, sessions opened now live on this replica only, unknown sessions get 503",
+                "budgets, sessions opened now live on this replica until Redis is back, unknown sessions get 503",
                 backend="redis",
                 redis=redacted(self.url),
                 error=error,

@@ -28,6 +28,7 @@ from dataclasses import asdict
 from typing import Any
 
 import structlog
+import trio
 from coredis.commands import Script
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 from mcp_types import JSONRPCMessage, jsonrpc_message_adapter
@@ -114,19 +115,27 @@ class RedisSessionStore:
 
     A record lives one idle timeout, plus the interval at which an active session is
     touched, after the session was last seen; Redis expires it, so :meth:`expire` has nothing
-    to do. While Redis is unavailable, :meth:`save`, :meth:`touch` and :meth:`delete` do
-    nothing (a session opened then lives on its own replica only; a deleted one's record
-    expires by itself) and :meth:`load` raises :class:`StoreUnavailable` (503).
+    to do. While Redis is unavailable, :meth:`load` raises :class:`StoreUnavailable` (503),
+    :meth:`touch` and :meth:`delete` do nothing (a deleted session's record expires by
+    itself), and :meth:`save` keeps the record in this replica's memory: a session opened
+    then lives on its own replica until Redis answers again, when the record is written
+    before the replica counts Redis as available (:meth:`RedisState.on_recovery`).
     """
 
     def __init__(self, state: RedisState, idle_timeout: float):
         self.state = state
         self.ttl_ms = _session_ttl_ms(idle_timeout)
+        self._unsaved: dict[str, str] = {}
+        """Records (JSON) that could not be written, by session id."""
+        state.on_recovery(self._save_unsaved)
 
     async def save(self, record: SessionRecord) -> None:
-        """Create or replace a record."""
+        """Create a record (once per session, when it is initialized)."""
         value = json.dumps(asdict(record))
-        await self._quietly(lambda client: client.set(self._key(record.id), value, px=self.ttl_ms))
+        try:
+            await self.state.call(lambda client: client.set(self._key(record.id), value, px=self.ttl_ms))
+        except StateUnavailable:
+            self._unsaved[record.id] = value
 
     async def load(self, session_id: str) -> SessionRecord | None:
         """The record of ``session_id``, or ``None``; :class:`StoreUnavailable` without Redis."""
@@ -142,6 +151,7 @@ class RedisSessionStore:
 
     async def delete(self, session_id: str) -> None:
         """Forget a session."""
+        self._unsaved.pop(session_id, None)
         await self._quietly(lambda client: client.delete([self._key(session_id)]))
 
     async def expire(self, before: float) -> int:
@@ -151,8 +161,20 @@ class RedisSessionStore:
     def _key(self, session_id: str) -> str:
         return self.state.key("session", session_id)
 
+    async def _save_unsaved(self, client: Any) -> None:
+        # Oldest first; each one written is forgotten at once, so a check that times out
+        # half-way leaves only the rest for the next one.
+        for session_id, value in list(self._unsaved.items()):
+            with trio.fail_after(2 * self.state.timeout):
+                await client.set(self._key(session_id), value, px=self.ttl_ms)
+            # Gone from the list only if the session was deleted during the write, whose
+            # delete may have reached Redis first: delete again.
+            if self._unsaved.pop(session_id, None) is None:
+                with trio.fail_after(2 * self.state.timeout):
+                    await client.delete([self._key(session_id)])
+
     async def _quietly(self, command: Any) -> None:
-        # RedisState logged the outage once; the record catches up (or expires) by itself.
+        # RedisState logged the outage once; a record that misses a touch expires by itself.
         with contextlib.suppress(StateUnavailable):
             await self.state.call(command)
 

@@ -164,6 +164,31 @@ async def test_a_hung_redis_costs_one_timeout_then_recovery_is_automatic(redis: 
         assert not (await limiter.hit("k", rate)).allowed  # Redis's budget again: still spent
 
 
+async def test_a_record_saved_during_an_outage_is_written_before_redis_counts_as_back(redis: RedisServer) -> None:
+    async with RedisState(redis.url, prefix="catchup:", timeout=0.2).run() as state:
+        store = RedisSessionStore(state, 60)
+        kept = SessionRecord("kept", "2025-11-25", {"clientInfo": {"name": "t"}}, None, time.time())
+        ended = SessionRecord("ended", "2025-11-25", {}, None, time.time())
+        redis.freeze()
+        try:
+            with pytest.raises(StateUnavailable):  # the one call that waits for the timeout
+                await state.call(lambda client: client.ping())
+            await store.save(kept)  # refused at once: nothing reaches Redis, kept in memory
+            await store.save(ended)
+            await store.delete("ended")  # ended during the outage: never written
+        finally:
+            redis.thaw()
+        for _ in range(200):  # the watcher's next check, within a second
+            if state.available:
+                break
+            await trio.sleep(0.01)
+        assert state.available
+        # Already written when the flag went up: no other replica is sent to look too early.
+        assert redis.command("EXISTS", "catchup:session:kept") == "1"
+        assert await store.load("kept") == kept
+        assert await store.load("ended") is None
+
+
 def test_urls_are_logged_without_credentials() -> None:
     assert redacted("redis://user:s3cret@redis.internal:6380/2") == "redis://redis.internal:6380/2"
     assert redacted("unix:///run/redis.sock?db=1") == "unix:///run/redis.sock"
