@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
-import watchfiles
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from mcp.server.lowlevel.server import NotificationOptions
@@ -435,6 +434,8 @@ class Daemon:
 
     async def _watch_files(self) -> None:
         """Reload when the config file or a loaded plugin's source changes."""
+        import watchfiles  # only with [reload] watch: a deployment reloads on SIGHUP instead
+
         while True:
             files = {p.resolve() for r in self.plugins.records if r.status == "loaded" for p in plugin_files(r)}
             if self.config_path is not None:
