@@ -11,8 +11,9 @@ It compares, on the same machine and in the same run, four servers of the same n
 Scenarios (``--only`` picks some): ``calls`` (tools/call throughput and latency at each
 concurrency on both protocol paths), ``profile`` (py-spy under load: where the CPU goes),
 ``tools_list`` (50 plugins x 10 tools), ``memory`` (RSS per idle session), ``cold_start``
-(exec to READY=1 and to the first 200 from /health with 10 plugins), ``reload`` (SIGHUP
-under load) and ``drain`` (SIGTERM with 100 calls in flight). Each scenario is one function
+(exec to READY=1 and to the first 200 from /health with 10 plugins), ``start_instructions``
+(the same start counted in instructions by callgrind; only with ``--only``), ``reload``
+(SIGHUP under load) and ``drain`` (SIGTERM with 100 calls in flight). Each scenario is one function
 registered in :data:`SCENARIOS` (:func:`not_yet_measurable` stands in for one whose feature
 does not exist yet); results go to ``bench/results/results.json`` and from there to
 ``BENCHMARKS.md`` and ``bench/plots/`` (see :mod:`report`).
@@ -31,6 +32,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -558,6 +560,62 @@ def scenario_cold_start(ctx: Context) -> dict[str, Any]:
     }
 
 
+def scenario_start_instructions(ctx: Context) -> dict[str, Any]:
+    """Instructions from exec to ready (callgrind), mcphost and the reference, each with one
+    tool and with the cold-start catalogue: unlike seconds on a shared machine, the count
+    repeats to a few tenths of a percent, so it shows what a change to start-up is worth.
+
+    Opt-in (``--only start_instructions``): under callgrind a start takes over a minute.
+    """
+    if shutil.which("valgrind") is None:
+        return {"not_measurable": "valgrind is not installed (`sudo apt-get install valgrind`)"}
+    opts = ctx.options
+    paths = catalog.write_plugins(ctx.scratch / "start-plugins", opts.cold_start_plugins, opts.tools_per_plugin)
+    config = servers.derived_mcphost_config(ctx.scratch, "mcphost-start.toml", paths, [f"{catalog.PLUGIN_PREFIX}*"])
+    catalogue = opts.cold_start_plugins * opts.tools_per_plugin
+    until_ready = str(BENCH_DIR / "apps" / "until_ready.py")
+    specs = [
+        ("mcphost", 2, servers.mcphost_spec()),  # the no-op plugin: add and sleep
+        ("mcphost", catalogue, servers.mcphost_spec(config)),
+        ("reference", 1, servers.reference_spec()),
+        ("reference", catalogue, servers.reference_spec(opts.cold_start_plugins, opts.tools_per_plugin)),
+    ]
+    # The servers' own command lines, after the interpreter (and script) that start them.
+    starts = [
+        (key, tools, [key, *spec.command(0)[spec.argv.index("serve") if key == "mcphost" else 2 :]])
+        for key, tools, spec in specs
+    ]
+    env = servers.clean_env({"PYTHONPATH": str(servers.MCPHOST_SOURCE)} if servers.MCPHOST_SOURCE else {})
+
+    def command(argv: list[str], log: Path | None) -> tuple[list[str], dict[str, str]]:
+        state = Path(tempfile.mkdtemp(dir=ctx.scratch))
+        counted = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", f"--log-file={log}"] if log else []
+        return [*counted, sys.executable, until_ready, *argv], {**env, "STATE_DIRECTORY": str(state)}
+
+    for _, _, argv in starts:  # uncounted: byte-compiles the generated plugins
+        args, start_env = command(argv, None)
+        subprocess.run(args, env=start_env, cwd=REPO_ROOT, capture_output=True, check=True, timeout=120)
+    records: list[dict[str, Any]] = []
+    # Two at a time, one per CPU: the count does not depend on what else runs.
+    for pair in (starts[:2], starts[2:]):
+        running = []
+        for server, tools, argv in pair:
+            log = ctx.scratch / f"callgrind-{server}-{tools}.log"
+            args, start_env = command(argv, log)
+            with log.with_suffix(".err").open("wb") as err:
+                process = subprocess.Popen(args, env=start_env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=err)
+            running.append((server, tools, log, process))
+        for server, tools, log, process in running:
+            process.wait(timeout=900)
+            counted = re.search(r"Collected\s*:\s*(\d+)", log.read_text())
+            if process.returncode != 0 or counted is None:
+                output = log.with_suffix(".err").read_text(errors="replace")[-500:]
+                raise RuntimeError(f"{server} under callgrind failed ({process.returncode}): {output}")
+            records.append({"server": server, "tools": tools, "instructions": int(counted.group(1))})
+            ctx.say(f"start instructions {server}, {tools} tool(s): {int(counted.group(1)) / 1e9:.3f} G")
+    return {"servers": {"reference": "SDK MCPServer on uvicorn (reference)", "mcphost": "mcphost"}, "runs": records}
+
+
 def startup_profile(ctx: Context, spec: ServerSpec, expected: float) -> dict[str, Any] | None:
     """One more start of ``spec`` with py-spy attached from spawn to shortly after ready:
     where start-up time goes (imports, plugin loading, the rest)."""
@@ -737,12 +795,16 @@ def scenario_workers(ctx: Context) -> dict[str, Any]:
     return {"servers": {spec.key: spec.label for spec in specs}, "connections": connections, "runs": records}
 
 
+OPT_IN = ("start_instructions",)
+"""Scenarios a full run leaves out (each takes minutes); ``--only`` runs them."""
+
 SCENARIOS: dict[str, Scenario] = {
     "calls": scenario_calls,
     "profile": scenario_profile,
     "tools_list": scenario_tools_list,
     "memory": scenario_memory,
     "cold_start": scenario_cold_start,
+    "start_instructions": scenario_start_instructions,
     "reload": scenario_reload,
     "drain": scenario_drain,
     "workers": scenario_workers,
@@ -764,8 +826,8 @@ def options_from(argv: list[str] | None) -> Options:
         action="append",
         choices=list(SCENARIOS),
         metavar="SCENARIO",
-        help=f"run only this scenario (repeatable; one of {', '.join(SCENARIOS)}); "
-        "other sections of the report keep their last results",
+        help=f"run only this scenario (repeatable; one of {', '.join(SCENARIOS)}; a full run leaves out "
+        f"{', '.join(OPT_IN)}); other sections of the report keep their last results",
     )
     parser.add_argument("--rounds", type=int, help="rounds of alternation per measurement (default 3; quick 1)")
     parser.add_argument(
@@ -907,7 +969,7 @@ def main(argv: list[str] | None = None) -> int:
     if opts.only and results_path.exists():
         # A partial run refreshes its sections and keeps the others from the last run.
         results = json.loads(results_path.read_text())
-    selected = opts.only or tuple(SCENARIOS)
+    selected = opts.only or tuple(name for name in SCENARIOS if name not in OPT_IN)
     run_meta: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
