@@ -87,11 +87,15 @@ class RedisState:
         """Run ``catch_up`` with the client each time Redis answers after being unavailable
         (and at the first connection), before :attr:`available` is raised again: what a store
         could not write during an outage is in Redis before another replica is sent to look
-        for it. It bounds its own writes (each by twice :attr:`timeout`, as :meth:`call` does)
-        and may raise what they raise; Redis then stays unavailable until the next check, which
-        runs it again.
+        for it. It bounds each of its writes with :meth:`bound` and may raise what they raise;
+        Redis then stays unavailable until the next check, which runs it again.
         """
         self._catch_ups.append(catch_up)
+
+    def bound(self) -> contextlib.AbstractContextManager[trio.CancelScope]:
+        """The deadline of one call: twice the timeout, since coredis bounds each phase (a
+        connect, then a slow read) by it. Raises :class:`trio.TooSlowError` when it passes."""
+        return trio.fail_after(2 * self.timeout)
 
     def report(self) -> dict[str, Any]:
         """What the admin ``/ready`` shows about the shared state."""
@@ -132,9 +136,7 @@ class RedisState:
         if not self.available or client is None:
             raise StateUnavailable(self.error or "not connected")
         try:
-            # coredis bounds each phase by the timeout; this bounds the whole call, so a
-            # connect followed by a slow read still cannot take more than twice as long.
-            with trio.fail_after(2 * self.timeout):
+            with self.bound():
                 return await command(client)
         except (RedisError, OSError, trio.TooSlowError) as error:
             reason = _describe(error)
@@ -146,7 +148,7 @@ class RedisState:
         if client is None:
             return
         try:
-            with trio.fail_after(2 * self.timeout):
+            with self.bound():
                 # A write, not a PING: a Redis that answers but refuses writes (out of
                 # memory, a read-only replica, a wrong password) is no use either.
                 await client.set(self.key("health"), str(time.time()), px=int(10_000 * CHECK_INTERVAL))

@@ -28,7 +28,6 @@ from dataclasses import asdict
 from typing import Any
 
 import structlog
-import trio
 from coredis.commands import Script
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 from mcp_types import JSONRPCMessage, jsonrpc_message_adapter
@@ -165,12 +164,12 @@ class RedisSessionStore:
         # Oldest first; each one written is forgotten at once, so a check that times out
         # half-way leaves only the rest for the next one.
         for session_id, value in list(self._unsaved.items()):
-            with trio.fail_after(2 * self.state.timeout):
+            with self.state.bound():
                 await client.set(self._key(session_id), value, px=self.ttl_ms)
             # Gone from the list only if the session was deleted during the write, whose
             # delete may have reached Redis first: delete again.
             if self._unsaved.pop(session_id, None) is None:
-                with trio.fail_after(2 * self.state.timeout):
+                with self.state.bound():
                     await client.delete([self._key(session_id)])
 
     async def _quietly(self, command: Any) -> None:
