@@ -6,9 +6,7 @@ listed or searched, whichever symlinks or ``..`` a path contains.
 """
 
 import codecs
-import fnmatch
 import os
-import re
 import stat
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -19,6 +17,7 @@ from pydantic import BaseModel, Field, field_validator
 
 import mcphost
 from mcphost_files.paths import Refused, Roots, is_binary, os_failure, pread_upto, shown
+from mcphost_files.patterns import MAX_PATTERN_CHARS, LineFinder, glob_matcher, line_finder
 
 __all__ = [
     "Entry",
@@ -39,10 +38,10 @@ __all__ = [
 ]
 
 MAX_TAIL_LINES = 10_000
-MAX_PATTERN_CHARS = 1000
 MAX_LINE_CHARS = 500
 MAX_SKIPPED_REPORTED = 100
 _TAIL_BLOCK = 65_536
+_SCAN_BLOCK = 1 << 20
 
 # Every tool only reads, and reading the same file twice gives the same answer.
 _READ_ONLY = {"readOnlyHint": True, "destructiveHint": False, "idempotentHint": True, "openWorldHint": False}
@@ -177,13 +176,14 @@ def list_dir(
 ) -> ListResult:
     """List a directory's entries (name, type, size, modification time)."""
     settings = _settings(ctx)
+    matches = glob_matcher(pattern)
     jail = Roots(settings.roots)
     real = jail.resolve(path)
     with jail.open_dir(real, path) as fd:
         try:
             # Names first, stat later: a huge directory costs one pass, not one stat per entry.
             with os.scandir(fd) as scan:
-                names = sorted(entry.name for entry in scan if fnmatch.fnmatchcase(entry.name, pattern))
+                names = sorted(entry.name for entry in scan if matches(entry.name))
             entries = [_entry(name, fd) for name in names[: settings.max_entries]]
         except OSError as error:
             raise os_failure(error, path) from None
@@ -346,38 +346,29 @@ def search(
     glob: Annotated[
         str, Field(max_length=MAX_PATTERN_CHARS, description="Shell-style pattern the file names must match.")
     ] = "*",
-    regex: Annotated[bool, Field(description="Treat the pattern as a Python regular expression.")] = False,
+    regex: Annotated[
+        bool, Field(description="Treat the pattern as a regular expression (RE2: Python's, without lookaround).")
+    ] = False,
     ignore_case: Annotated[bool, Field(description="Match regardless of letter case.")] = False,
 ) -> SearchResult:
     """Find lines matching a text or regex in the text files under a directory."""
     settings = _settings(ctx)
-    matcher = _compile(pattern, regex, ignore_case)
+    finder = line_finder(pattern, regex=regex, ignore_case=ignore_case)
+    name_matches = glob_matcher(glob)
     jail = Roots(settings.roots)
     top = jail.resolve(path)
     result = SearchResult(matches=[], truncated=False, files_searched=0, files_skipped=0, skipped=[])
     if os.path.isdir(top):
-        files = _walk(jail, top, glob, result)
+        files = _walk(jail, top, name_matches, result)
     elif os.path.exists(top):
         files = iter([(str(top), top)])  # a single file: the glob does not apply
     else:
         raise mcphost.ToolError(f"{shown(path)} does not exist")
     for shown_path, real in files:
-        _search_file(jail, shown_path, real, matcher, settings, result)
+        _search_file(jail, shown_path, real, finder, settings, result)
         if result.truncated:
             break
     return result
-
-
-def _compile(pattern: str, regex: bool, ignore_case: bool) -> re.Pattern[str]:
-    if not pattern:
-        raise mcphost.ToolError("the pattern is empty")
-    if len(pattern) > MAX_PATTERN_CHARS:
-        # Python regexes cannot be interrupted; a short pattern bounds the worst cases somewhat.
-        raise mcphost.ToolError(f"the pattern is longer than {MAX_PATTERN_CHARS} characters")
-    try:
-        return re.compile(pattern if regex else re.escape(pattern), re.IGNORECASE if ignore_case else 0)
-    except re.error as error:
-        raise mcphost.ToolError(f"invalid regular expression: {error}") from None
 
 
 def _skip(result: SearchResult, path: str, reason: str) -> None:
@@ -386,7 +377,9 @@ def _skip(result: SearchResult, path: str, reason: str) -> None:
         result.skipped.append(SkippedFile(path=path, reason=reason))
 
 
-def _walk(jail: Roots, top: Path, glob: str, result: SearchResult) -> Iterator[tuple[str, Path]]:
+def _walk(
+    jail: Roots, top: Path, name_matches: Callable[[str], bool], result: SearchResult
+) -> Iterator[tuple[str, Path]]:
     """Yield ``(path shown, resolved path)`` for the files under ``top``, in name order.
 
     Every entry is resolved before use, so a symlink (to a file or a directory) is followed
@@ -423,14 +416,14 @@ def _walk(jail: Roots, top: Path, glob: str, result: SearchResult) -> Iterator[t
                 if real not in seen_dirs:
                     seen_dirs.add(real)
                     subdirs.append(real)
-            elif fnmatch.fnmatchcase(name, glob) and real not in seen_files:
+            elif name_matches(name) and real not in seen_files:
                 seen_files.add(real)
                 yield str(real), real
         stack.extend(reversed(subdirs))
 
 
 def _search_file(
-    jail: Roots, path: str, real: Path, matcher: re.Pattern[str], settings: Settings, result: SearchResult
+    jail: Roots, path: str, real: Path, finder: LineFinder, settings: Settings, result: SearchResult
 ) -> None:
     """Add the file's matching lines to ``result``, or record why it was skipped."""
     try:
@@ -442,7 +435,7 @@ def _search_file(
                 _skip(result, path, "binary")
                 return
             result.files_searched += 1
-            _scan_lines(fd, path, matcher, settings, result)
+            _scan_lines(fd, path, finder, settings, result)
     except Refused:
         _skip(result, path, "outside the allowed roots")
     except mcphost.ToolError as error:
@@ -451,23 +444,30 @@ def _search_file(
         _skip(result, path, f"not readable: {error.strerror}")
 
 
-def _scan_lines(fd: int, path: str, matcher: re.Pattern[str], settings: Settings, result: SearchResult) -> None:
+def _scan_lines(fd: int, path: str, finder: LineFinder, settings: Settings, result: SearchResult) -> None:
     # closefd=False: the descriptor belongs to open_file, which closes it.
     with open(fd, "rb", closefd=False) as stream:
         budget = settings.max_file_bytes_searched  # a growing log is read no further than this
-        number = 0
-        while budget > 0:
-            raw = stream.readline(budget)
-            if not raw:
-                break
-            budget -= len(raw)
-            number += 1
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            if matcher.search(line):
+        first = 1  # the number of the block's first line
+        rest = b""
+        while True:
+            chunk = stream.read(min(_SCAN_BLOCK, budget))
+            budget -= len(chunk)
+            last = not chunk or budget <= 0
+            data = rest + chunk
+            if not last:
+                # Whole lines only; a line cut at the block's end goes with the next block.
+                cut = data.rfind(b"\n") + 1
+                data, rest = data[:cut], data[cut:]
+            text = data.decode("utf-8", errors="replace")
+            for index, line in finder(text):
                 if len(result.matches) >= settings.max_matches:
                     result.truncated = True
                     return
-                result.matches.append(SearchMatch(path=path, line=number, text=line[:MAX_LINE_CHARS]))
+                result.matches.append(SearchMatch(path=path, line=first + index, text=line[:MAX_LINE_CHARS]))
+            if last:
+                return
+            first += text.count("\n")
 
 
 # --- hooks ----------------------------------------------------------------------------------

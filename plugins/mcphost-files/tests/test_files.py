@@ -1,16 +1,22 @@
 """Tests of the files plugin: confinement first, then each tool, then through a real daemon."""
 
+import fnmatch
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import mcp
 import mcphost_files
 import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
 from mcphost_files import Settings, list_dir, read, roots, search, tail
 from mcphost_files.paths import Refused, Roots
+from mcphost_files.patterns import glob_matcher
 from pydantic import ValidationError
 
 import mcphost
@@ -410,12 +416,38 @@ def test_search_truncates_long_lines(tree: Tree) -> None:
 def test_search_refuses_bad_patterns(tree: Tree) -> None:
     with pytest.raises(mcphost.ToolError, match="invalid regular expression"):
         search(ctx(tree), "([", ".", regex=True)
+    with pytest.raises(mcphost.ToolError, match="invalid regular expression"):
+        search(ctx(tree), r"(a)\1", ".", regex=True)  # a backreference: not linear, so not RE2
+    with pytest.raises(mcphost.ToolError, match="not valid Unicode"):
+        search(ctx(tree), "\ud800", ".")
     with pytest.raises(mcphost.ToolError, match="longer than 1000"):
         search(ctx(tree), "a" * 1001, ".")
     with pytest.raises(mcphost.ToolError, match="empty"):
         search(ctx(tree), "", ".")
     with pytest.raises(mcphost.ToolError, match="does not exist"):
         search(ctx(tree), "a", "nope")
+
+
+def test_search_regex_runs_on_re2(tree: Tree) -> None:
+    (tree.root / "app.log").write_text("ok\na\x01b\n")
+    result = search(ctx(tree), r"(.+)+\x01", "app.log", regex=True)  # exponential in re: see the daemon test
+    assert [m.line for m in result.matches] == [2]
+    assert [m.line for m in search(ctx(tree), r"(?i)^OK$", "app.log", regex=True).matches] == [1]
+
+
+def test_search_literal_ignoring_case_and_glob_with_a_file_name_that_is_not_utf8(tree: Tree) -> None:
+    (tree.root / os.fsdecode(b"caf\xe9.log")).write_text("NEEDLE here\n")
+    result = search(ctx(tree), "needle", ".", glob="caf?.log", ignore_case=True)
+    assert [m.text for m in result.matches] == ["NEEDLE here"]
+
+
+names = st.text(st.sampled_from("ab-]![^\\.*?/\n\u00e9"), max_size=8)
+globs = st.text(st.sampled_from("ab-]![^\\*?.z\u00e9"), max_size=10)
+
+
+@given(pattern=globs, name=names)
+def test_globs_match_what_fnmatch_matches(pattern: str, name: str) -> None:
+    assert glob_matcher(pattern)(name) == fnmatch.fnmatchcase(name, pattern)
 
 
 # --- list -----------------------------------------------------------------------------------
@@ -486,3 +518,29 @@ async def test_daemon_serves_and_confines(mcphost_daemon: Any, tree: Tree, mode:
         out = await client.call_tool("files_search", {"pattern": SECRET, "path": "."})
         assert not out.is_error
         assert out.structured_content["matches"] == []
+
+
+async def test_catastrophic_regex_answers_and_the_daemon_keeps_answering(mcphost_daemon: Any, tree: Tree) -> None:
+    # A log line of 48 characters: Python's re would need some 2**48 steps for this pattern,
+    # holding the interpreter (the event loop, /health, every other caller) all the while.
+    (tree.root / "app.log").write_text("2026-01-01T00:00:00Z host app[1]: service ready\n" * 20)
+    config = {"plugins": {"enable": ["files"], "files": {"settings": {"roots": [str(tree.root)]}}}}
+    daemon = mcphost_daemon(config)
+    searched = trio.Event()
+    async with httpx.AsyncClient(timeout=2.0) as http, mcp.Client(daemon.url, mode="2026-07-28") as client:
+
+        async def catastrophic() -> None:
+            arguments = {"pattern": r"(.+)+\x00", "path": "app.log", "regex": True}
+            result = await client.call_tool("files_search", arguments)
+            assert not result.is_error, result.content
+            assert result.structured_content["matches"] == []
+            searched.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(catastrophic)
+            answered = 0
+            while not searched.is_set() or answered < 3:
+                # The witness: /health answers within 2 s all along (httpx raises past it).
+                assert (await http.get(daemon.base_url + "/health")).status_code == 200
+                answered += 1
+                await trio.sleep(0.1)
