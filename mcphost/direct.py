@@ -93,7 +93,10 @@ class DirectAnswers:
             return params.keys() <= _LIST_PARAMS
         if method != "tools/call" or not params.keys() <= _TOOL_CALL_PARAMS:
             return False
-        tool = self.get_registry().tools.get(params.get("name"))  # type: ignore[arg-type]
+        name = params.get("name")
+        if not isinstance(name, str):
+            return False  # the SDK's validation names the field
+        tool = self.get_registry().tools.get(name)
         return tool is not None and tool.context_param is None
 
     async def modern_route(self, scope: Scope, message: dict[str, Any], sse: bool) -> bool:
