@@ -104,6 +104,8 @@ class ServerConfig(_Strict):
     json_response: bool = False
     """Answer POSTs with a JSON body instead of an SSE stream (no progress notifications)."""
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    body_timeout: float = Field(30.0, gt=0)
+    """Seconds a request's body may take to arrive after its headers; slower: 408, connection closed."""
     session_idle_timeout: float = Field(1800.0, gt=0)
     max_sessions: int = Field(10_000, ge=1)
     workers: int = Field(1, ge=1, le=64)

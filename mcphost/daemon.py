@@ -262,6 +262,7 @@ class Daemon:
             metrics=self.metrics,
             tracing=self.tracing,
             public_metrics=self.metrics_endpoint() if self.config.metrics.public else None,
+            body_timeout=self.config.server.body_timeout,
         )
         hypercorn_stop, hypercorn_done = trio.Event(), trio.Event()
 

@@ -10,6 +10,7 @@ session manager. Nothing here knows about plugins.
 from __future__ import annotations
 
 import json
+import math
 import re
 import secrets
 import time
@@ -23,7 +24,7 @@ from starlette.types import Message, Receive, Scope, Send
 from mcphost import wire
 from mcphost.auth import Authenticator, Denial
 from mcphost.drain import Drain
-from mcphost.errors import RATE_LIMITED, UNAVAILABLE
+from mcphost.errors import INVALID_REQUEST, RATE_LIMITED, UNAVAILABLE
 from mcphost.log import RequestRecord, current_request
 from mcphost.proxy import TrustedProxies
 from mcphost.ratelimit import RateLimits
@@ -52,20 +53,22 @@ async def send_json(send: Send, status: int, body: Any, headers: list[tuple[byte
     await send({"type": "http.response.body", "body": payload})
 
 
-async def read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or ``None`` as soon as it grows past ``limit`` bytes."""
+async def read_body(receive: Receive, limit: int, timeout: float = math.inf) -> bytes | None:
+    """The whole request body, or ``None`` as soon as it grows past ``limit`` bytes; raises
+    ``trio.TooSlowError`` when it has not all arrived within ``timeout`` seconds."""
     chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
+    with trio.fail_after(timeout):
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
     return b"".join(chunks)
 
 
@@ -73,6 +76,11 @@ async def send_too_large(send: Send) -> None:
     """413, the same answer the SDK gives when it sees the size first (a Content-Length)."""
     await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"Request body too large"})
+
+
+def has_body(headers: dict[bytes, bytes]) -> bool:
+    """Whether a request announces a body (which the server must read before it answers, or close)."""
+    return headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
 
 
 _JSON = (b"content-type", b"application/json")
@@ -157,8 +165,11 @@ class HttpApp:
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
         public_metrics: MetricsEndpoint | None = None,
+        body_timeout: float = math.inf,
     ):
         self.mcp_path = mcp_path
+        self.body_timeout = body_timeout
+        """Seconds a request's body may take to arrive once its headers have."""
         self.proxies = proxies
         self.metrics = metrics
         self.tracing = tracing
@@ -220,7 +231,7 @@ class HttpApp:
         record = RequestRecord(given if _REQUEST_ID.match(given) else secrets.token_hex(8))
         record.session_id = headers.get(b"mcp-session-id", b"").decode("latin-1")[:64] or None
         status = 0
-        unread_body = headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
+        unread_body = has_body(headers)
 
         async def receive_tracked() -> Message:
             nonlocal unread_body
@@ -242,6 +253,14 @@ class HttpApp:
                     # the connection, so the client must not either.
                     extra.append((b"connection", b"close"))
                 message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                # With the response's last part, the server closes the connection when the
+                # client asked it to (Connection: close) or cannot reuse it. Shielded: the SDK
+                # cancels its tasks as the client disconnects, which would stop that close
+                # half-way and leave the connection open.
+                with trio.CancelScope(shield=True):
+                    await send(message)
+                return
             await send(message)
 
         token = current_request.set(record)
@@ -311,20 +330,40 @@ class HttpApp:
                 # Nothing to resume from, and the SDK would leave the request unanswered:
                 # serve the GET as a fresh stream.
                 scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"last-event-id"]}
+            if has_body(headers):
+                # Read here, within the time allowed, not by the SDK, which waits for a slow
+                # body as long as it takes.
+                body = await self._body(receive, send, record)
+                if body is None:
+                    return
+                receive = Replay(body, receive)
             await self.sessions.handle_request(scope, receive, send)
+
+    async def _body(self, receive: Receive, send: Send, record: RequestRecord) -> bytes | None:
+        """The request's body; ``None`` once the answer is sent: 413 past ``max_body_bytes``,
+        408 when it has not all arrived within ``body_timeout`` seconds."""
+        try:
+            body = await read_body(receive, self.max_body_bytes, self.body_timeout)
+        except trio.TooSlowError:
+            record.rpc_error = INVALID_REQUEST
+            message = f"Request body not received within {self.body_timeout:g}s"
+            await send_json(send, 408, wire.error_body(INVALID_REQUEST, message))
+            return None
+        if body is None:
+            await send_too_large(send)
+        return body
 
     async def _checked_post(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], record: RequestRecord
     ) -> None:
+        body = await self._body(receive, send, record)
+        if body is None:
+            return
         version = headers[b"mcp-protocol-version"].decode("latin-1") if b"mcp-protocol-version" in headers else None
         if version is not None and version not in wire.SUPPORTED_VERSIONS:
-            error = wire.version_error(version, await read_body(receive, self.max_body_bytes) or b"")
+            error = wire.version_error(version, body)
             record.rpc_error = error["error"]["code"]
             await send_json(send, 400, error)
-            return
-        body = await read_body(receive, self.max_body_bytes)
-        if body is None:
-            await send_too_large(send)
             return
         if version in wire.MODERN_PROTOCOL_VERSIONS:
             # The SDK answers a malformed 2026-07-28 body itself, and rightly.
