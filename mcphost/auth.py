@@ -20,7 +20,7 @@ from mcp.server.auth.provider import AccessToken
 
 from mcphost.config import ConfigError, KeyConfig, LoadedConfig
 from mcphost.errors import AUTHENTICATION_REQUIRED, NOT_PERMITTED, UNAVAILABLE
-from mcphost.identity import Identity, tool_scope
+from mcphost.identity import Identity, scope_of
 from mcphost.keys import TOKEN_PREFIX, KeyStore, read_keys
 from mcphost.ratelimit import Rate
 
@@ -127,7 +127,7 @@ def _key_identity(name: str, key: KeyConfig) -> Identity:
     # A session opened with this key is bound to it (the SDK compares this principal).
     user = AuthenticatedUser(AccessToken(token="", client_id=f"key:{name}", scopes=[]))
     rate = Rate.parse(key.rate_limit) if key.rate_limit else None
-    return Identity(name, "key", tool_scope(frozenset(key.tools)), rate, user)
+    return Identity(name, "key", scope_of(frozenset(key.tools)), rate, user)
 
 
 def load(loaded: LoadedConfig, hosts: Sequence[str] = ()) -> Authenticator | None:

@@ -72,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="PATTERN",
-        help="glob pattern of tool names the key may use ('sysinfo_*'); repeat for more, '*' for all",
+        help="glob pattern of the tool and prompt names and resource URIs the key may use "
+        "('sysinfo_*', 'jobs://*'); repeat for more, '*' for all",
     )
     new.add_argument("--rate-limit", type=_rate, metavar="RATE", help="the key's own budget, e.g. 1000/hour")
     listing = keys_commands.add_parser("list", help="List the configured keys (never their tokens).")

@@ -251,7 +251,8 @@ class KeyConfig(_Strict):
     hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
     """SHA-256 of the token; the token itself is never stored."""
     tools: list[str] = Field(min_length=1)
-    """Glob patterns of the public tool names this key may list and call; ``["*"]`` for all."""
+    """The key's scope: glob patterns of the tool and prompt names, resource URIs and URI
+    templates it may list and use; ``["*"]`` for everything."""
     rate_limit: RateText | None = None
     """This key's request budget, instead of ``[rate_limits] identity``."""
 
@@ -281,7 +282,7 @@ class OAuthConfig(_Strict):
     leeway: float = Field(30.0, ge=0, le=300)
     """Seconds of clock skew tolerated on ``exp``, ``nbf`` and ``iat``."""
     scopes: dict[str, list[str]] = Field(default_factory=dict)
-    """Token scope → glob patterns of the tools it grants. Empty: every valid token may use every tool."""
+    """Token scope → glob patterns it grants, as a key's ``tools``. Empty: every valid token may use everything."""
     jwks_cache_seconds: float = Field(3600.0, gt=0)
     """How long fetched signing keys are used before they are fetched again."""
     jwks_refresh_interval: float = Field(30.0, ge=0)

@@ -140,6 +140,8 @@ class Daemon:
             state_key=hmac.new(self.secret, b"mcphost request state", hashlib.sha256).digest(),
             metrics=self.metrics,
             tracing=self.tracing,
+            # A listen stream is the 2026-07-28 counterpart of a session: it counts like one.
+            max_listen_streams=self.config.server.max_sessions,
         )
         self.sessions: PersistentSessionManager | None = None
         self._reload_lock = trio.Lock()
@@ -386,7 +388,7 @@ class Daemon:
         if self.sessions is None:
             return
         sends = []
-        if old.tools_result != new.tools_result:
+        if old.listing.tools != new.listing.tools:
             sends.append("send_tool_list_changed")
         if [p.wire for p in old.prompts.values()] != [p.wire for p in new.prompts.values()]:
             sends.append("send_prompt_list_changed")

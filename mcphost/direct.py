@@ -1,7 +1,8 @@
 """Direct answers: the commonest requests answered in the request's own task.
 
-A ``tools/call`` of a tool that takes no ``ToolContext`` and asks for no progress, or a
-``tools/list``, can send nothing before its response. For such a request the SDK's
+A ``tools/call`` of a tool that takes no ``ToolContext`` and asks for no progress (or of a
+tool the caller cannot see, which fails at once), or a ``tools/list``, can send nothing
+before its response. For such a request the SDK's
 transports still build what a talking request needs: on 2025-11-25 a memory stream to the
 session's task, a task per request and an SSE response; on 2026-07-28 a Starlette request, a
 per-request connection and server session, and the middleware chain. That machinery costs
@@ -45,6 +46,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import Scope
 
+from mcphost.identity import may_use
 from mcphost.log import current_request
 from mcphost.metrics import CANCELLED, Metrics, rpc_code
 from mcphost.protocol import Handlers
@@ -97,7 +99,9 @@ class DirectAnswers:
         if not isinstance(name, str):
             return False  # the SDK's validation names the field
         tool = self.get_registry().tools.get(name)
-        return tool is not None and tool.context_param is None
+        # A tool the caller may not see is answered here whether it exists or not, so that one
+        # outside the caller's scopes and an unknown one get the same answer, to the byte.
+        return tool is None or not may_use(name) or tool.context_param is None
 
     async def modern_route(self, scope: Scope, message: dict[str, Any], sse: bool) -> bool:
         """Whether a 2026-07-28 request :meth:`takes` passes every check the SDK makes

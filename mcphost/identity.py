@@ -1,4 +1,4 @@
-"""Who is calling, and which tools they may see and call.
+"""Who is calling, and which tools, prompts and resources they may see and use.
 
 An :class:`Identity` is made by :mod:`mcphost.auth` from the request's credentials (an API
 key, or an OAuth access token) and rides on the request's record (:mod:`mcphost.log`), so the
@@ -17,21 +17,20 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
-import mcp_types as types
-
 from mcphost.log import current_request
 
 if TYPE_CHECKING:
     from mcphost.ratelimit import Rate
-    from mcphost.registry import Registry
+    from mcphost.registry import Listing, Registry
 
 
-class ToolScope:
-    """The tools an identity may use: glob patterns over public tool names (``sysinfo_*``).
+class Scope:
+    """What an identity may use: glob patterns (``sysinfo_*``) over the public names of tools
+    and prompts, and over resource URIs and URI templates (``jobs://*``). ``*`` is everything.
 
-    Answers are memoised per tool name and the filtered ``tools/list`` result per registry
-    snapshot, so after the first request both are a dictionary lookup. Scopes are shared
-    between identities with the same patterns (see :func:`tool_scope`).
+    Answers about what the catalogue holds are memoised per name, and the filtered listings
+    per registry snapshot, so after the first request both are a dictionary lookup. Scopes
+    are shared between identities with the same patterns (see :func:`scope_of`).
     """
 
     def __init__(self, patterns: Iterable[str]):
@@ -39,34 +38,41 @@ class ToolScope:
         self.everything = "*" in self.patterns
         self._match = re.compile("|".join(fnmatch.translate(p) for p in self.patterns) or r"(?!)").match
         self._allowed: dict[str, bool] = {}
-        self._listed: tuple[Registry, types.ListToolsResult] | None = None
+        self._listed: tuple[Registry, Listing] | None = None
 
     def allows(self, name: str) -> bool:
-        """Whether the tool named ``name`` is within this scope."""
+        """Whether the tool or prompt named ``name``, or the resource or template with this
+        URI, as the catalogue holds it, is within this scope."""
         if self.everything:
             return True
         allowed = self._allowed.get(name)
         if allowed is None:
-            # Only names of served tools reach here (callers look the tool up first), so
+            # Only names the catalogue holds reach here (callers look them up first), so
             # the memo is bounded by the catalogue.
             allowed = self._allowed[name] = self._match(name) is not None
         return allowed
 
-    def listed(self, registry: Registry) -> types.ListToolsResult:
-        """``tools/list`` for this scope: the registry's pre-built result, filtered once per snapshot."""
+    def allows_uri(self, uri: str, template: str | None = None) -> bool:
+        """Whether a resource URI a caller names is within this scope: it matches a pattern,
+        or it is one of a URI ``template`` that does."""
+        if self.everything or (template is not None and self.allows(template)):
+            return True
+        return self._match(uri) is not None  # not memoised: any URI a template matches may come
+
+    def listed(self, registry: Registry) -> Listing:
+        """The registry's listings as this scope sees them, filtered once per snapshot."""
         if self.everything:
-            return registry.tools_result
+            return registry.listing
         cached = self._listed
         if cached is None or cached[0] is not registry:
-            result = types.ListToolsResult(tools=[t.wire for t in registry.tools.values() if self.allows(t.name)])
-            cached = self._listed = (registry, result)
+            cached = self._listed = (registry, registry.listing.filtered(self.allows))
         return cached[1]
 
 
 @lru_cache(maxsize=1024)
-def tool_scope(patterns: frozenset[str]) -> ToolScope:
-    """The shared :class:`ToolScope` of a set of patterns (OAuth tokens with the same scopes share one)."""
-    return ToolScope(patterns)
+def scope_of(patterns: frozenset[str]) -> Scope:
+    """The shared :class:`Scope` of a set of patterns (OAuth tokens with the same scopes share one)."""
+    return Scope(patterns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +82,7 @@ class Identity:
     name: str
     """The API key's name, or the access token's subject; never a secret. Logged with every request."""
     kind: Literal["key", "oauth"]
-    tools: ToolScope
+    scope: Scope
     rate: Rate | None = None
     """This caller's own request budget, overriding ``[rate_limits] identity``."""
     user: Any = field(default=None, compare=False)
@@ -95,13 +101,21 @@ def current_identity() -> Identity | None:
     return None if record is None else record.identity
 
 
-def may_use(tool: str) -> bool:
-    """Whether the current caller may see and call the tool named ``tool``."""
+def may_use(name: str) -> bool:
+    """Whether the current caller may see and use the tool or prompt named ``name`` (or the
+    resource or template with this catalogue URI)."""
     identity = current_identity()
-    return identity is None or identity.tools.allows(tool)
+    return identity is None or identity.scope.allows(name)
 
 
-def visible_tools(registry: Registry) -> types.ListToolsResult:
-    """``tools/list`` as the current caller sees it."""
+def may_read(uri: str, template: str | None = None) -> bool:
+    """Whether the current caller may read (or subscribe to) the resource at ``uri``, which
+    ``template`` (a URI template) matched, if it was not a resource of its own."""
     identity = current_identity()
-    return registry.tools_result if identity is None else identity.tools.listed(registry)
+    return identity is None or identity.scope.allows_uri(uri, template)
+
+
+def visible(registry: Registry) -> Listing:
+    """The catalogue's listings as the current caller sees them."""
+    identity = current_identity()
+    return registry.listing if identity is None else identity.scope.listed(registry)

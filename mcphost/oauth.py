@@ -30,7 +30,7 @@ from mcp.shared.auth import ProtectedResourceMetadata
 
 from mcphost.auth import InsufficientScope, KeysUnavailable, Rejected
 from mcphost.config import OAuthConfig
-from mcphost.identity import Identity, tool_scope
+from mcphost.identity import Identity, scope_of
 
 log = structlog.get_logger("mcphost.oauth")
 
@@ -195,7 +195,7 @@ class TokenVerifier:
                 claims={"iss": claims["iss"]},
             )
         )
-        return Identity(subject, "oauth", tool_scope(patterns), user=user)
+        return Identity(subject, "oauth", scope_of(patterns), user=user)
 
 
 def _scopes(claims: dict[str, Any]) -> list[str]:

@@ -28,11 +28,11 @@ from mcphost.context import LOG_LEVEL_STATE_KEY, ToolContext, connection_of
 from mcphost.definitions import Completer
 from mcphost.drain import Drain
 from mcphost.errors import ERROR_META_KEY, RATE_LIMITED, TOOL_TIMEOUT
-from mcphost.identity import current_identity, may_use, visible_tools
+from mcphost.identity import current_identity, may_read, may_use, visible
 from mcphost.log import RequestRecord, current_request
 from mcphost.metrics import Metrics, RequestMetrics
 from mcphost.ratelimit import RateLimits
-from mcphost.registry import RegisteredTool, Registry
+from mcphost.registry import RegisteredResource, RegisteredTool, Registry
 
 if TYPE_CHECKING:
     from mcphost.tracing import Tracing
@@ -73,7 +73,7 @@ class Handlers:
 
     async def list_tools(self, ctx: Ctx | None, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         """``tools/list``: every tool served that the caller may use (pre-built with the registry)."""
-        return visible_tools(self.get_registry())
+        return visible(self.get_registry()).tools
 
     def input_schema(self, name: str) -> dict[str, Any] | None:
         """A tool's input schema by name, for the SDK's 2026-07-28 header checks."""
@@ -166,24 +166,26 @@ class Handlers:
         return result, "error" if result.is_error else "ok"
 
     async def list_resources(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
-        """``resources/list``: the static resources."""
-        return types.ListResourcesResult(resources=[r.wire for r in self.get_registry().resources.values()])
+        """``resources/list``: the static resources the caller may read."""
+        return visible(self.get_registry()).resources
 
     async def list_resource_templates(
         self, ctx: Ctx, params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
-        """``resources/templates/list``: the URI templates."""
-        return types.ListResourceTemplatesResult(resource_templates=[t.wire for t in self.get_registry().templates])
+        """``resources/templates/list``: the URI templates the caller may read."""
+        return visible(self.get_registry()).templates
+
+    def _resource(self, uri: str) -> tuple[RegisteredResource, dict[str, Any]]:
+        # One outside the caller's scopes is answered exactly like one that does not exist.
+        found = self.get_registry().find_resource(uri, may_read)
+        if found is None:
+            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown resource: {uri}", data={"uri": uri})
+        return found
 
     async def read_resource(self, ctx: Ctx, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
         """``resources/read``: a static resource, or the first template that matches the URI."""
         uri = str(params.uri)
-        registry = self.get_registry()
-        entry, kwargs = registry.resources.get(uri), dict[str, Any]()
-        if entry is None and (found := registry.find_template(uri)) is not None:
-            entry, kwargs = found
-        if entry is None:
-            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown resource: {uri}", data={"uri": uri})
+        entry, kwargs = self._resource(uri)
         try:
             value = await fence.run(
                 entry.definition.fn, kwargs, entry.limits, plugin=entry.plugin, what=f"resource {uri!r}"
@@ -201,9 +203,7 @@ class Handlers:
     async def subscribe(self, ctx: Ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:
         """``resources/subscribe`` (2025-11-25): updates of ``uri`` go to this session's stream."""
         uri = str(params.uri)
-        registry = self.get_registry()
-        if uri not in registry.resources and registry.find_template(uri) is None:
-            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown resource: {uri}", data={"uri": uri})
+        self._resource(uri)
         if not self.subscriptions.subscribe(ctx, uri):
             limit = subscriptions.MAX_SUBSCRIPTIONS_PER_SESSION
             raise MCPError(code=types.INVALID_REQUEST, message=f"Too many subscriptions: at most {limit} per session")
@@ -215,15 +215,15 @@ class Handlers:
         return types.EmptyResult()
 
     async def list_prompts(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
-        """``prompts/list``."""
-        return types.ListPromptsResult(prompts=[p.wire for p in self.get_registry().prompts.values()])
+        """``prompts/list``: the prompts the caller may use."""
+        return visible(self.get_registry()).prompts
 
     async def get_prompt(
         self, ctx: Ctx, params: types.GetPromptRequestParams
     ) -> types.GetPromptResult | types.InputRequiredResult:
         """``prompts/get``: render a prompt with the client's arguments."""
         prompt = self.get_registry().prompts.get(params.name)
-        if prompt is None:
+        if prompt is None or not may_use(prompt.name):
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown prompt: {params.name}")
         arguments = params.arguments or {}
         missing = [a.name for a in prompt.wire.arguments or () if a.required and a.name not in arguments]
@@ -260,11 +260,11 @@ class Handlers:
         ref = params.ref
         if isinstance(ref, types.PromptReference):
             entry: Any = registry.prompts.get(ref.name)
-            what = f"prompt {ref.name!r}"
+            what, name = f"prompt {ref.name!r}", ref.name
         else:
             entry = registry.template(ref.uri)
-            what = f"resource template {ref.uri!r}"
-        if entry is None:
+            what, name = f"resource template {ref.uri!r}", ref.uri
+        if entry is None or not may_use(name):
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown {what}")
         completer = entry.definition.complete.get(params.argument.name)
         given = params.context.arguments if params.context and params.context.arguments else {}
@@ -345,14 +345,16 @@ def build_server(
     state_key: bytes | None = None,
     metrics: Metrics | None = None,
     tracing: Tracing | None = None,
+    max_listen_streams: int = 1024,
 ) -> tuple[Server[Any], Handlers]:
     """The SDK server whose handlers answer from ``get_registry()``, and those handlers;
     calls run under ``drain``.
 
     It also becomes the server :func:`mcphost.notify_resource_updated` announces to.
     ``metrics`` counts requests and tool calls; ``tracing``, when on, adds to the SDK's spans.
+    At most ``max_listen_streams`` ``subscriptions/listen`` streams are open at once.
     """
-    subs = subscriptions.Subscriptions()
+    subs = subscriptions.Subscriptions(get_registry, max_listen_streams)
     subscriptions.install(subs)
     metrics = metrics or Metrics(version)
     handlers = Handlers(get_registry, drain, subs, limits, metrics, tracing)

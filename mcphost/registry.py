@@ -77,6 +77,27 @@ class RegisteredPrompt:
         return self.sdk_prompt.context_kwarg
 
 
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """The four listing results of a catalogue, pre-built (whole, or as one scope sees it)."""
+
+    tools: types.ListToolsResult
+    prompts: types.ListPromptsResult
+    resources: types.ListResourcesResult
+    templates: types.ListResourceTemplatesResult
+
+    def filtered(self, allows: Callable[[str], bool]) -> Listing:
+        """The entries whose name (tools, prompts) or URI (resources, templates) ``allows`` accepts."""
+        return Listing(
+            types.ListToolsResult(tools=[t for t in self.tools.tools if allows(t.name)]),
+            types.ListPromptsResult(prompts=[p for p in self.prompts.prompts if allows(p.name)]),
+            types.ListResourcesResult(resources=[r for r in self.resources.resources if allows(str(r.uri))]),
+            types.ListResourceTemplatesResult(
+                resource_templates=[t for t in self.templates.resource_templates if allows(t.uri_template)]
+            ),
+        )
+
+
 @dataclass(frozen=True)
 class Registry:
     """Everything served, by public name (tools, prompts) or URI (resources)."""
@@ -91,9 +112,15 @@ class Registry:
     # merged, and only the one served is ever asked.
 
     @functools.cached_property
-    def tools_result(self) -> types.ListToolsResult:
-        """The ``tools/list`` result: every tool, in registration order."""
-        return types.ListToolsResult(tools=[t.wire for t in self.tools.values()])
+    def listing(self) -> Listing:
+        """The ``tools/list``, ``prompts/list``, ``resources/list`` and
+        ``resources/templates/list`` results: everything, in registration order."""
+        return Listing(
+            types.ListToolsResult(tools=[t.wire for t in self.tools.values()]),
+            types.ListPromptsResult(prompts=[p.wire for p in self.prompts.values()]),
+            types.ListResourcesResult(resources=[r.wire for r in self.resources.values()]),
+            types.ListResourceTemplatesResult(resource_templates=[t.wire for t in self.templates]),
+        )
 
     @functools.cached_property
     def input_schemas(self) -> Mapping[str, Mapping[str, Any]]:
@@ -110,12 +137,18 @@ class Registry:
         """The template registered under exactly ``uri_template``."""
         return next((t for t in self.templates if t.definition.uri == uri_template), None)
 
-    def find_template(self, uri: str) -> tuple[RegisteredResource, dict[str, Any]] | None:
-        """The first template matching ``uri`` and the values it extracts."""
+    def find_resource(
+        self, uri: str, readable: Callable[[str, str | None], bool] = lambda uri, template: True
+    ) -> tuple[RegisteredResource, dict[str, Any]] | None:
+        """The resource at ``uri`` and the values its template extracts: the static resource,
+        else the first template that matches; only those ``readable(uri, template)`` accepts."""
+        static = self.resources.get(uri)
+        if static is not None and readable(uri, None):
+            return static, {}
         for entry in self.templates:
             assert entry.template is not None
             params = entry.template.match(uri)
-            if params is not None:
+            if params is not None and readable(uri, entry.definition.uri):
                 return entry, params
         return None
 

@@ -4,19 +4,27 @@ a resource changed.
 A 2025-11-25 client subscribes with ``resources/subscribe`` and gets
 ``notifications/resources/updated`` on its session's standalone stream. A 2026-07-28
 client opens a ``subscriptions/listen`` stream naming the URIs it wants; the SDK's
-``ListenHandler`` serves those from the event bus here. An announcement reaches both.
+``ListenHandler`` serves those from the event bus here, one handler per stream, so that
+each stream hears only of what its caller may read. An announcement reaches both.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+import mcp_types as types
 import structlog
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourceUpdated, ServerEvent
+from mcp.shared.exceptions import MCPError
 
 from mcphost.context import connection_of
+from mcphost.identity import Identity, current_identity
+
+if TYPE_CHECKING:
+    from mcphost.registry import Registry
 
 log = structlog.get_logger("mcphost.subscriptions")
 
@@ -27,13 +35,43 @@ MAX_SUBSCRIPTIONS_PER_SESSION = 1000
 class Subscriptions:
     """Who wants to hear about which resource URI, across both protocol eras."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        get_registry: Callable[[], Registry],
+        max_streams: int = 1024,
+    ) -> None:
         self.bus = InMemorySubscriptionBus()
-        self.listen = ListenHandler(self.bus)
-        """The ``subscriptions/listen`` request handler (2026-07-28)."""
+        self.get_registry = get_registry
+        self.max_streams = max_streams
+        # Open 2026-07-28 listen streams (one handler each) by caller (identity key, or None).
+        self._listening: dict[str | None, set[ListenHandler]] = {}
         # uri -> {id(connection): connection}, and the reverse for clean-up.
         self._by_uri: dict[str, dict[int, Connection]] = {}
         self._by_connection: dict[int, set[str]] = {}
+
+    async def listen(
+        self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
+    ) -> types.SubscriptionsListenResult:
+        """``subscriptions/listen`` (2026-07-28): the SDK's handler, serving the caller only
+        updates of resources in its scope."""
+        identity = current_identity()
+        key = identity.key if identity is not None else None
+        if sum(map(len, self._listening.values())) >= self.max_streams:
+            raise MCPError(types.INTERNAL_ERROR, "Subscription limit reached")
+        handler = ListenHandler(_ScopedBus(self.bus, self._readable(identity)), max_subscriptions=1)
+        self._listening.setdefault(key, set()).add(handler)
+        try:
+            return await handler(ctx, params)
+        finally:
+            streams = self._listening[key]
+            streams.discard(handler)
+            if not streams:
+                del self._listening[key]
+
+    def _readable(self, identity: Identity | None) -> Callable[[str], bool]:
+        if identity is None or identity.scope.everything:
+            return lambda uri: True
+        return lambda uri: self.get_registry().find_resource(uri, identity.scope.allows_uri) is not None
 
     def subscribe(self, ctx: ServerRequestContext[Any, Any], uri: str) -> bool:
         """Subscribe the request's session to ``uri``; ``False`` if it is at its limit."""
@@ -94,6 +132,28 @@ async def notify_resource_updated(uri: str) -> None:
         log.debug("resource update announced with no daemon running", uri=uri)
         return
     await _current.updated(str(uri))
+
+
+class _ScopedBus:
+    """A view of the bus for one listen stream: resource updates reach it only for the
+    resources its caller may read (as an unknown URI's, the others never fire)."""
+
+    def __init__(self, bus: InMemorySubscriptionBus, readable: Callable[[str], bool]):
+        self.bus = bus
+        self.readable = readable
+
+    async def publish(self, event: ServerEvent) -> None:
+        """Publish on the whole bus."""
+        await self.bus.publish(event)
+
+    def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
+        """Register ``listener`` for the events its caller may see."""
+
+        def scoped(event: ServerEvent) -> None:
+            if not isinstance(event, ResourceUpdated) or self.readable(event.uri):
+                listener(event)
+
+        return self.bus.subscribe(scoped)
 
 
 async def announce(event: ServerEvent) -> None:

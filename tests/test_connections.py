@@ -93,7 +93,11 @@ def requests(port: int, session: str) -> dict[str, tuple[str, dict[str, str], An
     call = {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "echo_echo", "arguments": {}}}
     found["2025-11-25 tools/call"] = ("POST", legacy, call)
     found["2025-11-25 resources/list"] = ("POST", legacy, {"jsonrpc": "2.0", "id": 6, "method": "resources/list"})
-    found["unknown session"] = ("POST", {**legacy, "mcp-session-id": "nope"}, {"jsonrpc": "2.0", "id": 7, "method": "ping"})
+    found["unknown session"] = (
+        "POST",
+        {**legacy, "mcp-session-id": "nope"},
+        {"jsonrpc": "2.0", "id": 7, "method": "ping"},
+    )
     found["/health"] = ("GET", host, None)
     return found
 
