@@ -108,6 +108,9 @@ class ServerConfig(_Strict):
     """Seconds a request's body may take to arrive after its headers; slower: 408, connection closed."""
     session_idle_timeout: float = Field(1800.0, gt=0)
     max_sessions: int = Field(10_000, ge=1)
+    max_sessions_per_identity: int | None = Field(None, ge=1)
+    """Sessions (and ``subscriptions/listen`` streams) one authenticated caller may hold;
+    past it, its own least recently used idle session ends. Default: a tenth of ``max_sessions``."""
     workers: int = Field(1, ge=1, le=64)
     """Worker processes sharing the listening socket (one Trio loop each); sessions move
     freely between them through the session store. 1 serves from this process."""
@@ -119,8 +122,21 @@ class ServerConfig(_Strict):
     """Where SSE events are kept so a client whose stream broke can resume it (``Last-Event-ID``)."""
     event_store_max_events: int = Field(10_000, ge=100)
     """Events kept for resuming, all sessions together; the oldest go first."""
+    event_store_max_events_per_identity: int | None = Field(None, ge=10)
+    """Of those, the most one authenticated caller's sessions keep: its own oldest go first.
+    Default: a tenth of ``event_store_max_events``."""
     sse_retry_ms: int = Field(1000, ge=0)
     """Milliseconds a client should wait before reconnecting a resumable stream the server ended."""
+
+    @property
+    def sessions_share(self) -> int:
+        """``max_sessions_per_identity``, or its default: a tenth of ``max_sessions``."""
+        return self.max_sessions_per_identity or max(1, self.max_sessions // 10)
+
+    @property
+    def events_share(self) -> int:
+        """``event_store_max_events_per_identity``, or its default: a tenth of ``event_store_max_events``."""
+        return self.event_store_max_events_per_identity or self.event_store_max_events // 10
 
 
 class ToolsConfig(_Strict):

@@ -142,6 +142,7 @@ class Daemon:
             tracing=self.tracing,
             # A listen stream is the 2026-07-28 counterpart of a session: it counts like one.
             max_listen_streams=self.config.server.max_sessions,
+            max_listen_streams_per_identity=self.config.server.sessions_share,
         )
         self.sessions: PersistentSessionManager | None = None
         self._reload_lock = trio.Lock()
@@ -196,7 +197,7 @@ class Daemon:
             else:
                 store = SqliteSessionStore(sessions.state_dir / "sessions.sqlite3")
         if server.event_store == "memory":
-            events = MemoryEventStore(server.event_store_max_events)
+            events = MemoryEventStore(server.event_store_max_events, max_events_per_owner=server.events_share)
             if self.shared is not None:
                 from mcphost.redis_stores import RedisEventStore
 
@@ -211,6 +212,7 @@ class Daemon:
             session_idle_timeout=server.session_idle_timeout,
             max_request_body_size=server.max_body_bytes,
             max_sessions=server.max_sessions,
+            max_sessions_per_identity=server.sessions_share,
             event_store=events,
             retry_interval=server.sse_retry_ms,
         )

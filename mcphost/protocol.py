@@ -346,15 +346,17 @@ def build_server(
     metrics: Metrics | None = None,
     tracing: Tracing | None = None,
     max_listen_streams: int = 1024,
+    max_listen_streams_per_identity: int | None = None,
 ) -> tuple[Server[Any], Handlers]:
     """The SDK server whose handlers answer from ``get_registry()``, and those handlers;
     calls run under ``drain``.
 
     It also becomes the server :func:`mcphost.notify_resource_updated` announces to.
     ``metrics`` counts requests and tool calls; ``tracing``, when on, adds to the SDK's spans.
-    At most ``max_listen_streams`` ``subscriptions/listen`` streams are open at once.
+    At most ``max_listen_streams`` ``subscriptions/listen`` streams are open at once, and at
+    most ``max_listen_streams_per_identity`` of one authenticated caller.
     """
-    subs = subscriptions.Subscriptions(get_registry, max_listen_streams)
+    subs = subscriptions.Subscriptions(get_registry, max_listen_streams, max_listen_streams_per_identity)
     subscriptions.install(subs)
     metrics = metrics or Metrics(version)
     handlers = Handlers(get_registry, drain, subs, limits, metrics, tracing)

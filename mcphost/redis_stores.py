@@ -208,11 +208,12 @@ class RedisEventStore(EventStore):
         self.max_events_per_stream = max_events_per_stream
         self._session = "-"
 
-    def for_session(self, session_id: str) -> RedisEventStore:
-        """The view of one session, in Redis under its id and in the fallback under a view of its own."""
+    def for_session(self, session_id: str, owner: str | None = None) -> RedisEventStore:
+        """The view of one session, in Redis under its id and in the fallback under a view of
+        its own (counted against ``owner``'s part of it)."""
         view = copy.copy(self)
         view._session = session_id
-        view.fallback = self.fallback.for_session(session_id)
+        view.fallback = self.fallback.for_session(session_id, owner)
         return view
 
     async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:

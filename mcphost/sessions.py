@@ -31,6 +31,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -54,6 +55,7 @@ from mcphost import eventstore, wire
 from mcphost.context import connection_of
 from mcphost.errors import UNAVAILABLE
 from mcphost.http import send_json
+from mcphost.identity import current_identity
 from mcphost.log import current_request
 
 log = structlog.get_logger("mcphost.sessions")
@@ -211,16 +213,22 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
         ids: SessionIds,
         store: SessionStore | None,
         init_options: InitializationOptions | None = None,
+        max_sessions_per_identity: int | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.ids = ids
         self.store = store
         self.init_options = init_options
+        self.max_sessions_per_identity = max_sessions_per_identity
+        """The sessions one authenticated caller may hold here (``None``: no share of its own)."""
         if store is not None:
             self.app.middleware.append(self._record_on_initialize)
         self.connections: dict[str, Connection] = {}
         """The live connections, for server-initiated notifications (list_changed)."""
+        self._held: dict[str, OrderedDict[str, None]] = {}
+        """Each caller's sessions here (by identity key), least recently used first."""
+        self._holder: dict[str, str] = {}
         self._touched: dict[str, float] = {}
         self._closing = False
         self._starts: trio.MemorySendChannel[_SessionStart] | None = None
@@ -244,20 +252,49 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
 
     async def _handle_stateful_request(self, scope: Any, receive: Any, send: Any) -> None:
         session_id = next((v.decode("latin-1") for k, v in scope["headers"] if k == _HEADER), None)
-        if session_id is not None and self.store is not None:
-            if session_id not in self._server_instances:
-                try:
-                    await self._rebuild(session_id, scope)
-                except StoreUnavailable:
-                    # The store logs its outage once; each refusal shows in its request line.
-                    if (record := current_request.get()) is not None:
-                        record.rpc_error = UNAVAILABLE
-                    body = wire.error_body(UNAVAILABLE, "Session store unavailable; try again shortly")
-                    await send_json(send, 503, body, [(b"retry-after", b"1")])
-                    return
-            else:
-                self._touch(session_id)
+        if session_id is None:
+            await self._open(scope, receive, send)
+            return
+        if session_id in self._server_instances:
+            self._touch(session_id)
+        elif self.store is not None:
+            try:
+                refusal = await self._rebuild(session_id, scope)
+            except StoreUnavailable:
+                # The store logs its outage once; each refusal shows in its request line.
+                await _refuse(send, "Session store unavailable; try again shortly", retry_after=1)
+                return
+            if refusal is not None:
+                await _refuse(send, refusal)
+                return
         await super()._handle_stateful_request(scope, receive, send)
+
+    async def _open(self, scope: Any, receive: Any, send: Any) -> None:
+        """A request without a session id: as the SDK's, admission (with room made in the
+        caller's share) is decided under the lock, the request served outside it."""
+        async with self._session_creation_lock:
+            refusal = await self._make_room()
+            transport = None if refusal else self._admit_session(_requestor(scope))
+        if transport is None:
+            await _refuse(send, refusal or "Too many open sessions; try again later")
+            return
+        await self._serve_opening_request(transport, scope, receive, send)
+
+    async def _make_room(self) -> str | None:
+        """Room for one more session of the current caller: past its share, its least
+        recently used idle session ends (never another caller's); ``None``, or why not."""
+        identity = current_identity()
+        held = self._held.get(identity.key) if identity is not None else None
+        cap = self.max_sessions_per_identity
+        if held is not None and cap is not None and len(held) >= cap:
+            idle = next((s for s in held if not self._server_instances[s]._requests_in_flight), None)
+            if idle is None:
+                return "Too many open sessions for this caller, all busy; end one (DELETE) or try again later"
+            log.info("session evicted: its caller opened one more than its share", session_id=idle, share=cap)
+            await self._discard_session(idle, self._server_instances[idle])
+        if self.max_sessions is not None and len(self._server_instances) >= self.max_sessions:
+            return "Too many open sessions; try again later"
+        return None
 
     @contextlib.contextmanager
     def serving(self, session_id: str | None, scope: Any) -> Iterator[Connection | None]:
@@ -268,8 +305,7 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
         transport = self._server_instances.get(session_id) if session_id else None
         connection = self.connections.get(session_id) if session_id else None
         idle = transport.idle_scope if transport is not None else None
-        user = scope.get("user")
-        requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+        requestor = _requestor(scope)
         if (
             transport is None
             or connection is None
@@ -302,6 +338,8 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
             await self._discard_session(session_id, transport)
 
     def _touch(self, session_id: str) -> None:
+        if (holder := self._holder.get(session_id)) is not None:
+            self._held[holder].move_to_end(session_id)
         # Throttled: a busy session costs the store one write per quarter of the idle timeout.
         now = time.time()
         if self.store is not None and now - self._touched.get(session_id, 0.0) > self._touch_interval:
@@ -313,21 +351,23 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
     def _touch_interval(self) -> float:
         return (self.session_idle_timeout or 1800.0) / 4
 
-    async def _rebuild(self, session_id: str, scope: Any) -> None:
-        """Bring a session this process does not hold back to life, if it is ours and alive."""
+    async def _rebuild(self, session_id: str, scope: Any) -> str | None:
+        """Bring a session this process does not hold back to life, if it is ours and alive;
+        ``None``, or why it cannot be taken in now (no room)."""
         assert self.store is not None
         if not self.ids.verify(session_id):
-            return  # forged or foreign: the SDK answers 404
+            return None  # forged or foreign: the SDK answers 404
         record = await self.store.load(session_id)
         if record is None:
-            return  # deleted or expired: 404
-        user = scope.get("user")
-        requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+            return None  # deleted or expired: 404
+        requestor = _requestor(scope)
         if record.owner != requestor:
-            return  # another credential's session: 404, as if it did not exist
+            return None  # another credential's session: 404, as if it did not exist
         async with self._session_creation_lock:
             if session_id in self._server_instances:
-                return  # a concurrent request rebuilt it first
+                return None  # a concurrent request rebuilt it first
+            if (refusal := await self._make_room()) is not None:
+                return refusal
             transport = self._new_transport(session_id)
             if requestor is not None:
                 self._session_owners[session_id] = requestor
@@ -335,30 +375,39 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
             # lock or finds it taking messages, never half-built.
             await self._start_session(transport, record)
             if transport.is_terminated:
-                return  # it ended while starting (its discard already ran): 404
+                return None  # it ended while starting (its discard already ran): 404
             self._server_instances[session_id] = transport
+            self._hold(session_id)
         self._touch(session_id)
         log.info("session rebuilt", session_id=session_id, protocol_version=record.protocol_version)
+        return None
+
+    def _hold(self, session_id: str) -> None:
+        """Count a session against the current caller's share."""
+        if (identity := current_identity()) is not None:
+            self._holder[session_id] = identity.key
+            self._held.setdefault(identity.key, OrderedDict())[session_id] = None
 
     def _new_transport(self, session_id: str) -> StreamableHTTPServerTransport:
+        identity = current_identity()
         return StreamableHTTPServerTransport(
             mcp_session_id=session_id,
             is_json_response_enabled=self.json_response,
-            event_store=eventstore.for_session(self.event_store, session_id),
+            event_store=eventstore.for_session(self.event_store, session_id, identity.key if identity else None),
             security_settings=self.security_settings,
             retry_interval=self.retry_interval,
             idle_timeout=self.session_idle_timeout,
         )
 
     def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
-        # The SDK's admission, with a signed id instead of a bare uuid4.
-        if self.max_sessions is not None and len(self._server_instances) >= self.max_sessions:
-            return None
+        # The SDK's admission, with a signed id instead of a bare uuid4 (the room was made
+        # by _make_room).
         session_id = self.ids.new()
         transport = self._new_transport(session_id)
         if requestor is not None:
             self._session_owners[session_id] = requestor
         self._server_instances[session_id] = transport
+        self._hold(session_id)
         return transport
 
     async def _serve_opening_request(
@@ -472,8 +521,27 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
     async def _discard_session(self, session_id: str, transport: StreamableHTTPServerTransport) -> None:
         await super()._discard_session(session_id, transport)
         self._touched.pop(session_id, None)
+        if (holder := self._holder.pop(session_id, None)) is not None:
+            held = self._held[holder]
+            del held[session_id]
+            if not held:
+                del self._held[holder]
         # A session ended by its client, its idle timeout or a failed opening request is gone
         # for good; one cut off by this process shutting down lives on in the store.
         if self.store is not None and not self._closing:
             with trio.CancelScope(shield=True):
                 await self.store.delete(session_id)
+
+
+def _requestor(scope: Any) -> AuthorizationContext | None:
+    """The principal a request's session must belong to (the SDK compares it)."""
+    user = scope.get("user")
+    return authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+
+
+async def _refuse(send: Any, reason: str, retry_after: int = 5) -> None:
+    """503 with -32004 and ``Retry-After``: no room for the session now, or no store to find it in."""
+    if (record := current_request.get()) is not None:
+        record.rpc_error = UNAVAILABLE
+    body = wire.error_body(UNAVAILABLE, reason)
+    await send_json(send, 503, body, [(b"retry-after", str(retry_after).encode())])

@@ -5,7 +5,8 @@ A 2025-11-25 client subscribes with ``resources/subscribe`` and gets
 ``notifications/resources/updated`` on its session's standalone stream. A 2026-07-28
 client opens a ``subscriptions/listen`` stream naming the URIs it wants; the SDK's
 ``ListenHandler`` serves those from the event bus here, one handler per stream, so that
-each stream hears only of what its caller may read. An announcement reaches both.
+each stream hears only of what its caller may read and each caller holds a bounded share
+of the streams. An announcement reaches both.
 """
 
 from __future__ import annotations
@@ -39,10 +40,12 @@ class Subscriptions:
         self,
         get_registry: Callable[[], Registry],
         max_streams: int = 1024,
+        max_streams_per_identity: int | None = None,
     ) -> None:
         self.bus = InMemorySubscriptionBus()
         self.get_registry = get_registry
         self.max_streams = max_streams
+        self.max_streams_per_identity = max_streams_per_identity
         # Open 2026-07-28 listen streams (one handler each) by caller (identity key, or None).
         self._listening: dict[str | None, set[ListenHandler]] = {}
         # uri -> {id(connection): connection}, and the reverse for clean-up.
@@ -53,10 +56,14 @@ class Subscriptions:
         self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
     ) -> types.SubscriptionsListenResult:
         """``subscriptions/listen`` (2026-07-28): the SDK's handler, serving the caller only
-        updates of resources in its scope."""
+        updates of resources in its scope, within its share of the streams."""
         identity = current_identity()
         key = identity.key if identity is not None else None
-        if sum(map(len, self._listening.values())) >= self.max_streams:
+        streams = self._listening.get(key, set())
+        cap = self.max_streams_per_identity
+        if sum(map(len, self._listening.values())) >= self.max_streams or (
+            key is not None and cap is not None and len(streams) >= cap
+        ):
             raise MCPError(types.INTERNAL_ERROR, "Subscription limit reached")
         handler = ListenHandler(_ScopedBus(self.bus, self._readable(identity)), max_subscriptions=1)
         self._listening.setdefault(key, set()).add(handler)

@@ -23,7 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,20 @@ def stateless_request(
     if method == "tools/call" and params and "name" in params:
         headers["mcp-name"] = str(params["name"])
     return body, headers
+
+
+def sse_events(lines: Iterable[str]) -> Iterator[tuple[str | None, dict[str, Any] | None]]:
+    """Each event of an SSE stream, as its lines arrive (``sse_events(response.iter_lines())``):
+    its id, and its JSON-RPC message or ``None`` for a priming event."""
+    event_id, data = None, ""
+    for line in lines:
+        if line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line.startswith("data:"):
+            data += line[5:].strip()
+        elif line == "" and (event_id is not None or data):
+            yield event_id, json.loads(data) if data else None
+            event_id, data = None, ""
 
 
 @dataclass

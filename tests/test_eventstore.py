@@ -84,3 +84,29 @@ def test_only_the_memory_store_is_split_per_session() -> None:
     shared = MemoryEventStore()
     assert for_session(shared, "s") is not shared and isinstance(for_session(shared, "s"), MemoryEventStore)
     assert for_session(None, "s") is None
+
+
+async def test_a_callers_events_push_out_its_own_old_events_never_another_callers() -> None:
+    shared = MemoryEventStore(max_events=100, max_events_per_stream=100, max_events_per_owner=10)
+    quiet = shared.for_session(owner="key:quiet")
+    kept = await quiet.store_event("1", note(0))
+    await quiet.store_event("1", note(1))
+    busy = [shared.for_session(owner="key:busy") for _ in range(3)]
+    ids = [await view.store_event(str(n), note(n)) for n in range(60) for view in busy]
+    assert shared.size == 12  # the busy caller's newest ten, and the quiet caller's two
+    assert await replay(quiet, kept) == ("1", [1])
+    assert await replay(busy[2], ids[-1]) == ("59", [])  # its newest events are kept
+    assert await replay(busy[0], ids[0]) == (None, [])  # its oldest went first
+
+
+async def test_a_callers_share_frees_up_as_its_sessions_end() -> None:
+    shared = MemoryEventStore(max_events=100, max_events_per_stream=100, max_events_per_owner=4)
+    first = shared.for_session(owner="key:a")
+    for n in range(4):
+        await first.store_event("1", note(n))
+    del first
+    gc.collect()
+    second = shared.for_session(owner="key:a")
+    ids = [await second.store_event("1", note(n)) for n in range(4)]
+    assert shared.size == 4
+    assert await replay(second, ids[0]) == ("1", [1, 2, 3])

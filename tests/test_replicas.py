@@ -14,7 +14,14 @@ from typing import Any
 import httpx
 import pytest
 
-from mcphost.testing import ACCEPT_HEADERS, RunningDaemon, initialize_request, start_daemon, stateless_request
+from mcphost.testing import (
+    ACCEPT_HEADERS,
+    RunningDaemon,
+    initialize_request,
+    sse_events,
+    start_daemon,
+    stateless_request,
+)
 from tests.authkit import api_key, bearer
 from tests.services import RedisServer, redis_server
 
@@ -54,23 +61,10 @@ def rpc(method: str, params: dict[str, Any] | None = None, request_id: int = 2) 
     return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}}
 
 
-def events(response: httpx.Response) -> Iterator[tuple[str | None, dict[str, Any] | None]]:
-    """(event id, JSON-RPC message or None for a priming event) of an SSE response, as they arrive."""
-    event_id, data = None, ""
-    for line in response.iter_lines():
-        if line.startswith("id:"):
-            event_id = line[3:].strip()
-        elif line.startswith("data:"):
-            data += line[5:].strip()
-        elif line == "" and (event_id is not None or data):
-            yield event_id, json.loads(data) if data else None
-            event_id, data = None, ""
-
-
 def result_of(response: httpx.Response) -> dict[str, Any]:
     if response.headers["content-type"].startswith("application/json"):
         return response.json()
-    return next(m for _, m in events(response) if m is not None and "id" in m)
+    return next(m for _, m in sse_events(response.iter_lines()) if m is not None and "id" in m)
 
 
 def open_session(replica: RunningDaemon, token: str) -> dict[str, str]:
@@ -111,7 +105,7 @@ def test_a_broken_stream_resumes_on_another_replica(cluster: tuple[RedisServer, 
     call = rpc("tools/call", {"name": "echo_slow", "arguments": {"seconds": 1.0}, "_meta": {"progressToken": "p"}})
     seen: list[str] = []
     with httpx.Client(timeout=10) as client, client.stream("POST", a.url, json=call, headers=headers) as response:
-        for event_id, message in events(response):
+        for event_id, message in sse_events(response.iter_lines()):
             seen.append(event_id)  # type: ignore[arg-type]
             if message is not None:
                 break  # the stream breaks after the first progress notification
@@ -120,7 +114,7 @@ def test_a_broken_stream_resumes_on_another_replica(cluster: tuple[RedisServer, 
     got: list[dict[str, Any]] = []
     with httpx.Client(timeout=10) as client, client.stream("GET", b.url, headers=resume) as response:
         assert response.status_code == 200
-        for _, message in events(response):
+        for _, message in sse_events(response.iter_lines()):
             if message is not None:
                 got.append(message)
                 if "id" in message:

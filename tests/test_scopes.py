@@ -4,7 +4,6 @@ something that does not exist, to the byte: it cannot tell what exists beyond it
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,7 +12,7 @@ import httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from mcphost.testing import ACCEPT_HEADERS, RunningDaemon, initialize_request, stateless_request
+from mcphost.testing import ACCEPT_HEADERS, RunningDaemon, initialize_request, sse_events, stateless_request
 from tests.authkit import ApiKey, api_key, bearer, connect
 from tests.conftest import MODES
 
@@ -69,15 +68,9 @@ async def test_what_a_key_may_use_works_and_the_rest_is_unknown(
             await client.read_resource("echo://upper/abc")
 
 
-def events(response: httpx.Response) -> Iterator[dict[str, Any]]:
+def messages(response: httpx.Response) -> Iterator[dict[str, Any]]:
     """The JSON-RPC messages of an SSE response, as they arrive."""
-    data = ""
-    for line in response.iter_lines():
-        if line.startswith("data:"):
-            data += line[5:].strip()
-        elif line == "" and data:
-            yield json.loads(data)
-            data = ""
+    return (message for _, message in sse_events(response.iter_lines()) if message is not None)
 
 
 def open_session(daemon: RunningDaemon, key: ApiKey) -> dict[str, str]:
@@ -181,7 +174,7 @@ def test_a_listen_stream_hears_only_of_resources_in_its_scope(daemon: RunningDae
             for name in ("alice", "erin", "bob")
         }
         try:
-            readers = {name: events(stream.__enter__()) for name, stream in streams.items()}
+            readers = {name: messages(stream.__enter__()) for name, stream in streams.items()}
             for reader in readers.values():
                 assert next(reader)["method"] == "notifications/subscriptions/acknowledged"
             for uri in ("echo://greeting", "echo://upper/abc", last):

@@ -96,6 +96,8 @@ def test_session_cap_refuses_one_more(daemon: RunningDaemon) -> None:
     opened = [open_session(daemon) for _ in range(3)]
     refused = initialize(daemon)
     assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == -32004
+    assert int(refused.headers["retry-after"]) > 0
     httpx.delete(daemon.url, headers=opened[0])
     assert initialize(daemon).status_code == 200
     for headers in opened[1:]:
