@@ -137,12 +137,18 @@ def load(loaded: LoadedConfig, hosts: Sequence[str] = ()) -> Authenticator | Non
     Reads the keys file and the credential; raises :class:`ConfigError` when one is invalid,
     and when the daemon would serve a non-loopback address to anyone at all.
     """
+    return authenticator(loaded, hosts, _verifier(loaded))
+
+
+def authenticator(loaded: LoadedConfig, hosts: Sequence[str], verifier: TokenVerifier | None) -> Authenticator | None:
+    """As :func:`load`, with the given token verifier instead of ``[auth.oauth]``'s: a reload
+    keeps the running one, and reads only the keys again."""
     config = loaded.config
     auth = config.auth
     keys = read_keys(auth, loaded.source)
-    if keys or auth.keys_file or auth.credential or auth.oauth:
+    if keys or auth.keys_file or auth.credential or verifier is not None:
         store = KeyStore((key.hash, _key_identity(name, key)) for name, (key, _) in keys.items())
-        return Authenticator(store, _verifier(loaded))
+        return Authenticator(store, verifier)
     public = [h for h in (hosts or [config.server.host]) if not is_loopback(h)]
     if public and not auth.allow_unauthenticated:
         message = (

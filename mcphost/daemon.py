@@ -62,8 +62,9 @@ LIST_CHANGED_EVENTS: dict[str, ServerEvent] = {
 }
 SETTLE_DELAY = 1.0
 """Seconds after start-up or a reload before the collector settles (:meth:`Daemon._settle_later`)."""
-RESTART_ONLY = ("server", "sessions", "log", "auth", "rate_limits", "admin", "state", "proxy", "metrics", "tracing")
-"""Config tables a reload does not apply (a warning says so when they changed)."""
+RESTART_ONLY = ("server", "sessions", "log", "rate_limits", "admin", "state", "proxy", "metrics", "tracing")
+"""Config tables a reload does not apply (a warning says so when they changed); of ``[auth]``,
+a reload applies the keys and not ``[auth.oauth]``."""
 CHANGE_NOTIFICATIONS = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
 
 
@@ -145,6 +146,9 @@ class Daemon:
             max_listen_streams_per_identity=self.config.server.sessions_share,
         )
         self.sessions: PersistentSessionManager | None = None
+        self.http: HttpApp | None = None
+        self._hosts: list[str] = []
+        """The addresses served (systemd's sockets), which decide whether authentication is required."""
         self._reload_lock = trio.Lock()
         self._stop = trio.Event()
         self._settle_due = trio.Event()
@@ -248,13 +252,14 @@ class Daemon:
         the address would be served without authentication.
         """
         fds = systemd.listen_fds() or workers.inherited_fds()
-        authenticator = auth.load(self.loaded, [systemd.listen_host(fd) for fd in fds])
-        check_public(self.loaded, [systemd.listen_host(fd) for fd in fds])
+        self._hosts = [systemd.listen_host(fd) for fd in fds]
+        authenticator = auth.load(self.loaded, self._hosts)
+        check_public(self.loaded, self._hosts)
         await self.start_plugins()
         if unserved := self.limits.unserved(self.registry):
             log.warning("rate limits are set for what is not served", unserved=unserved)
         self.sessions = sessions = self.session_manager()
-        app = HttpApp(
+        self.http = app = HttpApp(
             self.config.server.path,
             sessions,
             self.readiness,
@@ -369,7 +374,16 @@ class Daemon:
                 self.notifier.ready("reload refused: invalid config")
                 self.metrics.reloaded(reason, "invalid_config")
                 return False
+            try:
+                revoked = await self._reload_keys(loaded)
+            except ConfigError as error:
+                log.error("reload refused: the keys are invalid; the running config stays", problems=str(error))
+                self.notifier.ready("reload refused: invalid keys")
+                self.metrics.reloaded(reason, "invalid_config")
+                return False
             restart_only = [k for k in RESTART_ONLY if getattr(loaded.config, k) != getattr(self.config, k)]
+            if loaded.config.auth.oauth != self.config.auth.oauth:
+                restart_only.append("auth.oauth")
             if restart_only:
                 log.warning("these settings change only on restart", tables=restart_only)
             result = await self.plugins.reload(loaded)
@@ -378,12 +392,33 @@ class Daemon:
             self.metrics.reloaded(reason, "failed" if result.failed else "ok", result.changed, result.failed)
             await self.plugins.retire(result.retired)
             await self._announce_changes(previous, self.registry)
-            log.info("reloaded", changed=result.changed, failed=result.failed, tools=len(self.registry.tools))
+            log.info(
+                "reloaded", changed=result.changed, failed=result.failed, tools=len(self.registry.tools), **revoked
+            )
             self.notifier.ready(
                 f"serving {len(self.registry.tools)} tools" + (" (a reload failed)" if result.failed else "")
             )
             self._settle_due.set()
             return not result.failed
+
+    async def _reload_keys(self, loaded: LoadedConfig) -> dict[str, int]:
+        """Apply the API keys of a reloaded config (``[auth.oauth]`` stays as started): a
+        removed key's requests get 401 from now on, and its sessions and listen streams end.
+        Returns the counts to log (never a key); raises :class:`ConfigError` for invalid keys."""
+        if self.http is None:
+            return {}
+        running = self.http.auth
+        fresh = auth.authenticator(loaded, self._hosts, running.verifier if running else None)
+        before = running.keys.tokens() if running else {}
+        after = fresh.keys.tokens() if fresh else {}
+        removed = {identity for digest, identity in before.items() if digest not in after}
+        self.http.auth = fresh
+        ended = await self.sessions.revoke(removed) if self.sessions is not None else 0
+        streams = self.handlers.subscriptions.revoke(removed)
+        counts = {"keys_added": len(after.keys() - before.keys()), "keys_removed": len(before.keys() - after.keys())}
+        if ended or streams:
+            counts |= {"sessions_ended": ended, "listen_streams_ended": streams}
+        return counts
 
     async def _announce_changes(self, old: Registry, new: Registry) -> None:
         """Tell every open session which lists changed (clients that listen re-fetch them)."""

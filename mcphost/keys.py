@@ -105,6 +105,11 @@ class KeyStore:
     def __len__(self) -> int:
         return len(self._keys)
 
+    def tokens(self) -> dict[bytes, str]:
+        """Each key's token digest and the identity key (``key:<name>``) it stands for:
+        comparing two stores' tells which keys a reload added and removed."""
+        return {digest: identity.key for digest, identity in self._keys.values()}
+
     def lookup(self, token: str) -> Identity | None:
         """The identity of the key whose token this is, or ``None``."""
         digest = hashlib.sha256(token.encode()).digest()

@@ -32,7 +32,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -295,6 +295,14 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
         if self.max_sessions is not None and len(self._server_instances) >= self.max_sessions:
             return "Too many open sessions; try again later"
         return None
+
+    async def revoke(self, identity_keys: Iterable[str]) -> int:
+        """End every session here of the callers named (keys that were removed); returns how many."""
+        ended = [s for key in identity_keys for s in self._held.get(key, ())]
+        for session_id in ended:
+            if (transport := self._server_instances.get(session_id)) is not None:
+                await self._discard_session(session_id, transport)
+        return len(ended)
 
     @contextlib.contextmanager
     def serving(self, session_id: str | None, scope: Any) -> Iterator[Connection | None]:

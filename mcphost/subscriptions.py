@@ -11,7 +11,7 @@ of the streams. An announcement reaches both.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
@@ -79,6 +79,13 @@ class Subscriptions:
         if identity is None or identity.scope.everything:
             return lambda uri: True
         return lambda uri: self.get_registry().find_resource(uri, identity.scope.allows_uri) is not None
+
+    def revoke(self, identity_keys: Iterable[str]) -> int:
+        """End the listen streams of the callers named (keys that were removed); returns how many."""
+        handlers = [h for key in identity_keys for h in self._listening.get(key, ())]
+        for handler in handlers:
+            handler.close()  # the stream ends with its result, as the spec's graceful closure
+        return len(handlers)
 
     def subscribe(self, ctx: ServerRequestContext[Any, Any], uri: str) -> bool:
         """Subscribe the request's session to ``uri``; ``False`` if it is at its limit."""
