@@ -1,8 +1,10 @@
 """The admin listener's ASGI app: what operators may see and the MCP clients may not.
 
 It listens on its own address (``[admin]``, loopback by default), so what it shows never
-reaches the network the MCP endpoint serves: ``/ready`` here carries every plugin's status,
-readiness and error, where the public ``/ready`` only says ready or not. ``/metrics`` (the
+reaches the network the MCP endpoint serves, and it checks ``Host`` and ``Origin`` as that
+endpoint does, so no web page reaches it through a browser by DNS rebinding. ``/ready``
+here carries every plugin's status, readiness and error, where the public ``/ready`` only
+says ready or not. ``/metrics`` (the
 Prometheus exposition) and ``/status`` (what ``mcphost status`` prints) want the
 ``[admin] metrics_token`` when one is set.
 """
@@ -11,16 +13,19 @@ from __future__ import annotations
 
 from mcphost.http import ReadyCheck, Receive, Scope, Send, acknowledge_lifespan, send_json
 from mcphost.metrics import MetricsEndpoint
+from mcphost.origins import HostCheck
 
 PATHS = ["/health", "/ready", "/metrics", "/status"]
 
 
 class AdminApp:
-    """``/health``, the detailed ``/ready``, ``/metrics`` and ``/status``."""
+    """``/health``, the detailed ``/ready``, ``/metrics`` and ``/status``, for requests whose
+    ``Host`` and ``Origin`` pass the MCP listener's checks (``host_check``)."""
 
-    def __init__(self, ready: ReadyCheck, metrics: MetricsEndpoint | None = None):
+    def __init__(self, ready: ReadyCheck, metrics: MetricsEndpoint | None = None, host_check: HostCheck | None = None):
         self.ready = ready
         self.metrics = metrics
+        self.host_check = host_check
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection scope."""
@@ -28,6 +33,8 @@ class AdminApp:
             await acknowledge_lifespan(receive, send)
         elif scope["type"] != "http":
             return
+        elif self.host_check is not None and await self.host_check.refused(scope, send):
+            return  # a DNS-rebinding page reads nothing here either
         elif scope["path"] == "/health":
             await send_json(send, 200, {"status": "ok"})
         elif scope["path"] == "/ready":

@@ -40,6 +40,7 @@ from mcphost.drain import Drain
 from mcphost.eventstore import MemoryEventStore
 from mcphost.http import HttpApp
 from mcphost.metrics import Metrics, MetricsEndpoint, Sources, check_public
+from mcphost.origins import HostCheck
 from mcphost.plugins import PluginHost, plugin_files
 from mcphost.protocol import build_server
 from mcphost.proxy import TrustedProxies
@@ -272,6 +273,7 @@ class Daemon:
             tracing=self.tracing,
             public_metrics=self.metrics_endpoint() if self.config.metrics.public else None,
             body_timeout=self.config.server.body_timeout,
+            host_check=HostCheck(transport_security(self.config.server)),
         )
         hypercorn_stop, hypercorn_done = trio.Event(), trio.Event()
 
@@ -337,7 +339,7 @@ class Daemon:
         config.accesslog = None
         config.errorlog = logging.getLogger("hypercorn.error")
         await hypercorn_serve(
-            asgi(AdminApp(self.readiness, self.metrics_endpoint())),
+            asgi(AdminApp(self.readiness, self.metrics_endpoint(), HostCheck(transport_security(self.config.server)))),
             config,
             shutdown_trigger=stop.wait,
             task_status=task_status,

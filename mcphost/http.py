@@ -32,6 +32,7 @@ from mcphost.ratelimit import RateLimits
 if TYPE_CHECKING:
     from mcphost.direct import DirectAnswers
     from mcphost.metrics import Metrics, MetricsEndpoint
+    from mcphost.origins import HostCheck
     from mcphost.sessions import PersistentSessionManager
     from mcphost.tracing import Tracing
 
@@ -70,6 +71,13 @@ async def read_body(receive: Receive, limit: int, timeout: float = math.inf) -> 
             if not message.get("more_body", False):
                 break
     return b"".join(chunks)
+
+
+async def send_text(send: Send, status: int, text: str) -> None:
+    """A complete plain-text response."""
+    headers = [(b"content-type", b"text/plain; charset=utf-8")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": text.encode()})
 
 
 async def send_too_large(send: Send) -> None:
@@ -166,8 +174,11 @@ class HttpApp:
         tracing: Tracing | None = None,
         public_metrics: MetricsEndpoint | None = None,
         body_timeout: float = math.inf,
+        host_check: HostCheck | None = None,
     ):
         self.mcp_path = mcp_path
+        self.host_check = host_check
+        """The ``Host`` and ``Origin`` allowlists (DNS-rebinding protection) of ``/mcp``."""
         self.body_timeout = body_timeout
         """Seconds a request's body may take to arrive once its headers have."""
         self.proxies = proxies
@@ -267,6 +278,10 @@ class HttpApp:
         # The client's trace context, so the SDK's span (in another task) continues its trace.
         trace_token = self.tracing.enter(headers, record) if self.tracing is not None else None
         try:
+            # The Host and Origin first: a page a DNS-rebinding attack runs gets nothing, not
+            # even the verdict on a credential.
+            if self.host_check is not None and await self.host_check.refused(scope, send_with_record):
+                return
             if await self._admitted(scope, send_with_record, headers, record):
                 await self._checked(scope, receive_tracked, send_with_record, headers, record)
         finally:
