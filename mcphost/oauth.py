@@ -170,6 +170,11 @@ class TokenVerifier:
             raise Rejected("the token is from another issuer") from None
         except jwt.PyJWTError:
             raise Rejected("the token is invalid") from None
+        for name in ("exp", "nbf", "iat"):
+            # NumericDate is a JSON number (RFC 7519 §2); PyJWT also takes "1700000000".
+            value = claims.get(name, 0)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise Rejected(f"the token's {name} is not a number")
         return self._identity(claims), claims["exp"], key
 
     def _identity(self, claims: dict[str, Any]) -> Identity:

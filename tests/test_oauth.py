@@ -172,22 +172,29 @@ def _bad_tokens() -> dict[str, tuple[str, str]]:
         "no-expiry": (RSA.sign(claims(exp=None)), "the token is invalid"),
         "not-a-jwt": ("eyJhbGciOi.not-a-jwt", "not a well-formed JWT"),
         "ec-key-named-as-rsa": (EC.sign(claims(), kid=RSA.kid), "the token is invalid"),
+        # Time claims must be JSON numbers; PyJWT takes a numeric string, which the
+        # remembered-token check then could not compare.
+        "exp-as-string": (RSA.sign(claims(exp=str(now + 300))), "exp"),
+        "nbf-as-string": (RSA.sign(claims(nbf=str(now - 60))), "nbf"),
+        "iat-as-list": (RSA.sign(claims(iat=[now])), "the token is invalid"),
+        "exp-as-boolean": (RSA.sign(claims(exp=True)), "exp"),
     }
 
 
-BAD = _bad_tokens()
+BAD_CASES = sorted(_bad_tokens())
 
 
-@pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_tokens_are_401_invalid_token(daemon: RunningDaemon, case: str) -> None:
-    token, reason = BAD[case]
-    response = post(daemon, token)
-    assert response.status_code == 401, response.text
-    error = response.json()["error"]
-    assert error["code"] == NOT_PERMITTED and reason in error["message"]
-    challenge = response.headers["www-authenticate"]
-    assert f'resource_metadata="{METADATA_URL}"' in challenge and 'error="invalid_token"' in challenge
-    assert "Traceback" not in response.text and token not in response.text
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_tokens_are_401_invalid_token_every_time(daemon: RunningDaemon, case: str) -> None:
+    token, reason = _bad_tokens()[case]  # minted now: a token must not depend on when the module loaded
+    for _ in range(2):  # and the second time too, when a verified token would be remembered
+        response = post(daemon, token)
+        assert response.status_code == 401, response.text
+        error = response.json()["error"]
+        assert error["code"] == NOT_PERMITTED and reason in error["message"]
+        challenge = response.headers["www-authenticate"]
+        assert f'resource_metadata="{METADATA_URL}"' in challenge and 'error="invalid_token"' in challenge
+        assert "Traceback" not in response.text and token not in response.text
 
 
 def test_expiry_has_a_little_leeway(daemon: RunningDaemon) -> None:
