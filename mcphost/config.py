@@ -13,6 +13,8 @@ import ipaddress
 import os
 import re
 import tomllib
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,6 +24,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretBytes,
+    SecretStr,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -510,19 +514,63 @@ def _validate(data: dict[str, Any], source: str, text: str) -> LoadedConfig:
     return LoadedConfig(config, source, text)
 
 
-def problems_from(error: ValidationError, text: str, prefix: tuple[str | int, ...] = ()) -> list[Problem]:
-    """Turn pydantic's errors into :class:`Problem` s located in ``text`` (keys under ``prefix``)."""
+def problems_from(
+    error: ValidationError, text: str, prefix: tuple[str | int, ...] = (), model: type[BaseModel] | None = None
+) -> list[Problem]:
+    """Turn pydantic's errors into :class:`Problem` s located in ``text`` (keys under ``prefix``).
+
+    A problem shows the value it is about, unless that value may be a secret (see
+    :func:`may_be_secret`; ``model`` is what ``error`` validated, for its secret fields):
+    a secret must not reach a terminal or the journal, valid or not.
+    """
     problems = []
     for e in error.errors(include_url=False):
         loc = prefix + tuple(e["loc"])
         message = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        if e["type"] not in ("extra_forbidden", "missing") and "input" in e and not isinstance(e["input"], dict):
+        if (
+            e["type"] not in ("extra_forbidden", "missing")
+            and "input" in e
+            and not isinstance(e["input"], dict)
+            and not may_be_secret(tuple(e["loc"]), model)
+        ):
             message += f" (got {e['input']!r})"
         if variable := _environment_variable(loc):
             problems.append(Problem(_dotted(loc), f"{message} (set by environment variable {variable})"))
         else:
             problems.append(Problem(_dotted(loc), message, locate(text, loc)))
     return problems
+
+
+_SECRET_NAME = re.compile(r"token|passw|secret|credential|key|auth|cookie|header|url|dsn", re.IGNORECASE)
+
+
+def may_be_secret(loc: tuple[str | int, ...], model: type[BaseModel] | None = None) -> bool:
+    """Whether the value at ``loc`` may be a secret: a key on its path names one (a token,
+    a password, a key, a URL that may carry credentials, headers...), or ``model`` declares
+    the field as a pydantic ``SecretStr`` or ``SecretBytes``. Errs towards secret."""
+    if any(isinstance(part, str) and _SECRET_NAME.search(part) for part in loc):
+        return True
+    annotation: Any = model
+    for part in loc:
+        choices = _choices(annotation)
+        fields = [c.model_fields[part] for c in choices if _is_model(c) and part in c.model_fields]
+        if fields:
+            annotation = fields[0].annotation
+        else:  # a list's item or a dict's value
+            annotation = next((typing.get_args(c)[-1] for c in choices if typing.get_args(c)), None)
+        if any(isinstance(c, type) and issubclass(c, SecretStr | SecretBytes) for c in _choices(annotation)):
+            return True
+    return False
+
+
+def _choices(annotation: Any) -> tuple[Any, ...]:
+    """The types a (maybe ``X | None``) annotation allows."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return typing.get_args(annotation) if union else (annotation,)
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 def _environment_variable(loc: tuple[str | int, ...]) -> str | None:

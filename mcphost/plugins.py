@@ -282,7 +282,7 @@ class PluginHost:
         try:
             settings = cast(PluginSettings, model.model_validate(plugin_config.settings))
         except ValidationError as error:
-            problems = problems_from(error, self.loaded.text, ("plugins", name, "settings"))
+            problems = problems_from(error, self.loaded.text, ("plugins", name, "settings"), model)
             summary = "; ".join(f"{p.key}: {p.message}" for p in problems)
             raise _LoadError(f"invalid settings: {summary}", problems) from None
         defaults, prefix = self.config.limits, name if plugin_config.prefix is None else plugin_config.prefix

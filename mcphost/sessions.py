@@ -96,7 +96,7 @@ def load_secret(path: Path) -> bytes:
     try:
         secret = path.read_bytes().strip()
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _private_directory(path.parent)
         secret = secrets.token_hex(32).encode()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as file:
@@ -105,6 +105,13 @@ def load_secret(path: Path) -> bytes:
     if len(secret) < 16:
         raise ValueError(f"the session secret in {path} is shorter than 16 bytes")
     return secret
+
+
+def _private_directory(path: Path) -> None:
+    """Make the state directory, readable by this user only (0700), if it does not exist yet
+    (systemd's ``StateDirectory=`` makes its own)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, exist_ok=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +156,10 @@ class SqliteSessionStore:
     """
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _private_directory(path.parent)
+        # Created 0600 before SQLite opens it (SQLite would use the umask, 0644 mostly); its
+        # -wal and -shm files take the same mode from it.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5)
         self._lock = threading.Lock()

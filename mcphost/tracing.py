@@ -186,7 +186,8 @@ def _exporter(config: TracingConfig) -> SpanExporter:
     out: IO[str] = sys.stderr  # never stdout: in stdio mode that is the protocol channel
     if config.exporter == "file":
         assert config.path is not None
-        out = config.path.open("a", encoding="utf-8")
+        # 0600, as every file mcphost writes: spans name callers, tools and their errors.
+        out = os.fdopen(os.open(config.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a", encoding="utf-8")
     return ConsoleSpanExporter(out=out, formatter=_json_line)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import trio
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 import mcphost
 
@@ -14,6 +14,8 @@ class Settings(mcphost.PluginSettings):
     """Echo's settings."""
 
     greeting: str = "hello"
+    signature: SecretStr | None = None
+    """Unused: a secret setting, which no error message may show."""
 
 
 class Sum(BaseModel):
