@@ -32,6 +32,7 @@ from mcphost_sysinfo.models import (
     UnitStatus,
     Uptime,
 )
+from mcphost_sysinfo.redact import redacted
 
 __all__ = [
     "Settings",
@@ -78,6 +79,9 @@ class Settings(mcphost.PluginSettings):
     ``"*.timer"``); empty allows any unit."""
     max_processes: int = Field(default=100, ge=1, le=100)
     """Cap on ``top_processes``' ``limit``."""
+    full_command_lines: bool = False
+    """Return command lines as they are; by default the values of secret-looking options,
+    ``NAME=value`` arguments and URL passwords are masked (:mod:`mcphost_sysinfo.redact`)."""
 
     @field_validator("mounts")
     @classmethod
@@ -140,7 +144,8 @@ def top_processes(
     sort_by: Literal["cpu", "memory"] = "cpu",
 ) -> TopProcesses:
     """List the processes using the most CPU or memory, sampled over a quarter second."""
-    limit = min(limit, _settings(ctx).max_processes)
+    settings = _settings(ctx)
+    limit = min(limit, settings.max_processes)
     # Fresh Process objects rather than psutil.process_iter()'s shared cache: cpu_percent()
     # measures since the previous call on the same object, and concurrent calls would
     # otherwise reset each other's window.
@@ -161,6 +166,9 @@ def top_processes(
         except psutil.Error:  # exited during the window
             continue
         name = info["name"] or ""
+        argv = info["cmdline"] or ()
+        if not settings.full_command_lines:
+            argv = redacted(argv)
         found.append(
             ProcessInfo(
                 pid=proc.pid,
@@ -169,7 +177,7 @@ def top_processes(
                 cpu_percent=cpu,
                 rss_bytes=info["memory_info"].rss if info["memory_info"] else None,
                 # Kernel threads have no command line; show them as ps does.
-                cmdline=_truncate(" ".join(info["cmdline"] or ()) or f"[{name}]"),
+                cmdline=_truncate(" ".join(argv) or f"[{name}]"),
             )
         )
     found.sort(key=lambda p: p.cpu_percent if sort_by == "cpu" else p.rss_bytes or 0, reverse=True)

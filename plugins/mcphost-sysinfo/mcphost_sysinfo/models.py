@@ -71,7 +71,10 @@ class ProcessInfo(BaseModel):
     user: str | None
     cpu_percent: float = Field(description="Percent of one CPU; exceeds 100 for multi-threaded work.")
     rss_bytes: int | None
-    cmdline: str = Field(description=f"Truncated to {CMDLINE_MAX} characters; [name] when there is none.")
+    cmdline: str = Field(
+        description=f"Secret-looking values masked as [redacted]; truncated to {CMDLINE_MAX} characters; "
+        "[name] when there is none."
+    )
 
 
 class TopProcesses(BaseModel):

@@ -3,8 +3,10 @@
 import os
 import shutil
 import subprocess
+import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import mcp
 import mcphost_sysinfo as sysinfo
 import pydantic
 import pytest
+from mcphost_sysinfo.redact import redacted
 
 import mcphost
 
@@ -128,6 +131,32 @@ def test_disk_usage_of_missing_mount_is_a_tool_error(tmp_path: Path) -> None:
 
 
 # --- top_processes -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["postgres", "--db-password=hunter2", "-D", "/srv"], ["postgres", "--db-password=[redacted]", "-D", "/srv"]),
+        (["mysqldump", "--password", "hunter2", "db"], ["mysqldump", "--password", "[redacted]", "db"]),
+        (["app", "--api-key", "--verbose"], ["app", "--api-key", "--verbose"]),  # no value follows
+        (["env", "PGPASSWORD=hunter2", "LANG=C", "psql"], ["env", "PGPASSWORD=[redacted]", "LANG=[redacted]", "psql"]),
+        (["worker", "redis://:hunter2@db:6379/0"], ["worker", "redis://:[redacted]@db:6379/0"]),
+        (["curl", "https://ann:hunter2@example.test/a@b"], ["curl", "https://ann:[redacted]@example.test/a@b"]),
+        (["nginx", "-g", "daemon off;"], ["nginx", "-g", "daemon off;"]),
+        (["git", "--no-pager", "https://example.test/repo"], ["git", "--no-pager", "https://example.test/repo"]),
+    ],
+)
+def test_secret_looking_arguments_are_masked(argv: list[str], shown: list[str]) -> None:
+    assert redacted(argv) == shown
+
+
+def test_masking_is_linear_in_the_command_line() -> None:
+    # Any local user writes command lines: none may make the tool slow (a backtracking
+    # regex would take minutes on these).
+    long = "a" * 100_000
+    started = time.monotonic()
+    redacted([long, f"{long}://{long}:{long}", f"--{long}", f"{long}={long}"])
+    assert time.monotonic() - started < 2.0
 
 
 def test_top_processes_by_cpu() -> None:
@@ -356,3 +385,38 @@ async def test_daemon_applies_settings_and_refuses(mcphost_daemon: Any, mode: st
     assert configured.structured_content["mount"] == str(tmp_path)
     assert refused.is_error
     assert f"allowed mounts: /, {tmp_path}" in error_text(refused)
+
+
+SECRETS_IN_ARGV = ("hunter2", "abc123", "t0ken")
+
+
+@pytest.fixture
+def holder() -> Iterator[int]:
+    """A process with secrets on its command line, holding 400 MB so it is among the top 100
+    by memory on a busy machine too; its pid."""
+    code = "import sys, time; data = b'x' * 400_000_000; print('ready', flush=True); time.sleep(60)"
+    argv = [sys.executable, "-c", code, "--db-password=hunter2", "API_TOKEN=abc123", "--token", "t0ken"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "ready\n"
+        yield process.pid
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("full", [False, True])
+async def test_daemon_masks_other_processes_secrets_unless_told_not_to(
+    mcphost_daemon: Any, holder: int, full: bool
+) -> None:
+    settings = {"full_command_lines": True} if full else {}
+    daemon = mcphost_daemon({"plugins": {"enable": ["sysinfo"], "sysinfo": {"settings": settings}}})
+    async with mcp.Client(daemon.url, mode="2026-07-28") as client:
+        result = await client.call_tool("sysinfo_top_processes", {"limit": 100, "sort_by": "memory"})
+    cmdline = {p["pid"]: p["cmdline"] for p in result.structured_content["processes"]}[holder]
+    if full:
+        assert all(secret in cmdline for secret in SECRETS_IN_ARGV)
+    else:
+        assert cmdline.endswith("--db-password=[redacted] API_TOKEN=[redacted] --token [redacted]")
+        assert not any(secret in result.model_dump_json() for secret in SECRETS_IN_ARGV)
