@@ -13,6 +13,7 @@ many rounds as it needs, or several at once with ``ToolContext.gather``.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -24,11 +25,20 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
 
 from mcphost.errors import ToolError
+from mcphost.identity import current_identity
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
 _STATE_KEY = "mcphost.answers"
 """The key under which this module keeps answers in the (sealed) ``requestState``."""
+
+MAX_QUESTIONS_PER_CALLER = 8
+"""Questions (2025-11-25 requests to the client) one authenticated caller may leave
+unanswered at once. Each holds a slot of its plugin's ``max_concurrency`` while it waits, so
+without a bound one caller that never answers would take every slot from the others."""
+
+_waiting: Counter[str | None] = Counter()
+"""Questions waiting for an answer, by caller (identity key)."""
 
 _CAPABILITIES = {
     "elicitation/create": ("elicitation", types.ClientCapabilities(elicitation=types.ElicitationCapability())),
@@ -130,6 +140,13 @@ async def ask(
                 return answer
         exchange.asked[key] = request
         raise InputRequired
+    identity = current_identity()
+    caller = identity.key if identity is not None else None
+    if caller is not None and _waiting[caller] >= MAX_QUESTIONS_PER_CALLER:
+        raise ClientInputError(
+            f"{MAX_QUESTIONS_PER_CALLER} questions to this caller are waiting for its answers already"
+        )
+    _waiting[caller] += 1
     try:
         return await ctx.session.send_request(
             request, result_type, metadata=ServerMessageMetadata(related_request_id=ctx.request_id)
@@ -138,3 +155,7 @@ async def ask(
         raise ClientInputError(f"this connection cannot carry {request.method} to the client") from None
     except MCPError as error:
         raise ClientInputError(f"the client answered {request.method} with an error: {error}") from None
+    finally:
+        _waiting[caller] -= 1
+        if not _waiting[caller]:
+            del _waiting[caller]

@@ -57,10 +57,12 @@ def bearer(token: str) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def connect(url: str, token: str | None, mode: str) -> AsyncIterator[Client]:
-    """The official MCP client, sending ``token`` as a bearer token on every request."""
+async def connect(url: str, token: str | None, mode: str, **options: Any) -> AsyncIterator[Client]:
+    """The official MCP client, sending ``token`` as a bearer token on every request
+    (``options`` go to the client: ``elicitation_callback=…``)."""
     http = create_mcp_http_client(headers=bearer(token) if token else None)
-    async with http, Client(streamable_http_client(url, http_client=http), mode=mode) as client:  # type: ignore[arg-type]
+    transport = streamable_http_client(url, http_client=http)
+    async with http, Client(transport, mode=mode, **options) as client:  # type: ignore[arg-type]
         yield client
 
 

@@ -8,9 +8,12 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
+from mcp_types import ElicitResult
 
+from mcphost.client_input import MAX_QUESTIONS_PER_CALLER
 from mcphost.testing import ACCEPT_HEADERS, RunningDaemon, initialize_request, sse_events, stateless_request
-from tests.authkit import ApiKey, api_key, bearer
+from tests.authkit import ApiKey, api_key, bearer, connect
 
 SHARE = 3
 
@@ -167,3 +170,47 @@ def test_a_busy_caller_pushes_out_its_own_resumable_events_not_anothers(
     assert replayed["result"]["structuredContent"] == {"result": "bob's"}
     for headers in (bobs, alices):
         httpx.delete(daemon.url, headers=headers)
+
+
+@pytest.fixture(scope="module")
+def asking(module_daemon: Callable[..., RunningDaemon], keys: dict[str, ApiKey]) -> RunningDaemon:
+    """A daemon whose tools ask the client questions (elicitation)."""
+    plugins = {"enable": ["conformance"], "conformance": {"prefix": ""}}
+    config = {"auth": {"keys": {k.name: k.entry for k in keys.values()}}, "plugins": plugins}
+    return module_daemon(config)
+
+
+async def test_a_caller_cannot_take_every_slot_with_questions_it_leaves_unanswered(
+    asking: RunningDaemon, keys: dict[str, ApiKey]
+) -> None:
+    released = trio.Event()
+
+    async def later(context: Any, params: Any) -> ElicitResult:
+        await released.wait()
+        return ElicitResult(action="decline")
+
+    async def now(context: Any, params: Any) -> ElicitResult:
+        return ElicitResult(action="accept", content={"response": "here"})
+
+    outcomes: list[str] = []
+    first = trio.Event()
+
+    async def ask(client: Any) -> None:
+        result = await client.call_tool("test_elicitation", {"message": "still there?"})
+        outcomes.append(result.content[0].text)
+        first.set()
+
+    alice = connect(asking.url, keys["alice"].token, "legacy", elicitation_callback=later)
+    async with alice as client, trio.open_nursery() as nursery:
+        for _ in range(MAX_QUESTIONS_PER_CALLER + 1):
+            nursery.start_soon(ask, client)
+        with trio.fail_after(10):
+            await first.wait()  # the one question too many is refused at once
+        assert "waiting for its answers already" in outcomes[0]
+        # Meanwhile the others' questions are asked and answered.
+        async with connect(asking.url, keys["bob"].token, "legacy", elicitation_callback=now) as bob:
+            answered = await bob.call_tool("test_elicitation", {"message": "there?"})
+        assert "here" in answered.content[0].text
+        released.set()
+    assert len(outcomes) == MAX_QUESTIONS_PER_CALLER + 1
+    assert sum("decline" in outcome for outcome in outcomes) == MAX_QUESTIONS_PER_CALLER
