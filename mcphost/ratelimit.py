@@ -110,7 +110,9 @@ class MemoryLimiter:
         interval = rate.period / rate.limit
         tat = max(self._tat.get(key, now), now)
         new_tat = tat + interval
-        allowed_at = new_tat - rate.period
+        # Not new_tat - period: with one request per period, (tat + period) - period may
+        # round to a hair past tat, and a fresh key's first request would be refused.
+        allowed_at = tat - (rate.period - interval)
         if allowed_at > now:
             return Decision(False, rate, 0, tat - now, allowed_at - now)
         tats = self._tat

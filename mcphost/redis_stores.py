@@ -51,7 +51,7 @@ local interval = period / tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local new_tat = tat + interval
-local allowed_at = new_tat - period
+local allowed_at = tat - (period - interval)
 if allowed_at > now then
     return {0, tostring(tat - now), tostring(allowed_at - now)}
 end

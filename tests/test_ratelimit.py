@@ -61,6 +61,15 @@ async def test_gcra_allows_a_burst_then_one_per_interval() -> None:
     assert (await limiter.hit("other", rate)).remaining == 3
 
 
+async def test_a_fresh_key_is_allowed_whatever_the_clock_reads() -> None:
+    # (2040.109… + 60) - 60 is 2040.109… plus a rounding error: a first request was refused.
+    clock, rate = Clock(), Rate.parse("1/minute")
+    clock.now = 2040.1090003485567
+    limiter = MemoryLimiter(clock=clock)
+    assert (await limiter.hit("k", rate)).allowed
+    assert not (await limiter.hit("k", rate)).allowed
+
+
 async def test_limiter_memory_is_bounded_and_idle_keys_go() -> None:
     clock, rate = Clock(), Rate.parse("1/second")
     limiter = MemoryLimiter(max_keys=100, clock=clock)
