@@ -94,6 +94,13 @@ def has_body(headers: dict[bytes, bytes]) -> bool:
 _JSON = (b"content-type", b"application/json")
 
 
+def _asks_to_close(scope: Scope, headers: dict[bytes, bytes]) -> bool:
+    """Whether the client wants the connection closed after this response (``Connection:
+    close``, or HTTP/1.0 without keep-alive)."""
+    tokens = {t.strip() for t in headers.get(b"connection", b"").lower().split(b",")}
+    return b"close" in tokens or (scope.get("http_version") == "1.0" and b"keep-alive" not in tokens)
+
+
 def _session_id(headers: dict[bytes, bytes]) -> str | None:
     return headers[b"mcp-session-id"].decode("latin-1") if b"mcp-session-id" in headers else None
 
@@ -243,6 +250,7 @@ class HttpApp:
         record.session_id = headers.get(b"mcp-session-id", b"").decode("latin-1")[:64] or None
         status = 0
         unread_body = has_body(headers)
+        closes = _asks_to_close(scope, headers)
 
         async def receive_tracked() -> Message:
             nonlocal unread_body
@@ -252,7 +260,7 @@ class HttpApp:
             return message
 
         async def send_with_record(message: Message) -> None:
-            nonlocal status
+            nonlocal status, closes
             if message["type"] == "http.response.start":
                 status = message["status"]
                 for name, value in message.get("headers", ()):
@@ -263,12 +271,12 @@ class HttpApp:
                     # Answered before the body was read (a refusal): the server cannot reuse
                     # the connection, so the client must not either.
                     extra.append((b"connection", b"close"))
+                    closes = True
                 message = {**message, "headers": [*message.get("headers", ()), *extra]}
-            elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                # With the response's last part, the server closes the connection when the
-                # client asked it to (Connection: close) or cannot reuse it. Shielded: the SDK
-                # cancels its tasks as the client disconnects, which would stop that close
-                # half-way and leave the connection open.
+            elif message["type"] == "http.response.body" and not message.get("more_body", False) and closes:
+                # With the response's last part the server closes the connection. Shielded:
+                # the SDK cancels its tasks as the client disconnects, which would stop that
+                # close half-way and leave the connection open.
                 with trio.CancelScope(shield=True):
                     await send(message)
                 return
