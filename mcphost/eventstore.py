@@ -87,7 +87,7 @@ class _Events:
 
     def _disown(self, scope: int, count: int) -> None:
         owner = self.owners.get(scope)
-        if owner is not None:
+        if owner is not None and count:
             self.owned[owner] -= count
             if not self.owned[owner]:
                 del self.owned[owner], self._owned_ids[owner]

@@ -4,7 +4,10 @@ never replayed to another."""
 from __future__ import annotations
 
 import gc
+import sys
+from typing import Any
 
+import pytest
 from mcp.server.streamable_http import EventMessage
 from mcp_types import JSONRPCNotification
 
@@ -110,3 +113,18 @@ async def test_a_callers_share_frees_up_as_its_sessions_end() -> None:
     ids = [await second.store_event("1", note(n)) for n in range(4)]
     assert shared.size == 4
     assert await replay(second, ids[0]) == ("1", [1, 2, 3])
+
+
+async def test_a_view_that_stored_nothing_goes_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    raised: list[Any] = []  # an exception in __del__ is only printed, to the daemon's log
+    monkeypatch.setattr(sys, "unraisablehook", raised.append)
+    shared = MemoryEventStore(max_events_per_owner=10)
+    kept = shared.for_session(owner="key:a")
+    await kept.store_event("1", note(1))
+    unused = shared.for_session(owner="key:b")
+    del unused
+    gc.collect()
+    later = shared.for_session(owner="key:b")
+    await later.store_event("1", note(2))
+    assert shared.size == 2
+    assert raised == []
