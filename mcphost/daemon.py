@@ -147,6 +147,8 @@ class Daemon:
             max_listen_streams_per_identity=self.config.server.sessions_share,
         )
         self.sessions: PersistentSessionManager | None = None
+        self.host_check = HostCheck(transport_security(self.config.server))
+        """The Host and Origin allowlists of both listeners."""
         self.http: HttpApp | None = None
         self._hosts: list[str] = []
         """The addresses served (systemd's sockets), which decide whether authentication is required."""
@@ -273,7 +275,7 @@ class Daemon:
             tracing=self.tracing,
             public_metrics=self.metrics_endpoint() if self.config.metrics.public else None,
             body_timeout=self.config.server.body_timeout,
-            host_check=HostCheck(transport_security(self.config.server)),
+            host_check=self.host_check,
         )
         hypercorn_stop, hypercorn_done = trio.Event(), trio.Event()
 
@@ -339,7 +341,7 @@ class Daemon:
         config.accesslog = None
         config.errorlog = logging.getLogger("hypercorn.error")
         await hypercorn_serve(
-            asgi(AdminApp(self.readiness, self.metrics_endpoint(), HostCheck(transport_security(self.config.server)))),
+            asgi(AdminApp(self.readiness, self.metrics_endpoint(), self.host_check)),
             config,
             shutdown_trigger=stop.wait,
             task_status=task_status,
@@ -413,7 +415,8 @@ class Daemon:
         fresh = auth.authenticator(loaded, self._hosts, running.verifier if running else None)
         before = running.keys.tokens() if running else {}
         after = fresh.keys.tokens() if fresh else {}
-        removed = {identity for digest, identity in before.items() if digest not in after}
+        # Gone, or renamed: sessions belong to a key's name, which its token no longer opens.
+        removed = {identity for digest, identity in before.items() if after.get(digest) != identity}
         self.http.auth = fresh
         ended = await self.sessions.revoke(removed) if self.sessions is not None else 0
         streams = self.handlers.subscriptions.revoke(removed)

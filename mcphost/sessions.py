@@ -417,7 +417,7 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
             idle_timeout=self.session_idle_timeout,
         )
 
-    def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport | None:
+    def _admit_session(self, requestor: AuthorizationContext | None) -> StreamableHTTPServerTransport:
         # The SDK's admission, with a signed id instead of a bare uuid4 (the room was made
         # by _make_room).
         session_id = self.ids.new()
