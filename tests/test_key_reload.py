@@ -155,3 +155,21 @@ def test_an_invalid_keys_file_is_refused_and_the_running_keys_stay(
     assert refused["event"].startswith("reload refused")
     assert calls(daemon, keys["filed"]) == 200
     assert calls(daemon, keys["staying"]) == 200
+
+
+def test_a_renamed_key_keeps_working_and_its_old_names_sessions_end(
+    daemon: RunningDaemon, keys: dict[str, ApiKey]
+) -> None:
+    session = open_session(daemon, keys["staying"])
+    renamed = ApiKey("renamed", keys["staying"].token, keys["staying"].entry)
+    listening = {**session, "accept": "text/event-stream"}
+    with httpx.Client(timeout=10) as client, client.stream("GET", daemon.url, headers=listening) as stream:
+        assert stream.status_code == 200
+        write_keys(daemon.extra["keys_file"], keys["filed"], renamed)
+        reloaded = reload(daemon)
+        b"".join(stream.iter_bytes())  # read to its end: an open stream would time out here
+    assert (reloaded["keys_added"], reloaded["keys_removed"], reloaded["sessions_ended"]) == (0, 0, 1)
+    assert calls(daemon, renamed) == 200
+    assert (
+        httpx.post(daemon.url, json={"jsonrpc": "2.0", "id": 3, "method": "ping"}, headers=session).status_code == 404
+    )
