@@ -2,9 +2,10 @@
 ``/ready`` and, with OAuth, the protected resource metadata; one log line per request.
 
 The path of a request reads top to bottom in :meth:`HttpApp.__call__`: lifespan, then
-routing, then (for ``/mcp``) the request record, authentication and the caller's request
-budget (:meth:`HttpApp._admitted`), then the checks of :mod:`mcphost.wire`, then the
-session manager. Nothing here knows about plugins.
+routing, then (for ``/mcp``) the request record, the Host and Origin check
+(:mod:`mcphost.origins`), authentication and the caller's request budget
+(:meth:`HttpApp._admitted`), the body (within ``body_timeout``), the checks of
+:mod:`mcphost.wire`, then the session manager. Nothing here knows about plugins.
 """
 
 from __future__ import annotations
