@@ -3,7 +3,7 @@
 An :class:`Identity` is made by :mod:`mcphost.auth` from the request's credentials (an API
 key, or an OAuth access token) and rides on the request's record (:mod:`mcphost.log`), so the
 protocol handlers, the request log line and ``ctx.identity`` all read the same one. A request
-without one (a loopback daemon with no authentication configured, or stdio) may use every tool.
+without one (a loopback daemon with no authentication configured, or stdio) may use everything.
 
 This module is import-light on purpose: the protocol path and plugins' contexts import it.
 """
