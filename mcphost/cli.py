@@ -1,4 +1,4 @@
-"""The ``mcphost`` command: ``serve``, ``stdio``, ``check-config``, ``plugins``, ``keys`` and ``status``.
+"""The ``mcphost`` command: ``serve``, ``stdio``, ``check-config``, ``reload``, ``plugins``, ``keys`` and ``status``.
 
 Output meant for the user (tables, check results) goes to stdout; logs go to stderr.
 ``stdio`` never writes to stdout itself: there stdout is the protocol channel.
@@ -18,7 +18,7 @@ import trio
 from pydantic import TypeAdapter, ValidationError
 
 import mcphost
-from mcphost import auth, heap, keys, log, metrics, status, tracing, workers
+from mcphost import auth, heap, keys, log, metrics, reload_command, status, tracing, workers
 from mcphost import config as config_module
 from mcphost.config import ConfigError, KeyName, LoadedConfig
 from mcphost.daemon import Daemon
@@ -57,6 +57,15 @@ def _parser() -> argparse.ArgumentParser:
         description="Validate a config file and every enabled plugin's settings.",
     )
     check.add_argument("path", nargs="?", metavar="PATH", help="config file (default as for serve)")
+    reload = add("reload", "Send the running daemon SIGHUP and wait until it reports the reload applied.")
+    reload.add_argument("--pid", type=int, required=True, help="the daemon's process id (under systemd: $MAINPID)")
+    reload.add_argument(
+        "--timeout",
+        type=float,
+        default=reload_command.TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait for the reload (default {reload_command.TIMEOUT:g})",
+    )
     plugins = add("plugins", "List plugins: name, version, origin, status, tools.")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     keys_parser = commands.add_parser("keys", help="Make and list API keys.", description="Make and list API keys.")
@@ -111,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Before the config is validated: with --admin-url, a config being edited must not stop it.
         log.configure("warning")
         sys.exit(show_status(args.admin_url, config_path, as_json=args.json))
+    if args.command == "reload":
+        log.configure("warning")
+        sys.exit(reload_command.reload(args.pid, config_path, args.timeout))
     try:
         loaded = config_module.load(config_path)
     except ConfigError as error:

@@ -355,6 +355,7 @@ class Daemon:
         """Re-read the config, re-scan plugins and apply what changed; ``False`` if the config
         was invalid (the running config stays) or a plugin failed to reload (its old version stays)."""
         async with self._reload_lock:
+            began = time.monotonic()
             self.notifier.reloading()
             log.info("reloading", reason=reason)
             try:
@@ -362,7 +363,7 @@ class Daemon:
             except ConfigError as error:
                 log.error("reload refused: the config is invalid; the running config stays", problems=str(error))
                 self.notifier.ready("reload refused: invalid config")
-                self.metrics.reloaded(reason, "invalid_config")
+                self.metrics.reloaded(reason, began, "invalid_config")
                 return False
             restart_only = [k for k in RESTART_ONLY if getattr(loaded.config, k) != getattr(self.config, k)]
             if restart_only:
@@ -370,9 +371,10 @@ class Daemon:
             result = await self.plugins.reload(loaded)
             previous, self.registry = self.registry, self.plugins.registry
             self.metrics.bind(self.registry)
-            self.metrics.reloaded(reason, "failed" if result.failed else "ok", result.changed, result.failed)
             await self.plugins.retire(result.retired)
             await self._announce_changes(previous, self.registry)
+            # Recorded as READY=1 is sent: `mcphost reload` returns once it sees this.
+            self.metrics.reloaded(reason, began, "failed" if result.failed else "ok", result.changed, result.failed)
             log.info("reloaded", changed=result.changed, failed=result.failed, tools=len(self.registry.tools))
             self.notifier.ready(
                 f"serving {len(self.registry.tools)} tools" + (" (a reload failed)" if result.failed else "")

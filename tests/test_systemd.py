@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import json
 import os
 import re
 import shlex
@@ -109,7 +110,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     """
     original = SERVICE.read_text()
     rewritten = original.replace(INSTALLED_MCPHOST, str(MCPHOST))
-    assert original.count(INSTALLED_MCPHOST) == 2  # ExecStart= and the check in ExecReload=
+    assert original.count(INSTALLED_MCPHOST) == 3  # ExecStart= and both ExecReload=
     (tmp_path / SERVICE.name).write_text(rewritten)
     shutil.copy(SOCKET, tmp_path / SOCKET.name)
     done = subprocess.run(
@@ -365,9 +366,9 @@ def systemctl_reload(config: Path, main_pid: int) -> subprocess.CompletedProcess
 def test_exec_reload_checks_the_config_before_signalling(tmp_path: Path, manager: ServiceManager) -> None:
     """``systemctl reload`` with an invalid config fails (exit 2, the problem on stderr) and the
     daemon is never signalled; with a valid one the daemon reloads."""
-    [check, kill] = [shlex.split(v) for v in directives(SERVICE, "Service", "ExecReload")]
+    [check, reload] = [shlex.split(v) for v in directives(SERVICE, "Service", "ExecReload")]
     assert check == [INSTALLED_MCPHOST, "check-config", INSTALLED_CONFIG]
-    assert kill == ["/bin/kill", "-HUP", "$MAINPID"]
+    assert reload == [INSTALLED_MCPHOST, "reload", "--config", INSTALLED_CONFIG, "--pid", "$MAINPID"]
 
     daemon = start_daemon(tmp_path, ECHO_ONLY, env={"NOTIFY_SOCKET": manager.address})
     valid = daemon.config_path.read_text()
@@ -391,6 +392,94 @@ def test_exec_reload_checks_the_config_before_signalling(tmp_path: Path, manager
     # Two SIGHUPs reached the daemon: the refused reload never sent one.
     assert sum("RELOADING" in m for m in manager.messages) == 2
     assert sum(r.get("event") == "reloading" for r in daemon.log_records()) == 2
+
+
+SLOW_START = """
+import trio
+
+import mcphost
+
+
+@mcphost.hookimpl
+def mcphost_tools():
+    def hello() -> str:
+        "Say hello."
+        return "hello"
+
+    return [hello]
+
+
+@mcphost.hookimpl
+async def mcphost_startup():
+    await trio.sleep(2)  # a plugin that connects to its backend first
+"""
+
+
+def reload_command(daemon: RunningDaemon, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``mcphost reload`` for ``daemon``, as the unit's ExecReload= runs it."""
+    argv = [str(MCPHOST), "reload", "--config", str(daemon.config_path), "--pid", str(daemon.process.pid), *extra]
+    env = {**os.environ, "MCPHOST_ADMIN__PORT": str(daemon.admin_port)}
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+
+
+def served_tools(daemon: RunningDaemon) -> set[str]:
+    status, body = daemon.get("/status", admin=True)
+    assert status == 200, body
+    return {tool["name"] for tool in json.loads(body)["tools"]}
+
+
+def test_reload_command_returns_once_the_reload_is_applied(tmp_path: Path) -> None:
+    """``mcphost reload`` returns once the daemon has applied the reload (here: a plugin that
+    takes two seconds to start serves its tool), and says what changed; a config it cannot
+    read is refused before anything is signalled; a daemon that does not answer makes it
+    fail after its timeout, saying so."""
+    plugin = tmp_path / "slowstart.py"
+    plugin.write_text(SLOW_START)
+    daemon = start_daemon(tmp_path, {"plugins": {"enable": ["echo"], "paths": [str(plugin)]}})
+    try:
+        assert "slowstart_hello" not in served_tools(daemon)
+        daemon.config_path.write_text(to_toml({"plugins": {"enable": ["echo", "slowstart"], "paths": [str(plugin)]}}))
+        applied = reload_command(daemon)
+        assert applied.returncode == 0, applied.stderr
+        assert "slowstart_hello" in served_tools(daemon)
+        assert applied.stdout.startswith("mcphost reload: applied (slowstart changed"), applied.stdout
+
+        valid = daemon.config_path.read_text()
+        daemon.config_path.write_text(valid + "[limits]\ntimeout = -1\n")
+        refused = reload_command(daemon)
+        assert refused.returncode == 2
+        assert "limits.timeout" in refused.stderr and "nothing was signalled" in refused.stderr
+        daemon.config_path.write_text(valid)
+
+        daemon.process.send_signal(signal.SIGSTOP)
+        try:
+            unanswered = reload_command(daemon, "--timeout", "1")
+        finally:
+            daemon.process.send_signal(signal.SIGCONT)
+        assert unanswered.returncode == 3
+        assert "no reload was reported within 1s" in unanswered.stderr
+        # The signal was delivered: the daemon reloads once it runs again.
+        daemon.wait_for_log(lambda _: sum(r.get("event") == "reloaded" for r in daemon.log_records()) == 2)
+    finally:
+        assert daemon.stop() == 0, daemon.logs()[-4000:]
+    assert sum(r.get("event") == "reloading" for r in daemon.log_records()) == 2
+
+
+def test_reload_command_without_an_admin_listener_or_a_daemon(tmp_path: Path, manager: ServiceManager) -> None:
+    """With the admin listener off, ``mcphost reload`` sends the signal and says it cannot
+    wait; a process that is not there is an error."""
+    daemon = start_daemon(tmp_path, ECHO_ONLY, env={"NOTIFY_SOCKET": manager.address})
+    try:
+        manager.wait_for(has("READY"))
+        sent = reload_command(daemon)
+        assert sent.returncode == 0, sent.stderr
+        assert "the admin listener is off" in sent.stderr
+        manager.wait_for(has("RELOADING"))
+        manager.wait_for(has("READY"))
+    finally:
+        daemon.stop()
+    gone = reload_command(daemon)  # its pid names no process now
+    assert gone.returncode == 1 and "cannot signal process" in gone.stderr, gone.stderr
 
 
 # -- socket activation -------------------------------------------------------------------------
