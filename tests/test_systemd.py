@@ -914,6 +914,8 @@ def test_install_creates_user_venv_units_config_and_credentials(installed: Insta
 
     assert "systemctl enable --now mcphost.socket mcphost.service" in output
     assert "skipped systemctl daemon-reload" in output
+    # The operator's command on PATH, pointing into the venv as the installed system sees it.
+    assert (root / "usr/local/bin/mcphost").readlink() == Path(INSTALLED_MCPHOST)
 
 
 def test_install_again_keeps_config_and_secrets_and_replaces_units(installed: Installed) -> None:
@@ -929,6 +931,7 @@ def test_install_again_keeps_config_and_secrets_and_replaces_units(installed: In
     assert config.read_text() == edited
     assert (installed.credentials / "session-secret").read_text() == secret
     assert service.read_text() == SERVICE.read_text()
+    assert (installed.root / "usr/local/bin/mcphost").readlink() == Path(INSTALLED_MCPHOST)
     if shutil.which("systemd-sysusers") is not None:
         users = [line.split(":")[0] for line in (installed.root / "etc/passwd").read_text().splitlines()]
         assert users.count("mcphost") == 1
