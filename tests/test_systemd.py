@@ -42,6 +42,7 @@ from mcp import Client
 import mcphost
 from mcphost.config import ShutdownConfig
 from mcphost.testing import RunningDaemon, free_port, start_daemon, to_toml
+from tests import wheels
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICE = REPO / "systemd" / "mcphost.service"
@@ -797,32 +798,6 @@ async def test_daemon_works_with_memory_deny_write_execute(tmp_path: Path, mdwe:
 # -- packaging/install.sh ----------------------------------------------------------------------
 
 
-BUNDLED = (REPO, REPO / "plugins" / "mcphost-sysinfo", REPO / "plugins" / "mcphost-files")
-
-
-def bundled_wheels(work: Path) -> Path:
-    """Wheels of mcphost and the bundled plugins, for the installer's --wheelhouse.
-
-    Built with one shared copy of their declared build requirements rather than pip's isolated
-    build environments, which would fetch and install the build backend once per project.
-    """
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-    requires = {
-        r
-        for project in BUNDLED
-        for r in tomllib.loads((project / "pyproject.toml").read_text())["build-system"]["requires"]
-    }
-    backend, wheels = work / "build-backend", work / "wheels"
-    subprocess.run([*pip, "install", "--target", str(backend), *sorted(requires)], check=True, timeout=600)
-    subprocess.run(
-        [*pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(wheels), *map(str, BUNDLED)],
-        env={**os.environ, "PYTHONPATH": str(backend)},
-        check=True,
-        timeout=600,
-    )
-    return wheels
-
-
 def venv_with_test_dependencies(venv: Path, work: Path) -> None:
     """Make the venv the installer will find at /opt/mcphost/venv, sharing this environment's
     third-party packages so that no dependency is downloaded or built again.
@@ -870,7 +845,7 @@ class Installed:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     work = tmp_path_factory.mktemp("install")
-    target = Installed(work / "root", bundled_wheels(work))
+    target = Installed(work / "root", wheels.build(wheels.BUNDLED, work))
     venv_with_test_dependencies(target.venv, work)
     first = target.install()
     assert first.returncode == 0, first.stdout + first.stderr
