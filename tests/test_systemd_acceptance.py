@@ -602,15 +602,18 @@ def test_sysinfo_unit_status_reports_real_units(vm: Vm) -> None:
     assert (missing["unit"], missing["load_state"]) == ("no-such-unit.service", "not-found")
 
 
-WRITE_PROBES = (STATE, "/run/mcphost", "/tmp", "/var/tmp", "/etc/mcphost", VENV, "/var/log", "/usr", "/srv", "/root")
+OWNED = ("/srv/mcphost-owned", "/home/mcphost-owned")
+"""Directories of the service's user outside its state: only the sandbox keeps it from writing there."""
+WRITE_PROBES = (STATE, "/run/mcphost", "/tmp", "/var/tmp", *OWNED, "/etc/mcphost", VENV, "/var/log", "/usr", "/root")
 
 
 def test_the_sandbox_holds_for_the_service(vm: Vm) -> None:
     """Probes run inside mcphost, as the service: it writes only to its state, runtime and
-    private temporary directories; it sees other users' processes as far as
-    ``sysinfo_top_processes`` needs (name, user, command line) and no further (not their
-    environment, open files or working directory, nor may it signal them); no memory may be
-    writable and executable."""
+    private temporary directories, not even to its own user's directories elsewhere; it sees
+    other users' processes as far as ``sysinfo_top_processes`` needs (name, user, command
+    line) and no further (not their environment, open files or working directory, nor may it
+    signal them); no memory may be writable and executable."""
+    vm.run("install", "-d", "-o", "mcphost", "-g", "mcphost", "-m", "0700", *OWNED)
     pid = vm.start()
     dbus = int(vm.run("pidof", "dbus-daemon").stdout)
 
@@ -635,10 +638,15 @@ def test_the_sandbox_holds_for_the_service(vm: Vm) -> None:
             assert not top.is_error, top.content
             return writes, reads, signals, memory, top.structured_content
 
-    writes, reads, signals, memory, top = vm.client(flow)
+    try:
+        writes, reads, signals, memory, top = vm.client(flow)
+    finally:
+        vm.run("rm", "-r", *OWNED)
     allowed = {STATE, "/run/mcphost", "/tmp", "/var/tmp"}
     assert allowed < set(WRITE_PROBES)
     assert {path: outcome for path, outcome in writes.items() if path in allowed} == dict.fromkeys(allowed, "ok")
+    # The user may write into its own directories; ProtectSystem=strict and ProtectHome= say no.
+    assert {path: writes[path] for path in OWNED} == {OWNED[0]: "EROFS", OWNED[1]: "EACCES"}, writes
     refused = {path: outcome for path, outcome in writes.items() if path not in allowed}
     assert all(outcome in ("EROFS", "EACCES") for outcome in refused.values()), refused
     processes = {p["pid"]: p for p in top["processes"]}
