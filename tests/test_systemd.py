@@ -3,8 +3,9 @@ side of the service manager protocols (sd_notify, socket activation) exercised f
 hardening's ``MemoryDenyWriteExecute=`` tried on the running daemon, and ``packaging/install.sh``
 run into a throwaway root.
 
-systemd is not PID 1 where these tests run, so no unit is started by systemd itself. What stands
-in for it, each time: ``systemd-analyze`` reads the unit files; a unix datagram socket plays the
+Here no unit is started by systemd itself (``tests/test_systemd_acceptance.py`` does that, in a
+container booted with systemd as PID 1), so these tests are quick and run anywhere. What stands
+in for systemd, each time: ``systemd-analyze`` reads the unit files; a unix datagram socket plays the
 service manager's ``$NOTIFY_SOCKET``; ``systemd-socket-activate`` hands mcphost a listening
 socket the way ``mcphost.socket`` does; where a socket must outlive one mcphost process (a
 restart), the test holds it, as the socket unit would; and the kernel's own
@@ -424,6 +425,7 @@ def reload_command(daemon: RunningDaemon, *extra: str) -> subprocess.CompletedPr
 
 
 def served_tools(daemon: RunningDaemon) -> set[str]:
+    """The tools the daemon serves now, from its admin listener's ``/status``."""
     status, body = daemon.get("/status", admin=True)
     assert status == 200, body
     return {tool["name"] for tool in json.loads(body)["tools"]}
