@@ -433,14 +433,14 @@ class Daemon:
             await trio.sleep(interval)
 
     async def _watch_files(self) -> None:
-        """Reload when the config file or a loaded plugin's source changes."""
+        """Reload when the config file, a loaded plugin's source or a path plugin's file changes."""
         import watchfiles  # only with [reload] watch: a deployment reloads on SIGHUP instead
 
         while True:
-            files = {p.resolve() for r in self.plugins.records if r.status == "loaded" for p in plugin_files(r)}
+            files = {p.resolve() for r in self.plugins.records if r.status != "disabled" for p in plugin_files(r)}
             if self.config_path is not None:
                 files.add(self.config_path.resolve())
-            directories = {f.parent for f in files}
+            directories = {f.parent for f in files if f.parent.is_dir()}
 
             def relevant(_change: watchfiles.Change, path: str, files: set[Path] = files) -> bool:
                 return Path(path) in files or path.endswith(".py")
