@@ -149,6 +149,7 @@ class Daemon:
     async def start_plugins(self) -> None:
         """Load and start every enabled plugin, then publish what they serve."""
         self.plugins.load_all()
+        self._warn_unmatched()
         await self.plugins.start_all()
         self.registry = self.plugins.registry
         self.metrics.bind(self.registry)
@@ -368,6 +369,7 @@ class Daemon:
             if restart_only:
                 log.warning("these settings change only on restart", tables=restart_only)
             result = await self.plugins.reload(loaded)
+            self._warn_unmatched()
             previous, self.registry = self.registry, self.plugins.registry
             self.metrics.bind(self.registry)
             self.metrics.reloaded(reason, "failed" if result.failed else "ok", result.changed, result.failed)
@@ -379,6 +381,12 @@ class Daemon:
             )
             self._settle_due.set()
             return not result.failed
+
+    def _warn_unmatched(self) -> None:
+        """Say which ``[plugins]`` tables and patterns name no plugin (a typo is not silent)."""
+        if unmatched := self.plugins.unmatched():
+            source = self.plugins.loaded.source
+            log.warning("[plugins] names plugins that are not there", problems=[p.render(source) for p in unmatched])
 
     async def _announce_changes(self, old: Registry, new: Registry) -> None:
         """Tell every open session which lists changed (clients that listen re-fetch them)."""

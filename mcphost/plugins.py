@@ -246,11 +246,34 @@ class PluginHost:
         return (candidate.origin, candidate.version, plugin_config, host, _source_times(record))
 
     def problems(self) -> list[Problem]:
-        """Config problems found while loading: plugin settings, and tables naming no plugin."""
-        found = [p for r in self.records for p in r.problems]
-        known = {r.name for r in self.records}
-        for name in sorted(self.config.plugins.configured() - known):
-            found.append(self.loaded.problem(("plugins", name), f"no installed plugin is named {name!r}"))
+        """Config problems found while loading: plugin settings and tool tables that do not
+        fit the plugin's model and tools."""
+        return [p for r in self.records for p in r.problems]
+
+    def warnings(self) -> list[Problem]:
+        """What is amiss with the plugins rather than with the config: plugins that failed to
+        load (for a reason other than their settings), and :meth:`unmatched`."""
+        failed = [
+            self.loaded.problem(("plugins", r.name), f"plugin failed to load: {r.error}", warning=True)
+            for r in self.records
+            if r.status == "failed" and not r.problems
+        ]
+        return failed + self.unmatched()
+
+    def unmatched(self) -> list[Problem]:
+        """``[plugins.<name>]`` tables and ``enable``/``disable`` patterns that name no plugin
+        found: a misspelt name, or a plugin not installed (yet, or any more)."""
+        plugins, found = self.config.plugins, []
+        names = sorted(r.name for r in self.records)
+        there = f"the plugins found are {', '.join(names)}" if names else "no plugin is installed"
+        for name in sorted(plugins.configured() - set(names)):
+            found.append(self.loaded.problem(("plugins", name), f"no plugin is named {name!r}; {there}", warning=True))
+        for key in ("enable", "disable"):
+            for pattern in getattr(plugins, key):
+                # "*" matches nothing only where nothing is installed, which the count says.
+                if pattern != "*" and not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                    message = f"{pattern!r} matches no plugin; {there}"
+                    found.append(self.loaded.problem(("plugins", key), message, warning=True))
         return found
 
     def _load(self, candidate: Candidate, record: PluginRecord) -> PluginRecord:

@@ -1,5 +1,8 @@
 """``mcphost check-config PATH`` on broken configs: exit status 2, and every problem on stderr as
-``PATH:LINE: key.path: message`` so a sysadmin can go straight to the offending line.
+``PATH:LINE: key.path: message`` so a sysadmin can go straight to the offending line. What is
+amiss with the plugins rather than the config (one fails to load, a table or pattern names
+none) is a warning, ``PATH:LINE: warning: key.path: message``, and the check passes unless
+``--strict``: the systemd unit runs it before every reload.
 
 Each command is the real CLI in its own process (``python -m mcphost``). A process costs about
 two seconds of imports, so the module runs them all at once, in a pool, before the first test,
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from mcphost.testing import free_port
+from mcphost.testing import free_port, start_daemon
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_CONFIG = REPO / "etc" / "mcphost.toml"
@@ -29,6 +32,7 @@ RUN_TIMEOUT = 120.0
 
 MINIMAL = '[plugins]\nenable = ["echo"]\n'
 SYNTAX_ERROR = '[server]\nport = 8080\nhost = \n\n[plugins]\nenable = ["echo"]\n'
+IMPORT_FAILS = '[plugins]\nenable = ["echo", "broken_import"]\n\n[plugins.broken_import]\ntimeout = 5\n'
 
 
 @dataclass(frozen=True)
@@ -55,9 +59,10 @@ COMMANDS: dict[str, Command] = {
         MINIMAL + '\n[plugins.echo.settings]\ngreeting = 5\ngreting = "hi"\n\n[plugins.nosuch]\nprefix = "x"\n'
     ),
     "tools-table-naming-no-tool": Command(MINIMAL + "\n[plugins.echo.tools.nosuch]\ntimeout = 5\n"),
-    "plugin-import-fails": Command(
-        '[plugins]\nenable = ["echo", "broken_import"]\n\n[plugins.broken_import]\ntimeout = 5\n'
-    ),
+    "plugin-import-fails": Command(IMPORT_FAILS),
+    "plugin-import-fails-strict": Command(IMPORT_FAILS, args=("check-config", "--strict", "{path}")),
+    "unmatched-patterns": Command('[plugins]\nenable = ["echo", "ehco*"]\ndisable = ["sysinfoo"]\n'),
+    "unknown-environment-variable": Command(MINIMAL, env={"MCPHOST_LOG_FORMAT": "json"}),
     "host-and-plugin-problems": Command(
         '[server]\nport = "eighty"\n\n' + MINIMAL + '\n[plugins.echo.settings]\ngreting = "hi"\n\n'
         '[plugins.nosuch]\nprefix = "x"\n'
@@ -134,10 +139,11 @@ def line_of(text: str, needle: str) -> int:
     return next(number for number, line in enumerate(text.splitlines(), start=1) if needle in line)
 
 
-def problem_line(run: Run, key: str, line: int | None) -> str:
-    """The stderr line reporting ``key`` at ``line`` (``None``: any line or none); fails if absent."""
+def problem_line(run: Run, key: str, line: int | None, *, warning: bool = False) -> str:
+    """The stderr line reporting ``key`` at ``line`` (``None``: any line or none), as a problem
+    or a ``warning``; fails if absent."""
     where = re.escape(run.path) + (f":{line}" if line is not None else r"(?::\d+)?")
-    pattern = re.compile(f"^{where}: {re.escape(key)}: ")
+    pattern = re.compile(f"^{where}: {'warning: ' if warning else ''}{re.escape(key)}: ")
     found = [text for text in run.stderr_lines() if pattern.match(text)]
     assert found, f"no problem {key!r} at line {line} in stderr:\n{run.stderr}"
     return found[0]
@@ -211,10 +217,12 @@ def test_plugin_setting_of_wrong_type_is_named_at_its_line(runs: dict[str, Run])
 
 
 def test_table_for_a_plugin_that_is_not_installed_is_reported(runs: dict[str, Run]) -> None:
-    """``[plugins.nosuch]`` names no installed plugin: reported at the table's line."""
+    """``[plugins.nosuch]`` names no installed plugin: a warning at the table's line, naming
+    the plugins there are (it may be a typo, or a plugin uninstalled since)."""
     run = runs["plugin-problems"]
-    assert_invalid(run)
-    assert "nosuch" in problem_line(run, "plugins.nosuch", line_of(run.text, "[plugins.nosuch]"))
+    assert_invalid(run)  # by the settings problems of the same file
+    message = problem_line(run, "plugins.nosuch", line_of(run.text, "[plugins.nosuch]"), warning=True)
+    assert "no plugin is named 'nosuch'" in message and "echo" in message
 
 
 def test_tools_table_naming_no_tool_is_reported(runs: dict[str, Run]) -> None:
@@ -232,22 +240,55 @@ def test_prefix_with_bad_characters_is_reported(runs: dict[str, Run]) -> None:
     assert "'bad prefix!'" in problem_line(run, "plugins.echo.prefix", line_of(run.text, "prefix ="))
 
 
-def test_plugin_that_fails_to_import_is_reported_as_a_plugin_failure(runs: dict[str, Run]) -> None:
-    """An enabled plugin that cannot be imported fails the check, naming the plugin and the import error."""
+def test_plugin_that_fails_to_import_is_a_warning(runs: dict[str, Run]) -> None:
+    """An enabled plugin that cannot be imported is a warning naming the plugin and the import
+    error; the config is valid (exit 0), so a reload that may fix it goes through."""
     run = runs["plugin-import-fails"]
-    assert_invalid(run)
-    message = problem_line(run, "plugins.broken_import", None)
+    assert run.returncode == 0, run.stderr
+    message = problem_line(run, "plugins.broken_import", None, warning=True)
     assert "plugin failed to load" in message
     assert "ModuleNotFoundError" in message
     assert "mcphost_testplugins_missing_dependency" in message
+    assert f"mcphost: {run.path}: configuration is valid (1 plugins, 6 tools, 1 warning)" in run.stdout
 
 
 def test_plugin_import_failure_points_at_the_plugins_own_table(runs: dict[str, Run]) -> None:
     """When the failing plugin has a ``[plugins.<name>]`` table, the failure carries that table's line."""
     run = runs["plugin-import-fails"]
-    assert_invalid(run)
-    message = problem_line(run, "plugins.broken_import", line_of(run.text, "[plugins.broken_import]"))
+    message = problem_line(run, "plugins.broken_import", line_of(run.text, "[plugins.broken_import]"), warning=True)
     assert "ModuleNotFoundError" in message
+
+
+def test_strict_fails_on_a_plugin_that_fails_to_load(runs: dict[str, Run]) -> None:
+    """``--strict`` turns warnings into a failure: exit 1 (not 2: the config itself is valid)."""
+    run = runs["plugin-import-fails-strict"]
+    assert run.returncode == 1, run.stderr
+    assert "ModuleNotFoundError" in problem_line(run, "plugins.broken_import", None, warning=True)
+    assert f"mcphost: {run.path}: failing on warnings (--strict)" in run.stderr_lines()
+
+
+def test_patterns_that_match_no_plugin_are_warnings(runs: dict[str, Run]) -> None:
+    """An ``enable`` or ``disable`` pattern that matches no plugin found is a warning at its line."""
+    run = runs["unmatched-patterns"]
+    assert run.returncode == 0, run.stderr
+    enable = problem_line(run, "plugins.enable", line_of(run.text, "enable ="), warning=True)
+    assert "'ehco*' matches no plugin; the plugins found are " in enable and "echo" in enable
+    assert "'sysinfoo' matches no plugin" in problem_line(
+        run, "plugins.disable", line_of(run.text, "disable ="), warning=True
+    )
+    assert not any("'echo'" in line for line in run.stderr_lines())  # a pattern that matches is fine
+    assert "configuration is valid (1 plugins, 6 tools, 2 warnings)" in run.stdout
+
+
+def test_an_environment_variable_that_sets_nothing_is_a_problem(runs: dict[str, Run]) -> None:
+    """``MCPHOST_LOG_FORMAT`` (one ``_`` where ``__`` belongs) sets no setting: the check says
+    so and what was meant, and fails."""
+    run = runs["unknown-environment-variable"]
+    assert_invalid(run)
+    assert (
+        "environment: MCPHOST_LOG_FORMAT: this environment variable sets no setting "
+        "(they are MCPHOST_<TABLE>__<KEY>); did you mean MCPHOST_LOG__FORMAT?"
+    ) in run.stderr_lines()
 
 
 def test_several_host_config_problems_are_all_reported(runs: dict[str, Run]) -> None:
@@ -266,7 +307,7 @@ def test_several_plugin_problems_are_all_reported(runs: dict[str, Run]) -> None:
     assert_invalid(run)
     problem_line(run, "plugins.echo.settings.greeting", line_of(run.text, "greeting ="))
     problem_line(run, "plugins.echo.settings.greting", line_of(run.text, "greting"))
-    problem_line(run, "plugins.nosuch", line_of(run.text, "[plugins.nosuch]"))
+    problem_line(run, "plugins.nosuch", line_of(run.text, "[plugins.nosuch]"), warning=True)
 
 
 def test_host_and_plugin_problems_are_reported_together(runs: dict[str, Run]) -> None:
@@ -278,11 +319,11 @@ def test_host_and_plugin_problems_are_reported_together(runs: dict[str, Run]) ->
         for key, needle in [
             ("server.port", "port ="),
             ("plugins.echo.settings.greting", "greting"),
-            ("plugins.nosuch", "[plugins.nosuch]"),
+            ("warning: plugins.nosuch", "[plugins.nosuch]"),
         ]
         if any(line.startswith(f"{run.path}:{line_of(run.text, needle)}: {key}: ") for line in run.stderr_lines())
     ]
-    assert reported == ["server.port", "plugins.echo.settings.greting", "plugins.nosuch"], run.stderr
+    assert reported == ["server.port", "plugins.echo.settings.greting", "warning: plugins.nosuch"], run.stderr
 
 
 def test_minimal_valid_config_passes(runs: dict[str, Run]) -> None:
@@ -340,3 +381,19 @@ def test_serve_with_invalid_config_prints_what_check_config_prints(runs: dict[st
     assert [line.replace(serve.path, "PATH") for line in serve.stderr_lines()] == [
         line.replace(check.path, "PATH") for line in check.stderr_lines()
     ]
+
+
+def test_serve_warns_of_what_would_otherwise_be_silently_ignored(tmp_path: Path) -> None:
+    """``serve`` starts with an environment variable that sets nothing, or a pattern that
+    matches no plugin, but says so in its log (the variable is named, with what was meant)."""
+    config = '[plugins]\nenable = ["echo", "ehco"]\n'
+    daemon = start_daemon(tmp_path, config, env={"MCPHOST_LOG_LEVEL": "debug"})
+    try:
+        ignored = daemon.wait_for_log(lambda r: r.get("event") == "environment variable ignored")
+        assert ignored["variable"] == "MCPHOST_LOG_LEVEL" and "MCPHOST_LOG__LEVEL" in ignored["problem"]
+        unmatched = daemon.wait_for_log(lambda r: r.get("event") == "[plugins] names plugins that are not there")
+        [problem] = unmatched["problems"]
+        found = f"{daemon.config_path}:2: warning: plugins.enable: 'ehco' matches no plugin; the plugins found are "
+        assert problem.startswith(found) and "echo" in problem.removeprefix(found).split(", ")
+    finally:
+        daemon.stop()

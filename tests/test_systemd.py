@@ -39,6 +39,7 @@ import trio
 from mcp import Client
 
 import mcphost
+from mcphost import config
 from mcphost.config import ShutdownConfig
 from mcphost.testing import RunningDaemon, free_port, start_daemon, to_toml
 
@@ -151,7 +152,33 @@ def test_units_agree_with_each_other_and_with_the_daemon() -> None:
     assert float(stop_timeout) > ShutdownConfig.model_fields["drain_timeout"].default + 5
     # The daemon pings at half of WatchdogSec=, so a loop that answers at all stays well within it.
     assert directives(SERVICE, "Service", "WatchdogSec") == ["30"]
-    assert "MCPHOST_LOG_FORMAT=json" in directives(SERVICE, "Service", "Environment")
+    assert unit_environment(Path("/run/credentials/mcphost.service"))["MCPHOST_LOG__FORMAT"] == "json"
+
+
+def unit_environment(credentials: Path) -> dict[str, str]:
+    """What the unit's ``Environment=`` lines set for every ``Exec*=`` command (``%d``: the
+    credentials directory)."""
+    pairs = (
+        value.replace("%d", str(credentials)).partition("=") for value in directives(SERVICE, "Service", "Environment")
+    )
+    return {name: value for name, _, value in pairs}
+
+
+def test_the_unit_sets_no_variable_that_sets_nothing() -> None:
+    """Every ``MCPHOST_*`` variable of the unit sets a setting: one that did not would be
+    ignored by ``serve`` (with a warning) and fail every ``check-config``, hence every reload."""
+    assert config.unknown_environment(unit_environment(Path("/run/credentials/mcphost.service"))) == []
+
+
+def test_the_credential_example_is_the_units() -> None:
+    """The ``[auth] credential`` that etc/mcphost.toml shows and the README tells of is the
+    one the unit loads (a credential the unit does not load is never there)."""
+    example = re.search(r'^# credential = "([^"]+)"$', (REPO / "etc" / "mcphost.toml").read_text(), re.MULTILINE)
+    assert example is not None
+    loaded = {v.partition(":")[0]: v.partition(":")[2] for v in directives(SERVICE, "Service", "LoadCredential")}
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"LoadCredential={example[1]}:{loaded[example[1]]}" in readme
+    assert f'[auth] credential = "{example[1]}"' in readme
 
 
 def test_keys_fallback_credential_is_a_valid_empty_keys_file(tmp_path: Path) -> None:
@@ -349,14 +376,17 @@ async def test_a_manager_that_stops_reading_does_not_freeze_the_daemon(tmp_path:
 # -- ExecReload= -------------------------------------------------------------------------------
 
 
-def systemctl_reload(config: Path, main_pid: int) -> subprocess.CompletedProcess[str]:
-    """What ``systemctl reload mcphost`` runs: the unit's ExecReload= lines in order, stopping
-    at the first that fails (which fails the reload). Returns the last command run."""
-    substitutions = {INSTALLED_MCPHOST: str(MCPHOST), INSTALLED_CONFIG: str(config), "$MAINPID": str(main_pid)}
+def systemctl_reload(config_path: Path, main_pid: int) -> subprocess.CompletedProcess[str]:
+    """What ``systemctl reload mcphost`` runs: the unit's ExecReload= lines in order, with the
+    unit's environment, stopping at the first that fails (which fails the reload). Returns
+    the last command run."""
+    substitutions = {INSTALLED_MCPHOST: str(MCPHOST), INSTALLED_CONFIG: str(config_path), "$MAINPID": str(main_pid)}
+    env = {**os.environ, **unit_environment(config_path.parent / "credentials")}
     lines = directives(SERVICE, "Service", "ExecReload")
     assert len(lines) == 2
     for line in lines:
-        done = subprocess.run(command_line(line, substitutions), capture_output=True, text=True, timeout=60)
+        argv = command_line(line, substitutions)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
         if done.returncode != 0:
             break
     return done
@@ -393,13 +423,42 @@ def test_exec_reload_checks_the_config_before_signalling(tmp_path: Path, manager
     assert sum(r.get("event") == "reloading" for r in daemon.log_records()) == 2
 
 
+def test_exec_reload_goes_through_while_a_plugin_fails_to_load(tmp_path: Path, manager: ServiceManager) -> None:
+    """A plugin that fails to import does not make the config invalid: ``check-config`` names
+    it in a warning and succeeds, so ``systemctl reload`` reaches the daemon, which serves the
+    other plugins and tries the broken one again (as it would a fixed one)."""
+    plugins = {"plugins": {"enable": ["echo", "broken_import"]}, "admin": {"enabled": False}}
+    daemon = start_daemon(tmp_path, plugins, env={"NOTIFY_SOCKET": manager.address})
+    try:
+        manager.wait_for(has("READY"))
+        done = systemctl_reload(daemon.config_path, daemon.process.pid)
+        assert done.returncode == 0 and done.args[0] == "/bin/kill", done.stderr
+        manager.wait_for(has("RELOADING"))
+        ready = manager.wait_for(has("READY"))
+        assert ready["STATUS"] == "serving 6 tools (a reload failed)"
+    finally:
+        daemon.stop()
+    check = subprocess.run(
+        [str(MCPHOST), "check-config", str(daemon.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **unit_environment(tmp_path / "credentials")},
+    )
+    assert check.returncode == 0
+    assert re.search(
+        r": warning: plugins\.broken_import: plugin failed to load: import failed: ModuleNotFoundError", check.stderr
+    )
+    assert "configuration is valid (1 plugins, 6 tools, 1 warning)" in check.stdout
+
+
 # -- socket activation -------------------------------------------------------------------------
 
 
 def daemon_env(state_dir: Path) -> dict[str, str]:
     """The environment of a daemon a test starts itself: JSON logs, its own state, no service manager."""
     env = {k: v for k, v in os.environ.items() if k not in MANAGER_VARIABLES}
-    return {**env, "MCPHOST_LOG_FORMAT": "json", "STATE_DIRECTORY": str(state_dir)}
+    return {**env, "MCPHOST_LOG__FORMAT": "json", "STATE_DIRECTORY": str(state_dir)}
 
 
 def wait_until_serving(daemon: RunningDaemon, timeout: float = START_TIMEOUT) -> RunningDaemon:
@@ -423,7 +482,7 @@ def socket_activate(workdir: Path, address: str, config: Mapping[str, Any]) -> R
     log_path = workdir / "activate.log"
     state = workdir / "state"
     # systemd-socket-activate passes on only the variables named with -E.
-    variables = ["-E", "MCPHOST_LOG_FORMAT=json", "-E", f"STATE_DIRECTORY={state}"]
+    variables = ["-E", "MCPHOST_LOG__FORMAT=json", "-E", f"STATE_DIRECTORY={state}"]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             ["systemd-socket-activate", "-l", address, *variables, str(MCPHOST), "serve", "--config", str(config_path)],
