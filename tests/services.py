@@ -8,9 +8,11 @@ import contextlib
 import os
 import shutil
 import signal
+import site
 import socket
 import subprocess
 import time
+import venv as venv_module
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,3 +138,25 @@ def node_client() -> tuple[str, Path]:
     # Node resolves an ES module's imports from where the module is: next to node_modules.
     shutil.copy(source / "client.mjs", target / "client.mjs")
     return node, target
+
+
+def venv_with_test_dependencies(venv: Path, work: Path) -> None:
+    """Make ``venv`` a virtualenv that shares this environment's third-party packages, so
+    that no dependency is downloaded or built again, for a script that pip-installs into a
+    venv it finds there (``packaging/install.sh``, ``scripts/serve``).
+
+    Everything the script does to the venv is real; only the venv's creation
+    (``python3 -m venv``) and the dependencies' installation are skipped. Dependencies come
+    through a .pth entry naming a directory (in ``work``) with this environment's packages
+    minus mcphost's own: the test plugins must not leak in, and mcphost and the bundled
+    plugins must come from what the script installs.
+    """
+    venv_module.EnvBuilder(with_pip=False).create(venv)
+    shared = work / "shared-site-packages"
+    shared.mkdir()
+    for entry in Path(site.getsitepackages()[0]).iterdir():
+        if entry.name.startswith(("mcphost", "__editable__")) or entry.suffix == ".pth":
+            continue
+        (shared / entry.name).symlink_to(entry)
+    [site_packages] = venv.glob("lib/python3*/site-packages")
+    (site_packages / "zz-shared-test-dependencies.pth").write_text(f"{shared}\n")

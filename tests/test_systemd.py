@@ -22,14 +22,12 @@ import re
 import shlex
 import shutil
 import signal
-import site
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import tomllib
-import venv as venv_module
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -42,6 +40,7 @@ import mcphost
 from mcphost import config
 from mcphost.config import ShutdownConfig
 from mcphost.testing import RunningDaemon, free_port, start_daemon, to_toml
+from tests.services import venv_with_test_dependencies
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICE = REPO / "systemd" / "mcphost.service"
@@ -791,27 +790,6 @@ def bundled_wheels(work: Path) -> Path:
         timeout=600,
     )
     return wheels
-
-
-def venv_with_test_dependencies(venv: Path, work: Path) -> None:
-    """Make the venv the installer will find at /opt/mcphost/venv, sharing this environment's
-    third-party packages so that no dependency is downloaded or built again.
-
-    The installer keeps a venv that exists and pip-installs into it, so everything it does to
-    the venv is real; only the venv's creation (``python3 -m venv``) and the dependencies'
-    installation are skipped. Dependencies come through a .pth entry naming a directory with
-    this environment's packages minus mcphost's own (the test plugins must not leak in, and
-    mcphost and the bundled plugins must come from the installed wheels).
-    """
-    venv_module.EnvBuilder(with_pip=False).create(venv)
-    shared = work / "shared-site-packages"
-    shared.mkdir()
-    for entry in Path(site.getsitepackages()[0]).iterdir():
-        if entry.name.startswith(("mcphost", "__editable__")) or entry.suffix == ".pth":
-            continue
-        (shared / entry.name).symlink_to(entry)
-    [site_packages] = venv.glob("lib/python3*/site-packages")
-    (site_packages / "zz-shared-test-dependencies.pth").write_text(f"{shared}\n")
 
 
 class Installed:
