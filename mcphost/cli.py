@@ -25,12 +25,15 @@ from mcphost.config import ConfigError, KeyName, LoadedConfig, Problem
 from mcphost.daemon import Daemon
 from mcphost.plugins import PluginHost, PluginRecord
 from mcphost.ratelimit import Rate
+from mcphost.startup import StartupError
 from mcphost.workers import WORKER_FD
 
 logger = structlog.get_logger("mcphost.cli")
 
 EXIT_CONFIG = 2
 """Exit status for an invalid config (``serve``, ``stdio``) or a failed check."""
+EXIT_STARTUP = 1
+"""Exit status of ``serve`` and ``stdio`` when they cannot start (:class:`StartupError`)."""
 EXIT_PLUGINS = 1
 """Exit status of ``plugins`` when a plugin failed to load, and of ``check-config --strict``
 when there is a warning (a plugin that fails to load is not an invalid config: a reload
@@ -148,23 +151,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command in ("serve", "stdio") and WORKER_FD not in os.environ:  # the master has said it
         for problem in config_module.unknown_environment():
             logger.warning("environment variable ignored", variable=problem.key, problem=problem.message)
-    if args.command == "serve" and loaded.config.server.workers > 1 and WORKER_FD not in os.environ:
-        heap.settle()  # the master's start-up is done (see mcphost.__main__); it only watches workers now
-        sys.exit(workers.run(loaded, config_path, loaded.config.server.workers))
     if args.command in ("serve", "stdio"):
-        try:
-            daemon = Daemon(loaded, config_path)
-            trio.run(daemon.serve_http if args.command == "serve" else daemon.serve_stdio)
-        except ConfigError as error:
-            print(error, file=sys.stderr)
-            print(f"mcphost: {error.source}: refusing to start", file=sys.stderr)
-            sys.exit(EXIT_CONFIG)
+        sys.exit(run_daemon(args.command, loaded, config_path))
     elif args.command == "check-config":
         sys.exit(check_config(loaded, strict=args.strict))
     elif args.command == "plugins":
         sys.exit(list_plugins(loaded, as_json=args.json))
     elif args.command == "keys":
         sys.exit(list_keys(loaded))
+
+
+def run_daemon(command: str, loaded: LoadedConfig, config_path: Path | None) -> int:
+    """``serve`` or ``stdio`` until stopped; what stops it from starting is told in a few
+    lines, not a traceback. Returns the exit status."""
+    try:
+        if command == "serve" and loaded.config.server.workers > 1 and WORKER_FD not in os.environ:
+            heap.settle()  # the master's start-up is done (see mcphost.__main__); it only watches workers now
+            return workers.run(loaded, config_path, loaded.config.server.workers)
+        daemon = Daemon(loaded, config_path)
+        trio.run(daemon.serve_http if command == "serve" else daemon.serve_stdio)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        print(f"mcphost: {error.source}: refusing to start", file=sys.stderr)
+        return EXIT_CONFIG
+    except StartupError as error:
+        print(f"mcphost: {error.what}: {error.because}", file=sys.stderr)
+        print(f"mcphost: {error.fix}", file=sys.stderr)
+        return EXIT_STARTUP
+    return 0
 
 
 def check_config(loaded: LoadedConfig, *, strict: bool = False) -> int:

@@ -2,7 +2,9 @@
 ``PATH:LINE: key.path: message`` so a sysadmin can go straight to the offending line. What is
 amiss with the plugins rather than the config (one fails to load, a table or pattern names
 none) is a warning, ``PATH:LINE: warning: key.path: message``, and the check passes unless
-``--strict``: the systemd unit runs it before every reload.
+``--strict``: the systemd unit runs it before every reload. ``serve`` refuses an invalid
+config the same way, and says what else stops it from starting (a taken port, a state
+directory or secret it cannot use) in two lines with what to do, never a traceback.
 
 Each command is the real CLI in its own process (``python -m mcphost``). A process costs about
 two seconds of imports, so the module runs them all at once, in a pool, before the first test,
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import tomllib
@@ -32,12 +35,16 @@ RUN_TIMEOUT = 120.0
 
 MINIMAL = '[plugins]\nenable = ["echo"]\n'
 SYNTAX_ERROR = '[server]\nport = 8080\nhost = \n\n[plugins]\nenable = ["echo"]\n'
+SERVE = ("serve", "--config", "{path}", "--port", "{port}")
 IMPORT_FAILS = '[plugins]\nenable = ["echo", "broken_import"]\n\n[plugins.broken_import]\ntimeout = 5\n'
 
 
 @dataclass(frozen=True)
 class Command:
-    """A CLI run: its arguments (``{path}`` is the config file), config text and environment."""
+    """A CLI run: its arguments, config text and environment. In the arguments and the
+    environment, ``{path}`` is the config file, ``{port}`` a free port and ``{busy}`` a port
+    something else listens on; ``{dir}`` in all three is the run's directory, which holds a
+    regular file ``a-file`` and a session secret too short, ``short-secret``."""
 
     text: str | None
     args: tuple[str, ...] = ("check-config", "{path}")
@@ -70,10 +77,25 @@ COMMANDS: dict[str, Command] = {
     "minimal-valid": Command(MINIMAL),
     "missing-file": Command(None, path=Path("no-such-config.toml")),
     "env-port-not-a-number": Command("[server]\nport = 8080\n\n" + MINIMAL, env={"MCPHOST_SERVER__PORT": "notanumber"}),
-    "serve-syntax-error": Command(
-        SYNTAX_ERROR,
-        args=("serve", "--config", "{path}", "--port", "{port}"),
+    "serve-syntax-error": Command(SYNTAX_ERROR, args=SERVE),
+    "serve-port-taken": Command(MINIMAL, args=("serve", "--config", "{path}", "--port", "{busy}")),
+    "serve-admin-port-taken": Command(MINIMAL, args=SERVE, env={"MCPHOST_ADMIN__PORT": "{busy}"}),
+    "serve-workers-port-taken": Command(
+        "[server]\nworkers = 2\n\n" + MINIMAL, args=("serve", "--config", "{path}", "--port", "{busy}")
     ),
+    "serve-address-not-here": Command(
+        "[auth]\nallow_unauthenticated = true\n\n" + MINIMAL, args=(*SERVE, "--host", "192.0.2.1")
+    ),
+    "serve-state-dir-unusable": Command('[sessions]\nstate_dir = "{dir}/a-file/state"\n\n' + MINIMAL, args=SERVE),
+    "serve-secret-unusable": Command('[sessions]\nsecret_file = "{dir}/a-file/secret"\n\n' + MINIMAL, args=SERVE),
+    "serve-secret-too-short": Command('[sessions]\nsecret_file = "{dir}/short-secret"\n\n' + MINIMAL, args=SERVE),
+    "serve-tracing-path-unusable": Command(
+        '[tracing]\nexporter = "file"\npath = "{dir}/a-file/spans"\n\n' + MINIMAL, args=SERVE
+    ),
+    "serve-credential-missing": Command(
+        '[auth]\ncredential = "keys.toml"\n\n' + MINIMAL, args=SERVE, env={"CREDENTIALS_DIRECTORY": "{dir}/none"}
+    ),
+    "serve-config-unreadable": Command(None, args=SERVE, path=Path(".")),
 }
 if SHIPPED_CONFIG.exists():
     # As deployed: only the bundled plugins are installed there, while this environment also
@@ -104,20 +126,21 @@ def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
     return {**env, **extra}
 
 
-def run_command(workdir: Path, name: str, command: Command) -> Run:
+def run_command(workdir: Path, name: str, command: Command, busy: int) -> Run:
     """Write the config of ``command`` and run the CLI on it."""
     if command.path is not None:
-        path, text = command.path, command.path.read_text() if (workdir / command.path).exists() else ""
+        path, text = command.path, command.path.read_text() if (workdir / command.path).is_file() else ""
     else:
         assert command.text is not None
-        path, text = workdir / f"{name}.toml", command.text
+        path, text = workdir / f"{name}.toml", command.text.replace("{dir}", str(workdir))
         path.write_text(text)
-    args = [arg.format(path=path, port=free_port()) for arg in command.args]
+    values = {"path": path, "port": free_port(), "busy": busy, "dir": workdir}
+    args = [arg.format(**values) for arg in command.args]
     done = subprocess.run(
         [sys.executable, "-m", "mcphost", *args],
         capture_output=True,
         text=True,
-        env=clean_env(command.env),
+        env=clean_env({k: v.format(**values) for k, v in command.env.items()}),
         stdin=subprocess.DEVNULL,
         cwd=workdir,
         timeout=RUN_TIMEOUT,
@@ -129,8 +152,13 @@ def run_command(workdir: Path, name: str, command: Command) -> Run:
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     """Every command of the module, run concurrently: ``name -> Run``."""
     workdir = tmp_path_factory.mktemp("check-config")
-    with ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 1) as pool:
-        futures = {name: pool.submit(run_command, workdir, name, command) for name, command in COMMANDS.items()}
+    (workdir / "a-file").write_text("a file where a directory should be")
+    (workdir / "short-secret").write_text("too short")
+    with socket.socket() as taken, ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 1) as pool:
+        taken.bind(("127.0.0.1", free_port()))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        futures = {name: pool.submit(run_command, workdir, name, c, busy) for name, c in COMMANDS.items()}
         return {name: future.result() for name, future in futures.items()}
 
 
@@ -397,3 +425,70 @@ def test_serve_warns_of_what_would_otherwise_be_silently_ignored(tmp_path: Path)
         assert problem.startswith(found) and "echo" in problem.removeprefix(found).split(", ")
     finally:
         daemon.stop()
+
+
+def assert_refused_to_start(run: Run, status: int = 1) -> list[str]:
+    """``serve`` exited with ``status`` before serving, saying why in two lines (what failed,
+    what to do; for an invalid config, the problem and the verdict) and no traceback;
+    returns those lines."""
+    assert run.returncode == status, run.stderr
+    assert "Traceback" not in run.stderr and "ExceptionGroup" not in run.stderr, run.stderr
+    assert '"serving"' not in run.stderr
+    lines = run.stderr_lines()
+    assert len(lines) == 2 and lines[1].startswith("mcphost: "), run.stderr
+    return lines
+
+
+def test_serve_on_a_taken_port_names_the_listener_and_what_to_do(runs: dict[str, Run]) -> None:
+    what, fix = assert_refused_to_start(runs["serve-port-taken"])
+    assert re.fullmatch(
+        r"mcphost: cannot listen on 127\.0\.0\.1:\d+ for MCP \(\[server\] host and port\): .*in use", what
+    )
+    assert "another process listens there" in fix and "--port" in fix and "[server] port" in fix
+    # The master of several workers binds the same socket, and says the same.
+    assert assert_refused_to_start(runs["serve-workers-port-taken"]) == [what, fix]
+
+
+def test_serve_with_the_admin_port_taken_says_how_to_move_or_turn_off_the_admin_listener(
+    runs: dict[str, Run],
+) -> None:
+    what, fix = assert_refused_to_start(runs["serve-admin-port-taken"])
+    assert re.match(
+        r"mcphost: cannot listen on 127\.0\.0\.1:\d+ for the admin listener \(\[admin\] host and port\)", what
+    )
+    assert "[admin] port" in fix and "[admin] enabled = false" in fix
+
+
+def test_serve_on_an_address_of_another_machine_says_so(runs: dict[str, Run]) -> None:
+    what, fix = assert_refused_to_start(runs["serve-address-not-here"])
+    assert what.startswith("mcphost: cannot listen on 192.0.2.1:")
+    assert "192.0.2.1 is not an address of this machine" in fix and "--host" in fix
+
+
+def test_serve_with_a_state_directory_or_secret_it_cannot_use(runs: dict[str, Run]) -> None:
+    run = runs["serve-state-dir-unusable"]
+    what, fix = assert_refused_to_start(run)
+    secret = Path(run.path).parent / "a-file" / "state" / "session-secret"
+    assert what == f"mcphost: cannot use the session secret {secret}: Not a directory"
+    assert "[sessions] state_dir" in fix
+    run = runs["serve-secret-unusable"]
+    what, fix = assert_refused_to_start(run)
+    assert what == f"mcphost: cannot use the session secret {Path(run.path).parent}/a-file/secret: Not a directory"
+    assert "[sessions] secret_file" in fix
+    what, _ = assert_refused_to_start(runs["serve-secret-too-short"])
+    assert "shorter than 16 bytes" in what
+
+
+def test_serve_with_a_span_file_it_cannot_write(runs: dict[str, Run]) -> None:
+    what, fix = assert_refused_to_start(runs["serve-tracing-path-unusable"])
+    assert what.startswith("mcphost: cannot open the [tracing] path: Not a directory")
+    assert "[tracing] path" in fix
+
+
+def test_serve_with_a_missing_credential_or_an_unreadable_config(runs: dict[str, Run]) -> None:
+    run = runs["serve-credential-missing"]
+    lines = assert_refused_to_start(run, status=2)
+    assert "cannot read keys" in lines[0] and "none/keys.toml" in lines[0]
+    assert lines[1].endswith("refusing to start")
+    lines = assert_refused_to_start(runs["serve-config-unreadable"], status=2)
+    assert "cannot read" in lines[0] and lines[1].endswith("configuration is invalid")
