@@ -22,7 +22,7 @@ import mcphost
 from mcphost import auth, heap, keys, log, metrics, status, tracing, workers
 from mcphost import config as config_module
 from mcphost.config import ConfigError, KeyName, LoadedConfig, Problem
-from mcphost.daemon import Daemon
+from mcphost.daemon import Daemon, session_secret
 from mcphost.plugins import PluginHost, PluginRecord
 from mcphost.ratelimit import Rate
 from mcphost.startup import StartupError
@@ -166,6 +166,8 @@ def run_daemon(command: str, loaded: LoadedConfig, config_path: Path | None) -> 
     lines, not a traceback. Returns the exit status."""
     try:
         if command == "serve" and loaded.config.server.workers > 1 and WORKER_FD not in os.environ:
+            # Made (or found wanting) once, here, rather than by each worker as it starts.
+            session_secret(loaded.config.sessions)
             heap.settle()  # the master's start-up is done (see mcphost.__main__); it only watches workers now
             return workers.run(loaded, config_path, loaded.config.server.workers)
         daemon = Daemon(loaded, config_path)

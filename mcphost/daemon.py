@@ -35,7 +35,7 @@ import mcphost
 from mcphost import auth, heap, startup, startup_signals, subscriptions, systemd, tracing, workers
 from mcphost import config as config_module
 from mcphost.admin import AdminApp
-from mcphost.config import ConfigError, LoadedConfig, ServerConfig, StateConfig
+from mcphost.config import ConfigError, LoadedConfig, ServerConfig, SessionsConfig, StateConfig
 from mcphost.direct import DirectAnswers
 from mcphost.drain import Drain
 from mcphost.eventstore import MemoryEventStore
@@ -87,6 +87,19 @@ def _hypercorn_config(fds: list[int]) -> HypercornConfig:
     return config
 
 
+def session_secret(sessions: SessionsConfig) -> bytes:
+    """The key session ids are signed with (created on first start); raises
+    :class:`~mcphost.startup.StartupError` when it can be neither read nor created."""
+    path = sessions.secret_path()
+    with startup.failing_as(
+        f"cannot use the session secret {path}",
+        "set [sessions] secret_file to a file mcphost may read (or create), "
+        "or [sessions] state_dir to a directory it may write",
+        ValueError,
+    ):
+        return load_secret(path)
+
+
 def shared_state(state: StateConfig) -> RedisState | None:
     """The connection to Redis with ``[state] backend = "redis"``; ``None`` for local state.
 
@@ -131,14 +144,7 @@ class Daemon:
             from mcphost.redis_stores import RedisLimiter
 
             self.limits.limiter = RedisLimiter(self.shared, fallback=self.limits.limiter)
-        secret_path = self.config.sessions.secret_path()
-        with startup.failing_as(
-            f"cannot use the session secret {secret_path}",
-            "set [sessions] secret_file to a file mcphost may read (or create), "
-            "or [sessions] state_dir to a directory it may write",
-            ValueError,
-        ):
-            self.secret = load_secret(secret_path)
+        self.secret = session_secret(self.config.sessions)
         self.metrics = Metrics(
             mcphost.__version__, window=self.config.metrics.window, window_calls=self.config.metrics.window_calls
         )

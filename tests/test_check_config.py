@@ -88,6 +88,9 @@ COMMANDS: dict[str, Command] = {
     ),
     "serve-state-dir-unusable": Command('[sessions]\nstate_dir = "{dir}/a-file/state"\n\n' + MINIMAL, args=SERVE),
     "serve-secret-unusable": Command('[sessions]\nsecret_file = "{dir}/a-file/secret"\n\n' + MINIMAL, args=SERVE),
+    "serve-workers-secret-unusable": Command(
+        '[server]\nworkers = 2\n\n[sessions]\nsecret_file = "{dir}/a-file/secret"\n\n' + MINIMAL, args=SERVE
+    ),
     "serve-secret-too-short": Command('[sessions]\nsecret_file = "{dir}/short-secret"\n\n' + MINIMAL, args=SERVE),
     "serve-tracing-path-unusable": Command(
         '[tracing]\nexporter = "file"\npath = "{dir}/a-file/spans"\n\n' + MINIMAL, args=SERVE
@@ -475,6 +478,9 @@ def test_serve_with_a_state_directory_or_secret_it_cannot_use(runs: dict[str, Ru
     what, fix = assert_refused_to_start(run)
     assert what == f"mcphost: cannot use the session secret {Path(run.path).parent}/a-file/secret: Not a directory"
     assert "[sessions] secret_file" in fix
+    # With several workers, the master finds out before it starts any (they would fail, one
+    # after the other, for ever).
+    assert assert_refused_to_start(runs["serve-workers-secret-unusable"])[1] == fix
     what, _ = assert_refused_to_start(runs["serve-secret-too-short"])
     assert "shorter than 16 bytes" in what
 
