@@ -102,8 +102,19 @@ def test_protected_resource_metadata(daemon: RunningDaemon, path: str) -> None:
 def test_401_points_clients_at_the_metadata(daemon: RunningDaemon) -> None:
     response = post(daemon, None)
     assert response.status_code == 401
-    assert response.json()["error"]["code"] == AUTHENTICATION_REQUIRED
+    assert response.json()["error"] == {"code": AUTHENTICATION_REQUIRED, "message": "Authentication required"}
     assert response.headers["www-authenticate"] == f'Bearer resource_metadata="{METADATA_URL}"'
+
+
+def test_the_identity_provider_alone_does_authorization_server_work(daemon: RunningDaemon) -> None:
+    """With OAuth, mcphost is the resource only: what an authorization server serves is not
+    here (not even the API-key deployment's explanations; API keys still work beside)."""
+    for path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration", "/register"):
+        response = (
+            httpx.post(daemon.base_url + path, timeout=10) if path == "/register" else httpx.get(daemon.base_url + path)
+        )
+        assert response.status_code == 404, path
+        assert "API keys" not in response.text
 
 
 @pytest.mark.parametrize("mode", MODES)
