@@ -560,11 +560,11 @@ def _sets_a_setting(variable: str) -> bool:
             return False
         if index == len(parts) - 1:
             return True
-        # Below a table: its model's fields; below a mapping (keys, a plugin's settings): anything.
-        inner = [a for a in (annotation, *typing.get_args(annotation)) if isinstance(a, type)]
-        if any(issubclass(a, dict) for a in inner) or typing.get_origin(annotation) is dict:
+        # Below a mapping (keys, a plugin's settings): anything; below a table: its fields.
+        if typing.get_origin(annotation) is dict:
             return True
-        model = next((a for a in inner if issubclass(a, BaseModel)), None)
+        tables = (annotation, *typing.get_args(annotation))  # a table, or "table | None"
+        model = next((a for a in tables if isinstance(a, type) and issubclass(a, BaseModel)), None)
         if model is None:
             return False
     return False
