@@ -6,7 +6,8 @@ afterwards."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -21,9 +22,12 @@ EXAMPLES = 3000
 SIGNER = SigningKey.ec("fuzz")
 ALICE = api_key("alice", ["echo_echo"])
 BOB = api_key("bob", ["*"])
-GOOD_JWT = SIGNER.sign(claims())
-EXPIRED_JWT = SIGNER.sign(claims(exp=1))
-CREDENTIALS = [ALICE.token, BOB.token, GOOD_JWT, EXPIRED_JWT]
+CREDENTIALS = ["alice", "bob", "jwt", "expired-jwt"]
+"""The credentials requests are drawn with, by name; the tokens are made when the test
+starts (:func:`tokens`), not at import: by the time this module runs, a token minted at
+import may have expired, and every "valid" request would stop at authentication."""
+JWT_LIFETIME = 3600
+"""Seconds the drawn JWT stays valid: the whole test, however slow the machine."""
 METHODS = [
     "initialize",
     "notifications/initialized",
@@ -74,17 +78,23 @@ bodies = (
     | st.binary(max_size=300)
     | json_values.map(lambda v: json.dumps(v).encode())
 )
-valid_authorizations = st.sampled_from(CREDENTIALS[:3]).map(lambda t: f"Bearer {t}")
+# An authorization is drawn as what to send, made into a header by authorization() once the
+# tokens exist: None, ("token", name), ("changed", name, index, character) for the token
+# with one character changed, or ("header", value).
+valid_authorizations = st.sampled_from(CREDENTIALS[:3]).map(lambda name: ("token", name))
 authorizations = (
     st.none()
-    | st.sampled_from(CREDENTIALS).map(lambda t: f"Bearer {t}")
+    | st.sampled_from(CREDENTIALS).map(lambda name: ("token", name))
     | st.tuples(
-        st.sampled_from(CREDENTIALS), st.integers(0, 40), st.characters(min_codepoint=0x21, max_codepoint=0x7E)
-    ).map(lambda t: f"Bearer {t[0][: t[1]]}{t[2]}{t[0][t[1] + 1 :]}")  # one character changed
-    | header_text.map(lambda t: f"Bearer {t}")
-    | header_text.map(lambda t: f"Bearer mcph_{t}")
-    | header_text.map(lambda t: f"Bearer eyJ{t}")
-    | header_text
+        st.just("changed"),
+        st.sampled_from(CREDENTIALS),
+        st.integers(0, 40),
+        st.characters(min_codepoint=0x21, max_codepoint=0x7E),
+    )
+    | header_text.map(lambda t: ("header", f"Bearer {t}"))
+    | header_text.map(lambda t: ("header", f"Bearer mcph_{t}"))
+    | header_text.map(lambda t: ("header", f"Bearer eyJ{t}"))
+    | header_text.map(lambda t: ("header", t))
 )
 chaos = st.fixed_dictionaries(
     {
@@ -141,16 +151,36 @@ def daemon(module_daemon, jwks: JwksServer) -> RunningDaemon:
 
 
 @pytest.fixture(scope="module")
+def tokens() -> dict[str, str]:
+    """The tokens of :data:`CREDENTIALS`, made as the module's tests start."""
+    jwt = SIGNER.sign(claims(exp=int(time.time()) + JWT_LIFETIME))
+    return {"alice": ALICE.token, "bob": BOB.token, "jwt": jwt, "expired-jwt": SIGNER.sign(claims(exp=1))}
+
+
+def authorization(drawn: tuple[Any, ...] | None, tokens: Mapping[str, str]) -> str | None:
+    """The ``Authorization`` header a drawn authorization stands for."""
+    if drawn is None:
+        return None
+    if drawn[0] == "header":
+        return str(drawn[1])
+    token = tokens[drawn[1]]
+    if drawn[0] == "changed":
+        index, character = drawn[2], drawn[3]
+        token = f"{token[:index]}{character}{token[index + 1 :]}"
+    return f"Bearer {token}"
+
+
+@pytest.fixture(scope="module")
 def http() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=20) as client:
         yield client
 
 
-def headers_for(request: dict[str, Any]) -> dict[str, str]:
+def headers_for(request: dict[str, Any], tokens: Mapping[str, str]) -> dict[str, str]:
     values = {
         "accept": "application/json, text/event-stream",
         "content-type": request["content_type"],
-        "authorization": request["authorization"],
+        "authorization": authorization(request["authorization"], tokens),
         "mcp-protocol-version": request["version"],
         "mcp-session-id": request["session"],
         "mcp-method": request["mcp_method"],
@@ -167,12 +197,15 @@ def headers_for(request: dict[str, Any]) -> dict[str, str]:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(request=requests)
-def test_generated_requests_never_break_the_daemon(daemon: RunningDaemon, http: httpx.Client, request: Any) -> None:
-    response = http.request(request["method"], daemon.url, content=request["body"], headers=headers_for(request))
+def test_generated_requests_never_break_the_daemon(
+    daemon: RunningDaemon, http: httpx.Client, tokens: dict[str, str], request: Any
+) -> None:
+    headers = headers_for(request, tokens)
+    response = http.request(request["method"], daemon.url, content=request["body"], headers=headers)
     assert response.status_code < 500 or response.status_code == 503, (response.status_code, response.text[:500])
     assert "Traceback" not in response.text
     echoed = response.text + json.dumps(dict(response.headers))
-    assert not any(token in echoed for token in CREDENTIALS)
+    assert not any(token in echoed for token in tokens.values())
 
 
 @pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
@@ -183,3 +216,6 @@ async def test_the_daemon_still_serves_afterwards(daemon: RunningDaemon, mode: s
     assert result.content[0].text == "still here"
     requests = [r for r in daemon.log_records() if r.get("event") == "request"]
     assert len(requests) > 1000 and not [r for r in requests if r["status"] >= 500 and r["status"] != 503]
+    # Every credential that should get through did, the JWT included (it had not expired).
+    callers = {r.get("identity") for r in requests if r["status"] < 400}
+    assert {"alice", "bob", "user-123"} <= callers, callers

@@ -24,14 +24,12 @@ import re
 import shlex
 import shutil
 import signal
-import site
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import tomllib
-import venv as venv_module
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,9 +39,11 @@ import trio
 from mcp import Client
 
 import mcphost
+from mcphost import config
 from mcphost.config import ShutdownConfig
 from mcphost.testing import RunningDaemon, free_port, start_daemon, to_toml
 from tests import wheels
+from tests.services import venv_with_test_dependencies
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICE = REPO / "systemd" / "mcphost.service"
@@ -154,7 +154,33 @@ def test_units_agree_with_each_other_and_with_the_daemon() -> None:
     assert float(stop_timeout) > ShutdownConfig.model_fields["drain_timeout"].default + 5
     # The daemon pings at half of WatchdogSec=, so a loop that answers at all stays well within it.
     assert directives(SERVICE, "Service", "WatchdogSec") == ["30"]
-    assert "MCPHOST_LOG_FORMAT=json" in directives(SERVICE, "Service", "Environment")
+    assert unit_environment(Path("/run/credentials/mcphost.service"))["MCPHOST_LOG__FORMAT"] == "json"
+
+
+def unit_environment(credentials: Path) -> dict[str, str]:
+    """What the unit's ``Environment=`` lines set for every ``Exec*=`` command (``%d``: the
+    credentials directory)."""
+    pairs = (
+        value.replace("%d", str(credentials)).partition("=") for value in directives(SERVICE, "Service", "Environment")
+    )
+    return {name: value for name, _, value in pairs}
+
+
+def test_the_unit_sets_no_variable_that_sets_nothing() -> None:
+    """Every ``MCPHOST_*`` variable of the unit sets a setting: one that did not would be
+    ignored by ``serve`` (with a warning) and fail every ``check-config``, hence every reload."""
+    assert config.unknown_environment(unit_environment(Path("/run/credentials/mcphost.service"))) == []
+
+
+def test_the_credential_example_is_the_units() -> None:
+    """The ``[auth] credential`` that etc/mcphost.toml shows and the README tells of is the
+    one the unit loads (a credential the unit does not load is never there)."""
+    example = re.search(r'^# credential = "([^"]+)"$', (REPO / "etc" / "mcphost.toml").read_text(), re.MULTILINE)
+    assert example is not None
+    loaded = {v.partition(":")[0]: v.partition(":")[2] for v in directives(SERVICE, "Service", "LoadCredential")}
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"LoadCredential={example[1]}:{loaded[example[1]]}" in readme
+    assert f'[auth] credential = "{example[1]}"' in readme
 
 
 def test_keys_fallback_credential_is_a_valid_empty_keys_file(tmp_path: Path) -> None:
@@ -352,14 +378,30 @@ async def test_a_manager_that_stops_reading_does_not_freeze_the_daemon(tmp_path:
 # -- ExecReload= -------------------------------------------------------------------------------
 
 
-def systemctl_reload(config: Path, main_pid: int) -> subprocess.CompletedProcess[str]:
-    """What ``systemctl reload mcphost`` runs: the unit's ExecReload= lines in order, stopping
-    at the first that fails (which fails the reload). Returns the last command run."""
-    substitutions = {INSTALLED_MCPHOST: str(MCPHOST), INSTALLED_CONFIG: str(config), "$MAINPID": str(main_pid)}
+def exec_reload_environment(daemon: RunningDaemon) -> dict[str, str]:
+    """The environment systemd gives ``ExecReload=`` for ``daemon``: the unit's, and the admin
+    port the daemon was started with (``ExecReload=`` and ``ExecStart=`` share one)."""
+    return {
+        **os.environ,
+        **unit_environment(daemon.config_path.parent / "credentials"),
+        "MCPHOST_ADMIN__PORT": str(daemon.admin_port),
+    }
+
+
+def systemctl_reload(daemon: RunningDaemon) -> subprocess.CompletedProcess[str]:
+    """What ``systemctl reload mcphost`` runs: the unit's ExecReload= lines in order, with the
+    unit's environment, stopping at the first that fails (which fails the reload). Returns
+    the last command run."""
+    substitutions = {
+        INSTALLED_MCPHOST: str(MCPHOST),
+        INSTALLED_CONFIG: str(daemon.config_path),
+        "$MAINPID": str(daemon.process.pid),
+    }
     lines = directives(SERVICE, "Service", "ExecReload")
     assert len(lines) == 2
     for line in lines:
-        done = subprocess.run(command_line(line, substitutions), capture_output=True, text=True, timeout=60)
+        argv = command_line(line, substitutions)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=exec_reload_environment(daemon))
         if done.returncode != 0:
             break
     return done
@@ -376,17 +418,17 @@ def test_exec_reload_checks_the_config_before_signalling(tmp_path: Path, manager
     valid = daemon.config_path.read_text()
     try:
         manager.wait_for(has("READY"))
-        assert systemctl_reload(daemon.config_path, daemon.process.pid).returncode == 0
+        assert systemctl_reload(daemon).returncode == 0
         manager.wait_for(has("RELOADING"))
         manager.wait_for(has("READY"))
 
         daemon.config_path.write_text(valid + "[limits]\ntimeout = -1\n")
-        refused = systemctl_reload(daemon.config_path, daemon.process.pid)
+        refused = systemctl_reload(daemon)
         assert refused.returncode == 2
         assert "limits.timeout" in refused.stderr and refused.args[1] == "check-config"
 
         daemon.config_path.write_text(valid)
-        assert systemctl_reload(daemon.config_path, daemon.process.pid).returncode == 0
+        assert systemctl_reload(daemon).returncode == 0
         manager.wait_for(has("RELOADING"))
         manager.wait_for(has("READY"))
     finally:
@@ -420,8 +462,7 @@ async def mcphost_startup():
 def reload_command(daemon: RunningDaemon, *extra: str) -> subprocess.CompletedProcess[str]:
     """``mcphost reload`` for ``daemon``, as the unit's ExecReload= runs it."""
     argv = [str(MCPHOST), "reload", "--config", str(daemon.config_path), "--pid", str(daemon.process.pid), *extra]
-    env = {**os.environ, "MCPHOST_ADMIN__PORT": str(daemon.admin_port)}
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(argv, env=exec_reload_environment(daemon), capture_output=True, text=True, timeout=120)
 
 
 def served_tools(daemon: RunningDaemon) -> set[str]:
@@ -485,13 +526,49 @@ def test_reload_command_without_an_admin_listener_or_a_daemon(tmp_path: Path, ma
     assert gone.returncode == 1 and "cannot signal process" in gone.stderr, gone.stderr
 
 
+def test_exec_reload_goes_through_while_a_plugin_fails_to_load(tmp_path: Path, manager: ServiceManager) -> None:
+    """A plugin that fails to import does not make the config invalid: ``check-config`` names
+    it in a warning and succeeds, so ``systemctl reload`` reaches the daemon, which serves the
+    other plugins and tries the broken one again (as it would a fixed one); ``mcphost reload``
+    succeeds once that reload is applied and names the plugin that failed."""
+    plugins = {"plugins": {"enable": ["echo", "broken_import"]}}
+    daemon = start_daemon(tmp_path, plugins, env={"NOTIFY_SOCKET": manager.address})
+    try:
+        manager.wait_for(has("READY"))
+        done = systemctl_reload(daemon)
+        assert done.returncode == 0 and done.args[1] == "reload", done.stderr
+        assert done.stdout.startswith("mcphost reload: applied ("), done.stdout
+        assert re.search(
+            r"^mcphost reload: plugin broken_import failed to load: import failed: ModuleNotFoundError",
+            done.stderr,
+            re.MULTILINE,
+        ), done.stderr
+        manager.wait_for(has("RELOADING"))
+        ready = manager.wait_for(has("READY"))
+        assert ready["STATUS"] == "serving 6 tools (a reload failed)"
+    finally:
+        daemon.stop()
+    check = subprocess.run(
+        [str(MCPHOST), "check-config", str(daemon.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **unit_environment(tmp_path / "credentials")},
+    )
+    assert check.returncode == 0
+    assert re.search(
+        r": warning: plugins\.broken_import: plugin failed to load: import failed: ModuleNotFoundError", check.stderr
+    )
+    assert "configuration is valid (1 plugins, 6 tools, 1 warning)" in check.stdout
+
+
 # -- socket activation -------------------------------------------------------------------------
 
 
 def daemon_env(state_dir: Path) -> dict[str, str]:
     """The environment of a daemon a test starts itself: JSON logs, its own state, no service manager."""
     env = {k: v for k, v in os.environ.items() if k not in MANAGER_VARIABLES}
-    return {**env, "MCPHOST_LOG_FORMAT": "json", "STATE_DIRECTORY": str(state_dir)}
+    return {**env, "MCPHOST_LOG__FORMAT": "json", "STATE_DIRECTORY": str(state_dir)}
 
 
 def wait_until_serving(daemon: RunningDaemon, timeout: float = START_TIMEOUT) -> RunningDaemon:
@@ -515,7 +592,7 @@ def socket_activate(workdir: Path, address: str, config: Mapping[str, Any]) -> R
     log_path = workdir / "activate.log"
     state = workdir / "state"
     # systemd-socket-activate passes on only the variables named with -E.
-    variables = ["-E", "MCPHOST_LOG_FORMAT=json", "-E", f"STATE_DIRECTORY={state}"]
+    variables = ["-E", "MCPHOST_LOG__FORMAT=json", "-E", f"STATE_DIRECTORY={state}"]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             ["systemd-socket-activate", "-l", address, *variables, str(MCPHOST), "serve", "--config", str(config_path)],
@@ -798,27 +875,6 @@ async def test_daemon_works_with_memory_deny_write_execute(tmp_path: Path, mdwe:
 
 
 # -- packaging/install.sh ----------------------------------------------------------------------
-
-
-def venv_with_test_dependencies(venv: Path, work: Path) -> None:
-    """Make the venv the installer will find at /opt/mcphost/venv, sharing this environment's
-    third-party packages so that no dependency is downloaded or built again.
-
-    The installer keeps a venv that exists and pip-installs into it, so everything it does to
-    the venv is real; only the venv's creation (``python3 -m venv``) and the dependencies'
-    installation are skipped. Dependencies come through a .pth entry naming a directory with
-    this environment's packages minus mcphost's own (the test plugins must not leak in, and
-    mcphost and the bundled plugins must come from the installed wheels).
-    """
-    venv_module.EnvBuilder(with_pip=False).create(venv)
-    shared = work / "shared-site-packages"
-    shared.mkdir()
-    for entry in Path(site.getsitepackages()[0]).iterdir():
-        if entry.name.startswith(("mcphost", "__editable__")) or entry.suffix == ".pth":
-            continue
-        (shared / entry.name).symlink_to(entry)
-    [site_packages] = venv.glob("lib/python3*/site-packages")
-    (site_packages / "zz-shared-test-dependencies.pth").write_text(f"{shared}\n")
 
 
 class Installed:
