@@ -29,6 +29,22 @@ if TYPE_CHECKING:
 
 MAX_TOKEN_BYTES = 16_384
 """Longer credentials are refused unread (a JWT with many claims is a few KiB)."""
+KEY_WANTED = "this server takes API keys, not an OAuth sign-in: send one in the header Authorization: Bearer <key>"
+"""What a deployment with API keys only tells a client that came without one."""
+KEY_WANTED_HOW = (
+    KEY_WANTED + ' (Claude Code: claude mcp add --transport http NAME URL --header "Authorization: Bearer <key>")'
+)
+"""The same, with how Claude Code is given the key: for bodies, which a person reads."""
+OAUTH_DISCOVERY = (
+    "/.well-known/oauth-protected-resource",
+    "/.well-known/oauth-authorization-server",
+    "/.well-known/openid-configuration",
+)
+"""Where a client refused with 401 looks for OAuth metadata (RFC 9728, RFC 8414, OpenID
+Connect Discovery), each also with the resource's path appended."""
+REGISTRATION = "/register"
+"""Where a client registers itself with the server's origin when it finds no authorization
+server metadata (the MCP authorization spec's fallback, which the official clients keep)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -57,7 +73,8 @@ def challenge(
     metadata_url: str | None, error: str | None = None, description: str | None = None, scope: str | None = None
 ) -> bytes:
     """A ``WWW-Authenticate: Bearer`` value (RFC 6750 §3); with OAuth it points clients at the
-    protected resource metadata (RFC 9728 §5.1)."""
+    protected resource metadata (RFC 9728 §5.1), without it (API keys only) it says, in
+    ``error_description``, that a key is wanted."""
     parts = [f'resource_metadata="{metadata_url}"'] if metadata_url else ['realm="mcphost"']
     if error:
         parts.append(f'error="{error}"')
@@ -92,7 +109,13 @@ class Authenticator:
         self.keys = keys
         self.verifier = verifier
         self.metadata_url = verifier.metadata_url if verifier else None
-        self.missing = Denial(401, AUTHENTICATION_REQUIRED, "Authentication required", challenge(self.metadata_url))
+        if verifier is None:
+            # A client that can sign in with OAuth would otherwise go looking for an
+            # authorization server there is none of, and report that it found none.
+            reason, wanted = f"Authentication required: {KEY_WANTED_HOW}", challenge(None, description=KEY_WANTED)
+            self.missing = Denial(401, AUTHENTICATION_REQUIRED, reason, wanted)
+        else:
+            self.missing = Denial(401, AUTHENTICATION_REQUIRED, "Authentication required", challenge(self.metadata_url))
         self.invalid = self._rejected("Invalid credentials")
 
     async def authenticate(self, authorization: bytes | None) -> Identity | Denial:
@@ -116,6 +139,20 @@ class Authenticator:
             return self._rejected(str(error))
         except KeysUnavailable:
             return Denial(503, UNAVAILABLE, "Access tokens cannot be checked right now; try again shortly")
+
+    def not_oauth(self, path: str) -> tuple[int, dict[str, str]] | None:
+        """With API keys only, the answer to a request for OAuth metadata or for client
+        registration, which is what a client refused with 401 tries next: that a key is
+        wanted, in OAuth's error shape, which clients show (the TypeScript SDK as its error,
+        Claude Code after "Dynamic Client Registration rejected"). ``None`` for other paths,
+        and with ``[auth.oauth]``, whose metadata is served as it is."""
+        if self.verifier is not None:
+            return None
+        if path == REGISTRATION:
+            return 403, {"error": "access_denied", "error_description": KEY_WANTED_HOW}
+        if any(path == p or path.startswith(p + "/") for p in OAUTH_DISCOVERY):
+            return 404, {"error": "not_found", "error_description": KEY_WANTED_HOW}
+        return None
 
     def _rejected(self, reason: str) -> Denial:
         # 401, not 403: the MCP authorization spec has invalid and expired tokens answered

@@ -1,4 +1,4 @@
-"""The ``mcphost`` command: ``serve``, ``stdio``, ``check-config``, ``plugins``, ``keys`` and ``status``.
+"""The ``mcphost`` command: ``serve``, ``stdio``, ``check-config``, ``reload``, ``plugins``, ``keys`` and ``status``.
 
 Output meant for the user (tables, check results) goes to stdout; logs go to stderr.
 ``stdio`` never writes to stdout itself: there stdout is the protocol channel.
@@ -14,20 +14,30 @@ import urllib.error
 from collections.abc import Sequence
 from pathlib import Path
 
+import structlog
 import trio
 from pydantic import TypeAdapter, ValidationError
 
 import mcphost
-from mcphost import auth, heap, keys, log, metrics, status, tracing, workers
+from mcphost import auth, heap, keys, log, metrics, reload_command, status, tracing, workers
 from mcphost import config as config_module
-from mcphost.config import ConfigError, KeyName, LoadedConfig
-from mcphost.daemon import Daemon
+from mcphost.config import ConfigError, KeyName, LoadedConfig, Problem
+from mcphost.daemon import Daemon, session_secret
 from mcphost.plugins import PluginHost, PluginRecord
 from mcphost.ratelimit import Rate
+from mcphost.startup import StartupError
 from mcphost.workers import WORKER_FD
+
+logger = structlog.get_logger("mcphost.cli")
 
 EXIT_CONFIG = 2
 """Exit status for an invalid config (``serve``, ``stdio``) or a failed check."""
+EXIT_STARTUP = 1
+"""Exit status of ``serve`` and ``stdio`` when they cannot start (:class:`StartupError`)."""
+EXIT_PLUGINS = 1
+"""Exit status of ``plugins`` when a plugin failed to load, and of ``check-config --strict``
+when there is a warning (a plugin that fails to load is not an invalid config: a reload
+with it goes through, and the others serve)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,6 +67,20 @@ def _parser() -> argparse.ArgumentParser:
         description="Validate a config file and every enabled plugin's settings.",
     )
     check.add_argument("path", nargs="?", metavar="PATH", help="config file (default as for serve)")
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help=f"exit {EXIT_PLUGINS} on warnings too: a plugin that fails to load, a table or pattern naming no plugin",
+    )
+    reload = add("reload", "Send the running daemon SIGHUP and wait until it reports the reload applied.")
+    reload.add_argument("--pid", type=int, required=True, help="the daemon's process id (under systemd: $MAINPID)")
+    reload.add_argument(
+        "--timeout",
+        type=float,
+        default=reload_command.TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait for the reload (default {reload_command.TIMEOUT:g})",
+    )
     plugins = add("plugins", "List plugins: name, version, origin, status, tools.")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     keys_parser = commands.add_parser("keys", help="Make and list API keys.", description="Make and list API keys.")
@@ -112,13 +136,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Before the config is validated: with --admin-url, a config being edited must not stop it.
         log.configure("warning")
         sys.exit(show_status(args.admin_url, config_path, as_json=args.json))
+    if args.command == "reload":
+        log.configure("warning")
+        sys.exit(reload_command.reload(args.pid, config_path, args.timeout))
     try:
         loaded = config_module.load(config_path)
     except ConfigError as error:
         log.configure("warning")
         print(error, file=sys.stderr)
         if args.command == "check-config" and error.plugins_only is not None:
-            report_plugin_problems(error.plugins_only)
+            examine_plugins(error.plugins_only)
         print(f"mcphost: {error.source}: configuration is invalid", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
     if args.command == "serve" and (args.host is not None or args.port is not None or args.dev):
@@ -133,70 +160,99 @@ def main(argv: Sequence[str] | None = None) -> None:
         loaded = config_module.load(config_path)
     # Commands that only report keep the log to warnings: their output is the report.
     level = loaded.config.log.level if args.command in ("serve", "stdio") else "warning"
-    log.configure(level, os.environ.get("MCPHOST_LOG_FORMAT", loaded.config.log.format))  # type: ignore[arg-type]
-    if args.command == "serve" and loaded.config.server.workers > 1 and WORKER_FD not in os.environ:
-        heap.settle()  # the master's start-up is done (see mcphost.__main__); it only watches workers now
-        sys.exit(workers.run(loaded, config_path, loaded.config.server.workers))
+    log.configure(level, loaded.config.log.format)
+    if args.command in ("serve", "stdio") and WORKER_FD not in os.environ:  # the master has said it
+        for problem in config_module.unknown_environment():
+            logger.warning("environment variable ignored", variable=problem.key, problem=problem.message)
     if args.command in ("serve", "stdio"):
-        try:
-            daemon = Daemon(loaded, config_path)
-            trio.run(daemon.serve_http if args.command == "serve" else daemon.serve_stdio)
-        except ConfigError as error:
-            print(error, file=sys.stderr)
-            print(f"mcphost: {error.source}: refusing to start", file=sys.stderr)
-            sys.exit(EXIT_CONFIG)
+        sys.exit(run_daemon(args.command, loaded, config_path))
     elif args.command == "check-config":
-        sys.exit(check_config(loaded))
+        sys.exit(check_config(loaded, strict=args.strict))
     elif args.command == "plugins":
-        list_plugins(loaded, as_json=args.json)
+        sys.exit(list_plugins(loaded, as_json=args.json))
     elif args.command == "keys":
         sys.exit(list_keys(loaded))
 
 
-def check_config(loaded: LoadedConfig) -> int:
-    """Validate like ``nginx -t``: every problem on stderr with its key and line; 0 if none."""
-    records = report_plugin_problems(loaded)
+def run_daemon(command: str, loaded: LoadedConfig, config_path: Path | None) -> int:
+    """``serve`` or ``stdio`` until stopped; what stops it from starting is told in a few
+    lines, not a traceback. Returns the exit status."""
+    try:
+        if command == "serve" and loaded.config.server.workers > 1 and WORKER_FD not in os.environ:
+            # Made (or found wanting) once, here, rather than by each worker as it starts.
+            session_secret(loaded.config.sessions)
+            heap.settle()  # the master's start-up is done (see mcphost.__main__); it only watches workers now
+            return workers.run(loaded, config_path, loaded.config.server.workers)
+        daemon = Daemon(loaded, config_path)
+        trio.run(daemon.serve_http if command == "serve" else daemon.serve_stdio)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        print(f"mcphost: {error.source}: refusing to start", file=sys.stderr)
+        return EXIT_CONFIG
+    except StartupError as error:
+        print(f"mcphost: {error.what}: {error.because}", file=sys.stderr)
+        print(f"mcphost: {error.fix}", file=sys.stderr)
+        return EXIT_STARTUP
+    return 0
+
+
+def check_config(loaded: LoadedConfig, *, strict: bool = False) -> int:
+    """Validate like ``nginx -t``: every problem and warning on stderr with its key and line.
+
+    0 when the config is valid, even if a plugin fails to load (a warning: the unit's
+    ``ExecReload=`` runs this, and a reload must go through while one plugin is broken),
+    :data:`EXIT_CONFIG` when it is invalid, :data:`EXIT_PLUGINS` with ``strict`` and a warning.
+    """
+    records, problems, warnings = examine_plugins(loaded)
+    environment = config_module.unknown_environment()
+    for problem in environment:
+        print(problem.render("environment"), file=sys.stderr)
+    invalid = bool(problems or environment)
     for check in (auth.load, metrics.check_public, tracing.check):
         try:
             check(loaded)
         except ConfigError as error:
             print(error, file=sys.stderr)
-            records = None
-    if records is None:
+            invalid = True
+    if invalid:
         print(f"mcphost: {loaded.source}: configuration is invalid", file=sys.stderr)
         return EXIT_CONFIG
     loaded_count = sum(r.status == "loaded" for r in records)
     tools = sum(len(r.tools) for r in records)
-    print(f"mcphost: {loaded.source}: configuration is valid ({loaded_count} plugins, {tools} tools)")
+    counts = f"{loaded_count} plugins, {tools} tools"
+    if warnings:
+        counts += f", {len(warnings)} warning{'s' if len(warnings) > 1 else ''}"
+    print(f"mcphost: {loaded.source}: configuration is valid ({counts})")
+    if strict and warnings:
+        print(f"mcphost: {loaded.source}: failing on warnings (--strict)", file=sys.stderr)
+        return EXIT_PLUGINS
     return 0
 
 
-def report_plugin_problems(loaded: LoadedConfig) -> list[PluginRecord] | None:
-    """Load the enabled plugins and print what is wrong with them; ``None`` if anything is."""
+def examine_plugins(loaded: LoadedConfig) -> tuple[list[PluginRecord], list[Problem], list[Problem]]:
+    """Load the enabled plugins as the daemon would and print what is wrong with the
+    config's plugin tables (problems) and with the plugins themselves (warnings)."""
     host = PluginHost(loaded)
     records = host.load_all()
-    problems = host.problems()
-    problems += [
-        loaded.problem(("plugins", r.name), f"plugin failed to load: {r.error}")
-        for r in records
-        if r.status == "failed" and not r.problems
-    ]
-    for problem in problems:
+    problems, warnings = host.problems(), host.warnings()
+    for problem in problems + warnings:
         print(problem.render(loaded.source), file=sys.stderr)
-    return None if problems else records
+    return records, problems, warnings
 
 
-def list_plugins(loaded: LoadedConfig, *, as_json: bool) -> None:
-    """Print every discovered plugin with its version, origin, status and tools (or error)."""
+def list_plugins(loaded: LoadedConfig, *, as_json: bool) -> int:
+    """Print every discovered plugin with its version, origin, status and tools (or error);
+    returns :data:`EXIT_PLUGINS` if one failed to load, else 0."""
     records = PluginHost(loaded).load_all()
     if as_json:
         print(json.dumps([_as_dict(r) for r in records], indent=2))
-        return
-    rows = [("PLUGIN", "VERSION", "ORIGIN", "STATUS", "TOOLS")]
-    for r in records:
-        detail = ", ".join(r.tools) if r.status == "loaded" else (r.error or "")
-        rows.append((r.name, r.version or "-", r.origin.split(" ", 1)[0], r.status, detail))
-    print_table(rows)
+    else:
+        rows = [("PLUGIN", "VERSION", "ORIGIN", "STATUS", "TOOLS")]
+        for r in records:
+            detail = ", ".join(r.tools) if r.status == "loaded" else (r.error or "")
+            rows.append((r.name, r.version or "-", r.origin.split(" ", 1)[0], r.status, detail))
+        print_table(rows)
+    return EXIT_PLUGINS if any(r.status == "failed" for r in records) else 0
 
 
 def print_table(rows: Sequence[Sequence[str]]) -> None:

@@ -10,11 +10,13 @@ model when the plugin loads (:mod:`mcphost.plugins`), which reports problems in 
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import re
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,6 +39,10 @@ from mcphost.ratelimit import Rate
 
 DEFAULT_PATHS = (Path("/etc/mcphost/mcphost.toml"),)
 """Where ``mcphost`` looks for its config when neither ``--config`` nor ``MCPHOST_CONFIG`` names one."""
+ENV_PREFIX = "MCPHOST_"
+PROCESS_VARIABLES = frozenset({"MCPHOST_CONFIG", "MCPHOST_WORKER_FD", "MCPHOST_WORKER_INDEX", "MCPHOST_ROOT"})
+"""``MCPHOST_*`` variables that are not settings: the config file, what a worker process is
+handed (:mod:`mcphost.workers`), and where ``packaging/install.sh`` installs."""
 
 _RESERVED_PLUGIN_KEYS = frozenset({"enable", "disable", "paths"})
 
@@ -390,7 +396,7 @@ class TracingConfig(_Strict):
 class HostConfig(BaseSettings):
     """The whole ``mcphost.toml``; ``MCPHOST_<TABLE>__<KEY>`` environment variables override it."""
 
-    model_config = SettingsConfigDict(env_prefix="MCPHOST_", env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
 
     server: ServerConfig = Field(default_factory=ServerConfig)
     limits: DefaultLimits = Field(default_factory=DefaultLimits)
@@ -423,16 +429,22 @@ class HostConfig(BaseSettings):
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One thing wrong with a config, located as precisely as the source allows."""
+    """One thing wrong with a config, located as precisely as the source allows.
+
+    A warning is something amiss that does not make the config invalid: a plugin that fails
+    to load, a table or pattern naming no plugin there is.
+    """
 
     key: str
     message: str
     line: int | None = None
+    warning: bool = False
 
     def render(self, source: str) -> str:
-        """``source:line: key: message``, the shape compilers and ``nginx -t`` use."""
+        """``source:line: [warning: ]key: message``, the shape compilers and ``nginx -t`` use."""
         where = f"{source}:{self.line}" if self.line else source
-        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+        what = f"{self.key}: {self.message}" if self.key else self.message
+        return f"{where}: warning: {what}" if self.warning else f"{where}: {what}"
 
 
 class ConfigError(Exception):
@@ -458,9 +470,9 @@ class LoadedConfig:
     source: str
     text: str
 
-    def problem(self, loc: tuple[str | int, ...], message: str) -> Problem:
+    def problem(self, loc: tuple[str | int, ...], message: str, *, warning: bool = False) -> Problem:
         """A :class:`Problem` at ``loc`` with its line in the source file when it has one."""
-        return Problem(_dotted(loc), message, locate(self.text, loc))
+        return Problem(_dotted(loc), message, locate(self.text, loc), warning)
 
 
 def resolve_path(explicit: str | os.PathLike[str] | None) -> Path | None:
@@ -581,6 +593,60 @@ def _environment_variable(loc: tuple[str | int, ...]) -> str | None:
         if found := names.get("MCPHOST_" + "__".join(parts[:end])):
             return found
     return None
+
+
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[Problem]:
+    """``MCPHOST_*`` variables that set no setting, which would otherwise be ignored without
+    a word: a misspelt key, or one ``_`` where ``__`` separates a table from its key
+    (``MCPHOST_LOG_FORMAT`` for ``MCPHOST_LOG__FORMAT``)."""
+    environ = os.environ if environ is None else environ
+    found = []
+    for name in sorted(environ):
+        upper = name.upper()  # pydantic-settings matches names without regard to case
+        if not upper.startswith(ENV_PREFIX) or upper in PROCESS_VARIABLES or _sets_a_setting(upper):
+            continue
+        message = "this environment variable sets no setting (they are MCPHOST_<TABLE>__<KEY>)"
+        if meant := next((n for n in _respellings(upper) if _sets_a_setting(n)), None):
+            message += f"; did you mean {meant}?"
+        found.append(Problem(name, message))
+    return found
+
+
+def _sets_a_setting(variable: str) -> bool:
+    """Whether pydantic-settings would apply ``MCPHOST_...`` to a field of :class:`HostConfig`."""
+    model: Any = HostConfig
+    parts = variable.removeprefix(ENV_PREFIX).lower().split("__")
+    for index, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is not None:
+            annotation = field.annotation
+        elif model is PluginsConfig and part:
+            annotation = PluginConfig  # [plugins.<name>]: any name is a plugin's table
+        else:
+            return False
+        if index == len(parts) - 1:
+            return True
+        # Below a mapping (keys, a plugin's settings): anything; below a table: its fields.
+        if typing.get_origin(annotation) is dict:
+            return True
+        model = next((a for a in _choices(annotation) if _is_model(a)), None)  # a table, or "table | None"
+        if model is None:
+            return False
+    return False
+
+
+def _respellings(variable: str) -> list[str]:
+    """``variable`` with some of its single ``_`` after the prefix doubled, most first (a
+    plugin's table takes any name, so ``PLUGINS__FILES_TIMEOUT`` would name a plugin)."""
+    head, tail = variable[: len(ENV_PREFIX)], variable[len(ENV_PREFIX) :]
+    pieces = re.split(r"(?<!_)_(?!_)", tail)
+    gaps = range(len(pieces) - 1)
+    spellings = []
+    for count in range(min(len(pieces) - 1, 3), 0, -1):
+        for doubled in itertools.combinations(gaps, count):
+            joined = pieces[0] + "".join(("__" if i in doubled else "_") + p for i, p in enumerate(pieces[1:]))
+            spellings.append(head + joined)
+    return spellings
 
 
 def _dotted(loc: tuple[str | int, ...]) -> str:

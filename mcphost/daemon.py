@@ -17,6 +17,7 @@ import hmac
 import logging
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,10 +32,10 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ServerEvent, ToolsListChanged
 
 import mcphost
-from mcphost import auth, heap, startup_signals, subscriptions, systemd, tracing, workers
+from mcphost import auth, heap, startup, startup_signals, subscriptions, systemd, tracing, workers
 from mcphost import config as config_module
 from mcphost.admin import AdminApp
-from mcphost.config import ConfigError, LoadedConfig, ServerConfig, StateConfig
+from mcphost.config import ConfigError, LoadedConfig, ServerConfig, SessionsConfig, StateConfig
 from mcphost.direct import DirectAnswers
 from mcphost.drain import Drain
 from mcphost.eventstore import MemoryEventStore
@@ -72,6 +73,33 @@ CHANGE_NOTIFICATIONS = NotificationOptions(prompts_changed=True, resources_chang
 def asgi(app: Any) -> Any:
     """``app`` for Hypercorn, whose signature wants its own ASGI type names for the same shapes."""
     return app
+
+
+def _hypercorn_config(fds: list[int]) -> HypercornConfig:
+    """Hypercorn's settings to serve on the listening sockets ``fds``: our logs, a short close grace."""
+    config = HypercornConfig()
+    config.bind = [f"fd://{fd}" for fd in fds]
+    # Requests are drained before Hypercorn is told to stop; this only bounds closing.
+    config.graceful_timeout = STREAM_CLOSE_GRACE
+    # Hypercorn calls listen() on every socket, systemd's too: keep the socket unit's
+    # Backlog= (the kernel caps this at net.core.somaxconn).
+    config.backlog = startup.BACKLOG
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    return config
+
+
+def session_secret(sessions: SessionsConfig) -> bytes:
+    """The key session ids are signed with (created on first start); raises
+    :class:`~mcphost.startup.StartupError` when it can be neither read nor created."""
+    path = sessions.secret_path()
+    with startup.failing_as(
+        f"cannot use the session secret {path}",
+        "set [sessions] secret_file to a file mcphost may read (or create), "
+        "or [sessions] state_dir to a directory it may write",
+        ValueError,
+    ):
+        return load_secret(path)
 
 
 def shared_state(state: StateConfig) -> RedisState | None:
@@ -118,7 +146,7 @@ class Daemon:
             from mcphost.redis_stores import RedisLimiter
 
             self.limits.limiter = RedisLimiter(self.shared, fallback=self.limits.limiter)
-        self.secret = load_secret(self.config.sessions.secret_path())
+        self.secret = session_secret(self.config.sessions)
         self.metrics = Metrics(
             mcphost.__version__, window=self.config.metrics.window, window_calls=self.config.metrics.window_calls
         )
@@ -128,7 +156,8 @@ class Daemon:
             draining=lambda: self.drain.draining,
             config=loaded.source,
         )
-        self.tracing = tracing.setup(loaded, mcphost.__version__)
+        with startup.failing_as("cannot open the [tracing] path", "set [tracing] path to a file mcphost may write"):
+            self.tracing = tracing.setup(loaded, mcphost.__version__)
         """OpenTelemetry, with ``[tracing]``; ``None`` when off."""
         self.server, self.handlers = build_server(
             lambda: self.registry,
@@ -159,6 +188,7 @@ class Daemon:
     async def start_plugins(self) -> None:
         """Load and start every enabled plugin, then publish what they serve."""
         self.plugins.load_all()
+        self._warn_unmatched()
         await self.plugins.start_all()
         self.registry = self.plugins.registry
         self.metrics.bind(self.registry)
@@ -202,7 +232,12 @@ class Daemon:
 
                 store = RedisSessionStore(self.shared, server.session_idle_timeout)
             else:
-                store = SqliteSessionStore(sessions.state_dir / "sessions.sqlite3")
+                with startup.failing_as(
+                    f"cannot open the session store in {sessions.state_dir}",
+                    'set [sessions] state_dir to a directory mcphost may write, or [sessions] store = "none"',
+                    sqlite3.Error,
+                ):
+                    store = SqliteSessionStore(sessions.state_dir / "sessions.sqlite3")
         if server.event_store == "memory":
             events = MemoryEventStore(server.event_store_max_events, max_events_per_owner=server.events_share)
             if self.shared is not None:
@@ -233,31 +268,27 @@ class Daemon:
             self.server, self.handlers, lambda: self.registry, self.metrics, transport_security(self.config.server)
         )
 
-    def hypercorn_config(self, fds: list[int]) -> HypercornConfig:
-        """Hypercorn's settings: systemd's sockets or our own bind, our logs, a short close grace."""
-        config = HypercornConfig()
-        server = self.config.server
-        host = f"[{server.host}]" if ":" in server.host else server.host
-        config.bind = [f"fd://{fd}" for fd in fds] or [f"{host}:{server.port}"]
-        # Requests are drained before Hypercorn is told to stop; this only bounds closing.
-        config.graceful_timeout = STREAM_CLOSE_GRACE
-        # Hypercorn calls listen() on every socket, systemd's too: keep the socket unit's
-        # Backlog= (the kernel caps this at net.core.somaxconn).
-        config.backlog = 4096
-        config.accesslog = None
-        config.errorlog = logging.getLogger("hypercorn.error")
-        return config
-
     async def serve_http(self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve over HTTP until SIGTERM or SIGINT has drained everything.
 
         Raises :class:`ConfigError` before starting anything when the keys cannot be read or
-        the address would be served without authentication.
+        the address would be served without authentication, and
+        :class:`~mcphost.startup.StartupError` when a listener cannot be bound.
         """
         fds = systemd.listen_fds() or workers.inherited_fds()
         self._hosts = [systemd.listen_host(fd) for fd in fds]
         authenticator = auth.load(self.loaded, self._hosts)
         check_public(self.loaded, self._hosts)
+        # Bound here (unless systemd or the master did), before the plugins start: a taken
+        # port is a StartupError at once, and clients that connect meanwhile wait in the
+        # queue, as they do for systemd's socket. Hypercorn takes the sockets over.
+        server, admin = self.config.server, self.config.admin
+        mcp_config = _hypercorn_config(fds or [startup.listen(server.host, server.port, startup.MCP_LISTENER).detach()])
+        admin_config = (
+            _hypercorn_config([startup.listen(admin.host, admin.port, startup.ADMIN_LISTENER).detach()])
+            if admin.enabled
+            else None
+        )
         await self.start_plugins()
         if unserved := self.limits.unserved(self.registry):
             log.warning("rate limits are set for what is not served", unserved=unserved)
@@ -281,8 +312,9 @@ class Daemon:
 
         async def run_hypercorn(task_status: trio.TaskStatus[list[str]]) -> None:
             try:
-                config = self.hypercorn_config(fds)
-                await hypercorn_serve(asgi(app), config, shutdown_trigger=hypercorn_stop.wait, task_status=task_status)
+                await hypercorn_serve(
+                    asgi(app), mcp_config, shutdown_trigger=hypercorn_stop.wait, task_status=task_status
+                )
             finally:
                 hypercorn_done.set()
 
@@ -290,7 +322,7 @@ class Daemon:
             state = self.shared.run() if self.shared is not None else contextlib.nullcontext()
             async with state, sessions.run(), trio.open_nursery() as nursery:
                 binds = await nursery.start(run_hypercorn)
-                admin = await nursery.start(self._serve_admin, hypercorn_stop) if self.config.admin.enabled else []
+                admin = await nursery.start(self._serve_admin, admin_config, hypercorn_stop) if admin_config else []
                 # Before READY=1: a SIGTERM or SIGHUP that systemd sends the moment it sees it
                 # must find the handler, not the default action (which ends the process).
                 await nursery.start(self._handle_signals)
@@ -328,18 +360,10 @@ class Daemon:
         """``/metrics`` and ``/status``, behind ``[admin] metrics_token`` when set."""
         return MetricsEndpoint(self.metrics, self.config.admin.metrics_token, self.readiness)
 
-    async def _serve_admin(self, stop: trio.Event, *, task_status: trio.TaskStatus[list[str]]) -> None:
+    async def _serve_admin(
+        self, config: HypercornConfig, stop: trio.Event, *, task_status: trio.TaskStatus[list[str]]
+    ) -> None:
         """The admin listener (``[admin]``): :mod:`mcphost.admin` on its own address."""
-        admin = self.config.admin
-        config = HypercornConfig()
-        host = f"[{admin.host}]" if ":" in admin.host else admin.host
-        config.bind = [f"{host}:{admin.port}"]
-        config.graceful_timeout = STREAM_CLOSE_GRACE
-        # Hypercorn calls listen() on every socket, systemd's too: keep the socket unit's
-        # Backlog= (the kernel caps this at net.core.somaxconn).
-        config.backlog = 4096
-        config.accesslog = None
-        config.errorlog = logging.getLogger("hypercorn.error")
         await hypercorn_serve(
             asgi(AdminApp(self.readiness, self.metrics_endpoint(), self.host_check)),
             config,
@@ -369,6 +393,7 @@ class Daemon:
         """Re-read the config, re-scan plugins and apply what changed; ``False`` if the config
         was invalid (the running config stays) or a plugin failed to reload (its old version stays)."""
         async with self._reload_lock:
+            began = time.monotonic()
             self.notifier.reloading()
             log.info("reloading", reason=reason)
             try:
@@ -376,14 +401,14 @@ class Daemon:
             except ConfigError as error:
                 log.error("reload refused: the config is invalid; the running config stays", problems=str(error))
                 self.notifier.ready("reload refused: invalid config")
-                self.metrics.reloaded(reason, "invalid_config")
+                self.metrics.reloaded(reason, began, "invalid_config")
                 return False
             try:
                 revoked = await self._reload_keys(loaded)
             except ConfigError as error:
                 log.error("reload refused: the keys are invalid; the running config stays", problems=str(error))
                 self.notifier.ready("reload refused: invalid keys")
-                self.metrics.reloaded(reason, "invalid_config")
+                self.metrics.reloaded(reason, began, "invalid_config")
                 return False
             restart_only = [k for k in RESTART_ONLY if getattr(loaded.config, k) != getattr(self.config, k)]
             if loaded.config.auth.oauth != self.config.auth.oauth:
@@ -391,11 +416,13 @@ class Daemon:
             if restart_only:
                 log.warning("these settings change only on restart", tables=restart_only)
             result = await self.plugins.reload(loaded)
+            self._warn_unmatched()
             previous, self.registry = self.registry, self.plugins.registry
             self.metrics.bind(self.registry)
-            self.metrics.reloaded(reason, "failed" if result.failed else "ok", result.changed, result.failed)
             await self.plugins.retire(result.retired)
             await self._announce_changes(previous, self.registry)
+            # Recorded as READY=1 is sent: `mcphost reload` returns once it sees this.
+            self.metrics.reloaded(reason, began, "failed" if result.failed else "ok", result.changed, result.failed)
             log.info(
                 "reloaded", changed=result.changed, failed=result.failed, tools=len(self.registry.tools), **revoked
             )
@@ -424,6 +451,12 @@ class Daemon:
         if ended or streams:
             counts |= {"sessions_ended": ended, "listen_streams_ended": streams}
         return counts
+
+    def _warn_unmatched(self) -> None:
+        """Say which ``[plugins]`` tables and patterns name no plugin (a typo is not silent)."""
+        if unmatched := self.plugins.unmatched():
+            source = self.plugins.loaded.source
+            log.warning("[plugins] names plugins that are not there", problems=[p.render(source) for p in unmatched])
 
     async def _announce_changes(self, old: Registry, new: Registry) -> None:
         """Tell every open session which lists changed (clients that listen re-fetch them)."""
@@ -478,14 +511,14 @@ class Daemon:
             await trio.sleep(interval)
 
     async def _watch_files(self) -> None:
-        """Reload when the config file or a loaded plugin's source changes."""
+        """Reload when the config file, a loaded plugin's source or a path plugin's file changes."""
         import watchfiles  # only with [reload] watch: a deployment reloads on SIGHUP instead
 
         while True:
-            files = {p.resolve() for r in self.plugins.records if r.status == "loaded" for p in plugin_files(r)}
+            files = {p.resolve() for r in self.plugins.records if r.status != "disabled" for p in plugin_files(r)}
             if self.config_path is not None:
                 files.add(self.config_path.resolve())
-            directories = {f.parent for f in files}
+            directories = {f.parent for f in files if f.parent.is_dir()}
 
             def relevant(_change: watchfiles.Change, path: str, files: set[Path] = files) -> bool:
                 return Path(path) in files or path.endswith(".py")

@@ -241,6 +241,8 @@ class HttpApp:
             await send({"type": "http.response.body", "body": self.well_known[scope["path"]]})
         elif scope["path"] == "/metrics" and self.public_metrics is not None:
             await self.public_metrics.metrics_page(scope, receive, send)
+        elif self.auth is not None and (refusal := self.auth.not_oauth(scope["path"])) is not None:
+            await send_json(send, *refusal, [(b"access-control-allow-origin", b"*")])
         else:
             await send_json(send, 404, {"error": "not found", "mcp_endpoint": self.mcp_path})
 

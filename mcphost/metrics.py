@@ -158,6 +158,9 @@ class Reload:
     """The last reload: when, why, and how it went."""
 
     at: float
+    began: float
+    """When it began, on the system's monotonic clock (``time.monotonic()``): what a process
+    that asked for the reload compares with the moment it asked (``mcphost reload``)."""
     reason: str
     result: str
     changed: list[str] = field(default_factory=list)
@@ -255,9 +258,12 @@ class Metrics:
             reason = "invalid"
         self.auth_failures[reason] += 1
 
-    def reloaded(self, reason: str, result: str, changed: Sequence[str] = (), failed: Sequence[str] = ()) -> None:
-        """A reload ended with ``result`` (``ok``, ``failed``: a plugin did not reload, ``invalid_config``)."""
-        self.last_reload = Reload(time.time(), reason, result, list(changed), list(failed))
+    def reloaded(
+        self, reason: str, began: float, result: str, changed: Sequence[str] = (), failed: Sequence[str] = ()
+    ) -> None:
+        """A reload that began at ``began`` (``time.monotonic()``) ended with ``result`` (``ok``,
+        ``failed``: a plugin did not reload, ``invalid_config``)."""
+        self.last_reload = Reload(time.time(), began, reason, result, list(changed), list(failed))
         self.reloads[result] += 1
 
     def exposition(self) -> bytes:
@@ -304,6 +310,7 @@ class Metrics:
             if reload is None
             else {
                 "at": reload.at,
+                "began_monotonic": reload.began,
                 "reason": reload.reason,
                 "result": reload.result,
                 "changed": reload.changed,

@@ -17,7 +17,7 @@ import importlib.metadata
 import importlib.util
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
@@ -52,6 +52,10 @@ class Candidate:
     origin: str
     version: str | None
     load: Callable[[], Any]
+    module: str
+    """The name of the module the plugin is (or is in), as ``sys.modules`` will know it."""
+    path: Path | None = None
+    """The file or package directory of a plugin from ``[plugins] paths``."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,13 @@ class PluginRecord:
     settings: PluginSettings | None = None
     registry: Registry = field(default_factory=Registry)
     module: ModuleType | None = field(default=None, repr=False, compare=False)
+    modules: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    """Names of the modules importing the plugin added to ``sys.modules`` (its own package's)."""
+    impls: Mapping[str, pluggy.HookImpl] = field(default_factory=dict, repr=False, compare=False)
+    """This version's hook implementations by hook name: the plugin manager holds only the
+    newest version, and a reload shuts the previous one down with its own hooks."""
+    path: Path | None = None
+    """The file or package directory of a plugin from ``[plugins] paths``."""
     fingerprint: tuple[Any, ...] = field(default=(), repr=False, compare=False)
     reload_error: str | None = None
     """Why the last reload of this plugin failed; the version described here keeps serving."""
@@ -92,33 +103,23 @@ def discover(paths: Sequence[Path]) -> list[Candidate]:
     for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT_NAME):
         dist = ep.dist
         origin = f"package {dist.name} {dist.version}" if dist else f"entry point {ep.value}"
-        found.append(Candidate(ep.name, origin, dist.version if dist else None, ep.load))
+        found.append(Candidate(ep.name, origin, dist.version if dist else None, ep.load, ep.module))
     for path in paths:
-        found.append(
-            Candidate(
-                path.stem if path.suffix == ".py" else path.name,
-                f"path {path}",
-                None,
-                functools.partial(_import_path, path),
-            )
-        )
+        name = path.stem if path.suffix == ".py" else path.name
+        module = f"mcphost_local_plugin_{name}"
+        found.append(Candidate(name, f"path {path}", None, functools.partial(_import_path, path, module), module, path))
     return sorted(found, key=lambda c: c.name)
 
 
-def _import_path(path: Path) -> ModuleType:
+def _import_path(path: Path, module_name: str) -> ModuleType:
     """Import a plugin from a ``.py`` file or a package directory under a private module name."""
     location = path / "__init__.py" if path.is_dir() else path
-    module_name = f"mcphost_local_plugin_{path.stem if path.suffix == '.py' else path.name}"
     spec = importlib.util.spec_from_file_location(module_name, location)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import a plugin from {path}")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[module_name]
-        raise
+    sys.modules[module_name] = module  # what failed is taken out again by PluginHost._load
+    spec.loader.exec_module(module)
     return module
 
 
@@ -158,11 +159,15 @@ class PluginHost:
                 records[index] = await self._start(record, previous.get(record.name))
         serving = {id(r.module) for r in records if r.status == "loaded"}
         retired = [r for r in previous.values() if r.status == "loaded" and id(r.module) not in serving]
+        for record in retired:
+            if not any(r.name == record.name and r.status == "loaded" for r in records):
+                # Uninstalled or disabled: forget it entirely, so that when it comes back
+                # (perhaps a newer version) it is registered and imported afresh.
+                self._drop(record)
         self.records = records
         changed = sorted({r.name for r in records if _fresh(r, previous.get(r.name))} | {r.name for r in retired})
-        failed = [
-            r.name for r in records if r.reload_error or (r.status == "failed" and _fresh(r, previous.get(r.name)))
-        ]
+        # Failed plugins are tried again on every reload, so one still failing failed this reload too.
+        failed = [r.name for r in records if r.reload_error or r.status == "failed"]
         return Reload(changed=changed, failed=failed, retired=retired)
 
     async def retire(self, records: Sequence[PluginRecord]) -> None:
@@ -183,6 +188,7 @@ class PluginHost:
                 candidate.version,
                 "loaded",
                 plugins.for_plugin(candidate.name).required,
+                path=candidate.path,
             )
             if candidate.name in seen:
                 record = base.failed(f"another plugin named {candidate.name!r} is already loaded")
@@ -206,10 +212,10 @@ class PluginHost:
         self, candidate: Candidate, base: PluginRecord, old: PluginRecord | None, served: Registry
     ) -> PluginRecord:
         """Load ``candidate``; if it replaces a working ``old`` and fails, keep ``old`` serving."""
-        aside = self._set_aside(old) if old is not None and old.status == "loaded" else None
+        aside = self._drop(old) if old is not None and old.status == "loaded" else None
         record = self._load(candidate, base)
         if record.status == "loaded" and (clashes := served.clashes(record.registry)):
-            self._unregister(record.name)
+            self._drop(record)
             record = record.failed(f"already served: {', '.join(clashes)}")
         if record.status == "failed" and aside is not None and old is not None:
             self._restore(old, aside)
@@ -219,17 +225,14 @@ class PluginHost:
             replace(record, fingerprint=self._fingerprint(candidate, record)) if record.status == "loaded" else record
         )
 
-    def _set_aside(self, record: PluginRecord) -> dict[str, ModuleType]:
+    def _drop(self, record: PluginRecord) -> dict[str, ModuleType]:
         """Unregister ``record``'s module and take its modules out of ``sys.modules``, so the
-        next import is fresh; calls running on the old objects are unaffected."""
+        next import is fresh; calls running on the old objects are unaffected. Returns what
+        was taken out, for :meth:`_restore`."""
         self._unregister(record.name)
-        root = record.module.__name__ if record.module else ""
-        return {n: sys.modules.pop(n) for n in list(sys.modules) if root and (n == root or n.startswith(root + "."))}
+        return _forget(_module_names(record))
 
     def _restore(self, record: PluginRecord, aside: dict[str, ModuleType]) -> None:
-        root = record.module.__name__ if record.module else ""
-        for name in [n for n in sys.modules if root and (n == root or n.startswith(root + "."))]:
-            del sys.modules[name]
         sys.modules.update(aside)
         self._unregister(record.name)
         if record.module is not None:
@@ -240,37 +243,67 @@ class PluginHost:
         the modification times of its source files."""
         plugin_config = self.config.plugins.for_plugin(candidate.name).model_dump_json()
         host = (self.config.limits.model_dump_json(), self.config.tools.model_dump_json())
-        return (candidate.origin, candidate.version, plugin_config, host, _source_times(record.module))
+        return (candidate.origin, candidate.version, plugin_config, host, _source_times(record))
 
     def problems(self) -> list[Problem]:
-        """Config problems found while loading: plugin settings, and tables naming no plugin."""
-        found = [p for r in self.records for p in r.problems]
-        known = {r.name for r in self.records}
-        for name in sorted(self.config.plugins.configured() - known):
-            found.append(self.loaded.problem(("plugins", name), f"no installed plugin is named {name!r}"))
+        """Config problems found while loading: plugin settings and tool tables that do not
+        fit the plugin's model and tools."""
+        return [p for r in self.records for p in r.problems]
+
+    def warnings(self) -> list[Problem]:
+        """What is amiss with the plugins rather than with the config: plugins that failed to
+        load (for a reason other than their settings), and :meth:`unmatched`."""
+        failed = [
+            self.loaded.problem(("plugins", r.name), f"plugin failed to load: {r.error}", warning=True)
+            for r in self.records
+            if r.status == "failed" and not r.problems
+        ]
+        return failed + self.unmatched()
+
+    def unmatched(self) -> list[Problem]:
+        """``[plugins.<name>]`` tables and ``enable``/``disable`` patterns that name no plugin
+        found: a misspelt name, or a plugin not installed (yet, or any more)."""
+        plugins, found = self.config.plugins, []
+        names = sorted(r.name for r in self.records)
+        there = f"the plugins found are {', '.join(names)}" if names else "no plugin is installed"
+        for name in sorted(plugins.configured() - set(names)):
+            found.append(self.loaded.problem(("plugins", name), f"no plugin is named {name!r}; {there}", warning=True))
+        for key in ("enable", "disable"):
+            for pattern in getattr(plugins, key):
+                # "*" matches nothing only where nothing is installed, which the count says.
+                if pattern != "*" and not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                    message = f"{pattern!r} matches no plugin; {there}"
+                    found.append(self.loaded.problem(("plugins", key), message, warning=True))
         return found
 
     def _load(self, candidate: Candidate, record: PluginRecord) -> PluginRecord:
         name = candidate.name
+        before = set(sys.modules)
+        package = candidate.module.partition(".")[0]
         try:
             module = candidate.load()
         except (Exception, SystemExit) as error:
             log.error("plugin import failed", plugin=name, exc_info=error)
+            _forget(_own_modules(before, package))  # a half-done import must not be found next time
             return record.failed(f"import failed: {type(error).__name__}: {error}")
+        added = _own_modules(before, package)
         try:
             self.pm.register(module, name=name)
         except (Exception, SystemExit) as error:
+            _forget(added)
             return record.failed(f"not a valid plugin: {error}")
-        unknown = [h.name for h in self.pm.get_hookcallers(module) or () if h.spec is None]
+        record = replace(record, module=module, modules=added | {candidate.module})
+        callers = self.pm.get_hookcallers(module) or []
+        unknown = [h.name for h in callers if h.spec is None]
         if unknown:
-            self._unregister(name)
+            self._drop(record)
             return record.failed(f"implements unknown hook(s) {', '.join(unknown)}; see mcphost.hookspecs")
-        hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(module) or ()))
-        record = replace(record, hooks=hooks, module=module)
+        impls = {h.name: i for h in callers for i in h.get_hookimpls() if i.plugin is module}
+        record = replace(record, hooks=tuple(sorted(impls)), impls=impls)
         try:
             settings, registry = self._build(name)
         except _LoadError as error:
-            self._unregister(name)
+            self._drop(record)
             return record.failed(str(error), error.problems)
         return replace(record, settings=settings, registry=registry)
 
@@ -358,7 +391,7 @@ class PluginHost:
         return outcome.value
 
     async def _call_async(self, record: PluginRecord, hook: str, timeout: float) -> fence.HookOutcome:
-        impl = self._impl(record.name, hook)
+        impl = record.impls.get(hook)
         if impl is None:
             return fence.HookOutcome(True)
         kwargs = {a: {"settings": record.settings}[a] for a in impl.argnames}
@@ -379,7 +412,7 @@ class PluginHost:
         if not outcome.error:
             return record
         log.error("plugin failed to start", plugin=record.name, error=outcome.error)
-        self._unregister(record.name)
+        self._drop(record)
         if old is not None and old.status == "loaded":
             # The previous version never stopped serving; put it back in the plugin manager.
             self._restore(old, {})
@@ -422,25 +455,43 @@ def _fresh(record: PluginRecord, old: PluginRecord | None) -> bool:
     return record.status == "loaded" and record.module is not old.module
 
 
-def _source_times(module: ModuleType | None) -> tuple[tuple[str, float], ...]:
-    """Modification times of the source files of ``module`` and its submodules."""
-    if module is None:
-        return ()
-    root, package = module.__name__, module.__name__ + "."
+def _own_modules(before: set[str], package: str) -> frozenset[str]:
+    """Modules of ``package`` that are in ``sys.modules`` now and were not in ``before``: what
+    importing a plugin added of its own (its dependencies' modules stay, whatever happens)."""
+    return frozenset(n for n in set(sys.modules) - before if n == package or n.startswith(package + "."))
+
+
+def _forget(names: Iterable[str]) -> dict[str, ModuleType]:
+    """Take the modules named ``names`` out of ``sys.modules``; returns them."""
+    return {name: sys.modules.pop(name) for name in names if name in sys.modules}
+
+
+def _module_names(record: PluginRecord) -> list[str]:
+    """Names in ``sys.modules`` of ``record``'s modules: those its import added, and any
+    imported under its own module since."""
+    root = next((n for n in record.modules if record.module is sys.modules.get(n)), None)
+    return [n for n in list(sys.modules) if n in record.modules or (root is not None and n.startswith(root + "."))]
+
+
+def _source_times(record: PluginRecord) -> tuple[tuple[str, float], ...]:
+    """Modification times of the source files of ``record``'s modules."""
     times = []
-    # By name first: the process holds some 900 modules, and a plugin a handful of them.
-    for name, loaded in list(sys.modules.items()):
-        if name == root or name.startswith(package):
-            path = getattr(loaded, "__file__", None)
-            if path:
-                with contextlib.suppress(OSError):
-                    times.append((path, os.stat(path).st_mtime_ns))
+    for name in _module_names(record):
+        path = getattr(sys.modules[name], "__file__", None)
+        if path:
+            with contextlib.suppress(OSError):
+                times.append((path, os.stat(path).st_mtime_ns))
     return tuple(sorted(times))
 
 
 def plugin_files(record: PluginRecord) -> list[Path]:
-    """The source files a watcher should watch for ``record``."""
-    return [Path(path) for path, _ in _source_times(record.module)]
+    """The source files a watcher should watch for ``record``: its modules' when it is
+    loaded, and a path plugin's own file in any case (one that failed to load is
+    watched until it is fixed)."""
+    files = [Path(path) for path, _ in _source_times(record)] if record.status == "loaded" else []
+    if record.path is not None:
+        files.append(record.path / "__init__.py" if record.path.is_dir() else record.path)
+    return files
 
 
 class _LoadError(Exception):

@@ -30,11 +30,11 @@ def admin_url(config_path: Path | None) -> tuple[str | None, str | None]:
     return f"http://{host}:{admin.port}", admin.metrics_token
 
 
-def fetch(url: str, token: str | None) -> dict[str, Any]:
+def fetch(url: str, token: str | None, timeout: float = TIMEOUT) -> dict[str, Any]:
     """``GET <url>/status``; raises ``OSError`` (``URLError``) when it cannot be had."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     request = urllib.request.Request(url.rstrip("/") + "/status", headers=headers)
-    with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         report: dict[str, Any] = json.load(response)
     return report
 

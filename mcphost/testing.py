@@ -235,7 +235,7 @@ def start_daemon(
     admin_port = free_port()
     full_env = {
         **os.environ,
-        "MCPHOST_LOG_FORMAT": "json",
+        "MCPHOST_LOG__FORMAT": "json",
         "STATE_DIRECTORY": str(state_dir),
         # Every daemon of a test run needs its own admin port too (the default is fixed).
         "MCPHOST_ADMIN__PORT": str(admin_port),

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import structlog
 
-from mcphost import systemd
+from mcphost import startup, systemd
 from mcphost.config import LoadedConfig
 
 log = structlog.get_logger("mcphost.workers")
@@ -41,12 +41,7 @@ def listening_socket(loaded: LoadedConfig) -> socket.socket:
     if fds:
         return socket.socket(fileno=fds[0])
     server = loaded.config.server
-    family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((server.host, server.port))
-    sock.listen(4096)
-    return sock
+    return startup.listen(server.host, server.port, startup.MCP_LISTENER)
 
 
 def run(loaded: LoadedConfig, config_path: Path | None, count: int) -> int:

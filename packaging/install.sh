@@ -88,6 +88,7 @@ venv="$root/opt/mcphost/venv"
 etc="$root/etc/mcphost"
 credentials="$etc/credentials"
 units="$root/etc/systemd/system"
+bin="$root/usr/local/bin"
 
 # Whatever the caller's umask, the venv, the units and the config must be readable by the
 # mcphost user and by systemd; the secrets are written under umask 077 below.
@@ -131,6 +132,16 @@ fi
 "$venv/bin/python" -m pip install --upgrade --disable-pip-version-check --root-user-action=ignore \
     --progress-bar=off "${pip_args[@]}" "${packages[@]}" "${plugins[@]}"
 "$venv/bin/mcphost" --version
+
+step "command $bin/mcphost"
+# The operator's commands (check-config, keys, plugins, status) on root's PATH. A mcphost
+# there that is not this link (another installation) is left alone.
+if [ ! -e "$bin/mcphost" ] || [ "$(readlink "$bin/mcphost")" = /opt/mcphost/venv/bin/mcphost ]; then
+    mkdir -p "$bin"
+    ln -sfn /opt/mcphost/venv/bin/mcphost "$bin/mcphost"
+else
+    echo "kept (not a link to /opt/mcphost/venv/bin/mcphost): use $venv/bin/mcphost"
+fi
 
 step "units in $units"
 # Always replaced: local changes belong in drop-ins (systemctl edit mcphost.service).
@@ -184,9 +195,12 @@ fi
 cat <<EOF
 
 mcphost is installed. Next:
-  edit /etc/mcphost/mcphost.toml, then: /opt/mcphost/venv/bin/mcphost check-config /etc/mcphost/mcphost.toml
+  edit /etc/mcphost/mcphost.toml, then check it with the credentials the service gets:
+    CREDENTIALS_DIRECTORY=/etc/mcphost/credentials mcphost check-config /etc/mcphost/mcphost.toml
   systemctl enable --now mcphost.socket mcphost.service
   systemctl status mcphost.service; journalctl -u mcphost.service
-  systemctl reload mcphost.service    # after editing the config (checked first)
+  /opt/mcphost/venv/bin/pip install PLUGIN    # then reload: new tools are served when it returns
+  systemctl reload mcphost.service    # after editing the config (checked first) or adding a plugin
+  systemctl stop mcphost.socket mcphost.service    # maintenance: the socket would start it again
   systemd-analyze security mcphost.service
 EOF

@@ -5,15 +5,19 @@ is skipped saying which package is missing."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
+import site
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+import venv as venv_module
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,7 +117,7 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 def node_client() -> tuple[str, Path]:
-    """``node``, and the directory holding ``client.mjs`` and the official TypeScript MCP SDK
+    """``node``, and the directory holding the scripts of ``tests/e2e`` and the official TypeScript MCP SDK
     (installed with npm into the git-ignored cache, once per ``package.json``); skips
     without Node or the SDK."""
     node = program("node", "nodejs")
@@ -134,5 +138,46 @@ def node_client() -> tuple[str, Path]:
         if result.returncode != 0:
             pytest.skip(f"npm could not install the TypeScript MCP SDK: {result.stderr[-500:]}")
     # Node resolves an ES module's imports from where the module is: next to node_modules.
-    shutil.copy(source / "client.mjs", target / "client.mjs")
+    for script in source.glob("*.mjs"):
+        shutil.copy(script, target / script.name)
     return node, target
+
+
+def sign_in(url: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """What ``tests/e2e/sign-in.mjs`` reports connecting to ``url``: the official TypeScript
+    client with an OAuth provider and no token, as Claude Code connects to a server that was
+    added without a ``--header``."""
+    node, directory = node_client()
+    done = subprocess.run(
+        [node, str(directory / "sign-in.mjs"), url],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert reports, done.stdout + done.stderr
+    return reports[-1]
+
+
+def venv_with_test_dependencies(venv: Path, work: Path) -> None:
+    """Make ``venv`` a virtualenv that shares this environment's third-party packages, so
+    that no dependency is downloaded or built again, for a script that pip-installs into a
+    venv it finds there (``packaging/install.sh``, ``scripts/serve``).
+
+    Everything the script does to the venv is real; only the venv's creation
+    (``python3 -m venv``) and the dependencies' installation are skipped. Dependencies come
+    through a .pth entry naming a directory (in ``work``) with this environment's packages
+    minus mcphost's own: the test plugins must not leak in, and mcphost and the bundled
+    plugins must come from what the script installs.
+    """
+    venv_module.EnvBuilder(with_pip=False).create(venv)
+    shared = work / "shared-site-packages"
+    shared.mkdir()
+    for entry in Path(site.getsitepackages()[0]).iterdir():
+        if entry.name.startswith(("mcphost", "__editable__")) or entry.suffix == ".pth":
+            continue
+        (shared / entry.name).symlink_to(entry)
+    [site_packages] = venv.glob("lib/python3*/site-packages")
+    (site_packages / "zz-shared-test-dependencies.pth").write_text(f"{shared}\n")

@@ -25,6 +25,7 @@ from mcphost.errors import AUTHENTICATION_REQUIRED, NOT_PERMITTED
 from mcphost.testing import ACCEPT_HEADERS, RunningDaemon, initialize_request, to_toml
 from tests.authkit import SECRETS, ApiKey, api_key, bearer, connect
 from tests.conftest import MODES
+from tests.services import sign_in
 
 ALICE = api_key("alice", ["echo_echo", "echo_who*"])
 BOB = api_key("bob", ["*"])
@@ -83,12 +84,65 @@ def post(daemon: RunningDaemon, body: Any = INITIALIZE, headers: dict[str, str] 
     return httpx.post(daemon.url, json=body, headers={**HEADERS, **(headers or {})}, timeout=30)
 
 
+KEY_WANTED = "this server takes API keys, not an OAuth sign-in: send one in the header Authorization: Bearer <key>"
+CLAUDE_CODE_HINT = 'claude mcp add --transport http NAME URL --header "Authorization: Bearer <key>"'
+
+
 def test_no_credentials_is_401_authentication_required(daemon: RunningDaemon) -> None:
+    """The 401 says that an API key is wanted, and how to send one: there is no OAuth here."""
     for method in ("POST", "GET", "DELETE"):
         response = httpx.request(method, daemon.url, json=INITIALIZE, headers=HEADERS, timeout=30)
         assert response.status_code == 401, (method, response.text)
-        assert response.json()["error"]["code"] == AUTHENTICATION_REQUIRED
-        assert response.headers["www-authenticate"] == 'Bearer realm="mcphost"'
+        error = response.json()["error"]
+        assert error["code"] == AUTHENTICATION_REQUIRED
+        assert (
+            error["message"].startswith(f"Authentication required: {KEY_WANTED}")
+            and CLAUDE_CODE_HINT in error["message"]
+        )
+        assert response.headers["www-authenticate"] == f'Bearer realm="mcphost", error_description="{KEY_WANTED}"'
+        assert "resource_metadata" not in response.headers["www-authenticate"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/oauth-authorization-server/mcp",
+        "/.well-known/openid-configuration",
+    ],
+)
+def test_oauth_discovery_says_that_a_key_is_wanted(daemon: RunningDaemon, path: str) -> None:
+    """Where a client refused with 401 looks for an authorization server, it finds none
+    (404), and the reason, in OAuth's error shape."""
+    status, body = daemon.get(path)
+    assert status == 404
+    assert json.loads(body) == {
+        "error": "not_found",
+        "error_description": f"{KEY_WANTED} (Claude Code: {CLAUDE_CODE_HINT})",
+    }
+
+
+def test_client_registration_is_refused_saying_that_a_key_is_wanted(daemon: RunningDaemon) -> None:
+    """Finding no authorization server, clients register with the server's origin: the
+    refusal is what they report, so it names the fix."""
+    response = httpx.post(f"{daemon.base_url}/register", json={"client_name": "x", "redirect_uris": []}, timeout=30)
+    assert response.status_code == 403
+    assert response.json() == {
+        "error": "access_denied",
+        "error_description": f"{KEY_WANTED} (Claude Code: {CLAUDE_CODE_HINT})",
+    }
+
+
+def test_a_client_that_signs_in_with_oauth_learns_that_a_key_is_wanted(daemon: RunningDaemon) -> None:
+    """The official TypeScript client, set up as Claude Code is (an OAuth provider, no
+    token), reports that this server wants an API key and how to give Claude Code one,
+    instead of a failed dynamic client registration."""
+    report = sign_in(daemon.url)
+    assert report["event"] == "error", report
+    assert report["name"] == "AccessDeniedError"
+    assert report["message"] == f"{KEY_WANTED} (Claude Code: {CLAUDE_CODE_HINT})"
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ from cryptography.x509.oid import NameOID
 
 from mcphost.testing import RunningDaemon, free_port, start_daemon
 from tests.authkit import api_key
-from tests.services import REPO, RedisServer, node_client, program, redis_server, wait_for_port
+from tests.services import REPO, RedisServer, node_client, program, redis_server, sign_in, wait_for_port
 
 KEY = api_key("team", ["*"])
 CLIENT_TIMEOUT = 60.0
@@ -122,6 +122,11 @@ class NodeClient:
 
 def drive(url: str, env: dict[str, str], replicas: list[RunningDaemon]) -> list[dict[str, Any]]:
     """The scenario of this module's docstring; returns what the client saw."""
+    # A client added without its key (Claude Code without --header) goes looking for OAuth:
+    # what it finds through the proxy tells it that a key is wanted, and how to send one.
+    without_key = sign_in(url, env)
+    assert without_key["event"] == "error" and "takes API keys" in without_key["message"], without_key
+    assert '--header "Authorization: Bearer <key>"' in without_key["message"]
     client = NodeClient(url, env)
     try:
         session = client.until("connected")["sessionId"]

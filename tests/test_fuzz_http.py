@@ -353,5 +353,8 @@ def test_every_request_was_logged_and_none_left_a_traceback(daemon: RunningDaemo
     requests = [r for r in records if r.get("event") == "request"]
     assert len(requests) >= total
     assert [r for r in requests if r["status"] >= 500 and r["status"] != 503] == []
+    # Every credential that should get through did, the JWT included (it had not expired).
+    callers = {r.get("identity") for r in requests if r["status"] < 400}
+    assert {"alice", "bob", "user-123"} <= callers, callers
     with_traceback = [r for r in records if "exception" in r or "Traceback" in json.dumps(r)]
     assert with_traceback == []

@@ -281,7 +281,8 @@ def test_status_command_table_and_json(guarded: RunningDaemon) -> None:
     assert re.match(rf"mcphost {re.escape(mcphost.__version__)} \(pid \d+\): ready, up \d+s", lines[0])
     assert lines[1] == f"config:        {guarded.config_path}"
     assert lines[2] == "sessions:      0 open"
-    assert re.match(r"last reload:   ok, \d+s ago \(SIGHUP\)$", lines[3])
+    # broken_import fails again at the reload, which tries it again: the reload failed.
+    assert re.match(r"last reload:   failed, \d+s ago \(SIGHUP\); failed: broken_import$", lines[3])
     assert lines[4] == "rate limited:  identity 0, plugin 0, tool 0"
     rows = {line.split()[0]: line.split() for line in lines if line and not line.endswith(":")}
     assert rows["PLUGIN"] == ["PLUGIN", "VERSION", "STATUS", "READY", "TOOLS", "IN", "FLIGHT", "ERROR"]
@@ -302,7 +303,7 @@ def test_status_command_table_and_json(guarded: RunningDaemon) -> None:
     tool = next(t for t in report["tools"] if t["name"] == "echo_add")
     assert tool["calls"] == 3 and tool["statuses"] == {"ok": 3} and tool["recent_calls"] == 3
     assert 0 < tool["p50_ms"] <= tool["p99_ms"]
-    assert report["last_reload"]["result"] == "ok" and report["last_reload"]["reason"] == "SIGHUP"
+    assert report["last_reload"]["result"] == "failed" and report["last_reload"]["reason"] == "SIGHUP"
     echo = next(p for p in report["plugins"] if p["name"] == "echo")
     assert echo == {
         "name": "echo",
@@ -328,7 +329,7 @@ def test_status_command_reports_a_refused_reload(guarded: RunningDaemon) -> None
     assert samples[key("mcphost_reloads_total", result="invalid_config")] == 1
     assert samples[key("mcphost_last_reload_success")] == 0
     assert samples[key("mcphost_last_reload_timestamp_seconds")] > 0
-    guarded.config_path.write_text(good)
+    guarded.config_path.write_text(good.replace('"broken_import"', ""))  # and nothing fails to load
     reload(guarded, 2)
     samples = scrape(guarded, TOKEN)
     assert samples[key("mcphost_reloads_total", result="ok")] == 1

@@ -10,7 +10,7 @@ import hmac
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +102,19 @@ def test_protected_resource_metadata(daemon: RunningDaemon, path: str) -> None:
 def test_401_points_clients_at_the_metadata(daemon: RunningDaemon) -> None:
     response = post(daemon, None)
     assert response.status_code == 401
-    assert response.json()["error"]["code"] == AUTHENTICATION_REQUIRED
+    assert response.json()["error"] == {"code": AUTHENTICATION_REQUIRED, "message": "Authentication required"}
     assert response.headers["www-authenticate"] == f'Bearer resource_metadata="{METADATA_URL}"'
+
+
+def test_the_identity_provider_alone_does_authorization_server_work(daemon: RunningDaemon) -> None:
+    """With OAuth, mcphost is the resource only: what an authorization server serves is not
+    here (not even the API-key deployment's explanations; API keys still work beside)."""
+    for path in ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration", "/register"):
+        response = (
+            httpx.post(daemon.base_url + path, timeout=10) if path == "/register" else httpx.get(daemon.base_url + path)
+        )
+        assert response.status_code == 404, path
+        assert "API keys" not in response.text
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -158,35 +169,33 @@ def _hs256_with_public_key() -> str:
     return token
 
 
-def _bad_tokens() -> dict[str, tuple[str, str]]:
-    """Token → the reason the client is told."""
-    now = int(time.time())
-    return {
-        "expired": (RSA.sign(claims(exp=now - 120)), "the token has expired"),
-        "wrong-audience": (RSA.sign(claims(aud="https://other.example.test/mcp")), "not issued for this server"),
-        "wrong-issuer": (RSA.sign(claims(iss="https://evil.example.test")), "from another issuer"),
-        "unknown-kid": (SigningKey.rsa("nobody").sign(claims()), "unknown key"),
-        "alg-none": (unsigned(claims()), "algorithm is not accepted"),
-        "hs256-confusion": (_hs256_with_public_key(), "algorithm is not accepted"),
-        "forged-signature": (STRANGER.sign(claims()), "the token is invalid"),
-        "no-expiry": (RSA.sign(claims(exp=None)), "the token is invalid"),
-        "not-a-jwt": ("eyJhbGciOi.not-a-jwt", "not a well-formed JWT"),
-        "ec-key-named-as-rsa": (EC.sign(claims(), kid=RSA.kid), "the token is invalid"),
-        # Time claims must be JSON numbers; PyJWT takes a numeric string, which the
-        # remembered-token check then could not compare.
-        "exp-as-string": (RSA.sign(claims(exp=str(now + 300))), "exp"),
-        "nbf-as-string": (RSA.sign(claims(nbf=str(now - 60))), "nbf"),
-        "iat-as-list": (RSA.sign(claims(iat=[now])), "the token is invalid"),
-        "exp-as-boolean": (RSA.sign(claims(exp=True)), "exp"),
-    }
+BAD: dict[str, tuple[Callable[[], str], str]] = {
+    "expired": (lambda: RSA.sign(claims(exp=int(time.time()) - 120)), "the token has expired"),
+    "wrong-audience": (lambda: RSA.sign(claims(aud="https://other.example.test/mcp")), "not issued for this server"),
+    "wrong-issuer": (lambda: RSA.sign(claims(iss="https://evil.example.test")), "from another issuer"),
+    "unknown-kid": (lambda: SigningKey.rsa("nobody").sign(claims()), "unknown key"),
+    "alg-none": (lambda: unsigned(claims()), "algorithm is not accepted"),
+    "hs256-confusion": (_hs256_with_public_key, "algorithm is not accepted"),
+    "forged-signature": (lambda: STRANGER.sign(claims()), "the token is invalid"),
+    "no-expiry": (lambda: RSA.sign(claims(exp=None)), "the token is invalid"),
+    "not-a-jwt": (lambda: "eyJhbGciOi.not-a-jwt", "not a well-formed JWT"),
+    "ec-key-named-as-rsa": (lambda: EC.sign(claims(), kid=RSA.kid), "the token is invalid"),
+    # Time claims must be JSON numbers; PyJWT takes a numeric string, which the
+    # remembered-token check then could not compare.
+    "exp-as-string": (lambda: RSA.sign(claims(exp=str(int(time.time()) + 300))), "exp"),
+    "nbf-as-string": (lambda: RSA.sign(claims(nbf=str(int(time.time()) - 60))), "nbf"),
+    "iat-as-list": (lambda: RSA.sign(claims(iat=[int(time.time())])), "the token is invalid"),
+    "exp-as-boolean": (lambda: RSA.sign(claims(exp=True)), "exp"),
+}
+"""Case → how to mint its token (at use: a token minted at import may have expired by the
+time its test runs, and fail for that reason instead of its own) and the reason the client
+is told."""
 
 
-BAD_CASES = sorted(_bad_tokens())
-
-
-@pytest.mark.parametrize("case", BAD_CASES)
+@pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_tokens_are_401_invalid_token_every_time(daemon: RunningDaemon, case: str) -> None:
-    token, reason = _bad_tokens()[case]  # minted now: a token must not depend on when the module loaded
+    mint, reason = BAD[case]
+    token = mint()
     for _ in range(2):  # and the second time too, when a verified token would be remembered
         response = post(daemon, token)
         assert response.status_code == 401, response.text

@@ -55,6 +55,17 @@ def test_dockerfile_builds_in_stages_and_runs_unprivileged_with_a_health_check()
     assert env["STATE_DIRECTORY"] == values["VOLUME"].strip('[]"')
 
 
+def test_every_mcphost_variable_of_the_image_and_the_pod_sets_a_setting(
+    objects: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    """A variable that sets nothing would be ignored (``serve`` warns, ``check-config`` fails)."""
+    final = [args for name, args in dockerfile() if name == "ENV"]
+    image = dict(item.split("=", 1) for args in final for item in shlex.split(args))
+    pod = {e["name"]: e.get("value", "") for e in mcphost_container(objects).get("env", [])}
+    assert any(name.startswith("MCPHOST_") for name in image) and any(name.startswith("MCPHOST_") for name in pod)
+    assert config.unknown_environment(image) == [] and config.unknown_environment(pod) == []
+
+
 def test_dockerfile_copies_only_what_exists_and_the_context_lets_through() -> None:
     ignore = (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}

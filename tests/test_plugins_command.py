@@ -111,6 +111,7 @@ class Listings:
     clash: Listing
     local: Listing
     local_json: Listing
+    invalid: Listing
     local_file: Path
 
 
@@ -124,6 +125,7 @@ def listings(tmp_path_factory: pytest.TempPathFactory) -> Listings:
         "mixed": MIXED,
         "clash": CLASH,
         "local": {"plugins": {"enable": [LOCAL_PLUGIN], "paths": [str(local_file)]}},
+        "invalid": {"server": {"port": "eighty"}},
     }
     for name, config in configs.items():
         (workdir / f"{name}.toml").write_text(to_toml(config))
@@ -133,6 +135,7 @@ def listings(tmp_path_factory: pytest.TempPathFactory) -> Listings:
         "clash": ("clash",),
         "local": ("local",),
         "local_json": ("local", "--json"),
+        "invalid": ("invalid",),
     }
     with ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 1) as pool:
         futures = {
@@ -143,10 +146,14 @@ def listings(tmp_path_factory: pytest.TempPathFactory) -> Listings:
     return Listings(**done, local_file=local_file)
 
 
-def test_listing_exits_0_even_with_failed_plugins(listings: Listings) -> None:
-    """``plugins`` is a report, not a check: it exits 0 and writes the table to stdout."""
-    assert listings.mixed.returncode == 0, listings.mixed.stderr
-    assert listings.mixed_json.returncode == 0, listings.mixed_json.stderr
+def test_exit_status_says_whether_a_plugin_failed(listings: Listings) -> None:
+    """The whole table goes to stdout either way; the exit status is 1 when a plugin failed to
+    load, 0 when every enabled plugin loaded, 2 when the config itself is invalid."""
+    assert listings.mixed.returncode == 1, listings.mixed.stderr
+    assert listings.mixed_json.returncode == 1, listings.mixed_json.stderr
+    assert len(listings.mixed.rows()) == len(listings.mixed_json.records()) > 5
+    assert listings.local.returncode == 0, listings.local.stderr
+    assert listings.invalid.returncode == 2 and "configuration is invalid" in listings.invalid.stderr
 
 
 def test_loaded_plugin_row_shows_version_origin_and_tools(listings: Listings) -> None:

@@ -35,8 +35,8 @@ def invalid_config() -> str:
     )
 
 
-def mcphost(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MCPHOST_")}
+def mcphost(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCPHOST_")} | (env or {})
     return subprocess.run(
         [sys.executable, "-m", "mcphost", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
     )
@@ -61,6 +61,30 @@ def test_a_plugins_secret_setting_is_not_shown_either(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "plugins.echo.settings.signature" in done.stderr
     assert "12345678" not in done.stdout + done.stderr
+
+
+# One "_" where "__" belongs: the variable sets nothing, and is named with what it meant.
+MISSPELT = {"MCPHOST_ADMIN_METRICS_TOKEN": METRICS_TOKEN, "MCPHOST_STATE_REDIS_URL": f"redis://:{REDIS_PASSWORD}@r/0"}
+
+
+def test_warnings_and_ignored_variables_name_what_is_wrong_but_never_show_a_value(tmp_path: Path) -> None:
+    path = tmp_path / "mcphost.toml"
+    # A table naming no plugin is a warning; the secret in it is never read.
+    path.write_text(to_toml({"plugins": {"enable": ["echo"], "nosuch": {"settings": {"token": SIGNATURE}}}}))
+    done = mcphost("check-config", str(path), cwd=tmp_path, env=MISSPELT)
+    assert done.returncode == 2, done.stderr
+    assert "warning: plugins.nosuch: no plugin is named 'nosuch'" in done.stderr
+    assert "MCPHOST_ADMIN_METRICS_TOKEN: this environment variable sets no setting" in done.stderr
+    assert "did you mean MCPHOST_STATE__REDIS_URL?" in done.stderr
+    assert secrets_in(done.stdout + done.stderr) == []
+    daemon = start_daemon(tmp_path, path.read_text(), env=MISSPELT)
+    try:
+        daemon.wait_for_log(lambda r: r.get("event") == "[plugins] names plugins that are not there", timeout=20)
+        ignored = {r["variable"] for r in daemon.log_records() if r.get("event") == "environment variable ignored"}
+        assert ignored == set(MISSPELT)
+    finally:
+        daemon.stop()
+    assert secrets_in(daemon.logs()) == []
 
 
 def test_a_refused_reload_logs_no_secret(tmp_path: Path) -> None:

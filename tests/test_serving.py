@@ -124,7 +124,7 @@ async def test_stdio_serves_the_same_plugins(tmp_path) -> None:
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "mcphost", "stdio", "--config", str(config)],
-        env={"MCPHOST_LOG_FORMAT": "json", "PATH": "/usr/bin:/bin"},
+        env={"MCPHOST_LOG__FORMAT": "json", "PATH": "/usr/bin:/bin"},
     )
     async with Client(params, mode="legacy") as client:
         names = {tool.name for tool in (await client.list_tools()).tools}
@@ -173,7 +173,7 @@ def test_stdio_frees_what_start_up_left(tmp_path) -> None:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={**os.environ, "MCPHOST_LOG_FORMAT": "json"},
+        env={**os.environ, "MCPHOST_LOG__FORMAT": "json"},
     )
     deadline = threading.Timer(30, process.kill)  # ends the reads below if nothing comes
     deadline.start()

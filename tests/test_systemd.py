@@ -3,8 +3,9 @@ side of the service manager protocols (sd_notify, socket activation) exercised f
 hardening's ``MemoryDenyWriteExecute=`` tried on the running daemon, and ``packaging/install.sh``
 run into a throwaway root.
 
-systemd is not PID 1 where these tests run, so no unit is started by systemd itself. What stands
-in for it, each time: ``systemd-analyze`` reads the unit files; a unix datagram socket plays the
+Here no unit is started by systemd itself (``tests/test_systemd_acceptance.py`` does that, in a
+container booted with systemd as PID 1), so these tests are quick and run anywhere. What stands
+in for systemd, each time: ``systemd-analyze`` reads the unit files; a unix datagram socket plays the
 service manager's ``$NOTIFY_SOCKET``; ``systemd-socket-activate`` hands mcphost a listening
 socket the way ``mcphost.socket`` does; where a socket must outlive one mcphost process (a
 restart), the test holds it, as the socket unit would; and the kernel's own
@@ -17,19 +18,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import json
 import os
 import re
 import shlex
 import shutil
 import signal
-import site
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import tomllib
-import venv as venv_module
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,8 +39,11 @@ import trio
 from mcp import Client
 
 import mcphost
+from mcphost import config
 from mcphost.config import ShutdownConfig
 from mcphost.testing import RunningDaemon, free_port, start_daemon, to_toml
+from tests import wheels
+from tests.services import venv_with_test_dependencies
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICE = REPO / "systemd" / "mcphost.service"
@@ -109,7 +112,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     """
     original = SERVICE.read_text()
     rewritten = original.replace(INSTALLED_MCPHOST, str(MCPHOST))
-    assert original.count(INSTALLED_MCPHOST) == 2  # ExecStart= and the check in ExecReload=
+    assert original.count(INSTALLED_MCPHOST) == 3  # ExecStart= and both ExecReload=
     (tmp_path / SERVICE.name).write_text(rewritten)
     shutil.copy(SOCKET, tmp_path / SOCKET.name)
     done = subprocess.run(
@@ -151,7 +154,33 @@ def test_units_agree_with_each_other_and_with_the_daemon() -> None:
     assert float(stop_timeout) > ShutdownConfig.model_fields["drain_timeout"].default + 5
     # The daemon pings at half of WatchdogSec=, so a loop that answers at all stays well within it.
     assert directives(SERVICE, "Service", "WatchdogSec") == ["30"]
-    assert "MCPHOST_LOG_FORMAT=json" in directives(SERVICE, "Service", "Environment")
+    assert unit_environment(Path("/run/credentials/mcphost.service"))["MCPHOST_LOG__FORMAT"] == "json"
+
+
+def unit_environment(credentials: Path) -> dict[str, str]:
+    """What the unit's ``Environment=`` lines set for every ``Exec*=`` command (``%d``: the
+    credentials directory)."""
+    pairs = (
+        value.replace("%d", str(credentials)).partition("=") for value in directives(SERVICE, "Service", "Environment")
+    )
+    return {name: value for name, _, value in pairs}
+
+
+def test_the_unit_sets_no_variable_that_sets_nothing() -> None:
+    """Every ``MCPHOST_*`` variable of the unit sets a setting: one that did not would be
+    ignored by ``serve`` (with a warning) and fail every ``check-config``, hence every reload."""
+    assert config.unknown_environment(unit_environment(Path("/run/credentials/mcphost.service"))) == []
+
+
+def test_the_credential_example_is_the_units() -> None:
+    """The ``[auth] credential`` that etc/mcphost.toml shows and the README tells of is the
+    one the unit loads (a credential the unit does not load is never there)."""
+    example = re.search(r'^# credential = "([^"]+)"$', (REPO / "etc" / "mcphost.toml").read_text(), re.MULTILINE)
+    assert example is not None
+    loaded = {v.partition(":")[0]: v.partition(":")[2] for v in directives(SERVICE, "Service", "LoadCredential")}
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"LoadCredential={example[1]}:{loaded[example[1]]}" in readme
+    assert f'[auth] credential = "{example[1]}"' in readme
 
 
 def test_keys_fallback_credential_is_a_valid_empty_keys_file(tmp_path: Path) -> None:
@@ -349,14 +378,30 @@ async def test_a_manager_that_stops_reading_does_not_freeze_the_daemon(tmp_path:
 # -- ExecReload= -------------------------------------------------------------------------------
 
 
-def systemctl_reload(config: Path, main_pid: int) -> subprocess.CompletedProcess[str]:
-    """What ``systemctl reload mcphost`` runs: the unit's ExecReload= lines in order, stopping
-    at the first that fails (which fails the reload). Returns the last command run."""
-    substitutions = {INSTALLED_MCPHOST: str(MCPHOST), INSTALLED_CONFIG: str(config), "$MAINPID": str(main_pid)}
+def exec_reload_environment(daemon: RunningDaemon) -> dict[str, str]:
+    """The environment systemd gives ``ExecReload=`` for ``daemon``: the unit's, and the admin
+    port the daemon was started with (``ExecReload=`` and ``ExecStart=`` share one)."""
+    return {
+        **os.environ,
+        **unit_environment(daemon.config_path.parent / "credentials"),
+        "MCPHOST_ADMIN__PORT": str(daemon.admin_port),
+    }
+
+
+def systemctl_reload(daemon: RunningDaemon) -> subprocess.CompletedProcess[str]:
+    """What ``systemctl reload mcphost`` runs: the unit's ExecReload= lines in order, with the
+    unit's environment, stopping at the first that fails (which fails the reload). Returns
+    the last command run."""
+    substitutions = {
+        INSTALLED_MCPHOST: str(MCPHOST),
+        INSTALLED_CONFIG: str(daemon.config_path),
+        "$MAINPID": str(daemon.process.pid),
+    }
     lines = directives(SERVICE, "Service", "ExecReload")
     assert len(lines) == 2
     for line in lines:
-        done = subprocess.run(command_line(line, substitutions), capture_output=True, text=True, timeout=60)
+        argv = command_line(line, substitutions)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=exec_reload_environment(daemon))
         if done.returncode != 0:
             break
     return done
@@ -365,25 +410,25 @@ def systemctl_reload(config: Path, main_pid: int) -> subprocess.CompletedProcess
 def test_exec_reload_checks_the_config_before_signalling(tmp_path: Path, manager: ServiceManager) -> None:
     """``systemctl reload`` with an invalid config fails (exit 2, the problem on stderr) and the
     daemon is never signalled; with a valid one the daemon reloads."""
-    [check, kill] = [shlex.split(v) for v in directives(SERVICE, "Service", "ExecReload")]
+    [check, reload] = [shlex.split(v) for v in directives(SERVICE, "Service", "ExecReload")]
     assert check == [INSTALLED_MCPHOST, "check-config", INSTALLED_CONFIG]
-    assert kill == ["/bin/kill", "-HUP", "$MAINPID"]
+    assert reload == [INSTALLED_MCPHOST, "reload", "--config", INSTALLED_CONFIG, "--pid", "$MAINPID"]
 
     daemon = start_daemon(tmp_path, ECHO_ONLY, env={"NOTIFY_SOCKET": manager.address})
     valid = daemon.config_path.read_text()
     try:
         manager.wait_for(has("READY"))
-        assert systemctl_reload(daemon.config_path, daemon.process.pid).returncode == 0
+        assert systemctl_reload(daemon).returncode == 0
         manager.wait_for(has("RELOADING"))
         manager.wait_for(has("READY"))
 
         daemon.config_path.write_text(valid + "[limits]\ntimeout = -1\n")
-        refused = systemctl_reload(daemon.config_path, daemon.process.pid)
+        refused = systemctl_reload(daemon)
         assert refused.returncode == 2
         assert "limits.timeout" in refused.stderr and refused.args[1] == "check-config"
 
         daemon.config_path.write_text(valid)
-        assert systemctl_reload(daemon.config_path, daemon.process.pid).returncode == 0
+        assert systemctl_reload(daemon).returncode == 0
         manager.wait_for(has("RELOADING"))
         manager.wait_for(has("READY"))
     finally:
@@ -393,13 +438,137 @@ def test_exec_reload_checks_the_config_before_signalling(tmp_path: Path, manager
     assert sum(r.get("event") == "reloading" for r in daemon.log_records()) == 2
 
 
+SLOW_START = """
+import trio
+
+import mcphost
+
+
+@mcphost.hookimpl
+def mcphost_tools():
+    def hello() -> str:
+        "Say hello."
+        return "hello"
+
+    return [hello]
+
+
+@mcphost.hookimpl
+async def mcphost_startup():
+    await trio.sleep(2)  # a plugin that connects to its backend first
+"""
+
+
+def reload_command(daemon: RunningDaemon, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``mcphost reload`` for ``daemon``, as the unit's ExecReload= runs it."""
+    argv = [str(MCPHOST), "reload", "--config", str(daemon.config_path), "--pid", str(daemon.process.pid), *extra]
+    return subprocess.run(argv, env=exec_reload_environment(daemon), capture_output=True, text=True, timeout=120)
+
+
+def served_tools(daemon: RunningDaemon) -> set[str]:
+    """The tools the daemon serves now, from its admin listener's ``/status``."""
+    status, body = daemon.get("/status", admin=True)
+    assert status == 200, body
+    return {tool["name"] for tool in json.loads(body)["tools"]}
+
+
+def test_reload_command_returns_once_the_reload_is_applied(tmp_path: Path) -> None:
+    """``mcphost reload`` returns once the daemon has applied the reload (here: a plugin that
+    takes two seconds to start serves its tool), and says what changed; a config it cannot
+    read is refused before anything is signalled; a daemon that does not answer makes it
+    fail after its timeout, saying so."""
+    plugin = tmp_path / "slowstart.py"
+    plugin.write_text(SLOW_START)
+    daemon = start_daemon(tmp_path, {"plugins": {"enable": ["echo"], "paths": [str(plugin)]}})
+    try:
+        assert "slowstart_hello" not in served_tools(daemon)
+        daemon.config_path.write_text(to_toml({"plugins": {"enable": ["echo", "slowstart"], "paths": [str(plugin)]}}))
+        applied = reload_command(daemon)
+        assert applied.returncode == 0, applied.stderr
+        assert "slowstart_hello" in served_tools(daemon)
+        assert applied.stdout.startswith("mcphost reload: applied (slowstart changed"), applied.stdout
+
+        valid = daemon.config_path.read_text()
+        daemon.config_path.write_text(valid + "[limits]\ntimeout = -1\n")
+        refused = reload_command(daemon)
+        assert refused.returncode == 2
+        assert "limits.timeout" in refused.stderr and "nothing was signalled" in refused.stderr
+        daemon.config_path.write_text(valid)
+
+        daemon.process.send_signal(signal.SIGSTOP)
+        try:
+            unanswered = reload_command(daemon, "--timeout", "1")
+        finally:
+            daemon.process.send_signal(signal.SIGCONT)
+        assert unanswered.returncode == 3
+        assert "no reload was reported within 1s" in unanswered.stderr
+        # The signal was delivered: the daemon reloads once it runs again.
+        daemon.wait_for_log(lambda _: sum(r.get("event") == "reloaded" for r in daemon.log_records()) == 2)
+    finally:
+        assert daemon.stop() == 0, daemon.logs()[-4000:]
+    assert sum(r.get("event") == "reloading" for r in daemon.log_records()) == 2
+
+
+def test_reload_command_without_an_admin_listener_or_a_daemon(tmp_path: Path, manager: ServiceManager) -> None:
+    """With the admin listener off, ``mcphost reload`` sends the signal and says it cannot
+    wait; a process that is not there is an error."""
+    daemon = start_daemon(tmp_path, ECHO_ONLY, env={"NOTIFY_SOCKET": manager.address})
+    try:
+        manager.wait_for(has("READY"))
+        sent = reload_command(daemon)
+        assert sent.returncode == 0, sent.stderr
+        assert "the admin listener is off" in sent.stderr
+        manager.wait_for(has("RELOADING"))
+        manager.wait_for(has("READY"))
+    finally:
+        daemon.stop()
+    gone = reload_command(daemon)  # its pid names no process now
+    assert gone.returncode == 1 and "cannot signal process" in gone.stderr, gone.stderr
+
+
+def test_exec_reload_goes_through_while_a_plugin_fails_to_load(tmp_path: Path, manager: ServiceManager) -> None:
+    """A plugin that fails to import does not make the config invalid: ``check-config`` names
+    it in a warning and succeeds, so ``systemctl reload`` reaches the daemon, which serves the
+    other plugins and tries the broken one again (as it would a fixed one); ``mcphost reload``
+    succeeds once that reload is applied and names the plugin that failed."""
+    plugins = {"plugins": {"enable": ["echo", "broken_import"]}}
+    daemon = start_daemon(tmp_path, plugins, env={"NOTIFY_SOCKET": manager.address})
+    try:
+        manager.wait_for(has("READY"))
+        done = systemctl_reload(daemon)
+        assert done.returncode == 0 and done.args[1] == "reload", done.stderr
+        assert done.stdout.startswith("mcphost reload: applied ("), done.stdout
+        assert re.search(
+            r"^mcphost reload: plugin broken_import failed to load: import failed: ModuleNotFoundError",
+            done.stderr,
+            re.MULTILINE,
+        ), done.stderr
+        manager.wait_for(has("RELOADING"))
+        ready = manager.wait_for(has("READY"))
+        assert ready["STATUS"] == "serving 6 tools (a reload failed)"
+    finally:
+        daemon.stop()
+    check = subprocess.run(
+        [str(MCPHOST), "check-config", str(daemon.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **unit_environment(tmp_path / "credentials")},
+    )
+    assert check.returncode == 0
+    assert re.search(
+        r": warning: plugins\.broken_import: plugin failed to load: import failed: ModuleNotFoundError", check.stderr
+    )
+    assert "configuration is valid (1 plugins, 6 tools, 1 warning)" in check.stdout
+
+
 # -- socket activation -------------------------------------------------------------------------
 
 
 def daemon_env(state_dir: Path) -> dict[str, str]:
     """The environment of a daemon a test starts itself: JSON logs, its own state, no service manager."""
     env = {k: v for k, v in os.environ.items() if k not in MANAGER_VARIABLES}
-    return {**env, "MCPHOST_LOG_FORMAT": "json", "STATE_DIRECTORY": str(state_dir)}
+    return {**env, "MCPHOST_LOG__FORMAT": "json", "STATE_DIRECTORY": str(state_dir)}
 
 
 def wait_until_serving(daemon: RunningDaemon, timeout: float = START_TIMEOUT) -> RunningDaemon:
@@ -423,7 +592,7 @@ def socket_activate(workdir: Path, address: str, config: Mapping[str, Any]) -> R
     log_path = workdir / "activate.log"
     state = workdir / "state"
     # systemd-socket-activate passes on only the variables named with -E.
-    variables = ["-E", "MCPHOST_LOG_FORMAT=json", "-E", f"STATE_DIRECTORY={state}"]
+    variables = ["-E", "MCPHOST_LOG__FORMAT=json", "-E", f"STATE_DIRECTORY={state}"]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             ["systemd-socket-activate", "-l", address, *variables, str(MCPHOST), "serve", "--config", str(config_path)],
@@ -708,53 +877,6 @@ async def test_daemon_works_with_memory_deny_write_execute(tmp_path: Path, mdwe:
 # -- packaging/install.sh ----------------------------------------------------------------------
 
 
-BUNDLED = (REPO, REPO / "plugins" / "mcphost-sysinfo", REPO / "plugins" / "mcphost-files")
-
-
-def bundled_wheels(work: Path) -> Path:
-    """Wheels of mcphost and the bundled plugins, for the installer's --wheelhouse.
-
-    Built with one shared copy of their declared build requirements rather than pip's isolated
-    build environments, which would fetch and install the build backend once per project.
-    """
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-    requires = {
-        r
-        for project in BUNDLED
-        for r in tomllib.loads((project / "pyproject.toml").read_text())["build-system"]["requires"]
-    }
-    backend, wheels = work / "build-backend", work / "wheels"
-    subprocess.run([*pip, "install", "--target", str(backend), *sorted(requires)], check=True, timeout=600)
-    subprocess.run(
-        [*pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(wheels), *map(str, BUNDLED)],
-        env={**os.environ, "PYTHONPATH": str(backend)},
-        check=True,
-        timeout=600,
-    )
-    return wheels
-
-
-def venv_with_test_dependencies(venv: Path, work: Path) -> None:
-    """Make the venv the installer will find at /opt/mcphost/venv, sharing this environment's
-    third-party packages so that no dependency is downloaded or built again.
-
-    The installer keeps a venv that exists and pip-installs into it, so everything it does to
-    the venv is real; only the venv's creation (``python3 -m venv``) and the dependencies'
-    installation are skipped. Dependencies come through a .pth entry naming a directory with
-    this environment's packages minus mcphost's own (the test plugins must not leak in, and
-    mcphost and the bundled plugins must come from the installed wheels).
-    """
-    venv_module.EnvBuilder(with_pip=False).create(venv)
-    shared = work / "shared-site-packages"
-    shared.mkdir()
-    for entry in Path(site.getsitepackages()[0]).iterdir():
-        if entry.name.startswith(("mcphost", "__editable__")) or entry.suffix == ".pth":
-            continue
-        (shared / entry.name).symlink_to(entry)
-    [site_packages] = venv.glob("lib/python3*/site-packages")
-    (site_packages / "zz-shared-test-dependencies.pth").write_text(f"{shared}\n")
-
-
 class Installed:
     """A throwaway root that packaging/install.sh installed into."""
 
@@ -781,7 +903,7 @@ class Installed:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     work = tmp_path_factory.mktemp("install")
-    target = Installed(work / "root", bundled_wheels(work))
+    target = Installed(work / "root", wheels.build(wheels.BUNDLED, work))
     venv_with_test_dependencies(target.venv, work)
     first = target.install()
     assert first.returncode == 0, first.stdout + first.stderr
@@ -825,6 +947,8 @@ def test_install_creates_user_venv_units_config_and_credentials(installed: Insta
 
     assert "systemctl enable --now mcphost.socket mcphost.service" in output
     assert "skipped systemctl daemon-reload" in output
+    # The operator's command on PATH, pointing into the venv as the installed system sees it.
+    assert (root / "usr/local/bin/mcphost").readlink() == Path(INSTALLED_MCPHOST)
 
 
 def test_install_again_keeps_config_and_secrets_and_replaces_units(installed: Installed) -> None:
@@ -840,6 +964,7 @@ def test_install_again_keeps_config_and_secrets_and_replaces_units(installed: In
     assert config.read_text() == edited
     assert (installed.credentials / "session-secret").read_text() == secret
     assert service.read_text() == SERVICE.read_text()
+    assert (installed.root / "usr/local/bin/mcphost").readlink() == Path(INSTALLED_MCPHOST)
     if shutil.which("systemd-sysusers") is not None:
         users = [line.split(":")[0] for line in (installed.root / "etc/passwd").read_text().splitlines()]
         assert users.count("mcphost") == 1

@@ -276,29 +276,8 @@ def test_unit_status_times_out(fake_systemctl: Path, monkeypatch: pytest.MonkeyP
     assert time.monotonic() - started < 3
 
 
-def systemd_running() -> str | None:
-    """Why a real ``systemctl show`` cannot work here, or None if it can."""
-    if not HAS_SYSTEMCTL:
-        return "systemctl is not installed"
-    probe = subprocess.run(
-        ["systemctl", "show", "--property=Version", "--no-pager"], capture_output=True, text=True, timeout=5
-    )
-    if probe.returncode != 0:
-        first_line = (probe.stderr.strip().splitlines() or [f"exit {probe.returncode}"])[0]
-        return f"systemctl show fails, systemd is not running here: {first_line}"
-    return None
-
-
-def test_unit_status_of_a_real_unit() -> None:
-    if reason := systemd_running():
-        pytest.skip(reason)
-    result = sysinfo.unit_status(ctx(), "basic.target")
-    assert result.unit == "basic.target"
-    assert result.load_state == "loaded"
-    assert result.active_state == "active"
-    missing = sysinfo.unit_status(ctx(), "no-such-unit-for-sysinfo-tests")
-    assert missing.unit == "no-such-unit-for-sysinfo-tests.service"
-    assert missing.load_state == "not-found"
+# On a real systemd, through the installed service and under its sandbox:
+# tests/test_systemd_acceptance.py::test_sysinfo_unit_status_reports_real_units.
 
 
 # --- through the daemon --------------------------------------------------------------------------

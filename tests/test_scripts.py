@@ -1,0 +1,142 @@
+"""The README's two commands on a checkout: ``scripts/serve`` installs into ``.venv`` only
+when a ``pyproject.toml`` changed since its last install (saying so as it goes), and serves
+the bundled plugins and nothing else, whatever ``scripts/test`` installed for the tests
+into its own ``.venv-test``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mcphost.testing import RunningDaemon, free_port, stateless_request
+from tests.services import REPO, venv_with_test_dependencies
+
+CHECKOUT = ["pyproject.toml", "README.md", "mcphost", "plugins", "etc", "scripts", "tests"]
+"""What of a checkout the two scripts read."""
+BUNDLED_TOOLS = 11
+"""``mcphost-sysinfo``'s six tools and ``mcphost-files``' five."""
+
+
+@dataclass
+class Serve:
+    """One ``scripts/serve`` run: what it printed, and the daemon it ended in."""
+
+    output: str
+    daemon: RunningDaemon
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A copy of this checkout whose ``.venv`` and ``.venv-test`` exist but hold only the
+    dependencies (shared with this environment, so nothing is downloaded): mcphost and the
+    plugins are not there yet. The TypeScript client scripts/test would fetch counts as
+    fetched, and the container root it would make (as root) as made."""
+    work = tmp_path_factory.mktemp("scripts")
+    root = work / "checkout"
+    root.mkdir()
+    for name in CHECKOUT:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(source, root / name)
+    (root / ".cache" / "e2e-node").mkdir(parents=True)
+    shutil.copy(root / "tests" / "e2e" / "package.json", root / ".cache" / "e2e-node" / "package.json")
+    root_spec = re.search(r'^root_spec="(.+)"$', (root / "scripts" / "test").read_text(), re.MULTILINE)
+    assert root_spec is not None
+    (root / ".cache" / "nspawn-root.spec").write_text(f"{root_spec[1]}\n")
+    for venv in (".venv", ".venv-test"):
+        (work / venv).mkdir()
+        venv_with_test_dependencies(root / venv, work / venv)
+    yield root
+
+
+def serve(root: Path) -> Serve:
+    """``scripts/serve --port P`` in ``root``, until its daemon answers ``/health``."""
+    port, admin_port = free_port(), free_port()
+    log_path = root / f"serve-{port}.log"
+    env = {"PATH": "/usr/bin:/bin", "MCPHOST_ADMIN__PORT": str(admin_port), "STATE_DIRECTORY": str(root / "state")}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(root / "scripts" / "serve"), "--port", str(port)],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+    daemon = RunningDaemon(process, port, root / "etc" / "mcphost.toml", log_path, admin_port=admin_port)
+    daemon.wait_until_healthy(timeout=600)  # the first run installs mcphost and the plugins
+    return Serve(daemon.logs(), daemon)
+
+
+def tools(daemon: RunningDaemon) -> list[str]:
+    body, headers = stateless_request("tools/list")
+    return sorted(t["name"] for t in httpx.post(daemon.url, json=body, headers=headers).json()["result"]["tools"])
+
+
+def versions(daemon: RunningDaemon) -> dict[str, str]:
+    status, body = daemon.get("/status", admin=True)
+    assert status == 200
+    return {p["name"]: p["version"] for p in json.loads(body)["plugins"]}
+
+
+def stop(run: Serve) -> None:
+    assert run.daemon.stop(signal.SIGTERM) == 0, run.daemon.logs()[-2000:]
+
+
+def test_serve_installs_once_and_serves_only_the_bundled_plugins(checkout: Path) -> None:
+    tests = subprocess.run(
+        [str(checkout / "scripts" / "test"), "--collect-only", "-q", "tests/test_packaging.py"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={"PATH": os.environ["PATH"]},
+    )
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert "mcphost: installing mcphost, its plugins and the test plugins into .venv-test" in tests.stderr
+
+    first = serve(checkout)
+    try:
+        names = tools(first.daemon)
+    finally:
+        stop(first)
+    # What it does on the way, before it serves.
+    installing = first.output.index("mcphost: installing mcphost and the bundled plugins into .venv")
+    assert installing < first.output.index("Successfully installed") < first.output.index('"serving"')
+    # The tests' environment has the test plugins; the checkout's .venv must not.
+    assert len(names) == BUNDLED_TOOLS and all(n.startswith(("sysinfo_", "files_")) for n in names), names
+
+    second = serve(checkout)
+    try:
+        assert tools(second.daemon) == names
+    finally:
+        stop(second)
+    assert "installing" not in second.output and "pip" not in second.output, second.output[:2000]
+
+    # A changed pyproject.toml (a new version, a new dependency, a new entry point) is installed.
+    pyproject = checkout / "plugins" / "mcphost-sysinfo" / "pyproject.toml"
+    text = pyproject.read_text()
+    pyproject.write_text(re.sub(r'(?m)^version = ".*"$', 'version = "0.1.1"', text, count=1))
+    third = serve(checkout)
+    try:
+        assert versions(third.daemon)["sysinfo"] == "0.1.1"
+    finally:
+        stop(third)
+    assert "mcphost: installing" in third.output
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="needs shellcheck")
+def test_scripts_are_shellcheck_clean() -> None:
+    scripts = [str(REPO / "scripts" / name) for name in ("serve", "test", "venv.sh")]
+    done = subprocess.run(["shellcheck", "-x", *scripts], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stdout
