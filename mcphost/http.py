@@ -78,6 +78,32 @@ async def send_too_large(send: Send) -> None:
 _JSON = (b"content-type", b"application/json")
 
 
+def answering_id(send: Send, request_id: Any) -> Send:
+    """``send`` that puts ``request_id`` into a 404 or 503 JSON-RPC error answered with
+    ``"id": null`` (the SDK's "Session not found" and "Too many open sessions" know no id)."""
+    if request_id is None or isinstance(request_id, bool) or not isinstance(request_id, str | int):
+        return send
+    held: Message | None = None
+
+    async def send_with_id(message: Message) -> None:
+        nonlocal held
+        if message["type"] == "http.response.start" and message["status"] in (404, 503):
+            held = message  # until the body shows whether it names the id
+            return
+        if held is not None and message["type"] == "http.response.body":
+            start, held = held, None
+            body = wire.decoded(message.get("body", b""))
+            if isinstance(body, dict) and "error" in body and body.get("id") is None:
+                payload = json.dumps({**body, "id": request_id}, separators=(",", ":")).encode()
+                headers = [(k, v) for k, v in start.get("headers", ()) if k.lower() != b"content-length"]
+                start = {**start, "headers": [*headers, (b"content-length", str(len(payload)).encode())]}
+                message = {**message, "body": payload}
+            await send(start)
+        await send(message)
+
+    return send_with_id
+
+
 def _session_id(headers: dict[bytes, bytes]) -> str | None:
     return headers[b"mcp-session-id"].decode("latin-1") if b"mcp-session-id" in headers else None
 
@@ -339,6 +365,7 @@ class HttpApp:
                 await send_json(send, 400, problem)
                 return
             method = message.get("method")
+        send = answering_id(send, message.get("id") if isinstance(message, dict) else None)
         if self.drain.draining:
             # Requests that finish what a client is doing (a tools/list after a call, a
             # notification, a response) still pass; new sessions and new work do not.
