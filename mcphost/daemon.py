@@ -227,7 +227,7 @@ class Daemon:
                     'set [sessions] state_dir to a directory mcphost may write, or [sessions] store = "none"',
                     sqlite3.Error,
                 ):
-                    store = SqliteSessionStore(sessions.state_dir / "sessions.sqlite3")
+                    store = SqliteSessionStore(sessions.state_dir / "sessions.sqlite3", server.session_idle_timeout)
         if server.event_store == "memory":
             events = MemoryEventStore(server.event_store_max_events)
             if self.shared is not None:

@@ -9,6 +9,8 @@ Keys (under ``[state] key_prefix``, ``mcphost:`` by default):
   expiring when the budget is whole again;
 - ``session:<session id>``: a session record (JSON), expiring one idle timeout (plus the touch
   interval) after the session was last seen;
+- ``ended`` (a pub/sub channel): the id of each session deleted, so every replica holding it
+  drops its copy at once;
 - ``events:<session id>:<stream>``: a Redis stream of one SSE stream's events, capped and
   expiring with the session.
 
@@ -24,18 +26,22 @@ import binascii
 import contextlib
 import copy
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
 import structlog
+import trio
 from coredis.commands import Script
+from coredis.exceptions import RedisError
+from coredis.retry import NoRetryPolicy
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 from mcp_types import JSONRPCMessage, jsonrpc_message_adapter
 
 from mcphost.eventstore import DEFAULT_MAX_EVENTS_PER_STREAM, MemoryEventStore
 from mcphost.ratelimit import Decision, Limiter, Rate
-from mcphost.redis_state import RedisState, StateUnavailable
-from mcphost.sessions import SessionRecord, StoreUnavailable
+from mcphost.redis_state import CHECK_INTERVAL, RedisState, StateUnavailable
+from mcphost.sessions import SessionRecord, StoreUnavailable, record_lifetime
 
 log = structlog.get_logger("mcphost.redis")
 
@@ -66,6 +72,16 @@ _STORE_EVENT: Script[bytes] = Script(
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return id
+"""
+)
+
+# Forget a session and tell every replica, in one step: a replica that hears of it finds
+# the record gone too.
+_DELETE_SESSION: Script[bytes] = Script(
+    script="""
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 0
 """
 )
 
@@ -119,6 +135,11 @@ class RedisSessionStore:
     itself), and :meth:`save` keeps the record in this replica's memory: a session opened
     then lives on its own replica until Redis answers again, when the record is written
     before the replica counts Redis as available (:meth:`RedisState.on_recovery`).
+
+    A deletion is published on the ``ended`` channel as the record goes; each replica listens
+    (:meth:`watch`) and drops its copy. Pub/sub keeps nothing for a replica that was not
+    listening, so after each (re)subscription :meth:`ended` answers ``None``: the sessions the
+    replica holds are each looked up once more on their next request.
     """
 
     def __init__(self, state: RedisState, idle_timeout: float):
@@ -126,6 +147,9 @@ class RedisSessionStore:
         self.ttl_ms = _session_ttl_ms(idle_timeout)
         self._unsaved: dict[str, str] = {}
         """Records (JSON) that could not be written, by session id."""
+        self._ended: set[str] = set()
+        """Deletions heard of and not yet taken by :meth:`ended`."""
+        self._missed = False
         state.on_recovery(self._save_unsaved)
 
     async def save(self, record: SessionRecord) -> None:
@@ -149,13 +173,52 @@ class RedisSessionStore:
         await self._quietly(lambda client: client.pexpire(self._key(session_id), self.ttl_ms))
 
     async def delete(self, session_id: str) -> None:
-        """Forget a session."""
+        """Forget a session and tell every replica."""
         self._unsaved.pop(session_id, None)
-        await self._quietly(lambda client: client.delete([self._key(session_id)]))
+        with contextlib.suppress(StateUnavailable):
+            await _run(self.state, _DELETE_SESSION, self._key(session_id), [self._channel, session_id])
 
     async def expire(self, before: float) -> int:
         """Nothing to do: Redis expires idle records itself."""
         return 0
+
+    def ended_unseen(self) -> bool:
+        """Whether a deletion was heard of (or may have been missed) and not taken yet."""
+        return bool(self._ended) or self._missed
+
+    async def ended(self) -> set[str] | None:
+        """The deletions heard of since the last call; ``None`` after a gap in listening."""
+        if self._missed:
+            self._missed = False
+            self._ended.clear()
+            return None
+        ended, self._ended = self._ended, set()
+        return ended
+
+    async def watch(self, changed: Callable[[], Awaitable[None]]) -> None:
+        """Listen on the ``ended`` channel, subscribing again after each failure."""
+        while True:
+            client = self.state.client
+            if client is not None and self.state.available:
+                try:
+                    async with client.pubsub(
+                        channels=[self._channel], ignore_subscribe_messages=True, retry_policy=NoRetryPolicy()
+                    ) as subscription:
+                        # Deletions published before this subscription (nobody listened, or
+                        # this replica was starting) reached nobody here.
+                        self._missed = True
+                        await changed()
+                        async for message in subscription:
+                            if isinstance(data := message["data"], str | bytes):
+                                self._ended.add(_text(data))
+                                await changed()
+                except (RedisError, OSError, TimeoutError, trio.TooSlowError):
+                    pass  # RedisState notices the outage by itself; listen again once it is over
+            await trio.sleep(CHECK_INTERVAL)
+
+    @property
+    def _channel(self) -> str:
+        return self.state.key("ended")
 
     def _key(self, session_id: str) -> str:
         return self.state.key("session", session_id)
@@ -255,9 +318,7 @@ class RedisEventStore(EventStore):
 
 
 def _session_ttl_ms(idle_timeout: float) -> int:
-    # PersistentSessionManager touches an active session every quarter of its idle timeout:
-    # the record must outlive the gap between two touches.
-    return int(idle_timeout * 1.25 * 1000)
+    return int(record_lifetime(idle_timeout) * 1000)
 
 
 async def _run(state: RedisState, script: Script[bytes], key: str, args: list[str | int | float]) -> Any:

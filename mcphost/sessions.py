@@ -14,6 +14,12 @@ a ``logging/setLevel`` choice) does not survive; the client reconnects its strea
 after any network blip. The store is written at session start, end, and every
 ``idle_timeout / 4`` of activity, never on each request.
 
+Only the store ends a session for every process: a ``DELETE`` removes the record and tells
+every process holding a copy (:meth:`SessionStore.ended`), which drops it before it answers
+its next request for it; an idle session expires from the store once no process has touched
+it for :func:`record_lifetime`. A process whose own copy idles just drops the copy: the
+client may be busy on another process, and its next request here rebuilds it.
+
 This module extends the SDK's session manager at its documented seams (admission, the
 per-session server task, discarding); it knows nothing about plugins or tools.
 """
@@ -22,16 +28,19 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
 import math
+import mmap
 import os
 import secrets
 import sqlite3
+import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -116,6 +125,13 @@ class SessionRecord:
     seen: float
 
 
+def record_lifetime(idle_timeout: float) -> float:
+    """Seconds a session record outlives the last touch of it: a busy session is touched every
+    quarter of the idle timeout, so a record must outlive the gap between two touches to expire
+    no sooner than ``idle_timeout`` after the session's last request, wherever it landed."""
+    return idle_timeout * 1.25
+
+
 class StoreUnavailable(Exception):
     """A :class:`SessionStore` cannot answer right now (its server is unreachable)."""
 
@@ -134,21 +150,43 @@ class SessionStore(Protocol):
         """Note that the session was active at ``seen`` (a Unix time)."""
 
     async def delete(self, session_id: str) -> None:
-        """Forget a session; its id answers 404 from now on."""
+        """Forget a session and tell every process (:meth:`ended`); its id answers 404 from now on."""
 
     async def expire(self, before: float) -> int:
         """Forget sessions not seen since ``before``; returns how many."""
+
+    def ended_unseen(self) -> bool:
+        """Whether sessions were deleted that this process has not taken from :meth:`ended` yet.
+        Asked on every request for a session held in memory, so it must cost next to nothing."""
+
+    async def ended(self) -> set[str] | None:
+        """The sessions deleted since the last call, by any process; ``None`` when some may
+        have been missed (each session held in memory must then be looked up again)."""
+
+    async def watch(self, changed: Callable[[], Awaitable[None]]) -> None:
+        """Until cancelled, await ``changed`` soon after :meth:`ended_unseen` turns true, so a
+        session deleted elsewhere ends here (its event stream closed) without a request."""
+
+
+WATCH_INTERVAL = 0.1
+"""Seconds between two looks at the deletion counter of a :class:`SqliteSessionStore`: how
+soon a session deleted by another worker has its event stream closed here."""
+_COUNTER = struct.Struct("<q")
 
 
 class SqliteSessionStore:
     """Session records in a local SQLite file, shared safely by worker processes on one machine.
 
-    SQLite calls block, so they run in a worker thread, one at a time.
+    SQLite calls block, so they run in a worker thread, one at a time. Deletions are also
+    written to a table of their own, and the number of the last one to a small file mapped into
+    every process's memory (``<file>.ended``): a process compares it with the last one it took
+    on each request, which costs a memory read, and reads the table only when it moved.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, idle_timeout: float | None = None):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.lifetime = record_lifetime(idle_timeout) if idle_timeout is not None else math.inf
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5)
         self._lock = threading.Lock()
         self._limiter = trio.CapacityLimiter(1)
@@ -157,6 +195,20 @@ class SqliteSessionStore:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, record TEXT NOT NULL, seen REAL NOT NULL)"
             )
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS ended"
+                " (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, at REAL NOT NULL)"
+            )
+            self._taken = self._db.execute("SELECT coalesce(max(seq), 0) FROM ended").fetchone()[0]
+        fd = os.open(path.with_name(path.name + ".ended"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < _COUNTER.size:
+                os.ftruncate(fd, _COUNTER.size)
+            self._counter_fd = fd
+            self._counter = mmap.mmap(fd, _COUNTER.size)
+        except BaseException:
+            os.close(fd)
+            raise
 
     async def _run(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         def run() -> list[tuple[Any, ...]]:
@@ -174,8 +226,11 @@ class SqliteSessionStore:
         )
 
     async def load(self, session_id: str) -> SessionRecord | None:
-        """The record of ``session_id``, or ``None``."""
-        rows = await self._run("SELECT record, seen FROM sessions WHERE id = ?", session_id)
+        """The record of ``session_id``, or ``None`` (also once it is past its lifetime, even
+        if no process has expired it yet)."""
+        rows = await self._run(
+            "SELECT record, seen FROM sessions WHERE id = ? AND seen >= ?", session_id, time.time() - self.lifetime
+        )
         if not rows or not isinstance(rows[0][0], str):
             return None
         fields = json.loads(rows[0][0])
@@ -183,20 +238,62 @@ class SqliteSessionStore:
 
     async def touch(self, session_id: str, seen: float) -> None:
         """Note that the session was active at ``seen``."""
-        await self._run("UPDATE sessions SET seen = ? WHERE id = ?", seen, session_id)
+        await self._run("UPDATE sessions SET seen = max(seen, ?) WHERE id = ?", seen, session_id)
 
     async def delete(self, session_id: str) -> None:
-        """Forget a session."""
-        await self._run("DELETE FROM sessions WHERE id = ?", session_id)
+        """Forget a session, and move the deletion counter every process watches."""
+
+        def delete() -> None:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+                    seq = self._db.execute("INSERT INTO ended (id, at) VALUES (?, ?)", (session_id, time.time()))
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            # After the commit, so a process that sees the counter move finds the row; under a
+            # lock, so two processes deleting at once never move it backwards.
+            fcntl.flock(self._counter_fd, fcntl.LOCK_EX)
+            try:
+                if seq.lastrowid is not None and seq.lastrowid > _COUNTER.unpack_from(self._counter)[0]:
+                    _COUNTER.pack_into(self._counter, 0, seq.lastrowid)
+            finally:
+                fcntl.flock(self._counter_fd, fcntl.LOCK_UN)
+
+        await trio.to_thread.run_sync(delete, limiter=self._limiter)
 
     async def expire(self, before: float) -> int:
-        """Forget sessions not seen since ``before``."""
+        """Forget sessions not seen since ``before``, and deletions older than that (every
+        process took them long ago)."""
+        await self._run("DELETE FROM ended WHERE at < ?", before)
         return int((await self._run("DELETE FROM sessions WHERE seen < ?", before))[0][0])
+
+    def ended_unseen(self) -> bool:
+        """Whether the deletion counter moved past the last deletion this process took."""
+        return bool(_COUNTER.unpack_from(self._counter)[0] > self._taken)
+
+    async def ended(self) -> set[str] | None:
+        """The sessions deleted since the last call."""
+        rows = await self._run("SELECT seq, id FROM ended WHERE seq > ?", self._taken)
+        found = [row for row in rows if len(row) == 2]
+        self._taken = max([self._taken, *(seq for seq, _ in found)])
+        return {session_id for _, session_id in found}
+
+    async def watch(self, changed: Callable[[], Awaitable[None]]) -> None:
+        """Look at the deletion counter every :data:`WATCH_INTERVAL` seconds."""
+        while True:
+            await trio.sleep(WATCH_INTERVAL)
+            if self.ended_unseen():
+                await changed()
 
     def close(self) -> None:
         """Close the database."""
         with self._lock:
             self._db.close()
+        self._counter.close()
+        os.close(self._counter_fd)
 
 
 class PersistentSessionManager(StreamableHTTPSessionManager):
@@ -222,21 +319,24 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
         self.connections: dict[str, Connection] = {}
         """The live connections, for server-initiated notifications (list_changed)."""
         self._touched: dict[str, float] = {}
+        self._unverified: set[str] = set()
+        """Sessions held here that may have been deleted while this process could not hear of
+        it: each is looked up in the store on its next request."""
+        self._taking_ended = trio.Lock()
         self._closing = False
         self._starts: trio.MemorySendChannel[_SessionStart] | None = None
 
     @contextlib.asynccontextmanager
     async def run(self) -> AsyncIterator[None]:
         """Run the manager; sessions cut off by shutdown stay in the store for the next process."""
-        if self.store is not None and self.session_idle_timeout is not None:
-            expired = await self.store.expire(time.time() - self.session_idle_timeout)
-            if expired:
-                log.info("expired idle sessions from the store", count=expired)
         async with super().run():
             assert self._task_group is not None
             send, receive = trio.open_memory_channel[_SessionStart](math.inf)
             self._starts = send
             self._task_group.start_soon(self._start_sessions, receive)
+            if self.store is not None:
+                self._task_group.start_soon(self.store.watch, self._take_ended)
+                self._task_group.start_soon(self._keep_store)
             try:
                 yield
             finally:
@@ -245,6 +345,12 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
     async def _handle_stateful_request(self, scope: Any, receive: Any, send: Any) -> None:
         session_id = next((v.decode("latin-1") for k, v in scope["headers"] if k == _HEADER), None)
         if session_id is not None and self.store is not None:
+            if self.store.ended_unseen():
+                await self._take_ended()
+            if session_id in self._unverified:
+                await self._verify(session_id)
+            if scope["method"] == "DELETE":
+                send = self._deleting(session_id, send)
             if session_id not in self._server_instances:
                 try:
                     await self._rebuild(session_id, scope)
@@ -274,6 +380,7 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
             transport is None
             or connection is None
             or transport.is_terminated
+            or (self.store is not None and (self.store.ended_unseen() or session_id in self._unverified))
             or not connection.initialize_accepted
             or (idle is not None and idle.cancel_called)
             or requestor != self._session_owners.get(session_id)  # type: ignore[arg-type]
@@ -300,6 +407,55 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
         self._closing = True
         for session_id, transport in list(self._server_instances.items()):
             await self._discard_session(session_id, transport)
+
+    async def _take_ended(self) -> None:
+        """Drop the copies of sessions another process deleted (their streams close)."""
+        assert self.store is not None
+        async with self._taking_ended:
+            if not self.store.ended_unseen():
+                return  # a concurrent request took them first
+            ended = await self.store.ended()
+        if ended is None:
+            self._unverified.update(self._server_instances)
+            return
+        for session_id in ended:
+            if (transport := self._server_instances.get(session_id)) is not None:
+                log.info("session deleted elsewhere", session_id=session_id)
+                await self._discard_session(session_id, transport)
+
+    async def _verify(self, session_id: str) -> None:
+        """Drop this process's copy of a session whose record is gone from the store."""
+        assert self.store is not None
+        record = await self.store.load(session_id)  # may raise StoreUnavailable: 503, still unverified
+        self._unverified.discard(session_id)
+        if record is None and (transport := self._server_instances.get(session_id)) is not None:
+            await self._discard_session(session_id, transport)
+
+    def _deleting(self, session_id: str, send: Any) -> Any:
+        """``send`` for a DELETE: once the SDK accepts it, the record goes (and every process
+        hears of it) before the client sees the answer, so its next request anywhere gets 404."""
+
+        async def send_after_deleting(message: Any) -> None:
+            if message["type"] == "http.response.start" and message["status"] < 300 and self.store is not None:
+                with trio.CancelScope(shield=True):
+                    await self.store.delete(session_id)
+            await send(message)
+
+        return send_after_deleting
+
+    async def _keep_store(self) -> None:
+        """Expire idle records (the store's job alone: a session idle here may be busy on
+        another process), and touch sessions whose requests or streams outlast a touch interval."""
+        assert self.store is not None
+        while True:
+            if self.session_idle_timeout is not None:
+                expired = await self.store.expire(time.time() - record_lifetime(self.session_idle_timeout))
+                if expired:
+                    log.info("expired idle sessions from the store", count=expired)
+            for session_id, transport in list(self._server_instances.items()):
+                if transport._requests_in_flight:
+                    self._touch(session_id)
+            await trio.sleep(self._touch_interval)
 
     def _touch(self, session_id: str) -> None:
         # Throttled: a busy session costs the store one write per quarter of the idle timeout.
@@ -470,10 +626,8 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
         return result
 
     async def _discard_session(self, session_id: str, transport: StreamableHTTPServerTransport) -> None:
+        # Only this process's copy: the record goes with a DELETE (_deleting) or expires in
+        # the store; an idle copy here says nothing of the session's use elsewhere.
         await super()._discard_session(session_id, transport)
         self._touched.pop(session_id, None)
-        # A session ended by its client, its idle timeout or a failed opening request is gone
-        # for good; one cut off by this process shutting down lives on in the store.
-        if self.store is not None and not self._closing:
-            with trio.CancelScope(shield=True):
-                await self.store.delete(session_id)
+        self._unverified.discard(session_id)

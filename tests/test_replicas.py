@@ -14,9 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from mcphost.testing import ACCEPT_HEADERS, RunningDaemon, initialize_request, start_daemon, stateless_request
+from mcphost.testing import RunningDaemon, start_daemon, stateless_request
 from tests.authkit import api_key, bearer
 from tests.services import RedisServer, redis_server
+from tests.sessionkit import events, open_session, result_of, rpc
 
 LIMITED = api_key("limited", ["*"], rate_limit="4/minute")
 FREE = api_key("free", ["*"])
@@ -50,48 +51,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisSer
                 replica.stop()
 
 
-def rpc(method: str, params: dict[str, Any] | None = None, request_id: int = 2) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}}
-
-
-def events(response: httpx.Response) -> Iterator[tuple[str | None, dict[str, Any] | None]]:
-    """(event id, JSON-RPC message or None for a priming event) of an SSE response, as they arrive."""
-    event_id, data = None, ""
-    for line in response.iter_lines():
-        if line.startswith("id:"):
-            event_id = line[3:].strip()
-        elif line.startswith("data:"):
-            data += line[5:].strip()
-        elif line == "" and (event_id is not None or data):
-            yield event_id, json.loads(data) if data else None
-            event_id, data = None, ""
-
-
-def result_of(response: httpx.Response) -> dict[str, Any]:
-    if response.headers["content-type"].startswith("application/json"):
-        return response.json()
-    return next(m for _, m in events(response) if m is not None and "id" in m)
-
-
-def open_session(replica: RunningDaemon, token: str) -> dict[str, str]:
-    response = httpx.post(replica.url, json=initialize_request(), headers={**ACCEPT_HEADERS, **bearer(token)})
-    assert response.status_code == 200, response.text
-    headers = {
-        **ACCEPT_HEADERS,
-        **bearer(token),
-        "mcp-session-id": response.headers["mcp-session-id"],
-        "mcp-protocol-version": "2025-11-25",
-    }
-    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-    assert httpx.post(replica.url, json=initialized, headers=headers).status_code == 202
-    return headers
-
-
 def test_a_session_goes_on_on_another_replica_and_a_rate_budget_is_shared(
     cluster: tuple[RedisServer, list[RunningDaemon]],
 ) -> None:
     _, (a, b) = cluster
-    headers = open_session(a, FREE.token)
+    headers = open_session(a.url, bearer(FREE.token))
     echo = rpc("tools/call", {"name": "echo_echo", "arguments": {"text": "hi"}})
     for replica in (b, a, b):
         response = httpx.post(replica.url, json=echo, headers=headers)
@@ -100,14 +64,14 @@ def test_a_session_goes_on_on_another_replica_and_a_rate_budget_is_shared(
     b.wait_for_log(lambda r: r.get("event") == "session rebuilt")
 
     # 4 a minute in total, however the requests are spread (opening took two of them).
-    limited = open_session(b, LIMITED.token)
+    limited = open_session(b.url, bearer(LIMITED.token))
     statuses = [httpx.post(r.url, json=rpc("tools/list"), headers=limited).status_code for r in (a, b, a, b)]
     assert statuses == [200, 200, 429, 429]
 
 
 def test_a_broken_stream_resumes_on_another_replica(cluster: tuple[RedisServer, list[RunningDaemon]]) -> None:
     _, (a, b) = cluster
-    headers = open_session(a, FREE.token)
+    headers = open_session(a.url, bearer(FREE.token))
     call = rpc("tools/call", {"name": "echo_slow", "arguments": {"seconds": 1.0}, "_meta": {"progressToken": "p"}})
     seen: list[str] = []
     with httpx.Client(timeout=10) as client, client.stream("POST", a.url, json=call, headers=headers) as response:
@@ -129,6 +93,49 @@ def test_a_broken_stream_resumes_on_another_replica(cluster: tuple[RedisServer, 
     assert got[-1]["result"]["structuredContent"] == {"result": "slept 1.0"}
 
 
+def test_a_delete_ends_the_session_on_every_replica_at_once(cluster: tuple[RedisServer, list[RunningDaemon]]) -> None:
+    _, (a, b) = cluster
+    for _ in range(3):
+        headers = open_session(a.url, bearer(FREE.token))
+        assert httpx.post(b.url, json=rpc("tools/list"), headers=headers).status_code == 200  # b holds it too
+        stream_headers = {**headers, "accept": "text/event-stream"}
+        with httpx.Client(timeout=10) as client, client.stream("GET", b.url, headers=stream_headers) as stream:
+            assert stream.status_code == 200
+            assert httpx.delete(a.url, headers=headers).status_code == 200
+            after = httpx.post(b.url, json=rpc("tools/list", request_id=7), headers=headers)
+            assert after.status_code == 404
+            assert after.json()["id"] == 7  # the request's id, not null
+            for _ in stream.iter_bytes():  # b's event stream ends (a read timeout if it stays open)
+                pass
+
+
+def test_a_session_idle_on_one_replica_lives_while_used_on_another(tmp_path: Path) -> None:
+    """b's copy idles out while the client works on a: b drops its copy and the record stays,
+    so b serves the session again later; once idle everywhere, it expires everywhere."""
+    secret = tmp_path / "session-secret"
+    secret.write_text(secrets.token_hex(32))
+    with redis_server() as redis:
+        config = {**replica_config(redis, secret, timeout=3.0), "server": {"session_idle_timeout": 2}}
+        a, b = (start_daemon(tmp_path, config) for _ in range(2))
+        try:
+            headers = open_session(a.url, bearer(FREE.token))
+            assert httpx.post(b.url, json=rpc("tools/list"), headers=headers).status_code == 200
+            busy_until = time.monotonic() + 4
+            while time.monotonic() < busy_until:
+                assert httpx.post(a.url, json=rpc("tools/list"), headers=headers).status_code == 200
+                time.sleep(0.3)
+            b.wait_for_log(lambda r: r.get("event") == "session idle timeout")
+            assert httpx.post(b.url, json=rpc("tools/list"), headers=headers).status_code == 200
+            time.sleep(3.5)  # idle everywhere for longer than the record lives (2.5 s)
+            assert [httpx.post(r.url, json=rpc("tools/list"), headers=headers).status_code for r in (a, b)] == [
+                404,
+                404,
+            ]
+        finally:
+            a.stop()
+            b.stop()
+
+
 def test_stateless_requests_are_served_by_any_replica(cluster: tuple[RedisServer, list[RunningDaemon]]) -> None:
     _, replicas = cluster
     body, headers = stateless_request("tools/call", {"name": "echo_echo", "arguments": {"text": "x"}})
@@ -144,7 +151,7 @@ def test_while_redis_hangs_replicas_are_not_ready_and_recover_by_themselves(tmp_
     with redis_server() as redis:
         a, b = (start_daemon(tmp_path, replica_config(redis, secret, timeout=0.3)) for _ in range(2))
         try:
-            headers = open_session(a, FREE.token)
+            headers = open_session(a.url, bearer(FREE.token))
             # Hung rather than stopped: the harder case (every call must time out, not fail
             # at once), and Redis keeps what it held for when it answers again.
             redis.freeze()
@@ -160,7 +167,7 @@ def test_while_redis_hangs_replicas_are_not_ready_and_recover_by_themselves(tmp_
             assert time.monotonic() - started < 1
             # What needs no sharing goes on: the session a holds, new sessions, stateless requests.
             assert httpx.post(a.url, json=rpc("tools/list"), headers=headers).status_code == 200
-            opened_during = open_session(b, FREE.token)
+            opened_during = open_session(b.url, bearer(FREE.token))
             body, stateless = stateless_request("tools/list")
             assert httpx.post(b.url, json=body, headers={**stateless, **bearer(FREE.token)}).status_code == 200
 
