@@ -35,8 +35,8 @@ import trio
 from coredis.commands import Script
 from coredis.exceptions import RedisError
 from coredis.retry import NoRetryPolicy
-from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
-from mcp_types import JSONRPCMessage, jsonrpc_message_adapter
+from mcp.server.streamable_http import GET_STREAM_KEY, EventCallback, EventId, EventMessage, EventStore, StreamId
+from mcp_types import JSONRPCError, JSONRPCMessage, JSONRPCResponse, jsonrpc_message_adapter
 
 from mcphost.eventstore import DEFAULT_MAX_EVENTS_PER_STREAM, MemoryEventStore
 from mcphost.ratelimit import Decision, Limiter, Rate
@@ -252,6 +252,11 @@ class RedisEventStore(EventStore):
     keeps its newest ``max_events_per_stream`` events (approximately: Redis trims whole
     blocks) as long as a session record would after its last event.
 
+    A request's stream resumed here goes on with the events still to come, wherever its call
+    runs: after the replay, this replica follows the Redis stream (``XREAD BLOCK``) until the
+    request's response has been sent, then ends the SSE response. (The session's own GET
+    stream carries what this replica sends it, as the SDK does.)
+
     While Redis is unavailable, events go to ``fallback`` (this replica's memory) under ids
     without a dot, so the live stream never breaks and a client reconnecting to the same
     replica still resumes; one reconnecting elsewhere starts afresh.
@@ -291,9 +296,11 @@ class RedisEventStore(EventStore):
         return f"{stream}.{_text(entry)}"
 
     async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
-        """Send this session's events that followed ``last_event_id`` on its stream; returns
-        the stream id, or ``None`` if the event is unknown (never stored, trimmed, expired,
-        another session's, or Redis is unavailable)."""
+        """Send this session's events that followed ``last_event_id`` on its stream, and for a
+        request's stream those still to come, until its response; returns the stream id
+        (the session's GET stream goes on live here), or ``None`` when there is nothing more
+        to send: the event is unknown (never stored, trimmed, expired, another session's, or
+        Redis is unavailable) or the request's stream is complete."""
         stream, dot, entry = last_event_id.partition(".")
         if not dot:
             return await self.fallback.replay_events_after(last_event_id, send_callback)
@@ -306,12 +313,43 @@ class RedisEventStore(EventStore):
             return None
         if entries is None:
             return None
-        for entry_id, fields in entries:
+        if stream_id == GET_STREAM_KEY:
+            await self._send(stream, entries, send_callback)
+            return stream_id
+        # The stream ends with the request's response: follow it until then, wherever the call runs.
+        while not await self._send(stream, entries, send_callback):
+            entry = _text(entries[-1][0]) if entries else entry
+            try:
+                entries = await self._read_after(stream, entry)
+            except StateUnavailable:
+                return None  # the client reconnects with the last event it got, and resumes
+            if entries is None:
+                return None  # expired with its session: nothing more will come
+        return None
+
+    async def _read_after(self, stream: str, entry: str) -> Any:
+        """The entries of ``stream`` after ``entry``, waiting a little for one to come (less
+        than Redis's timeout: the wait is no outage); ``None`` once the stream is gone."""
+        key, block_ms = self._key(stream), max(1, int(self.state.timeout * 500))
+        read = await self.state.call(lambda client: client.xread({key: entry}, count=100, block=block_ms))
+        if read:
+            return next(iter(read.values()))
+        return () if await self.state.call(lambda client: client.exists([key])) else None
+
+    async def _send(self, stream: str, entries: Any, send_callback: EventCallback) -> bool:
+        """Send ``entries`` of ``stream``; whether they include the request's response."""
+        stream_id = _decode(stream)
+        answered = False
+        # Each an (id, fields) pair, or a coredis StreamEntry (which has more fields) from XREAD.
+        for entry_id, fields, *_ in entries:
             data = _field(fields, b"m")
             if data:  # priming events have no message
                 message = jsonrpc_message_adapter.validate_json(data, by_name=False)
                 await send_callback(EventMessage(message, f"{stream}.{_text(entry_id)}"))
-        return stream_id
+                answered = answered or (
+                    isinstance(message, JSONRPCResponse | JSONRPCError) and str(message.id) == stream_id
+                )
+        return answered
 
     def _key(self, stream: str) -> str:
         return self.state.key("events", self._session, stream)

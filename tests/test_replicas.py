@@ -93,6 +93,24 @@ def test_a_broken_stream_resumes_on_another_replica(cluster: tuple[RedisServer, 
     assert got[-1]["result"]["structuredContent"] == {"result": "slept 1.0"}
 
 
+def test_a_resumed_stream_goes_on_live_on_another_replica(cluster: tuple[RedisServer, list[RunningDaemon]]) -> None:
+    """The stream breaks while the call runs on a; resumed on b, it replays what was missed,
+    then goes on delivering the call's progress and its result as a produces them."""
+    _, (a, b) = cluster
+    headers = open_session(a.url, bearer(FREE.token))
+    call = rpc("tools/call", {"name": "echo_slow", "arguments": {"seconds": 3.0}, "_meta": {"progressToken": "p"}})
+    with httpx.Client(timeout=10) as client, client.stream("POST", a.url, json=call, headers=headers) as response:
+        last = next(event_id for event_id, message in events(response) if message is not None)
+    resume = {**headers, "accept": "text/event-stream", "last-event-id": last}
+    got: list[dict[str, Any]] = []
+    # A read timeout, not a hang, if the stream stops after the replay.
+    with httpx.Client(timeout=10) as client, client.stream("GET", b.url, headers=resume) as response:
+        assert response.status_code == 200
+        got = [message for _, message in events(response) if message is not None]
+    assert [m["params"]["progress"] for m in got[:-1]] == list(range(2, 11)), got
+    assert got[-1]["result"]["structuredContent"] == {"result": "slept 3.0"}
+
+
 def test_a_delete_ends_the_session_on_every_replica_at_once(cluster: tuple[RedisServer, list[RunningDaemon]]) -> None:
     _, (a, b) = cluster
     for _ in range(3):
