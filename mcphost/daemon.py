@@ -40,6 +40,7 @@ from mcphost.direct import DirectAnswers
 from mcphost.drain import Drain
 from mcphost.eventstore import MemoryEventStore
 from mcphost.http import HttpApp
+from mcphost.listener import Listener
 from mcphost.metrics import Metrics, MetricsEndpoint, Sources, check_public
 from mcphost.plugins import PluginHost, plugin_files
 from mcphost.protocol import build_server
@@ -56,6 +57,10 @@ log = structlog.get_logger("mcphost.daemon")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 STREAM_CLOSE_GRACE = 2.0
 """Seconds Hypercorn gives connections to close once requests are drained and streams ended."""
+KEEP_ALIVE_LINGER = 1.0
+"""Seconds a draining daemon waits, once nothing is in flight, for its open keep-alive
+connections to send their last request (answered with ``Connection: close``) before it
+closes them: one closed under a request on its way fails that request."""
 LIST_CHANGED_EVENTS: dict[str, ServerEvent] = {
     "send_tool_list_changed": ToolsListChanged(),
     "send_prompt_list_changed": PromptsListChanged(),
@@ -294,21 +299,23 @@ class Daemon:
             tracing=self.tracing,
             public_metrics=self.metrics_endpoint() if self.config.metrics.public else None,
         )
-        hypercorn_stop, hypercorn_done = trio.Event(), trio.Event()
+        admin_stop, listener_done = trio.Event(), trio.Event()
+        # Longer than a proxy keeps an idle connection to us: the proxy closes it first.
+        # Closed from this side, a request the proxy sent at that moment would fail.
+        mcp_config.keep_alive_timeout = server.keep_alive_timeout
+        listener = Listener(asgi(app), mcp_config)
 
-        async def run_hypercorn(task_status: trio.TaskStatus[list[str]]) -> None:
+        async def run_listener(task_status: trio.TaskStatus[list[str]]) -> None:
             try:
-                await hypercorn_serve(
-                    asgi(app), mcp_config, shutdown_trigger=hypercorn_stop.wait, task_status=task_status
-                )
+                await listener.serve(task_status=task_status)
             finally:
-                hypercorn_done.set()
+                listener_done.set()
 
         try:
             state = self.shared.run() if self.shared is not None else contextlib.nullcontext()
             async with state, sessions.run(), trio.open_nursery() as nursery:
-                binds = await nursery.start(run_hypercorn)
-                admin = await nursery.start(self._serve_admin, admin_config, hypercorn_stop) if admin_config else []
+                binds = await nursery.start(run_listener)
+                admin = await nursery.start(self._serve_admin, admin_config, admin_stop) if admin_config else []
                 # Before READY=1: a SIGTERM or SIGHUP that systemd sends the moment it sees it
                 # must find the handler, not the default action (which ends the process).
                 await nursery.start(self._handle_signals)
@@ -329,10 +336,17 @@ class Daemon:
                     nursery.start_soon(self.reload, "SIGHUP during start-up")
                 await self._stop.wait()
                 self.notifier.stopping()
+                # New connections wait for the next process (or go to another replica).
+                listener.stop_accepting()
+                deadline = trio.current_time() + self.config.shutdown.drain_timeout
                 await self.drain.drain(self.config.shutdown.drain_timeout)
                 await sessions.close_streams()
-                hypercorn_stop.set()
-                await hypercorn_done.wait()
+                with trio.move_on_after(KEEP_ALIVE_LINGER):
+                    await listener.wait_closed()
+                await self.drain.drain(max(0.0, deadline - trio.current_time()))
+                admin_stop.set()
+                listener.close()
+                await listener_done.wait()
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):

@@ -265,9 +265,11 @@ class HttpApp:
                     if name.lower() == b"mcp-session-id":
                         record.session_id = value.decode("latin-1")
                 extra = [(b"x-request-id", record.request_id.encode())]
-                if unread_body:
+                if unread_body or self.drain.draining:
                     # Answered before the body was read (a refusal): the server cannot reuse
-                    # the connection, so the client must not either.
+                    # the connection, so the client must not either. Draining: this process
+                    # is going, so the client's (or proxy's) next request must open a
+                    # connection, which the next process or another replica takes.
                     extra.append((b"connection", b"close"))
                 message = {**message, "headers": [*message.get("headers", ()), *extra]}
             await send(message)
@@ -333,7 +335,8 @@ class HttpApp:
             with self.drain.request():
                 await self._checked_post(scope, receive, send, headers, record)
         elif scope["method"] == "GET" and self.drain.draining:
-            await self._refuse_while_draining(send, record)  # no new event streams
+            # No new event streams: a GET may be retried, on the next process or replica.
+            await self._refuse_while_draining(send, record)
         else:
             if b"last-event-id" in headers and self.sessions.event_store is None:
                 # Nothing to resume from, and the SDK would leave the request unanswered:
@@ -366,13 +369,10 @@ class HttpApp:
                 return
             method = message.get("method")
         send = answering_id(send, message.get("id") if isinstance(message, dict) else None)
-        if self.drain.draining:
-            # Requests that finish what a client is doing (a tools/list after a call, a
-            # notification, a response) still pass; new sessions and new work do not.
-            if method in wire.NEW_WORK:
-                await self._refuse_while_draining(send, record)
-                return
-        elif self.direct is not None:
+        # While draining, a request on a connection already open is still answered (the
+        # answer closes the connection): refused, a POST would fail, since neither a client
+        # nor a proxy may resend one; no new connection reaches this process meanwhile.
+        if self.direct is not None:
             taken = self.direct.takes(message)
             if taken and await self._answer_directly(scope, receive, send, headers, message, version):
                 return

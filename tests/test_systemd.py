@@ -28,12 +28,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from mcp import Client
@@ -41,7 +43,7 @@ from mcp import Client
 import mcphost
 from mcphost import config
 from mcphost.config import ShutdownConfig
-from mcphost.testing import RunningDaemon, free_port, start_daemon, to_toml
+from mcphost.testing import RunningDaemon, free_port, start_daemon, stateless_request, to_toml
 from tests import wheels
 from tests.services import venv_with_test_dependencies
 
@@ -723,6 +725,64 @@ async def test_a_restart_behind_a_held_socket_refuses_no_connection(tmp_path: Pa
     for daemon in (first, second):
         serving = next(r for r in daemon.log_records() if r.get("event") == "serving")
         assert serving["binds"] == [f"http://127.0.0.1:{port}"]
+
+
+def test_a_restart_under_load_behind_a_held_socket_fails_no_request(tmp_path: Path) -> None:
+    """Clients keep calling (on keep-alive connections and on new ones, with a slow call in
+    flight) while the process on the socket is replaced, as ``systemctl restart mcphost``
+    does with mcphost.socket: the old one takes no new connection and closes each kept one
+    after its answer, the new one takes what queued. Not one request fails or is refused."""
+    listener = held_listener()
+    port = listener.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/mcp"
+    start = functools.partial(start_on_socket, listener, tmp_path, config=ECHO_ONLY, state_dir=tmp_path / "state")
+    first, second = start("first"), None
+    stop = threading.Event()
+    answered: list[int] = []
+    failures: list[str] = []
+
+    def call(client: httpx.Client, tool: str, arguments: dict[str, Any]) -> None:
+        body, headers = stateless_request("tools/call", {"name": tool, "arguments": arguments})
+        try:
+            response = client.post(url, json=body, headers=headers)
+            if response.status_code != 200 or '"result"' not in response.text:
+                failures.append(f"{response.status_code}: {response.text[:200]}")
+            else:
+                answered.append(response.status_code)
+        except httpx.HTTPError as error:
+            failures.append(repr(error))
+
+    def loop(keep_alive: bool) -> None:
+        limits = httpx.Limits(max_keepalive_connections=1 if keep_alive else 0)
+        with httpx.Client(timeout=START_TIMEOUT, limits=limits) as client:
+            while not stop.is_set():
+                call(client, "echo_echo", {"text": "x"})
+
+    def slow() -> None:
+        with httpx.Client(timeout=START_TIMEOUT) as client:
+            call(client, "echo_slow", {"seconds": 1.5})
+
+    threads = [threading.Thread(target=loop, args=(n % 2 == 0,)) for n in range(6)] + [threading.Thread(target=slow)]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        first.process.send_signal(signal.SIGTERM)
+        second = start("second")
+        assert first.process.wait(30) == 0, first.logs()[-4000:]
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+        first.stop()
+        if second is not None:
+            second.stop()
+        listener.close()
+    assert failures == []
+    served = [r for d in (first, second) if d for r in d.log_records() if r.get("event") == "request"]
+    assert len(answered) > 20 and {r["status"] for r in served} == {200}
+    assert second is not None and any(r.get("tool") == "echo_echo" for r in second.log_records())
 
 
 HEALTH = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
