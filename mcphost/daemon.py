@@ -67,7 +67,7 @@ LIST_CHANGED_EVENTS: dict[str, ServerEvent] = {
     "send_resource_list_changed": ResourcesListChanged(),
 }
 SETTLE_DELAY = 1.0
-"""Seconds after start-up or a reload before the collector settles (:meth:`Daemon._settle_later`)."""
+"""Seconds after start-up before the collector settles (:meth:`Daemon._settle_later`)."""
 RESTART_ONLY = ("server", "sessions", "log", "auth", "rate_limits", "admin", "state", "proxy", "metrics", "tracing")
 """Config tables a reload does not apply (a warning says so when they changed)."""
 CHANGE_NOTIFICATIONS = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
@@ -418,7 +418,8 @@ class Daemon:
             self.notifier.ready(
                 f"serving {len(self.registry.tools)} tools" + (" (a reload failed)" if result.failed else "")
             )
-            self._settle_due.set()
+            # No collection here: a full one would hold the event loop for as long as it takes
+            # to traverse every open session (see mcphost.heap).
             return not result.failed
 
     def _warn_unmatched(self) -> None:
@@ -458,17 +459,14 @@ class Daemon:
                     self._stop.set()
 
     async def _settle_later(self) -> None:
-        """A second after start-up or a reload (or a burst of them), free what start-up left
-        or the plugin versions a reload replaced, and freeze what is new
+        """A second after start-up, free what start-up left and freeze what lives on
         (:func:`mcphost.heap.settle`). The full collection holds the event loop for some
-        70-180 ms, so it waits until READY=1 or the reload's list_changed is out."""
-        while True:
-            await self._settle_due.wait()
-            self._settle_due = trio.Event()
-            await trio.sleep(SETTLE_DELAY)
-            start = time.perf_counter()
-            freed = heap.settle(collect=True)
-            log.info("collector settled", freed=freed, ms=round((time.perf_counter() - start) * 1000, 1))
+        70-180 ms, so it waits until READY=1 is out and before sessions pile up."""
+        await self._settle_due.wait()
+        await trio.sleep(SETTLE_DELAY)
+        start = time.perf_counter()
+        freed = heap.settle(collect=True)
+        log.info("collector settled", freed=freed, ms=round((time.perf_counter() - start) * 1000, 1))
 
     async def _watchdog(self) -> None:
         # Pinged from the event loop itself, so a wedged loop stops the pings and systemd restarts us.

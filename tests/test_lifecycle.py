@@ -225,19 +225,9 @@ def test_sighup_picks_up_installed_and_removed_plugins(tmp_path: Path) -> None:
         daemon.process.send_signal(signal.SIGHUP)
         wait_until(lambda: "hupdemo_hello" not in tool_names(daemon))
         assert "echo_echo" in tool_names(daemon)
-        # Once the reloads are out, the collector frees what they replaced (mcphost.heap).
-        wait_until(lambda: settled_after_last_reload(daemon) is not None)
-        assert settled_after_last_reload(daemon)["freed"] > 0
     finally:
         daemon.stop()
     del config
-
-
-def settled_after_last_reload(daemon: RunningDaemon) -> dict[str, Any] | None:
-    """The first ``collector settled`` line after the last ``reloaded`` line, if any yet."""
-    records = daemon.log_records()
-    last = max(i for i, r in enumerate(records) if r.get("event") == "reloaded")
-    return next((r for r in records[last:] if r.get("event") == "collector settled"), None)
 
 
 def test_the_collector_frees_what_start_up_left(tmp_path: Path) -> None:
