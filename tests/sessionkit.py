@@ -37,10 +37,13 @@ def result_of(response: httpx.Response) -> dict[str, Any]:
     return next(m for _, m in events(response) if m is not None and "id" in m)
 
 
-def open_session(url: str, headers: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Initialize a session at ``url`` (each request on a connection of its own); the headers
-    of its later requests."""
-    response = httpx.post(url, json=initialize_request(), headers={**ACCEPT_HEADERS, **(headers or {})})
+def open_session(
+    url: str, headers: Mapping[str, str] | None = None, client: httpx.Client | None = None
+) -> dict[str, str]:
+    """Initialize a session at ``url`` (with ``client``, else each request on a connection of
+    its own); the headers of its later requests."""
+    post = client.post if client is not None else httpx.post
+    response = post(url, json=initialize_request(), headers={**ACCEPT_HEADERS, **(headers or {})})
     assert response.status_code == 200, response.text
     session = {
         **ACCEPT_HEADERS,
@@ -49,7 +52,7 @@ def open_session(url: str, headers: Mapping[str, str] | None = None) -> dict[str
         "mcp-protocol-version": "2025-11-25",
     }
     initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-    assert httpx.post(url, json=initialized, headers=session).status_code == 202
+    assert post(url, json=initialized, headers=session).status_code == 202
     return session
 
 
