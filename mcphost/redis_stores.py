@@ -33,7 +33,6 @@ from typing import Any
 import structlog
 import trio
 from coredis.commands import Script
-from coredis.exceptions import RedisError
 from coredis.retry import NoRetryPolicy
 from mcp.server.streamable_http import GET_STREAM_KEY, EventCallback, EventId, EventMessage, EventStore, StreamId
 from mcp_types import JSONRPCError, JSONRPCMessage, JSONRPCResponse, jsonrpc_message_adapter
@@ -131,10 +130,10 @@ class RedisSessionStore:
     A record lives one idle timeout, plus the interval at which an active session is
     touched, after the session was last seen; Redis expires it, so :meth:`expire` has nothing
     to do. While Redis is unavailable, :meth:`load` raises :class:`StoreUnavailable` (503),
-    :meth:`touch` and :meth:`delete` do nothing (a deleted session's record expires by
-    itself), and :meth:`save` keeps the record in this replica's memory: a session opened
-    then lives on its own replica until Redis answers again, when the record is written
-    before the replica counts Redis as available (:meth:`RedisState.on_recovery`).
+    :meth:`touch` does nothing, and :meth:`save` and :meth:`delete` are kept in this
+    replica's memory: a session opened then lives on its own replica until Redis answers
+    again, and one deleted then lives on elsewhere until then, when the record is written
+    or deleted before the replica counts Redis as available (:meth:`RedisState.on_recovery`).
 
     A deletion is published on the ``ended`` channel as the record goes; each replica listens
     (:meth:`watch`) and drops its copy. Pub/sub keeps nothing for a replica that was not
@@ -147,10 +146,12 @@ class RedisSessionStore:
         self.ttl_ms = _session_ttl_ms(idle_timeout)
         self._unsaved: dict[str, str] = {}
         """Records (JSON) that could not be written, by session id."""
+        self._undeleted: set[str] = set()
+        """Sessions deleted while Redis could not be told."""
         self._ended: set[str] = set()
         """Deletions heard of and not yet taken by :meth:`ended`."""
         self._missed = False
-        state.on_recovery(self._save_unsaved)
+        state.on_recovery(self._catch_up)
 
     async def save(self, record: SessionRecord) -> None:
         """Create a record (once per session, when it is initialized)."""
@@ -173,10 +174,12 @@ class RedisSessionStore:
         await self._quietly(lambda client: client.pexpire(self._key(session_id), self.ttl_ms))
 
     async def delete(self, session_id: str) -> None:
-        """Forget a session and tell every replica."""
+        """Forget a session and tell every replica (once Redis answers, if it does not now)."""
         self._unsaved.pop(session_id, None)
-        with contextlib.suppress(StateUnavailable):
+        try:
             await _run(self.state, _DELETE_SESSION, self._key(session_id), [self._channel, session_id])
+        except StateUnavailable:
+            self._undeleted.add(session_id)
 
     async def expire(self, before: float) -> int:
         """Nothing to do: Redis expires idle records itself."""
@@ -212,8 +215,12 @@ class RedisSessionStore:
                             if isinstance(data := message["data"], str | bytes):
                                 self._ended.add(_text(data))
                                 await changed()
-                except (RedisError, OSError, TimeoutError, trio.TooSlowError):
-                    pass  # RedisState notices the outage by itself; listen again once it is over
+                except Exception:
+                    # Whatever breaks a subscription (a lost connection, a keep-alive PING
+                    # timing out, raised from coredis's task group as an exception group)
+                    # ends only this one: RedisState notices the outage by itself, and this
+                    # listens again once Redis answers.
+                    pass
             await trio.sleep(CHECK_INTERVAL)
 
     @property
@@ -223,7 +230,7 @@ class RedisSessionStore:
     def _key(self, session_id: str) -> str:
         return self.state.key("session", session_id)
 
-    async def _save_unsaved(self, client: Any) -> None:
+    async def _catch_up(self, client: Any) -> None:
         # Oldest first; each one written is forgotten at once, so a check that times out
         # half-way leaves only the rest for the next one.
         for session_id, value in list(self._unsaved.items()):
@@ -232,8 +239,11 @@ class RedisSessionStore:
             # Gone from the list only if the session was deleted during the write, whose
             # delete may have reached Redis first: delete again.
             if self._unsaved.pop(session_id, None) is None:
-                with self.state.bound():
-                    await client.delete([self._key(session_id)])
+                self._undeleted.add(session_id)
+        for session_id in list(self._undeleted):
+            with self.state.bound():
+                await _DELETE_SESSION(keys=[self._key(session_id)], args=[self._channel, session_id], client=client)
+            self._undeleted.discard(session_id)
 
     async def _quietly(self, command: Any) -> None:
         # RedisState logged the outage once; a record that misses a touch expires by itself.

@@ -183,10 +183,10 @@ class SqliteSessionStore:
     on each request, which costs a memory read, and reads the table only when it moved.
     """
 
-    def __init__(self, path: Path, idle_timeout: float | None = None):
+    def __init__(self, path: Path, idle_timeout: float):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.lifetime = record_lifetime(idle_timeout) if idle_timeout is not None else math.inf
+        self.lifetime = record_lifetime(idle_timeout)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5)
         self._lock = threading.Lock()
         self._limiter = trio.CapacityLimiter(1)
@@ -347,22 +347,22 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
         if session_id is not None and self.store is not None:
             if self.store.ended_unseen():
                 await self._take_ended()
-            if session_id in self._unverified:
-                await self._verify(session_id)
             if scope["method"] == "DELETE":
                 send = self._deleting(session_id, send)
-            if session_id not in self._server_instances:
-                try:
+            try:
+                if session_id in self._unverified:
+                    await self._verify(session_id)
+                if session_id not in self._server_instances:
                     await self._rebuild(session_id, scope)
-                except StoreUnavailable:
-                    # The store logs its outage once; each refusal shows in its request line.
-                    if (record := current_request.get()) is not None:
-                        record.rpc_error = UNAVAILABLE
-                    body = wire.error_body(UNAVAILABLE, "Session store unavailable; try again shortly")
-                    await send_json(send, 503, body, [(b"retry-after", b"1")])
-                    return
-            else:
-                self._touch(session_id)
+                else:
+                    self._touch(session_id)
+            except StoreUnavailable:
+                # The store logs its outage once; each refusal shows in its request line.
+                if (record := current_request.get()) is not None:
+                    record.rpc_error = UNAVAILABLE
+                body = wire.error_body(UNAVAILABLE, "Session store unavailable; try again shortly")
+                await send_json(send, 503, body, [(b"retry-after", b"1")])
+                return
         await super()._handle_stateful_request(scope, receive, send)
 
     @contextlib.contextmanager
