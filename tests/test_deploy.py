@@ -373,16 +373,32 @@ def test_a_rolling_restart_under_load_fails_no_call(replicas: Replicas, tmp_path
     again). Not one call fails."""
     in_front = caddy_in_front if proxy == "caddy" else nginx_in_front
     upstreams = replicas.start("127.0.0.1" if proxy == "caddy" else NGINX_ADDRESS, held=True)
-    with in_front(upstreams, tmp_path) as (url, ca), CallLoops(url, ca) as loops:
-        loops.wait_for_calls(50)
-        for index in range(len(upstreams)):
-            restarted = replicas.restart(index)
-            # The proxy sends the restarted replica work again before the next goes down.
-            replica_that_logged([restarted], lambda r: r.get("event") == "request" and r.get("status") == 200, 60)
-        loops.wait_for_calls(loops.calls + 50)
+    with in_front(upstreams, tmp_path) as (url, ca):
+        wait_until_ready_through(url, ca)
+        with CallLoops(url, ca) as loops:
+            loops.wait_for_calls(50)
+            for index in range(len(upstreams)):
+                restarted = replicas.restart(index)
+                # The proxy sends the restarted replica work again before the next goes down.
+                replica_that_logged([restarted], lambda r: r.get("event") == "request" and r.get("status") == 200, 60)
+            loops.wait_for_calls(loops.calls + 50)
     assert loops.failures == []
     # The sessions went on in the restarted processes.
     assert any(r.get("event") == "session rebuilt" for replica in replicas.running for r in replica.log_records())
+
+
+def wait_until_ready_through(url: str, ca: Path, timeout: float = CLIENT_TIMEOUT) -> None:
+    """Until the proxy at ``url`` passes ``/ready`` on to a replica that answers 200 (its
+    health checks see the replicas up): load measured before that measures the proxy's start."""
+    ready = url.replace("/mcp", "/ready")
+    deadline = time.monotonic() + timeout
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=5) as client:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(ready).status_code == 200:
+                    return
+            assert time.monotonic() < deadline, f"{ready} did not answer 200 within {timeout}s"
+            time.sleep(0.1)
 
 
 class CallLoops:
@@ -416,7 +432,11 @@ class CallLoops:
     def _loop(self, stateless: bool) -> None:
         tls = ssl.create_default_context(cafile=str(self.ca))
         with httpx.Client(verify=tls, timeout=CLIENT_TIMEOUT, headers=bearer(KEY.token)) as client:
-            headers = {} if stateless else open_session(self.url, client=client)
+            try:
+                headers = {} if stateless else open_session(self.url, client=client)
+            except (httpx.HTTPError, AssertionError, KeyError) as error:
+                self.failures.append(f"opening a session: {error!r}")
+                return
             n = 0
             while not self._stop.is_set():
                 n += 1
@@ -425,14 +445,20 @@ class CallLoops:
                     body, headers = stateless_request("tools/call", {"name": "echo_echo", "arguments": {"text": text}})
                 else:
                     body = rpc("tools/call", {"name": "echo_echo", "arguments": {"text": text}}, n + 2)
+                kind = "stateless" if stateless else "session"
                 try:
                     response = client.post(self.url, json=body, headers=headers)
-                    answer = result_of(response) if response.status_code == 200 else None
-                except (httpx.HTTPError, ValueError, StopIteration) as error:
-                    self.failures.append(f"{'stateless' if stateless else 'session'}: {error!r}")
+                except httpx.HTTPError as error:
+                    self.failures.append(f"{kind}: {error!r}")
                     continue
+                try:
+                    answer = result_of(response) if response.status_code == 200 else None
+                except (ValueError, StopIteration):
+                    answer = None
                 if answer is None or answer.get("result", {}).get("structuredContent") != {"result": text}:
-                    self.failures.append(f"{response.status_code} {response.text[:300]!r}")
+                    self.failures.append(
+                        f"{kind}: {response.status_code} {dict(response.headers)} {response.text[:300]!r}"
+                    )
                     continue
                 self.calls += 1
 
