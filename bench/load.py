@@ -163,6 +163,39 @@ class EventStream:
         self.connection.close()
 
 
+class StallProbe:
+    """A thread asking ``/health`` every 2 ms on one keep-alive connection, noting when each
+    request was sent and how long its answer took: a server whose event loop is held answers
+    late, so the slowest answer in a window bounds the longest stall in it from above."""
+
+    INTERVAL = 0.002
+
+    def __init__(self, base_url: str):
+        self.connection, _ = _connection(base_url)
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            sent = time.monotonic()
+            self.connection.request("GET", "/health")
+            self.connection.getresponse().read()
+            self.samples.append((sent, time.monotonic() - sent))
+            time.sleep(self.INTERVAL)
+
+    def latencies(self, start: float, end: float) -> list[float]:
+        """Seconds each request sent between ``start`` and ``end`` (``time.monotonic()``) took."""
+        return [took for sent, took in list(self.samples) if start <= sent < end]
+
+    def close(self) -> None:
+        """Stop asking."""
+        self._stop.set()
+        self._thread.join(10)
+        self.connection.close()
+
+
 def write_sessions(path: Path, sessions: Sequence[str]) -> Path:
     """The sessions file the Lua script reads, one id per line."""
     path.write_text("".join(f"{s}\n" for s in sessions))

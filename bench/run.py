@@ -35,6 +35,7 @@ import platform
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -692,7 +693,74 @@ def scenario_reload(ctx: Context) -> dict[str, Any]:
             "errors": sum(summary["errors"].values()),
             "rps": summary["requests"] / (summary["duration_us"] / 1e6),
         },
+        "stall": reload_stalls(ctx),
     }
+
+
+STALL_SESSIONS = (60, 1_000, 3_000)
+"""Open 2025-11-25 sessions during the reload-stall measurement."""
+SETTLE_PAUSE = 2.0
+"""Seconds between opening the sessions and the first reload: past the collector's settle
+after start-up, which is not what is measured."""
+STALL_WINDOW = 3.0
+"""Seconds after SIGHUP watched for a stall: the reload, and a second later the collector's settle."""
+
+
+def with_extra_tool(source: str, index: int) -> str:
+    """The no-op plugin's source serving one more tool, ``noop_extra_<index>``."""
+    served = "    return [add, sleep]\n"
+    assert served in source, "bench/plugins/noop.py no longer ends as this expects"
+    extra = f'\n\ndef extra_{index}() -> int:\n    """One more tool."""\n    return {index}\n'
+    return source.replace(served, f"    return [add, sleep, extra_{index}]\n") + extra
+
+
+def reload_stalls(ctx: Context) -> list[dict[str, Any]]:
+    """The event loop's longest stall around a reload (SIGHUP, with a tool added to the
+    plugin, so its old version is replaced and every session is sent
+    ``notifications/tools/list_changed``) while ``STALL_SESSIONS`` sessions are open and
+    idle: the slowest ``/health`` answer in the ``STALL_WINDOW`` after the signal
+    (:class:`load.StallProbe`), against the median answer in the second before it."""
+    directory = ctx.scratch / "reload-stall"
+    directory.mkdir(parents=True, exist_ok=True)
+    plugin = directory / "noop.py"
+    source = servers.NOOP_PLUGIN.read_text()
+    plugin.write_text(source)
+    config = servers.derived_mcphost_config(directory, "mcphost-reload-stall.toml", [plugin], ["noop"])
+    reloads = 1 if ctx.options.quick else 3
+    records = []
+    for count in STALL_SESSIONS:
+        with ctx.pool() as pool:
+            server = pool.start(servers.mcphost_spec(config))
+            load.open_sessions(server.url, count)
+            time.sleep(SETTLE_PAUSE)  # past the collector's settle after start-up
+            rss_before = server.rss_kib()
+            probe = load.StallProbe(server.base_url)
+            try:
+                for index in range(reloads):
+                    time.sleep(1.0)
+                    # One more tool: the plugin is replaced and every session told (list_changed).
+                    plugin.write_text(with_extra_tool(source, index))
+                    signalled = time.monotonic()
+                    os.kill(server.pid, signal.SIGHUP)
+                    time.sleep(STALL_WINDOW)
+                    before = probe.latencies(signalled - 1.0, signalled)
+                    during = probe.latencies(signalled, signalled + STALL_WINDOW)
+                    records.append(
+                        {
+                            "sessions": count,
+                            "reload": index,
+                            "stall_ms": max(during) * 1000,
+                            "baseline_ms": statistics.median(before) * 1000,
+                            "probes": len(during),
+                            "rss_growth_kib": server.rss_kib() - rss_before,
+                        }
+                    )
+                    ctx.say(f"reload stall, {count} sessions, reload {index + 1}: {max(during) * 1000:.1f} ms")
+            finally:
+                probe.close()
+            server.check_alive()
+            plugin.write_text(source)
+    return records
 
 
 def scenario_drain(ctx: Context) -> dict[str, Any]:

@@ -137,6 +137,10 @@ class ServerConfig(_Strict):
     Default: a tenth of ``event_store_max_events``."""
     sse_retry_ms: int = Field(1000, ge=0)
     """Milliseconds a client should wait before reconnecting a resumable stream the server ended."""
+    keep_alive_timeout: float = Field(75.0, gt=0)
+    """Seconds an idle keep-alive connection stays open. Keep it above the idle timeout of
+    the proxy in front (nginx's upstream ``keepalive_timeout`` 60 s, Caddy's ``keepalive``),
+    so the proxy closes idle connections first, never a request it is sending."""
 
     @property
     def sessions_share(self) -> int:

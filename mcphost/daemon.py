@@ -4,9 +4,10 @@ reloads on SIGHUP or file changes, and drains on SIGTERM or SIGINT.
 Start-up: plugins loaded and started → registry → listener (systemd's sockets when
 socket-activated) → ``READY=1``. Reload: ``RELOADING=1`` → config re-read and validated →
 entry points re-scanned → changed plugins replaced → registry swapped → ``list_changed`` to
-open sessions → ``READY=1``. Shutdown: ``STOPPING=1`` → new work refused with 503 → calls in
-flight finish (or are cancelled at ``[shutdown] drain_timeout`` and answered with an error)
-→ event streams closed (sessions stay in the store for the next process) → plugins stopped.
+open sessions → ``READY=1``. Shutdown: ``STOPPING=1`` → no new connection taken, and every
+answer says ``Connection: close`` → calls in flight finish (or are cancelled at ``[shutdown]
+drain_timeout`` and answered with an error) → event streams closed (sessions stay in the
+store for the next process) → keep-alive connections closed → plugins stopped.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from mcphost.direct import DirectAnswers
 from mcphost.drain import Drain
 from mcphost.eventstore import MemoryEventStore
 from mcphost.http import HttpApp
+from mcphost.listener import Listener
 from mcphost.metrics import Metrics, MetricsEndpoint, Sources, check_public
 from mcphost.origins import HostCheck
 from mcphost.plugins import PluginHost, plugin_files
@@ -57,13 +59,17 @@ log = structlog.get_logger("mcphost.daemon")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 STREAM_CLOSE_GRACE = 2.0
 """Seconds Hypercorn gives connections to close once requests are drained and streams ended."""
+KEEP_ALIVE_LINGER = 1.0
+"""Seconds a draining daemon waits, once nothing is in flight, for its open keep-alive
+connections to send their last request (answered with ``Connection: close``) before it
+closes them: one closed under a request on its way fails that request."""
 LIST_CHANGED_EVENTS: dict[str, ServerEvent] = {
     "send_tool_list_changed": ToolsListChanged(),
     "send_prompt_list_changed": PromptsListChanged(),
     "send_resource_list_changed": ResourcesListChanged(),
 }
 SETTLE_DELAY = 1.0
-"""Seconds after start-up or a reload before the collector settles (:meth:`Daemon._settle_later`)."""
+"""Seconds after start-up before the collector settles (:meth:`Daemon._settle_later`)."""
 RESTART_ONLY = ("server", "sessions", "log", "rate_limits", "admin", "state", "proxy", "metrics", "tracing")
 """Config tables a reload does not apply (a warning says so when they changed); of ``[auth]``,
 a reload applies the keys and not ``[auth.oauth]``."""
@@ -237,7 +243,7 @@ class Daemon:
                     'set [sessions] state_dir to a directory mcphost may write, or [sessions] store = "none"',
                     sqlite3.Error,
                 ):
-                    store = SqliteSessionStore(sessions.state_dir / "sessions.sqlite3")
+                    store = SqliteSessionStore(sessions.state_dir / "sessions.sqlite3", server.session_idle_timeout)
         if server.event_store == "memory":
             events = MemoryEventStore(server.event_store_max_events, max_events_per_owner=server.events_share)
             if self.shared is not None:
@@ -308,21 +314,23 @@ class Daemon:
             body_timeout=self.config.server.body_timeout,
             host_check=self.host_check,
         )
-        hypercorn_stop, hypercorn_done = trio.Event(), trio.Event()
+        admin_stop, listener_done = trio.Event(), trio.Event()
+        # Longer than a proxy keeps an idle connection to us: the proxy closes it first.
+        # Closed from this side, a request the proxy sent at that moment would fail.
+        mcp_config.keep_alive_timeout = server.keep_alive_timeout
+        listener = Listener(asgi(app), mcp_config)
 
-        async def run_hypercorn(task_status: trio.TaskStatus[list[str]]) -> None:
+        async def run_listener(task_status: trio.TaskStatus[list[str]]) -> None:
             try:
-                await hypercorn_serve(
-                    asgi(app), mcp_config, shutdown_trigger=hypercorn_stop.wait, task_status=task_status
-                )
+                await listener.serve(task_status=task_status)
             finally:
-                hypercorn_done.set()
+                listener_done.set()
 
         try:
             state = self.shared.run() if self.shared is not None else contextlib.nullcontext()
             async with state, sessions.run(), trio.open_nursery() as nursery:
-                binds = await nursery.start(run_hypercorn)
-                admin = await nursery.start(self._serve_admin, admin_config, hypercorn_stop) if admin_config else []
+                binds = await nursery.start(run_listener)
+                admin = await nursery.start(self._serve_admin, admin_config, admin_stop) if admin_config else []
                 # Before READY=1: a SIGTERM or SIGHUP that systemd sends the moment it sees it
                 # must find the handler, not the default action (which ends the process).
                 await nursery.start(self._handle_signals)
@@ -343,10 +351,17 @@ class Daemon:
                     nursery.start_soon(self.reload, "SIGHUP during start-up")
                 await self._stop.wait()
                 self.notifier.stopping()
+                # New connections wait for the next process (or go to another replica).
+                listener.stop_accepting()
+                deadline = trio.current_time() + self.config.shutdown.drain_timeout
                 await self.drain.drain(self.config.shutdown.drain_timeout)
                 await sessions.close_streams()
-                hypercorn_stop.set()
-                await hypercorn_done.wait()
+                with trio.move_on_after(KEEP_ALIVE_LINGER):
+                    await listener.wait_closed()
+                await self.drain.drain(max(0.0, deadline - trio.current_time()))
+                admin_stop.set()
+                listener.close()
+                await listener_done.wait()
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
@@ -429,7 +444,8 @@ class Daemon:
             self.notifier.ready(
                 f"serving {len(self.registry.tools)} tools" + (" (a reload failed)" if result.failed else "")
             )
-            self._settle_due.set()
+            # No collection here: a full one would hold the event loop for as long as it takes
+            # to traverse every open session (see mcphost.heap).
             return not result.failed
 
     async def _reload_keys(self, loaded: LoadedConfig) -> dict[str, int]:
@@ -489,17 +505,14 @@ class Daemon:
                     self._stop.set()
 
     async def _settle_later(self) -> None:
-        """A second after start-up or a reload (or a burst of them), free what start-up left
-        or the plugin versions a reload replaced, and freeze what is new
+        """A second after start-up, free what start-up left and freeze what lives on
         (:func:`mcphost.heap.settle`). The full collection holds the event loop for some
-        70-180 ms, so it waits until READY=1 or the reload's list_changed is out."""
-        while True:
-            await self._settle_due.wait()
-            self._settle_due = trio.Event()
-            await trio.sleep(SETTLE_DELAY)
-            start = time.perf_counter()
-            freed = heap.settle(collect=True)
-            log.info("collector settled", freed=freed, ms=round((time.perf_counter() - start) * 1000, 1))
+        70-180 ms, so it waits until READY=1 is out and before sessions pile up."""
+        await self._settle_due.wait()
+        await trio.sleep(SETTLE_DELAY)
+        start = time.perf_counter()
+        freed = heap.settle(collect=True)
+        log.info("collector settled", freed=freed, ms=round((time.perf_counter() - start) * 1000, 1))
 
     async def _watchdog(self) -> None:
         # Pinged from the event loop itself, so a wedged loop stops the pings and systemd restarts us.

@@ -1,6 +1,7 @@
 """Draining: what is in flight, and how a shutdown lets it finish before cancelling the rest.
 
-The HTTP layer counts requests in flight and refuses new ones once draining starts; the
+The HTTP layer counts requests in flight and, once draining starts, closes each connection
+after its answer (no new connection is accepted meanwhile, :mod:`mcphost.listener`); the
 protocol layer runs each call inside a scope this module can cancel when the drain
 deadline passes, so a cancelled call is still answered (with an error), never dropped.
 """
@@ -42,11 +43,13 @@ class Drain:
         return _Call(self._calls)
 
     async def drain(self, timeout: float) -> None:
-        """Stop taking work, wait up to ``timeout`` seconds for requests in flight, then cancel
-        the calls still running and give their error answers a moment to be sent."""
+        """Start draining, wait up to ``timeout`` seconds for requests in flight, then cancel
+        the calls still running and give their error answers a moment to be sent. May be
+        called again, for requests that came in since."""
         self.draining = True
         if self.requests == 0:
             return
+        self._idle = trio.Event()
         log.info("draining", requests=self.requests, timeout=timeout)
         with trio.move_on_after(timeout):
             await self._idle.wait()

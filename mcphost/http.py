@@ -95,11 +95,30 @@ def has_body(headers: dict[bytes, bytes]) -> bool:
 _JSON = (b"content-type", b"application/json")
 
 
-def _asks_to_close(scope: Scope, headers: dict[bytes, bytes]) -> bool:
-    """Whether the client wants the connection closed after this response (``Connection:
-    close``, or HTTP/1.0 without keep-alive)."""
-    tokens = {t.strip() for t in headers.get(b"connection", b"").lower().split(b",")}
-    return b"close" in tokens or (scope.get("http_version") == "1.0" and b"keep-alive" not in tokens)
+def answering_id(send: Send, request_id: Any) -> Send:
+    """``send`` that puts ``request_id`` into a 404 or 503 JSON-RPC error answered with
+    ``"id": null`` (the SDK's "Session not found" and "Too many open sessions" know no id)."""
+    if request_id is None or isinstance(request_id, bool) or not isinstance(request_id, str | int):
+        return send
+    held: Message | None = None
+
+    async def send_with_id(message: Message) -> None:
+        nonlocal held
+        if message["type"] == "http.response.start" and message["status"] in (404, 503):
+            held = message  # until the body shows whether it names the id
+            return
+        if held is not None and message["type"] == "http.response.body":
+            start, held = held, None
+            body = wire.decoded(message.get("body", b""))
+            if isinstance(body, dict) and "error" in body and body.get("id") is None:
+                payload = json.dumps({**body, "id": request_id}, separators=(",", ":")).encode()
+                headers = [(k, v) for k, v in start.get("headers", ()) if k.lower() != b"content-length"]
+                start = {**start, "headers": [*headers, (b"content-length", str(len(payload)).encode())]}
+                message = {**message, "body": payload}
+            await send(start)
+        await send(message)
+
+    return send_with_id
 
 
 def _session_id(headers: dict[bytes, bytes]) -> str | None:
@@ -253,7 +272,6 @@ class HttpApp:
         record.session_id = headers.get(b"mcp-session-id", b"").decode("latin-1")[:64] or None
         status = 0
         unread_body = has_body(headers)
-        closes = _asks_to_close(scope, headers)
 
         async def receive_tracked() -> Message:
             nonlocal unread_body
@@ -263,23 +281,28 @@ class HttpApp:
             return message
 
         async def send_with_record(message: Message) -> None:
-            nonlocal status, closes
+            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 for name, value in message.get("headers", ()):
                     if name.lower() == b"mcp-session-id":
                         record.session_id = value.decode("latin-1")
-                extra = [(b"x-request-id", record.request_id.encode())]
-                if unread_body:
+                headers_out = [*message.get("headers", ()), (b"x-request-id", record.request_id.encode())]
+                if unread_body or self.drain.draining:
                     # Answered before the body was read (a refusal): the server cannot reuse
-                    # the connection, so the client must not either.
-                    extra.append((b"connection", b"close"))
-                    closes = True
-                message = {**message, "headers": [*message.get("headers", ()), *extra]}
-            elif message["type"] == "http.response.body" and not message.get("more_body", False) and closes:
-                # With the response's last part the server closes the connection. Shielded:
-                # the SDK cancels its tasks as the client disconnects, which would stop that
-                # close half-way and leave the connection open.
+                    # the connection, so the client must not either. Draining: this process
+                    # is going, so the client's (or proxy's) next request must open a
+                    # connection, which the next process or another replica takes. (In place
+                    # of the SDK's "keep-alive" on event streams, not beside it.)
+                    headers_out = [(k, v) for k, v in headers_out if k.lower() != b"connection"]
+                    headers_out.append((b"connection", b"close"))
+                message = {**message, "headers": headers_out}
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                # Shielded, the response's last part: the SDK cancels its tasks when the client
+                # disconnects, or when the session ends under an open stream (a DELETE, a
+                # deletion elsewhere, shutdown), and a cancelled last send leaves Hypercorn
+                # half-way: a connection to close stays open, and one to keep is no longer
+                # timed as idle, so it stays open for as long as the client keeps it.
                 with trio.CancelScope(shield=True):
                     await send(message)
                 return
@@ -350,7 +373,8 @@ class HttpApp:
             with self.drain.request():
                 await self._checked_post(scope, receive, send, headers, record)
         elif scope["method"] == "GET" and self.drain.draining:
-            await self._refuse_while_draining(send, record)  # no new event streams
+            # No new event streams: a GET may be retried, on the next process or replica.
+            await self._refuse_while_draining(send, record)
         else:
             if b"last-event-id" in headers and self.sessions.event_store is None:
                 # Nothing to resume from, and the SDK would leave the request unanswered:
@@ -402,13 +426,11 @@ class HttpApp:
                 await send_json(send, 400, problem)
                 return
             method = message.get("method")
-        if self.drain.draining:
-            # Requests that finish what a client is doing (a tools/list after a call, a
-            # notification, a response) still pass; new sessions and new work do not.
-            if method in wire.NEW_WORK:
-                await self._refuse_while_draining(send, record)
-                return
-        elif self.direct is not None:
+        send = answering_id(send, message.get("id") if isinstance(message, dict) else None)
+        # While draining, a request on a connection already open is still answered (the
+        # answer closes the connection): refused, a POST would fail, since neither a client
+        # nor a proxy may resend one; no new connection reaches this process meanwhile.
+        if self.direct is not None:
             taken = self.direct.takes(message)
             if taken and await self._answer_directly(scope, receive, send, headers, message, version):
                 return

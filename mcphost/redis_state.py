@@ -83,6 +83,11 @@ class RedisState:
         """A key under the configured prefix: ``key("session", id)`` is ``mcphost:session:<id>``."""
         return self.prefix + ":".join(parts)
 
+    @property
+    def client(self) -> coredis.Redis[bytes] | None:
+        """The client, while :meth:`run` runs: for what :meth:`call` cannot do (a subscription)."""
+        return self._client
+
     def on_recovery(self, catch_up: Callable[[coredis.Redis[bytes]], Awaitable[None]]) -> None:
         """Run ``catch_up`` with the client each time Redis answers after being unavailable
         (and at the first connection), before :attr:`available` is raised again: what a store

@@ -9,6 +9,8 @@ Keys (under ``[state] key_prefix``, ``mcphost:`` by default):
   expiring when the budget is whole again;
 - ``session:<session id>``: a session record (JSON), expiring one idle timeout (plus the touch
   interval) after the session was last seen;
+- ``ended`` (a pub/sub channel): the id of each session deleted, so every replica holding it
+  drops its copy at once;
 - ``events:<session id>:<stream>``: a Redis stream of one SSE stream's events, capped and
   expiring with the session.
 
@@ -24,18 +26,21 @@ import binascii
 import contextlib
 import copy
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
 import structlog
+import trio
 from coredis.commands import Script
-from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
-from mcp_types import JSONRPCMessage, jsonrpc_message_adapter
+from coredis.retry import NoRetryPolicy
+from mcp.server.streamable_http import GET_STREAM_KEY, EventCallback, EventId, EventMessage, EventStore, StreamId
+from mcp_types import JSONRPCError, JSONRPCMessage, JSONRPCResponse, jsonrpc_message_adapter
 
 from mcphost.eventstore import DEFAULT_MAX_EVENTS_PER_STREAM, MemoryEventStore
 from mcphost.ratelimit import Decision, Limiter, Rate
-from mcphost.redis_state import RedisState, StateUnavailable
-from mcphost.sessions import SessionRecord, StoreUnavailable
+from mcphost.redis_state import CHECK_INTERVAL, RedisState, StateUnavailable
+from mcphost.sessions import SessionRecord, StoreUnavailable, record_lifetime
 
 log = structlog.get_logger("mcphost.redis")
 
@@ -66,6 +71,18 @@ _STORE_EVENT: Script[bytes] = Script(
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return id
+"""
+)
+
+# Forget a session and tell every replica, in one step: a replica that hears of it finds
+# the record gone too. Only the deletion that finds the record tells, so a session several
+# replicas end (a removed key's, each on its own reload) is announced once.
+_DELETE_SESSION: Script[bytes] = Script(
+    script="""
+if redis.call('DEL', KEYS[1]) == 1 then
+    redis.call('PUBLISH', ARGV[1], ARGV[2])
+end
+return 0
 """
 )
 
@@ -115,10 +132,15 @@ class RedisSessionStore:
     A record lives one idle timeout, plus the interval at which an active session is
     touched, after the session was last seen; Redis expires it, so :meth:`expire` has nothing
     to do. While Redis is unavailable, :meth:`load` raises :class:`StoreUnavailable` (503),
-    :meth:`touch` and :meth:`delete` do nothing (a deleted session's record expires by
-    itself), and :meth:`save` keeps the record in this replica's memory: a session opened
-    then lives on its own replica until Redis answers again, when the record is written
-    before the replica counts Redis as available (:meth:`RedisState.on_recovery`).
+    :meth:`touch` does nothing, and :meth:`save` and :meth:`delete` are kept in this
+    replica's memory: a session opened then lives on its own replica until Redis answers
+    again, and one deleted then lives on elsewhere until then, when the record is written
+    or deleted before the replica counts Redis as available (:meth:`RedisState.on_recovery`).
+
+    A deletion is published on the ``ended`` channel as the record goes; each replica listens
+    (:meth:`watch`) and drops its copy. Pub/sub keeps nothing for a replica that was not
+    listening, so after each (re)subscription :meth:`ended` answers ``None``: the sessions the
+    replica holds are each looked up once more on their next request.
     """
 
     def __init__(self, state: RedisState, idle_timeout: float):
@@ -126,7 +148,12 @@ class RedisSessionStore:
         self.ttl_ms = _session_ttl_ms(idle_timeout)
         self._unsaved: dict[str, str] = {}
         """Records (JSON) that could not be written, by session id."""
-        state.on_recovery(self._save_unsaved)
+        self._undeleted: set[str] = set()
+        """Sessions deleted while Redis could not be told."""
+        self._ended: set[str] = set()
+        """Deletions heard of and not yet taken by :meth:`ended`."""
+        self._missed = False
+        state.on_recovery(self._catch_up)
 
     async def save(self, record: SessionRecord) -> None:
         """Create a record (once per session, when it is initialized)."""
@@ -149,18 +176,63 @@ class RedisSessionStore:
         await self._quietly(lambda client: client.pexpire(self._key(session_id), self.ttl_ms))
 
     async def delete(self, session_id: str) -> None:
-        """Forget a session."""
+        """Forget a session and tell every replica (once Redis answers, if it does not now)."""
         self._unsaved.pop(session_id, None)
-        await self._quietly(lambda client: client.delete([self._key(session_id)]))
+        try:
+            await _run(self.state, _DELETE_SESSION, self._key(session_id), [self._channel, session_id])
+        except StateUnavailable:
+            self._undeleted.add(session_id)
 
     async def expire(self, before: float) -> int:
         """Nothing to do: Redis expires idle records itself."""
         return 0
 
+    def ended_unseen(self) -> bool:
+        """Whether a deletion was heard of (or may have been missed) and not taken yet."""
+        return bool(self._ended) or self._missed
+
+    async def ended(self) -> set[str] | None:
+        """The deletions heard of since the last call; ``None`` after a gap in listening."""
+        if self._missed:
+            self._missed = False
+            self._ended.clear()
+            return None
+        ended, self._ended = self._ended, set()
+        return ended
+
+    async def watch(self, changed: Callable[[], Awaitable[None]]) -> None:
+        """Listen on the ``ended`` channel, subscribing again after each failure."""
+        while True:
+            client = self.state.client
+            if client is not None and self.state.available:
+                try:
+                    async with client.pubsub(
+                        channels=[self._channel], ignore_subscribe_messages=True, retry_policy=NoRetryPolicy()
+                    ) as subscription:
+                        # Deletions published before this subscription (nobody listened, or
+                        # this replica was starting) reached nobody here.
+                        self._missed = True
+                        await changed()
+                        async for message in subscription:
+                            if isinstance(data := message["data"], str | bytes):
+                                self._ended.add(_text(data))
+                                await changed()
+                except Exception:
+                    # Whatever breaks a subscription (a lost connection, a keep-alive PING
+                    # timing out, raised from coredis's task group as an exception group)
+                    # ends only this one: RedisState notices the outage by itself, and this
+                    # listens again once Redis answers.
+                    pass
+            await trio.sleep(CHECK_INTERVAL)
+
+    @property
+    def _channel(self) -> str:
+        return self.state.key("ended")
+
     def _key(self, session_id: str) -> str:
         return self.state.key("session", session_id)
 
-    async def _save_unsaved(self, client: Any) -> None:
+    async def _catch_up(self, client: Any) -> None:
         # Oldest first; each one written is forgotten at once, so a check that times out
         # half-way leaves only the rest for the next one.
         for session_id, value in list(self._unsaved.items()):
@@ -169,8 +241,11 @@ class RedisSessionStore:
             # Gone from the list only if the session was deleted during the write, whose
             # delete may have reached Redis first: delete again.
             if self._unsaved.pop(session_id, None) is None:
-                with self.state.bound():
-                    await client.delete([self._key(session_id)])
+                self._undeleted.add(session_id)
+        for session_id in list(self._undeleted):
+            with self.state.bound():
+                await _DELETE_SESSION(keys=[self._key(session_id)], args=[self._channel, session_id], client=client)
+            self._undeleted.discard(session_id)
 
     async def _quietly(self, command: Any) -> None:
         # RedisState logged the outage once; a record that misses a touch expires by itself.
@@ -188,6 +263,11 @@ class RedisEventStore(EventStore):
     and the Redis stream entry id, dot-joined, so a replay needs no lookup table. Each stream
     keeps its newest ``max_events_per_stream`` events (approximately: Redis trims whole
     blocks) as long as a session record would after its last event.
+
+    A request's stream resumed here goes on with the events still to come, wherever its call
+    runs: after the replay, this replica follows the Redis stream (``XREAD BLOCK``) until the
+    request's response has been sent, then ends the SSE response. (The session's own GET
+    stream carries what this replica sends it, as the SDK does.)
 
     While Redis is unavailable, events go to ``fallback`` (this replica's memory) under ids
     without a dot, so the live stream never breaks and a client reconnecting to the same
@@ -229,9 +309,11 @@ class RedisEventStore(EventStore):
         return f"{stream}.{_text(entry)}"
 
     async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
-        """Send this session's events that followed ``last_event_id`` on its stream; returns
-        the stream id, or ``None`` if the event is unknown (never stored, trimmed, expired,
-        another session's, or Redis is unavailable)."""
+        """Send this session's events that followed ``last_event_id`` on its stream, and for a
+        request's stream those still to come, until its response; returns the stream id
+        (the session's GET stream goes on live here), or ``None`` when there is nothing more
+        to send: the event is unknown (never stored, trimmed, expired, another session's, or
+        Redis is unavailable) or the request's stream is complete."""
         stream, dot, entry = last_event_id.partition(".")
         if not dot:
             return await self.fallback.replay_events_after(last_event_id, send_callback)
@@ -244,21 +326,50 @@ class RedisEventStore(EventStore):
             return None
         if entries is None:
             return None
-        for entry_id, fields in entries:
+        if stream_id == GET_STREAM_KEY:
+            await self._send(stream, entries, send_callback)
+            return stream_id
+        # The stream ends with the request's response: follow it until then, wherever the call runs.
+        while not await self._send(stream, entries, send_callback):
+            entry = _text(entries[-1][0]) if entries else entry
+            try:
+                entries = await self._read_after(stream, entry)
+            except StateUnavailable:
+                return None  # the client reconnects with the last event it got, and resumes
+            if entries is None:
+                return None  # expired with its session: nothing more will come
+        return None
+
+    async def _read_after(self, stream: str, entry: str) -> Any:
+        """The entries of ``stream`` after ``entry``, waiting a little for one to come (less
+        than Redis's timeout: the wait is no outage); ``None`` once the stream is gone."""
+        key, block_ms = self._key(stream), max(1, int(self.state.timeout * 500))
+        read = await self.state.call(lambda client: client.xread({key: entry}, count=100, block=block_ms))
+        if read:
+            return next(iter(read.values()))
+        return () if await self.state.call(lambda client: client.exists([key])) else None
+
+    async def _send(self, stream: str, entries: Any, send_callback: EventCallback) -> bool:
+        """Send ``entries`` of ``stream``; whether they include the request's response."""
+        stream_id = _decode(stream)
+        answered = False
+        # Each an (id, fields) pair, or a coredis StreamEntry (which has more fields) from XREAD.
+        for entry_id, fields, *_ in entries:
             data = _field(fields, b"m")
             if data:  # priming events have no message
                 message = jsonrpc_message_adapter.validate_json(data, by_name=False)
                 await send_callback(EventMessage(message, f"{stream}.{_text(entry_id)}"))
-        return stream_id
+                answered = answered or (
+                    isinstance(message, JSONRPCResponse | JSONRPCError) and str(message.id) == stream_id
+                )
+        return answered
 
     def _key(self, stream: str) -> str:
         return self.state.key("events", self._session, stream)
 
 
 def _session_ttl_ms(idle_timeout: float) -> int:
-    # PersistentSessionManager touches an active session every quarter of its idle timeout:
-    # the record must outlive the gap between two touches.
-    return int(idle_timeout * 1.25 * 1000)
+    return int(record_lifetime(idle_timeout) * 1000)
 
 
 async def _run(state: RedisState, script: Script[bytes], key: str, args: list[str | int | float]) -> Any:

@@ -14,6 +14,12 @@ a ``logging/setLevel`` choice) does not survive; the client reconnects its strea
 after any network blip. The store is written at session start, end, and every
 ``idle_timeout / 4`` of activity, never on each request.
 
+Only the store ends a session for every process: a ``DELETE`` removes the record and tells
+every process holding a copy (:meth:`SessionStore.ended`), which drops it before it answers
+its next request for it; an idle session expires from the store once no process has touched
+it for :func:`record_lifetime`. A process whose own copy idles just drops the copy: the
+client may be busy on another process, and its next request here rebuilds it.
+
 This module extends the SDK's session manager at its documented seams (admission, the
 per-session server task, discarding); it knows nothing about plugins or tools.
 """
@@ -22,17 +28,20 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
 import math
+import mmap
 import os
 import secrets
 import sqlite3
+import struct
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -125,6 +134,13 @@ class SessionRecord:
     seen: float
 
 
+def record_lifetime(idle_timeout: float) -> float:
+    """Seconds a session record outlives the last touch of it: a busy session is touched every
+    quarter of the idle timeout, so a record must outlive the gap between two touches to expire
+    no sooner than ``idle_timeout`` after the session's last request, wherever it landed."""
+    return idle_timeout * 1.25
+
+
 class StoreUnavailable(Exception):
     """A :class:`SessionStore` cannot answer right now (its server is unreachable)."""
 
@@ -143,24 +159,48 @@ class SessionStore(Protocol):
         """Note that the session was active at ``seen`` (a Unix time)."""
 
     async def delete(self, session_id: str) -> None:
-        """Forget a session; its id answers 404 from now on."""
+        """Forget a session and tell every process (:meth:`ended`); its id answers 404 from now on.
+        Only the deletion that finds the record tells: several processes may end the same
+        session (each revoking a removed key's sessions on its own reload)."""
 
     async def expire(self, before: float) -> int:
         """Forget sessions not seen since ``before``; returns how many."""
+
+    def ended_unseen(self) -> bool:
+        """Whether sessions were deleted that this process has not taken from :meth:`ended` yet.
+        Asked on every request for a session held in memory, so it must cost next to nothing."""
+
+    async def ended(self) -> set[str] | None:
+        """The sessions deleted since the last call, by any process; ``None`` when some may
+        have been missed (each session held in memory must then be looked up again)."""
+
+    async def watch(self, changed: Callable[[], Awaitable[None]]) -> None:
+        """Until cancelled, await ``changed`` soon after :meth:`ended_unseen` turns true, so a
+        session deleted elsewhere ends here (its event stream closed) without a request."""
+
+
+WATCH_INTERVAL = 0.1
+"""Seconds between two looks at the deletion counter of a :class:`SqliteSessionStore`: how
+soon a session deleted by another worker has its event stream closed here."""
+_COUNTER = struct.Struct("<q")
 
 
 class SqliteSessionStore:
     """Session records in a local SQLite file, shared safely by worker processes on one machine.
 
-    SQLite calls block, so they run in a worker thread, one at a time.
+    SQLite calls block, so they run in a worker thread, one at a time. Deletions are also
+    written to a table of their own, and the number of the last one to a small file mapped into
+    every process's memory (``<file>.ended``): a process compares it with the last one it took
+    on each request, which costs a memory read, and reads the table only when it moved.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, idle_timeout: float):
         _private_directory(path.parent)
         # Created 0600 before SQLite opens it (SQLite would use the umask, 0644 mostly); its
         # -wal and -shm files take the same mode from it.
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self.path = path
+        self.lifetime = record_lifetime(idle_timeout)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5)
         self._lock = threading.Lock()
         self._limiter = trio.CapacityLimiter(1)
@@ -169,6 +209,20 @@ class SqliteSessionStore:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, record TEXT NOT NULL, seen REAL NOT NULL)"
             )
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS ended"
+                " (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, at REAL NOT NULL)"
+            )
+            self._taken = self._db.execute("SELECT coalesce(max(seq), 0) FROM ended").fetchone()[0]
+        fd = os.open(path.with_name(path.name + ".ended"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < _COUNTER.size:
+                os.ftruncate(fd, _COUNTER.size)
+            self._counter_fd = fd
+            self._counter = mmap.mmap(fd, _COUNTER.size)
+        except BaseException:
+            os.close(fd)
+            raise
 
     async def _run(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         def run() -> list[tuple[Any, ...]]:
@@ -186,8 +240,11 @@ class SqliteSessionStore:
         )
 
     async def load(self, session_id: str) -> SessionRecord | None:
-        """The record of ``session_id``, or ``None``."""
-        rows = await self._run("SELECT record, seen FROM sessions WHERE id = ?", session_id)
+        """The record of ``session_id``, or ``None`` (also once it is past its lifetime, even
+        if no process has expired it yet)."""
+        rows = await self._run(
+            "SELECT record, seen FROM sessions WHERE id = ? AND seen >= ?", session_id, time.time() - self.lifetime
+        )
         if not rows or not isinstance(rows[0][0], str):
             return None
         fields = json.loads(rows[0][0])
@@ -195,20 +252,67 @@ class SqliteSessionStore:
 
     async def touch(self, session_id: str, seen: float) -> None:
         """Note that the session was active at ``seen``."""
-        await self._run("UPDATE sessions SET seen = ? WHERE id = ?", seen, session_id)
+        await self._run("UPDATE sessions SET seen = max(seen, ?) WHERE id = ?", seen, session_id)
 
     async def delete(self, session_id: str) -> None:
-        """Forget a session."""
-        await self._run("DELETE FROM sessions WHERE id = ?", session_id)
+        """Forget a session, and move the deletion counter every process watches (if the
+        record was there)."""
+
+        def delete() -> None:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    seq = None
+                    if self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount:
+                        insert = "INSERT INTO ended (id, at) VALUES (?, ?)"
+                        seq = self._db.execute(insert, (session_id, time.time())).lastrowid
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            if seq is None:
+                return
+            # After the commit, so a process that sees the counter move finds the row; under a
+            # lock, so two processes deleting at once never move it backwards.
+            fcntl.flock(self._counter_fd, fcntl.LOCK_EX)
+            try:
+                if seq > _COUNTER.unpack_from(self._counter)[0]:
+                    _COUNTER.pack_into(self._counter, 0, seq)
+            finally:
+                fcntl.flock(self._counter_fd, fcntl.LOCK_UN)
+
+        await trio.to_thread.run_sync(delete, limiter=self._limiter)
 
     async def expire(self, before: float) -> int:
-        """Forget sessions not seen since ``before``."""
+        """Forget sessions not seen since ``before``, and deletions older than that (every
+        process took them long ago)."""
+        await self._run("DELETE FROM ended WHERE at < ?", before)
         return int((await self._run("DELETE FROM sessions WHERE seen < ?", before))[0][0])
+
+    def ended_unseen(self) -> bool:
+        """Whether the deletion counter moved past the last deletion this process took."""
+        return bool(_COUNTER.unpack_from(self._counter)[0] > self._taken)
+
+    async def ended(self) -> set[str] | None:
+        """The sessions deleted since the last call."""
+        rows = await self._run("SELECT seq, id FROM ended WHERE seq > ?", self._taken)
+        found = [row for row in rows if len(row) == 2]
+        self._taken = max([self._taken, *(seq for seq, _ in found)])
+        return {session_id for _, session_id in found}
+
+    async def watch(self, changed: Callable[[], Awaitable[None]]) -> None:
+        """Look at the deletion counter every :data:`WATCH_INTERVAL` seconds."""
+        while True:
+            await trio.sleep(WATCH_INTERVAL)
+            if self.ended_unseen():
+                await changed()
 
     def close(self) -> None:
         """Close the database."""
         with self._lock:
             self._db.close()
+        self._counter.close()
+        os.close(self._counter_fd)
 
 
 class PersistentSessionManager(StreamableHTTPSessionManager):
@@ -240,21 +344,24 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
         """Each caller's sessions here (by identity key), least recently used first."""
         self._holder: dict[str, str] = {}
         self._touched: dict[str, float] = {}
+        self._unverified: set[str] = set()
+        """Sessions held here that may have been deleted while this process could not hear of
+        it: each is looked up in the store on its next request."""
+        self._taking_ended = trio.Lock()
         self._closing = False
         self._starts: trio.MemorySendChannel[_SessionStart] | None = None
 
     @contextlib.asynccontextmanager
     async def run(self) -> AsyncIterator[None]:
         """Run the manager; sessions cut off by shutdown stay in the store for the next process."""
-        if self.store is not None and self.session_idle_timeout is not None:
-            expired = await self.store.expire(time.time() - self.session_idle_timeout)
-            if expired:
-                log.info("expired idle sessions from the store", count=expired)
         async with super().run():
             assert self._task_group is not None
             send, receive = trio.open_memory_channel[_SessionStart](math.inf)
             self._starts = send
             self._task_group.start_soon(self._start_sessions, receive)
+            if self.store is not None:
+                self._task_group.start_soon(self.store.watch, self._take_ended)
+                self._task_group.start_soon(self._keep_store)
             try:
                 yield
             finally:
@@ -265,18 +372,26 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
         if session_id is None:
             await self._open(scope, receive, send)
             return
-        if session_id in self._server_instances:
-            self._touch(session_id)
-        elif self.store is not None:
-            try:
+        if self.store is not None:
+            if self.store.ended_unseen():
+                await self._take_ended()
+            if scope["method"] == "DELETE":
+                send = self._deleting(session_id, send)
+        refusal = None
+        try:
+            if session_id in self._unverified:
+                await self._verify(session_id)
+            if session_id in self._server_instances:
+                self._touch(session_id)
+            elif self.store is not None:
                 refusal = await self._rebuild(session_id, scope)
-            except StoreUnavailable:
-                # The store logs its outage once; each refusal shows in its request line.
-                await _refuse(send, "Session store unavailable; try again shortly", retry_after=1)
-                return
-            if refusal is not None:
-                await _refuse(send, refusal)
-                return
+        except StoreUnavailable:
+            # The store logs its outage once; each refusal shows in its request line.
+            await _refuse(send, "Session store unavailable; try again shortly", retry_after=1)
+            return
+        if refusal is not None:
+            await _refuse(send, refusal)
+            return
         await super()._handle_stateful_request(scope, receive, send)
 
     async def _open(self, scope: Any, receive: Any, send: Any) -> None:
@@ -301,18 +416,28 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
             if idle is None:
                 return "Too many open sessions for this caller, all busy; end one (DELETE) or try again later"
             log.info("session evicted: its caller opened one more than its share", session_id=idle, share=cap)
-            await self._discard_session(idle, self._server_instances[idle])
+            await self._end(idle)
         if self.max_sessions is not None and len(self._server_instances) >= self.max_sessions:
             return "Too many open sessions; try again later"
         return None
 
     async def revoke(self, identity_keys: Iterable[str]) -> int:
-        """End every session here of the callers named (keys that were removed); returns how many."""
+        """End, on every process, each session held here of the callers named (keys that were
+        removed); returns how many. Each process revokes what it holds when it reloads; the
+        store's announcement reaches those that hold a copy and reload later, or not at all."""
         ended = [s for key in identity_keys for s in self._held.get(key, ())]
         for session_id in ended:
-            if (transport := self._server_instances.get(session_id)) is not None:
-                await self._discard_session(session_id, transport)
+            await self._end(session_id)
         return len(ended)
+
+    async def _end(self, session_id: str) -> None:
+        """End a session for good: the record goes, and every process that holds a copy hears
+        of it (:meth:`SessionStore.delete`), this one first."""
+        if self.store is not None:
+            with trio.CancelScope(shield=True):
+                await self.store.delete(session_id)
+        if (transport := self._server_instances.get(session_id)) is not None:
+            await self._discard_session(session_id, transport)
 
     @contextlib.contextmanager
     def serving(self, session_id: str | None, scope: Any) -> Iterator[Connection | None]:
@@ -328,6 +453,7 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
             transport is None
             or connection is None
             or transport.is_terminated
+            or (self.store is not None and (self.store.ended_unseen() or session_id in self._unverified))
             or not connection.initialize_accepted
             or (idle is not None and idle.cancel_called)
             or requestor != self._session_owners.get(session_id)  # type: ignore[arg-type]
@@ -354,6 +480,55 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
         self._closing = True
         for session_id, transport in list(self._server_instances.items()):
             await self._discard_session(session_id, transport)
+
+    async def _take_ended(self) -> None:
+        """Drop the copies of sessions another process deleted (their streams close)."""
+        assert self.store is not None
+        async with self._taking_ended:
+            if not self.store.ended_unseen():
+                return  # a concurrent request took them first
+            ended = await self.store.ended()
+        if ended is None:
+            self._unverified.update(self._server_instances)
+            return
+        for session_id in ended:
+            if (transport := self._server_instances.get(session_id)) is not None:
+                log.info("session deleted elsewhere", session_id=session_id)
+                await self._discard_session(session_id, transport)
+
+    async def _verify(self, session_id: str) -> None:
+        """Drop this process's copy of a session whose record is gone from the store."""
+        assert self.store is not None
+        record = await self.store.load(session_id)  # may raise StoreUnavailable: 503, still unverified
+        self._unverified.discard(session_id)
+        if record is None and (transport := self._server_instances.get(session_id)) is not None:
+            await self._discard_session(session_id, transport)
+
+    def _deleting(self, session_id: str, send: Any) -> Any:
+        """``send`` for a DELETE: once the SDK accepts it, the record goes (and every process
+        hears of it) before the client sees the answer, so its next request anywhere gets 404."""
+
+        async def send_after_deleting(message: Any) -> None:
+            if message["type"] == "http.response.start" and message["status"] < 300 and self.store is not None:
+                with trio.CancelScope(shield=True):
+                    await self.store.delete(session_id)
+            await send(message)
+
+        return send_after_deleting
+
+    async def _keep_store(self) -> None:
+        """Expire idle records (the store's job alone: a session idle here may be busy on
+        another process), and touch sessions whose requests or streams outlast a touch interval."""
+        assert self.store is not None
+        while True:
+            if self.session_idle_timeout is not None:
+                expired = await self.store.expire(time.time() - record_lifetime(self.session_idle_timeout))
+                if expired:
+                    log.info("expired idle sessions from the store", count=expired)
+            for session_id, transport in list(self._server_instances.items()):
+                if transport._requests_in_flight:
+                    self._touch(session_id)
+            await trio.sleep(self._touch_interval)
 
     def _touch(self, session_id: str) -> None:
         if (holder := self._holder.get(session_id)) is not None:
@@ -537,18 +712,16 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
         return result
 
     async def _discard_session(self, session_id: str, transport: StreamableHTTPServerTransport) -> None:
+        # Only this process's copy: the record goes with a DELETE (_deleting) or expires in
+        # the store; an idle copy here says nothing of the session's use elsewhere.
         await super()._discard_session(session_id, transport)
         self._touched.pop(session_id, None)
+        self._unverified.discard(session_id)
         if (holder := self._holder.pop(session_id, None)) is not None:
             held = self._held[holder]
             del held[session_id]
             if not held:
                 del self._held[holder]
-        # A session ended by its client, its idle timeout or a failed opening request is gone
-        # for good; one cut off by this process shutting down lives on in the store.
-        if self.store is not None and not self._closing:
-            with trio.CancelScope(shield=True):
-                await self.store.delete(session_id)
 
 
 def _requestor(scope: Any) -> AuthorizationContext | None:

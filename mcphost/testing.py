@@ -174,6 +174,22 @@ class RunningDaemon:
                 raise AssertionError(f"no matching log record within {timeout}s:\n{self.logs()[-4000:]}")
             time.sleep(0.02)
 
+    def reload(self, timeout: float = 20.0) -> dict[str, Any]:
+        """Send SIGHUP; the log record that ends that reload (``reloaded``, or ``reload
+        refused …`` when the new config is invalid), waiting for it to be written."""
+
+        def ends(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [r for r in records if str(r.get("event")).startswith(("reloaded", "reload refused"))]
+
+        done = len(ends(self.log_records()))
+        self.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while len(found := ends(self.log_records())) <= done:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no reload ended within {timeout}s:\n{self.logs()[-4000:]}")
+            time.sleep(0.05)
+        return found[done]
+
     def get(self, path: str, headers: Mapping[str, str] | None = None, *, admin: bool = False) -> tuple[int, bytes]:
         """A plain HTTP GET on the daemon (on its admin listener with ``admin``); returns (status, body)."""
         base = self.admin_url if admin else self.base_url

@@ -27,10 +27,6 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 SUPPORTED_VERSIONS = (*HANDSHAKE_PROTOCOL_VERSIONS, *MODERN_PROTOCOL_VERSIONS)
 
 
-NEW_WORK = frozenset({"initialize", "tools/call", "resources/read", "prompts/get", "completion/complete"})
-"""Methods that open a session or start plugin work: refused while the server drains."""
-
-
 NOTIFYING_META_KEYS = frozenset({"progressToken", LOG_LEVEL_META_KEY})
 """``_meta`` keys with which a request asks for notifications (progress, log messages)
 before its response."""

@@ -1,6 +1,7 @@
 """Real servers the deployment tests run beside mcphost: Redis, and the programs they need
 found (or installed from Debian's packages when running as root, as CI does), else the test
-is skipped saying which package is missing."""
+is skipped saying which package is missing; and mcphost on a listening socket the test
+holds, as systemd's mcphost.socket holds it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import signal
 import site
 import socket
 import subprocess
+import sys
 import time
 import venv as venv_module
 from collections.abc import Iterator, Mapping
@@ -21,11 +23,15 @@ from typing import Any
 
 import pytest
 
-from mcphost.testing import free_port
+from mcphost.testing import RunningDaemon, free_port, to_toml
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache"
 """Git-ignored: the npm packages of the end-to-end client live here."""
+MCPHOST = Path(sys.executable).with_name("mcphost")
+START_TIMEOUT = 30.0
+MANAGER_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+"""Variables a service manager sets; none may leak in from whatever runs the tests."""
 
 
 def program(name: str, package: str) -> str:
@@ -181,3 +187,65 @@ def venv_with_test_dependencies(venv: Path, work: Path) -> None:
         (shared / entry.name).symlink_to(entry)
     [site_packages] = venv.glob("lib/python3*/site-packages")
     (site_packages / "zz-shared-test-dependencies.pth").write_text(f"{shared}\n")
+
+
+def daemon_env(state_dir: Path) -> dict[str, str]:
+    """The environment of a daemon a test starts itself: JSON logs, its own state, no service manager."""
+    env = {k: v for k, v in os.environ.items() if k not in MANAGER_VARIABLES}
+    return {**env, "MCPHOST_LOG__FORMAT": "json", "STATE_DIRECTORY": str(state_dir)}
+
+
+def wait_until_serving(daemon: RunningDaemon, timeout: float = START_TIMEOUT) -> RunningDaemon:
+    """``daemon`` once it logged ``serving``; fails if it exits or takes longer than ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if daemon.process.poll() is not None:
+            raise AssertionError(f"mcphost exited with {daemon.process.returncode}:\n{daemon.logs()[-4000:]}")
+        if any(r.get("event") == "serving" for r in daemon.log_records()):
+            return daemon
+        time.sleep(0.05)
+    daemon.stop(signal.SIGKILL)
+    raise AssertionError(f"mcphost did not serve within {timeout}s:\n{daemon.logs()[-4000:]}")
+
+
+HANDOFF = """
+import os, sys
+fd = int(sys.argv[1])
+os.dup2(fd, 3)  # SD_LISTEN_FDS_START
+if fd != 3:
+    os.close(fd)
+os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+"""Pass a listening socket the way systemd does: as fd 3, with LISTEN_FDS and LISTEN_PID naming
+the process that gets it (the pid is only known in the child, hence exec from there)."""
+
+
+def start_on_socket(
+    listener: socket.socket, workdir: Path, name: str, config: Mapping[str, Any], state_dir: Path
+) -> RunningDaemon:
+    """Start ``mcphost serve`` on a listening socket this test holds, as mcphost.socket holds it."""
+    config_path = workdir / f"{name}.toml"
+    config_path.write_text(to_toml(config))
+    log_path = workdir / f"{name}.log"
+    fd = listener.fileno()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", HANDOFF, str(fd), str(MCPHOST), "serve", "--config", str(config_path)],
+            pass_fds=(fd,),
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            env=daemon_env(state_dir),
+        )
+    return wait_until_serving(RunningDaemon(process, listener.getsockname()[1], config_path, log_path))
+
+
+def held_listener(port: int = 0) -> socket.socket:
+    """A listening socket on 127.0.0.1 (``port``, or one the kernel picks), as a socket unit
+    would hold it."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(4096)
+    return listener

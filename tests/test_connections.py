@@ -1,6 +1,7 @@
 """Connections a client cannot hold open: ``Connection: close`` ends the connection once
-the response is sent, on every path a request can take, and a request whose headers or body
-trickle in is cut off. Raw sockets, since these are facts of the wire."""
+the response is sent, on every path a request can take, a request whose headers or body
+trickle in is cut off, and a connection whose stream the server ended is timed as idle.
+Raw sockets, since these are facts of the wire."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ import httpx
 import pytest
 
 from mcphost.testing import ACCEPT_HEADERS, RunningDaemon, initialize_request, stateless_request
+from tests.sessionkit import open_session
 
 CLOSE_WITHIN = 10.0
 """Seconds a connection may stay open after its response; a generous bound on "closes"."""
 BODY_TIMEOUT = 1.0
+KEEP_ALIVE_TIMEOUT = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -135,17 +138,43 @@ def test_a_body_that_trickles_in_is_cut_off_with_408(
     assert daemon.get("/health")[0] == 200
 
 
-def test_headers_that_trickle_in_are_cut_off(daemon: RunningDaemon, connect: Callable[[], socket.socket]) -> None:
-    # Hypercorn's keep-alive timeout (5 s) bounds the time from connecting to a whole request line and headers.
-    sock = connect()
-    sock.sendall(f"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{daemon.port}\r\n".encode())
-    started = time.monotonic()
-    closed = False
-    while not closed and time.monotonic() - started < 5 + CLOSE_WITHIN:
-        try:
-            sock.sendall(b"x-slow: 1\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            closed = True
-            break
-        _, closed = until_closed(sock, 0.5)
+@pytest.fixture(scope="module")
+def brief(module_daemon: Callable[..., RunningDaemon]) -> RunningDaemon:
+    """A daemon that closes a connection after 2 idle seconds."""
+    return module_daemon({"server": {"keep_alive_timeout": KEEP_ALIVE_TIMEOUT}, "plugins": {"enable": ["echo"]}})
+
+
+def test_headers_that_trickle_in_are_cut_off(brief: RunningDaemon) -> None:
+    # [server] keep_alive_timeout bounds the time from connecting to a whole request line and
+    # headers (Hypercorn's idle timer, which bytes of an unfinished request do not reset).
+    with socket.create_connection(("127.0.0.1", brief.port), timeout=10) as sock:
+        sock.sendall(f"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{brief.port}\r\n".encode())
+        started = time.monotonic()
+        closed = False
+        while not closed and time.monotonic() - started < KEEP_ALIVE_TIMEOUT + CLOSE_WITHIN:
+            try:
+                sock.sendall(b"x-slow: 1\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            _, closed = until_closed(sock, 0.5)
     assert closed
+
+
+def test_a_stream_the_server_ends_leaves_its_connection_idle_and_timed(brief: RunningDaemon) -> None:
+    # The session's event stream ends under the client (its session deleted from another
+    # connection): the response ends whole, and the connection then closes after
+    # keep_alive_timeout like any idle one, however long the client would keep it.
+    session = open_session(brief.url)
+    stream_headers = {
+        "host": f"127.0.0.1:{brief.port}",
+        "accept": "text/event-stream",
+        **{k: v for k, v in session.items() if k.startswith("mcp-")},
+    }
+    with socket.create_connection(("127.0.0.1", brief.port), timeout=10) as sock:
+        sock.sendall(raw_request("GET", "/mcp", stream_headers))
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        assert httpx.delete(brief.url, headers=session).status_code == 200
+        received, closed = until_closed(sock, KEEP_ALIVE_TIMEOUT + CLOSE_WITHIN)
+    assert received.endswith(b"0\r\n\r\n"), received[-200:]
+    assert closed, f"still open {KEEP_ALIVE_TIMEOUT + CLOSE_WITHIN:g}s after its stream ended"

@@ -9,12 +9,15 @@ other one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import json
 import os
 import queue
 import secrets
+import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -22,15 +25,27 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mcphost.testing import RunningDaemon, free_port, start_daemon
-from tests.authkit import api_key
-from tests.services import REPO, RedisServer, node_client, program, redis_server, sign_in, wait_for_port
+from mcphost.testing import RunningDaemon, free_port, start_daemon, stateless_request
+from tests.authkit import api_key, bearer
+from tests.services import (
+    REPO,
+    RedisServer,
+    held_listener,
+    node_client,
+    program,
+    redis_server,
+    sign_in,
+    start_on_socket,
+    wait_for_port,
+)
+from tests.sessionkit import open_session, result_of, rpc
 
 KEY = api_key("team", ["*"])
 CLIENT_TIMEOUT = 60.0
@@ -42,29 +57,62 @@ def redis() -> Iterator[RedisServer]:
         yield server
 
 
-@pytest.fixture
-def replicas(redis: RedisServer, tmp_path: Path) -> Iterator[Callable[[str], list[RunningDaemon]]]:
-    """Start two replicas as the README's multi-replica deployment runs them, behind a proxy
-    connecting from ``proxy_address``."""
-    started: list[RunningDaemon] = []
+class Replicas:
+    """Two replicas as the README's multi-replica deployment runs them, sharing Redis and the
+    session secret, behind a proxy connecting from ``proxy_address``; each on a socket it
+    binds itself, or (``held``) on one the test holds, as mcphost.socket would."""
 
-    def start(proxy_address: str) -> list[RunningDaemon]:
-        secret = tmp_path / "session-secret"
+    def __init__(self, redis: RedisServer, workdir: Path):
+        self.redis, self.workdir = redis, workdir
+        self.running: list[RunningDaemon] = []
+        self.sockets: list[socket.socket] = []
+        self.config: dict[str, Any] = {}
+        self._starts = 0
+
+    def start(self, proxy_address: str, *, held: bool = False) -> list[RunningDaemon]:
+        secret = self.workdir / "session-secret"
         secret.write_text(secrets.token_hex(32))
-        config = {
+        self.config = {
             "plugins": {"enable": ["echo"]},
-            "state": {"backend": "redis", "redis_url": redis.url, "key_prefix": f"{tmp_path.name}:"},
+            "state": {"backend": "redis", "redis_url": self.redis.url, "key_prefix": f"{self.workdir.name}:"},
             "sessions": {"secret_file": str(secret)},
             "auth": {"keys": {KEY.name: KEY.entry}},
             "proxy": {"trusted": [proxy_address]},
             "shutdown": {"drain_timeout": 5},
         }
-        started.extend(start_daemon(tmp_path, config) for _ in range(2))
-        return started
+        if held:
+            self.config["admin"] = {"enabled": False}  # one fixed port: it would clash
+            self.sockets = [held_listener() for _ in range(2)]
+            self.running = [self._start_on_socket(index) for index in range(2)]
+        else:
+            self.running = [start_daemon(self.workdir, self.config) for _ in range(2)]
+        return self.running
 
-    yield start
-    for replica in started:
-        replica.stop()
+    def restart(self, index: int) -> RunningDaemon:
+        """``systemctl restart mcphost`` on replica ``index``: it drains and stops, and the next
+        process takes over its held socket."""
+        old = self.running[index]
+        assert old.stop() == 0, old.logs()[-4000:]
+        self.running[index] = self._start_on_socket(index)
+        return self.running[index]
+
+    def _start_on_socket(self, index: int) -> RunningDaemon:
+        self._starts += 1
+        name = f"replica-{index}-{self._starts}"
+        return start_on_socket(self.sockets[index], self.workdir, name, self.config, self.workdir / f"state-{index}")
+
+    def stop(self) -> None:
+        for replica in self.running:
+            replica.stop()
+        for listener in self.sockets:
+            listener.close()
+
+
+@pytest.fixture
+def replicas(redis: RedisServer, tmp_path: Path) -> Iterator[Replicas]:
+    started = Replicas(redis, tmp_path)
+    yield started
+    started.stop()
 
 
 class NodeClient:
@@ -200,7 +248,9 @@ def render(template: Path, replacements: dict[str, str]) -> str:
     return text
 
 
-def test_through_caddy(replicas: Callable[[str], list[RunningDaemon]], tmp_path: Path) -> None:
+@contextlib.contextmanager
+def caddy_in_front(upstreams: list[RunningDaemon], tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The shipped Caddyfile in front of ``upstreams``, with a local CA: (MCP URL, CA root)."""
     caddy = program("caddy", "caddy")
     http_port, https_port = free_port(), free_port()
     caddyfile = tmp_path / "Caddyfile"
@@ -216,7 +266,6 @@ def test_through_caddy(replicas: Callable[[str], list[RunningDaemon]], tmp_path:
         )
     )
     data = tmp_path / "caddy-data"
-    upstreams = replicas("127.0.0.1")
     env = {
         **os.environ,
         "XDG_DATA_HOME": str(data),
@@ -234,27 +283,32 @@ def test_through_caddy(replicas: Callable[[str], list[RunningDaemon]], tmp_path:
         # Node reads its extra CA once, at start; Caddy issues the site's certificate just after listening.
         wait_for_file(root)
         wait_for_file(data / "caddy" / "certificates" / "local" / "localhost" / "localhost.crt")
-        seen = drive(f"https://localhost:{https_port}/mcp", {"NODE_EXTRA_CA_CERTS": str(root)}, upstreams)
-        assert_progress_streamed(seen)
+        yield f"https://localhost:{https_port}/mcp", root
     finally:
         stop(process)
         log.close()
 
 
-def test_through_nginx(replicas: Callable[[str], list[RunningDaemon]], tmp_path: Path) -> None:
+NGINX_ADDRESS = "127.0.0.3"
+"""nginx connects to mcphost from its own address (the test's proxy_bind), so the client
+address in the logs can only have come from X-Forwarded-For."""
+
+
+@contextlib.contextmanager
+def nginx_in_front(upstreams: list[RunningDaemon], tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The shipped nginx site in front of ``upstreams``, with a test CA: (MCP URL, CA)."""
     nginx = program("nginx", "nginx")
-    # nginx connects to mcphost from its own address (the test's proxy_bind below), so the
-    # client address in the logs can only have come from X-Forwarded-For.
-    upstreams = replicas("127.0.0.3")
     ca, cert, key = make_certificates(tmp_path)
     https_port, http_port = free_port(), free_port()
     proxy_conf = tmp_path / "mcphost-proxy.conf"
     proxy_conf.write_text((REPO / "packaging" / "nginx" / "mcphost-proxy.conf").read_text())
-    servers = "".join(f"    server 127.0.0.1:{r.port} max_fails=1 fail_timeout=10s;\n" for r in upstreams)
+    shipped = (REPO / "packaging" / "nginx" / "mcphost.conf").read_text()
+    server = next(line for line in shipped.splitlines(keepends=True) if line.startswith("    server 127.0.0.1:8080"))
+    servers = "".join(server.replace("127.0.0.1:8080", f"127.0.0.1:{r.port}") for r in upstreams)
     site = render(
         REPO / "packaging" / "nginx" / "mcphost.conf",
         {
-            "    server 127.0.0.1:8080 max_fails=1 fail_timeout=10s;\n": servers,
+            server: servers,
             "    listen 80;\n    listen [::]:80;\n": f"    listen 127.0.0.1:{http_port};\n",
             "    listen 443 ssl http2;\n    listen [::]:443 ssl http2;\n": (
                 f"    listen 127.0.0.1:{https_port} ssl http2;\n"
@@ -281,7 +335,7 @@ http {{
     fastcgi_temp_path {temp}/fastcgi;
     uwsgi_temp_path {temp}/uwsgi;
     scgi_temp_path {temp}/scgi;
-    proxy_bind 127.0.0.3;
+    proxy_bind {NGINX_ADDRESS};
     include {tmp_path}/mcphost.conf;
 }}
 """
@@ -292,10 +346,121 @@ http {{
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(https_port)
-        seen = drive(f"https://localhost:{https_port}/mcp", {"NODE_EXTRA_CA_CERTS": str(ca)}, upstreams)
-        assert_progress_streamed(seen)
+        yield f"https://localhost:{https_port}/mcp", ca
     finally:
         stop(process)
+
+
+def test_through_caddy(replicas: Replicas, tmp_path: Path) -> None:
+    upstreams = replicas.start("127.0.0.1")
+    with caddy_in_front(upstreams, tmp_path) as (url, ca):
+        seen = drive(url, {"NODE_EXTRA_CA_CERTS": str(ca)}, upstreams)
+    assert_progress_streamed(seen)
+
+
+def test_through_nginx(replicas: Replicas, tmp_path: Path) -> None:
+    upstreams = replicas.start(NGINX_ADDRESS)
+    with nginx_in_front(upstreams, tmp_path) as (url, ca):
+        seen = drive(url, {"NODE_EXTRA_CA_CERTS": str(ca)}, upstreams)
+    assert_progress_streamed(seen)
+
+
+@pytest.mark.parametrize("proxy", ["caddy", "nginx"])
+def test_a_rolling_restart_under_load_fails_no_call(replicas: Replicas, tmp_path: Path, proxy: str) -> None:
+    """Clients keep calling through the proxy (2026-07-28 requests, and 2025-11-25 sessions)
+    while each replica in turn is restarted as the README's procedure says (under systemd,
+    its socket unit holding the port; the next once the proxy sends the restarted one work
+    again). Not one call fails."""
+    in_front = caddy_in_front if proxy == "caddy" else nginx_in_front
+    upstreams = replicas.start("127.0.0.1" if proxy == "caddy" else NGINX_ADDRESS, held=True)
+    with in_front(upstreams, tmp_path) as (url, ca):
+        wait_until_ready_through(url, ca)
+        with CallLoops(url, ca) as loops:
+            loops.wait_for_calls(50)
+            for index in range(len(upstreams)):
+                restarted = replicas.restart(index)
+                # The proxy sends the restarted replica work again before the next goes down.
+                replica_that_logged([restarted], lambda r: r.get("event") == "request" and r.get("status") == 200, 60)
+            loops.wait_for_calls(loops.calls + 50)
+    assert loops.failures == []
+    # The sessions went on in the restarted processes.
+    assert any(r.get("event") == "session rebuilt" for replica in replicas.running for r in replica.log_records())
+
+
+def wait_until_ready_through(url: str, ca: Path, timeout: float = CLIENT_TIMEOUT) -> None:
+    """Until the proxy at ``url`` passes ``/ready`` on to a replica that answers 200 (its
+    health checks see the replicas up): load measured before that measures the proxy's start."""
+    ready = url.replace("/mcp", "/ready")
+    deadline = time.monotonic() + timeout
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=5) as client:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(ready).status_code == 200:
+                    return
+            assert time.monotonic() < deadline, f"{ready} did not answer 200 within {timeout}s"
+            time.sleep(0.1)
+
+
+class CallLoops:
+    """Threads calling ``echo_echo`` through ``url`` until closed: three with 2026-07-28
+    requests, three each in a 2025-11-25 session of its own; every answer is checked."""
+
+    def __init__(self, url: str, ca: Path):
+        self.url, self.ca = url, ca
+        self.calls = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, args=(n < 3,)) for n in range(6)]
+
+    def __enter__(self) -> CallLoops:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(CLIENT_TIMEOUT)
+
+    def wait_for_calls(self, count: int, timeout: float = CLIENT_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while self.calls < count:
+            assert time.monotonic() < deadline, f"{self.calls} calls answered of {count}: {self.failures[:5]}"
+            assert not self.failures, self.failures[:5]
+            time.sleep(0.05)
+
+    def _loop(self, stateless: bool) -> None:
+        tls = ssl.create_default_context(cafile=str(self.ca))
+        with httpx.Client(verify=tls, timeout=CLIENT_TIMEOUT, headers=bearer(KEY.token)) as client:
+            try:
+                headers = {} if stateless else open_session(self.url, client=client)
+            except (httpx.HTTPError, AssertionError, KeyError) as error:
+                self.failures.append(f"opening a session: {error!r}")
+                return
+            n = 0
+            while not self._stop.is_set():
+                n += 1
+                text = f"call {n}"
+                if stateless:
+                    body, headers = stateless_request("tools/call", {"name": "echo_echo", "arguments": {"text": text}})
+                else:
+                    body = rpc("tools/call", {"name": "echo_echo", "arguments": {"text": text}}, n + 2)
+                kind = "stateless" if stateless else "session"
+                try:
+                    response = client.post(self.url, json=body, headers=headers)
+                except httpx.HTTPError as error:
+                    self.failures.append(f"{kind}: {error!r}")
+                    continue
+                try:
+                    answer = result_of(response) if response.status_code == 200 else None
+                except (ValueError, StopIteration):
+                    answer = None
+                if answer is None or answer.get("result", {}).get("structuredContent") != {"result": text}:
+                    self.failures.append(
+                        f"{kind}: {response.status_code} {dict(response.headers)} {response.text[:300]!r}"
+                    )
+                    continue
+                self.calls += 1
 
 
 def wait_for_file(path: Path, timeout: float = 20.0) -> None:

@@ -42,9 +42,9 @@ def test_settle_resumes_a_paused_collector(collector: None) -> None:
     assert gc.isenabled()
 
 
-def test_settling_after_a_reload_frees_cycles_that_died_while_frozen(collector: None) -> None:
-    """A plugin version replaced by a reload was frozen while it served; it is freed at the
-    reload's settle, not kept for the life of the process."""
+def test_settling_with_a_collection_frees_cycles_that_died_while_frozen(collector: None) -> None:
+    """What start-up's first settle froze and start-up no longer needs is freed by the
+    settle a second later, not kept for the life of the process."""
     node = Node()
     dead = weakref.ref(node)
     heap.settle()

@@ -5,8 +5,6 @@ refused from the next request on, and what it held open ends: its sessions and i
 
 from __future__ import annotations
 
-import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,15 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from mcphost.testing import (
-    ACCEPT_HEADERS,
-    RunningDaemon,
-    initialize_request,
-    sse_events,
-    start_daemon,
-    stateless_request,
-    to_toml,
-)
+from mcphost.testing import RunningDaemon, sse_events, start_daemon, stateless_request, to_toml
+from tests import sessionkit
 from tests.authkit import ApiKey, api_key, bearer
 
 
@@ -37,30 +28,8 @@ def config(inline: list[ApiKey], keys_file: Path) -> dict[str, Any]:
     }
 
 
-def reload(daemon: RunningDaemon) -> dict[str, Any]:
-    """SIGHUP, and the log record that ends the reload."""
-    done = len([r for r in daemon.log_records() if str(r.get("event")).startswith(("reloaded", "reload refused"))])
-    daemon.process.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 20
-    while True:
-        ends = [r for r in daemon.log_records() if str(r.get("event")).startswith(("reloaded", "reload refused"))]
-        if len(ends) > done:
-            return ends[-1]
-        assert time.monotonic() < deadline, daemon.logs()[-3000:]
-        time.sleep(0.05)
-
-
 def open_session(daemon: RunningDaemon, key: ApiKey) -> dict[str, str]:
-    opened = httpx.post(daemon.url, json=initialize_request(), headers={**ACCEPT_HEADERS, **bearer(key.token)})
-    assert opened.status_code == 200, opened.text
-    headers = {
-        **ACCEPT_HEADERS,
-        **bearer(key.token),
-        "mcp-session-id": opened.headers["mcp-session-id"],
-        "mcp-protocol-version": "2025-11-25",
-    }
-    httpx.post(daemon.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
-    return headers
+    return sessionkit.open_session(daemon.url, bearer(key.token))
 
 
 def calls(daemon: RunningDaemon, key: ApiKey) -> int:
@@ -117,7 +86,7 @@ def test_keys_removed_from_every_source_are_refused_and_what_they_held_ends(
             daemon.config_path.write_text(to_toml(config([keys["newcomer"]], daemon.extra["keys_file"])))
             write_keys(daemon.extra["keys_file"], keys["staying"])
             write_keys(daemon.extra["credentials"] / "keys.toml")
-            reloaded = reload(daemon)
+            reloaded = daemon.reload()
 
             # The listen stream ends with its result; the GET stream ends.
             rest = [message for _, message in listen]
@@ -142,7 +111,7 @@ def test_keys_removed_from_every_source_are_refused_and_what_they_held_ends(
     assert httpx.post(daemon.url, json=call, headers=sessions["staying"]).status_code == 200
     # Had the same key come back, its sessions would not: they ended.
     write_keys(daemon.extra["keys_file"], keys["staying"], keys["filed"])
-    assert reload(daemon)["keys_added"] == 1
+    assert daemon.reload()["keys_added"] == 1
     assert httpx.post(daemon.url, json=call, headers=sessions["filed"]).status_code == 404
     assert calls(daemon, keys["filed"]) == 200
 
@@ -151,7 +120,7 @@ def test_an_invalid_keys_file_is_refused_and_the_running_keys_stay(
     daemon: RunningDaemon, keys: dict[str, ApiKey]
 ) -> None:
     daemon.extra["keys_file"].write_text("[keys]\nbroken = { hash = 'sha256:nothex' }\n")
-    refused = reload(daemon)
+    refused = daemon.reload()
     assert refused["event"].startswith("reload refused")
     assert calls(daemon, keys["filed"]) == 200
     assert calls(daemon, keys["staying"]) == 200
@@ -166,7 +135,7 @@ def test_a_renamed_key_keeps_working_and_its_old_names_sessions_end(
     with httpx.Client(timeout=10) as client, client.stream("GET", daemon.url, headers=listening) as stream:
         assert stream.status_code == 200
         write_keys(daemon.extra["keys_file"], keys["filed"], renamed)
-        reloaded = reload(daemon)
+        reloaded = daemon.reload()
         b"".join(stream.iter_bytes())  # read to its end: an open stream would time out here
     assert (reloaded["keys_added"], reloaded["keys_removed"], reloaded["sessions_ended"]) == (0, 0, 1)
     assert calls(daemon, renamed) == 200

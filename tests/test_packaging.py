@@ -4,6 +4,7 @@ with each other."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import tomllib
 from pathlib import Path
@@ -162,3 +163,19 @@ def test_credentials_and_shared_state_are_wired(
     redis = objects["Service", "mcphost-redis"]["spec"]["ports"][0]["port"]
     assert host_config.state.redis_url == f"redis://mcphost-redis:{redis}/0"
     assert host_config.proxy.trusted and host_config.server.allowed_hosts
+
+
+def test_the_shipped_proxies_close_idle_connections_before_mcphost_does() -> None:
+    """Whoever closes an idle keep-alive connection may close it under a request the other
+    side is just sending on it; nginx and Caddy resend no POST. So the proxies must give up
+    idle connections to mcphost first."""
+    keep_alive = ServerConfig().keep_alive_timeout
+    nginx = (REPO / "packaging" / "nginx" / "mcphost.conf").read_text()
+    caddy = (REPO / "packaging" / "caddy" / "Caddyfile").read_text()
+    timeouts = {
+        "nginx keepalive_timeout": re.search(r"^\s*keepalive_timeout (\d+)s;", nginx, re.M),
+        "Caddy keepalive": re.search(r"^\s*keepalive (\d+)s$", caddy, re.M),
+    }
+    for name, found in timeouts.items():
+        assert found is not None, f"{name} is not set in seconds"
+        assert float(found.group(1)) < keep_alive, f"{name} must be below [server] keep_alive_timeout"

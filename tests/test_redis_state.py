@@ -92,11 +92,12 @@ async def test_events_replay_after_an_id_within_their_session_only(state: RedisS
     alice, bob = store.for_session("alice"), store.for_session("bob")
     priming = await alice.store_event("7", None)
     ids = [await alice.store_event("7", note(n)) for n in range(3)]
+    ids.append(await alice.store_event("7", JSONRPCResponse(jsonrpc="2.0", id=7, result={})))
     await bob.store_event("7", note(99))  # the same request id in another session
     stream, sent = await replayed(alice, priming)
-    assert stream == "7"
+    assert stream is None  # the request was answered: its stream is complete, nothing follows
     assert [e.event_id for e in sent] == ids
-    assert [e.message.params["progress"] for e in sent] == [0, 1, 2]  # type: ignore[union-attr, index]
+    assert [e.message.params["progress"] for e in sent[:3]] == [0, 1, 2]  # type: ignore[union-attr, index]
     assert (await replayed(alice, ids[1]))[1][0].event_id == ids[2]
     assert await replayed(bob, ids[0]) == (None, [])  # alice's event means nothing to bob
     assert await replayed(alice, "garbage") == (None, [])
@@ -187,6 +188,39 @@ async def test_a_record_saved_during_an_outage_is_written_before_redis_counts_as
         assert redis.command("EXISTS", "catchup:session:kept") == "1"
         assert await store.load("kept") == kept
         assert await store.load("ended") is None
+
+
+async def test_a_session_deleted_during_an_outage_is_deleted_and_announced_once_redis_answers(
+    redis: RedisServer,
+) -> None:
+    async with RedisState(redis.url, prefix="undeleted:", timeout=0.2).run() as state:
+        store, other = RedisSessionStore(state, 60), RedisSessionStore(state, 60)
+        await store.save(SessionRecord("gone", "2025-11-25", {}, None, time.time()))
+
+        async def nothing() -> None:
+            pass
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other.watch, nothing)  # another replica, listening
+            await trio.sleep(0.2)
+            assert await other.ended() is None  # it could not hear of what came before it listened
+            redis.freeze()
+            try:
+                with pytest.raises(StateUnavailable):
+                    await state.call(lambda client: client.ping())
+                await store.delete("gone")  # Redis cannot be told now
+            finally:
+                redis.thaw()
+            for _ in range(100):  # once Redis answers (within a second): deleted, and the listener told
+                if other.ended_unseen() and redis.command("EXISTS", "undeleted:session:gone") == "0":
+                    break
+                await trio.sleep(0.05)
+            assert other.ended_unseen()
+            heard = await other.ended()
+            # By name, or (its subscription broke with the outage) as "look each one up again".
+            assert heard is None or "gone" in heard
+            nursery.cancel_scope.cancel()
+        assert await store.load("gone") is None
 
 
 def test_urls_are_logged_without_credentials() -> None:

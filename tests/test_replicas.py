@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,19 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
-from mcphost.testing import (
-    ACCEPT_HEADERS,
-    RunningDaemon,
-    initialize_request,
-    sse_events,
-    start_daemon,
-    stateless_request,
-)
+from mcphost.testing import RunningDaemon, sse_events, start_daemon, stateless_request, to_toml
 from tests.authkit import api_key, bearer
 from tests.services import RedisServer, redis_server
+from tests.sessionkit import open_session, result_of, rpc
 
 LIMITED = api_key("limited", ["*"], rate_limit="4/minute")
 FREE = api_key("free", ["*"])
+LEAVING = api_key("leaving", ["*"])
 
 
 def replica_config(redis: RedisServer, secret: Path, timeout: float) -> dict[str, Any]:
@@ -34,7 +30,7 @@ def replica_config(redis: RedisServer, secret: Path, timeout: float) -> dict[str
         "plugins": {"enable": ["echo"]},
         "state": {"backend": "redis", "redis_url": redis.url, "timeout": timeout},
         "sessions": {"secret_file": str(secret)},
-        "auth": {"keys": {k.name: k.entry for k in (LIMITED, FREE)}},
+        "auth": {"keys": {k.name: k.entry for k in (LIMITED, FREE, LEAVING)}},
     }
 
 
@@ -57,35 +53,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisSer
                 replica.stop()
 
 
-def rpc(method: str, params: dict[str, Any] | None = None, request_id: int = 2) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}}
-
-
-def result_of(response: httpx.Response) -> dict[str, Any]:
-    if response.headers["content-type"].startswith("application/json"):
-        return response.json()
-    return next(m for _, m in sse_events(response.iter_lines()) if m is not None and "id" in m)
-
-
-def open_session(replica: RunningDaemon, token: str) -> dict[str, str]:
-    response = httpx.post(replica.url, json=initialize_request(), headers={**ACCEPT_HEADERS, **bearer(token)})
-    assert response.status_code == 200, response.text
-    headers = {
-        **ACCEPT_HEADERS,
-        **bearer(token),
-        "mcp-session-id": response.headers["mcp-session-id"],
-        "mcp-protocol-version": "2025-11-25",
-    }
-    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-    assert httpx.post(replica.url, json=initialized, headers=headers).status_code == 202
-    return headers
-
-
 def test_a_session_goes_on_on_another_replica_and_a_rate_budget_is_shared(
     cluster: tuple[RedisServer, list[RunningDaemon]],
 ) -> None:
     _, (a, b) = cluster
-    headers = open_session(a, FREE.token)
+    headers = open_session(a.url, bearer(FREE.token))
     echo = rpc("tools/call", {"name": "echo_echo", "arguments": {"text": "hi"}})
     for replica in (b, a, b):
         response = httpx.post(replica.url, json=echo, headers=headers)
@@ -94,14 +66,14 @@ def test_a_session_goes_on_on_another_replica_and_a_rate_budget_is_shared(
     b.wait_for_log(lambda r: r.get("event") == "session rebuilt")
 
     # 4 a minute in total, however the requests are spread (opening took two of them).
-    limited = open_session(b, LIMITED.token)
+    limited = open_session(b.url, bearer(LIMITED.token))
     statuses = [httpx.post(r.url, json=rpc("tools/list"), headers=limited).status_code for r in (a, b, a, b)]
     assert statuses == [200, 200, 429, 429]
 
 
 def test_a_broken_stream_resumes_on_another_replica(cluster: tuple[RedisServer, list[RunningDaemon]]) -> None:
     _, (a, b) = cluster
-    headers = open_session(a, FREE.token)
+    headers = open_session(a.url, bearer(FREE.token))
     call = rpc("tools/call", {"name": "echo_slow", "arguments": {"seconds": 1.0}, "_meta": {"progressToken": "p"}})
     seen: list[str] = []
     with httpx.Client(timeout=10) as client, client.stream("POST", a.url, json=call, headers=headers) as response:
@@ -123,6 +95,95 @@ def test_a_broken_stream_resumes_on_another_replica(cluster: tuple[RedisServer, 
     assert got[-1]["result"]["structuredContent"] == {"result": "slept 1.0"}
 
 
+def test_a_resumed_stream_goes_on_live_on_another_replica(cluster: tuple[RedisServer, list[RunningDaemon]]) -> None:
+    """The stream breaks while the call runs on a; resumed on b, it replays what was missed,
+    then goes on delivering the call's progress and its result as a produces them."""
+    _, (a, b) = cluster
+    headers = open_session(a.url, bearer(FREE.token))
+    call = rpc("tools/call", {"name": "echo_slow", "arguments": {"seconds": 3.0}, "_meta": {"progressToken": "p"}})
+    with httpx.Client(timeout=10) as client, client.stream("POST", a.url, json=call, headers=headers) as response:
+        last = next(event_id for event_id, message in sse_events(response.iter_lines()) if message is not None)
+    resume = {**headers, "accept": "text/event-stream", "last-event-id": last}
+    got: list[dict[str, Any]] = []
+    # A read timeout, not a hang, if the stream stops after the replay.
+    with httpx.Client(timeout=10) as client, client.stream("GET", b.url, headers=resume) as response:
+        assert response.status_code == 200
+        got = [message for _, message in sse_events(response.iter_lines()) if message is not None]
+    assert [m["params"]["progress"] for m in got[:-1]] == list(range(2, 11)), got
+    assert got[-1]["result"]["structuredContent"] == {"result": "slept 3.0"}
+
+
+def test_a_delete_ends_the_session_on_every_replica_at_once(cluster: tuple[RedisServer, list[RunningDaemon]]) -> None:
+    _, (a, b) = cluster
+    for _ in range(3):
+        headers = open_session(a.url, bearer(FREE.token))
+        assert httpx.post(b.url, json=rpc("tools/list"), headers=headers).status_code == 200  # b holds it too
+        stream_headers = {**headers, "accept": "text/event-stream"}
+        with httpx.Client(timeout=10) as client, client.stream("GET", b.url, headers=stream_headers) as stream:
+            assert stream.status_code == 200
+            assert httpx.delete(a.url, headers=headers).status_code == 200
+            after = httpx.post(b.url, json=rpc("tools/list", request_id=7), headers=headers)
+            assert after.status_code == 404
+            assert after.json()["id"] == 7  # the request's id, not null
+            for _ in stream.iter_bytes():  # b's event stream ends (a read timeout if it stays open)
+                pass
+
+
+def test_a_key_removed_on_one_replica_ends_its_sessions_on_every_replica(
+    cluster: tuple[RedisServer, list[RunningDaemon]],
+) -> None:
+    """Only a reloads without the key: b, which still takes it, answers its sessions 404 too
+    (and ends their event streams), since a's reload deleted them as a DELETE does."""
+    _, (a, b) = cluster
+    headers = open_session(b.url, bearer(LEAVING.token))
+    assert httpx.post(a.url, json=rpc("tools/list"), headers=headers).status_code == 200  # a holds it too
+    original = a.config_path.read_text()
+    stream_headers = {**headers, "accept": "text/event-stream"}
+    try:
+        with httpx.Client(timeout=10) as client, client.stream("GET", b.url, headers=stream_headers) as stream:
+            assert stream.status_code == 200
+            config = tomllib.loads(original)
+            del config["auth"]["keys"][LEAVING.name]
+            a.config_path.write_text(to_toml(config))
+            reloaded = a.reload()
+            assert (reloaded["keys_removed"], reloaded["sessions_ended"]) == (1, 1), reloaded
+            for _ in stream.iter_bytes():  # b's event stream ends (a read timeout if it stays open)
+                pass
+        after = httpx.post(b.url, json=rpc("tools/list", request_id=8), headers=headers)
+        assert after.status_code == 404 and after.json()["id"] == 8
+        open_session(b.url, bearer(LEAVING.token))  # b still takes the key: only what a ended is gone
+    finally:
+        a.config_path.write_text(original)
+        assert a.reload()["event"] == "reloaded"
+
+
+def test_a_session_idle_on_one_replica_lives_while_used_on_another(tmp_path: Path) -> None:
+    """b's copy idles out while the client works on a: b drops its copy and the record stays,
+    so b serves the session again later; once idle everywhere, it expires everywhere."""
+    secret = tmp_path / "session-secret"
+    secret.write_text(secrets.token_hex(32))
+    with redis_server() as redis:
+        config = {**replica_config(redis, secret, timeout=3.0), "server": {"session_idle_timeout": 2}}
+        a, b = (start_daemon(tmp_path, config) for _ in range(2))
+        try:
+            headers = open_session(a.url, bearer(FREE.token))
+            assert httpx.post(b.url, json=rpc("tools/list"), headers=headers).status_code == 200
+            busy_until = time.monotonic() + 4
+            while time.monotonic() < busy_until:
+                assert httpx.post(a.url, json=rpc("tools/list"), headers=headers).status_code == 200
+                time.sleep(0.3)
+            b.wait_for_log(lambda r: r.get("event") == "session idle timeout")
+            assert httpx.post(b.url, json=rpc("tools/list"), headers=headers).status_code == 200
+            time.sleep(3.5)  # idle everywhere for longer than the record lives (2.5 s)
+            assert [httpx.post(r.url, json=rpc("tools/list"), headers=headers).status_code for r in (a, b)] == [
+                404,
+                404,
+            ]
+        finally:
+            a.stop()
+            b.stop()
+
+
 def test_stateless_requests_are_served_by_any_replica(cluster: tuple[RedisServer, list[RunningDaemon]]) -> None:
     _, replicas = cluster
     body, headers = stateless_request("tools/call", {"name": "echo_echo", "arguments": {"text": "x"}})
@@ -138,7 +199,7 @@ def test_while_redis_hangs_replicas_are_not_ready_and_recover_by_themselves(tmp_
     with redis_server() as redis:
         a, b = (start_daemon(tmp_path, replica_config(redis, secret, timeout=0.3)) for _ in range(2))
         try:
-            headers = open_session(a, FREE.token)
+            headers = open_session(a.url, bearer(FREE.token))
             # Hung rather than stopped: the harder case (every call must time out, not fail
             # at once), and Redis keeps what it held for when it answers again.
             redis.freeze()
@@ -154,7 +215,7 @@ def test_while_redis_hangs_replicas_are_not_ready_and_recover_by_themselves(tmp_
             assert time.monotonic() - started < 1
             # What needs no sharing goes on: the session a holds, new sessions, stateless requests.
             assert httpx.post(a.url, json=rpc("tools/list"), headers=headers).status_code == 200
-            opened_during = open_session(b, FREE.token)
+            opened_during = open_session(b.url, bearer(FREE.token))
             body, stateless = stateless_request("tools/list")
             assert httpx.post(b.url, json=body, headers={**stateless, **bearer(FREE.token)}).status_code == 200
 

@@ -14,14 +14,17 @@ from mcphost.testing import RunningDaemon
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
-def initialize(daemon: RunningDaemon, version: str = "2025-11-25") -> httpx.Response:
-    body = {
+def initialize_body(version: str = "2025-11-25") -> dict:
+    return {
         "jsonrpc": "2.0",
         "id": 1,
         "method": "initialize",
         "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
     }
-    return httpx.post(daemon.url, json=body, headers=ACCEPT)
+
+
+def initialize(daemon: RunningDaemon, version: str = "2025-11-25") -> httpx.Response:
+    return httpx.post(daemon.url, json=initialize_body(version), headers=ACCEPT)
 
 
 def sse_json(response: httpx.Response) -> dict:
@@ -84,8 +87,8 @@ def test_idle_sessions_expire(daemon: RunningDaemon) -> None:
     headers = open_session(daemon)
     call = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
     status = 200
-    for _ in range(4):  # session_idle_timeout is 2 s: stay idle past it, then ask
-        time.sleep(2.5)
+    for _ in range(4):  # session_idle_timeout is 2 s (the record lives 2.5 s): stay idle past it, then ask
+        time.sleep(3)
         status = httpx.post(daemon.url, json=call, headers=headers).status_code
         if status == 404:
             break
@@ -102,3 +105,19 @@ def test_session_cap_refuses_one_more(daemon: RunningDaemon) -> None:
     assert initialize(daemon).status_code == 200
     for headers in opened[1:]:
         httpx.delete(daemon.url, headers=headers)
+
+
+def test_refusals_name_the_request_id(daemon: RunningDaemon) -> None:
+    """A 404 for a session that is gone and a 503 at the session cap carry the request's id."""
+    headers = open_session(daemon)
+    assert httpx.delete(daemon.url, headers=headers).status_code == 200
+    gone = httpx.post(daemon.url, json={"jsonrpc": "2.0", "id": "call-7", "method": "tools/list"}, headers=headers)
+    assert gone.status_code == 404 and gone.json()["id"] == "call-7"
+    assert gone.headers["content-length"] == str(len(gone.content))
+    opened = []
+    while (answer := httpx.post(daemon.url, json={**initialize_body(), "id": 41}, headers=ACCEPT)).status_code == 200:
+        assert len(opened) < 3, "max_sessions is 3"
+        opened.append({**ACCEPT, "Mcp-Session-Id": answer.headers["mcp-session-id"]})
+    assert answer.status_code == 503 and answer.json()["id"] == 41
+    for session in opened:
+        httpx.delete(daemon.url, headers=session)

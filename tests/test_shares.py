@@ -13,6 +13,7 @@ from mcp_types import ElicitResult
 
 from mcphost.client_input import MAX_QUESTIONS_PER_CALLER
 from mcphost.testing import ACCEPT_HEADERS, RunningDaemon, initialize_request, sse_events, stateless_request
+from tests import sessionkit
 from tests.authkit import ApiKey, api_key, bearer, connect
 
 SHARE = 3
@@ -42,22 +43,13 @@ def rpc(method: str, params: dict[str, Any] | None = None, request_id: int = 2) 
     return {"jsonrpc": "2.0", "id": request_id, "method": method, **({"params": params} if params else {})}
 
 
-def initialize(daemon: RunningDaemon, key: ApiKey) -> httpx.Response:
-    return httpx.post(daemon.url, json=initialize_request(), headers={**ACCEPT_HEADERS, **bearer(key.token)})
+def initialize(daemon: RunningDaemon, key: ApiKey, request_id: int = 1) -> httpx.Response:
+    body = initialize_request(request_id=request_id)
+    return httpx.post(daemon.url, json=body, headers={**ACCEPT_HEADERS, **bearer(key.token)})
 
 
 def open_session(daemon: RunningDaemon, key: ApiKey) -> dict[str, str]:
-    response = initialize(daemon, key)
-    assert response.status_code == 200, response.text
-    headers = {
-        **ACCEPT_HEADERS,
-        **bearer(key.token),
-        "mcp-session-id": response.headers["mcp-session-id"],
-        "mcp-protocol-version": "2025-11-25",
-    }
-    ack = httpx.post(daemon.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
-    assert ack.status_code == 202
-    return headers
+    return sessionkit.open_session(daemon.url, bearer(key.token))
 
 
 def status(daemon: RunningDaemon, headers: dict[str, str]) -> int:
@@ -89,9 +81,10 @@ def test_when_the_table_is_full_a_new_session_gets_503_with_retry_after(
 ) -> None:
     held = [open_session(daemon, keys[name]) for name in ("alice", "bob") for _ in range(SHARE)]
     held.append(open_session(daemon, keys["carol"]))
-    refused = initialize(daemon, keys["carol"])
+    refused = initialize(daemon, keys["carol"], request_id=17)
     assert refused.status_code == 503
     assert refused.json()["error"]["code"] == -32004
+    assert refused.json()["id"] == 17
     assert int(refused.headers["retry-after"]) > 0
     for headers in held:
         httpx.delete(daemon.url, headers=headers)
@@ -106,9 +99,10 @@ def test_a_caller_whose_sessions_are_all_busy_gets_503_not_another_callers_room(
         try:
             for stream in streams:  # each session busy with its open event stream
                 assert stream.__enter__().status_code == 200
-            refused = initialize(daemon, keys["alice"])
+            refused = initialize(daemon, keys["alice"], request_id=18)
             assert refused.status_code == 503
             assert refused.json()["error"]["code"] == -32004
+            assert refused.json()["id"] == 18
             assert "busy" in refused.json()["error"]["message"]
             bobs = open_session(daemon, keys["bob"])
         finally:

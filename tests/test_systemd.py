@@ -28,12 +28,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from mcp import Client
@@ -41,9 +43,18 @@ from mcp import Client
 import mcphost
 from mcphost import config
 from mcphost.config import ShutdownConfig
-from mcphost.testing import RunningDaemon, free_port, start_daemon, to_toml
+from mcphost.testing import RunningDaemon, free_port, start_daemon, stateless_request, to_toml
 from tests import wheels
-from tests.services import venv_with_test_dependencies
+from tests.services import (
+    MANAGER_VARIABLES,
+    MCPHOST,
+    START_TIMEOUT,
+    daemon_env,
+    held_listener,
+    start_on_socket,
+    venv_with_test_dependencies,
+    wait_until_serving,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICE = REPO / "systemd" / "mcphost.service"
@@ -52,13 +63,9 @@ INSTALL = REPO / "packaging" / "install.sh"
 # The paths the units name on an installed host, and this test environment's equivalents.
 INSTALLED_MCPHOST = "/opt/mcphost/venv/bin/mcphost"
 INSTALLED_CONFIG = "/etc/mcphost/mcphost.toml"
-MCPHOST = Path(sys.executable).with_name("mcphost")
 MAX_EXPOSURE = 2.5
 """``systemd-analyze security`` rates 2.5 and below "OK"; the service must stay there."""
-START_TIMEOUT = 30.0
 ECHO_ONLY = {"plugins": {"enable": ["echo"]}, "admin": {"enabled": False}}
-# Variables a service manager sets; none may leak in from whatever runs the tests.
-MANAGER_VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 
 needs_systemd_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
 needs_socket_activate = pytest.mark.skipif(
@@ -565,24 +572,6 @@ def test_exec_reload_goes_through_while_a_plugin_fails_to_load(tmp_path: Path, m
 # -- socket activation -------------------------------------------------------------------------
 
 
-def daemon_env(state_dir: Path) -> dict[str, str]:
-    """The environment of a daemon a test starts itself: JSON logs, its own state, no service manager."""
-    env = {k: v for k, v in os.environ.items() if k not in MANAGER_VARIABLES}
-    return {**env, "MCPHOST_LOG__FORMAT": "json", "STATE_DIRECTORY": str(state_dir)}
-
-
-def wait_until_serving(daemon: RunningDaemon, timeout: float = START_TIMEOUT) -> RunningDaemon:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if daemon.process.poll() is not None:
-            raise AssertionError(f"mcphost exited with {daemon.process.returncode}:\n{daemon.logs()[-4000:]}")
-        if any(r.get("event") == "serving" for r in daemon.log_records()):
-            return daemon
-        time.sleep(0.05)
-    daemon.stop(signal.SIGKILL)
-    raise AssertionError(f"mcphost did not serve within {timeout}s:\n{daemon.logs()[-4000:]}")
-
-
 def socket_activate(workdir: Path, address: str, config: Mapping[str, Any]) -> RunningDaemon:
     """``systemd-socket-activate -l ADDRESS mcphost serve``: it listens, and on the first
     connection execs mcphost with the socket as fd 3 (LISTEN_FDS=1, LISTEN_PID its own pid).
@@ -651,46 +640,6 @@ async def test_serves_on_the_socket_systemd_passes(tmp_path: Path) -> None:
     assert status == 0, daemon.logs()[-4000:]
 
 
-HANDOFF = """
-import os, sys
-fd = int(sys.argv[1])
-os.dup2(fd, 3)  # SD_LISTEN_FDS_START
-if fd != 3:
-    os.close(fd)
-os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
-os.execv(sys.argv[2], sys.argv[2:])
-"""
-"""Pass a listening socket the way systemd does: as fd 3, with LISTEN_FDS and LISTEN_PID naming
-the process that gets it (the pid is only known in the child, hence exec from there)."""
-
-
-def start_on_socket(
-    listener: socket.socket, workdir: Path, name: str, config: Mapping[str, Any], state_dir: Path
-) -> RunningDaemon:
-    """Start ``mcphost serve`` on a listening socket this test holds, as mcphost.socket holds it."""
-    config_path = workdir / f"{name}.toml"
-    config_path.write_text(to_toml(config))
-    log_path = workdir / f"{name}.log"
-    fd = listener.fileno()
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", HANDOFF, str(fd), str(MCPHOST), "serve", "--config", str(config_path)],
-            pass_fds=(fd,),
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            env=daemon_env(state_dir),
-        )
-    return wait_until_serving(RunningDaemon(process, listener.getsockname()[1], config_path, log_path))
-
-
-def held_listener() -> socket.socket:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(4096)
-    return listener
-
-
 async def test_a_restart_behind_a_held_socket_refuses_no_connection(tmp_path: Path) -> None:
     """What mcphost.socket buys: while no mcphost runs (between a stop and the next start), a
     client still connects, its request waits in the socket's queue and the next process answers
@@ -723,6 +672,64 @@ async def test_a_restart_behind_a_held_socket_refuses_no_connection(tmp_path: Pa
     for daemon in (first, second):
         serving = next(r for r in daemon.log_records() if r.get("event") == "serving")
         assert serving["binds"] == [f"http://127.0.0.1:{port}"]
+
+
+def test_a_restart_under_load_behind_a_held_socket_fails_no_request(tmp_path: Path) -> None:
+    """Clients keep calling (on keep-alive connections and on new ones, with a slow call in
+    flight) while the process on the socket is replaced, as ``systemctl restart mcphost``
+    does with mcphost.socket: the old one takes no new connection and closes each kept one
+    after its answer, the new one takes what queued. Not one request fails or is refused."""
+    listener = held_listener()
+    port = listener.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/mcp"
+    start = functools.partial(start_on_socket, listener, tmp_path, config=ECHO_ONLY, state_dir=tmp_path / "state")
+    first, second = start("first"), None
+    stop = threading.Event()
+    answered: list[int] = []
+    failures: list[str] = []
+
+    def call(client: httpx.Client, tool: str, arguments: dict[str, Any]) -> None:
+        body, headers = stateless_request("tools/call", {"name": tool, "arguments": arguments})
+        try:
+            response = client.post(url, json=body, headers=headers)
+            if response.status_code != 200 or '"result"' not in response.text:
+                failures.append(f"{response.status_code}: {response.text[:200]}")
+            else:
+                answered.append(response.status_code)
+        except httpx.HTTPError as error:
+            failures.append(repr(error))
+
+    def loop(keep_alive: bool) -> None:
+        limits = httpx.Limits(max_keepalive_connections=1 if keep_alive else 0)
+        with httpx.Client(timeout=START_TIMEOUT, limits=limits) as client:
+            while not stop.is_set():
+                call(client, "echo_echo", {"text": "x"})
+
+    def slow() -> None:
+        with httpx.Client(timeout=START_TIMEOUT) as client:
+            call(client, "echo_slow", {"seconds": 1.5})
+
+    threads = [threading.Thread(target=loop, args=(n % 2 == 0,)) for n in range(6)] + [threading.Thread(target=slow)]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        first.process.send_signal(signal.SIGTERM)
+        second = start("second")
+        assert first.process.wait(30) == 0, first.logs()[-4000:]
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+        first.stop()
+        if second is not None:
+            second.stop()
+        listener.close()
+    assert failures == []
+    served = [r for d in (first, second) if d for r in d.log_records() if r.get("event") == "request"]
+    assert len(answered) > 20 and {r["status"] for r in served} == {200}
+    assert second is not None and any(r.get("tool") == "echo_echo" for r in second.log_records())
 
 
 HEALTH = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"

@@ -1,16 +1,20 @@
 """Several worker processes on one socket ([server] workers): a session moves freely
-between them, and the master forwards reloads and drains."""
+between them, ends on all of them at once, expires only when idle on all of them, and the
+master forwards reloads and drains."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
 from mcphost.testing import ACCEPT_HEADERS, initialize_request, start_daemon
+from tests.sessionkit import open_session, rpc, whoami
 
 
 def _data(response: httpx.Response) -> dict:
@@ -63,5 +67,87 @@ def test_a_session_is_served_by_whichever_worker_a_request_lands_on(tmp_path: Pa
         assert daemon.stop(signal.SIGTERM) == 0
         stopped = [r for r in daemon.log_records() if r.get("event") == "stopped"]
         assert len(stopped) == 2, "both workers drained and stopped"
+    finally:
+        daemon.stop()
+
+
+def _pid(response: httpx.Response) -> str:
+    assert response.status_code == 200, response.text
+    return str(_data(response)["result"]["structuredContent"]["pid"])
+
+
+def _held_by_both_workers(url: str, headers: dict[str, str]) -> set[str]:
+    """Call the session on connections of their own until each worker has served it (each
+    then holds a copy); the workers' pids. The kernel hands a new connection to whichever
+    worker waits in accept() first, often the one that just served the last: only calls
+    that overlap, many of them, reliably reach both."""
+    pids: set[str] = set()
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(60):
+            pids |= set(pool.map(lambda n: _pid(whoami(url, headers, n)), range(10, 18)))
+            if len(pids) == 2:
+                return pids
+    raise AssertionError(f"one worker served every call: {pids}")
+
+
+def test_a_delete_ends_the_session_on_every_worker_at_once(tmp_path: Path) -> None:
+    daemon = start_daemon(tmp_path, {"server": {"workers": 2}, "plugins": {"enable": ["echo"]}})
+    try:
+        headers = open_session(daemon.url)
+        _held_by_both_workers(daemon.url, headers)
+        with contextlib.ExitStack() as streams:
+            # One event stream on each worker: a worker answers a second one for the same
+            # session 409, so two open streams are on two workers.
+            open_streams = []
+            for _ in range(40):
+                client = streams.enter_context(httpx.Client(timeout=10))
+                stream = streams.enter_context(
+                    client.stream("GET", daemon.url, headers={**headers, "accept": "text/event-stream"})
+                )
+                if stream.status_code == 200:
+                    open_streams.append(stream)
+                if len(open_streams) == 2:
+                    break
+            assert len(open_streams) == 2
+
+            assert httpx.delete(daemon.url, headers=headers).status_code == 200
+            # At once, on new connections, whichever worker takes them.
+            with ThreadPoolExecutor(4) as pool:
+                statuses = list(pool.map(lambda n: whoami(daemon.url, headers, n).status_code, range(20)))
+            assert statuses == [404] * 20
+            for stream in open_streams:
+                for _ in stream.iter_bytes():  # both streams end (a read timeout if one stays open)
+                    pass
+    finally:
+        daemon.stop()
+
+
+def test_a_session_idle_on_one_worker_lives_while_used_on_the_other(tmp_path: Path) -> None:
+    """The worker that stops seeing a session drops its copy, never the session: the client
+    is busy on the other worker, and the session outlives a restart."""
+    # Long enough for the restart below to come back well within the record's lifetime
+    # (10 s after the last touch) on a loaded machine.
+    config = {"server": {"workers": 2, "session_idle_timeout": 8}, "plugins": {"enable": ["echo"]}}
+    daemon = start_daemon(tmp_path, config)
+    state = tmp_path / f"state-{daemon.port}"
+    try:
+        headers = open_session(daemon.url)
+        # Every request on one keep-alive connection: one worker serves them all.
+        with httpx.Client() as kept:
+            busy = _pid(kept.post(daemon.url, json=rpc("tools/call", {"name": "echo_whoami"}), headers=headers))
+            assert len(_held_by_both_workers(daemon.url, headers)) == 2
+            # Busy on one worker until the other's copy idles out (8 s after its last request).
+            give_up = time.monotonic() + 30
+            while not any(r.get("event") == "session idle timeout" for r in daemon.log_records()):
+                assert time.monotonic() < give_up, "the idle worker kept its copy"
+                answer = kept.post(daemon.url, json=rpc("tools/call", {"name": "echo_whoami"}), headers=headers)
+                assert _pid(answer) == busy
+                time.sleep(0.3)
+        with ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(lambda n: whoami(daemon.url, headers, n).status_code, range(12)))
+        assert statuses == [200] * 12
+        assert daemon.stop() == 0
+        daemon = start_daemon(tmp_path, config, port=daemon.port, state_dir=state)
+        assert whoami(daemon.url, headers).status_code == 200
     finally:
         daemon.stop()

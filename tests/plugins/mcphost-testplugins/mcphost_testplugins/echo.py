@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import trio
@@ -66,8 +67,9 @@ def sleep_sync(seconds: float) -> str:
 
 
 async def whoami(ctx: mcphost.ToolContext) -> dict[str, str | None]:
-    """Report what the tool context says about this call."""
+    """Report what the tool context says about this call, and which process ran it."""
     return {
+        "pid": str(os.getpid()),
         "plugin": ctx.plugin,
         "tool": ctx.tool,
         "session_id": ctx.session_id,

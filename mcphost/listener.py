@@ -1,0 +1,92 @@
+"""Serving the ASGI app on Hypercorn's Trio HTTP server, with the accept loop under our control.
+
+``hypercorn.trio.serve`` stops accepting connections only when it shuts down, and then gives
+the open ones a short grace before cutting them. A draining daemon needs the two apart: it
+stops accepting at once (:meth:`Listener.stop_accepting`), so connections wait in the
+listening socket's queue for the next process when systemd or the worker master holds the
+socket, or are refused (and a proxy retries them on another replica) when the daemon bound
+it itself; the requests on connections already open are answered, each with
+``Connection: close``, for as long as the drain lasts. Only then are the connections closed
+(:meth:`Listener.close`).
+
+This is Hypercorn's own per-connection server (``TCPServer``, its HTTP/1.1 and HTTP/2
+protocols and timeouts); only the loop around it, which ``hypercorn.trio.run.worker_serve``
+is, lives here. Plain TCP only: TLS terminates at the proxy.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ASGIFramework, ConnectionState
+from hypercorn.utils import repr_socket_addr, wrap_app
+
+
+class Listener:
+    """Hypercorn serving one app on the sockets of one config, stopped in two steps."""
+
+    def __init__(self, app: ASGIFramework, config: Config):
+        self.app = wrap_app(app, config.wsgi_max_body_size, "asgi")
+        self.config = config
+        self._context = WorkerContext(None)
+        self._accepting = trio.CancelScope()
+        self._closing = trio.Event()
+        self.open = 0
+        """Connections open now."""
+        self._none_open = trio.Event()
+
+    async def serve(self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+        """Accept and serve connections until :meth:`close`; reports the binds once listening."""
+        sockets = self.config.create_sockets()
+        for sock in sockets.insecure_sockets:
+            # Hypercorn calls listen() on every socket, systemd's too: so do we, with the
+            # config's backlog (the kernel caps it at net.core.somaxconn).
+            sock.listen(self.config.backlog)
+        listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in sockets.insecure_sockets]
+        binds = [f"http://{repr_socket_addr(s.family, s.getsockname())}" for s in sockets.insecure_sockets]
+        handler = functools.partial(self._serve_connection, ConnectionState({}))
+        async with trio.open_nursery() as connections:
+            with self._accepting:
+                async with trio.open_nursery() as accepting:
+                    accepting.start_soon(
+                        functools.partial(trio.serve_listeners, handler, listeners, handler_nursery=connections)
+                    )
+                    task_status.started(binds)
+            # Our descriptors only: a socket systemd or the worker master holds stays open
+            # (connections queue there for the next process); one we bound is gone (refused).
+            for listener in listeners:
+                await listener.aclose()
+            await self._closing.wait()
+            # Hypercorn's connections close when idle, or after their current response, once
+            # terminated; what still runs after the grace is cancelled.
+            await self._context.terminated.set()
+            connections.cancel_scope.deadline = trio.current_time() + self.config.graceful_timeout
+
+    async def _serve_connection(self, state: ConnectionState, stream: trio.SocketStream) -> None:
+        self.open += 1
+        try:
+            # Typed for TLS streams, and serves plain ones too (as Hypercorn's own loop does).
+            await TCPServer(self.app, self.config, self._context, state, stream)  # type: ignore[arg-type]
+        finally:
+            self.open -= 1
+            if not self.open:
+                self._none_open.set()
+                self._none_open = trio.Event()
+
+    async def wait_closed(self) -> None:
+        """Until no connection is open (at once if none is)."""
+        if self.open:
+            await self._none_open.wait()
+
+    def stop_accepting(self) -> None:
+        """Take no new connection from now on; the open ones go on."""
+        self._accepting.cancel()
+
+    def close(self) -> None:
+        """Stop accepting, then close the open connections (within the config's ``graceful_timeout``)."""
+        self.stop_accepting()
+        self._closing.set()
