@@ -204,17 +204,20 @@ def reload_daemon(pid: int, config_path: Path | None, timeout: float) -> int:
     """``mcphost reload``: check the config as ``check-config`` does, then signal ``pid`` and
     wait for its verdict; an invalid config is not signalled (exit :data:`EXIT_CONFIG`).
 
-    Keys in a systemd credential are checked only where ``$CREDENTIALS_DIRECTORY`` is set:
-    systemd 252 shows the credential to ``ExecStart=`` alone, not to the ``ExecReload=`` that
-    runs this. The daemon reads its copy at the reload and refuses keys it cannot take, which
-    this command then reports as a refused reload."""
+    Keys in a systemd credential are checked only where ``$CREDENTIALS_DIRECTORY`` can be
+    read: systemd 252 shows the credential to ``ExecStart=`` alone, not to the ``ExecReload=``
+    that runs this (it sets the variable but hides the directory). The daemon reads its copy
+    at the reload and refuses keys it cannot take, which this command then reports as a
+    refused reload."""
     try:
         loaded = config_module.load(config_path)
     except ConfigError as error:
         print(error, file=sys.stderr)
         checked = EXIT_CONFIG
     else:
-        checked = check_config(loaded, credential="CREDENTIALS_DIRECTORY" in os.environ)
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        readable = credentials is not None and os.access(credentials, os.R_OK | os.X_OK)
+        checked = check_config(loaded, credential=readable)
     if checked != 0:
         print("mcphost reload: the configuration is invalid; nothing was signalled", file=sys.stderr)
         return checked
