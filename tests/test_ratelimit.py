@@ -12,8 +12,9 @@ import httpx
 import pytest
 import trio
 
-from mcphost.errors import ERROR_META_KEY, RATE_LIMITED, TOOL_TIMEOUT
-from mcphost.ratelimit import MemoryLimiter, Rate
+from mcphost.core.errors import ERROR_META_KEY, RATE_LIMITED, TOOL_TIMEOUT
+from mcphost.core.rate import Rate
+from mcphost.state.limiter import MemoryLimiter
 from mcphost.testing import RunningDaemon, stateless_request
 from tests.authkit import api_key, bearer, connect
 from tests.conftest import MODES
