@@ -500,7 +500,7 @@ def section_cold_start(results: dict[str, Any]) -> list[str]:
     if imports and imports.get("packages"):
         out += [
             f"The command's imports take {imports['total_ms']:.0f} ms of that (`python -X importtime` on "
-            "`mcphost.cli`, imported as the `mcphost` command does: collector paused, the SDK's wire models "
+            "`mcphost.cli.main`, imported as the `mcphost` command does: collector paused, the SDK's wire models "
             "left to build on first use; self time summed by top-level package, and the single largest modules):",
             "",
             *table(("package", "ms"), ((f"`{r['package']}`", f"{r['self_ms']:.0f}") for r in imports["packages"])),
@@ -798,11 +798,11 @@ def section_method(results: dict[str, Any]) -> list[str]:
         "2025-11-25 path the harness first opens one session per client (`initialize`, then "
         "`notifications/initialized`) and the script rotates requests over them with `Mcp-Session-Id` and "
         "`MCP-Protocol-Version: 2025-11-25`; the SDK answers those POSTs with SSE (`text/event-stream`), mcphost "
-        "answers a call that can send nothing before its result with one JSON body (`mcphost/direct.py`). On the "
-        "2026-07-28 path every request is self-contained: `params._meta` carries the protocol version and client "
-        "capabilities and the `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers match the body; the SDK "
-        "answers a quick handler with plain JSON even in SSE mode. Before any load each server gets one checked "
-        "request per path; a non-200 stops the run.",
+        "answers a call that can send nothing before its result with one JSON body "
+        "(`mcphost/protocol/direct.py`). On the 2026-07-28 path every request is self-contained: `params._meta` "
+        "carries the protocol version and client capabilities and the `MCP-Protocol-Version`, `Mcp-Method` and "
+        "`Mcp-Name` headers match the body; the SDK answers a quick handler with plain JSON even in SSE mode. "
+        "Before any load each server gets one checked request per path; a non-200 stops the run.",
         "",
         ("Servers were pinned to CPU 1 and wrk to CPU 0 (`taskset`); " if pin else "No CPU pinning; ")
         + "the servers run one at a time under load while the others idle, in alternation (A, B, C, D, A, B, C, D …), "

@@ -64,7 +64,7 @@ LIST_MIN_SECONDS = 4.0
 MANY_CLIENTS = 200
 MANY_CLIENTS_STRETCH = 1.6
 """Runs with at least MANY_CLIENTS clients last this many times the normal duration."""
-COMMAND_IMPORTS = "import mcphost.__main__ as command; command.prepare(); import mcphost.cli"
+COMMAND_IMPORTS = "import mcphost.__main__ as command; command.prepare(); import mcphost.cli.main"
 """What the ``mcphost`` command imports, as it imports it (collector paused, wire models deferred)."""
 
 PACKAGES = (

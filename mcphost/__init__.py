@@ -25,12 +25,12 @@ if TYPE_CHECKING:
     import mcp_types as types
     from mcp.server.mcpserver.utilities.types import Audio, Image
 
-    from mcphost.context import ToolContext
-    from mcphost.definitions import Completer, PromptDef, ResourceDef, ToolDef, prompt, resource, tool
-    from mcphost.errors import ToolError
-    from mcphost.hookspecs import hookimpl
-    from mcphost.settings import PluginSettings
-    from mcphost.subscriptions import notify_resource_updated
+    from mcphost.core.errors import ToolError
+    from mcphost.plugins.context import ToolContext
+    from mcphost.plugins.definitions import Completer, PromptDef, ResourceDef, ToolDef, prompt, resource, tool
+    from mcphost.plugins.hookspecs import hookimpl
+    from mcphost.plugins.notify import notify_resource_updated
+    from mcphost.plugins.settings import PluginSettings
 
     __version__: str
 
@@ -39,19 +39,19 @@ if TYPE_CHECKING:
 # wire models deferred), so the MCP SDK, most of start-up, must not be imported here.
 _EXPORTS = {
     "Audio": "mcp.server.mcpserver.utilities.types",
-    "Completer": "mcphost.definitions",
+    "Completer": "mcphost.plugins.definitions",
     "Image": "mcp.server.mcpserver.utilities.types",
-    "PluginSettings": "mcphost.settings",
-    "PromptDef": "mcphost.definitions",
-    "ResourceDef": "mcphost.definitions",
-    "ToolContext": "mcphost.context",
-    "ToolDef": "mcphost.definitions",
-    "ToolError": "mcphost.errors",
-    "hookimpl": "mcphost.hookspecs",
-    "notify_resource_updated": "mcphost.subscriptions",
-    "prompt": "mcphost.definitions",
-    "resource": "mcphost.definitions",
-    "tool": "mcphost.definitions",
+    "PluginSettings": "mcphost.plugins.settings",
+    "PromptDef": "mcphost.plugins.definitions",
+    "ResourceDef": "mcphost.plugins.definitions",
+    "ToolContext": "mcphost.plugins.context",
+    "ToolDef": "mcphost.plugins.definitions",
+    "ToolError": "mcphost.core.errors",
+    "hookimpl": "mcphost.plugins.hookspecs",
+    "notify_resource_updated": "mcphost.plugins.notify",
+    "prompt": "mcphost.plugins.definitions",
+    "resource": "mcphost.plugins.definitions",
+    "tool": "mcphost.plugins.definitions",
 }
 
 
@@ -60,12 +60,9 @@ def __getattr__(name: str) -> Any:
     if name == "types":
         value: Any = importlib.import_module("mcp_types")
     elif name == "__version__":
-        from importlib.metadata import PackageNotFoundError, version
+        from mcphost.core.version import version
 
-        try:
-            value = version("mcphost")
-        except PackageNotFoundError:  # running from a source tree that was never installed
-            value = "0.0.0"
+        value = version()
     elif name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
     else:

@@ -1,22 +1,24 @@
 """The ``mcphost`` command, also run as ``python -m mcphost``."""
 
-from mcphost import heap, sdk_models, startup_signals
+from mcphost.daemon import startup_signals
+from mcphost.ops import heap
+from mcphost.protocol import sdk_models
 
 
 def prepare() -> None:
     """What the command does before importing the daemon: keep a SIGHUP from ending it while
-    it starts (:mod:`mcphost.startup_signals`), pause the garbage collector
-    (:func:`mcphost.heap.pause`; the daemon resumes it once started) and leave the SDK's wire
-    models to build on first use (:mod:`mcphost.sdk_models`)."""
+    it starts (:mod:`mcphost.daemon.startup_signals`), pause the garbage collector
+    (:func:`mcphost.ops.heap.pause`; the daemon resumes it once started) and leave the SDK's wire
+    models to build on first use (:mod:`mcphost.protocol.sdk_models`)."""
     startup_signals.hold_reloads()
     heap.pause()
     sdk_models.build_on_first_use()
 
 
 def main() -> None:
-    """Entry point of the ``mcphost`` command: :func:`mcphost.cli.main`, imported after :func:`prepare`."""
+    """Entry point of the ``mcphost`` command: :func:`mcphost.cli.main.main`, imported after :func:`prepare`."""
     prepare()
-    from mcphost.cli import main as run  # most of start-up: the daemon and the MCP SDK
+    from mcphost.cli.main import main as run  # most of start-up: the daemon and the MCP SDK
 
     run()
 

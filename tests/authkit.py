@@ -23,7 +23,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from mcphost import keys
+from mcphost.auth import keys
 
 SECRETS: set[str] = set()
 """Every token the tests made; none may appear in a log."""

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from mcphost import log
-from mcphost.errors import AUTHENTICATION_REQUIRED, NOT_PERMITTED
+from mcphost.core.errors import AUTHENTICATION_REQUIRED, NOT_PERMITTED
+from mcphost.ops import log
 from mcphost.testing import ACCEPT_HEADERS, RunningDaemon, initialize_request, to_toml
 from tests.authkit import SECRETS, ApiKey, api_key, bearer, connect
 from tests.conftest import MODES

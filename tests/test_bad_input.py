@@ -10,7 +10,7 @@ Two routes reach the SDK's transports, chosen by the ``MCP-Protocol-Version`` he
 
 * the 2025-11-25 (handshake) route: no header, or ``2025-11-25`` with an ``Mcp-Session-Id``;
   its JSON-RPC errors ride an SSE stream with HTTP 200 once a session exists; a body that is
-  not one JSON-RPC message is refused by mcphost (``mcphost.wire``) with 400 and ``-32600``
+  not one JSON-RPC message is refused by mcphost (``mcphost.protocol.wire``) with 400 and ``-32600``
   before the SDK, which would answer ``-32602`` or, for an object ``id``, nothing at all;
 * the 2026-07-28 route: one self-contained POST with ``Mcp-Method``/``Mcp-Name`` headers and
   the ``_meta`` envelope; errors come back as JSON with the status from the SDK's

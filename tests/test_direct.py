@@ -1,4 +1,4 @@
-"""Direct answers (mcphost.direct): which requests skip the SDK's transport, that their
+"""Direct answers (mcphost.protocol.direct): which requests skip the SDK's transport, that their
 answers are the SDK's answers, and that everything else still gets the SDK's exact refusal."""
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 from mcp.server.streamable_http import EventMessage
 from mcp_types import JSONRPCNotification
 
-from mcphost.eventstore import MemoryEventStore, for_session
+from mcphost.state.eventstore import MemoryEventStore, for_session
 
 
 def note(n: int) -> JSONRPCNotification:

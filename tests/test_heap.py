@@ -1,4 +1,4 @@
-"""The collector settings of a long-running daemon (:mod:`mcphost.heap`)."""
+"""The collector settings of a long-running daemon (:mod:`mcphost.ops.heap`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mcphost import heap
+from mcphost.ops import heap
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from mcp import Client
 
 import mcphost
-from mcphost import hookspecs
+from mcphost.plugins import hookspecs
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_PLUGINS = ROOT / "tests" / "plugins" / "mcphost-testplugins" / "mcphost_testplugins"

@@ -231,7 +231,7 @@ def test_sighup_picks_up_installed_and_removed_plugins(tmp_path: Path) -> None:
 
 
 def test_the_collector_frees_what_start_up_left(tmp_path: Path) -> None:
-    """Start-up runs with the collector paused (mcphost.heap); once serving, the daemon
+    """Start-up runs with the collector paused (mcphost.ops.heap); once serving, the daemon
     collects what start-up left behind, without any reload."""
     daemon = start_daemon(tmp_path, {"plugins": {"enable": ["echo"]}})
     try:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import trio
 from mcp import Client
 
-from mcphost.config import DefaultLimits, LimitsConfig
-from mcphost.definitions import ToolDef
-from mcphost.limits import ToolLimits
+from mcphost.core.config import DefaultLimits, LimitsConfig
+from mcphost.plugins.definitions import ToolDef
+from mcphost.plugins.limits import ToolLimits
 
 
 def _resolve(definition: ToolDef, plugin: LimitsConfig, tool: LimitsConfig | None = None) -> ToolLimits:

@@ -23,7 +23,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 import mcphost
-from mcphost.metrics import AUTH_REASONS, RATE_LIMIT_SCOPES, RELOAD_RESULTS, TOOL_STATUSES
+from mcphost.ops.metrics import AUTH_REASONS, RATE_LIMIT_SCOPES, RELOAD_RESULTS, TOOL_STATUSES
 from mcphost.testing import RunningDaemon, free_port, start_daemon, stateless_request
 from tests.authkit import api_key, bearer, connect
 

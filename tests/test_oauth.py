@@ -19,10 +19,10 @@ import pytest
 import trio
 from cryptography.hazmat.primitives import serialization
 
-from mcphost.auth import Rejected
-from mcphost.config import OAuthConfig
-from mcphost.errors import AUTHENTICATION_REQUIRED, NOT_PERMITTED
-from mcphost.oauth import TokenVerifier
+from mcphost.auth.oauth import TokenVerifier
+from mcphost.auth.rejections import Rejected
+from mcphost.core.config import OAuthConfig
+from mcphost.core.errors import AUTHENTICATION_REQUIRED, NOT_PERMITTED
 from mcphost.testing import ACCEPT_HEADERS, RunningDaemon, initialize_request
 from tests.authkit import (
     ISSUER,

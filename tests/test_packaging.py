@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from mcphost import config
-from mcphost.config import ServerConfig, ShutdownConfig
-from mcphost.http import HttpApp
+from mcphost.core import config
+from mcphost.core.config import ServerConfig, ShutdownConfig
+from mcphost.transport.http import HttpApp
 from tests.services import REPO
 
 DOCKER = REPO / "packaging" / "docker"

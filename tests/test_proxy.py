@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from mcphost import config
-from mcphost.proxy import TrustedProxies
+from mcphost.core import config
 from mcphost.testing import ACCEPT_HEADERS, RunningDaemon, initialize_request
+from mcphost.transport.proxy import TrustedProxies
 
 
 def scope(peer: str, *headers: tuple[bytes, bytes]) -> dict[str, Any]:

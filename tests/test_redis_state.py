@@ -12,11 +12,12 @@ import trio
 from mcp.server.streamable_http import EventMessage
 from mcp_types import JSONRPCNotification, JSONRPCResponse
 
-from mcphost.eventstore import MemoryEventStore
-from mcphost.ratelimit import MemoryLimiter, Rate
-from mcphost.redis_state import RedisState, StateUnavailable, redacted
-from mcphost.redis_stores import RedisEventStore, RedisLimiter, RedisSessionStore
-from mcphost.sessions import SessionRecord, StoreUnavailable
+from mcphost.core.rate import Rate
+from mcphost.state.eventstore import MemoryEventStore
+from mcphost.state.limiter import MemoryLimiter
+from mcphost.state.redis_state import RedisState, StateUnavailable, redacted
+from mcphost.state.redis_stores import RedisEventStore, RedisLimiter, RedisSessionStore
+from mcphost.state.sessions import SessionRecord, StoreUnavailable
 from tests.services import RedisServer, redis_server
 
 _prefixes = itertools.count()

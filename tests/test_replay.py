@@ -1,4 +1,4 @@
-"""The ``receive`` the SDK gets for a POST (:class:`mcphost.http.Replay`): the body already
+"""The ``receive`` the SDK gets for a POST (:class:`mcphost.transport.asgi.Replay`): the body already
 read, then the connection's own ``receive``, let go of once the response is sent."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import weakref
 
 from starlette.types import Message
 
-from mcphost.http import Replay
+from mcphost.transport.asgi import Replay
 
 
 class Connection:

@@ -158,7 +158,7 @@ async def test_stdio_keeps_stdout_for_the_protocol(tmp_path) -> None:
 
 
 def test_stdio_frees_what_start_up_left(tmp_path) -> None:
-    """Over stdio too, start-up runs with the collector paused (mcphost.heap) and what it
+    """Over stdio too, start-up runs with the collector paused (mcphost.ops.heap) and what it
     left is collected once serving; closing stdin ends the daemon cleanly."""
     config = tmp_path / "mcphost.toml"
     config.write_text(to_toml({"plugins": {"enable": ["echo"]}}))

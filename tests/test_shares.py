@@ -11,7 +11,7 @@ import pytest
 import trio
 from mcp_types import ElicitResult
 
-from mcphost.client_input import MAX_QUESTIONS_PER_CALLER
+from mcphost.plugins.client_input import MAX_QUESTIONS_PER_CALLER
 from mcphost.testing import ACCEPT_HEADERS, RunningDaemon, initialize_request, sse_events, stateless_request
 from tests import sessionkit
 from tests.authkit import ApiKey, api_key, bearer, connect

@@ -41,8 +41,8 @@ import trio
 from mcp import Client
 
 import mcphost
-from mcphost import config
-from mcphost.config import ShutdownConfig
+from mcphost.core import config
+from mcphost.core.config import ShutdownConfig
 from mcphost.testing import RunningDaemon, free_port, start_daemon, stateless_request, to_toml
 from tests import wheels
 from tests.authkit import api_key, bearer

@@ -15,7 +15,7 @@ import sys
 import tracemalloc
 from typing import Any
 
-from mcphost.cli import main
+from mcphost.cli.main import main
 
 SITE = "site-packages/"
 _first: list[tracemalloc.Snapshot] = []

@@ -20,7 +20,8 @@ def mcphost(argv: list[str]) -> None:
     from mcphost import __main__ as command
 
     command.prepare()
-    from mcphost import cli, systemd
+    from mcphost.cli import main as cli
+    from mcphost.ops import systemd
 
     notify = systemd.Notifier.ready
 

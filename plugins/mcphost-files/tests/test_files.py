@@ -20,7 +20,7 @@ from mcphost_files.patterns import glob_matcher
 from pydantic import ValidationError
 
 import mcphost
-from mcphost.definitions import ToolDef, definition_of
+from mcphost.plugins.definitions import ToolDef, definition_of
 
 SECRET = "TOPSECRET"
 OUTSIDE = "outside the allowed roots"

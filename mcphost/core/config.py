@@ -1,0 +1,684 @@
+"""The configuration: pydantic models of ``mcphost.toml``, environment overrides, and
+errors a sysadmin can act on (key path and line number).
+
+This module owns parsing and validation of the host's own keys. A plugin's
+``[plugins.<name>.settings]`` table is kept raw here and validated against the plugin's
+model when the plugin loads (:mod:`mcphost.plugins.host`), which reports problems in the same
+:class:`Problem` shape.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretBytes,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from mcphost.core.rate import Rate
+
+DEFAULT_PATHS = (Path("/etc/mcphost/mcphost.toml"),)
+"""Where ``mcphost`` looks for its config when neither ``--config`` nor ``MCPHOST_CONFIG`` names one."""
+ENV_PREFIX = "MCPHOST_"
+PROCESS_VARIABLES = frozenset({"MCPHOST_CONFIG", "MCPHOST_WORKER_FD", "MCPHOST_WORKER_INDEX", "MCPHOST_ROOT"})
+"""``MCPHOST_*`` variables that are not settings: the config file, what a worker process is
+handed (:mod:`mcphost.daemon.workers`), and where ``packaging/install.sh`` installs."""
+
+_RESERVED_PLUGIN_KEYS = frozenset({"enable", "disable", "paths"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LimitsConfig(_Strict):
+    """Call-time limits; ``[limits]`` sets defaults, plugins and tools may override them."""
+
+    timeout: float | None = Field(None, gt=0, description="seconds before a call is cancelled")
+    max_concurrency: int | None = Field(None, ge=1, description="calls running at once")
+    max_result_bytes: int | None = Field(None, ge=1, description="largest result, serialized")
+
+
+class DefaultLimits(LimitsConfig):
+    """The ``[limits]`` table: every field has a value."""
+
+    timeout: float = Field(30.0, gt=0)
+    max_concurrency: int = Field(16, ge=1)
+    max_result_bytes: int = Field(1_048_576, ge=1)
+
+
+class PluginConfig(LimitsConfig):
+    """A ``[plugins.<name>]`` table: how the host runs one plugin."""
+
+    prefix: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]*$", max_length=32)
+    """Prefix of the plugin's tool and prompt names; default the plugin's name, ``""`` for none."""
+    required: bool = False
+    """Readiness (``/ready``) fails while a required plugin is not loaded and ready."""
+    tools: dict[str, LimitsConfig] = Field(default_factory=dict)
+    """Per-tool limit overrides, keyed by the tool's unprefixed name."""
+    settings: dict[str, Any] = Field(default_factory=dict)
+    """The plugin's own settings, validated against its model at load."""
+
+
+class PluginsConfig(_Strict):
+    """The ``[plugins]`` table: which plugins run, and each one's ``[plugins.<name>]``."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, PluginConfig] = Field(init=False)
+
+    enable: list[str] = Field(default_factory=lambda: ["*"])
+    """Glob patterns of plugin names to load; the default loads every installed plugin."""
+    disable: list[str] = Field(default_factory=list)
+    """Glob patterns of plugin names never to load; wins over ``enable``."""
+    paths: list[Path] = Field(default_factory=list)
+    """Plugin files or package directories loaded without installing (origin ``path``)."""
+
+    def for_plugin(self, name: str) -> PluginConfig:
+        """The ``[plugins.<name>]`` table, or the defaults when there is none."""
+        return (self.__pydantic_extra__ or {}).get(name) or PluginConfig()
+
+    def configured(self) -> set[str]:
+        """Names that have a ``[plugins.<name>]`` table."""
+        return set(self.__pydantic_extra__ or {})
+
+
+class ServerConfig(_Strict):
+    """The ``[server]`` table: the HTTP listener and the MCP endpoint."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    path: str = Field("/mcp", pattern=r"^/[^\s]*$")
+    name: str = "mcphost"
+    """The server name clients see in ``initialize``."""
+    instructions: str | None = None
+    json_response: bool = False
+    """Answer POSTs with a JSON body instead of an SSE stream (no progress notifications)."""
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    body_timeout: float = Field(30.0, gt=0)
+    """Seconds a request's body may take to arrive after its headers; slower: 408, connection closed."""
+    session_idle_timeout: float = Field(1800.0, gt=0)
+    max_sessions: int = Field(10_000, ge=1)
+    max_sessions_per_identity: int | None = Field(None, ge=1)
+    """Sessions (and ``subscriptions/listen`` streams) one authenticated caller may hold;
+    past it, its own least recently used idle session ends. Default: a tenth of ``max_sessions``."""
+    workers: int = Field(1, ge=1, le=64)
+    """Worker processes sharing the listening socket (one Trio loop each); sessions move
+    freely between them through the session store. 1 serves from this process."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """``Host`` values accepted besides loopback (``name`` or ``name:port``; ``name:*`` any port; ``*`` any)."""
+    allowed_origins: list[str] = Field(default_factory=list)
+    """``Origin`` values accepted besides loopback (``scheme://host[:port]``; ``:*`` any port; ``*`` any)."""
+    event_store: Literal["memory", "none"] = "memory"
+    """Where SSE events are kept so a client whose stream broke can resume it (``Last-Event-ID``)."""
+    event_store_max_events: int = Field(10_000, ge=100)
+    """Events kept for resuming, all sessions together; the oldest go first."""
+    event_store_max_events_per_identity: int | None = Field(None, ge=10)
+    """Of those, the most one authenticated caller's sessions keep: its own oldest go first.
+    Default: a tenth of ``event_store_max_events``."""
+    sse_retry_ms: int = Field(1000, ge=0)
+    """Milliseconds a client should wait before reconnecting a resumable stream the server ended."""
+    keep_alive_timeout: float = Field(75.0, gt=0)
+    """Seconds an idle keep-alive connection stays open. Keep it above the idle timeout of
+    the proxy in front (nginx's upstream ``keepalive_timeout`` 60 s, Caddy's ``keepalive``),
+    so the proxy closes idle connections first, never a request it is sending."""
+
+    @property
+    def sessions_share(self) -> int:
+        """``max_sessions_per_identity``, or its default: a tenth of ``max_sessions``."""
+        return self.max_sessions_per_identity or max(1, self.max_sessions // 10)
+
+    @property
+    def events_share(self) -> int:
+        """``event_store_max_events_per_identity``, or its default: a tenth of ``event_store_max_events``."""
+        return self.event_store_max_events_per_identity or self.event_store_max_events // 10
+
+
+class ToolsConfig(_Strict):
+    """The ``[tools]`` table: naming rules for every plugin's tools."""
+
+    max_name_length: int = Field(48, ge=8, le=128)
+    """Longest public tool name; 48 leaves Claude Code room for ``mcp__<server>__`` within 64."""
+
+
+class LogConfig(_Strict):
+    """The ``[log]`` table."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+    """``auto``: human-readable on a terminal, JSON lines otherwise."""
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+def default_state_dir() -> Path:
+    """``$STATE_DIRECTORY`` (systemd's ``StateDirectory=``), else ``$XDG_STATE_HOME/mcphost``,
+    else ``~/.local/state/mcphost``."""
+    if state := os.environ.get("STATE_DIRECTORY"):
+        return Path(state.split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "mcphost"
+
+
+class SessionsConfig(_Strict):
+    """The ``[sessions]`` table: how 2025-11-25 sessions outlive the process that opened them."""
+
+    store: Literal["file", "none"] = "file"
+    """``file``: records in ``<state_dir>/sessions.sqlite3``, so sessions survive restarts;
+    ``none``: sessions end with the process (ids are still signed)."""
+    state_dir: Path = Field(default_factory=default_state_dir)
+    secret_file: Path | None = None
+    """The key session ids are signed with; default ``$CREDENTIALS_DIRECTORY/session-secret``
+    when that exists, else ``<state_dir>/session-secret`` (created on first start).
+    Replicas sharing sessions must share it."""
+
+    def secret_path(self) -> Path:
+        """Where the session secret is read from (or created)."""
+        if self.secret_file is not None:
+            return self.secret_file
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        if credentials and (Path(credentials) / "session-secret").exists():
+            return Path(credentials) / "session-secret"
+        return self.state_dir / "session-secret"
+
+
+class StateConfig(_Strict):
+    """The ``[state]`` table: where what several replicas must share is kept."""
+
+    backend: Literal["local", "redis"] = "local"
+    """``local``: rate-limit budgets and resumable events in memory, sessions in
+    ``[sessions] state_dir`` (one machine); ``redis``: all three in Redis, shared by every
+    replica that names the same ``redis_url``."""
+    redis_url: str = Field("redis://127.0.0.1:6379/0", pattern=r"^(rediss?|unix)://")
+    """``redis://[[user]:password@]host:port/db``, ``rediss://`` for TLS, or ``unix:///path?db=0``."""
+    key_prefix: str = Field("mcphost:", max_length=64)
+    """Prefix of every key mcphost writes, so several deployments can share one Redis."""
+    timeout: float = Field(0.5, gt=0, le=10)
+    """Seconds any one Redis call may take; past it Redis counts as unavailable."""
+
+
+class ProxyConfig(_Strict):
+    """The ``[proxy]`` table: reverse proxies whose ``X-Forwarded-*`` headers are believed."""
+
+    trusted: list[str] = Field(default_factory=list)
+    """Addresses or CIDR ranges of the proxies in front (``"127.0.0.1"``, ``"10.0.0.0/8"``).
+    From these peers, ``X-Forwarded-For`` gives the client address (logs),
+    ``X-Forwarded-Proto`` the scheme and ``X-Forwarded-Host`` the ``Host`` checked against
+    ``[server] allowed_hosts``; from any other peer the headers are ignored."""
+
+    @field_validator("trusted")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # a ValueError names the bad entry
+        return value
+
+
+class ReloadConfig(_Strict):
+    """The ``[reload]`` table: reloading on file changes (SIGHUP always reloads)."""
+
+    watch: bool = False
+    """Watch the config file and every loaded plugin's source files, and reload what changed."""
+    debounce_ms: int = Field(200, ge=10, le=10_000)
+    """Changes arriving within this many milliseconds are applied as one reload."""
+
+
+class ShutdownConfig(_Strict):
+    """The ``[shutdown]`` table: draining on SIGTERM or SIGINT."""
+
+    drain_timeout: float = Field(30.0, ge=0)
+    """Seconds calls in flight may take to finish; what still runs then is cancelled and answered with an error."""
+
+
+def _rate(value: str) -> str:
+    Rate.parse(value)
+    return value
+
+
+RateText = Annotated[str, AfterValidator(_rate)]
+"""A rate such as ``"100/minute"`` (see :meth:`mcphost.core.rate.Rate.parse`)."""
+KeyName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]
+"""An API key's name: what logs and tools see as the caller's identity."""
+_LOOPBACK_URL = re.compile(r"^http://(127\.[0-9.]+|localhost|\[::1\])(:\d+)?(/|$)")
+
+
+def _https_url(value: str) -> str:
+    # Signing keys fetched over plain HTTP could be swapped by anyone on the path.
+    if not value.startswith("https://") and not _LOOPBACK_URL.match(value):
+        raise ValueError("must be an https:// URL (http:// only on loopback)")
+    return value
+
+
+JwtAlgorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+"""The asymmetric JWS algorithms ``[auth.oauth] algorithms`` may list."""
+
+
+class KeyConfig(_Strict):
+    """One API key: ``<name> = { hash = "sha256:…", tools = ["sysinfo_*"] }``, as ``mcphost keys new`` prints it."""
+
+    hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    """SHA-256 of the token; the token itself is never stored."""
+    tools: list[str] = Field(min_length=1)
+    """The key's scope: glob patterns of the tool and prompt names, resource URIs and URI
+    templates it may list and use; ``["*"]`` for everything."""
+    rate_limit: RateText | None = None
+    """This key's request budget, instead of ``[rate_limits] identity``."""
+
+
+class KeysFile(_Strict):
+    """A keys file (``[auth] keys_file``, or a systemd credential): a ``[keys]`` table like ``[auth.keys]``."""
+
+    keys: dict[KeyName, KeyConfig] = Field(default_factory=dict)
+
+
+class OAuthConfig(_Strict):
+    """The ``[auth.oauth]`` table: accept JWT access tokens from one identity provider."""
+
+    issuer: str = Field(min_length=1)
+    """The ``iss`` every token must carry; also the authorization server announced to clients."""
+    jwks_url: Annotated[str, AfterValidator(_https_url)]
+    """Where the issuer publishes its signing keys (JWKS)."""
+    resource: Annotated[str, AfterValidator(_https_url)]
+    """This server's MCP endpoint as clients reach it (``https://mcp.example.com/mcp``): the
+    audience tokens must be issued for (RFC 8707), and the ``resource`` of its metadata."""
+    audiences: list[str] = Field(default_factory=list)
+    """Further ``aud`` values accepted besides ``resource`` (an identity provider that names the API its own way)."""
+    authorization_servers: list[str] = Field(default_factory=list)
+    """Announced in the protected resource metadata; default ``[issuer]``."""
+    algorithms: list[JwtAlgorithm] = Field(default=["RS256", "ES256"], min_length=1)
+    """Signature algorithms accepted; ``none`` and shared-secret (HS*) algorithms never are."""
+    leeway: float = Field(30.0, ge=0, le=300)
+    """Seconds of clock skew tolerated on ``exp``, ``nbf`` and ``iat``."""
+    scopes: dict[str, list[str]] = Field(default_factory=dict)
+    """Token scope → glob patterns it grants, as a key's ``tools``. Empty: every valid token may use everything."""
+    jwks_cache_seconds: float = Field(3600.0, gt=0)
+    """How long fetched signing keys are used before they are fetched again."""
+    jwks_refresh_interval: float = Field(30.0, ge=0)
+    """Least seconds between two fetches caused by tokens signed with an unknown key (``kid``)."""
+
+
+class AuthConfig(_Strict):
+    """The ``[auth]`` table: who may use ``/mcp``. Any key source or ``[auth.oauth]`` turns authentication on."""
+
+    keys: dict[KeyName, KeyConfig] = Field(default_factory=dict)
+    """API keys by name; better kept in ``keys_file`` or ``credential`` than in this file."""
+    keys_file: Path | None = None
+    """A TOML file with a ``[keys]`` table of API keys."""
+    credential: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    """A systemd credential holding a keys file: ``$CREDENTIALS_DIRECTORY/<credential>``."""
+    allow_unauthenticated: bool = False
+    """Serve a non-loopback address without authentication (only behind a proxy that authenticates)."""
+    oauth: OAuthConfig | None = None
+
+
+class RateLimitsConfig(_Strict):
+    """The ``[rate_limits]`` table; every limit counts per caller (identity)."""
+
+    identity: RateText | None = None
+    """Each caller's budget of requests (POSTs) to ``/mcp``; over it: HTTP 429."""
+    plugins: dict[str, RateText] = Field(default_factory=dict)
+    """Per plugin name: each caller's budget of calls to any of the plugin's tools."""
+    tools: dict[str, RateText] = Field(default_factory=dict)
+    """Per public tool name: each caller's budget of calls to that tool."""
+    max_tracked: int = Field(100_000, ge=100)
+    """Most (caller, limit) pairs remembered; past it the least recently seen is forgotten."""
+
+
+class AdminConfig(_Strict):
+    """The ``[admin]`` table: a second listener for operators (``/ready`` with every detail,
+    ``/metrics``, ``/status``)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8081, ge=0, le=65535)
+    metrics_token: str | None = Field(None, min_length=16)
+    """When set, ``/metrics`` and ``/status`` want ``Authorization: Bearer <metrics_token>``
+    (wherever they are served); better given as ``MCPHOST_ADMIN__METRICS_TOKEN``."""
+
+
+class MetricsConfig(_Strict):
+    """The ``[metrics]`` table: the Prometheus exposition and the ``/status`` report."""
+
+    public: bool = False
+    """Serve ``/metrics`` on the MCP listener too, not only on the admin listener; on a
+    non-loopback address this needs ``[admin] metrics_token``."""
+    window: float = Field(300.0, ge=10, le=3600)
+    """Seconds of recent calls the p50/p99 latencies of ``/status`` are taken over."""
+    window_calls: int = Field(1000, ge=10, le=100_000)
+    """Most recent calls kept per tool for those latencies (memory stays bounded under load)."""
+
+
+class TracingConfig(_Strict):
+    """The ``[tracing]`` table: OpenTelemetry spans per request and per tool call
+    (needs ``pip install 'mcphost[otel]'``)."""
+
+    exporter: Literal["none", "otlp", "file", "console"] = "none"
+    """``otlp``: OTLP over HTTP (protobuf) to ``endpoint``; ``file``: one JSON object per
+    span and line, appended to ``path``; ``console``: the same on stderr (debugging)."""
+    endpoint: str | None = None
+    """The OTLP/HTTP traces URL; default ``$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, else
+    ``http://localhost:4318/v1/traces``."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra HTTP headers for the OTLP exporter (a vendor's API key)."""
+    path: Path | None = None
+    """Where the ``file`` exporter writes."""
+    service_name: str = Field("mcphost", min_length=1)
+    """``service.name`` of every span."""
+    sample_ratio: float = Field(1.0, ge=0, le=1)
+    """Share of traces recorded that a client did not already decide on (a client's sampled
+    flag is followed)."""
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> TracingConfig:
+        if self.exporter == "file" and self.path is None:
+            raise ValueError('exporter = "file" needs a path')
+        return self
+
+
+class HostConfig(BaseSettings):
+    """The whole ``mcphost.toml``; ``MCPHOST_<TABLE>__<KEY>`` environment variables override it."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    limits: DefaultLimits = Field(default_factory=DefaultLimits)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+    sessions: SessionsConfig = Field(default_factory=SessionsConfig)
+    reload: ReloadConfig = Field(default_factory=ReloadConfig)
+    shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file is passed as init kwargs; the environment must win over it.
+        return env_settings, init_settings
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a config, located as precisely as the source allows.
+
+    A warning is something amiss that does not make the config invalid: a plugin that fails
+    to load, a table or pattern naming no plugin there is.
+    """
+
+    key: str
+    message: str
+    line: int | None = None
+    warning: bool = False
+
+    def render(self, source: str) -> str:
+        """``source:line: [warning: ]key: message``, the shape compilers and ``nginx -t`` use."""
+        where = f"{source}:{self.line}" if self.line else source
+        what = f"{self.key}: {self.message}" if self.key else self.message
+        return f"{where}: warning: {what}" if self.warning else f"{where}: {what}"
+
+
+class ConfigError(Exception):
+    """The config is invalid; ``problems`` lists every reason.
+
+    ``plugins_only`` is the same file with every table but ``[plugins]`` left at its
+    defaults, when that much is valid: enough to go on checking the plugins, so one run
+    of ``check-config`` reports every problem, not the first batch.
+    """
+
+    def __init__(self, source: str, problems: list[Problem], plugins_only: LoadedConfig | None = None):
+        self.source = source
+        self.problems = problems
+        self.plugins_only = plugins_only
+        super().__init__("\n".join(p.render(source) for p in problems))
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A validated config and where it came from, kept for locating later problems."""
+
+    config: HostConfig
+    source: str
+    text: str
+
+    def problem(self, loc: tuple[str | int, ...], message: str, *, warning: bool = False) -> Problem:
+        """A :class:`Problem` at ``loc`` with its line in the source file when it has one."""
+        return Problem(_dotted(loc), message, locate(self.text, loc), warning)
+
+
+def resolve_path(explicit: str | os.PathLike[str] | None) -> Path | None:
+    """The config file to read: ``--config``, else ``$MCPHOST_CONFIG``, else the first default that exists."""
+    if explicit:
+        return Path(explicit)
+    if env := os.environ.get("MCPHOST_CONFIG"):
+        return Path(env)
+    return next((p for p in DEFAULT_PATHS if p.exists()), None)
+
+
+def load(path: str | os.PathLike[str] | None) -> LoadedConfig:
+    """Read and validate a config file (``None``: the embedded defaults plus environment)."""
+    if path is None:
+        return _validate({}, "<defaults>", "")
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(source, [Problem("", f"cannot read: {error}")]) from None
+    return parse(text, source)
+
+
+def parse(text: str, source: str = "<string>") -> LoadedConfig:
+    """Validate config ``text``; raises :class:`ConfigError` with every problem found."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        match = re.search(r"\(at line (\d+), column \d+\)", str(error))
+        message = re.sub(r"\s*\(at line.*\)$", "", str(error))
+        line = int(match[1]) if match else None
+        raise ConfigError(source, [Problem("", f"TOML syntax error: {message}", line)]) from None
+    return _validate(data, source, text)
+
+
+def _validate(data: dict[str, Any], source: str, text: str) -> LoadedConfig:
+    problems: list[Problem] = []
+    for name in data.get("plugins", {}) if isinstance(data.get("plugins"), dict) else ():
+        if not isinstance(data["plugins"][name], dict) and name not in _RESERVED_PLUGIN_KEYS:
+            problems.append(Problem(f"plugins.{name}", "must be a table", locate(text, ("plugins", name))))
+    if problems:
+        raise ConfigError(source, problems)
+    try:
+        config = HostConfig(**data)
+    except ValidationError as error:
+        try:
+            plugins_only: LoadedConfig | None = LoadedConfig(HostConfig(plugins=data.get("plugins", {})), source, text)
+        except ValidationError:
+            plugins_only = None
+        raise ConfigError(source, problems_from(error, text), plugins_only) from None
+    return LoadedConfig(config, source, text)
+
+
+def problems_from(
+    error: ValidationError, text: str, prefix: tuple[str | int, ...] = (), model: type[BaseModel] | None = None
+) -> list[Problem]:
+    """Turn pydantic's errors into :class:`Problem` s located in ``text`` (keys under ``prefix``).
+
+    A problem shows the value it is about, unless that value may be a secret (see
+    :func:`may_be_secret`; ``model`` is what ``error`` validated, for its secret fields):
+    a secret must not reach a terminal or the journal, valid or not.
+    """
+    problems = []
+    for e in error.errors(include_url=False):
+        loc = prefix + tuple(e["loc"])
+        message = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        if (
+            e["type"] not in ("extra_forbidden", "missing")
+            and "input" in e
+            and not isinstance(e["input"], dict)
+            and not may_be_secret(tuple(e["loc"]), model)
+        ):
+            message += f" (got {e['input']!r})"
+        if variable := _environment_variable(loc):
+            problems.append(Problem(_dotted(loc), f"{message} (set by environment variable {variable})"))
+        else:
+            problems.append(Problem(_dotted(loc), message, locate(text, loc)))
+    return problems
+
+
+_SECRET_NAME = re.compile(r"token|passw|secret|credential|key|auth|cookie|header|url|dsn", re.IGNORECASE)
+
+
+def may_be_secret(loc: tuple[str | int, ...], model: type[BaseModel] | None = None) -> bool:
+    """Whether the value at ``loc`` may be a secret: a key on its path names one (a token,
+    a password, a key, a URL that may carry credentials, headers...), or ``model`` declares
+    the field as a pydantic ``SecretStr`` or ``SecretBytes``. Errs towards secret."""
+    if any(isinstance(part, str) and _SECRET_NAME.search(part) for part in loc):
+        return True
+    annotation: Any = model
+    for part in loc:
+        choices = _choices(annotation)
+        fields = [c.model_fields[part] for c in choices if _is_model(c) and part in c.model_fields]
+        if fields:
+            annotation = fields[0].annotation
+        else:  # a list's item or a dict's value
+            annotation = next((typing.get_args(c)[-1] for c in choices if typing.get_args(c)), None)
+        if any(isinstance(c, type) and issubclass(c, SecretStr | SecretBytes) for c in _choices(annotation)):
+            return True
+    return False
+
+
+def _choices(annotation: Any) -> tuple[Any, ...]:
+    """The types a (maybe ``X | None``) annotation allows."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return typing.get_args(annotation) if union else (annotation,)
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _environment_variable(loc: tuple[str | int, ...]) -> str | None:
+    """The ``MCPHOST_…`` variable that set the value at ``loc`` (or a table above it), if any."""
+    parts = [str(part).upper() for part in loc if isinstance(part, str)]
+    names = {name.upper(): name for name in os.environ if name.upper().startswith("MCPHOST_")}
+    for end in range(len(parts), 0, -1):
+        if found := names.get("MCPHOST_" + "__".join(parts[:end])):
+            return found
+    return None
+
+
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[Problem]:
+    """``MCPHOST_*`` variables that set no setting, which would otherwise be ignored without
+    a word: a misspelt key, or one ``_`` where ``__`` separates a table from its key
+    (``MCPHOST_LOG_FORMAT`` for ``MCPHOST_LOG__FORMAT``)."""
+    environ = os.environ if environ is None else environ
+    found = []
+    for name in sorted(environ):
+        upper = name.upper()  # pydantic-settings matches names without regard to case
+        if not upper.startswith(ENV_PREFIX) or upper in PROCESS_VARIABLES or _sets_a_setting(upper):
+            continue
+        message = "this environment variable sets no setting (they are MCPHOST_<TABLE>__<KEY>)"
+        if meant := next((n for n in _respellings(upper) if _sets_a_setting(n)), None):
+            message += f"; did you mean {meant}?"
+        found.append(Problem(name, message))
+    return found
+
+
+def _sets_a_setting(variable: str) -> bool:
+    """Whether pydantic-settings would apply ``MCPHOST_...`` to a field of :class:`HostConfig`."""
+    model: Any = HostConfig
+    parts = variable.removeprefix(ENV_PREFIX).lower().split("__")
+    for index, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is not None:
+            annotation = field.annotation
+        elif model is PluginsConfig and part:
+            annotation = PluginConfig  # [plugins.<name>]: any name is a plugin's table
+        else:
+            return False
+        if index == len(parts) - 1:
+            return True
+        # Below a mapping (keys, a plugin's settings): anything; below a table: its fields.
+        if typing.get_origin(annotation) is dict:
+            return True
+        model = next((a for a in _choices(annotation) if _is_model(a)), None)  # a table, or "table | None"
+        if model is None:
+            return False
+    return False
+
+
+def _respellings(variable: str) -> list[str]:
+    """``variable`` with some of its single ``_`` after the prefix doubled, most first (a
+    plugin's table takes any name, so ``PLUGINS__FILES_TIMEOUT`` would name a plugin)."""
+    head, tail = variable[: len(ENV_PREFIX)], variable[len(ENV_PREFIX) :]
+    pieces = re.split(r"(?<!_)_(?!_)", tail)
+    gaps = range(len(pieces) - 1)
+    spellings = []
+    for count in range(min(len(pieces) - 1, 3), 0, -1):
+        for doubled in itertools.combinations(gaps, count):
+            joined = pieces[0] + "".join(("__" if i in doubled else "_") + p for i, p in enumerate(pieces[1:]))
+            spellings.append(head + joined)
+    return spellings
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+
+
+_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+_KEY = re.compile(r"^\s*((?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*'))*)\s*=")
+
+
+def _split_key(dotted: str) -> tuple[str, ...]:
+    parts = re.findall(r"\"([^\"]*)\"|'([^']*)'|([A-Za-z0-9_-]+)", dotted)
+    return tuple(next(p for p in groups if p) if any(groups) else "" for groups in parts)
+
+
+def locate(text: str, loc: tuple[str | int, ...]) -> int | None:
+    """The line that defines the key at ``loc`` (or its closest defined parent), if any."""
+    lines: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
+    for number, line in enumerate(text.splitlines(), start=1):
+        if header := _HEADER.match(line):
+            table = _split_key(header[1])
+            lines.setdefault(table, number)
+        elif key := _KEY.match(line):
+            lines.setdefault(table + _split_key(key[1]), number)
+    path = tuple(str(part) for part in loc if isinstance(part, str))
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return None

@@ -1,0 +1,121 @@
+"""Several worker processes on one listening socket: ``[server] workers = N``.
+
+The master binds the socket (or takes systemd's), starts N ``mcphost serve`` processes that
+inherit it, and the kernel spreads connections between them. Each worker is a whole daemon
+with its own Trio loop; what must be shared is shared through the state directory (sessions
+are rebuilt by whichever worker a request lands on) and the session secret.
+
+The master is what systemd sees: it reports ``READY=1`` once the socket answers
+``/health``, pings the watchdog, forwards SIGHUP (reload) and SIGTERM/SIGINT (drain) to the
+workers, and restarts a worker that dies. Per-process state is not shared: rate-limit
+budgets and the event store are per worker unless a shared backend is configured.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import structlog
+
+from mcphost.core.config import LoadedConfig
+from mcphost.daemon import startup
+from mcphost.ops import systemd
+
+log = structlog.get_logger("mcphost.workers")
+
+WORKER_FD = "MCPHOST_WORKER_FD"
+"""The environment variable naming the listening socket a worker inherits."""
+RESTART_PAUSE = 1.0
+"""Seconds before a worker that died is started again (a crash loop must not spin)."""
+
+
+def listening_socket(loaded: LoadedConfig) -> socket.socket:
+    """systemd's socket when socket-activated, else one bound to ``[server] host:port``."""
+    fds = systemd.listen_fds()
+    if fds:
+        return socket.socket(fileno=fds[0])
+    server = loaded.config.server
+    return startup.listen(server.host, server.port, startup.MCP_LISTENER)
+
+
+def run(loaded: LoadedConfig, config_path: Path | None, count: int) -> int:
+    """Run ``count`` workers until SIGTERM or SIGINT; returns the exit status."""
+    sock = listening_socket(loaded)
+    host, port = sock.getsockname()[:2]
+    notifier = systemd.Notifier()
+    os.environ.pop("NOTIFY_SOCKET", None)  # only the master speaks to systemd
+    command = [sys.executable, "-m", "mcphost", "serve", *(["--config", str(config_path)] if config_path else [])]
+    stopping = False
+    forwarded: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = stopping or signum in (signal.SIGTERM, signal.SIGINT)
+        forwarded.append(signum)
+
+    for handled in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(handled, on_signal)
+
+    def start(index: int) -> subprocess.Popen[bytes]:
+        env = {**os.environ, WORKER_FD: str(sock.fileno()), "MCPHOST_WORKER_INDEX": str(index)}
+        if index:
+            env["MCPHOST_ADMIN__ENABLED"] = "false"  # one admin listener, on the first worker
+        return subprocess.Popen(command, env=env, pass_fds=[sock.fileno()])
+
+    workers = [start(i) for i in range(count)]
+    log.info("workers started", count=count, pids=[w.pid for w in workers], port=port)
+    ready = False
+    interval = systemd.watchdog_interval()
+    last_ping = 0.0
+    while True:
+        while forwarded:
+            signum = forwarded.pop(0)
+            if signum == signal.SIGHUP:
+                notifier.reloading()
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.send_signal(signum)
+            if signum == signal.SIGHUP:
+                notifier.ready(f"{count} workers")
+            elif stopping:
+                notifier.stopping()
+        if stopping and all(w.poll() is not None for w in workers):
+            break
+        for index, worker in enumerate(workers):
+            if worker.poll() is not None and not stopping:
+                log.error("worker exited; starting another", pid=worker.pid, status=worker.returncode)
+                time.sleep(RESTART_PAUSE)
+                workers[index] = start(index)
+        if not ready and _healthy(host, port):
+            ready = True
+            notifier.ready(f"{count} workers")
+        if interval is not None and time.monotonic() - last_ping > interval:
+            notifier.watchdog()
+            last_ping = time.monotonic()
+        time.sleep(0.1)
+    sock.close()
+    log.info("workers stopped")
+    return max((w.returncode for w in workers), default=0)
+
+
+def _healthy(host: str, port: int) -> bool:
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    host = f"[{host}]" if ":" in host else host
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def inherited_fds() -> list[int]:
+    """The listening socket a worker inherited from its master (empty for a lone daemon)."""
+    fd = os.environ.pop(WORKER_FD, None)
+    return [int(fd)] if fd else []

@@ -1,0 +1,5 @@
+"""Running in production: logging and the per-request record, Prometheus metrics, systemd
+integration, the garbage collector's set-up, and draining.
+
+It may import core only; what it counts or logs about higher layers reaches it as plain data.
+"""

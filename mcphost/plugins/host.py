@@ -1,0 +1,521 @@
+"""Plugin discovery and loading: entry points in group ``mcphost`` and configured paths,
+each plugin imported, validated and started inside its own fence.
+
+One broken plugin (an import error, a raising hook, a bad return shape, invalid settings,
+a name clash) is recorded as failed with the reason, and every other plugin still loads.
+The result of loading is a list of :class:`PluginRecord` (what ``mcphost plugins`` and
+``/ready`` show) and the :class:`~mcphost.plugins.registry.Registry` of what they serve.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import functools
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal, cast
+
+import pluggy
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from mcphost.core.config import LoadedConfig, Problem, problems_from
+from mcphost.plugins import fence, hookspecs
+from mcphost.plugins.definitions import PromptDef, ResourceDef, ToolDef, definition_of
+from mcphost.plugins.limits import ToolLimits, plugin_pool
+from mcphost.plugins.registry import Registry, build_prompt, build_resource, build_tool, combine
+from mcphost.plugins.settings import PluginSettings
+
+log = structlog.get_logger("mcphost.plugins")
+
+Status = Literal["loaded", "failed", "disabled"]
+
+HOOK_TIMEOUT = 30.0
+"""Seconds a plugin's start-up or shut-down hook may take before it counts as failed."""
+READY_TIMEOUT = 5.0
+"""Seconds a plugin's readiness check may take before it counts as not ready."""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A plugin found by discovery, not yet imported."""
+
+    name: str
+    origin: str
+    version: str | None
+    load: Callable[[], Any]
+    module: str
+    """The name of the module the plugin is (or is in), as ``sys.modules`` will know it."""
+    path: Path | None = None
+    """The file or package directory of a plugin from ``[plugins] paths``."""
+
+
+@dataclass(frozen=True)
+class PluginRecord:
+    """One plugin's state: what ``mcphost plugins`` prints and ``/ready`` reports."""
+
+    name: str
+    origin: str
+    version: str | None
+    status: Status
+    required: bool = False
+    error: str | None = None
+    problems: tuple[Problem, ...] = ()
+    hooks: tuple[str, ...] = ()
+    settings: PluginSettings | None = None
+    registry: Registry = field(default_factory=Registry)
+    module: ModuleType | None = field(default=None, repr=False, compare=False)
+    modules: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    """Names of the modules importing the plugin added to ``sys.modules`` (its own package's)."""
+    impls: Mapping[str, pluggy.HookImpl] = field(default_factory=dict, repr=False, compare=False)
+    """This version's hook implementations by hook name: the plugin manager holds only the
+    newest version, and a reload shuts the previous one down with its own hooks."""
+    path: Path | None = None
+    """The file or package directory of a plugin from ``[plugins] paths``."""
+    fingerprint: tuple[Any, ...] = field(default=(), repr=False, compare=False)
+    reload_error: str | None = None
+    """Why the last reload of this plugin failed; the version described here keeps serving."""
+
+    @property
+    def tools(self) -> list[str]:
+        """Public names of the plugin's tools."""
+        return list(self.registry.tools)
+
+    def occupancy(self) -> tuple[int, int, int]:
+        """Calls running, the sum of the concurrency caps, and calls waiting for a slot, over
+        the pools the plugin's calls run in: its own, and those of entries with a limit of their own."""
+        registry = self.registry
+        entries: Iterable[Any] = (
+            *registry.tools.values(),
+            *registry.resources.values(),
+            *registry.templates,
+            *registry.prompts.values(),
+        )
+        pools = {id(entry.limits.pool): entry.limits.pool for entry in entries}.values()
+        return (
+            sum(int(pool.borrowed_tokens) for pool in pools),
+            sum(int(pool.total_tokens) for pool in pools),
+            sum(pool.statistics().tasks_waiting for pool in pools),
+        )
+
+    def failed(self, error: str, problems: Sequence[Problem] = ()) -> PluginRecord:
+        """This record marked failed with ``error``, serving nothing."""
+        return replace(self, status="failed", error=error, problems=tuple(problems), registry=Registry())
+
+
+def discover(paths: Sequence[Path]) -> list[Candidate]:
+    """Installed plugins (entry-point group ``mcphost``) and plugin files or packages at ``paths``."""
+    # The import system caches directory listings; a package installed since start-up is
+    # invisible to a re-scan without this.
+    importlib.invalidate_caches()
+    found = []
+    for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT_NAME):
+        dist = ep.dist
+        origin = f"package {dist.name} {dist.version}" if dist else f"entry point {ep.value}"
+        found.append(Candidate(ep.name, origin, dist.version if dist else None, ep.load, ep.module))
+    for path in paths:
+        name = path.stem if path.suffix == ".py" else path.name
+        module = f"mcphost_local_plugin_{name}"
+        found.append(Candidate(name, f"path {path}", None, functools.partial(_import_path, path, module), module, path))
+    return sorted(found, key=lambda c: c.name)
+
+
+def _import_path(path: Path, module_name: str) -> ModuleType:
+    """Import a plugin from a ``.py`` file or a package directory under a private module name."""
+    location = path / "__init__.py" if path.is_dir() else path
+    spec = importlib.util.spec_from_file_location(module_name, location)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import a plugin from {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # what failed is taken out again by PluginHost._load
+    spec.loader.exec_module(module)
+    return module
+
+
+class PluginHost:
+    """The plugin manager: loads plugins per the config, reloads what changed, and runs
+    their lifecycle hooks."""
+
+    def __init__(self, loaded: LoadedConfig):
+        self.loaded = loaded
+        self.config = loaded.config
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.records: list[PluginRecord] = []
+
+    @property
+    def registry(self) -> Registry:
+        """Everything the loaded plugins serve."""
+        return combine(r.registry for r in self.records if r.status == "loaded")
+
+    def load_all(self) -> list[PluginRecord]:
+        """Discover and load every enabled plugin, each inside its own fence."""
+        self.records = self._plan({})
+        return self.records
+
+    async def reload(self, loaded: LoadedConfig) -> Reload:
+        """Apply ``loaded`` and the installed plugins as they are now, reloading only what changed.
+
+        A changed plugin's new version is imported and validated off to the side; if it fails,
+        the old version keeps serving (its record carries ``reload_error``). The caller
+        publishes the new registry, then calls :meth:`retire` on what was replaced.
+        """
+        self.loaded, self.config = loaded, loaded.config
+        previous = {r.name: r for r in self.records}
+        records = self._plan(previous)
+        for index, record in enumerate(records):
+            if record.status == "loaded" and record is not previous.get(record.name):
+                records[index] = await self._start(record, previous.get(record.name))
+        serving = {id(r.module) for r in records if r.status == "loaded"}
+        retired = [r for r in previous.values() if r.status == "loaded" and id(r.module) not in serving]
+        for record in retired:
+            if not any(r.name == record.name and r.status == "loaded" for r in records):
+                # Uninstalled or disabled: forget it entirely, so that when it comes back
+                # (perhaps a newer version) it is registered and imported afresh.
+                self._drop(record)
+        self.records = records
+        changed = sorted({r.name for r in records if _fresh(r, previous.get(r.name))} | {r.name for r in retired})
+        # Failed plugins are tried again on every reload, so one still failing failed this reload too.
+        failed = [r.name for r in records if r.reload_error or r.status == "failed"]
+        return Reload(changed=changed, failed=failed, retired=retired)
+
+    async def retire(self, records: Sequence[PluginRecord]) -> None:
+        """Shut down plugin versions that a reload replaced or removed."""
+        for record in records:
+            await self._stop(record)
+
+    def _plan(self, previous: dict[str, PluginRecord]) -> list[PluginRecord]:
+        plugins = self.config.plugins
+        records: list[PluginRecord] = []
+        served = Registry()
+        seen: set[str] = set()
+        for candidate in discover(plugins.paths):
+            old = previous.get(candidate.name)
+            base = PluginRecord(
+                candidate.name,
+                candidate.origin,
+                candidate.version,
+                "loaded",
+                plugins.for_plugin(candidate.name).required,
+                path=candidate.path,
+            )
+            if candidate.name in seen:
+                record = base.failed(f"another plugin named {candidate.name!r} is already loaded")
+            elif not _enabled(candidate.name, plugins.enable, plugins.disable):
+                record = replace(base, status="disabled")
+            elif old is not None and old.status == "loaded" and old.fingerprint == self._fingerprint(candidate, old):
+                record = replace(old, required=base.required, reload_error=None) if old.reload_error else old
+            else:
+                record = self._replace(candidate, base, old, served)
+            seen.add(candidate.name)
+            if record.status == "loaded":
+                served = served.merged(record.registry)
+                if _fresh(record, old):
+                    log.info("plugin loaded", plugin=record.name, origin=record.origin, tools=len(record.tools))
+            elif record.status == "failed" and _fresh(record, old):
+                log.error("plugin failed to load", plugin=record.name, origin=record.origin, error=record.error)
+            records.append(record)
+        return records
+
+    def _replace(
+        self, candidate: Candidate, base: PluginRecord, old: PluginRecord | None, served: Registry
+    ) -> PluginRecord:
+        """Load ``candidate``; if it replaces a working ``old`` and fails, keep ``old`` serving."""
+        aside = self._drop(old) if old is not None and old.status == "loaded" else None
+        record = self._load(candidate, base)
+        if record.status == "loaded" and (clashes := served.clashes(record.registry)):
+            self._drop(record)
+            record = record.failed(f"already served: {', '.join(clashes)}")
+        if record.status == "failed" and aside is not None and old is not None:
+            self._restore(old, aside)
+            log.error("plugin reload failed; the previous version keeps serving", plugin=old.name, error=record.error)
+            return replace(old, reload_error=record.error)
+        return (
+            replace(record, fingerprint=self._fingerprint(candidate, record)) if record.status == "loaded" else record
+        )
+
+    def _drop(self, record: PluginRecord) -> dict[str, ModuleType]:
+        """Unregister ``record``'s module and take its modules out of ``sys.modules``, so the
+        next import is fresh; calls running on the old objects are unaffected. Returns what
+        was taken out, for :meth:`_restore`."""
+        self._unregister(record.name)
+        return _forget(_module_names(record))
+
+    def _restore(self, record: PluginRecord, aside: dict[str, ModuleType]) -> None:
+        sys.modules.update(aside)
+        self._unregister(record.name)
+        if record.module is not None:
+            self.pm.register(record.module, name=record.name)
+
+    def _fingerprint(self, candidate: Candidate, record: PluginRecord) -> tuple[Any, ...]:
+        """What a reload compares: origin, version, the config that shapes the plugin, and
+        the modification times of its source files."""
+        plugin_config = self.config.plugins.for_plugin(candidate.name).model_dump_json()
+        host = (self.config.limits.model_dump_json(), self.config.tools.model_dump_json())
+        return (candidate.origin, candidate.version, plugin_config, host, _source_times(record))
+
+    def problems(self) -> list[Problem]:
+        """Config problems found while loading: plugin settings and tool tables that do not
+        fit the plugin's model and tools."""
+        return [p for r in self.records for p in r.problems]
+
+    def warnings(self) -> list[Problem]:
+        """What is amiss with the plugins rather than with the config: plugins that failed to
+        load (for a reason other than their settings), and :meth:`unmatched`."""
+        failed = [
+            self.loaded.problem(("plugins", r.name), f"plugin failed to load: {r.error}", warning=True)
+            for r in self.records
+            if r.status == "failed" and not r.problems
+        ]
+        return failed + self.unmatched()
+
+    def unmatched(self) -> list[Problem]:
+        """``[plugins.<name>]`` tables and ``enable``/``disable`` patterns that name no plugin
+        found: a misspelt name, or a plugin not installed (yet, or any more)."""
+        plugins, found = self.config.plugins, []
+        names = sorted(r.name for r in self.records)
+        there = f"the plugins found are {', '.join(names)}" if names else "no plugin is installed"
+        for name in sorted(plugins.configured() - set(names)):
+            found.append(self.loaded.problem(("plugins", name), f"no plugin is named {name!r}; {there}", warning=True))
+        for key in ("enable", "disable"):
+            for pattern in getattr(plugins, key):
+                # "*" matches nothing only where nothing is installed, which the count says.
+                if pattern != "*" and not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                    message = f"{pattern!r} matches no plugin; {there}"
+                    found.append(self.loaded.problem(("plugins", key), message, warning=True))
+        return found
+
+    def _load(self, candidate: Candidate, record: PluginRecord) -> PluginRecord:
+        name = candidate.name
+        before = set(sys.modules)
+        package = candidate.module.partition(".")[0]
+        try:
+            module = candidate.load()
+        except (Exception, SystemExit) as error:
+            log.error("plugin import failed", plugin=name, exc_info=error)
+            _forget(_own_modules(before, package))  # a half-done import must not be found next time
+            return record.failed(f"import failed: {type(error).__name__}: {error}")
+        added = _own_modules(before, package)
+        try:
+            self.pm.register(module, name=name)
+        except (Exception, SystemExit) as error:
+            _forget(added)
+            return record.failed(f"not a valid plugin: {error}")
+        record = replace(record, module=module, modules=added | {candidate.module})
+        callers = self.pm.get_hookcallers(module) or []
+        unknown = [h.name for h in callers if h.spec is None]
+        if unknown:
+            self._drop(record)
+            return record.failed(f"implements unknown hook(s) {', '.join(unknown)}; see mcphost.plugins.hookspecs")
+        impls = {h.name: i for h in callers for i in h.get_hookimpls() if i.plugin is module}
+        record = replace(record, hooks=tuple(sorted(impls)), impls=impls)
+        try:
+            settings, registry = self._build(name)
+        except _LoadError as error:
+            self._drop(record)
+            return record.failed(str(error), error.problems)
+        return replace(record, settings=settings, registry=registry)
+
+    def _build(self, name: str) -> tuple[PluginSettings, Registry]:
+        plugin_config = self.config.plugins.for_plugin(name)
+        model = self._call_sync(name, "mcphost_settings_model", {}) or PluginSettings
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise _LoadError(f"mcphost_settings_model returned {model!r}, not a PluginSettings subclass")
+        try:
+            settings = cast(PluginSettings, model.model_validate(plugin_config.settings))
+        except ValidationError as error:
+            problems = problems_from(error, self.loaded.text, ("plugins", name, "settings"), model)
+            summary = "; ".join(f"{p.key}: {p.message}" for p in problems)
+            raise _LoadError(f"invalid settings: {summary}", problems) from None
+        defaults, prefix = self.config.limits, name if plugin_config.prefix is None else plugin_config.prefix
+        pool = plugin_pool(defaults, plugin_config)
+        max_length = self.config.tools.max_name_length
+        plain = ToolLimits.resolve(defaults, plugin_config, ToolDef(fn=lambda: None), None, pool)
+        tools, resources, templates, prompts = {}, {}, [], {}
+        shorts: set[str] = set()
+        for item in self._definitions(name, "mcphost_tools", settings, ToolDef):
+            short = item.name or item.fn.__name__
+            shorts.add(short)
+            limits = ToolLimits.resolve(defaults, plugin_config, item, plugin_config.tools.get(short), pool)
+            entry = self._guard(
+                name,
+                "tool",
+                short,
+                functools.partial(build_tool, name, prefix, item, limits, settings, max_length),
+            )
+            if entry.name in tools:
+                raise _LoadError(f"two tools are named {entry.name!r}")
+            tools[entry.name] = entry
+        for item in self._definitions(name, "mcphost_resources", settings, ResourceDef):
+            res = self._guard(name, "resource", item.uri, functools.partial(build_resource, name, item, plain))
+            if res.template is None:
+                resources[item.uri] = res
+            else:
+                templates.append(res)
+        for item in self._definitions(name, "mcphost_prompts", settings, PromptDef):
+            short = item.name or item.fn.__name__
+            prompt = self._guard(
+                name, "prompt", short, functools.partial(build_prompt, name, prefix, item, plain, max_length, settings)
+            )
+            prompts[prompt.name] = prompt
+        if unknown_tools := set(plugin_config.tools) - shorts:
+            raise _LoadError(
+                f"[plugins.{name}.tools] names no tool of this plugin: {', '.join(sorted(unknown_tools))}",
+                [
+                    self.loaded.problem(("plugins", name, "tools", t), "no such tool in this plugin")
+                    for t in unknown_tools
+                ],
+            )
+        return settings, Registry(tools, resources, tuple(templates), prompts)
+
+    @staticmethod
+    def _guard(plugin: str, kind: str, label: str, build: Callable[[], Any]) -> Any:
+        try:
+            return build()
+        except Exception as error:
+            raise _LoadError(f"{kind} {label!r}: {error}") from None
+
+    def _definitions(self, name: str, hook: str, settings: PluginSettings, kind: type[Any]) -> list[Any]:
+        value = self._call_sync(name, hook, {"settings": settings})
+        if value is None:
+            return []
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise _LoadError(f"{hook} must return a list, not {type(value).__name__}")
+        try:
+            return [definition_of(item, kind) for item in value]
+        except TypeError as error:
+            raise _LoadError(f"{hook}: {error}") from None
+
+    def _impl(self, name: str, hook: str) -> pluggy.HookImpl | None:
+        caller = getattr(self.pm.hook, hook)
+        return next((i for i in caller.get_hookimpls() if i.plugin_name == name), None)
+
+    def _call_sync(self, name: str, hook: str, kwargs: dict[str, Any]) -> Any:
+        impl = self._impl(name, hook)
+        if impl is None:
+            return None
+        outcome = fence.call_hook_sync(name, hook, impl.function, {a: kwargs[a] for a in impl.argnames})
+        if outcome.error:
+            raise _LoadError(outcome.error)
+        return outcome.value
+
+    async def _call_async(self, record: PluginRecord, hook: str, timeout: float) -> fence.HookOutcome:
+        impl = record.impls.get(hook)
+        if impl is None:
+            return fence.HookOutcome(True)
+        kwargs = {a: {"settings": record.settings}[a] for a in impl.argnames}
+        return await fence.call_hook(record.name, hook, impl.function, kwargs, timeout)
+
+    async def start_all(self) -> None:
+        """Run every loaded plugin's start-up hook; a failure marks that plugin failed."""
+        self.records = [await self._start(r, None) if r.status == "loaded" else r for r in self.records]
+
+    async def stop_all(self) -> None:
+        """Run every loaded plugin's shut-down hook, in reverse order; failures are logged."""
+        for record in reversed(self.records):
+            if record.status == "loaded":
+                await self._stop(record)
+
+    async def _start(self, record: PluginRecord, old: PluginRecord | None) -> PluginRecord:
+        outcome = await self._call_async(record, "mcphost_startup", HOOK_TIMEOUT)
+        if not outcome.error:
+            return record
+        log.error("plugin failed to start", plugin=record.name, error=outcome.error)
+        self._drop(record)
+        if old is not None and old.status == "loaded":
+            # The previous version never stopped serving; put it back in the plugin manager.
+            self._restore(old, {})
+            return replace(old, reload_error=outcome.error)
+        return record.failed(outcome.error)
+
+    async def _stop(self, record: PluginRecord) -> None:
+        outcome = await self._call_async(record, "mcphost_shutdown", HOOK_TIMEOUT)
+        if outcome.error:
+            log.error("plugin failed to shut down", plugin=record.name, error=outcome.error)
+
+    async def readiness(self) -> dict[str, tuple[bool, str | None]]:
+        """Each loaded plugin's readiness check: ``name -> (ready, reason)``."""
+        result = {}
+        for record in self.records:
+            if record.status == "loaded":
+                outcome = await self._call_async(record, "mcphost_ready", READY_TIMEOUT)
+                ready = outcome.error is None and outcome.value is not False
+                result[record.name] = (ready, outcome.error or (None if ready else "readiness check returned False"))
+        return result
+
+    def _unregister(self, name: str) -> None:
+        if self.pm.has_plugin(name):
+            self.pm.unregister(name=name)
+
+
+@dataclass(frozen=True)
+class Reload:
+    """What a reload did: plugins (re)loaded or removed, plugins that failed, versions to retire."""
+
+    changed: list[str]
+    failed: list[str]
+    retired: list[PluginRecord]
+
+
+def _fresh(record: PluginRecord, old: PluginRecord | None) -> bool:
+    """Whether ``record`` differs from ``old`` in what it serves (a new module, or a new status)."""
+    if old is None or record.status != old.status:
+        return True
+    return record.status == "loaded" and record.module is not old.module
+
+
+def _own_modules(before: set[str], package: str) -> frozenset[str]:
+    """Modules of ``package`` that are in ``sys.modules`` now and were not in ``before``: what
+    importing a plugin added of its own (its dependencies' modules stay, whatever happens)."""
+    return frozenset(n for n in set(sys.modules) - before if n == package or n.startswith(package + "."))
+
+
+def _forget(names: Iterable[str]) -> dict[str, ModuleType]:
+    """Take the modules named ``names`` out of ``sys.modules``; returns them."""
+    return {name: sys.modules.pop(name) for name in names if name in sys.modules}
+
+
+def _module_names(record: PluginRecord) -> list[str]:
+    """Names in ``sys.modules`` of ``record``'s modules: those its import added, and any
+    imported under its own module since."""
+    root = next((n for n in record.modules if record.module is sys.modules.get(n)), None)
+    return [n for n in list(sys.modules) if n in record.modules or (root is not None and n.startswith(root + "."))]
+
+
+def _source_times(record: PluginRecord) -> tuple[tuple[str, float], ...]:
+    """Modification times of the source files of ``record``'s modules."""
+    times = []
+    for name in _module_names(record):
+        path = getattr(sys.modules[name], "__file__", None)
+        if path:
+            with contextlib.suppress(OSError):
+                times.append((path, os.stat(path).st_mtime_ns))
+    return tuple(sorted(times))
+
+
+def plugin_files(record: PluginRecord) -> list[Path]:
+    """The source files a watcher should watch for ``record``: its modules' when it is
+    loaded, and a path plugin's own file in any case (one that failed to load is
+    watched until it is fixed)."""
+    files = [Path(path) for path, _ in _source_times(record)] if record.status == "loaded" else []
+    if record.path is not None:
+        files.append(record.path / "__init__.py" if record.path.is_dir() else record.path)
+    return files
+
+
+class _LoadError(Exception):
+    def __init__(self, message: str, problems: Sequence[Problem] = ()):
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+def _enabled(name: str, enable: Sequence[str], disable: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in enable) and not any(fnmatch.fnmatchcase(name, p) for p in disable)

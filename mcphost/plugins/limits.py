@@ -1,0 +1,51 @@
+"""Per-plugin and per-tool call limits: what they are for one tool, and the pools that enforce concurrency.
+
+Precedence, last wins: ``[limits]``, then the author's ``@mcphost.tool(...)`` defaults,
+then ``[plugins.<name>]``, then ``[plugins.<name>.tools.<tool>]``. An author may ask for more
+than the global default (a slow tool), but whatever the sysadmin sets for the plugin or the
+tool is final.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import trio
+
+from mcphost.core.config import DefaultLimits, LimitsConfig
+from mcphost.plugins.definitions import ToolDef
+
+
+@dataclass(frozen=True, slots=True)
+class ToolLimits:
+    """The limits one tool's calls run under."""
+
+    timeout: float
+    max_concurrency: int
+    max_result_bytes: int
+    pool: trio.CapacityLimiter
+    """Calls (and their worker threads) hold a token of this pool while they run; it is the
+    plugin's pool unless the tool has a concurrency limit of its own."""
+
+    @classmethod
+    def resolve(
+        cls,
+        defaults: DefaultLimits,
+        plugin: LimitsConfig,
+        definition: ToolDef,
+        tool: LimitsConfig | None,
+        plugin_pool: trio.CapacityLimiter,
+    ) -> ToolLimits:
+        """Combine the layers for one tool (see the module docstring for the order)."""
+        layers = (defaults, definition, plugin, tool or LimitsConfig())
+        values = {}
+        for field in ("timeout", "max_concurrency", "max_result_bytes"):
+            values[field] = next(v for layer in reversed(layers) if (v := getattr(layer, field)) is not None)
+        own_pool = (definition.max_concurrency, (tool or LimitsConfig()).max_concurrency) != (None, None)
+        pool = trio.CapacityLimiter(values["max_concurrency"]) if own_pool else plugin_pool
+        return cls(pool=pool, **values)
+
+
+def plugin_pool(defaults: DefaultLimits, plugin: LimitsConfig) -> trio.CapacityLimiter:
+    """The concurrency pool shared by a plugin's tools."""
+    return trio.CapacityLimiter(plugin.max_concurrency or defaults.max_concurrency)

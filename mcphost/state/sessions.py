@@ -1,0 +1,226 @@
+"""Session records between processes: what a 2025-11-25 session needs to be rebuilt
+elsewhere, the interface of the stores that keep them, and the local SQLite store.
+
+The SQLite store is shared safely by the worker processes of one machine; replicas use the
+Redis store (:mod:`mcphost.state.redis_stores`), which implements the same interface. Only
+the store ends a session for every process and expires idle ones. This module knows nothing
+of HTTP or of the SDK's session manager, which reads and writes these records
+(:mod:`mcphost.transport.sessions`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import mmap
+import os
+import sqlite3
+import struct
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import trio
+from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
+
+
+def private_directory(path: Path) -> None:
+    """Make the state directory, readable by this user only (0700), if it does not exist yet
+    (systemd's ``StateDirectory=`` makes its own)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, exist_ok=True)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """What a session needs to be rebuilt in another process."""
+
+    id: str
+    protocol_version: str
+    client_params: dict[str, Any]
+    owner: AuthorizationContext | None
+    seen: float
+
+
+def record_lifetime(idle_timeout: float) -> float:
+    """Seconds a session record outlives the last touch of it: a busy session is touched every
+    quarter of the idle timeout, so a record must outlive the gap between two touches to expire
+    no sooner than ``idle_timeout`` after the session's last request, wherever it landed."""
+    return idle_timeout * 1.25
+
+
+class StoreUnavailable(Exception):
+    """A :class:`SessionStore` cannot answer right now (its server is unreachable)."""
+
+
+class SessionStore(Protocol):
+    """Where session records live between processes (a local file, or Redis for replicas)."""
+
+    async def save(self, record: SessionRecord) -> None:
+        """Create or replace a record."""
+
+    async def load(self, session_id: str) -> SessionRecord | None:
+        """The record of ``session_id``, or ``None``; raises :class:`StoreUnavailable` when
+        the store cannot tell (the request then gets 503, not a misleading 404)."""
+
+    async def touch(self, session_id: str, seen: float) -> None:
+        """Note that the session was active at ``seen`` (a Unix time)."""
+
+    async def delete(self, session_id: str) -> None:
+        """Forget a session and tell every process (:meth:`ended`); its id answers 404 from now on.
+        Only the deletion that finds the record tells: several processes may end the same
+        session (each revoking a removed key's sessions on its own reload)."""
+
+    async def expire(self, before: float) -> int:
+        """Forget sessions not seen since ``before``; returns how many."""
+
+    def ended_unseen(self) -> bool:
+        """Whether sessions were deleted that this process has not taken from :meth:`ended` yet.
+        Asked on every request for a session held in memory, so it must cost next to nothing."""
+
+    async def ended(self) -> set[str] | None:
+        """The sessions deleted since the last call, by any process; ``None`` when some may
+        have been missed (each session held in memory must then be looked up again)."""
+
+    async def watch(self, changed: Callable[[], Awaitable[None]]) -> None:
+        """Until cancelled, await ``changed`` soon after :meth:`ended_unseen` turns true, so a
+        session deleted elsewhere ends here (its event stream closed) without a request."""
+
+
+WATCH_INTERVAL = 0.1
+"""Seconds between two looks at the deletion counter of a :class:`SqliteSessionStore`: how
+soon a session deleted by another worker has its event stream closed here."""
+_COUNTER = struct.Struct("<q")
+
+
+class SqliteSessionStore:
+    """Session records in a local SQLite file, shared safely by worker processes on one machine.
+
+    SQLite calls block, so they run in a worker thread, one at a time. Deletions are also
+    written to a table of their own, and the number of the last one to a small file mapped into
+    every process's memory (``<file>.ended``): a process compares it with the last one it took
+    on each request, which costs a memory read, and reads the table only when it moved.
+    """
+
+    def __init__(self, path: Path, idle_timeout: float):
+        private_directory(path.parent)
+        # Created 0600 before SQLite opens it (SQLite would use the umask, 0644 mostly); its
+        # -wal and -shm files take the same mode from it.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        self.path = path
+        self.lifetime = record_lifetime(idle_timeout)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5)
+        self._lock = threading.Lock()
+        self._limiter = trio.CapacityLimiter(1)
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, record TEXT NOT NULL, seen REAL NOT NULL)"
+            )
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS ended"
+                " (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, at REAL NOT NULL)"
+            )
+            self._taken = self._db.execute("SELECT coalesce(max(seq), 0) FROM ended").fetchone()[0]
+        fd = os.open(path.with_name(path.name + ".ended"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < _COUNTER.size:
+                os.ftruncate(fd, _COUNTER.size)
+            self._counter_fd = fd
+            self._counter = mmap.mmap(fd, _COUNTER.size)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    async def _run(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        def run() -> list[tuple[Any, ...]]:
+            with self._lock:
+                cursor = self._db.execute(sql, args)
+                rows = cursor.fetchall()
+                return rows if rows else [(cursor.rowcount,)]
+
+        return await trio.to_thread.run_sync(run, limiter=self._limiter)
+
+    async def save(self, record: SessionRecord) -> None:
+        """Create or replace a record."""
+        await self._run(
+            "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?)", record.id, json.dumps(asdict(record)), record.seen
+        )
+
+    async def load(self, session_id: str) -> SessionRecord | None:
+        """The record of ``session_id``, or ``None`` (also once it is past its lifetime, even
+        if no process has expired it yet)."""
+        rows = await self._run(
+            "SELECT record, seen FROM sessions WHERE id = ? AND seen >= ?", session_id, time.time() - self.lifetime
+        )
+        if not rows or not isinstance(rows[0][0], str):
+            return None
+        fields = json.loads(rows[0][0])
+        return SessionRecord(**{**fields, "seen": rows[0][1]})
+
+    async def touch(self, session_id: str, seen: float) -> None:
+        """Note that the session was active at ``seen``."""
+        await self._run("UPDATE sessions SET seen = max(seen, ?) WHERE id = ?", seen, session_id)
+
+    async def delete(self, session_id: str) -> None:
+        """Forget a session, and move the deletion counter every process watches (if the
+        record was there)."""
+
+        def delete() -> None:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    seq = None
+                    if self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount:
+                        insert = "INSERT INTO ended (id, at) VALUES (?, ?)"
+                        seq = self._db.execute(insert, (session_id, time.time())).lastrowid
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            if seq is None:
+                return
+            # After the commit, so a process that sees the counter move finds the row; under a
+            # lock, so two processes deleting at once never move it backwards.
+            fcntl.flock(self._counter_fd, fcntl.LOCK_EX)
+            try:
+                if seq > _COUNTER.unpack_from(self._counter)[0]:
+                    _COUNTER.pack_into(self._counter, 0, seq)
+            finally:
+                fcntl.flock(self._counter_fd, fcntl.LOCK_UN)
+
+        await trio.to_thread.run_sync(delete, limiter=self._limiter)
+
+    async def expire(self, before: float) -> int:
+        """Forget sessions not seen since ``before``, and deletions older than that (every
+        process took them long ago)."""
+        await self._run("DELETE FROM ended WHERE at < ?", before)
+        return int((await self._run("DELETE FROM sessions WHERE seen < ?", before))[0][0])
+
+    def ended_unseen(self) -> bool:
+        """Whether the deletion counter moved past the last deletion this process took."""
+        return bool(_COUNTER.unpack_from(self._counter)[0] > self._taken)
+
+    async def ended(self) -> set[str] | None:
+        """The sessions deleted since the last call."""
+        rows = await self._run("SELECT seq, id FROM ended WHERE seq > ?", self._taken)
+        found = [row for row in rows if len(row) == 2]
+        self._taken = max([self._taken, *(seq for seq, _ in found)])
+        return {session_id for _, session_id in found}
+
+    async def watch(self, changed: Callable[[], Awaitable[None]]) -> None:
+        """Look at the deletion counter every :data:`WATCH_INTERVAL` seconds."""
+        while True:
+            await trio.sleep(WATCH_INTERVAL)
+            if self.ended_unseen():
+                await changed()
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+        self._counter.close()
+        os.close(self._counter_fd)
