@@ -47,6 +47,17 @@ class Setting:
         return ENV_PREFIX + "__".join(part.upper() for part in self.path)
 
     @property
+    def facts(self) -> list[str]:
+        """Its type, default (or that it is required, or unset) and environment variable, in Markdown."""
+        if self.required:
+            default = "required"
+        elif self.default is not None:
+            default = f"default `{self.default}`"
+        else:
+            default = "unset by default"
+        return [self.type, default, f"environment `{self.environment}`"]
+
+    @property
     def anchor(self) -> str:
         """An id for links to it: ``plugins-name-timeout``."""
         return re.sub(r"[^a-z0-9_]+", "-", self.dotted.lower()).strip("-")

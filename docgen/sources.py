@@ -4,25 +4,29 @@ mcphost's internal modules, so that moving a module means changing an import her
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 import mcphost
-from mcphost import hookspecs
+from mcphost import hookspecs, testing
 from mcphost.cli import _parser
-from mcphost.config import DEFAULT_PATHS, ENV_PREFIX, PROCESS_VARIABLES, HostConfig, PluginsConfig
+from mcphost.config import DEFAULT_PATHS, ENV_PREFIX, HostConfig
 from mcphost.metrics import Metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The checkout."""
 
 __all__ = [
     "DEFAULT_PATHS",
     "ENV_PREFIX",
-    "PROCESS_VARIABLES",
+    "ROOT",
     "HostConfig",
-    "PluginsConfig",
     "api_names",
     "hookspecs",
     "metrics_registry",
     "parser",
+    "testing",
     "version",
 ]
 
