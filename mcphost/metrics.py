@@ -445,7 +445,9 @@ class _Collector:
             "Unix time of the last reload (0: none yet).",
             value=0 if reload is None else reload.at,
         )
-        build = GaugeMetricFamily("mcphost_build_info", "The running mcphost.", labels=("version",))
+        build = GaugeMetricFamily(
+            "mcphost_build_info", "Always 1; version is the running mcphost's.", labels=("version",)
+        )
         build.add_metric((metrics.version,), 1)
         yield build
         yield from self._plugins(metrics.sources.records())

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from mcp import Client
 
 import mcphost
 from docgen.commands import commands
@@ -140,3 +141,26 @@ def test_api_reference_has_every_name_and_hook(site: Path) -> None:
         assert hook in text
     # mkdocstrings rendered the docstrings, not just the names.
     assert "The calling request, as a tool sees it" in text
+
+
+async def test_the_readme_plugin_serves_its_tool(mcphost_daemon, tmp_path: Path) -> None:
+    """The README's plugin, as it is written there, is served: the front door's example works."""
+    readme = (ROOT / "README.md").read_text()
+    [code] = re.findall(r"## A plugin\n\n```python\n(.*?)```", readme, re.DOTALL)
+    assert len(code.strip().splitlines()) <= 12
+    plugin = tmp_path / "hello.py"
+    plugin.write_text(code)
+    daemon = mcphost_daemon({"plugins": {"enable": ["hello"], "paths": [str(plugin)]}})
+    async with Client(daemon.url, mode="2026-07-28") as client:
+        result = await client.call_tool("hello_greet", {"name": "Ada"})
+    assert result.content[0].text == "Hello, Ada!"
+
+
+@pytest.mark.parametrize("path", ["packaging/prometheus/mcphost-alerts.yml", "packaging/grafana/mcphost.json"])
+def test_every_metric_the_alerts_and_dashboard_use_is_in_the_reference(path: str) -> None:
+    """The alert rules and the dashboard name only metrics the daemon serves (histograms by
+    their series: ``_bucket``, ``_sum``, ``_count``)."""
+    served = {m.name for m in metrics()}
+    used = set(re.findall(r"\b((?:mcp|mcphost)_[a-z_]+)", (ROOT / path).read_text()))
+    unknown = {name for name in used if re.sub(r"_(bucket|sum|count)$", "", name) not in served}
+    assert used and unknown == set(), f"{path} uses metrics the daemon does not serve: {unknown}"
