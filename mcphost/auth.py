@@ -167,22 +167,25 @@ def _key_identity(name: str, key: KeyConfig) -> Identity:
     return Identity(name, "key", scope_of(frozenset(key.tools)), rate, user)
 
 
-def load(loaded: LoadedConfig, hosts: Sequence[str] = ()) -> Authenticator | None:
+def load(loaded: LoadedConfig, hosts: Sequence[str] = (), *, credential: bool = True) -> Authenticator | None:
     """The authenticator ``[auth]`` asks for, ``None`` when authentication is off.
 
     ``hosts`` are the addresses actually served (systemd's sockets), default ``[server] host``.
-    Reads the keys file and the credential; raises :class:`ConfigError` when one is invalid,
-    and when the daemon would serve a non-loopback address to anyone at all.
+    Reads the keys file and (unless ``credential`` is false) the credential; raises
+    :class:`ConfigError` when one is invalid, and when the daemon would serve a non-loopback
+    address to anyone at all.
     """
-    return authenticator(loaded, hosts, _verifier(loaded))
+    return authenticator(loaded, hosts, _verifier(loaded), credential=credential)
 
 
-def authenticator(loaded: LoadedConfig, hosts: Sequence[str], verifier: TokenVerifier | None) -> Authenticator | None:
+def authenticator(
+    loaded: LoadedConfig, hosts: Sequence[str], verifier: TokenVerifier | None, *, credential: bool = True
+) -> Authenticator | None:
     """As :func:`load`, with the given token verifier instead of ``[auth.oauth]``'s: a reload
     keeps the running one, and reads only the keys again."""
     config = loaded.config
     auth = config.auth
-    keys = read_keys(auth, loaded.source)
+    keys = read_keys(auth, loaded.source, credential=credential)
     if keys or auth.keys_file or auth.credential or verifier is not None:
         store = KeyStore((key.hash, _key_identity(name, key)) for name, (key, _) in keys.items())
         return Authenticator(store, verifier)

@@ -12,6 +12,7 @@ import os
 import sys
 import urllib.error
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -72,7 +73,10 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"exit {EXIT_PLUGINS} on warnings too: a plugin that fails to load, a table or pattern naming no plugin",
     )
-    reload = add("reload", "Send the running daemon SIGHUP and wait until it reports the reload applied.")
+    reload = add(
+        "reload",
+        "Check the config, then send the running daemon SIGHUP and wait until it reports the reload applied.",
+    )
     reload.add_argument("--pid", type=int, required=True, help="the daemon's process id (under systemd: $MAINPID)")
     reload.add_argument(
         "--timeout",
@@ -138,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(show_status(args.admin_url, config_path, as_json=args.json))
     if args.command == "reload":
         log.configure("warning")
-        sys.exit(reload_command.reload(args.pid, config_path, args.timeout))
+        sys.exit(reload_daemon(args.pid, config_path, args.timeout))
     try:
         loaded = config_module.load(config_path)
     except ConfigError as error:
@@ -196,19 +200,44 @@ def run_daemon(command: str, loaded: LoadedConfig, config_path: Path | None) -> 
     return 0
 
 
-def check_config(loaded: LoadedConfig, *, strict: bool = False) -> int:
+def reload_daemon(pid: int, config_path: Path | None, timeout: float) -> int:
+    """``mcphost reload``: check the config as ``check-config`` does, then signal ``pid`` and
+    wait for its verdict; an invalid config is not signalled (exit :data:`EXIT_CONFIG`).
+
+    Keys in a systemd credential are checked only where ``$CREDENTIALS_DIRECTORY`` can be
+    read: systemd 252 shows the credential to ``ExecStart=`` alone, not to the ``ExecReload=``
+    that runs this (it sets the variable but hides the directory). The daemon reads its copy
+    at the reload and refuses keys it cannot take, which this command then reports as a
+    refused reload."""
+    try:
+        loaded = config_module.load(config_path)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        checked = EXIT_CONFIG
+    else:
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        readable = credentials is not None and os.access(credentials, os.R_OK | os.X_OK)
+        checked = check_config(loaded, credential=readable)
+    if checked != 0:
+        print("mcphost reload: the configuration is invalid; nothing was signalled", file=sys.stderr)
+        return checked
+    return reload_command.reload(pid, config_path, timeout)
+
+
+def check_config(loaded: LoadedConfig, *, strict: bool = False, credential: bool = True) -> int:
     """Validate like ``nginx -t``: every problem and warning on stderr with its key and line.
 
-    0 when the config is valid, even if a plugin fails to load (a warning: the unit's
-    ``ExecReload=`` runs this, and a reload must go through while one plugin is broken),
-    :data:`EXIT_CONFIG` when it is invalid, :data:`EXIT_PLUGINS` with ``strict`` and a warning.
+    0 when the config is valid, even if a plugin fails to load (a warning: ``mcphost reload``
+    runs this, and a reload must go through while one plugin is broken), :data:`EXIT_CONFIG`
+    when it is invalid, :data:`EXIT_PLUGINS` with ``strict`` and a warning. ``credential``
+    false leaves the keys of ``[auth] credential`` unread.
     """
     records, problems, warnings = examine_plugins(loaded)
     environment = config_module.unknown_environment()
     for problem in environment:
         print(problem.render("environment"), file=sys.stderr)
     invalid = bool(problems or environment)
-    for check in (auth.load, metrics.check_public, tracing.check):
+    for check in (partial(auth.load, credential=credential), metrics.check_public, tracing.check):
         try:
             check(loaded)
         except ConfigError as error:

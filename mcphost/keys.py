@@ -44,15 +44,15 @@ def config_line(name: str, token_hash: str, tools: Iterable[str], rate_limit: st
     return f"{name} = {{ {entry} }}"
 
 
-def read_keys(auth: AuthConfig, source: str) -> dict[str, tuple[KeyConfig, str]]:
+def read_keys(auth: AuthConfig, source: str, *, credential: bool = True) -> dict[str, tuple[KeyConfig, str]]:
     """Every configured key by name, with where it came from: ``[auth.keys]`` in ``source``,
-    ``keys_file`` and the systemd credential. Raises :class:`ConfigError` on an unreadable or
-    invalid file and on a name or token defined twice."""
+    ``keys_file`` and (unless ``credential`` is false) the systemd credential. Raises
+    :class:`ConfigError` on an unreadable or invalid file and on a name or token defined twice."""
     found: dict[str, tuple[KeyConfig, str]] = {}
     sources: list[tuple[str, Mapping[str, KeyConfig]]] = [(source, auth.keys)]
     if auth.keys_file is not None:
         sources.append((str(auth.keys_file), _read_file(auth.keys_file)))
-    if auth.credential is not None:
+    if auth.credential is not None and credential:
         directory = os.environ.get("CREDENTIALS_DIRECTORY")
         if not directory:
             problem = Problem(

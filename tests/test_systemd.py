@@ -45,6 +45,7 @@ from mcphost import config
 from mcphost.config import ShutdownConfig
 from mcphost.testing import RunningDaemon, free_port, start_daemon, stateless_request, to_toml
 from tests import wheels
+from tests.authkit import api_key, bearer
 from tests.services import (
     MANAGER_VARIABLES,
     MCPHOST,
@@ -119,7 +120,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     """
     original = SERVICE.read_text()
     rewritten = original.replace(INSTALLED_MCPHOST, str(MCPHOST))
-    assert original.count(INSTALLED_MCPHOST) == 3  # ExecStart= and both ExecReload=
+    assert original.count(INSTALLED_MCPHOST) == 2  # ExecStart= and ExecReload=
     (tmp_path / SERVICE.name).write_text(rewritten)
     shutil.copy(SOCKET, tmp_path / SOCKET.name)
     done = subprocess.run(
@@ -161,22 +162,19 @@ def test_units_agree_with_each_other_and_with_the_daemon() -> None:
     assert float(stop_timeout) > ShutdownConfig.model_fields["drain_timeout"].default + 5
     # The daemon pings at half of WatchdogSec=, so a loop that answers at all stays well within it.
     assert directives(SERVICE, "Service", "WatchdogSec") == ["30"]
-    assert unit_environment(Path("/run/credentials/mcphost.service"))["MCPHOST_LOG__FORMAT"] == "json"
+    assert unit_environment()["MCPHOST_LOG__FORMAT"] == "json"
 
 
-def unit_environment(credentials: Path) -> dict[str, str]:
-    """What the unit's ``Environment=`` lines set for every ``Exec*=`` command (``%d``: the
-    credentials directory)."""
-    pairs = (
-        value.replace("%d", str(credentials)).partition("=") for value in directives(SERVICE, "Service", "Environment")
-    )
+def unit_environment() -> dict[str, str]:
+    """What the unit's ``Environment=`` lines set for every ``Exec*=`` command."""
+    pairs = (value.partition("=") for value in directives(SERVICE, "Service", "Environment"))
     return {name: value for name, _, value in pairs}
 
 
 def test_the_unit_sets_no_variable_that_sets_nothing() -> None:
     """Every ``MCPHOST_*`` variable of the unit sets a setting: one that did not would be
     ignored by ``serve`` (with a warning) and fail every ``check-config``, hence every reload."""
-    assert config.unknown_environment(unit_environment(Path("/run/credentials/mcphost.service"))) == []
+    assert config.unknown_environment(unit_environment()) == []
 
 
 def test_the_credential_example_is_the_units() -> None:
@@ -387,12 +385,10 @@ async def test_a_manager_that_stops_reading_does_not_freeze_the_daemon(tmp_path:
 
 def exec_reload_environment(daemon: RunningDaemon) -> dict[str, str]:
     """The environment systemd gives ``ExecReload=`` for ``daemon``: the unit's, and the admin
-    port the daemon was started with (``ExecReload=`` and ``ExecStart=`` share one)."""
-    return {
-        **os.environ,
-        **unit_environment(daemon.config_path.parent / "credentials"),
-        "MCPHOST_ADMIN__PORT": str(daemon.admin_port),
-    }
+    port the daemon was started with (``ExecReload=`` and ``ExecStart=`` share one); no
+    ``$CREDENTIALS_DIRECTORY``, which systemd 252 gives ``ExecStart=`` alone."""
+    environment = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    return {**environment, **unit_environment(), "MCPHOST_ADMIN__PORT": str(daemon.admin_port)}
 
 
 def systemctl_reload(daemon: RunningDaemon) -> subprocess.CompletedProcess[str]:
@@ -404,9 +400,7 @@ def systemctl_reload(daemon: RunningDaemon) -> subprocess.CompletedProcess[str]:
         INSTALLED_CONFIG: str(daemon.config_path),
         "$MAINPID": str(daemon.process.pid),
     }
-    lines = directives(SERVICE, "Service", "ExecReload")
-    assert len(lines) == 2
-    for line in lines:
+    for line in directives(SERVICE, "Service", "ExecReload"):
         argv = command_line(line, substitutions)
         done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=exec_reload_environment(daemon))
         if done.returncode != 0:
@@ -417,8 +411,7 @@ def systemctl_reload(daemon: RunningDaemon) -> subprocess.CompletedProcess[str]:
 def test_exec_reload_checks_the_config_before_signalling(tmp_path: Path, manager: ServiceManager) -> None:
     """``systemctl reload`` with an invalid config fails (exit 2, the problem on stderr) and the
     daemon is never signalled; with a valid one the daemon reloads."""
-    [check, reload] = [shlex.split(v) for v in directives(SERVICE, "Service", "ExecReload")]
-    assert check == [INSTALLED_MCPHOST, "check-config", INSTALLED_CONFIG]
+    [reload] = [shlex.split(v) for v in directives(SERVICE, "Service", "ExecReload")]
     assert reload == [INSTALLED_MCPHOST, "reload", "--config", INSTALLED_CONFIG, "--pid", "$MAINPID"]
 
     daemon = start_daemon(tmp_path, ECHO_ONLY, env={"NOTIFY_SOCKET": manager.address})
@@ -432,7 +425,7 @@ def test_exec_reload_checks_the_config_before_signalling(tmp_path: Path, manager
         daemon.config_path.write_text(valid + "[limits]\ntimeout = -1\n")
         refused = systemctl_reload(daemon)
         assert refused.returncode == 2
-        assert "limits.timeout" in refused.stderr and refused.args[1] == "check-config"
+        assert "limits.timeout" in refused.stderr and "nothing was signalled" in refused.stderr
 
         daemon.config_path.write_text(valid)
         assert systemctl_reload(daemon).returncode == 0
@@ -443,6 +436,40 @@ def test_exec_reload_checks_the_config_before_signalling(tmp_path: Path, manager
     # Two SIGHUPs reached the daemon: the refused reload never sent one.
     assert sum("RELOADING" in m for m in manager.messages) == 2
     assert sum(r.get("event") == "reloading" for r in daemon.log_records()) == 2
+
+
+def test_exec_reload_leaves_the_keys_credential_to_the_daemon(tmp_path: Path) -> None:
+    """With the keys in the systemd credential, which no ``ExecReload=`` command may read on
+    systemd 252, ``systemctl reload`` goes through, checking all else first; the daemon reads
+    its copy again, and keys there that it cannot take fail the reload and stay as they ran."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    alice = api_key("alice", ["*"])
+    (credentials / "keys.toml").write_text(to_toml({"keys": {alice.name: alice.entry}}))
+    config = {"auth": {"credential": "keys.toml"}, "plugins": {"enable": ["echo"]}}
+    daemon = start_daemon(tmp_path, config, env={"CREDENTIALS_DIRECTORY": str(credentials)})
+    body, headers = stateless_request("tools/list")
+
+    def alice_calls() -> int:
+        return httpx.post(daemon.url, json=body, headers={**headers, **bearer(alice.token)}).status_code
+
+    try:
+        applied = systemctl_reload(daemon)
+        assert applied.returncode == 0, applied.stderr
+        assert "configuration is valid" in applied.stdout and "mcphost reload: applied" in applied.stdout
+        (credentials / "keys.toml").write_text("[keys]\nbroken = { hash = 'sha256:nothex' }\n")
+        refused = systemctl_reload(daemon)
+        assert refused.returncode == 2, refused.stderr
+        assert "refused: the config is invalid" in refused.stderr
+        assert alice_calls() == 200
+    finally:
+        daemon.stop()
+    assert [r["event"] for r in daemon.log_records() if r.get("event", "").startswith("reload")] == [
+        "reloading",
+        "reloaded",
+        "reloading",
+        "reload refused: the keys are invalid; the running config stays",
+    ]
 
 
 SLOW_START = """
@@ -493,7 +520,9 @@ def test_reload_command_returns_once_the_reload_is_applied(tmp_path: Path) -> No
         applied = reload_command(daemon)
         assert applied.returncode == 0, applied.stderr
         assert "slowstart_hello" in served_tools(daemon)
-        assert applied.stdout.startswith("mcphost reload: applied (slowstart changed"), applied.stdout
+        checked, outcome = applied.stdout.splitlines()  # the check, then the daemon's verdict
+        assert checked.endswith("configuration is valid (2 plugins, 7 tools)"), checked
+        assert outcome.startswith("mcphost reload: applied (slowstart changed"), outcome
 
         valid = daemon.config_path.read_text()
         daemon.config_path.write_text(valid + "[limits]\ntimeout = -1\n")
@@ -544,7 +573,7 @@ def test_exec_reload_goes_through_while_a_plugin_fails_to_load(tmp_path: Path, m
         manager.wait_for(has("READY"))
         done = systemctl_reload(daemon)
         assert done.returncode == 0 and done.args[1] == "reload", done.stderr
-        assert done.stdout.startswith("mcphost reload: applied ("), done.stdout
+        assert done.stdout.splitlines()[-1].startswith("mcphost reload: applied ("), done.stdout
         assert re.search(
             r"^mcphost reload: plugin broken_import failed to load: import failed: ModuleNotFoundError",
             done.stderr,
@@ -560,7 +589,7 @@ def test_exec_reload_goes_through_while_a_plugin_fails_to_load(tmp_path: Path, m
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, **unit_environment(tmp_path / "credentials")},
+        env={**os.environ, **unit_environment()},
     )
     assert check.returncode == 0
     assert re.search(

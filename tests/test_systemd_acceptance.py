@@ -548,8 +548,10 @@ async def call_with(token: str | None, tool: str, arguments: dict[str, Any]) -> 
 def test_a_key_made_as_documented_works_and_the_credentials_are_the_service_s_alone(vm: Vm) -> None:
     """A key made with ``mcphost keys new`` and the documented steps works after a restart and is
     required; the service reads both credentials through ``$CREDENTIALS_DIRECTORY`` but not
-    their sources, and no other user can read or list either. Taken out of the credential,
-    the key is refused from the next restart on."""
+    their sources, and no other user can read or list either. ``systemctl reload`` goes
+    through with the keys in the credential (which systemd 252 shows no ``ExecReload=``
+    command), and still fails on an invalid config. Taken out of the credential, the key is
+    refused from the next restart on."""
     token = add_key(vm, "alice")
 
     async def flow() -> tuple[str, str, str, int]:
@@ -573,6 +575,20 @@ def test_a_key_made_as_documented_works_and_the_credentials_are_the_service_s_al
         assert denied.returncode != 0 and "Permission denied" in denied.stderr, (path, denied.stderr)
     listed = vm.run("env", "CREDENTIALS_DIRECTORY=/etc/mcphost/credentials", "mcphost", "keys", "list").stdout
     assert re.search(r"^alice\s+/etc/mcphost/credentials/keys.toml\s", listed, re.M), listed
+    # A reload goes through, and the key still works; an invalid config fails the reload,
+    # and the daemon, never signalled, serves on with the key.
+    reload = vm.systemctl("reload", "mcphost", check=False)
+    assert reload.returncode == 0, vm.messages()
+    assert "mcphost reload: applied (no plugin changed" in vm.messages(), vm.messages()
+    assert [r["event"] for r in vm.log() if r.get("event", "").startswith("reload")] == ["reloading", "reloaded"]
+    assert vm.container.in_network(post_call, "probe_slow", {"seconds": 0}, 1, token)[0] == 200
+    configured = vm.read(CONFIG)
+    vm.write(CONFIG, re.sub(r"(?m)^timeout = 30\.0$", "timeout = -1", configured, count=1))
+    refused = vm.systemctl("reload", "mcphost", check=False)
+    assert refused.returncode != 0 and "limits.timeout" in vm.messages(), vm.messages()
+    assert [r["event"] for r in vm.log() if r.get("event", "").startswith("reload")] == ["reloading", "reloaded"]
+    assert vm.container.in_network(post_call, "probe_slow", {"seconds": 0}, 1, token)[0] == 200
+    vm.write(CONFIG, configured)
     # Taken out of keys.toml, the key is refused once the service restarts (systemd copies the
     # credential at start), as the documentation says.
     vm.write(KEYS, "".join(line for line in vm.read(KEYS).splitlines(True) if not line.startswith("alice ")))
