@@ -69,10 +69,9 @@ def settings() -> list[Setting]:
 
 
 def _walk(model: type[BaseModel], path: tuple[str, ...]) -> Iterator[Setting]:
-    fields = list(model.model_fields.items())
-    extra = _extra(model)
-    for name, field in fields:
+    for name, field in model.model_fields.items():
         yield from _setting((*path, name), field.annotation, field, name)
+    extra = _extra(model)
     if extra is not None:
         # [plugins.<name>]: a table whose extra keys are tables of their own.
         yield from _setting((*path, "<name>"), extra, None, "<name>")
