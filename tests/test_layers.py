@@ -2,12 +2,13 @@
 
 The graph is read from the source with ``ast``, so it holds every import: at module level,
 inside functions (imported late to keep start-up light) and under ``TYPE_CHECKING`` (a type
-a lower layer names still ties it to the higher one). The layers are the README's map.
+a lower layer names still ties it to the higher one). The layers are the map in ``docs/development.md``.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ def rank(module: str) -> int:
         return 0
     layer = module.split(".")[1]
     if layer not in LAYERS:
-        raise AssertionError(f"{module} is in no layer: add its folder to LAYERS and to the README's map")
+        raise AssertionError(f"{module} is in no layer: add its folder to LAYERS and to the map in docs/development.md")
     return 1 + LAYERS.index(layer)
 
 
@@ -129,6 +130,12 @@ def cycles(root: Path) -> list[list[str]]:
 def test_every_module_is_in_a_layer() -> None:
     for module in modules(ROOT):
         rank(module)
+
+
+def test_the_documented_map_is_these_layers() -> None:
+    """The map in the development guide lists the folders in :data:`LAYERS`, in order."""
+    text = (ROOT / "docs" / "development.md").read_text()
+    assert re.findall(r"^\| `(\w+)/` \|", text, re.MULTILINE) == list(LAYERS)
 
 
 def test_no_import_goes_up_a_layer() -> None:

@@ -426,10 +426,24 @@ class _Collector:
             "mcphost_plugin_timeouts", "Tool calls cancelled at their timeout.", "plugin", metrics.plugin_timeouts
         )
         yield _counter(
-            "mcphost_rate_limited", "Requests and calls refused by a rate limit.", "scope", metrics.rate_limited
+            "mcphost_rate_limited",
+            "Requests refused by the identity budget (HTTP 429) and calls refused by plugin and tool limits.",
+            "scope",
+            metrics.rate_limited,
         )
-        yield _counter("mcphost_auth_failures", "Requests refused by authentication.", "reason", metrics.auth_failures)
-        yield _counter("mcphost_reloads", "Reloads by result.", "result", metrics.reloads)
+        yield _counter(
+            "mcphost_auth_failures",
+            "Requests refused by authentication: missing credentials, invalid ones, insufficient_scope, "
+            "unavailable (the identity provider's keys cannot be fetched).",
+            "reason",
+            metrics.auth_failures,
+        )
+        yield _counter(
+            "mcphost_reloads",
+            "Reloads by result: ok, failed (a plugin failed to load; its previous version serves), invalid_config.",
+            "result",
+            metrics.reloads,
+        )
         reload = metrics.last_reload
         yield GaugeMetricFamily(
             "mcphost_last_reload_success",
@@ -441,7 +455,9 @@ class _Collector:
             "Unix time of the last reload (0: none yet).",
             value=0 if reload is None else reload.at,
         )
-        build = GaugeMetricFamily("mcphost_build_info", "The running mcphost.", labels=("version",))
+        build = GaugeMetricFamily(
+            "mcphost_build_info", "Always 1; version is the running mcphost's.", labels=("version",)
+        )
         build.add_metric((metrics.version,), 1)
         yield build
         yield from self._plugins(metrics.sources.plugins())
@@ -452,11 +468,15 @@ class _Collector:
     @staticmethod
     def _tools(metrics: Metrics) -> Iterator[Metric]:
         calls = CounterMetricFamily(
-            "mcp_tool_calls", "Tool calls by plugin, tool and outcome.", labels=("plugin", "tool_name", "status")
+            "mcp_tool_calls",
+            f"Tool calls by plugin, tool and outcome ({', '.join(TOOL_STATUSES)}); a call to a tool that is not "
+            f"served counts under plugin and tool_name {UNKNOWN}, status {NOT_FOUND}.",
+            labels=("plugin", "tool_name", "status"),
         )
         duration = HistogramMetricFamily(
             "mcp_tool_call_duration_seconds",
-            "Duration of tool calls that ran (calls refused before the plugin's code are left out).",
+            f"Duration of tool calls that ran ({DURATION_BUCKETS[0] * 1000:g} ms to {DURATION_BUCKETS[-1]:g} s "
+            f"buckets); calls refused before the plugin's code ({', '.join(sorted(NOT_RUN))}) are left out.",
             labels=("plugin", "tool_name"),
         )
         for series in metrics.tools.values():
@@ -470,11 +490,20 @@ class _Collector:
     @staticmethod
     def _plugins(plugins: Sequence[PluginState]) -> Iterator[Metric]:
         up = GaugeMetricFamily(
-            "mcphost_plugin_up", "1 if the plugin is loaded and serving, 0 if it failed.", labels=("plugin", "version")
+            "mcphost_plugin_up",
+            "1 if the plugin is loaded and serving, 0 if it failed (a disabled plugin has no series).",
+            labels=("plugin", "version"),
         )
-        inflight = GaugeMetricFamily("mcphost_plugin_inflight", "Calls of the plugin running now.", labels=("plugin",))
+        inflight = GaugeMetricFamily(
+            "mcphost_plugin_inflight",
+            "Calls of the plugin running now (the worker thread of a timed-out call holds its slot until it ends).",
+            labels=("plugin",),
+        )
         limit = GaugeMetricFamily(
-            "mcphost_plugin_concurrency_limit", "Calls of the plugin that may run at once.", labels=("plugin",)
+            "mcphost_plugin_concurrency_limit",
+            "Calls of the plugin that may run at once: its max_concurrency, plus that of each tool with a pool "
+            "of its own.",
+            labels=("plugin",),
         )
         queued = GaugeMetricFamily(
             "mcphost_plugin_queued", "Calls of the plugin waiting for a free slot.", labels=("plugin",)
