@@ -266,7 +266,7 @@ def examine_plugins(loaded: LoadedConfig) -> tuple[list[PluginRecord], list[Prob
     """Load the enabled plugins as the daemon would and print what is wrong with the
     config's plugin tables (problems) and with the plugins themselves (warnings)."""
     host = PluginHost(loaded)
-    records = host.load_all()
+    records = trio.run(host.load_all)
     problems, warnings = host.problems(), host.warnings()
     for problem in problems + warnings:
         print(problem.render(loaded.source), file=sys.stderr)
@@ -276,7 +276,7 @@ def examine_plugins(loaded: LoadedConfig) -> tuple[list[PluginRecord], list[Prob
 def list_plugins(loaded: LoadedConfig, *, as_json: bool) -> int:
     """Print every discovered plugin with its version, origin, status and tools (or error);
     returns :data:`EXIT_PLUGINS` if one failed to load, else 0."""
-    records = PluginHost(loaded).load_all()
+    records = trio.run(PluginHost(loaded).load_all)
     if as_json:
         print(json.dumps([_as_dict(r) for r in records], indent=2))
     else:

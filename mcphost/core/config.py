@@ -65,6 +65,15 @@ class DefaultLimits(LimitsConfig):
     timeout: float = Field(30.0, gt=0)
     max_concurrency: int = Field(16, ge=1)
     max_result_bytes: int = Field(1_048_576, ge=1)
+    max_threads: int = Field(128, ge=1, le=4096)
+    """Threads all plugins' sync calls and hooks may hold at once; an author's
+    ``max_concurrency`` above it counts as this."""
+    load_timeout: float = Field(30.0, gt=0)
+    """Seconds a plugin's import (with its definition hooks), its start-up hook and its
+    shut-down hook may each take before the plugin counts as failed."""
+    stall_timeout: float = Field(10.0, gt=0)
+    """Seconds plugin code may hold the event loop before its call is failed and the plugin
+    marked degraded."""
 
 
 class PluginConfig(LimitsConfig):

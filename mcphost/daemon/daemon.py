@@ -41,6 +41,7 @@ from mcphost.daemon import startup, startup_signals, workers
 from mcphost.ops import heap, systemd
 from mcphost.ops.drain import Drain
 from mcphost.ops.metrics import Metrics, Sources
+from mcphost.plugins import damage
 from mcphost.plugins.host import PluginHost, plugin_files
 from mcphost.plugins.registry import Registry
 from mcphost.protocol import tracing
@@ -199,7 +200,8 @@ class Daemon:
 
     async def start_plugins(self) -> None:
         """Load and start every enabled plugin, then publish what they serve."""
-        self.plugins.load_all()
+        damage.keep_std_streams()  # what the fence puts back if a plugin closes one
+        await self.plugins.load_all()
         self._warn_unmatched()
         await self.plugins.start_all()
         self.registry = self.plugins.registry
@@ -396,19 +398,22 @@ class Daemon:
         """Serve one client over stdin/stdout until it closes them."""
         from mcp.server.stdio import stdio_server
 
-        await self.start_plugins()
-        try:
-            async with trio.open_nursery() as nursery, stdio_server() as (read_stream, write_stream):
-                nursery.start_soon(self._settle_later)
-                await self.server.run(
-                    read_stream, write_stream, self.server.create_initialization_options(CHANGE_NOTIFICATIONS)
-                )
-                nursery.cancel_scope.cancel()
-        finally:
-            with trio.CancelScope(shield=True):
-                await self.plugins.stop_all()
-            if self.tracing is not None:
-                self.tracing.shutdown()
+        # The transport takes stdout first (fd 1 then points at stderr), so nothing a plugin
+        # prints, from its import on, reaches the protocol stream.
+        async with stdio_server() as (read_stream, write_stream):
+            try:
+                await self.start_plugins()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._settle_later)
+                    await self.server.run(
+                        read_stream, write_stream, self.server.create_initialization_options(CHANGE_NOTIFICATIONS)
+                    )
+                    nursery.cancel_scope.cancel()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self.plugins.stop_all()
+                if self.tracing is not None:
+                    self.tracing.shutdown()
 
     async def reload(self, reason: str) -> bool:
         """Re-read the config, re-scan plugins and apply what changed; ``False`` if the config

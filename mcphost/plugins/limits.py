@@ -26,6 +26,9 @@ class ToolLimits:
     pool: trio.CapacityLimiter
     """Calls (and their worker threads) hold a token of this pool while they run; it is the
     plugin's pool unless the tool has a concurrency limit of its own."""
+    threads: trio.CapacityLimiter
+    """The process's thread budget, shared by every plugin: a sync call's thread holds a
+    token of it too, so no author's ``max_concurrency`` starts more threads than it allows."""
 
     @classmethod
     def resolve(
@@ -35,15 +38,20 @@ class ToolLimits:
         definition: ToolDef,
         tool: LimitsConfig | None,
         plugin_pool: trio.CapacityLimiter,
+        threads: trio.CapacityLimiter,
     ) -> ToolLimits:
         """Combine the layers for one tool (see the module docstring for the order)."""
         layers = (defaults, definition, plugin, tool or LimitsConfig())
         values = {}
         for field in ("timeout", "max_concurrency", "max_result_bytes"):
-            values[field] = next(v for layer in reversed(layers) if (v := getattr(layer, field)) is not None)
+            winner = next(layer for layer in reversed(layers) if getattr(layer, field) is not None)
+            values[field] = getattr(winner, field)
+            if field == "max_concurrency" and winner is definition:
+                # What an author asks is capped by the process's thread budget; the sysadmin's word is final.
+                values[field] = min(values[field], defaults.max_threads)
         own_pool = (definition.max_concurrency, (tool or LimitsConfig()).max_concurrency) != (None, None)
         pool = trio.CapacityLimiter(values["max_concurrency"]) if own_pool else plugin_pool
-        return cls(pool=pool, **values)
+        return cls(pool=pool, threads=threads, **values)
 
 
 def plugin_pool(defaults: DefaultLimits, plugin: LimitsConfig) -> trio.CapacityLimiter:

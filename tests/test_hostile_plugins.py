@@ -1,0 +1,189 @@
+"""The inline fence against hostile plugins: whatever one of them does, a witness plugin's
+calls keep answering, and the hostile one's failures come out as clean, attributed errors.
+
+Each hostile plugin is a path plugin in ``tests/hostile/``. The witness is ``echo``; its
+calls run throughout each case, and each must answer within :data:`WITNESS_BOUND` (a
+generous bound on "does not freeze", not a measure of speed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mcp_types as types
+import pytest
+import trio
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+
+from mcphost.testing import RunningDaemon, to_toml
+
+HOSTILE = Path(__file__).parent / "hostile"
+WITNESS_BOUND = 2.0
+"""Seconds within which every witness call must answer, whatever the hostile plugin does."""
+
+
+def config(*plugins: str, limits: dict[str, Any] | None = None, **tables: Any) -> dict[str, Any]:
+    """A config serving the witness and the hostile ``plugins`` (files in tests/hostile)."""
+    return {
+        "plugins": {"enable": ["echo", *plugins], "paths": [str(HOSTILE / f"{p}.py") for p in plugins]},
+        "limits": limits or {},
+        **tables,
+    }
+
+
+class Witness:
+    """Calls ``echo_echo`` over and over, keeping each call's latency."""
+
+    def __init__(self, daemon: RunningDaemon):
+        self.daemon = daemon
+        self.latencies: list[float] = []
+        self.failures: list[str] = []
+
+    async def run(self) -> None:
+        while True:
+            start = time.monotonic()
+            text = None
+            with trio.move_on_after(30):
+                try:
+                    async with Client(self.daemon.url, mode="2026-07-28") as client:
+                        result = await client.call_tool("echo_echo", {"text": "witness"})
+                        text = result.content[0].text
+                except Exception as error:  # the assertion below reports it
+                    self.failures.append(repr(error))
+            self.latencies.append(time.monotonic() - start if text == "witness" else math.inf)
+            await trio.sleep(0.05)
+
+    def check(self) -> None:
+        """Every call answered, each within the bound, and there were some."""
+        assert self.latencies, "the witness made no call"
+        worst = max(self.latencies)
+        assert worst < WITNESS_BOUND, f"a witness call took {worst:.2f}s (failures: {self.failures[:3]})"
+
+
+@contextlib.asynccontextmanager
+async def witnessed(daemon: RunningDaemon) -> AsyncIterator[Witness]:
+    """The witness calls throughout the block; on leaving it, every call must have answered in time."""
+    witness = Witness(daemon)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(witness.run)
+        await trio.sleep(0.2)
+        yield witness
+        await trio.sleep(0.2)
+        nursery.cancel_scope.cancel()
+    witness.check()
+
+
+def alive(daemon: RunningDaemon) -> None:
+    code = daemon.process.poll()
+    assert code is None, f"the daemon exited with {code}:\n{daemon.logs()[-3000:]}"
+
+
+def plugin_report(daemon: RunningDaemon) -> dict[str, Any]:
+    status, body = daemon.get("/ready", admin=True)
+    return httpx.Response(status, content=body).json()["plugins"]
+
+
+# BaseException, everywhere plugin code runs
+
+
+KINDS = {"interrupt": "KeyboardInterrupt", "generator_exit": "GeneratorExit", "escape": "Escape", "exit": "SystemExit"}
+
+
+@pytest.fixture(scope="module")
+def raiser(module_daemon) -> RunningDaemon:
+    return module_daemon(config("raiser"))
+
+
+@pytest.mark.parametrize("tool", ["raiser_sync_raise", "raiser_async_raise", "raiser_context_raise"])
+async def test_a_tool_raising_any_base_exception_is_an_attributed_error(raiser: RunningDaemon, tool: str) -> None:
+    async with witnessed(raiser), Client(raiser.url) as client:
+        for kind, name in KINDS.items():
+            result = await client.call_tool(tool, {"kind": kind})
+            text = result.content[0].text
+            assert result.is_error and "internal error (error id" in text, (kind, result)
+            error_id = text.rsplit("error id ", 1)[1].rstrip(")")
+            logged = raiser.wait_for_log(lambda r, error_id=error_id: r.get("error_id") == error_id)
+            assert logged["plugin"] == "raiser" and f"{name}: from the raiser plugin" in logged["exception"]
+    alive(raiser)
+
+
+async def test_resources_prompts_and_completions_raising_base_exceptions_are_errors(raiser: RunningDaemon) -> None:
+    async with witnessed(raiser), Client(raiser.url) as client:
+        for kind in KINDS:
+            with pytest.raises(MCPError, match="internal error"):
+                await client.read_resource(f"raiser://{kind}")
+            with pytest.raises(MCPError, match="internal error"):
+                await client.get_prompt("raiser_prompt_raise", {"kind": kind})
+        with pytest.raises(MCPError, match="internal error"):
+            await client.complete(types.ResourceTemplateReference(uri="raiser://{kind}"), {"name": "kind", "value": ""})
+    alive(raiser)
+
+
+async def test_a_readiness_hook_raising_keyboard_interrupt_cannot_stop_the_daemon(raiser: RunningDaemon) -> None:
+    async with witnessed(raiser):
+        for _ in range(3):
+            status, _ = await trio.to_thread.run_sync(raiser.get, "/ready")
+            assert status == 200  # the raiser is not required
+    alive(raiser)
+    report = plugin_report(raiser)["raiser"]
+    assert report["ready"] is False and "KeyboardInterrupt" in report["error"]
+
+
+# Imports and plain hooks run off the event loop, within their timeouts
+
+
+@pytest.fixture(scope="module")
+def hung_loads(module_daemon) -> RunningDaemon:
+    """Plugins whose import spins, whose import sleeps, and whose start-up hook sleeps."""
+    hostile = ("spin_import", "sleep_import", "slow_hooks")
+    return module_daemon(config(*hostile, limits={"load_timeout": 1}), env={"HOSTILE_SLOW_STARTUP": "1"})
+
+
+def test_plugins_that_do_not_finish_loading_fail_and_the_others_serve(hung_loads: RunningDaemon) -> None:
+    plugins = plugin_report(hung_loads)
+    assert plugins["echo"]["status"] == "loaded"
+    for name, what in [("spin_import", "import"), ("sleep_import", "import"), ("slow_hooks", "mcphost_startup")]:
+        assert plugins[name]["status"] == "failed", name
+        assert plugins[name]["error"].startswith(f"{what} did not finish within 1s"), plugins[name]
+    assert "(its thread may linger)" in plugins["spin_import"]["error"]
+
+
+async def test_a_reload_retrying_hung_imports_does_not_freeze_the_others(hung_loads: RunningDaemon) -> None:
+    async with witnessed(hung_loads):
+        ended = await trio.to_thread.run_sync(hung_loads.reload)
+    assert ended["event"].startswith("reloaded")
+    plugins = plugin_report(hung_loads)
+    assert plugins["spin_import"]["status"] == plugins["sleep_import"]["status"] == "failed"
+    alive(hung_loads)
+
+
+def test_mcphost_plugins_reports_a_hung_import_instead_of_hanging(tmp_path: Path) -> None:
+    path = tmp_path / "mcphost.toml"
+    path.write_text(to_toml(config("spin_import", limits={"load_timeout": 1})))
+    done = subprocess.run(
+        [sys.executable, "-m", "mcphost", "plugins", "--config", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1, done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("spin_import"))
+    assert "failed" in row and "import did not finish within 1s (its thread may linger)" in row
+
+
+@pytest.fixture(scope="module")
+def slow_ready(module_daemon) -> RunningDaemon:
+    return module_daemon(config("slow_hooks"))
+
+
+async def test_a_plain_readiness_check_that_blocks_does_not_freeze_the_others(slow_ready: RunningDaemon) -> None:
+    async with witnessed(slow_ready), trio.open_nursery() as nursery:
+        for _ in range(2):
+            nursery.start_soon(trio.to_thread.run_sync, slow_ready.get, "/ready")
+    assert plugin_report(slow_ready)["slow_hooks"]["ready"] is True
