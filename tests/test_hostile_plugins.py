@@ -9,7 +9,10 @@ generous bound on "does not freeze", not a measure of speed).
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import math
+import signal
 import subprocess
 import sys
 import time
@@ -187,3 +190,40 @@ async def test_a_plain_readiness_check_that_blocks_does_not_freeze_the_others(sl
         for _ in range(2):
             nursery.start_soon(trio.to_thread.run_sync, slow_ready.get, "/ready")
     assert plugin_report(slow_ready)["slow_hooks"]["ready"] is True
+
+
+# Leftovers at exit
+
+
+def processes_in_group(group: int) -> list[int]:
+    """Live (not zombie) processes in process group ``group``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and int(fields[2]) == group:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return False
+
+
+async def test_the_daemon_exits_in_time_and_ends_what_plugins_left_behind(mcphost_daemon) -> None:
+    daemon = mcphost_daemon(config("leftovers", shutdown={"drain_timeout": 1}))
+    async with witnessed(daemon), Client(daemon.url) as client:
+        result = await client.call_tool("leftovers_spawn", {})
+    left = json.loads(result.content[0].text)
+    assert running(left["same_group"]) and len(processes_in_group(left["group"])) >= 2
+    started = time.monotonic()
+    daemon.process.send_signal(signal.SIGTERM)
+    # The drain deadline is 1 s; the rest is a generous margin for a loaded machine.
+    status = await trio.to_thread.run_sync(functools.partial(daemon.process.wait, 20))
+    assert status == 0 and time.monotonic() - started < 20
+    assert not running(left["same_group"])
+    assert processes_in_group(left["group"]) == []
+    logged = [r for r in daemon.log_records() if r.get("event") == "exiting past threads plugins left running"]
+    assert logged and logged[0]["threads"] == ["never-ends"]

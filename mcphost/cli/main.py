@@ -32,6 +32,7 @@ from mcphost.daemon.daemon import Daemon, session_secret
 from mcphost.daemon.startup import StartupError
 from mcphost.daemon.workers import WORKER_FD
 from mcphost.ops import heap, log
+from mcphost.plugins import leftovers
 from mcphost.plugins.host import PluginHost, PluginRecord
 from mcphost.protocol import tracing
 from mcphost.transport import metrics_endpoint
@@ -196,6 +197,7 @@ def run_daemon(command: str, loaded: LoadedConfig, config_path: Path | None) -> 
             return workers.run(loaded, config_path, loaded.config.server.workers)
         daemon = Daemon(loaded, config_path)
         trio.run(daemon.serve_http if command == "serve" else daemon.serve_stdio)
+        leftovers.exit_past_threads(0)
     except ConfigError as error:
         print(error, file=sys.stderr)
         print(f"mcphost: {error.source}: refusing to start", file=sys.stderr)

@@ -41,7 +41,7 @@ from mcphost.daemon import startup, startup_signals, workers
 from mcphost.ops import heap, systemd
 from mcphost.ops.drain import Drain
 from mcphost.ops.metrics import Metrics, Sources
-from mcphost.plugins import damage
+from mcphost.plugins import damage, leftovers
 from mcphost.plugins.host import PluginHost, plugin_files
 from mcphost.plugins.registry import Registry
 from mcphost.protocol import tracing
@@ -70,6 +70,8 @@ KEEP_ALIVE_LINGER = 1.0
 """Seconds a draining daemon waits, once nothing is in flight, for its open keep-alive
 connections to send their last request (answered with ``Connection: close``) before it
 closes them: one closed under a request on its way fails that request."""
+LEFTOVER_GRACE = 1.0
+"""Seconds the processes plugins left behind have, after SIGTERM, before SIGKILL."""
 LIST_CHANGED_EVENTS: dict[str, ServerEvent] = {
     "send_tool_list_changed": ToolsListChanged(),
     "send_prompt_list_changed": PromptsListChanged(),
@@ -374,6 +376,7 @@ class Daemon:
         finally:
             with trio.CancelScope(shield=True):
                 await self.plugins.stop_all()
+            leftovers.end_children(LEFTOVER_GRACE)
             self.notifier.close()
             if self.tracing is not None:
                 self.tracing.shutdown()
@@ -412,6 +415,7 @@ class Daemon:
             finally:
                 with trio.CancelScope(shield=True):
                     await self.plugins.stop_all()
+                leftovers.end_children(LEFTOVER_GRACE)
                 if self.tracing is not None:
                     self.tracing.shutdown()
 
