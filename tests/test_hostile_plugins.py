@@ -12,9 +12,11 @@ import contextlib
 import functools
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -227,3 +229,83 @@ async def test_the_daemon_exits_in_time_and_ends_what_plugins_left_behind(mcphos
     assert processes_in_group(left["group"]) == []
     logged = [r for r in daemon.log_records() if r.get("event") == "exiting past threads plugins left running"]
     assert logged and logged[0]["threads"] == ["never-ends"]
+
+
+# Global damage: signal handlers, stdout in stdio mode, closed standard streams
+
+
+async def test_signal_handlers_a_plugin_takes_on_the_loop_are_restored(mcphost_daemon) -> None:
+    daemon = mcphost_daemon(config("signals", "signals_at_import"))
+    async with witnessed(daemon), Client(daemon.url) as client:
+        assert (await client.call_tool("signals_ignore_signals", {})).content[0].text == "ignored"
+    restored = [r for r in daemon.log_records() if r.get("event") == "plugin changed signal handlers; restored"]
+    calls = {r["call"] for r in restored if r["plugin"] == "signals"}
+    assert calls == {"mcphost_startup", "tool 'signals_ignore_signals'"}
+    plugins = plugin_report(daemon)
+    assert plugins["signals_at_import"]["status"] == "failed"
+    assert "signal only works in main thread" in plugins["signals_at_import"]["error"]
+    assert daemon.reload()["event"].startswith("reloaded"), "SIGHUP still reloads"
+    status = await trio.to_thread.run_sync(functools.partial(daemon.stop, timeout=20))
+    assert status == 0, "SIGTERM still stops the daemon"
+
+
+def test_what_a_plugin_writes_to_stdout_never_reaches_the_stdio_protocol_stream(tmp_path: Path) -> None:
+    path = tmp_path / "mcphost.toml"
+    path.write_text(to_toml(config("printer")))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mcphost", "stdio", "--config", str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "MCPHOST_LOG__FORMAT": "json"},
+    )
+    hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    requests = [
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        *(
+            {"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": {"name": name, "arguments": arguments}}
+            for n, (name, arguments) in enumerate(
+                [("printer_shout", {}), ("printer_shout_async", {}), ("echo_echo", {"text": "witness"})], start=2
+            )
+        ),
+    ]
+    assert process.stdin is not None and process.stdout is not None
+    deadline = threading.Timer(60, process.kill)  # ends the reads below if nothing comes
+    deadline.start()
+    try:
+        lines = []
+        for request in requests:
+            process.stdin.write(json.dumps(request).encode() + b"\n")
+            process.stdin.flush()
+            if "id" in request:  # one at a time: every line of stdout must be its answer
+                lines.append(process.stdout.readline().decode())
+        stdout, stderr = process.communicate(timeout=30)  # closes stdin: the daemon ends
+    finally:
+        deadline.cancel()
+    assert stdout == b"" and [json.loads(line)["id"] for line in lines] == [1, 2, 3, 4], lines
+    texts = [json.loads(line)["result"]["content"][0]["text"] for line in lines[1:]]
+    assert texts == ["shouted", "shouted", "witness"]
+    for noise in ("printed at import", "written to fd 1 at import", "printed in a sync call", "printed in an async"):
+        assert f"printer: {noise}" in stderr.decode(), noise
+
+
+@pytest.mark.parametrize("at_import", [True, False])
+async def test_a_plugin_closing_stderr_is_caught_and_the_log_goes_on(mcphost_daemon, at_import: bool) -> None:
+    env = {"HOSTILE_CLOSE_AT_IMPORT": "1"} if at_import else {}
+    daemon = mcphost_daemon(config("closer"), env=env)
+    async with witnessed(daemon):
+        if not at_import:
+            async with Client(daemon.url) as client:
+                assert (await client.call_tool("closer_close_stderr", {})).content[0].text == "closed"
+        status, _ = await trio.to_thread.run_sync(daemon.get, "/ready")
+        assert status == 200
+    caught = daemon.wait_for_log(lambda r: r.get("event") == "plugin closed or replaced standard streams; restored")
+    assert caught["plugin"] == "closer"
+    assert caught["streams"] == ["stderr"] if at_import else ["stdout", "stderr"]
+    if at_import:
+        closer = plugin_report(daemon)["closer"]
+        assert closer["status"] == "failed" and closer["error"] == "import closed or replaced the daemon's stderr"
+    # The log goes on after it: a request's line, written after the damage.
+    daemon.wait_for_log(lambda r: r.get("event") == "request" and r.get("tool") == "echo_echo")
+    alive(daemon)
