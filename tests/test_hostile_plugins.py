@@ -309,3 +309,44 @@ async def test_a_plugin_closing_stderr_is_caught_and_the_log_goes_on(mcphost_dae
     # The log goes on after it: a request's line, written after the damage.
     daemon.wait_for_log(lambda r: r.get("event") == "request" and r.get("tool") == "echo_echo")
     alive(daemon)
+
+
+# Oversized results are measured off the event loop and refused early
+
+
+def peak_memory(daemon: RunningDaemon) -> int:
+    """The daemon's peak resident memory so far, in bytes."""
+    status = Path(f"/proc/{daemon.process.pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) << 10
+
+
+@pytest.fixture(scope="module")
+def huge(module_daemon) -> RunningDaemon:
+    return module_daemon(config("huge"))
+
+
+@pytest.mark.parametrize("tool", ["huge_many_dicts", "huge_many_dicts_async", "huge_many_models"])
+async def test_a_flood_of_small_values_is_refused_without_stalling_the_others(huge: RunningDaemon, tool: str) -> None:
+    async with witnessed(huge), Client(huge.url) as client:
+        result = await client.call_tool(tool, {})
+    assert result.is_error and f"tool {tool!r} returned" in result.content[0].text
+    assert "over its limit of 1048576" in result.content[0].text
+    alive(huge)
+
+
+async def test_an_oversized_resource_is_refused(huge: RunningDaemon) -> None:
+    async with witnessed(huge), Client(huge.url) as client:
+        with pytest.raises(MCPError, match="resource 'huge://rows' is over its limit of 1048576 bytes"):
+            await client.read_resource("huge://rows")
+
+
+async def test_a_huge_string_is_refused_without_copies(mcphost_daemon) -> None:
+    daemon = mcphost_daemon(config("huge"))
+    size = 200 << 20
+    before = peak_memory(daemon)
+    async with witnessed(daemon), Client(daemon.url) as client:
+        result = await client.call_tool("huge_big_string", {"megabytes": size >> 20})
+    assert result.is_error and "over its limit of 1048576" in result.content[0].text
+    # The plugin's own string is one copy; refusing it must not make several more.
+    grown = peak_memory(daemon) - before
+    assert grown < 2 * size, f"the peak grew by {grown >> 20} MiB for a {size >> 20} MiB result"
