@@ -350,3 +350,41 @@ async def test_a_huge_string_is_refused_without_copies(mcphost_daemon) -> None:
     # The plugin's own string is one copy; refusing it must not make several more.
     grown = peak_memory(daemon) - before
     assert grown < 2 * size, f"the peak grew by {grown >> 20} MiB for a {size >> 20} MiB result"
+
+
+# The thread budget
+
+
+def thread_count(daemon: RunningDaemon) -> int:
+    status = Path(f"/proc/{daemon.process.pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("Threads:")).split()[1])
+
+
+async def test_an_author_asking_for_thousands_of_threads_gets_the_plugin_s_share(mcphost_daemon) -> None:
+    share = 6
+    daemon = mcphost_daemon(config("threads", limits={"max_threads": 12, "max_threads_per_plugin": share}))
+    baseline, peak = thread_count(daemon), 0
+    answers: list[str] = []
+
+    async def sample() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, thread_count(daemon))
+            await trio.sleep(0.02)
+
+    async def block(tool: str) -> None:
+        async with Client(daemon.url, mode="2026-07-28") as client:
+            answers.append((await client.call_tool(tool, {"seconds": 1.5})).content[0].text)
+
+    async with witnessed(daemon), trio.open_nursery() as nursery:
+        nursery.start_soon(sample)
+        async with trio.open_nursery() as calls:
+            for n in range(40):
+                calls.start_soon(block, "threads_block_a" if n % 2 else "threads_block_b")
+        nursery.cancel_scope.cancel()
+    alive(daemon)
+    # The plugin's share, the witness's thread and a few of the daemon's own, at most.
+    assert peak - baseline <= share + 4, f"{peak - baseline} threads more than before the calls"
+    limited = [a for a in answers if "found no free thread within 3s: its plugin's 6" in a]
+    assert answers.count("done") >= share and limited, answers
+    assert all(a == "done" or a in limited or "timed out after 3s" in a for a in answers), answers

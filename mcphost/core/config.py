@@ -66,8 +66,10 @@ class DefaultLimits(LimitsConfig):
     max_concurrency: int = Field(16, ge=1)
     max_result_bytes: int = Field(1_048_576, ge=1)
     max_threads: int = Field(128, ge=1, le=4096)
-    """Threads all plugins' sync calls and hooks may hold at once; an author's
-    ``max_concurrency`` above it counts as this."""
+    """Threads all plugins' sync calls and hooks may hold at once."""
+    max_threads_per_plugin: int = Field(32, ge=1, le=4096)
+    """Threads one plugin's sync calls and hooks may hold at once, whatever ``max_concurrency``
+    its author asks for its tools."""
     load_timeout: float = Field(30.0, gt=0)
     """Seconds a plugin's import (with its definition hooks), its start-up hook and its
     shut-down hook may each take before the plugin counts as failed."""

@@ -7,9 +7,9 @@ client. Every exception is contained, ``BaseException`` included (``KeyboardInte
 ``SystemExit``, ``GeneratorExit``); only the cancellation of the caller's own scopes
 passes. Unexpected exceptions are logged here with their traceback and an error id; the
 client sees the id, never the traceback. Sync functions run in worker threads that hold a
-token of the tool's pool and one of the process's thread budget (:class:`Threads`) until
-they really end, so a blocked plugin exhausts only its own pool, and all plugins together
-never start more threads than the budget.
+token of the tool's pool, one of its plugin's share of threads and one of the process's
+thread budget (:class:`Tokens`) until they really end, so a blocked plugin exhausts only
+its own pool and share, and all plugins together never start more threads than the budget.
 
 Nothing here knows the daemon: a process that runs one plugin runs the same fence.
 """
@@ -20,7 +20,7 @@ import functools
 import inspect
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -69,31 +69,35 @@ class HookOutcome:
 
 class Tokens:
     """What one thread running plugin code holds until it really ends: a token of its
-    plugin's (or tool's) ``pool``, then one of the process's thread budget ``threads``.
+    ``pool`` (the call's slot), then one of each of ``threads`` (its plugin's share of
+    threads, the process's budget).
 
     It is a limiter as :func:`trio.to_thread.run_sync` takes one; make one per call, since
     it remembers whether the call is still waiting for a thread.
     """
 
-    def __init__(self, pool: trio.CapacityLimiter, threads: trio.CapacityLimiter):
-        self.pool, self.threads = pool, threads
+    def __init__(self, pool: trio.CapacityLimiter, threads: Sequence[trio.CapacityLimiter]):
+        self.limiters = (pool, *threads)
         self.waiting_for_thread = False
 
     async def acquire_on_behalf_of(self, borrower: object) -> None:
-        """Take a pool token, then a thread token (giving the first back if that fails)."""
-        await self.pool.acquire_on_behalf_of(borrower)
-        self.waiting_for_thread = True
+        """Take a token of each limiter in turn (giving back those taken if one fails)."""
+        taken: list[trio.CapacityLimiter] = []
         try:
-            await self.threads.acquire_on_behalf_of(borrower)
+            for limiter in self.limiters:
+                self.waiting_for_thread = bool(taken)
+                await limiter.acquire_on_behalf_of(borrower)
+                taken.append(limiter)
         except BaseException:
-            self.pool.release_on_behalf_of(borrower)
+            for limiter in reversed(taken):
+                limiter.release_on_behalf_of(borrower)
             raise
         self.waiting_for_thread = False
 
     def release_on_behalf_of(self, borrower: object) -> None:
-        """Give both tokens back (the thread has ended)."""
-        self.threads.release_on_behalf_of(borrower)
-        self.pool.release_on_behalf_of(borrower)
+        """Give every token back (the thread has ended)."""
+        for limiter in reversed(self.limiters):
+            limiter.release_on_behalf_of(borrower)
 
 
 async def in_thread(fn: Callable[[], Any], tokens: Tokens) -> Any:
@@ -188,9 +192,10 @@ async def _run(fn: Callable[..., Any], kwargs: dict[str, Any], limits: ToolLimit
         raise CallFailed(f"{what} failed with an internal error (error id {error_id})") from None
     # Only a timeout leaves the block without returning.
     if tokens.waiting_for_thread:
+        plugin_share, budget = (t.total_tokens for t in limits.threads)
         raise CallLimited(
-            f"{what} found no free thread within {limits.timeout:g}s: all {limits.threads.total_tokens} "
-            "of the process's plugin threads are busy"
+            f"{what} found no free thread within {limits.timeout:g}s: its plugin's {plugin_share} "
+            f"or all {budget} of the process's plugin threads are busy"
         )
     raise CallTimeout(f"{what} timed out after {limits.timeout:g}s and was cancelled")
 

@@ -134,6 +134,8 @@ class PluginHost:
         self.records: list[PluginRecord] = []
         self.threads = trio.CapacityLimiter(self.config.limits.max_threads)
         """The thread budget every plugin's sync calls and hooks share."""
+        self._shares: dict[str, trio.CapacityLimiter] = {}
+        """Each plugin's share of the budget: threads its calls and hooks may hold."""
         self._lanes: dict[str, trio.CapacityLimiter] = {}
 
     @property
@@ -146,10 +148,15 @@ class PluginHost:
         self.records = await self._plan({})
         return self.records
 
+    def _threads(self, name: str) -> tuple[trio.CapacityLimiter, trio.CapacityLimiter]:
+        """``name``'s share of threads and the process's budget."""
+        share = self._shares.setdefault(name, trio.CapacityLimiter(self.config.limits.max_threads_per_plugin))
+        return share, self.threads
+
     def _lane(self, name: str) -> fence.Tokens:
         """The tokens a thread running ``name``'s import or hooks holds: one lane per plugin,
         so a plugin whose import or hook hangs has at most one thread left behind."""
-        return fence.Tokens(self._lanes.setdefault(name, trio.CapacityLimiter(1)), self.threads)
+        return fence.Tokens(self._lanes.setdefault(name, trio.CapacityLimiter(1)), self._threads(name))
 
     async def reload(self, loaded: LoadedConfig) -> Reload:
         """Apply ``loaded`` and the installed plugins as they are now, reloading only what changed.
@@ -160,6 +167,8 @@ class PluginHost:
         """
         self.loaded, self.config = loaded, loaded.config
         self.threads.total_tokens = self.config.limits.max_threads
+        for share in self._shares.values():
+            share.total_tokens = self.config.limits.max_threads_per_plugin
         previous = {r.name: r for r in self.records}
         records = await self._plan(previous)
         for index, record in enumerate(records):
@@ -353,14 +362,14 @@ class PluginHost:
         defaults, prefix = self.config.limits, name if plugin_config.prefix is None else plugin_config.prefix
         pool = plugin_pool(defaults, plugin_config)
         max_length = self.config.tools.max_name_length
-        plain = ToolLimits.resolve(defaults, plugin_config, ToolDef(fn=lambda: None), None, pool, self.threads)
+        plain = ToolLimits.resolve(defaults, plugin_config, ToolDef(fn=lambda: None), None, pool, self._threads(name))
         tools, resources, templates, prompts = {}, {}, [], {}
         shorts: set[str] = set()
         for item in self._definitions(name, "mcphost_tools", settings, ToolDef):
             short = item.name or item.fn.__name__
             shorts.add(short)
             limits = ToolLimits.resolve(
-                defaults, plugin_config, item, plugin_config.tools.get(short), pool, self.threads
+                defaults, plugin_config, item, plugin_config.tools.get(short), pool, self._threads(name)
             )
             entry = self._guard(
                 name,

@@ -26,9 +26,10 @@ class ToolLimits:
     pool: trio.CapacityLimiter
     """Calls (and their worker threads) hold a token of this pool while they run; it is the
     plugin's pool unless the tool has a concurrency limit of its own."""
-    threads: trio.CapacityLimiter
-    """The process's thread budget, shared by every plugin: a sync call's thread holds a
-    token of it too, so no author's ``max_concurrency`` starts more threads than it allows."""
+    threads: tuple[trio.CapacityLimiter, trio.CapacityLimiter]
+    """The plugin's share of threads and the process's thread budget: a sync call's thread
+    holds a token of each too, so no author's ``max_concurrency`` starts more threads than
+    the sysadmin allows."""
 
     @classmethod
     def resolve(
@@ -38,17 +39,13 @@ class ToolLimits:
         definition: ToolDef,
         tool: LimitsConfig | None,
         plugin_pool: trio.CapacityLimiter,
-        threads: trio.CapacityLimiter,
+        threads: tuple[trio.CapacityLimiter, trio.CapacityLimiter],
     ) -> ToolLimits:
         """Combine the layers for one tool (see the module docstring for the order)."""
         layers = (defaults, definition, plugin, tool or LimitsConfig())
         values = {}
         for field in ("timeout", "max_concurrency", "max_result_bytes"):
-            winner = next(layer for layer in reversed(layers) if getattr(layer, field) is not None)
-            values[field] = getattr(winner, field)
-            if field == "max_concurrency" and winner is definition:
-                # What an author asks is capped by the process's thread budget; the sysadmin's word is final.
-                values[field] = min(values[field], defaults.max_threads)
+            values[field] = next(v for layer in reversed(layers) if (v := getattr(layer, field)) is not None)
         own_pool = (definition.max_concurrency, (tool or LimitsConfig()).max_concurrency) != (None, None)
         pool = trio.CapacityLimiter(values["max_concurrency"]) if own_pool else plugin_pool
         return cls(pool=pool, threads=threads, **values)
