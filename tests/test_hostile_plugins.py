@@ -388,3 +388,33 @@ async def test_an_author_asking_for_thousands_of_threads_gets_the_plugin_s_share
     limited = [a for a in answers if "found no free thread within 3s: its plugin's 6" in a]
     assert answers.count("done") >= share and limited, answers
     assert all(a == "done" or a in limited or "timed out after 3s" in a for a in answers), answers
+
+
+# Blocking inside async def: the loop-stall watchdog
+
+
+async def test_a_call_blocking_the_event_loop_is_named_failed_and_its_plugin_degraded(mcphost_daemon) -> None:
+    daemon = mcphost_daemon(config("stall", limits={"stall_timeout": 0.5}))
+    async with witnessed(daemon), Client(daemon.url) as client:
+        slept = await client.call_tool("stall_sleep", {"seconds": 30})
+        spun = await client.call_tool("stall_spin", {})
+    for tool, result in (("stall_sleep", slept), ("stall_spin", spun)):
+        expected = f"tool {tool!r} held the event loop for more than 0.5s and was stopped"
+        assert result.is_error and result.content[0].text == expected
+        noticed = daemon.wait_for_log(
+            lambda r, tool=tool: r.get("event") == "plugin code is holding the event loop" and tool in r["call"]
+        )
+        assert noticed["plugin"] == "stall" and "hostile/stall.py" in noticed["stack"]
+    assert "time.sleep(seconds)" in daemon.wait_for_log(lambda r: "stall_sleep" in r.get("call", ""))["stack"]
+    assert "degraded" not in plugin_report(daemon)["echo"]
+    assert plugin_report(daemon)["stall"]["degraded"].endswith("held the event loop for more than 0.5s")
+    status, body = daemon.get("/metrics", admin=True)
+    assert status == 200 and 'mcphost_loop_stalls_total{plugin="stall"} 2.0' in body.decode()
+    env = {"MCPHOST_ADMIN__PORT": str(daemon.admin_port), "PATH": "/usr/bin:/bin"}
+    command = [sys.executable, "-m", "mcphost", "status", "--config", str(daemon.config_path)]
+    table = await trio.to_thread.run_sync(
+        functools.partial(subprocess.run, command, capture_output=True, text=True, timeout=60, env=env)
+    )
+    row = next(line for line in table.stdout.splitlines() if line.startswith("stall"))
+    assert "degraded: tool 'stall_" in row, table.stdout
+    alive(daemon)

@@ -44,6 +44,7 @@ from mcphost.ops.metrics import Metrics, Sources
 from mcphost.plugins import damage, leftovers
 from mcphost.plugins.host import PluginHost, plugin_files
 from mcphost.plugins.registry import Registry
+from mcphost.plugins.watchdog import Watchdog
 from mcphost.protocol import tracing
 from mcphost.protocol.direct import DirectAnswers
 from mcphost.protocol.handlers import build_server
@@ -171,6 +172,8 @@ class Daemon:
             draining=lambda: self.drain.draining,
             config=loaded.source,
         )
+        self.loop_watchdog = Watchdog(self.config.limits.stall_timeout, self.metrics.loop_stalled)
+        """Notices plugin code blocking the event loop, and fails its call past ``stall_timeout``."""
         with startup.failing_as("cannot open the [tracing] path", "set [tracing] path to a file mcphost may write"):
             self.tracing = tracing.setup(loaded, mcphost.__version__)
         """OpenTelemetry, with ``[tracing]``; ``None`` when off."""
@@ -226,6 +229,8 @@ class Daemon:
                 entry["error"] = reason
             if record.reload_error:
                 entry["reload_error"] = record.reload_error
+            if degraded := self.loop_watchdog.degraded.get(record.name):
+                entry["degraded"] = degraded
             plugins[record.name] = entry
             ok = ok and (ready or not record.required)
         report: dict[str, Any] = {"plugins": plugins}
@@ -345,6 +350,7 @@ class Daemon:
                 # must find the handler, not the default action (which ends the process).
                 await nursery.start(self._handle_signals)
                 nursery.start_soon(self._watchdog)
+                await nursery.start(self.loop_watchdog.run)
                 nursery.start_soon(self._settle_later)
                 if self.config.reload.watch:
                     nursery.start_soon(self._watch_files)
@@ -408,6 +414,7 @@ class Daemon:
                 await self.start_plugins()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._settle_later)
+                    await nursery.start(self.loop_watchdog.run)
                     await self.server.run(
                         read_stream, write_stream, self.server.create_initialization_options(CHANGE_NOTIFICATIONS)
                     )
@@ -446,6 +453,9 @@ class Daemon:
             if restart_only:
                 log.warning("these settings change only on restart", tables=restart_only)
             result = await self.plugins.reload(loaded)
+            self.loop_watchdog.stall_timeout = loaded.config.limits.stall_timeout
+            for name in result.changed:
+                self.loop_watchdog.forget(name)
             self._warn_unmatched()
             previous, self.registry = self.registry, self.plugins.registry
             self.metrics.bind(self.registry)

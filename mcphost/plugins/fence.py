@@ -59,6 +59,12 @@ class CallFailed(FenceError):
     """The plugin raised: its own ``ToolError`` message, or an error id for anything else."""
 
 
+class LoopStalled(BaseException):
+    """Raised inside plugin code that held the event loop past the stall timeout (by
+    :mod:`mcphost.plugins.watchdog`); not an ``Exception``, so a plugin's ``except
+    Exception`` does not swallow it."""
+
+
 @dataclass(frozen=True, slots=True)
 class HookOutcome:
     """One plugin's answer to one hook at load time: a value, or the error that replaced it."""
@@ -184,6 +190,8 @@ async def _run(fn: Callable[..., Any], kwargs: dict[str, Any], limits: ToolLimit
         raise CallFailed(f"{what} failed: {error}") from None
     except (MCPError, InputRequired):
         raise
+    except LoopStalled as error:
+        raise CallFailed(f"{what} {error} and was stopped") from None
     except BaseException as error:
         if own_cancellation(error):
             raise
@@ -198,6 +206,12 @@ async def _run(fn: Callable[..., Any], kwargs: dict[str, Any], limits: ToolLimit
             f"or all {budget} of the process's plugin threads are busy"
         )
     raise CallTimeout(f"{what} timed out after {limits.timeout:g}s and was cancelled")
+
+
+LOOP_CODES = frozenset({_run.__code__, call_hook.__code__})
+"""The code of the fence's frames that plugin code on the event loop runs under: what the
+loop-stall watchdog looks for on the main thread's stack (their ``plugin`` and ``what`` or
+``hook`` name the call)."""
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
