@@ -108,11 +108,14 @@ def raiser(module_daemon) -> RunningDaemon:
     return module_daemon(config("raiser"))
 
 
-@pytest.mark.parametrize("tool", ["raiser_sync_raise", "raiser_async_raise", "raiser_context_raise"])
+@pytest.mark.parametrize(
+    "tool", ["raiser_sync_raise", "raiser_async_raise", "raiser_context_raise", "raiser_validated_raise"]
+)
 async def test_a_tool_raising_any_base_exception_is_an_attributed_error(raiser: RunningDaemon, tool: str) -> None:
     async with witnessed(raiser), Client(raiser.url) as client:
         for kind, name in KINDS.items():
-            result = await client.call_tool(tool, {"kind": kind})
+            arguments = {"argument": {"kind": kind}} if tool == "raiser_validated_raise" else {"kind": kind}
+            result = await client.call_tool(tool, arguments)
             text = result.content[0].text
             assert result.is_error and "internal error (error id" in text, (kind, result)
             error_id = text.rsplit("error id ", 1)[1].rstrip(")")

@@ -195,9 +195,7 @@ async def _run(fn: Callable[..., Any], kwargs: dict[str, Any], limits: ToolLimit
     except BaseException as error:
         if own_cancellation(error):
             raise
-        error_id = uuid.uuid4().hex[:12]
-        log.error("plugin raised", plugin=plugin, call=what, error_id=error_id, exc_info=error)
-        raise CallFailed(f"{what} failed with an internal error (error id {error_id})") from None
+        raise failure(error, plugin, what) from None
     # Only a timeout leaves the block without returning.
     if tokens.waiting_for_thread:
         plugin_share, budget = (t.total_tokens for t in limits.threads)
@@ -212,6 +210,14 @@ LOOP_CODES = frozenset({_run.__code__, call_hook.__code__})
 """The code of the fence's frames that plugin code on the event loop runs under: what the
 loop-stall watchdog looks for on the main thread's stack (their ``plugin`` and ``what`` or
 ``hook`` name the call)."""
+
+
+def failure(error: BaseException, plugin: str, what: str) -> CallFailed:
+    """``error``, raised by ``plugin``'s code in ``what``, logged with its traceback under a
+    new error id, as the error the client sees (the id, not the traceback)."""
+    error_id = uuid.uuid4().hex[:12]
+    log.error("plugin raised", plugin=plugin, call=what, error_id=error_id, exc_info=error)
+    return CallFailed(f"{what} failed with an internal error (error id {error_id})")
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

@@ -183,6 +183,10 @@ class Handlers:
             # The model's mistake, reported so it can correct itself (SEP-1303), values left out.
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in error.errors())
             return error_result(f"Invalid arguments for tool {tool.name!r}: {problems}"), "invalid_arguments"
+        except BaseException as error:  # a validator of the plugin's own types raised
+            if fence.own_cancellation(error):
+                raise
+            return error_result(str(fence.failure(error, tool.plugin, f"tool {tool.name!r}"))), "error"
         exchange = None
         if tool.context_param:
             # Only a tool with a ToolContext can ask the client anything, so only its call

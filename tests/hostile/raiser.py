@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel, field_validator
+
 import mcphost
 
 
@@ -34,6 +36,23 @@ async def context_raise(kind: str, ctx: mcphost.ToolContext) -> str:
     return "unreachable"
 
 
+class Checked(BaseModel):
+    """An argument whose validator, the plugin's code, raises."""
+
+    kind: str
+
+    @field_validator("kind")
+    @classmethod
+    def check(cls, kind: str) -> str:
+        _raise(kind)
+        return kind
+
+
+def validated_raise(argument: Checked) -> str:
+    """Never runs: validating its argument raises."""
+    return "unreachable"
+
+
 def read_raise(kind: str) -> str:
     """A resource that raises ``kind``."""
     _raise(kind)
@@ -53,7 +72,7 @@ async def complete_raise(value: str, given: dict[str, str]) -> list[str]:
 
 @mcphost.hookimpl
 def mcphost_tools():
-    return [sync_raise, async_raise, context_raise]
+    return [sync_raise, async_raise, context_raise, validated_raise]
 
 
 @mcphost.hookimpl
