@@ -50,7 +50,8 @@ class CallTimeout(FenceError):
 
 
 class CallLimited(FenceError):
-    """No thread of the process's budget came free within the call's timeout."""
+    """No thread came free within the call's timeout (its plugin's share, or the process's
+    budget, all taken)."""
 
     status = "limited"
 

@@ -326,16 +326,13 @@ class PluginHost:
         package = candidate.module.partition(".")[0]
         try:
             module = await self._off_loop(name, "import", candidate.load)
-        except _LoadError as error:
-            log.error("plugin import failed", plugin=name, error=str(error))
-            _forget(_own_modules(before, package))
-            return record.failed(str(error))
         except BaseException as error:
             if fence.own_cancellation(error):
                 raise
             log.error("plugin import failed", plugin=name, exc_info=error)
             _forget(_own_modules(before, package))  # a half-done import must not be found next time
-            return record.failed(f"import failed: {type(error).__name__}: {error}")
+            overran = isinstance(error, _LoadError)
+            return record.failed(str(error) if overran else f"import failed: {type(error).__name__}: {error}")
         added = _own_modules(before, package)
         if damaged := damage.check_std_streams(name, "import"):
             _forget(added)
