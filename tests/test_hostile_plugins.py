@@ -420,3 +420,13 @@ async def test_a_call_blocking_the_event_loop_is_named_failed_and_its_plugin_deg
     row = next(line for line in table.stdout.splitlines() if line.startswith("stall"))
     assert "degraded: tool 'stall_" in row, table.stdout
     alive(daemon)
+
+
+async def test_an_async_start_up_hook_blocking_the_event_loop_fails_its_plugin(mcphost_daemon) -> None:
+    daemon = mcphost_daemon(config("stall_startup", limits={"stall_timeout": 0.5}))
+    async with witnessed(daemon):
+        pass
+    report = plugin_report(daemon)["stall_startup"]
+    assert report["status"] == "failed"
+    assert report["error"] == "mcphost_startup raised LoopStalled: held the event loop for more than 0.5s"
+    assert report["degraded"] == "mcphost_startup held the event loop for more than 0.5s"

@@ -209,9 +209,13 @@ class Daemon:
     async def start_plugins(self) -> None:
         """Load and start every enabled plugin, then publish what they serve."""
         damage.keep_std_streams()  # what the fence puts back if a plugin closes one
-        await self.plugins.load_all()
-        self._warn_unmatched()
-        await self.plugins.start_all()
+        # Watched from the first import on: a start-up hook blocking the loop fails too.
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.loop_watchdog.run)
+            await self.plugins.load_all()
+            self._warn_unmatched()
+            await self.plugins.start_all()
+            nursery.cancel_scope.cancel()
         self.registry = self.plugins.registry
         self.metrics.bind(self.registry.tools)
         heap.settle()

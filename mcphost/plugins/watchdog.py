@@ -60,20 +60,20 @@ class Watchdog:
         """Plugins that held the loop past the stall timeout: name -> what happened."""
         self._beat = time.monotonic()
         self._victim: int | None = None
-        self._stop = threading.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Beat until cancelled, with the watching thread running beside."""
         previous = signal.signal(STALL_SIGNAL, self._interrupt)
-        self._stop.clear()
-        threading.Thread(target=self._watch, name="mcphost-watchdog", daemon=True).start()
+        stop = threading.Event()  # this run's: a run after it has a thread of its own
+        self._beat = time.monotonic()
+        threading.Thread(target=self._watch, args=(stop,), name="mcphost-watchdog", daemon=True).start()
         task_status.started()
         try:
             while True:
                 self._beat = time.monotonic()
                 await trio.sleep(INTERVAL)
         finally:
-            self._stop.set()
+            stop.set()
             signal.signal(STALL_SIGNAL, previous)
 
     @property
@@ -85,10 +85,10 @@ class Watchdog:
         """``plugin`` is a new version: it is not degraded (any more)."""
         self.degraded.pop(plugin, None)
 
-    def _watch(self) -> None:
+    def _watch(self, stop: threading.Event) -> None:
         noticed = None  # the heartbeat of the stall already logged
         interrupt_at = 0.0
-        while not self._stop.wait(INTERVAL):
+        while not stop.wait(INTERVAL):
             beat = self._beat
             held = time.monotonic() - beat
             if held < self.warn_after:
