@@ -14,6 +14,7 @@ from mcphost.cli.main import _parser
 from mcphost.core.config import DEFAULT_PATHS, ENV_PREFIX, HostConfig
 from mcphost.ops.metrics import Metrics
 from mcphost.plugins import hookspecs
+from mcphost.protocol.wire import SUPPORTED_VERSIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 """The checkout."""
@@ -39,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
 
 def metrics_registry() -> CollectorRegistry:
     """The Prometheus registry a daemon builds (before any plugin has loaded)."""
-    return Metrics(version()).registry
+    return Metrics(version(), versions=SUPPORTED_VERSIONS).registry
 
 
 def api_names() -> list[str]:

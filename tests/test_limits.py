@@ -12,7 +12,7 @@ from mcphost.plugins.limits import ToolLimits
 
 def _resolve(definition: ToolDef, plugin: LimitsConfig, tool: LimitsConfig | None = None) -> ToolLimits:
     pool = trio.CapacityLimiter(4)
-    return ToolLimits.resolve(DefaultLimits(timeout=30), plugin, definition, tool, pool)
+    return ToolLimits.resolve(DefaultLimits(timeout=30), plugin, definition, tool, pool, (pool, pool))
 
 
 def test_author_default_beats_the_global_default() -> None:
@@ -30,8 +30,10 @@ def test_sysadmin_tool_setting_beats_everything() -> None:
 
 def test_tools_share_the_plugin_pool_unless_they_set_their_own() -> None:
     pool = trio.CapacityLimiter(4)
-    shared = ToolLimits.resolve(DefaultLimits(), LimitsConfig(), ToolDef(fn=print), None, pool)
-    own = ToolLimits.resolve(DefaultLimits(), LimitsConfig(), ToolDef(fn=print), LimitsConfig(max_concurrency=1), pool)
+    shared = ToolLimits.resolve(DefaultLimits(), LimitsConfig(), ToolDef(fn=print), None, pool, (pool, pool))
+    own = ToolLimits.resolve(
+        DefaultLimits(), LimitsConfig(), ToolDef(fn=print), LimitsConfig(max_concurrency=1), pool, (pool, pool)
+    )
     assert shared.pool is pool
     assert own.pool is not pool and own.pool.total_tokens == 1
 

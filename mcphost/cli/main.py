@@ -32,6 +32,7 @@ from mcphost.daemon.daemon import Daemon, session_secret
 from mcphost.daemon.startup import StartupError
 from mcphost.daemon.workers import WORKER_FD
 from mcphost.ops import heap, log
+from mcphost.plugins import leftovers
 from mcphost.plugins.host import PluginHost, PluginRecord
 from mcphost.protocol import tracing
 from mcphost.transport import metrics_endpoint
@@ -196,6 +197,7 @@ def run_daemon(command: str, loaded: LoadedConfig, config_path: Path | None) -> 
             return workers.run(loaded, config_path, loaded.config.server.workers)
         daemon = Daemon(loaded, config_path)
         trio.run(daemon.serve_http if command == "serve" else daemon.serve_stdio)
+        leftovers.exit_past_threads(0)
     except ConfigError as error:
         print(error, file=sys.stderr)
         print(f"mcphost: {error.source}: refusing to start", file=sys.stderr)
@@ -269,7 +271,7 @@ def examine_plugins(loaded: LoadedConfig) -> tuple[list[PluginRecord], list[Prob
     """Load the enabled plugins as the daemon would and print what is wrong with the
     config's plugin tables (problems) and with the plugins themselves (warnings)."""
     host = PluginHost(loaded)
-    records = host.load_all()
+    records = trio.run(host.load_all)
     problems, warnings = host.problems(), host.warnings()
     for problem in problems + warnings:
         print(problem.render(loaded.source), file=sys.stderr)
@@ -279,7 +281,7 @@ def examine_plugins(loaded: LoadedConfig) -> tuple[list[PluginRecord], list[Prob
 def list_plugins(loaded: LoadedConfig, *, as_json: bool) -> int:
     """Print every discovered plugin with its version, origin, status and tools (or error);
     returns :data:`EXIT_PLUGINS` if one failed to load, else 0."""
-    records = PluginHost(loaded).load_all()
+    records = trio.run(PluginHost(loaded).load_all)
     if as_json:
         print(json.dumps([_as_dict(r) for r in records], indent=2))
     else:

@@ -117,6 +117,8 @@ def milliseconds(value: float | None) -> str:
 
 
 def _problem(plugin: dict[str, Any]) -> str:
+    if plugin.get("degraded"):
+        return f"degraded: {plugin['degraded']}"
     if plugin["reload_error"]:
         return f"reload failed, the previous version serves: {plugin['reload_error']}"
     return str(plugin["error"] or "")

@@ -75,6 +75,17 @@ class DefaultLimits(LimitsConfig):
     tool with its own ``max_concurrency`` gets a pool of its own."""
     max_result_bytes: int = Field(1_048_576, ge=1)
     """Largest result, serialized, in bytes; a bigger one is replaced by an error."""
+    max_threads: int = Field(128, ge=1, le=4096)
+    """Threads all plugins' sync calls and hooks may hold at once."""
+    max_threads_per_plugin: int = Field(32, ge=1, le=4096)
+    """Threads one plugin's sync calls and hooks may hold at once, whatever ``max_concurrency``
+    its author asks for its tools."""
+    load_timeout: float = Field(30.0, gt=0)
+    """Seconds a plugin's import (with its definition hooks), its start-up hook and its
+    shut-down hook may each take before the plugin counts as failed."""
+    stall_timeout: float = Field(10.0, gt=0)
+    """Seconds plugin code may hold the event loop before its call is failed and the plugin
+    marked degraded."""
 
 
 class PluginConfig(LimitsConfig):

@@ -41,8 +41,10 @@ from mcphost.daemon import startup, startup_signals, workers
 from mcphost.ops import heap, systemd
 from mcphost.ops.drain import Drain
 from mcphost.ops.metrics import Metrics, Sources
+from mcphost.plugins import damage, leftovers
 from mcphost.plugins.host import PluginHost, plugin_files
 from mcphost.plugins.registry import Registry
+from mcphost.plugins.watchdog import Watchdog
 from mcphost.protocol import tracing, wire
 from mcphost.protocol.direct import DirectAnswers
 from mcphost.protocol.handlers import build_server
@@ -69,6 +71,8 @@ KEEP_ALIVE_LINGER = 1.0
 """Seconds a draining daemon waits, once nothing is in flight, for its open keep-alive
 connections to send their last request (answered with ``Connection: close``) before it
 closes them: one closed under a request on its way fails that request."""
+LEFTOVER_GRACE = 1.0
+"""Seconds the processes plugins left behind have, after SIGTERM, before SIGKILL."""
 LIST_CHANGED_EVENTS: dict[str, ServerEvent] = {
     "send_tool_list_changed": ToolsListChanged(),
     "send_prompt_list_changed": PromptsListChanged(),
@@ -171,6 +175,8 @@ class Daemon:
             draining=lambda: self.drain.draining,
             config=loaded.source,
         )
+        self.loop_watchdog = Watchdog(self.config.limits.stall_timeout, self.metrics.loop_stalled)
+        """Notices plugin code blocking the event loop, and fails its call past ``stall_timeout``."""
         with startup.failing_as("cannot open the [tracing] path", "set [tracing] path to a file mcphost may write"):
             self.tracing = tracing.setup(loaded, version())
         """OpenTelemetry, with ``[tracing]``; ``None`` when off."""
@@ -202,9 +208,14 @@ class Daemon:
 
     async def start_plugins(self) -> None:
         """Load and start every enabled plugin, then publish what they serve."""
-        self.plugins.load_all()
-        self._warn_unmatched()
-        await self.plugins.start_all()
+        damage.keep_std_streams()  # what the fence puts back if a plugin closes one
+        # Watched from the first import on: a start-up hook blocking the loop fails too.
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.loop_watchdog.run)
+            await self.plugins.load_all()
+            self._warn_unmatched()
+            await self.plugins.start_all()
+            nursery.cancel_scope.cancel()
         self.registry = self.plugins.registry
         self.metrics.bind(self.registry.tools)
         heap.settle()
@@ -225,6 +236,8 @@ class Daemon:
                 entry["error"] = reason
             if record.reload_error:
                 entry["reload_error"] = record.reload_error
+            if degraded := self.loop_watchdog.degraded.get(record.name):
+                entry["degraded"] = degraded
             plugins[record.name] = entry
             ok = ok and (ready or not record.required)
         report: dict[str, Any] = {"plugins": plugins}
@@ -344,6 +357,7 @@ class Daemon:
                 # must find the handler, not the default action (which ends the process).
                 await nursery.start(self._handle_signals)
                 nursery.start_soon(self._watchdog)
+                await nursery.start(self.loop_watchdog.run)
                 nursery.start_soon(self._settle_later)
                 if self.config.reload.watch:
                     nursery.start_soon(self._watch_files)
@@ -375,6 +389,7 @@ class Daemon:
         finally:
             with trio.CancelScope(shield=True):
                 await self.plugins.stop_all()
+            leftovers.end_children(LEFTOVER_GRACE)
             self.notifier.close()
             if self.tracing is not None:
                 self.tracing.shutdown()
@@ -399,19 +414,24 @@ class Daemon:
         """Serve one client over stdin/stdout until it closes them."""
         from mcp.server.stdio import stdio_server
 
-        await self.start_plugins()
-        try:
-            async with trio.open_nursery() as nursery, stdio_server() as (read_stream, write_stream):
-                nursery.start_soon(self._settle_later)
-                await self.server.run(
-                    read_stream, write_stream, self.server.create_initialization_options(CHANGE_NOTIFICATIONS)
-                )
-                nursery.cancel_scope.cancel()
-        finally:
-            with trio.CancelScope(shield=True):
-                await self.plugins.stop_all()
-            if self.tracing is not None:
-                self.tracing.shutdown()
+        # The transport takes stdout first (fd 1 then points at stderr), so nothing a plugin
+        # prints, from its import on, reaches the protocol stream.
+        async with stdio_server() as (read_stream, write_stream):
+            try:
+                await self.start_plugins()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._settle_later)
+                    await nursery.start(self.loop_watchdog.run)
+                    await self.server.run(
+                        read_stream, write_stream, self.server.create_initialization_options(CHANGE_NOTIFICATIONS)
+                    )
+                    nursery.cancel_scope.cancel()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self.plugins.stop_all()
+                leftovers.end_children(LEFTOVER_GRACE)
+                if self.tracing is not None:
+                    self.tracing.shutdown()
 
     async def reload(self, reason: str) -> bool:
         """Re-read the config, re-scan plugins and apply what changed; ``False`` if the config
@@ -440,6 +460,9 @@ class Daemon:
             if restart_only:
                 log.warning("these settings change only on restart", tables=restart_only)
             result = await self.plugins.reload(loaded)
+            self.loop_watchdog.stall_timeout = loaded.config.limits.stall_timeout
+            for name in result.changed:
+                self.loop_watchdog.forget(name)
             self._warn_unmatched()
             previous, self.registry = self.registry, self.plugins.registry
             self.metrics.bind(self.registry.tools)

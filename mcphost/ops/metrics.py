@@ -51,6 +51,7 @@ TOOL_STATUSES = (
     "error",
     "timeout",
     "too_large",
+    "limited",
     "cancelled",
     "input_required",
     "invalid_arguments",
@@ -61,7 +62,7 @@ TOOL_STATUSES = (
 plus ``denied`` (a tool outside the caller's scopes)."""
 NOT_RUN = frozenset({"invalid_arguments", "rate_limited", "denied"})
 """Calls refused before the plugin's code ran: counted, but kept out of the latencies."""
-FAILED = frozenset({"error", "timeout", "too_large"})
+FAILED = frozenset({"error", "timeout", "too_large", "limited"})
 """Calls the ``/status`` report and the error-ratio alert count as failures."""
 UNKNOWN = "_unknown"
 """``plugin`` and ``tool_name`` of calls to a tool that is not served."""
@@ -224,6 +225,8 @@ class Metrics:
         self.requests: dict[tuple[str, str, str], int] = {}
         """By (method, protocol version, code), each from a fixed set."""
         self.plugin_timeouts: dict[str, int] = {}
+        self.loop_stalls: dict[str, int] = {}
+        """By plugin: times its code held the event loop long enough for the watchdog to log it."""
         # Every bounded label value exists from the start, at 0 (as every status of every
         # served tool does): rate() and alerts work before the first event, and a dashboard
         # shows zeros, not "no data".
@@ -273,6 +276,10 @@ class Metrics:
         version = headers.get(b"mcp-protocol-version", b"").decode("latin-1")
         code = rpc_code(rpc_error) if rpc_error is not None else _HTTP_CODES.get(status, "other")
         self.request(method, version, code)
+
+    def loop_stalled(self, plugin: str) -> None:
+        """The loop-stall watchdog found ``plugin``'s code holding the event loop (called in its thread)."""
+        self.loop_stalls[plugin] = self.loop_stalls.get(plugin, 0) + 1
 
     def rate_limit_hit(self, scope: str) -> None:
         """A request (``identity``) or a call (``plugin``, ``tool``) refused by a rate limit."""
@@ -424,6 +431,12 @@ class _Collector:
         yield requests
         yield _counter(
             "mcphost_plugin_timeouts", "Tool calls cancelled at their timeout.", "plugin", metrics.plugin_timeouts
+        )
+        yield _counter(
+            "mcphost_loop_stalls",
+            "Times a plugin's code held the event loop until the watchdog logged it.",
+            "plugin",
+            dict(metrics.loop_stalls),
         )
         yield _counter(
             "mcphost_rate_limited",

@@ -1,21 +1,28 @@
-"""The fence: the one place plugin code is run, at load time and at call time.
+"""The inline fence: the one place plugin code is run, at load time and at call time.
 
-Whatever a plugin does (raise, hang, block, return garbage, flood) comes out of here as a
-clean, attributed outcome: a :class:`HookOutcome` at load time, and at call time either
-the function's value or a :class:`FenceError` whose message is safe to show a client.
-Unexpected exceptions are logged here with their traceback and an error id; the client
-sees the id, never the traceback. Sync functions run in worker threads that hold a token
-of the tool's pool until they really end, so a blocked plugin exhausts only its own pool.
+Whatever a plugin does (raise anything, hang, block, return garbage, flood) comes out of
+here as a clean, attributed outcome: a :class:`HookOutcome` at load time, and at call time
+either the function's value or a :class:`FenceError` whose message is safe to show a
+client. Every exception is contained, ``BaseException`` included (``KeyboardInterrupt``,
+``SystemExit``, ``GeneratorExit``); only the cancellation of the caller's own scopes
+passes. Unexpected exceptions are logged here with their traceback and an error id; the
+client sees the id, never the traceback. Sync functions run in worker threads that hold a
+token of the tool's pool, one of its plugin's share of threads and one of the process's
+thread budget (:class:`Tokens`) until they really end, so a blocked plugin exhausts only
+its own pool and share, and all plugins together never start more threads than the budget.
+
+Nothing here knows the daemon: a process that runs one plugin runs the same fence.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import structlog
 import trio
@@ -23,6 +30,8 @@ from mcp.server.mcpserver.exceptions import ToolError as SdkToolError
 from mcp.shared.exceptions import MCPError
 
 from mcphost.core.errors import ToolError
+from mcphost.plugins.client_input import InputRequired
+from mcphost.plugins.damage import check_std_streams, on_loop
 from mcphost.plugins.limits import ToolLimits
 
 log = structlog.get_logger("mcphost.fence")
@@ -40,8 +49,21 @@ class CallTimeout(FenceError):
     status = "timeout"
 
 
+class CallLimited(FenceError):
+    """No thread came free within the call's timeout (its plugin's share, or the process's
+    budget, all taken)."""
+
+    status = "limited"
+
+
 class CallFailed(FenceError):
     """The plugin raised: its own ``ToolError`` message, or an error id for anything else."""
+
+
+class LoopStalled(BaseException):
+    """Raised inside plugin code that held the event loop past the stall timeout (by
+    :mod:`mcphost.plugins.watchdog`); not an ``Exception``, so a plugin's ``except
+    Exception`` does not swallow it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,19 +74,75 @@ class HookOutcome:
     error: str | None = None
 
 
+class Tokens:
+    """What one thread running plugin code holds until it really ends: a token of its
+    ``pool`` (the call's slot), then one of each of ``threads`` (its plugin's share of
+    threads, the process's budget).
+
+    It is a limiter as :func:`trio.to_thread.run_sync` takes one; make one per call, since
+    it remembers whether the call is still waiting for a thread.
+    """
+
+    def __init__(self, pool: trio.CapacityLimiter, threads: Sequence[trio.CapacityLimiter]):
+        self.limiters = (pool, *threads)
+        self.waiting_for_thread = False
+
+    async def acquire_on_behalf_of(self, borrower: object) -> None:
+        """Take a token of each limiter in turn (giving back those taken if one fails)."""
+        taken: list[trio.CapacityLimiter] = []
+        try:
+            for limiter in self.limiters:
+                self.waiting_for_thread = bool(taken)
+                await limiter.acquire_on_behalf_of(borrower)
+                taken.append(limiter)
+        except BaseException:
+            for limiter in reversed(taken):
+                limiter.release_on_behalf_of(borrower)
+            raise
+        self.waiting_for_thread = False
+
+    def release_on_behalf_of(self, borrower: object) -> None:
+        """Give every token back (the thread has ended)."""
+        for limiter in reversed(self.limiters):
+            limiter.release_on_behalf_of(borrower)
+
+
+async def in_thread(fn: Callable[[], Any], tokens: Tokens) -> Any:
+    """``fn()`` in a worker thread holding ``tokens``; on cancellation the thread is
+    abandoned (a thread cannot be cancelled) and keeps its tokens until it returns."""
+    # Trio takes any object with the two limiter methods, though its type says CapacityLimiter.
+    return await trio.to_thread.run_sync(fn, abandon_on_cancel=True, limiter=cast(trio.CapacityLimiter, tokens))
+
+
+def own_cancellation(error: BaseException) -> bool:
+    """Whether ``error`` is the caller's own scopes being cancelled (the one exception a
+    plugin's call lets through), not a ``Cancelled`` a plugin raised of its own accord."""
+    return isinstance(error, trio.Cancelled) and trio.current_effective_deadline() == -math.inf
+
+
 async def call_hook(
-    plugin: str, hook: str, fn: Callable[..., Any], kwargs: dict[str, Any], timeout: float
+    plugin: str, hook: str, fn: Callable[..., Any], kwargs: dict[str, Any], timeout: float, tokens: Tokens
 ) -> HookOutcome:
-    """Run one plugin's hook implementation; never raises (except cancellation of the caller)."""
+    """Run one plugin's hook implementation; never raises (except cancellation of the caller).
+
+    A plain function runs in a thread holding ``tokens`` (the plugin's hook lane), so a hook
+    that blocks holds up neither the event loop nor, past ``timeout``, its caller."""
     try:
         with trio.fail_after(timeout):
-            value = fn(**kwargs)
-            if inspect.isawaitable(value):
-                value = await value
+            if _is_async(fn):
+                with on_loop(plugin, hook):
+                    value = await fn(**kwargs)
+            else:
+                value = await in_thread(functools.partial(fn, **kwargs), tokens)
+                if inspect.isawaitable(value):
+                    with on_loop(plugin, hook):
+                        value = await value
         return HookOutcome(value)
     except trio.TooSlowError:
         return HookOutcome(error=f"{hook} did not finish within {timeout:g}s")
-    except (Exception, SystemExit) as error:
+    except BaseException as error:
+        if own_cancellation(error):
+            raise
         log.error("plugin hook failed", plugin=plugin, hook=hook, exc_info=error)
         return HookOutcome(error=f"{hook} raised {type(error).__name__}: {error}")
 
@@ -79,7 +157,7 @@ def call_hook_sync(plugin: str, hook: str, fn: Callable[..., Any], kwargs: dict[
                 close()
             return HookOutcome(error=f"{hook} must be a plain function, not async")
         return HookOutcome(value)
-    except (Exception, SystemExit) as error:
+    except BaseException as error:
         log.error("plugin hook failed", plugin=plugin, hook=hook, exc_info=error)
         return HookOutcome(error=f"{hook} raised {type(error).__name__}: {error}")
 
@@ -87,29 +165,60 @@ def call_hook_sync(plugin: str, hook: str, fn: Callable[..., Any], kwargs: dict[
 async def run(fn: Callable[..., Any], kwargs: dict[str, Any], limits: ToolLimits, *, plugin: str, what: str) -> Any:
     """Run ``fn(**kwargs)`` under ``limits``; returns its value or raises :class:`FenceError`.
 
-    ``what`` names the call in messages ("tool 'files_read'"). Waiting for a pool token
-    counts against the timeout: a saturated plugin answers with a timeout, not a pile-up.
+    ``what`` names the call in messages ("tool 'files_read'"). Waiting for a pool token or a
+    thread counts against the timeout: a saturated plugin answers with a timeout, not a
+    pile-up, and a saturated process with a limit error. Standard streams the call closed
+    are put back (and logged) whatever it did.
     """
+    try:
+        return await _run(fn, kwargs, limits, plugin=plugin, what=what)
+    finally:
+        check_std_streams(plugin, what)
+
+
+async def _run(fn: Callable[..., Any], kwargs: dict[str, Any], limits: ToolLimits, *, plugin: str, what: str) -> Any:
+    tokens = Tokens(limits.pool, limits.threads)
     try:
         with trio.move_on_after(limits.timeout):
             if _is_async(fn):
                 async with limits.pool:
-                    return await fn(**kwargs)
-            # A thread cannot be cancelled: on timeout it is abandoned, and the pool token
-            # stays with it until it returns, so a wedged plugin starves only itself.
-            return await trio.to_thread.run_sync(
-                functools.partial(fn, **kwargs), abandon_on_cancel=True, limiter=limits.pool
-            )
+                    with on_loop(plugin, what):
+                        return await fn(**kwargs)
+            # On timeout the thread is abandoned, and the pool token stays with it until it
+            # returns, so a wedged plugin starves only itself.
+            return await in_thread(functools.partial(fn, **kwargs), tokens)
     except (ToolError, SdkToolError) as error:
         raise CallFailed(f"{what} failed: {error}") from None
-    except MCPError:
+    except (MCPError, InputRequired):
         raise
-    except (Exception, SystemExit) as error:
-        error_id = uuid.uuid4().hex[:12]
-        log.error("plugin raised", plugin=plugin, call=what, error_id=error_id, exc_info=error)
-        raise CallFailed(f"{what} failed with an internal error (error id {error_id})") from None
+    except LoopStalled as error:
+        raise CallFailed(f"{what} {error} and was stopped") from None
+    except BaseException as error:
+        if own_cancellation(error):
+            raise
+        raise failure(error, plugin, what) from None
     # Only a timeout leaves the block without returning.
+    if tokens.waiting_for_thread:
+        plugin_share, budget = (t.total_tokens for t in limits.threads)
+        raise CallLimited(
+            f"{what} found no free thread within {limits.timeout:g}s: its plugin's {plugin_share} "
+            f"or all {budget} of the process's plugin threads are busy"
+        )
     raise CallTimeout(f"{what} timed out after {limits.timeout:g}s and was cancelled")
+
+
+LOOP_CODES = frozenset({_run.__code__, call_hook.__code__})
+"""The code of the fence's frames that plugin code on the event loop runs under: what the
+loop-stall watchdog looks for on the main thread's stack (their ``plugin`` and ``what`` or
+``hook`` name the call)."""
+
+
+def failure(error: BaseException, plugin: str, what: str) -> CallFailed:
+    """``error``, raised by ``plugin``'s code in ``what``, logged with its traceback under a
+    new error id, as the error the client sees (the id, not the traceback)."""
+    error_id = uuid.uuid4().hex[:12]
+    log.error("plugin raised", plugin=plugin, call=what, error_id=error_id, exc_info=error)
+    return CallFailed(f"{what} failed with an internal error (error id {error_id})")
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

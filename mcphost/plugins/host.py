@@ -25,10 +25,11 @@ from typing import Any, Literal, cast
 
 import pluggy
 import structlog
+import trio
 from pydantic import BaseModel, ValidationError
 
 from mcphost.core.config import LoadedConfig, Problem, problems_from
-from mcphost.plugins import fence, hookspecs
+from mcphost.plugins import damage, fence, hookspecs
 from mcphost.plugins.definitions import PromptDef, ResourceDef, ToolDef, definition_of
 from mcphost.plugins.limits import ToolLimits, plugin_pool
 from mcphost.plugins.registry import Registry, build_prompt, build_resource, build_tool, combine
@@ -38,8 +39,6 @@ log = structlog.get_logger("mcphost.plugins")
 
 Status = Literal["loaded", "failed", "disabled"]
 
-HOOK_TIMEOUT = 30.0
-"""Seconds a plugin's start-up or shut-down hook may take before it counts as failed."""
 READY_TIMEOUT = 5.0
 """Seconds a plugin's readiness check may take before it counts as not ready."""
 
@@ -150,16 +149,31 @@ class PluginHost:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.records: list[PluginRecord] = []
+        self.threads = trio.CapacityLimiter(self.config.limits.max_threads)
+        """The thread budget every plugin's sync calls and hooks share."""
+        self._shares: dict[str, trio.CapacityLimiter] = {}
+        """Each plugin's share of the budget: threads its calls and hooks may hold."""
+        self._lanes: dict[str, trio.CapacityLimiter] = {}
 
     @property
     def registry(self) -> Registry:
         """Everything the loaded plugins serve."""
         return combine(r.registry for r in self.records if r.status == "loaded")
 
-    def load_all(self) -> list[PluginRecord]:
+    async def load_all(self) -> list[PluginRecord]:
         """Discover and load every enabled plugin, each inside its own fence."""
-        self.records = self._plan({})
+        self.records = await self._plan({})
         return self.records
+
+    def _threads(self, name: str) -> tuple[trio.CapacityLimiter, trio.CapacityLimiter]:
+        """``name``'s share of threads and the process's budget."""
+        share = self._shares.setdefault(name, trio.CapacityLimiter(self.config.limits.max_threads_per_plugin))
+        return share, self.threads
+
+    def _lane(self, name: str) -> fence.Tokens:
+        """The tokens a thread running ``name``'s import or hooks holds: one lane per plugin,
+        so a plugin whose import or hook hangs has at most one thread left behind."""
+        return fence.Tokens(self._lanes.setdefault(name, trio.CapacityLimiter(1)), self._threads(name))
 
     async def reload(self, loaded: LoadedConfig) -> Reload:
         """Apply ``loaded`` and the installed plugins as they are now, reloading only what changed.
@@ -169,8 +183,11 @@ class PluginHost:
         publishes the new registry, then calls :meth:`retire` on what was replaced.
         """
         self.loaded, self.config = loaded, loaded.config
+        self.threads.total_tokens = self.config.limits.max_threads
+        for share in self._shares.values():
+            share.total_tokens = self.config.limits.max_threads_per_plugin
         previous = {r.name: r for r in self.records}
-        records = self._plan(previous)
+        records = await self._plan(previous)
         for index, record in enumerate(records):
             if record.status == "loaded" and record is not previous.get(record.name):
                 records[index] = await self._start(record, previous.get(record.name))
@@ -192,7 +209,7 @@ class PluginHost:
         for record in records:
             await self._stop(record)
 
-    def _plan(self, previous: dict[str, PluginRecord]) -> list[PluginRecord]:
+    async def _plan(self, previous: dict[str, PluginRecord]) -> list[PluginRecord]:
         plugins = self.config.plugins
         records: list[PluginRecord] = []
         served = Registry()
@@ -214,7 +231,7 @@ class PluginHost:
             elif old is not None and old.status == "loaded" and old.fingerprint == self._fingerprint(candidate, old):
                 record = replace(old, required=base.required, reload_error=None) if old.reload_error else old
             else:
-                record = self._replace(candidate, base, old, served)
+                record = await self._replace(candidate, base, old, served)
             seen.add(candidate.name)
             if record.status == "loaded":
                 served = served.merged(record.registry)
@@ -225,12 +242,12 @@ class PluginHost:
             records.append(record)
         return records
 
-    def _replace(
+    async def _replace(
         self, candidate: Candidate, base: PluginRecord, old: PluginRecord | None, served: Registry
     ) -> PluginRecord:
         """Load ``candidate``; if it replaces a working ``old`` and fails, keep ``old`` serving."""
         aside = self._drop(old) if old is not None and old.status == "loaded" else None
-        record = self._load(candidate, base)
+        record = await self._load(candidate, base)
         if record.status == "loaded" and (clashes := served.clashes(record.registry)):
             self._drop(record)
             record = record.failed(f"already served: {', '.join(clashes)}")
@@ -293,20 +310,36 @@ class PluginHost:
                     found.append(self.loaded.problem(("plugins", key), message, warning=True))
         return found
 
-    def _load(self, candidate: Candidate, record: PluginRecord) -> PluginRecord:
+    async def _off_loop(self, name: str, what: str, fn: Callable[[], Any]) -> Any:
+        """``fn()``, a plugin's load-time code, in a thread of the plugin's lane, within
+        ``[limits] load_timeout``; raises :class:`_LoadError` when it overruns."""
+        timeout = self.config.limits.load_timeout
+        try:
+            with trio.fail_after(timeout):
+                return await fence.in_thread(fn, self._lane(name))
+        except trio.TooSlowError:
+            raise _LoadError(f"{what} did not finish within {timeout:g}s (its thread may linger)") from None
+
+    async def _load(self, candidate: Candidate, record: PluginRecord) -> PluginRecord:
         name = candidate.name
         before = set(sys.modules)
         package = candidate.module.partition(".")[0]
         try:
-            module = candidate.load()
-        except (Exception, SystemExit) as error:
+            module = await self._off_loop(name, "import", candidate.load)
+        except BaseException as error:
+            if fence.own_cancellation(error):
+                raise
             log.error("plugin import failed", plugin=name, exc_info=error)
             _forget(_own_modules(before, package))  # a half-done import must not be found next time
-            return record.failed(f"import failed: {type(error).__name__}: {error}")
+            overran = isinstance(error, _LoadError)
+            return record.failed(str(error) if overran else f"import failed: {type(error).__name__}: {error}")
         added = _own_modules(before, package)
+        if damaged := damage.check_std_streams(name, "import"):
+            _forget(added)
+            return record.failed(f"import closed or replaced the daemon's {' and '.join(damaged)}")
         try:
             self.pm.register(module, name=name)
-        except (Exception, SystemExit) as error:
+        except BaseException as error:
             _forget(added)
             return record.failed(f"not a valid plugin: {error}")
         record = replace(record, module=module, modules=added | {candidate.module})
@@ -318,10 +351,15 @@ class PluginHost:
         impls = {h.name: i for h in callers for i in h.get_hookimpls() if i.plugin is module}
         record = replace(record, hooks=tuple(sorted(impls)), impls=impls)
         try:
-            settings, registry = self._build(name)
+            settings, registry = await self._off_loop(name, "loading", functools.partial(self._build, name))
         except _LoadError as error:
             self._drop(record)
             return record.failed(str(error), error.problems)
+        except BaseException as error:
+            if fence.own_cancellation(error):
+                raise
+            self._drop(record)
+            return record.failed(f"loading raised {type(error).__name__}: {error}")
         return replace(record, settings=settings, registry=registry)
 
     def _build(self, name: str) -> tuple[PluginSettings, Registry]:
@@ -338,13 +376,15 @@ class PluginHost:
         defaults, prefix = self.config.limits, name if plugin_config.prefix is None else plugin_config.prefix
         pool = plugin_pool(defaults, plugin_config)
         max_length = self.config.tools.max_name_length
-        plain = ToolLimits.resolve(defaults, plugin_config, ToolDef(fn=lambda: None), None, pool)
+        plain = ToolLimits.resolve(defaults, plugin_config, ToolDef(fn=lambda: None), None, pool, self._threads(name))
         tools, resources, templates, prompts = {}, {}, [], {}
         shorts: set[str] = set()
         for item in self._definitions(name, "mcphost_tools", settings, ToolDef):
             short = item.name or item.fn.__name__
             shorts.add(short)
-            limits = ToolLimits.resolve(defaults, plugin_config, item, plugin_config.tools.get(short), pool)
+            limits = ToolLimits.resolve(
+                defaults, plugin_config, item, plugin_config.tools.get(short), pool, self._threads(name)
+            )
             entry = self._guard(
                 name,
                 "tool",
@@ -380,7 +420,7 @@ class PluginHost:
     def _guard(plugin: str, kind: str, label: str, build: Callable[[], Any]) -> Any:
         try:
             return build()
-        except Exception as error:
+        except BaseException as error:
             raise _LoadError(f"{kind} {label!r}: {error}") from None
 
     def _definitions(self, name: str, hook: str, settings: PluginSettings, kind: type[Any]) -> list[Any]:
@@ -412,7 +452,10 @@ class PluginHost:
         if impl is None:
             return fence.HookOutcome(True)
         kwargs = {a: {"settings": record.settings}[a] for a in impl.argnames}
-        return await fence.call_hook(record.name, hook, impl.function, kwargs, timeout)
+        outcome = await fence.call_hook(record.name, hook, impl.function, kwargs, timeout, self._lane(record.name))
+        if damaged := damage.check_std_streams(record.name, hook):
+            return fence.HookOutcome(error=f"{hook} closed or replaced the daemon's {' and '.join(damaged)}")
+        return outcome
 
     async def start_all(self) -> None:
         """Run every loaded plugin's start-up hook; a failure marks that plugin failed."""
@@ -425,7 +468,7 @@ class PluginHost:
                 await self._stop(record)
 
     async def _start(self, record: PluginRecord, old: PluginRecord | None) -> PluginRecord:
-        outcome = await self._call_async(record, "mcphost_startup", HOOK_TIMEOUT)
+        outcome = await self._call_async(record, "mcphost_startup", self.config.limits.load_timeout)
         if not outcome.error:
             return record
         log.error("plugin failed to start", plugin=record.name, error=outcome.error)
@@ -437,18 +480,24 @@ class PluginHost:
         return record.failed(outcome.error)
 
     async def _stop(self, record: PluginRecord) -> None:
-        outcome = await self._call_async(record, "mcphost_shutdown", HOOK_TIMEOUT)
+        outcome = await self._call_async(record, "mcphost_shutdown", self.config.limits.load_timeout)
         if outcome.error:
             log.error("plugin failed to shut down", plugin=record.name, error=outcome.error)
 
     async def readiness(self) -> dict[str, tuple[bool, str | None]]:
         """Each loaded plugin's readiness check: ``name -> (ready, reason)``."""
         result = {}
-        for record in self.records:
-            if record.status == "loaded":
-                outcome = await self._call_async(record, "mcphost_ready", READY_TIMEOUT)
-                ready = outcome.error is None and outcome.value is not False
-                result[record.name] = (ready, outcome.error or (None if ready else "readiness check returned False"))
+
+        async def check(record: PluginRecord) -> None:
+            outcome = await self._call_async(record, "mcphost_ready", READY_TIMEOUT)
+            ready = outcome.error is None and outcome.value is not False
+            result[record.name] = (ready, outcome.error or (None if ready else "readiness check returned False"))
+
+        # Side by side: a slow check costs one timeout, not one per plugin.
+        async with trio.open_nursery() as nursery:
+            for record in self.records:
+                if record.status == "loaded":
+                    nursery.start_soon(check, record)
         return result
 
     def _unregister(self, name: str) -> None:

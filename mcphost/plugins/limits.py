@@ -26,6 +26,10 @@ class ToolLimits:
     pool: trio.CapacityLimiter
     """Calls (and their worker threads) hold a token of this pool while they run; it is the
     plugin's pool unless the tool has a concurrency limit of its own."""
+    threads: tuple[trio.CapacityLimiter, trio.CapacityLimiter]
+    """The plugin's share of threads and the process's thread budget: a sync call's thread
+    holds a token of each too, so no author's ``max_concurrency`` starts more threads than
+    the sysadmin allows."""
 
     @classmethod
     def resolve(
@@ -35,6 +39,7 @@ class ToolLimits:
         definition: ToolDef,
         tool: LimitsConfig | None,
         plugin_pool: trio.CapacityLimiter,
+        threads: tuple[trio.CapacityLimiter, trio.CapacityLimiter],
     ) -> ToolLimits:
         """Combine the layers for one tool (see the module docstring for the order)."""
         layers = (defaults, definition, plugin, tool or LimitsConfig())
@@ -43,7 +48,7 @@ class ToolLimits:
             values[field] = next(v for layer in reversed(layers) if (v := getattr(layer, field)) is not None)
         own_pool = (definition.max_concurrency, (tool or LimitsConfig()).max_concurrency) != (None, None)
         pool = trio.CapacityLimiter(values["max_concurrency"]) if own_pool else plugin_pool
-        return cls(pool=pool, **values)
+        return cls(pool=pool, threads=threads, **values)
 
 
 def plugin_pool(defaults: DefaultLimits, plugin: LimitsConfig) -> trio.CapacityLimiter:

@@ -29,7 +29,7 @@ from mcphost.core.errors import ERROR_META_KEY, RATE_LIMITED, TOOL_TIMEOUT
 from mcphost.ops.drain import Drain
 from mcphost.ops.log import RequestRecord, current_request
 from mcphost.ops.metrics import Metrics, RequestMetrics
-from mcphost.plugins import client_input, fence, notify
+from mcphost.plugins import client_input, fence, notify, results
 from mcphost.plugins.context import LOG_LEVEL_STATE_KEY, ToolContext, connection_of
 from mcphost.plugins.definitions import Completer
 from mcphost.plugins.registry import RegisteredResource, RegisteredTool, Registry
@@ -44,6 +44,57 @@ Ctx = ServerRequestContext[Any, Any]
 
 MAX_COMPLETIONS = 100
 """The most values one ``completion/complete`` answer may carry (the spec's limit)."""
+
+
+Shaped = tuple[str, Any]
+"""What :func:`_convert` made of a tool's value: ``("ok", result)``, ``("too_large", None)``,
+or ``("mismatch", exception)``."""
+
+
+def _convert(convert_result: Callable[[Any], Any], value: Any, limit: int) -> Shaped:
+    """A tool's value as a result, measured: in a thread (inside the fence) unless it is plain.
+
+    An oversized value is refused before it is converted (so no copy of it is made), and a
+    converted result is measured once more, whole, against ``limit``."""
+    if results.measure(value, limit).over(limit):
+        return "too_large", None
+    try:
+        result = convert_result(value)
+    except Exception as error:
+        return "mismatch", error
+    if (
+        isinstance(result, types.CallToolResult)
+        and len(result.model_dump_json(by_alias=True, exclude_none=True)) > limit
+    ):
+        return "too_large", None
+    return "ok", result
+
+
+async def _shape(tool: RegisteredTool, convert_result: Callable[[Any], Any], value: Any) -> Shaped:
+    """``value`` converted and measured: on the loop when it is small and made of built-ins
+    (quick, and no plugin code runs), else in a thread inside the tool's fence."""
+    limit = tool.limits.max_result_bytes
+    size = results.measure(value, limit, results.LOOP_NODES)
+    if size.over(limit):
+        return "too_large", None
+    convert = functools.partial(_convert, convert_result, value, limit)
+
+    async def convert_here() -> Shaped:
+        return convert()
+
+    where = convert_here if size.plain else convert
+    shaped: Shaped = await fence.run(where, {}, tool.limits, plugin=tool.plugin, what=f"tool {tool.name!r}")
+    return shaped
+
+
+def _resource_content(uri: str, mime: str | None, value: Any, limit: int) -> Any:
+    """A resource function's value as what ``resources/read`` sends (bytes as a blob, text as
+    it is, anything else as JSON), or ``None`` when that is over ``limit`` bytes."""
+    if isinstance(value, bytes):
+        blob = base64.b64encode(value).decode()
+        return types.BlobResourceContents(uri=uri, blob=blob, mime_type=mime) if len(blob) <= limit else None
+    text = value if isinstance(value, str) else pydantic_core.to_json(value, fallback=str, indent=2).decode()
+    return types.TextResourceContents(uri=uri, text=text, mime_type=mime) if len(text) <= limit else None
 
 
 def error_result(message: str, code: int | None = None, **data: Any) -> types.CallToolResult:
@@ -132,6 +183,10 @@ class Handlers:
             # The model's mistake, reported so it can correct itself (SEP-1303), values left out.
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in error.errors())
             return error_result(f"Invalid arguments for tool {tool.name!r}: {problems}"), "invalid_arguments"
+        except BaseException as error:  # a validator of the plugin's own types raised
+            if fence.own_cancellation(error):
+                raise
+            return error_result(str(fence.failure(error, tool.plugin, f"tool {tool.name!r}"))), "error"
         exchange = None
         if tool.context_param:
             # Only a tool with a ToolContext can ask the client anything, so only its call
@@ -141,16 +196,18 @@ class Handlers:
             kwargs[tool.context_param] = ToolContext(tool.plugin, tool.name, tool.settings, ctx, exchange)
         try:
             value = await fence.run(tool.fn, kwargs, tool.limits, plugin=tool.plugin, what=f"tool {tool.name!r}")
+            outcome, result = await _shape(tool, meta.convert_result, value)
         except client_input.InputRequired:
             assert exchange is not None
             return exchange.result(), "input_required"
         except fence.FenceError as error:
             code = TOOL_TIMEOUT if isinstance(error, fence.CallTimeout) else None
             return error_result(str(error), code), error.status
-        try:
-            result = meta.convert_result(value)
-        except Exception as error:
-            log.error("tool returned a bad result", tool=tool.name, plugin=tool.plugin, exc_info=error)
+        if outcome == "too_large":
+            limit = tool.limits.max_result_bytes
+            return error_result(f"tool {tool.name!r} returned a result over its limit of {limit} bytes"), "too_large"
+        if outcome == "mismatch":
+            log.error("tool returned a bad result", tool=tool.name, plugin=tool.plugin, exc_info=result)
             return error_result(
                 f"tool {tool.name!r} returned a result that does not match its declared output"
             ), "error"
@@ -160,10 +217,6 @@ class Handlers:
             return error_result(f"tool {tool.name!r} needs input that this client cannot be asked for"), "error"
         if not isinstance(result, types.CallToolResult):
             return error_result(f"tool {tool.name!r} returned an unsupported result"), "error"
-        size = len(result.model_dump_json(by_alias=True, exclude_none=True))
-        if size > tool.limits.max_result_bytes:
-            message = f"tool {tool.name!r} returned {size} bytes, over its limit of {tool.limits.max_result_bytes}"
-            return error_result(message), "too_large"
         return result, "error" if result.is_error else "ok"
 
     async def list_resources(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
@@ -187,19 +240,24 @@ class Handlers:
         """``resources/read``: a static resource, or the first template that matches the URI."""
         uri = str(params.uri)
         entry, kwargs = self._resource(uri)
+        what, limit = f"resource {uri!r}", entry.limits.max_result_bytes
         try:
-            value = await fence.run(
-                entry.definition.fn, kwargs, entry.limits, plugin=entry.plugin, what=f"resource {uri!r}"
-            )
+            value = await fence.run(entry.definition.fn, kwargs, entry.limits, plugin=entry.plugin, what=what)
+            size = results.measure(value, limit, results.LOOP_NODES)
+            content = functools.partial(_resource_content, uri, entry.wire.mime_type, value, limit)
+            # Anything but built-ins may run plugin code as it is rendered (``str`` of an object).
+            if size.over(limit):
+                contents = None
+            elif size.plain:
+                contents = content()
+            else:
+                contents = await fence.run(content, {}, entry.limits, plugin=entry.plugin, what=what)
         except fence.FenceError as error:
             raise MCPError(code=types.INTERNAL_ERROR, message=str(error), data={"uri": uri}) from None
-        mime = entry.wire.mime_type
-        if isinstance(value, bytes):
-            content: Any = types.BlobResourceContents(uri=uri, blob=base64.b64encode(value).decode(), mime_type=mime)
-        else:
-            text = value if isinstance(value, str) else pydantic_core.to_json(value, fallback=str, indent=2).decode()
-            content = types.TextResourceContents(uri=uri, text=text, mime_type=mime)
-        return types.ReadResourceResult(contents=[content])
+        if contents is None:
+            message = f"{what} is over its limit of {limit} bytes"
+            raise MCPError(code=types.INTERNAL_ERROR, message=message, data={"uri": uri})
+        return types.ReadResourceResult(contents=[contents])
 
     async def subscribe(self, ctx: Ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:
         """``resources/subscribe`` (2025-11-25): updates of ``uri`` go to this session's stream."""

@@ -55,7 +55,10 @@ class MetricsEndpoint:
             report["ready"], report["status"] = ok, detail["status"]
             checks = detail.get("plugins", {})
             for plugin in report["plugins"]:
-                plugin["ready"] = checks.get(plugin["name"], {}).get("ready", False)
+                check = checks.get(plugin["name"], {})
+                plugin["ready"] = check.get("ready", False)
+                if "degraded" in check:
+                    plugin["degraded"] = check["degraded"]
         await send_json(send, 200, report)
 
     async def _refused(self, scope: Scope, send: Send) -> bool:

@@ -1,0 +1,4 @@
+"""Spins forever at import: it can never load."""
+
+while True:
+    pass
