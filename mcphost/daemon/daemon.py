@@ -174,7 +174,7 @@ class Daemon:
         with startup.failing_as("cannot open the [tracing] path", "set [tracing] path to a file mcphost may write"):
             self.tracing = tracing.setup(loaded, mcphost.__version__)
         """OpenTelemetry, with ``[tracing]``; ``None`` when off."""
-        self.tasks = Tasks(self.task_store(), self.config.tasks, self.metrics)
+        self.tasks = Tasks(self.task_store(), self.config.tasks, self.metrics, self.drain)
         """Long calls as tasks, run while serving over HTTP."""
         self.server, self.handlers = build_server(
             lambda: self.registry,

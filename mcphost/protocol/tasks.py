@@ -38,6 +38,7 @@ from pydantic import ConfigDict, Field
 
 from mcphost.auth.identity import current_identity
 from mcphost.core.config import TasksConfig
+from mcphost.ops.drain import Drain
 from mcphost.ops.metrics import Metrics
 from mcphost.plugins.definitions import TaskSupport
 from mcphost.plugins.registry import RegisteredTool
@@ -133,8 +134,10 @@ def _error_data(error: MCPError) -> dict[str, Any]:
 class Tasks:
     """The tasks this process runs, and the ``tasks/*`` methods over the store."""
 
-    def __init__(self, store: TaskStore, config: TasksConfig, metrics: Metrics):
+    def __init__(self, store: TaskStore, config: TasksConfig, metrics: Metrics, drain: Drain):
         self.store = store
+        self.drain = drain
+        """A task runs as a request in flight: a shutdown lets it finish, up to its deadline."""
         self.config = config
         self.metrics = metrics
         self.owner = secrets.token_urlsafe(12)
@@ -164,6 +167,9 @@ class Tasks:
                 await trio.sleep_forever()
             finally:
                 self._nursery = None
+                # Whatever this process leaves unfinished is reported failed at once, not a lease later.
+                with trio.CancelScope(shield=True), trio.move_on_after(2):
+                    await self.store.heartbeat(self.owner, 0)
 
     async def _heartbeat(self) -> None:
         try:
@@ -336,7 +342,7 @@ class TaskRun:
     async def main(self, run: Callable[[TaskRun], Awaitable[Any]]) -> None:
         """Run the call, and put its outcome where it goes: the request, or the task."""
         try:
-            with self.scope:
+            with self.tasks.drain.request(), self.scope:
                 try:
                     result = await run(self)
                 except MCPError as error:
