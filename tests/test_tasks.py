@@ -240,3 +240,22 @@ def test_a_task_on_a_lost_replica_is_reported_failed_by_another(
     result = poll(b, task_id, ended)["result"]
     assert result["status"] == "failed"
     assert "stopped before the task finished" in result["error"]["message"]
+
+
+def test_a_search_over_a_large_tree_is_collected_as_a_task(
+    mcphost_daemon: Callable[..., RunningDaemon], tmp_path: Path
+) -> None:
+    tree = tmp_path / "logs"
+    for day in range(450):
+        (tree / f"{day // 30:02}").mkdir(parents=True, exist_ok=True)
+        (tree / f"{day // 30:02}" / f"{day % 30:02}.log").write_text(f"day {day}\nbackup failed: disk full\n")
+    files = {"roots": [str(tree)], "max_matches": 1000}
+    # Any call that may be a task becomes one at once, however quick the machine.
+    daemon = mcphost_daemon(
+        {"plugins": {"enable": ["files"], "files": {"settings": files}}, "auth": KEYS, "tasks": {"handoff_after": 0}}
+    )
+    task_id = start_task(daemon, "files_search", {"pattern": "disk full", "path": "."})
+    result = poll(daemon, task_id, ended)["result"]
+    assert result["status"] == "completed", result
+    found = result["result"]["structuredContent"]
+    assert found["files_searched"] == 450 and len(found["matches"]) == 450
