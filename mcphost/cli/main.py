@@ -19,7 +19,6 @@ import structlog
 import trio
 from pydantic import TypeAdapter, ValidationError
 
-import mcphost
 from mcphost.auth import authenticator as auth
 from mcphost.auth import keys
 from mcphost.cli import reload as reload_command
@@ -27,6 +26,7 @@ from mcphost.cli import status
 from mcphost.core import config as config_module
 from mcphost.core.config import ConfigError, KeyName, LoadedConfig, Problem
 from mcphost.core.rate import Rate
+from mcphost.core.version import version
 from mcphost.daemon import workers
 from mcphost.daemon.daemon import Daemon, session_secret
 from mcphost.daemon.startup import StartupError
@@ -50,7 +50,7 @@ with it goes through, and the others serve)."""
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcphost", description="A production MCP host daemon.")
-    parser.add_argument("--version", action="version", version=f"mcphost {mcphost.__version__}")
+    parser.add_argument("--version", action="version", version=f"mcphost {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help: str) -> argparse.ArgumentParser:

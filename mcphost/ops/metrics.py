@@ -1,4 +1,5 @@
-"""Prometheus metrics and the ``/status`` report: what the daemon counts, and how it shows it.
+"""Prometheus metrics and the ``/status`` report: what the daemon counts, and how it shows it
+(served over HTTP by :mod:`mcphost.transport.metrics_endpoint`).
 
 Every series lives in the daemon's own :class:`~prometheus_client.CollectorRegistry`, so
 several daemons (or tests) in one process never share a counter. Label values come only
@@ -12,6 +13,8 @@ the event loop's thread (plugins' worker threads never touch them), so the locks
 prometheus_client's own metric classes would buy nothing. A :class:`_Collector` turns the
 counts into Prometheus families when scraped, and reads what other parts already keep
 (plugin status, the occupancy of each concurrency pool, open sessions) at the same moment.
+What it reads of them it declares here (:class:`PluginState`, :class:`Sources`): it knows
+nothing of the plugin host, the registry or authentication.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import mcp_types as types
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -42,14 +45,6 @@ from prometheus_client.utils import floatToGoString
 from pydantic import ValidationError
 
 from mcphost.core import errors
-from mcphost.protocol import wire
-
-if TYPE_CHECKING:
-    import trio
-
-    from mcphost.auth.authenticator import Denial
-    from mcphost.plugins.host import PluginRecord
-    from mcphost.plugins.registry import Registry
 
 TOOL_STATUSES = (
     "ok",
@@ -77,7 +72,6 @@ TASK_METHODS = frozenset({"tasks/get", "tasks/update", "tasks/cancel"})
 """The tasks extension's methods (2026-07-28), which the SDK's method lists leave out."""
 METHODS = frozenset(SPEC_CLIENT_METHODS | SPEC_CLIENT_NOTIFICATION_METHODS | TASK_METHODS)
 """``method`` of ``mcp_requests_total``: the client methods of every protocol revision; anything else is ``other``."""
-VERSIONS = frozenset(wire.SUPPORTED_VERSIONS)
 _RPC_CODES = {
     code: str(code)
     for code in (
@@ -167,11 +161,50 @@ class Reload:
     failed: list[str] = field(default_factory=list)
 
 
+class PluginState(Protocol):
+    """What the metrics read of one plugin when scraped (the plugin host's record of it)."""
+
+    @property
+    def name(self) -> str:
+        """The plugin's name."""
+
+    @property
+    def version(self) -> str | None:
+        """Its distribution's version, if it has one."""
+
+    @property
+    def status(self) -> str:
+        """``loaded``, ``failed`` or ``disabled``."""
+
+    @property
+    def error(self) -> str | None:
+        """Why it failed to load."""
+
+    @property
+    def reload_error(self) -> str | None:
+        """Why its last reload failed."""
+
+    @property
+    def tools(self) -> Sequence[str]:
+        """Public names of the tools it serves."""
+
+    def occupancy(self) -> tuple[int, int, int]:
+        """Calls running, the sum of the concurrency caps, and calls waiting for a slot."""
+
+
+class ServedTool(Protocol):
+    """A tool the registry serves, as the metrics see it."""
+
+    @property
+    def plugin(self) -> str:
+        """The name of the plugin that serves it."""
+
+
 @dataclass
 class Sources:
     """What the daemon keeps that metrics read when scraped."""
 
-    records: Callable[[], Sequence[PluginRecord]] = list
+    plugins: Callable[[], Sequence[PluginState]] = list
     sessions: Callable[[], int] = int
     draining: Callable[[], bool] = bool
     tasks_running: Callable[[], int] = int
@@ -181,8 +214,12 @@ class Sources:
 class Metrics:
     """The daemon's counts, the methods the request path calls to change them, and the report."""
 
-    def __init__(self, version: str, *, window: float = 300.0, window_calls: int = 1000):
+    def __init__(
+        self, version: str, *, versions: Iterable[str] = (), window: float = 300.0, window_calls: int = 1000
+    ) -> None:
         self.version = version
+        self.versions = frozenset(versions)
+        """The protocol revisions served: the ``protocol_version`` label's values (else ``unknown``)."""
         self.window = window
         self.window_calls = window_calls
         self.started = time.time()
@@ -208,11 +245,11 @@ class Metrics:
         GCCollector(registry=self.registry)
         self.registry.register(_Collector(self))
 
-    def bind(self, registry: Registry) -> None:
-        """Make the counts of every tool ``registry`` serves (keeping those that go on), and
-        forget those of tools no longer served."""
+    def bind(self, served: Mapping[str, ServedTool]) -> None:
+        """Make the counts of every tool served (by public name), keeping those that go on,
+        and forget those of tools no longer served."""
         tools = {}
-        for name, tool in registry.tools.items():
+        for name, tool in served.items():
             series = self.tools.get(name)
             if series is None or series.plugin != tool.plugin:
                 series = ToolSeries(name, tool.plugin, self.window_calls, self.plugin_timeouts)
@@ -235,7 +272,7 @@ class Metrics:
 
     def request(self, method: str | None, version: str | None, code: str) -> None:
         """Count one MCP message; ``code`` is already one of the fixed values (see :func:`rpc_code`)."""
-        key = (method if method in METHODS else "other", version if version in VERSIONS else "unknown", code)
+        key = (method if method in METHODS else "other", version if version in self.versions else "unknown", code)
         self.requests[key] = self.requests.get(key, 0) + 1
 
     def refused_request(self, headers: Mapping[bytes, bytes], status: int, rpc_error: int | None) -> None:
@@ -253,13 +290,13 @@ class Metrics:
         """``count`` tasks were created, or ended in one of :data:`TASK_EVENTS`' outcomes."""
         self.tasks[event] += count
 
-    def auth_failed(self, denial: Denial) -> None:
-        """A request refused by authentication."""
-        if denial.status == 503:
+    def auth_failed(self, status: int, code: int) -> None:
+        """A request refused by authentication with HTTP ``status`` and JSON-RPC ``code``."""
+        if status == 503:
             reason = "unavailable"
-        elif denial.status == 403:
+        elif status == 403:
             reason = "insufficient_scope"
-        elif denial.code == errors.AUTHENTICATION_REQUIRED:
+        elif code == errors.AUTHENTICATION_REQUIRED:
             reason = "missing"
         else:
             reason = "invalid"
@@ -307,7 +344,7 @@ class Metrics:
             "config": self.sources.config,
             "status": "draining" if self.sources.draining() else "serving",
             "sessions": self.sources.sessions(),
-            "plugins": [_plugin_report(record) for record in self.sources.records()],
+            "plugins": [_plugin_report(plugin) for plugin in self.sources.plugins()],
             "window_seconds": self.window,
             "tools": tools,
             "unknown_tool_calls": self.unknown_tool_calls,
@@ -360,40 +397,18 @@ class RequestMetrics:
             self.count(ctx.method, ctx.protocol_version, code)
 
 
-def _pools(record: PluginRecord) -> list[trio.CapacityLimiter]:
-    """The concurrency pools a plugin's calls run in: its own, and those of tools with a limit of their own."""
-    registry = record.registry
-    entries: Iterable[Any] = (
-        *registry.tools.values(),
-        *registry.resources.values(),
-        *registry.templates,
-        *registry.prompts.values(),
-    )
-    return list({id(entry.limits.pool): entry.limits.pool for entry in entries}.values())
-
-
-def _occupancy(record: PluginRecord) -> tuple[int, int, int]:
-    """Calls running, the sum of the concurrency caps, and calls waiting for a slot."""
-    found = _pools(record)
-    return (
-        sum(int(pool.borrowed_tokens) for pool in found),
-        sum(int(pool.total_tokens) for pool in found),
-        sum(pool.statistics().tasks_waiting for pool in found),
-    )
-
-
-def _plugin_report(record: PluginRecord) -> dict[str, Any]:
-    inflight, limit, queued = _occupancy(record) if record.status == "loaded" else (0, 0, 0)
+def _plugin_report(plugin: PluginState) -> dict[str, Any]:
+    inflight, limit, queued = plugin.occupancy() if plugin.status == "loaded" else (0, 0, 0)
     return {
-        "name": record.name,
-        "version": record.version,
-        "status": record.status,
-        "tools": len(record.registry.tools),
+        "name": plugin.name,
+        "version": plugin.version,
+        "status": plugin.status,
+        "tools": len(plugin.tools),
         "inflight": inflight,
         "concurrency_limit": limit,
         "queued": queued,
-        "error": record.error,
-        "reload_error": record.reload_error,
+        "error": plugin.error,
+        "reload_error": plugin.reload_error,
     }
 
 
@@ -452,7 +467,7 @@ class _Collector:
         build = GaugeMetricFamily("mcphost_build_info", "The running mcphost.", labels=("version",))
         build.add_metric((metrics.version,), 1)
         yield build
-        yield from self._plugins(metrics.sources.records())
+        yield from self._plugins(metrics.sources.plugins())
         yield GaugeMetricFamily(
             "mcp_active_sessions", "Open 2025-11-25 sessions held by this process.", value=metrics.sources.sessions()
         )
@@ -476,7 +491,7 @@ class _Collector:
         yield from (calls, duration)
 
     @staticmethod
-    def _plugins(records: Sequence[PluginRecord]) -> Iterator[Metric]:
+    def _plugins(plugins: Sequence[PluginState]) -> Iterator[Metric]:
         up = GaugeMetricFamily(
             "mcphost_plugin_up", "1 if the plugin is loaded and serving, 0 if it failed.", labels=("plugin", "version")
         )
@@ -487,15 +502,15 @@ class _Collector:
         queued = GaugeMetricFamily(
             "mcphost_plugin_queued", "Calls of the plugin waiting for a free slot.", labels=("plugin",)
         )
-        for record in records:
-            if record.status == "disabled":
+        for plugin in plugins:
+            if plugin.status == "disabled":
                 continue  # switched off on purpose: not "down"
-            up.add_metric((record.name, record.version or "unknown"), 1 if record.status == "loaded" else 0)
-            if record.status == "loaded":
-                running, cap, waiting = _occupancy(record)
-                inflight.add_metric((record.name,), running)
-                limit.add_metric((record.name,), cap)
-                queued.add_metric((record.name,), waiting)
+            up.add_metric((plugin.name, plugin.version or "unknown"), 1 if plugin.status == "loaded" else 0)
+            if plugin.status == "loaded":
+                running, cap, waiting = plugin.occupancy()
+                inflight.add_metric((plugin.name,), running)
+                limit.add_metric((plugin.name,), cap)
+                queued.add_metric((plugin.name,), waiting)
         yield from (up, inflight, limit, queued)
 
 
