@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from mcphost.testing import RunningDaemon
+from tests import sessionkit
 
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
@@ -121,3 +123,26 @@ def test_refusals_name_the_request_id(daemon: RunningDaemon) -> None:
     assert answer.status_code == 503 and answer.json()["id"] == 41
     for session in opened:
         httpx.delete(daemon.url, headers=session)
+
+
+def test_a_delete_racing_a_notification_never_fails_it(mcphost_daemon) -> None:
+    # The client may send DELETE as soon as it has the notification's 202. The SDK answered
+    # 202 before handing the notification to the session, so a DELETE arriving meanwhile made
+    # that hand-off fail, and the SDK tried to answer the same request again with 500.
+    daemon = mcphost_daemon({"plugins": {"enable": ["echo"]}, "sessions": {"store": "none"}})
+    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+
+    def lifecycle(_: int) -> list[int]:
+        statuses = []
+        with httpx.Client(timeout=30) as client:
+            for _ in range(40):
+                session = sessionkit.open_session(daemon.url, client=client)
+                statuses.append(client.post(daemon.url, json=initialized, headers=session).status_code)
+                statuses.append(client.delete(daemon.url, headers=session).status_code)
+        return statuses
+
+    with ThreadPoolExecutor(25) as pool:
+        statuses = [s for run in pool.map(lifecycle, range(25)) for s in run]
+    assert set(statuses) <= {200, 202}, statuses
+    logged = [r for r in daemon.log_records() if r.get("status") == 500 or "Error" in str(r.get("event"))]
+    assert not logged, logged

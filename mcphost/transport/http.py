@@ -83,6 +83,35 @@ def answering_id(send: Send, request_id: Any) -> Send:
     return send_with_id
 
 
+class HeldAnswer:
+    """The SDK's answer to a 2025-era POST that carries no request (a notification, or the
+    client's response), held until the SDK is done with the message.
+
+    The SDK answers such a POST 202 *before* it hands the message to the session. A client
+    holding its 202 may end the session at once (DELETE); the hand-off then fails, and the
+    SDK answers the same request a second time, with 500, which the server cannot send. Held,
+    the 202 reaches the client only once the message is in the session; if the session
+    ended first, the client gets the 404 of a session that is gone (the message went nowhere).
+    """
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def send(self, message: Message) -> None:
+        """Keep one part of the SDK's answer."""
+        self.messages.append(message)
+
+    async def release(self, send: Send, session_id: str | None) -> None:
+        """Send the answer: the SDK's first one, or 404 when it answered twice."""
+        starts = [m for m in self.messages if m["type"] == "http.response.start"]
+        if len(starts) > 1:
+            log.info("a message came for a session that ended meanwhile", session_id=session_id)
+            await send_json(send, 404, wire.error_body(INVALID_REQUEST, "Session not found"))
+            return
+        for message in self.messages:
+            await send(message)
+
+
 def _session_id(headers: dict[bytes, bytes]) -> str | None:
     return headers[b"mcp-session-id"].decode("latin-1") if b"mcp-session-id" in headers else None
 
@@ -359,10 +388,14 @@ class HttpApp:
             if method == "notifications/cancelled" and version not in wire.MODERN_PROTOCOL_VERSIONS:
                 self._cancel_direct(scope, headers, message)
         replaying = Replay(body, receive)
+        request = isinstance(message, dict) and "method" in message and "id" in message
+        held = HeldAnswer() if version not in wire.MODERN_PROTOCOL_VERSIONS and not request else None
         try:
-            await self.sessions.handle_request(scope, replaying, send)
+            await self.sessions.handle_request(scope, replaying, send if held is None else held.send)
         finally:
             replaying.close()
+        if held is not None:
+            await held.release(send, _session_id(headers))
 
     async def _answer_directly(
         self,
