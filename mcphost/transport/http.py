@@ -28,6 +28,7 @@ from mcphost.core.errors import INVALID_REQUEST, RATE_LIMITED, UNAVAILABLE
 from mcphost.ops.drain import Drain
 from mcphost.ops.log import RequestRecord, current_request
 from mcphost.protocol import wire
+from mcphost.transport import batch
 from mcphost.transport.asgi import (
     ReadyCheck,
     Replay,
@@ -372,6 +373,9 @@ class HttpApp:
             method = headers.get(b"mcp-method", b"").decode("latin-1")
         else:
             message, problem = wire.parse(body)
+            if isinstance(message, list) and await self._takes_batches(headers, version):
+                await batch.answer(self.sessions.handle_request, scope, message, send, self.sessions.json_response)
+                return
             if problem is not None:
                 record.rpc_error = problem["error"]["code"]
                 await send_json(send, 400, problem)
@@ -396,6 +400,14 @@ class HttpApp:
             replaying.close()
         if held is not None:
             await held.release(send, _session_id(headers))
+
+    async def _takes_batches(self, headers: dict[bytes, bytes], version: str | None) -> bool:
+        """Whether the POST is on a session that negotiated 2025-03-26, which takes batches
+        (its clients may send no ``MCP-Protocol-Version``: the session says)."""
+        session_id = _session_id(headers)
+        if session_id is None or version not in (None, batch.BATCH_VERSION):
+            return False
+        return version == batch.BATCH_VERSION or await self.sessions.protocol_version(session_id) == batch.BATCH_VERSION
 
     async def _answer_directly(
         self,
