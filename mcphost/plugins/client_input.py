@@ -97,11 +97,6 @@ class Exchange:
     task: TaskChannel | None = None
     """The task this call may become, when the client accepts tasks."""
 
-    @property
-    def in_task(self) -> bool:
-        """Whether the call runs as a task: questions go on the task, not into rounds."""
-        return self.task is not None and self.task.detached
-
     @classmethod
     def for_request(cls, ctx: ServerRequestContext[Any, Any], params: types.InputResponseRequestParams) -> Exchange:
         """The exchange of one request: answers carried in ``request_state`` plus this round's responses."""

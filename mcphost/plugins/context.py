@@ -117,9 +117,9 @@ class ToolContext(Generic[SettingsT]):
     async def report_progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
         """Send a progress notification, if the client asked for progress on this call; in
         a call running as a task, show it as the task's status message instead."""
-        if self._exchange is not None and self._exchange.task is not None and self._exchange.task.detached:
+        if (task := self._task()) is not None:
             done = f"{progress:g}/{total:g}" if total is not None else f"{progress:g}"
-            await self._exchange.task.progress(f"{message} ({done})" if message else done)
+            await task.progress(f"{message} ({done})" if message else done)
         elif self._request is not None:
             await self._request.session.report_progress(progress, total, message)
 
@@ -148,7 +148,7 @@ class ToolContext(Generic[SettingsT]):
         """Send a log message to the client, on this call's stream, if it wants that level:
         at or above its ``logging/setLevel`` (2025-11-25) or the level this request opted in
         to (2026-07-28); without either, a 2025-11-25 client gets every level."""
-        if self._request is None or (self._exchange is not None and self._exchange.in_task):
+        if self._request is None or self._task() is not None:
             return  # a task has no stream to log on: logging is not supported on tasks
         if self._request.protocol_version not in MODERN_PROTOCOL_VERSIONS:
             # The SDK leaves filtering by logging/setLevel to the server (2026-07-28 filters itself).
@@ -207,7 +207,7 @@ class ToolContext(Generic[SettingsT]):
         not yet awaited) in one round and return their answers in order. On 2026-07-28 the
         client gets all the open ones at once (in a task too); on 2025-11-25 they are asked
         one by one."""
-        if self._exchange is not None and self._exchange.in_task:
+        if self._task() is not None:
             return await _concurrently(questions)
         answers, missing, pending = [], False, list(questions)
         try:
@@ -222,6 +222,11 @@ class ToolContext(Generic[SettingsT]):
         if missing:
             raise client_input.InputRequired
         return answers
+
+    def _task(self) -> client_input.TaskChannel | None:
+        """The task this call runs as, once it does."""
+        task = None if self._exchange is None else self._exchange.task
+        return task if task is not None and task.detached else None
 
     async def _ask(
         self, request: types.InputRequest, result_type: type[client_input.ResultT], key: str | None, kind: str

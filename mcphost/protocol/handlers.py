@@ -191,7 +191,7 @@ class Handlers:
                 f"tool {tool.name!r} returned a result that does not match its declared output"
             ), "error"
         if isinstance(result, types.InputRequiredResult):
-            if exchange is not None and exchange.modern and not exchange.in_task:
+            if exchange is not None and exchange.modern and not (task is not None and task.detached):
                 return result, "input_required"
             return error_result(f"tool {tool.name!r} needs input that this client cannot be asked for"), "error"
         if not isinstance(result, types.CallToolResult):
