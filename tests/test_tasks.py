@@ -229,6 +229,7 @@ def test_a_task_is_polled_answered_and_cancelled_through_another_replica(
     assert task(a, running)["result"]["status"] == "cancelled"
     # The run on the first replica stops too, giving back its slot.
     wait_until_idle(a)
+    assert a.stop() == 0, a.logs()[-3000:]  # giving up its lease as it stops
 
 
 def test_a_task_on_a_lost_replica_is_reported_failed_by_another(

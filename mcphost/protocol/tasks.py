@@ -20,6 +20,7 @@ about it next. A caller sees only its own tasks: any other id is answered as unk
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -168,8 +169,8 @@ class Tasks:
             finally:
                 self._nursery = None
                 # Whatever this process leaves unfinished is reported failed at once, not a lease later.
-                with trio.CancelScope(shield=True), trio.move_on_after(2):
-                    await self.store.heartbeat(self.owner, 0)
+                with trio.CancelScope(shield=True), trio.move_on_after(2), contextlib.suppress(StoreUnavailable):
+                    await self.store.release(self.owner)
 
     async def _heartbeat(self) -> None:
         try:

@@ -82,6 +82,10 @@ class RedisTaskStore:
         """Whether ``owner``'s lease runs."""
         return bool(await self._call(lambda client: client.exists([self.state.key("task-owner", owner)])))
 
+    async def release(self, owner: str) -> None:
+        """End ``owner``'s lease."""
+        await self._call(lambda client: client.delete([self.state.key("task-owner", owner)]))
+
     async def expire(self, now: float) -> int:
         """Nothing to do: Redis expires records itself."""
         return 0

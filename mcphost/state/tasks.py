@@ -95,6 +95,9 @@ class TaskStore(Protocol):
     async def alive(self, owner: str) -> bool:
         """Whether process ``owner``'s lease has not lapsed."""
 
+    async def release(self, owner: str) -> None:
+        """End ``owner``'s lease now (the process is stopping)."""
+
     async def expire(self, now: float) -> int:
         """Forget records past their expiry; returns how many (0 where the store expires them itself)."""
 
@@ -184,6 +187,10 @@ class SqliteTaskStore:
         """Whether ``owner``'s lease runs."""
         rows, _ = await self._run("SELECT 1 FROM owners WHERE owner = ? AND until >= ?", owner, time.time())
         return bool(rows)
+
+    async def release(self, owner: str) -> None:
+        """End ``owner``'s lease."""
+        await self._run("DELETE FROM owners WHERE owner = ?", owner)
 
     async def expire(self, now: float) -> int:
         """Forget expired records, and leases that lapsed (their tasks are failed by then)."""
