@@ -215,7 +215,7 @@ class Metrics:
     """The daemon's counts, the methods the request path calls to change them, and the report."""
 
     def __init__(
-        self, version: str, *, versions: Iterable[str] = (), window: float = 300.0, window_calls: int = 1000
+        self, version: str, *, versions: Iterable[str], window: float = 300.0, window_calls: int = 1000
     ) -> None:
         self.version = version
         self.versions = frozenset(versions)

@@ -34,7 +34,7 @@ from mcphost.plugins import client_input, fence, notify
 from mcphost.plugins.context import LOG_LEVEL_STATE_KEY, ToolContext, connection_of
 from mcphost.plugins.definitions import Completer
 from mcphost.plugins.registry import RegisteredResource, RegisteredTool, Registry
-from mcphost.protocol import subscriptions
+from mcphost.protocol import subscriptions, wire
 from mcphost.protocol.tasks import (
     EXTENSION,
     TaskParams,
@@ -80,7 +80,7 @@ class Handlers:
         self.drain = drain
         self.subscriptions = subs
         self.limits = limits or RateLimits()
-        self.metrics = metrics or Metrics("")
+        self.metrics = metrics or Metrics("", versions=wire.SUPPORTED_VERSIONS)
         self.tracing = tracing
         self.tasks = tasks
         """Long calls as tasks, once the daemon runs them (``None``: every call answers on its request)."""
@@ -397,7 +397,7 @@ def build_server(
     """
     subs = subscriptions.Subscriptions(get_registry, max_listen_streams, max_listen_streams_per_identity)
     notify.install(subs.updated)
-    metrics = metrics or Metrics(version)
+    metrics = metrics or Metrics(version, versions=wire.SUPPORTED_VERSIONS)
     handlers = Handlers(get_registry, drain, subs, limits, metrics, tracing, tasks)
     server: Server[Any] = Server(
         name,
