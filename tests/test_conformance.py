@@ -2,9 +2,12 @@
 mcphost serving the ``conformance`` test plugin, unprefixed, the way any plugin is served.
 
 Every server scenario of the latest release runs, and every server scenario of the newest
-alpha that applies to 2025-11-25 and to 2026-07-28. A failed check fails the test unless
-``conformance-expected-failures.toml`` lists it (with the reason and the upstream issue);
-a listed check that passes fails it too, so the list does not go stale.
+alpha: at each scenario's own revision (extensions such as tasks included, which no
+``--spec-version`` run selects), and again those that apply to 2025-11-25 and to 2026-07-28.
+A failed check fails the test unless ``conformance-expected-failures.toml`` lists it (with
+the reason and the upstream issue); a listed check that passes fails it too, so the list does
+not go stale. So does a run whose exit status disagrees with its checks, and a scenario that
+left no results (one that crashes the runner writes none).
 
 The suite needs Node.js 22 or later. It is installed with npm into ``.cache/conformance``
 (git-ignored), along with a Node 22 binary when the system's Node is older.
@@ -33,6 +36,7 @@ RUN_TIMEOUT = 300
 
 RUNS = [
     pytest.param("0.1.16", None, id="0.1.16"),
+    pytest.param("0.2.0-alpha.12", None, id="0.2.0-alpha.12"),
     pytest.param("0.2.0-alpha.12", "2025-11-25", id="0.2.0-alpha.12@2025-11-25"),
     pytest.param("0.2.0-alpha.12", "2026-07-28", id="0.2.0-alpha.12@2026-07-28"),
 ]
@@ -120,10 +124,17 @@ def test_conformance(
     run = subprocess.run(args, capture_output=True, text=True, timeout=RUN_TIMEOUT)
 
     results = list(checks(tmp_path))
-    assert results, f"the suite produced no results:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    output = f"{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    assert results, f"the suite produced no results:\n{output}"
+    announced = re.search(r"Running all suite \((\d+) scenarios\)", run.stdout)
+    assert announced, f"the suite did not say how many scenarios it runs:\n{output}"
+    written = len(list(tmp_path.glob("*/checks.json")))
+    assert written == int(announced.group(1)), f"{announced.group(1)} scenarios ran, {written} wrote results:\n{output}"
     mine = {(s, c) for v, sp, s, c in expected_failures if (v, sp) == (version, spec or "")}
     failed = {(scenario, str(check["id"])): check for scenario, check in results if check["status"] == "FAILURE"}
     unexpected = [f"{s} / {c}: {check.get('errorMessage')}" for (s, c), check in failed.items() if (s, c) not in mine]
     fixed = sorted(mine - set(failed))
     assert not unexpected, "conformance checks failed:\n" + "\n".join(unexpected)
     assert not fixed, f"listed in {EXPECTED_FAILURES.name} but passing now (remove them): {fixed}"
+    # The runner exits 1 exactly when a check failed: anything else means it broke.
+    assert run.returncode == (1 if failed else 0), f"the suite exited {run.returncode}:\n{output}"

@@ -353,7 +353,14 @@ def test_dev_flag_turns_on_watching(tmp_path: Path) -> None:
     plugin.write_text(PLUGIN_V1)
     daemon = start_daemon(tmp_path, {"plugins": {"enable": ["live"], "paths": [str(plugin)]}}, args=("--dev",))
     try:
-        plugin.write_text(PLUGIN_V2)
-        wait_until(lambda: "live_added" in tool_names(daemon))
+
+        def changed() -> bool:
+            # Written again until seen: the watcher starts once the daemon serves, and a
+            # change made before it watches is one it never hears of.
+            if time.time() - plugin.stat().st_mtime > 0.5:
+                plugin.write_text(PLUGIN_V2)
+            return "live_added" in tool_names(daemon)
+
+        wait_until(changed)
     finally:
         daemon.stop()

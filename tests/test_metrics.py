@@ -281,9 +281,10 @@ def test_status_command_table_and_json(guarded: RunningDaemon) -> None:
     assert re.match(rf"mcphost {re.escape(mcphost.__version__)} \(pid \d+\): ready, up \d+s", lines[0])
     assert lines[1] == f"config:        {guarded.config_path}"
     assert lines[2] == "sessions:      0 open"
+    assert lines[3] == "tasks:         running 0, created 0, completed 0, failed 0, cancelled 0, lost 0, expired 0"
     # broken_import fails again at the reload, which tries it again: the reload failed.
-    assert re.match(r"last reload:   failed, \d+s ago \(SIGHUP\); failed: broken_import$", lines[3])
-    assert lines[4] == "rate limited:  identity 0, plugin 0, tool 0"
+    assert re.match(r"last reload:   failed, \d+s ago \(SIGHUP\); failed: broken_import$", lines[4])
+    assert lines[5] == "rate limited:  identity 0, plugin 0, tool 0"
     rows = {line.split()[0]: line.split() for line in lines if line and not line.endswith(":")}
     assert rows["PLUGIN"] == ["PLUGIN", "VERSION", "STATUS", "READY", "TOOLS", "IN", "FLIGHT", "ERROR"]
     assert rows["echo"][:6] == ["echo", "0.1.0", "loaded", "yes", "6", "0/16"]

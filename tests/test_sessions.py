@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from mcphost.testing import RunningDaemon
+from tests import sessionkit
 
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
@@ -121,3 +123,72 @@ def test_refusals_name_the_request_id(daemon: RunningDaemon) -> None:
     assert answer.status_code == 503 and answer.json()["id"] == 41
     for session in opened:
         httpx.delete(daemon.url, headers=session)
+
+
+def test_a_delete_racing_a_notification_never_fails_it(mcphost_daemon) -> None:
+    # The client may send DELETE as soon as it has the notification's 202. The SDK answered
+    # 202 before handing the notification to the session, so a DELETE arriving meanwhile made
+    # that hand-off fail, and the SDK tried to answer the same request again with 500.
+    daemon = mcphost_daemon({"plugins": {"enable": ["echo"]}, "sessions": {"store": "none"}})
+    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+
+    def lifecycle(_: int) -> list[int]:
+        statuses = []
+        with httpx.Client(timeout=30) as client:
+            for _ in range(40):
+                session = sessionkit.open_session(daemon.url, client=client)
+                statuses.append(client.post(daemon.url, json=initialized, headers=session).status_code)
+                statuses.append(client.delete(daemon.url, headers=session).status_code)
+        return statuses
+
+    with ThreadPoolExecutor(25) as pool:
+        statuses = [s for run in pool.map(lifecycle, range(25)) for s in run]
+    assert set(statuses) <= {200, 202}, statuses
+    logged = [r for r in daemon.log_records() if r.get("status") == 500 or "Error" in str(r.get("event"))]
+    assert not logged, logged
+
+
+def batch_session(daemon: RunningDaemon) -> dict[str, str]:
+    """A 2025-03-26 session; its clients send no MCP-Protocol-Version header."""
+    response = initialize(daemon, "2025-03-26")
+    assert sse_json(response)["result"]["protocolVersion"] == "2025-03-26"
+    headers = {**ACCEPT, "Mcp-Session-Id": response.headers["mcp-session-id"]}
+    ack = httpx.post(daemon.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
+    assert ack.status_code == 202
+    return headers
+
+
+def add(request_id: int, a: int) -> dict:
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "tools/call",
+        "params": {"name": "echo_add", "arguments": {"a": a, "b": 1}},
+    }
+
+
+def test_a_2025_03_26_session_takes_batches(daemon: RunningDaemon) -> None:
+    headers = batch_session(daemon)
+    ping = {"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}
+    initialize_again = {**initialize_body("2025-03-26"), "id": 9}
+    response = httpx.post(daemon.url, json=[add(1, 1), ping, add(2, 41), initialize_again, 7], headers=headers)
+    assert response.status_code == 200, response.text
+    messages = [
+        json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:") and line[5:].strip()
+    ]
+    by_id = {m.get("id"): m for m in messages}
+    assert by_id[1]["result"]["structuredContent"]["total"] == 2
+    assert by_id[2]["result"]["structuredContent"]["total"] == 42
+    assert by_id[9]["error"]["code"] == -32600  # initialize may not be batched
+    assert by_id[None]["error"]["code"] == -32600  # 7 is no JSON-RPC message
+    assert len(messages) == 4
+
+    notifications = httpx.post(daemon.url, json=[ping, ping], headers=headers)
+    assert notifications.status_code == 202 and notifications.content == b""
+    assert httpx.post(daemon.url, json=[], headers=headers).json()["error"]["code"] == -32600
+
+
+def test_later_revisions_refuse_batches(daemon: RunningDaemon) -> None:
+    response = httpx.post(daemon.url, json=[add(1, 1)], headers=open_session(daemon))
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == -32600

@@ -47,6 +47,7 @@ def render(report: dict[str, Any], now: float | None = None) -> list[str]:
         f"up {duration(report['uptime_seconds'])}",
         f"config:        {report['config']}",
         f"sessions:      {report['sessions']} open",
+        f"tasks:         {_counts(report['tasks'])}",
         f"last reload:   {_reload(report.get('last_reload'), now)}",
         f"rate limited:  {_counts(report['rate_limited'])}",
         f"auth failures: {_counts(report['auth_failures'])}",

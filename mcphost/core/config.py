@@ -252,6 +252,26 @@ class StateConfig(_Strict):
     """Seconds any one Redis call may take; past it Redis counts as unavailable."""
 
 
+class TasksConfig(_Strict):
+    """The ``[tasks]`` table: long tool calls that outlive their request (2026-07-28 clients
+    that accept tasks), kept where ``[sessions]`` and ``[state]`` keep sessions."""
+
+    enabled: bool = True
+    """Offer tasks to clients that accept them; ``false``: every call is answered on its request."""
+    handoff_after: float = Field(1.0, ge=0, le=3600)
+    """Seconds a call that may run as a task runs on its request before the request is
+    answered with a task instead (a tool may go on as a task sooner, ``ctx.detach()``)."""
+    min_timeout: float = Field(60.0, gt=0)
+    """A tool whose author said nothing may run as a task when its timeout is at least this."""
+    retention: float = Field(3600.0, gt=0, le=30 * 86_400)
+    """Seconds a finished task's result is kept for the client to collect."""
+    poll_interval_ms: int = Field(1000, ge=10, le=600_000)
+    """How often clients are told to poll a task."""
+    lease: float = Field(15.0, ge=1, le=3600)
+    """Seconds after a process stops renewing its lease before its unfinished tasks are
+    reported failed (it died: killed, crashed, or its machine lost)."""
+
+
 class ProxyConfig(_Strict):
     """The ``[proxy]`` table: reverse proxies whose ``X-Forwarded-*`` headers are believed."""
 
@@ -454,6 +474,7 @@ class HostConfig(BaseSettings):
     rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    tasks: TasksConfig = Field(default_factory=TasksConfig)
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)

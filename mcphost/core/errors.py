@@ -1,5 +1,5 @@
 """Errors a plugin may raise on purpose, and the host's own error vocabulary: every JSON-RPC
-error code a client may see from mcphost, in one place (the README's error table lists them).
+error code a client may see from mcphost, in one place (``docs/reference/http.md`` lists them).
 """
 
 from __future__ import annotations

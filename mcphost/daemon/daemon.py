@@ -48,8 +48,10 @@ from mcphost.plugins.watchdog import Watchdog
 from mcphost.protocol import tracing, wire
 from mcphost.protocol.direct import DirectAnswers
 from mcphost.protocol.handlers import build_server
+from mcphost.protocol.tasks import Tasks
 from mcphost.state.eventstore import MemoryEventStore
 from mcphost.state.sessions import SessionStore, SqliteSessionStore
+from mcphost.state.tasks import SqliteTaskStore, TaskStore
 from mcphost.transport.admin import AdminApp
 from mcphost.transport.http import HttpApp
 from mcphost.transport.listener import Listener
@@ -80,7 +82,7 @@ LIST_CHANGED_EVENTS: dict[str, ServerEvent] = {
 }
 SETTLE_DELAY = 1.0
 """Seconds after start-up before the collector settles (:meth:`Daemon._settle_later`)."""
-RESTART_ONLY = ("server", "sessions", "log", "rate_limits", "admin", "state", "proxy", "metrics", "tracing")
+RESTART_ONLY = ("server", "sessions", "log", "rate_limits", "admin", "state", "tasks", "proxy", "metrics", "tracing")
 """Config tables a reload does not apply (a warning says so when they changed); of ``[auth]``,
 a reload applies the keys and not ``[auth.oauth]``."""
 CHANGE_NOTIFICATIONS = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
@@ -173,6 +175,7 @@ class Daemon:
             plugins=lambda: self.plugins.records,
             sessions=lambda: len(self.sessions.connections) if self.sessions is not None else 0,
             draining=lambda: self.drain.draining,
+            tasks_running=lambda: len(self.tasks.running),
             config=loaded.source,
         )
         self.loop_watchdog = Watchdog(self.config.limits.stall_timeout, self.metrics.loop_stalled)
@@ -180,6 +183,8 @@ class Daemon:
         with startup.failing_as("cannot open the [tracing] path", "set [tracing] path to a file mcphost may write"):
             self.tracing = tracing.setup(loaded, version())
         """OpenTelemetry, with ``[tracing]``; ``None`` when off."""
+        self.tasks = Tasks(self.task_store(), self.config.tasks, self.metrics, self.drain)
+        """Long calls as tasks, run while serving over HTTP."""
         self.server, self.handlers = build_server(
             lambda: self.registry,
             self.config.server.name,
@@ -195,6 +200,7 @@ class Daemon:
             # A listen stream is the 2026-07-28 counterpart of a session: it counts like one.
             max_listen_streams=self.config.server.max_sessions,
             max_listen_streams_per_identity=self.config.server.sessions_share,
+            tasks=self.tasks if self.config.tasks.enabled else None,
         )
         self.sessions: PersistentSessionManager | None = None
         self.host_check = HostCheck(transport_security(self.config.server))
@@ -246,6 +252,23 @@ class Daemon:
             ok = ok and self.shared.available
         status = "draining" if self.drain.draining else "ready" if ok else "not ready"
         return ok, {"status": status, **report}
+
+    def task_store(self) -> TaskStore:
+        """Where task records live: beside the session records (Redis with replicas, else a
+        SQLite file), or in this process's memory with ``[sessions] store = "none"``."""
+        sessions = self.config.sessions
+        if sessions.store == "none":
+            return SqliteTaskStore(None)
+        if self.shared is not None:
+            from mcphost.state.redis_tasks import RedisTaskStore
+
+            return RedisTaskStore(self.shared)
+        with startup.failing_as(
+            f"cannot open the task store in {sessions.state_dir}",
+            'set [sessions] state_dir to a directory mcphost may write, or [sessions] store = "none"',
+            sqlite3.Error,
+        ):
+            return SqliteTaskStore(sessions.state_dir / "tasks.sqlite3")
 
     def session_manager(self) -> PersistentSessionManager:
         """The SDK's Streamable HTTP session manager with sessions that survive restarts."""
@@ -356,6 +379,7 @@ class Daemon:
                 # Before READY=1: a SIGTERM or SIGHUP that systemd sends the moment it sees it
                 # must find the handler, not the default action (which ends the process).
                 await nursery.start(self._handle_signals)
+                await nursery.start(self.tasks.run)
                 nursery.start_soon(self._watchdog)
                 await nursery.start(self.loop_watchdog.run)
                 nursery.start_soon(self._settle_later)

@@ -69,7 +69,9 @@ UNKNOWN = "_unknown"
 NOT_FOUND = "not_found"
 """``status`` of those calls."""
 
-METHODS = frozenset(SPEC_CLIENT_METHODS | SPEC_CLIENT_NOTIFICATION_METHODS)
+TASK_METHODS = frozenset({"tasks/get", "tasks/update", "tasks/cancel"})
+"""The tasks extension's methods (2026-07-28), which the SDK's method lists leave out."""
+METHODS = frozenset(SPEC_CLIENT_METHODS | SPEC_CLIENT_NOTIFICATION_METHODS | TASK_METHODS)
 """``method`` of ``mcp_requests_total``: the client methods of every protocol revision; anything else is ``other``."""
 _RPC_CODES = {
     code: str(code)
@@ -98,6 +100,9 @@ CANCELLED = "cancelled"
 AUTH_REASONS = ("missing", "invalid", "insufficient_scope", "unavailable")
 RATE_LIMIT_SCOPES = ("identity", "plugin", "tool")
 RELOAD_RESULTS = ("ok", "failed", "invalid_config")
+TASK_EVENTS = ("created", "completed", "failed", "cancelled", "lost", "expired")
+"""``event`` of ``mcphost_tasks_total``: a task was created, ended so (``lost``: failed because
+the process running it stopped), or its record expired."""
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _LE = (*(floatToGoString(bound) for bound in DURATION_BUCKETS), "+Inf")
 
@@ -203,6 +208,7 @@ class Sources:
     plugins: Callable[[], Sequence[PluginState]] = list
     sessions: Callable[[], int] = int
     draining: Callable[[], bool] = bool
+    tasks_running: Callable[[], int] = int
     config: str = "<defaults>"
 
 
@@ -233,6 +239,8 @@ class Metrics:
         self.rate_limited = dict.fromkeys(RATE_LIMIT_SCOPES, 0)
         self.auth_failures = dict.fromkeys(AUTH_REASONS, 0)
         self.reloads = dict.fromkeys(RELOAD_RESULTS, 0)
+        self.tasks = dict.fromkeys(TASK_EVENTS, 0)
+        """Tasks by what happened to them (see :data:`TASK_EVENTS`)."""
         self.last_reload: Reload | None = None
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
@@ -284,6 +292,10 @@ class Metrics:
     def rate_limit_hit(self, scope: str) -> None:
         """A request (``identity``) or a call (``plugin``, ``tool``) refused by a rate limit."""
         self.rate_limited[scope] += 1
+
+    def task_event(self, event: str, count: int = 1) -> None:
+        """``count`` tasks were created, or ended in one of :data:`TASK_EVENTS`' outcomes."""
+        self.tasks[event] += count
 
     def auth_failed(self, status: int, code: int) -> None:
         """A request refused by authentication with HTTP ``status`` and JSON-RPC ``code``."""
@@ -345,6 +357,7 @@ class Metrics:
             "unknown_tool_calls": self.unknown_tool_calls,
             "rate_limited": dict(self.rate_limited),
             "auth_failures": dict(self.auth_failures),
+            "tasks": {"running": self.sources.tasks_running(), **self.tasks},
             "last_reload": None
             if reload is None
             else {
@@ -456,6 +469,16 @@ class _Collector:
             "Reloads by result: ok, failed (a plugin failed to load; its previous version serves), invalid_config.",
             "result",
             metrics.reloads,
+        )
+        yield _counter(
+            "mcphost_tasks",
+            "Tasks created by this process, and tasks that ended or were forgotten as it saw them: completed, "
+            "failed, cancelled, lost (their process stopped), expired (their result forgotten).",
+            "event",
+            metrics.tasks,
+        )
+        yield GaugeMetricFamily(
+            "mcphost_tasks_running", "Tasks this process runs now.", value=metrics.sources.tasks_running()
         )
         reload = metrics.last_reload
         yield GaugeMetricFamily(

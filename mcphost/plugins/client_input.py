@@ -8,6 +8,10 @@ then runs again from the start and, asking the same question (under the same key
 gets the answer at once. Answers from earlier rounds ride ``requestState``, which the
 SDK's ``RequestStateBoundary`` seals, so a tool may ask one question per round for as
 many rounds as it needs, or several at once with ``ToolContext.gather``.
+
+A call that became a task (:class:`TaskChannel`) has no request left to answer either: its
+questions are put on the task, which shows ``input_required`` until the client answers them
+with ``tasks/update``, and the tool waits where it asked.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
@@ -55,6 +59,23 @@ class InputRequired(BaseException):
     """
 
 
+class TaskChannel(Protocol):
+    """The task a call may become (2026-07-28, tasks extension): what the tool's context uses."""
+
+    @property
+    def detached(self) -> bool:
+        """Whether the call runs as a task now (its request was answered with the task)."""
+
+    async def detach(self) -> bool:
+        """Answer the request with a task and go on running; whether the call is a task now."""
+
+    async def ask(self, key: str, request: types.InputRequest) -> Any:
+        """Put ``request`` on the task under ``key`` and return the client's answer (JSON)."""
+
+    async def progress(self, message: str) -> None:
+        """Show ``message`` as the task's status message."""
+
+
 class ClientInputError(ToolError):
     """The client cannot be asked (it lacks the capability, or the connection has no way
     to reach it) or refused the request; the message says which."""
@@ -73,6 +94,8 @@ class Exchange:
     asked: dict[str, types.InputRequest] = field(default_factory=dict)
     """Questions without an answer yet, sent back to the client in the ``InputRequiredResult``."""
     count: int = 0
+    task: TaskChannel | None = None
+    """The task this call may become, when the client accepts tasks."""
 
     @classmethod
     def for_request(cls, ctx: ServerRequestContext[Any, Any], params: types.InputResponseRequestParams) -> Exchange:
@@ -129,6 +152,12 @@ async def ask(
                 data=data.model_dump(by_alias=True, mode="json", exclude_none=True),
             )
         raise ClientInputError(f"the client does not support {name}")
+    if exchange.task is not None and exchange.task.detached:
+        answer = await exchange.task.ask(key, request)
+        try:
+            return result_type.model_validate(answer, by_name=False)
+        except ValidationError:
+            raise ClientInputError(f"the client's answer to {request.method} is not a valid answer") from None
     if exchange.modern:
         if key in exchange.offered:
             try:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, get_args
 
 import mcp_types as types
+import trio
 from mcp.server.elicitation import render_elicitation_schema
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -114,9 +115,26 @@ class ToolContext(Generic[SettingsT]):
         return state if isinstance(state, str) else None
 
     async def report_progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
-        """Send a progress notification, if the client asked for progress on this call."""
-        if self._request is not None:
+        """Send a progress notification, if the client asked for progress on this call; in
+        a call running as a task, show it as the task's status message instead."""
+        if (task := self._task()) is not None:
+            done = f"{progress:g}/{total:g}" if total is not None else f"{progress:g}"
+            await task.progress(f"{message} ({done})" if message else done)
+        elif self._request is not None:
             await self._request.session.report_progress(progress, total, message)
+
+    async def detach(self) -> bool:
+        """Go on as a task, if the client accepts tasks (2026-07-28): its request is answered
+        at once with a task the client polls, and this call runs on until it returns (its
+        timeout and limits still apply). Call it once the quick part is done, questions asked
+        to decide whether to go on included. Returns whether the call runs as a task; on a
+        request that cannot take one it does nothing (the call is answered when it returns).
+
+        A call that does not detach becomes a task anyway once it has run ``[tasks]
+        handoff_after`` seconds, if its tool may run as a task."""
+        if self._exchange is None or self._exchange.task is None:
+            return False
+        return await self._exchange.task.detach()
 
     async def close_sse_stream(self) -> None:
         """End the SSE stream this call answers on, asking the client to reconnect and resume
@@ -130,8 +148,8 @@ class ToolContext(Generic[SettingsT]):
         """Send a log message to the client, on this call's stream, if it wants that level:
         at or above its ``logging/setLevel`` (2025-11-25) or the level this request opted in
         to (2026-07-28); without either, a 2025-11-25 client gets every level."""
-        if self._request is None:
-            return
+        if self._request is None or self._task() is not None:
+            return  # a task has no stream to log on: logging is not supported on tasks
         if self._request.protocol_version not in MODERN_PROTOCOL_VERSIONS:
             # The SDK leaves filtering by logging/setLevel to the server (2026-07-28 filters itself).
             wanted = connection_of(self._request).state.get(LOG_LEVEL_STATE_KEY)
@@ -187,7 +205,10 @@ class ToolContext(Generic[SettingsT]):
     async def gather(self, *questions: Awaitable[Any]) -> list[Any]:
         """Ask several questions (``ctx.elicit(…)``, ``ctx.sample(…)``, ``ctx.list_roots(…)``
         not yet awaited) in one round and return their answers in order. On 2026-07-28 the
-        client gets all the open ones at once; on 2025-11-25 they are asked one by one."""
+        client gets all the open ones at once (in a task too); on 2025-11-25 they are asked
+        one by one."""
+        if self._task() is not None:
+            return await _concurrently(questions)
         answers, missing, pending = [], False, list(questions)
         try:
             while pending:
@@ -202,6 +223,11 @@ class ToolContext(Generic[SettingsT]):
             raise client_input.InputRequired
         return answers
 
+    def _task(self) -> client_input.TaskChannel | None:
+        """The task this call runs as, once it does."""
+        task = None if self._exchange is None else self._exchange.task
+        return task if task is not None and task.detached else None
+
     async def _ask(
         self, request: types.InputRequest, result_type: type[client_input.ResultT], key: str | None, kind: str
     ) -> client_input.ResultT:
@@ -209,6 +235,19 @@ class ToolContext(Generic[SettingsT]):
             raise client_input.ClientInputError("there is no client to ask outside of a request")
         key = key or self._exchange.next_key(kind)
         return await client_input.ask(self._request, self._exchange, key, request, result_type)
+
+
+async def _concurrently(questions: Sequence[Awaitable[Any]]) -> list[Any]:
+    """The answers of ``questions`` awaited at once, in order."""
+    answers: list[Any] = [None] * len(questions)
+
+    async def answer(index: int, question: Awaitable[Any]) -> None:
+        answers[index] = await question
+
+    async with trio.open_nursery() as nursery:
+        for index, question in enumerate(questions):
+            nursery.start_soon(answer, index, question)
+    return answers
 
 
 def connection_of(request: ServerRequestContext[Any, Any]) -> Connection:

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias, TypeVar, overload
+from typing import Any, Literal, TypeAlias, TypeVar, overload
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+TaskSupport: TypeAlias = Literal["optional", "required", "forbidden"]
+"""Whether a tool's call may (``optional``), must (``required``) or may not (``forbidden``)
+run as a task, polled by the client instead of answered on its request."""
 
 Completer: TypeAlias = Sequence[str] | Callable[[str, Mapping[str, str]], Sequence[str] | Awaitable[Sequence[str]]]
 """Suggestions for one argument of a prompt or resource template (``completion/complete``):
@@ -38,6 +42,9 @@ class ToolDef:
     timeout: float | None = None
     max_concurrency: int | None = None
     max_result_bytes: int | None = None
+    task: TaskSupport | None = None
+    """Whether calls may run as tasks; ``None``: optional for a tool whose timeout is long
+    (``[tasks] min_timeout``), forbidden otherwise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +88,7 @@ def tool(
     timeout: float | None = None,
     max_concurrency: int | None = None,
     max_result_bytes: int | None = None,
+    task: TaskSupport | None = None,
 ) -> Callable[[F], F]: ...
 def tool(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Declare a function as a tool, with a name, annotations or default limits.

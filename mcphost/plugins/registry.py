@@ -23,7 +23,7 @@ from mcp.shared.inbound import X_MCP_HEADER_KEY
 from mcp.shared.uri_template import UriTemplate
 
 from mcphost.plugins.context import ToolContext
-from mcphost.plugins.definitions import PromptDef, ResourceDef, ToolDef
+from mcphost.plugins.definitions import PromptDef, ResourceDef, TaskSupport, ToolDef
 from mcphost.plugins.limits import ToolLimits
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -41,6 +41,8 @@ class RegisteredTool:
     limits: ToolLimits
     settings: Any
     context_param: str | None
+    task: TaskSupport | None = None
+    """The author's word on running calls as tasks (``None``: decided by the timeout)."""
 
     @property
     def fn(self) -> Callable[..., Any]:
@@ -225,7 +227,7 @@ def build_tool(
         output_schema=sdk_tool.output_schema,
         annotations=sdk_tool.annotations,
     )
-    return RegisteredTool(name, plugin, sdk_tool, wire, limits, settings, ctx_param)
+    return RegisteredTool(name, plugin, sdk_tool, wire, limits, settings, ctx_param, definition.task)
 
 
 def build_resource(plugin: str, definition: ResourceDef, limits: ToolLimits) -> RegisteredResource:

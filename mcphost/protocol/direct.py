@@ -101,7 +101,11 @@ class DirectAnswers:
         tool = self.get_registry().tools.get(name)
         # A tool the caller may not see is answered here whether it exists or not, so that one
         # outside the caller's scopes and an unknown one get the same answer, to the byte.
-        return tool is None or not may_use(name) or tool.context_param is None
+        if tool is None or not may_use(name):
+            return True
+        # A call that may become a task needs the SDK's request context, as one with a ToolContext does.
+        tasks = self.handlers.tasks
+        return tool.context_param is None and (tasks is None or tasks.support(tool) == "forbidden")
 
     async def modern_route(self, scope: Scope, message: dict[str, Any], sse: bool) -> bool:
         """Whether a 2026-07-28 request :meth:`takes` passes every check the SDK makes

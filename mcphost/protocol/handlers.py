@@ -12,7 +12,7 @@ import functools
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import mcp_types as types
 import pydantic_core
@@ -21,6 +21,7 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import ValidationError
 
 from mcphost.auth.identity import current_identity, may_read, may_use, visible
@@ -34,6 +35,15 @@ from mcphost.plugins.context import LOG_LEVEL_STATE_KEY, ToolContext, connection
 from mcphost.plugins.definitions import Completer
 from mcphost.plugins.registry import RegisteredResource, RegisteredTool, Registry
 from mcphost.protocol import subscriptions, wire
+from mcphost.protocol.tasks import (
+    EXTENSION,
+    TaskParams,
+    Tasks,
+    UpdateTaskParams,
+    declares_tasks,
+    missing_extension,
+    shut_down_error,
+)
 
 if TYPE_CHECKING:
     from mcphost.protocol.tracing import Tracing
@@ -115,6 +125,7 @@ class Handlers:
         limits: RateLimits | None = None,
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
+        tasks: Tasks | None = None,
     ):
         self.get_registry = get_registry
         self.drain = drain
@@ -122,6 +133,8 @@ class Handlers:
         self.limits = limits or RateLimits()
         self.metrics = metrics or Metrics("", versions=wire.SUPPORTED_VERSIONS)
         self.tracing = tracing
+        self.tasks = tasks
+        """Long calls as tasks, once the daemon runs them (``None``: every call answers on its request)."""
 
     async def list_tools(self, ctx: Ctx | None, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         """``tools/list``: every tool served that the caller may use (pre-built with the registry)."""
@@ -134,16 +147,32 @@ class Handlers:
 
     async def call_tool(
         self, ctx: Ctx | None, params: types.CallToolRequestParams
-    ) -> types.CallToolResult | types.InputRequiredResult:
-        """``tools/call``: validate, run the tool inside its plugin's fence, shape the result.
+    ) -> types.CallToolResult | types.InputRequiredResult | dict[str, Any]:
+        """``tools/call``: validate, run the tool inside its plugin's fence, shape the result;
+        to a request that accepts tasks, maybe answer with a task (:mod:`mcphost.protocol.tasks`).
 
         ``ctx`` is ``None`` for a direct answer (:mod:`mcphost.protocol.direct`), which only ever
-        calls a tool that takes no ``ToolContext``."""
+        calls a tool that takes no ``ToolContext`` and may not run as a task."""
         tool = self.get_registry().tools.get(params.name)
         # A tool outside the caller's scopes is answered exactly like one that does not exist.
         if tool is None or not may_use(tool.name):
             self.metrics.tool_refused(params.name, None if tool is None else tool.plugin)
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {params.name}")
+        if self.tasks is not None and ctx is not None and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            support = self.tasks.support(tool)
+            if support != "forbidden" and declares_tasks(ctx):
+                return await self.tasks.call(tool, lambda run: self._call(tool, params, ctx, run))
+            if support == "required":
+                raise missing_extension(f"tool {tool.name!r}")
+        return await self._call(tool, params, ctx, None)
+
+    async def _call(
+        self,
+        tool: RegisteredTool,
+        params: types.CallToolRequestParams,
+        ctx: Ctx | None,
+        task: client_input.TaskChannel | None,
+    ) -> types.CallToolResult | types.InputRequiredResult:
         record = current_request.get()
         if record is not None:
             record.tool, record.plugin = tool.name, tool.plugin
@@ -153,8 +182,10 @@ class Handlers:
         status = "cancelled"  # unless the call returns: the client cancelled it or went away
         try:
             with self.drain.call() as scope:
-                result, status = await self._run_tool(tool, params, ctx)
+                result, status = await self._run_tool(tool, params, ctx, task)
             if scope.cancelled_caught:
+                if task is not None and task.detached:
+                    raise shut_down_error()
                 message = f"tool {tool.name!r} was cancelled: the server is shutting down"
                 result, status = error_result(message), "cancelled"
             return result
@@ -170,7 +201,11 @@ class Handlers:
                 record.status, record.tool_ms = status, round((end - start) * 1000, 2)
 
     async def _run_tool(
-        self, tool: RegisteredTool, params: types.CallToolRequestParams, ctx: Ctx | None
+        self,
+        tool: RegisteredTool,
+        params: types.CallToolRequestParams,
+        ctx: Ctx | None,
+        task: client_input.TaskChannel | None,
     ) -> tuple[types.CallToolResult | types.InputRequiredResult, str]:
         if (refusal := await self.limits.check_tool(current_identity(), tool.plugin, tool.name)) is not None:
             self.metrics.rate_limit_hit(refusal.scope.partition(" ")[0])  # "tool" or "plugin"
@@ -193,6 +228,7 @@ class Handlers:
             # needs the request's context (a direct answer, mcphost.protocol.direct, has none).
             assert ctx is not None
             exchange = client_input.Exchange.for_request(ctx, params)
+            exchange.task = task
             kwargs[tool.context_param] = ToolContext(tool.plugin, tool.name, tool.settings, ctx, exchange)
         try:
             value = await fence.run(tool.fn, kwargs, tool.limits, plugin=tool.plugin, what=f"tool {tool.name!r}")
@@ -212,7 +248,7 @@ class Handlers:
                 f"tool {tool.name!r} returned a result that does not match its declared output"
             ), "error"
         if isinstance(result, types.InputRequiredResult):
-            if exchange is not None and exchange.modern:
+            if exchange is not None and exchange.modern and not (task is not None and task.detached):
                 return result, "input_required"
             return error_result(f"tool {tool.name!r} needs input that this client cannot be asked for"), "error"
         if not isinstance(result, types.CallToolResult):
@@ -406,6 +442,7 @@ def build_server(
     tracing: Tracing | None = None,
     max_listen_streams: int = 1024,
     max_listen_streams_per_identity: int | None = None,
+    tasks: Tasks | None = None,
 ) -> tuple[Server[Any], Handlers]:
     """The SDK server whose handlers answer from ``get_registry()``, and those handlers;
     calls run under ``drain``.
@@ -413,19 +450,22 @@ def build_server(
     It also becomes the server :func:`mcphost.notify_resource_updated` announces to.
     ``metrics`` counts requests and tool calls; ``tracing``, when on, adds to the SDK's spans.
     At most ``max_listen_streams`` ``subscriptions/listen`` streams are open at once, and at
-    most ``max_listen_streams_per_identity`` of one authenticated caller.
+    most ``max_listen_streams_per_identity`` of one authenticated caller. With ``tasks``,
+    long calls may become tasks, and the tasks extension is served and advertised.
     """
     subs = subscriptions.Subscriptions(get_registry, max_listen_streams, max_listen_streams_per_identity)
     notify.install(subs.updated)
     metrics = metrics or Metrics(version, versions=wire.SUPPORTED_VERSIONS)
-    handlers = Handlers(get_registry, drain, subs, limits, metrics, tracing)
+    handlers = Handlers(get_registry, drain, subs, limits, metrics, tracing, tasks)
     server: Server[Any] = Server(
         name,
         version=version,
         instructions=instructions,
         get_tool_input_schema=handlers.input_schema,
         on_list_tools=handlers.list_tools,
-        on_call_tool=handlers.call_tool,
+        # A task is answered as a plain mapping (resultType "task"), which the SDK's runner passes
+        # through on 2026-07-28 but its handler type does not name.
+        on_call_tool=cast(Any, handlers.call_tool),
         on_list_resources=handlers.list_resources,
         on_list_resource_templates=handlers.list_resource_templates,
         on_read_resource=handlers.read_resource,
@@ -437,6 +477,12 @@ def build_server(
         on_completion=handlers.complete,
         on_set_logging_level=handlers.set_logging_level,
     )
+    if tasks is not None:
+        # Advertised on 2026-07-28 only: the SDK's 2025-11-25 capabilities have no extensions.
+        server.extensions[EXTENSION] = {}
+        server.add_request_handler("tasks/get", TaskParams, tasks.get)
+        server.add_request_handler("tasks/update", UpdateTaskParams, tasks.update)
+        server.add_request_handler("tasks/cancel", TaskParams, tasks.cancel)
     if tracing is not None:
         # Right inside the SDK's own span middleware (the first), so it annotates that span.
         server.middleware.append(tracing.annotate)

@@ -28,6 +28,7 @@ from mcphost.core.errors import INVALID_REQUEST, RATE_LIMITED, UNAVAILABLE
 from mcphost.ops.drain import Drain
 from mcphost.ops.log import RequestRecord, current_request
 from mcphost.protocol import wire
+from mcphost.transport import batch
 from mcphost.transport.asgi import (
     ReadyCheck,
     Replay,
@@ -81,6 +82,35 @@ def answering_id(send: Send, request_id: Any) -> Send:
         await send(message)
 
     return send_with_id
+
+
+class HeldAnswer:
+    """The SDK's answer to a 2025-era POST that carries no request (a notification, or the
+    client's response), held until the SDK is done with the message.
+
+    The SDK answers such a POST 202 *before* it hands the message to the session. A client
+    holding its 202 may end the session at once (DELETE); the hand-off then fails, and the
+    SDK answers the same request a second time, with 500, which the server cannot send. Held,
+    the 202 reaches the client only once the message is in the session; if the session
+    ended first, the client gets the 404 of a session that is gone (the message went nowhere).
+    """
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def send(self, message: Message) -> None:
+        """Keep one part of the SDK's answer."""
+        self.messages.append(message)
+
+    async def release(self, send: Send, session_id: str | None) -> None:
+        """Send the answer: the SDK's first one, or 404 when it answered twice."""
+        starts = [m for m in self.messages if m["type"] == "http.response.start"]
+        if len(starts) > 1:
+            log.info("a message came for a session that ended meanwhile", session_id=session_id)
+            await send_json(send, 404, wire.error_body(INVALID_REQUEST, "Session not found"))
+            return
+        for message in self.messages:
+            await send(message)
 
 
 def _session_id(headers: dict[bytes, bytes]) -> str | None:
@@ -343,6 +373,9 @@ class HttpApp:
             method = headers.get(b"mcp-method", b"").decode("latin-1")
         else:
             message, problem = wire.parse(body)
+            if isinstance(message, list) and await self._takes_batches(headers, version):
+                await batch.answer(self.sessions.handle_request, scope, message, send, self.sessions.json_response)
+                return
             if problem is not None:
                 record.rpc_error = problem["error"]["code"]
                 await send_json(send, 400, problem)
@@ -359,10 +392,22 @@ class HttpApp:
             if method == "notifications/cancelled" and version not in wire.MODERN_PROTOCOL_VERSIONS:
                 self._cancel_direct(scope, headers, message)
         replaying = Replay(body, receive)
+        request = isinstance(message, dict) and "method" in message and "id" in message
+        held = HeldAnswer() if version not in wire.MODERN_PROTOCOL_VERSIONS and not request else None
         try:
-            await self.sessions.handle_request(scope, replaying, send)
+            await self.sessions.handle_request(scope, replaying, send if held is None else held.send)
         finally:
             replaying.close()
+        if held is not None:
+            await held.release(send, _session_id(headers))
+
+    async def _takes_batches(self, headers: dict[bytes, bytes], version: str | None) -> bool:
+        """Whether the POST is on a session that negotiated 2025-03-26, which takes batches
+        (its clients may send no ``MCP-Protocol-Version``: the session says)."""
+        session_id = _session_id(headers)
+        if session_id is None or version not in (None, batch.BATCH_VERSION):
+            return False
+        return version == batch.BATCH_VERSION or await self.sessions.protocol_version(session_id) == batch.BATCH_VERSION
 
     async def _answer_directly(
         self,

@@ -191,6 +191,19 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
         if (transport := self._server_instances.get(session_id)) is not None:
             await self._discard_session(session_id, transport)
 
+    async def protocol_version(self, session_id: str) -> str | None:
+        """The revision session ``session_id`` negotiated, from this process's copy or the
+        store's record; ``None`` when neither knows it (or the store cannot tell now)."""
+        if (connection := self.connections.get(session_id)) is not None:
+            return connection.protocol_version
+        if self.store is None:
+            return None
+        try:
+            record = await self.store.load(session_id)
+        except StoreUnavailable:
+            return None
+        return record.protocol_version if record is not None else None
+
     @contextlib.contextmanager
     def serving(self, session_id: str | None, scope: Any) -> Iterator[Connection | None]:
         """The connection of an initialized session this process holds and the caller owns,

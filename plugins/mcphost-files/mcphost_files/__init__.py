@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
+import trio
 from pydantic import BaseModel, Field, field_validator
 
 import mcphost
@@ -42,6 +43,11 @@ MAX_LINE_CHARS = 500
 MAX_SKIPPED_REPORTED = 100
 _TAIL_BLOCK = 65_536
 _SCAN_BLOCK = 1 << 20
+PROGRESS_EVERY = 200
+"""A search reports its progress (and stops if cancelled) every this many files."""
+SEARCH_TIMEOUT = 600.0
+"""A search over a large tree may take minutes: past ``[tasks] handoff_after`` seconds, a
+client that accepts tasks gets a task to poll instead of a request held open."""
 
 # Every tool only reads, and reading the same file twice gives the same answer.
 _READ_ONLY = {"readOnlyHint": True, "destructiveHint": False, "idempotentHint": True, "openWorldHint": False}
@@ -336,7 +342,7 @@ def _last_lines(data: bytes, start: int, lines: int) -> tuple[bytes, int, int, b
     return text, len(parts), start + len(data) - len(text), truncated
 
 
-@mcphost.tool(annotations=_READ_ONLY)
+@mcphost.tool(annotations=_READ_ONLY, timeout=SEARCH_TIMEOUT, task="optional")
 def search(
     ctx: mcphost.ToolContext,
     pattern: Annotated[
@@ -364,11 +370,24 @@ def search(
         files = iter([(str(top), top)])  # a single file: the glob does not apply
     else:
         raise mcphost.ToolError(f"{shown(path)} does not exist")
-    for shown_path, real in files:
+    for count, (shown_path, real) in enumerate(files, 1):
+        if count % PROGRESS_EVERY == 0:
+            _progress(ctx, count)
         _search_file(jail, shown_path, real, finder, settings, result)
         if result.truncated:
             break
     return result
+
+
+def _progress(ctx: mcphost.ToolContext, files: int) -> None:
+    """Say how far the search got (a task shows it as its status) and stop here if the call
+    was cancelled, which gives its slot back at once; nothing when called outside mcphost
+    (a plain function call, as in this plugin's own tests)."""
+    try:
+        trio.from_thread.check_cancelled()
+        trio.from_thread.run(ctx.report_progress, files, None, f"searched {files} files")
+    except RuntimeError:  # not in one of mcphost's worker threads
+        pass
 
 
 def _skip(result: SearchResult, path: str, reason: str) -> None:

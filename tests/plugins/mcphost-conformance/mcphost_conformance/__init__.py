@@ -16,6 +16,8 @@ from pydantic import Field
 import mcphost
 from mcphost import types
 
+from . import tasks
+
 IMAGE = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
 )
@@ -133,6 +135,7 @@ def mcphost_tools() -> list[object]:
         test_input_required_result_multi_round,
         test_input_required_result_tampered_state,
         test_input_required_result_capabilities,
+        *tasks.TOOLS,
     ]
 
 

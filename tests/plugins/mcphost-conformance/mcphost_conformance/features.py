@@ -23,7 +23,7 @@ class Forecast(BaseModel):
 
 @mcphost.hookimpl
 def mcphost_tools() -> list[object]:
-    return [forecast, links, announce, wait, block, count_in_thread, log_levels, roots, identity]
+    return [forecast, links, announce, wait, block, count_in_thread, log_levels, roots, identity, long_report]
 
 
 def forecast(city: str) -> Forecast:
@@ -81,3 +81,14 @@ async def roots(ctx: mcphost.ToolContext) -> list[str]:
 def identity(ctx: mcphost.ToolContext) -> str:
     """Who the host says is calling."""
     return repr(ctx.identity)
+
+
+@mcphost.tool(task="optional", timeout=300)
+async def long_report(steps: int, ctx: mcphost.ToolContext) -> str:
+    """Works through ``steps`` steps of a second each, reporting progress (as a task, for a
+    client that accepts tasks)."""
+    await ctx.detach()
+    for step in range(1, steps + 1):
+        await ctx.report_progress(step, steps, f"step {step}")
+        await trio.sleep(1)
+    return f"{steps} steps done"
