@@ -78,6 +78,15 @@ class PluginConfig(LimitsConfig):
     """Per-tool limit overrides, keyed by the tool's unprefixed name."""
     settings: dict[str, Any] = Field(default_factory=dict)
     """The plugin's own settings, validated against its model at load."""
+    isolation: Literal["inline", "process"] = "inline"
+    """``process``: the plugin runs in a worker process of its own, supervised by the daemon;
+    ``inline``: in the daemon's process, behind the in-process fence."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Environment variables of the plugin's worker, on top of ``PATH``, ``HOME`` and ``LANG``."""
+    max_restarts: int = Field(5, ge=0)
+    """A worker that ends more often than this within ``restart_window`` seconds settles as failed."""
+    restart_window: float = Field(60.0, gt=0)
+    """Seconds over which ``max_restarts`` counts; a worker up this long starts its count afresh."""
 
 
 class PluginsConfig(_Strict):

@@ -25,6 +25,7 @@ from typing import Any, Literal, cast
 
 import pluggy
 import structlog
+import trio
 from pydantic import BaseModel, ValidationError
 
 from mcphost.core.config import LoadedConfig, Problem, problems_from
@@ -33,6 +34,7 @@ from mcphost.plugins.definitions import PromptDef, ResourceDef, ToolDef, definit
 from mcphost.plugins.limits import ToolLimits, plugin_pool
 from mcphost.plugins.registry import Registry, build_prompt, build_resource, build_tool, combine
 from mcphost.plugins.settings import PluginSettings
+from mcphost.plugins.worker.supervisor import PluginWorker, WorkerSpec, WorkerStartError, spawn, tools_of
 
 log = structlog.get_logger("mcphost.plugins")
 
@@ -83,6 +85,12 @@ class PluginRecord:
     fingerprint: tuple[Any, ...] = field(default=(), repr=False, compare=False)
     reload_error: str | None = None
     """Why the last reload of this plugin failed; the version described here keeps serving."""
+    isolation: str = "inline"
+    """``process`` (served by ``worker``) or ``inline``."""
+    worker: PluginWorker | None = field(default=None, repr=False, compare=False)
+    """The worker process serving the plugin, with ``isolation = "process"``."""
+    files: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    """The source files of a worker's plugin, as the worker imported them."""
 
     @property
     def tools(self) -> list[str]:
@@ -157,8 +165,8 @@ class PluginHost:
         for index, record in enumerate(records):
             if record.status == "loaded" and record is not previous.get(record.name):
                 records[index] = await self._start(record, previous.get(record.name))
-        serving = {id(r.module) for r in records if r.status == "loaded"}
-        retired = [r for r in previous.values() if r.status == "loaded" and id(r.module) not in serving]
+        serving = {_serving(r) for r in records if r.status == "loaded"}
+        retired = [r for r in previous.values() if r.status == "loaded" and _serving(r) not in serving]
         for record in retired:
             if not any(r.name == record.name and r.status == "loaded" for r in records):
                 # Uninstalled or disabled: forget it entirely, so that when it comes back
@@ -189,6 +197,7 @@ class PluginHost:
                 "loaded",
                 plugins.for_plugin(candidate.name).required,
                 path=candidate.path,
+                isolation=plugins.for_plugin(candidate.name).isolation,
             )
             if candidate.name in seen:
                 record = base.failed(f"another plugin named {candidate.name!r} is already loaded")
@@ -213,9 +222,11 @@ class PluginHost:
     ) -> PluginRecord:
         """Load ``candidate``; if it replaces a working ``old`` and fails, keep ``old`` serving."""
         aside = self._drop(old) if old is not None and old.status == "loaded" else None
-        record = self._load(candidate, base)
+        record = self._load_isolated(candidate, base) if base.isolation == "process" else self._load(candidate, base)
         if record.status == "loaded" and (clashes := served.clashes(record.registry)):
             self._drop(record)
+            if record.worker is not None:
+                record.worker.close_now()
             record = record.failed(f"already served: {', '.join(clashes)}")
         if record.status == "failed" and aside is not None and old is not None:
             self._restore(old, aside)
@@ -306,6 +317,53 @@ class PluginHost:
             self._drop(record)
             return record.failed(str(error), error.problems)
         return replace(record, settings=settings, registry=registry)
+
+    def _load_isolated(self, candidate: Candidate, record: PluginRecord) -> PluginRecord:
+        """Start a worker process for ``candidate`` and take its tools from it."""
+        try:
+            spec = self._spec(candidate)
+            worker = PluginWorker(spec, spawn(spec))
+        except WorkerStartError as error:
+            problems = [self.loaded.problem(tuple(p["key"].split(".")), p["message"]) for p in error.problems]
+            return record.failed(str(error), problems)
+        hello = worker.hello
+        tools = {t.name: t for t in tools_of(worker, candidate.name)}
+        return replace(
+            record,
+            version=hello.get("version") or record.version,
+            hooks=tuple(hello.get("hooks", ())),
+            registry=Registry(tools),
+            worker=worker,
+            files=tuple(hello.get("files", ())),
+        )
+
+    def _spec(self, candidate: Candidate) -> WorkerSpec:
+        """What a worker of ``candidate`` runs: only this plugin's part of the config, never the
+        rest (keys, tokens), and the plugin loaded inline there."""
+        config = self.config
+        own = config.plugins.for_plugin(candidate.name)
+        table = own.model_dump(mode="json") | {"isolation": "inline", "env": {}}
+        paths = [str(candidate.path)] if candidate.path is not None else []
+        data = {
+            "plugins": {"enable": [candidate.name], "paths": paths, candidate.name: table},
+            "limits": config.limits.model_dump(mode="json"),
+            "tools": config.tools.model_dump(mode="json"),
+        }
+        return WorkerSpec(
+            candidate.name,
+            data,
+            self.loaded.source,
+            own.env,
+            config.log.level,
+            own.max_restarts,
+            own.restart_window,
+        )
+
+    def close(self) -> None:
+        """End the worker processes of plugins loaded but never started (``check-config``, ``plugins``)."""
+        for record in self.records:
+            if record.worker is not None:
+                record.worker.close_now()
 
     def _build(self, name: str) -> tuple[PluginSettings, Registry]:
         plugin_config = self.config.plugins.for_plugin(name)
@@ -408,18 +466,24 @@ class PluginHost:
                 await self._stop(record)
 
     async def _start(self, record: PluginRecord, old: PluginRecord | None) -> PluginRecord:
-        outcome = await self._call_async(record, "mcphost_startup", HOOK_TIMEOUT)
-        if not outcome.error:
+        if record.worker is not None:
+            error = await record.worker.start()
+        else:
+            error = (await self._call_async(record, "mcphost_startup", HOOK_TIMEOUT)).error
+        if not error:
             return record
-        log.error("plugin failed to start", plugin=record.name, error=outcome.error)
+        log.error("plugin failed to start", plugin=record.name, error=error)
         self._drop(record)
         if old is not None and old.status == "loaded":
             # The previous version never stopped serving; put it back in the plugin manager.
             self._restore(old, {})
-            return replace(old, reload_error=outcome.error)
-        return record.failed(outcome.error)
+            return replace(old, reload_error=error)
+        return record.failed(error)
 
     async def _stop(self, record: PluginRecord) -> None:
+        if record.worker is not None:
+            await record.worker.stop(self.config.shutdown.drain_timeout, HOOK_TIMEOUT)
+            return
         outcome = await self._call_async(record, "mcphost_shutdown", HOOK_TIMEOUT)
         if outcome.error:
             log.error("plugin failed to shut down", plugin=record.name, error=outcome.error)
@@ -428,7 +492,11 @@ class PluginHost:
         """Each loaded plugin's readiness check: ``name -> (ready, reason)``."""
         result = {}
         for record in self.records:
-            if record.status == "loaded":
+            if record.status == "loaded" and record.worker is not None:
+                with trio.move_on_after(READY_TIMEOUT):
+                    result[record.name] = await record.worker.ready()
+                result.setdefault(record.name, (False, "its worker did not answer the readiness check"))
+            elif record.status == "loaded":
                 outcome = await self._call_async(record, "mcphost_ready", READY_TIMEOUT)
                 ready = outcome.error is None and outcome.value is not False
                 result[record.name] = (ready, outcome.error or (None if ready else "readiness check returned False"))
@@ -452,7 +520,12 @@ def _fresh(record: PluginRecord, old: PluginRecord | None) -> bool:
     """Whether ``record`` differs from ``old`` in what it serves (a new module, or a new status)."""
     if old is None or record.status != old.status:
         return True
-    return record.status == "loaded" and record.module is not old.module
+    return record.status == "loaded" and _serving(record) != _serving(old)
+
+
+def _serving(record: PluginRecord) -> int:
+    """What serves ``record``: its module, or its worker."""
+    return id(record.worker if record.worker is not None else record.module)
 
 
 def _own_modules(before: set[str], package: str) -> frozenset[str]:
@@ -476,8 +549,12 @@ def _module_names(record: PluginRecord) -> list[str]:
 def _source_times(record: PluginRecord) -> tuple[tuple[str, float], ...]:
     """Modification times of the source files of ``record``'s modules."""
     times = []
-    for name in _module_names(record):
-        path = getattr(sys.modules[name], "__file__", None)
+    paths = (
+        record.files
+        if record.worker is not None
+        else [getattr(sys.modules[n], "__file__", None) for n in _module_names(record)]
+    )
+    for path in paths:
         if path:
             with contextlib.suppress(OSError):
                 times.append((path, os.stat(path).st_mtime_ns))

@@ -32,7 +32,7 @@ from mcphost.ops.metrics import Metrics, RequestMetrics
 from mcphost.plugins import client_input, fence, notify
 from mcphost.plugins.context import LOG_LEVEL_STATE_KEY, ToolContext, connection_of
 from mcphost.plugins.definitions import Completer
-from mcphost.plugins.registry import RegisteredResource, RegisteredTool, Registry
+from mcphost.plugins.registry import RegisteredResource, RegisteredTool, Registry, invalid_arguments
 from mcphost.protocol import subscriptions
 
 if TYPE_CHECKING:
@@ -125,35 +125,43 @@ class Handlers:
             self.metrics.rate_limit_hit(refusal.scope.partition(" ")[0])  # "tool" or "plugin"
             retry = round(refusal.decision.retry_after, 3)
             return error_result(refusal.message(), RATE_LIMITED, limit=refusal.scope, retry_after=retry), "rate_limited"
-        meta = tool.sdk_tool.fn_metadata
-        try:
-            kwargs = meta.validate_arguments(params.arguments or {})
-        except ValidationError as error:
-            # The model's mistake, reported so it can correct itself (SEP-1303), values left out.
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in error.errors())
-            return error_result(f"Invalid arguments for tool {tool.name!r}: {problems}"), "invalid_arguments"
-        exchange = None
+        exchange = context = None
         if tool.context_param:
             # Only a tool with a ToolContext can ask the client anything, so only its call
             # needs the request's context (a direct answer, mcphost.protocol.direct, has none).
             assert ctx is not None
             exchange = client_input.Exchange.for_request(ctx, params)
-            kwargs[tool.context_param] = ToolContext(tool.plugin, tool.name, tool.settings, ctx, exchange)
+            context = ToolContext(tool.plugin, tool.name, tool.settings, ctx, exchange)
         try:
-            value = await fence.run(tool.fn, kwargs, tool.limits, plugin=tool.plugin, what=f"tool {tool.name!r}")
+            if tool.remote is not None:
+                record = current_request.get()
+                meta = {} if record is None else {"id": record.request_id, "session": record.session_id}
+                result: Any = await tool.remote.call_tool(tool, params.arguments or {}, meta, context)
+            else:
+                assert tool.sdk_tool is not None
+                fn_meta = tool.sdk_tool.fn_metadata
+                try:
+                    kwargs = fn_meta.validate_arguments(params.arguments or {})
+                except ValidationError as error:
+                    return error_result(invalid_arguments(tool.name, error)), "invalid_arguments"
+                if tool.context_param:
+                    kwargs[tool.context_param] = context
+                value = await fence.run(tool.fn, kwargs, tool.limits, plugin=tool.plugin, what=f"tool {tool.name!r}")
+                try:
+                    result = fn_meta.convert_result(value)
+                except Exception as error:
+                    log.error("tool returned a bad result", tool=tool.name, plugin=tool.plugin, exc_info=error)
+                    return error_result(
+                        f"tool {tool.name!r} returned a result that does not match its declared output"
+                    ), "error"
         except client_input.InputRequired:
             assert exchange is not None
             return exchange.result(), "input_required"
         except fence.FenceError as error:
+            if error.status == "invalid_arguments":
+                return error_result(str(error)), "invalid_arguments"
             code = TOOL_TIMEOUT if isinstance(error, fence.CallTimeout) else None
             return error_result(str(error), code), error.status
-        try:
-            result = meta.convert_result(value)
-        except Exception as error:
-            log.error("tool returned a bad result", tool=tool.name, plugin=tool.plugin, exc_info=error)
-            return error_result(
-                f"tool {tool.name!r} returned a result that does not match its declared output"
-            ), "error"
         if isinstance(result, types.InputRequiredResult):
             if exchange is not None and exchange.modern:
                 return result, "input_required"
