@@ -263,3 +263,56 @@ def test_mcphost_plugins_says_which_plugins_are_isolated(tmp_path: Path) -> None
     assert listing.stdout.split()[3] == "ISOLATION"
     assert rows["hostile"][3:5] == ["process", "loaded"] and "hostile_segfault" in listing.stdout
     assert rows["echo"][3:5] == ["inline", "loaded"]
+
+
+VERSIONED = '''
+import os
+import time
+
+import mcphost
+
+
+@mcphost.hookimpl
+def mcphost_tools():
+    def version() -> str:
+        """Which version answers, from which process."""
+        return f"{version} {{os.getpid()}}"
+
+    def wait(seconds: float) -> str:
+        """Take a while."""
+        time.sleep(seconds)
+        return f"waited in {{os.getpid()}}"
+
+    return [version, wait]
+'''
+
+
+def test_reload_replaces_the_worker_and_lets_the_old_one_finish(mcphost_daemon, tmp_path: Path) -> None:
+    source = tmp_path / "versioned.py"
+    source.write_text(VERSIONED.format(version="v1"))
+    daemon = mcphost_daemon(
+        {"plugins": {"enable": ["versioned"], "paths": [str(source)], "versioned": {"isolation": "process"}}}
+    )
+
+    async def main() -> None:
+        first, old_pid = (await call(daemon, "versioned_version")).content[0].text.split()
+        assert first == "v1"
+        results: list[Any] = []
+        async with trio.open_nursery() as nursery:
+
+            async def slow() -> None:
+                results.append(await call(daemon, "versioned_wait", {"seconds": 3}))
+
+            nursery.start_soon(slow)
+            await trio.sleep(0.5)
+            source.write_text(VERSIONED.format(version="v2"))
+            later = source.stat().st_mtime + 2
+            os.utime(source, (later, later))
+            ended = await trio.to_thread.run_sync(daemon.reload)
+            assert ended["event"] == "reloaded" and "versioned" in ended["changed"]
+            second, new_pid = (await call(daemon, "versioned_version")).content[0].text.split()
+            assert second == "v2" and new_pid != old_pid, "a fresh worker serves the new version"
+        assert not results[0].is_error and results[0].content[0].text == f"waited in {old_pid}"
+        assert await trio.to_thread.run_sync(_ends_within, int(old_pid), 10.0), "the old worker is stopped"
+
+    trio.run(main)
