@@ -6,6 +6,7 @@ naming the plugin and how its worker ended, and the worker comes back."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,7 +29,13 @@ CONFIG = {
     "plugins": {
         "enable": ["hostile", "witness", "faulty"],
         "paths": [str(PLUGINS / "hostile.py"), str(PLUGINS / "witness.py")],
-        "hostile": {"isolation": "process", "max_restarts": 100, "env": {"HOSTILE_SETTING": "on"}},
+        "hostile": {
+            "isolation": "process",
+            "max_restarts": 100,
+            "env": {"HOSTILE_SETTING": "on"},
+            "memory_max": "512M",
+            "max_open_files": 256,
+        },
         "witness": {"isolation": "process", "required": True},
         "faulty": {"isolation": "process"},
     }
@@ -158,6 +165,20 @@ def _ends_within(pid: int, seconds: float) -> bool:
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     return not _alive(pid)
+
+
+async def test_a_memory_hog_over_memory_max_gets_a_clean_error(daemon: RunningDaemon) -> None:
+    pid = await worker_pid(daemon, "hostile")
+    limits = await trio.Path(f"/proc/{pid}/limits").read_text()
+    assert re.search(r"Max address space\s+536870912\s+536870912", limits), limits
+    assert re.search(r"Max open files\s+256\s+256", limits), limits
+    result = await call(daemon, "hostile_hog", {"mib": 1024})
+    assert result.is_error and "internal error" in result.content[0].text
+    logged = daemon.wait_for_log(lambda r: r.get("plugin") == "hostile" and "MemoryError" in r.get("exception", ""))
+    assert logged["event"] == "plugin raised"
+    assert await witness_answers(daemon) < WITNESS_BOUND
+    small = await call(daemon, "hostile_hog", {"mib": 16})
+    assert not small.is_error, "the worker serves on within its limit"
 
 
 async def test_the_environment_is_scrubbed(daemon: RunningDaemon) -> None:

@@ -83,10 +83,25 @@ class PluginConfig(LimitsConfig):
     ``inline``: in the daemon's process, behind the in-process fence."""
     env: dict[str, str] = Field(default_factory=dict)
     """Environment variables of the plugin's worker, on top of ``PATH``, ``HOME`` and ``LANG``."""
+    memory_max: int | None = Field(None, ge=64 * 2**20)
+    """With ``isolation = "process"``: the most address space the worker may map, in bytes
+    or with a binary suffix (``"512M"``, ``"2G"``); past it, allocations fail in the worker."""
+    max_open_files: int | None = Field(None, ge=16)
+    """With ``isolation = "process"``: the most file descriptors the worker may hold open."""
     max_restarts: int = Field(5, ge=0)
     """A worker that ends more often than this within ``restart_window`` seconds settles as failed."""
     restart_window: float = Field(60.0, gt=0)
     """Seconds over which ``max_restarts`` counts; a worker up this long starts its count afresh."""
+
+    @field_validator("memory_max", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        """``"512M"`` as systemd reads it: K, M, G and T are powers of 1024."""
+        if isinstance(value, str) and (match := re.fullmatch(r"\s*(\d+)\s*([KMGT]?)\s*", value, re.IGNORECASE)):
+            return int(match[1]) * 1024 ** " KMGT".index(match[2].upper() or " ")
+        if isinstance(value, str):
+            raise ValueError('must be a number of bytes, or one with a suffix K, M, G or T (powers of 1024): "512M"')
+        return value
 
 
 class PluginsConfig(_Strict):

@@ -342,7 +342,7 @@ class PluginHost:
         rest (keys, tokens), and the plugin loaded inline there."""
         config = self.config
         own = config.plugins.for_plugin(candidate.name)
-        table = own.model_dump(mode="json") | {"isolation": "inline", "env": {}}
+        table = own.model_dump(mode="json") | {"isolation": "inline", "env": {}, "memory_max": None}
         paths = [str(candidate.path)] if candidate.path is not None else []
         data = {
             "plugins": {"enable": [candidate.name], "paths": paths, candidate.name: table},
@@ -357,6 +357,8 @@ class PluginHost:
             config.log.level,
             own.max_restarts,
             own.restart_window,
+            own.memory_max,
+            own.max_open_files,
         )
 
     def close(self) -> None:

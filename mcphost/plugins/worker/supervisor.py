@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -86,6 +87,10 @@ class WorkerSpec:
     log_level: str = "info"
     max_restarts: int = 5
     restart_window: float = 60.0
+    memory_max: int | None = None
+    """``RLIMIT_AS`` of the worker."""
+    max_open_files: int | None = None
+    """``RLIMIT_NOFILE`` of the worker."""
 
 
 @dataclass(eq=False)
@@ -122,6 +127,10 @@ def spawn(spec: WorkerSpec) -> Process:
     ours, theirs = socket.socketpair()
     output, output_w = os.pipe()
     env = {k: os.environ[k] for k in ENVIRONMENT if k in os.environ} | dict(spec.env)
+    if spec.memory_max is not None:
+        # glibc gives each thread an arena of 64 MiB of address space: a few threads would
+        # use up a limit of address space that their memory is far from.
+        env.setdefault("MALLOC_ARENA_MAX", "2")
     try:
         popen = subprocess.Popen(
             [sys.executable, "-m", "mcphost.plugins.worker.main", str(theirs.fileno()), spec.log_level],
@@ -142,6 +151,11 @@ def spawn(spec: WorkerSpec) -> Process:
     os.close(output_w)
     process = Process(popen, ours, output, {})
     try:
+        # Set before the worker is told to import the plugin, so no plugin code runs without them.
+        if spec.memory_max is not None:
+            resource.prlimit(popen.pid, resource.RLIMIT_AS, (spec.memory_max, spec.memory_max))
+        if spec.max_open_files is not None:
+            resource.prlimit(popen.pid, resource.RLIMIT_NOFILE, (spec.max_open_files, spec.max_open_files))
         params = {"plugin": spec.plugin, "config": spec.config, "source": spec.source}
         process.hello = _handshake(ours, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params})
     except (OSError, ValueError) as error:

@@ -17,12 +17,18 @@ import mcphost
 
 @mcphost.hookimpl
 def mcphost_tools() -> list[object]:
-    return [pid, exit_now, segfault, spin, sleep, break_json, spawn_child, environment, chatter, progress, ask]
+    return [pid, hog, exit_now, segfault, spin, sleep, break_json, spawn_child, environment, chatter, progress, ask]
 
 
 def pid() -> int:
     """The worker's process id."""
     return os.getpid()
+
+
+def hog(mib: int) -> int:
+    """Allocate ``mib`` MiB and touch every page."""
+    block = bytearray(mib * 2**20)
+    return len(block)
 
 
 def exit_now(status: int = 7) -> str:
