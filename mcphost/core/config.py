@@ -83,6 +83,16 @@ class PluginConfig(LimitsConfig):
     ``inline``: in the daemon's process, behind the in-process fence."""
     env: dict[str, str] = Field(default_factory=dict)
     """Environment variables of the plugin's worker, on top of ``PATH``, ``HOME`` and ``LANG``."""
+    command: list[str] = Field(default_factory=list)
+    """An existing MCP server (stdio) to host as this plugin: its program and arguments,
+    e.g. ``["npx", "-y", "@modelcontextprotocol/server-filesystem", "/srv"]``; it runs
+    supervised in a process of its own, as ``isolation = "process"`` does."""
+    args: list[str] = Field(default_factory=list)
+    """More arguments, after ``command``'s."""
+    cwd: Path | None = None
+    """The working directory of ``command``; by default the daemon's."""
+    roots: list[str] = Field(default_factory=list)
+    """The roots (``file://`` URIs) ``command``'s server is given when it asks for the client's."""
     memory_max: int | None = Field(None, ge=64 * 2**20)
     """With ``isolation = "process"``: the most address space the worker may map, in bytes
     or with a binary suffix (``"512M"``, ``"2G"``); past it, allocations fail in the worker."""

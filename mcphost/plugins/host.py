@@ -16,6 +16,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,6 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, cast
 
+import mcp_types as types
 import pluggy
 import structlog
 import trio
@@ -32,7 +34,15 @@ from mcphost.core.config import LoadedConfig, Problem, problems_from
 from mcphost.plugins import fence, hookspecs
 from mcphost.plugins.definitions import PromptDef, ResourceDef, ToolDef, definition_of
 from mcphost.plugins.limits import ToolLimits, plugin_pool
-from mcphost.plugins.registry import Registry, build_prompt, build_resource, build_tool, combine
+from mcphost.plugins.registry import (
+    RegisteredTool,
+    Registry,
+    build_prompt,
+    build_resource,
+    build_tool,
+    combine,
+    public_name,
+)
 from mcphost.plugins.settings import PluginSettings
 from mcphost.plugins.worker.supervisor import PluginWorker, WorkerSpec, WorkerStartError, spawn, tools_of
 
@@ -58,6 +68,8 @@ class Candidate:
     """The name of the module the plugin is (or is in), as ``sys.modules`` will know it."""
     path: Path | None = None
     """The file or package directory of a plugin from ``[plugins] paths``."""
+    server: tuple[str, ...] = ()
+    """The command line of an existing MCP server hosted as this plugin (``[plugins.<name>] command``)."""
 
 
 @dataclass(frozen=True)
@@ -188,7 +200,7 @@ class PluginHost:
         records: list[PluginRecord] = []
         served = Registry()
         seen: set[str] = set()
-        for candidate in discover(plugins.paths):
+        for candidate in sorted(discover(plugins.paths) + self._servers(), key=lambda c: c.name):
             old = previous.get(candidate.name)
             base = PluginRecord(
                 candidate.name,
@@ -197,7 +209,7 @@ class PluginHost:
                 "loaded",
                 plugins.for_plugin(candidate.name).required,
                 path=candidate.path,
-                isolation=plugins.for_plugin(candidate.name).isolation,
+                isolation="process" if candidate.server else plugins.for_plugin(candidate.name).isolation,
             )
             if candidate.name in seen:
                 record = base.failed(f"another plugin named {candidate.name!r} is already loaded")
@@ -318,16 +330,34 @@ class PluginHost:
             return record.failed(str(error), error.problems)
         return replace(record, settings=settings, registry=registry)
 
+    def _servers(self) -> list[Candidate]:
+        """The existing MCP servers the config declares as plugins (``[plugins.<name>] command``)."""
+        plugins = self.config.plugins
+        found = []
+        for name in sorted(plugins.configured()):
+            table = plugins.for_plugin(name)
+            if table.command:
+                command = (*table.command, *table.args)
+                origin = f"command {shlex.join(command)}"
+                found.append(Candidate(name, origin, None, lambda: None, "", server=command))
+        return found
+
     def _load_isolated(self, candidate: Candidate, record: PluginRecord) -> PluginRecord:
-        """Start a worker process for ``candidate`` and take its tools from it."""
+        """Start a worker process (or the server) for ``candidate`` and take its tools from it."""
         try:
             spec = self._spec(candidate)
             worker = PluginWorker(spec, spawn(spec))
+            listed = (
+                self._server_tools(candidate.name, worker) if candidate.server else tools_of(worker, candidate.name)
+            )
         except WorkerStartError as error:
             problems = [self.loaded.problem(tuple(p["key"].split(".")), p["message"]) for p in error.problems]
             return record.failed(str(error), problems)
+        except (ValueError, ValidationError) as error:
+            worker.close_now()
+            return record.failed(f"its server lists a tool mcphost cannot serve: {error}")
         hello = worker.hello
-        tools = {t.name: t for t in tools_of(worker, candidate.name)}
+        tools = {t.name: t for t in listed}
         return replace(
             record,
             version=hello.get("version") or record.version,
@@ -336,6 +366,23 @@ class PluginHost:
             worker=worker,
             files=tuple(hello.get("files", ())),
         )
+
+    def _server_tools(self, name: str, worker: PluginWorker) -> list[RegisteredTool]:
+        """Catalogue entries for the tools an existing server listed: named and limited as a
+        plugin's tools are (its tools' names are what ``[plugins.<name>.tools]`` keys)."""
+        defaults, own = self.config.limits, self.config.plugins.for_plugin(name)
+        prefix = name if own.prefix is None else own.prefix
+        pool = plugin_pool(defaults, own)
+        entries = []
+        for listed in worker.hello.get("tools", ()):
+            short = listed["name"]
+            limits = ToolLimits.resolve(defaults, own, ToolDef(fn=lambda: None), own.tools.get(short), pool)
+            public = public_name(prefix, short, self.config.tools.max_name_length)
+            wire = types.Tool.model_validate({**listed, "name": public}, by_name=False)
+            worker.names[public] = short
+            # "ctx": a server may send progress and questions during any call.
+            entries.append(RegisteredTool(public, name, None, wire, limits, None, "ctx", worker))
+        return entries
 
     def _spec(self, candidate: Candidate) -> WorkerSpec:
         """What a worker of ``candidate`` runs: only this plugin's part of the config, never the
@@ -359,6 +406,9 @@ class PluginHost:
             own.restart_window,
             own.memory_max,
             own.max_open_files,
+            candidate.server,
+            str(own.cwd) if own.cwd is not None else None,
+            tuple(own.roots),
         )
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ import orjson
 import structlog
 import trio
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 
 from mcphost.plugins import client_input, fence
 from mcphost.plugins.context import ToolContext
@@ -91,6 +92,17 @@ class WorkerSpec:
     """``RLIMIT_AS`` of the worker."""
     max_open_files: int | None = None
     """``RLIMIT_NOFILE`` of the worker."""
+    command: tuple[str, ...] = ()
+    """An existing MCP server's command line (stdio), run instead of a worker of ours."""
+    cwd: str | None = None
+    """The working directory of ``command``."""
+    roots: tuple[str, ...] = ()
+    """What ``command``'s server is told when it asks for the client's roots."""
+
+    @property
+    def kind(self) -> str:
+        """What runs the plugin, in messages: its ``server`` or its ``worker``."""
+        return "server" if self.command else "worker"
 
 
 @dataclass(eq=False)
@@ -131,21 +143,28 @@ def spawn(spec: WorkerSpec) -> Process:
         # glibc gives each thread an arena of 64 MiB of address space: a few threads would
         # use up a limit of address space that their memory is far from.
         env.setdefault("MALLOC_ARENA_MAX", "2")
+    if spec.command:
+        # An MCP server speaks on its stdin and stdout: both are its end of the socket pair.
+        argv, stdin, stdout, passed = list(spec.command), theirs.fileno(), theirs.fileno(), []
+    else:
+        argv = [sys.executable, "-m", "mcphost.plugins.worker.main", str(theirs.fileno()), spec.log_level]
+        stdin, stdout, passed = subprocess.DEVNULL, output_w, [theirs.fileno()]
     try:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "mcphost.plugins.worker.main", str(theirs.fileno()), spec.log_level],
-            stdin=subprocess.DEVNULL,
-            stdout=output_w,
+            argv,
+            stdin=stdin,
+            stdout=stdout,
             stderr=output_w,
-            pass_fds=[theirs.fileno()],
+            pass_fds=passed,
             env=env,
+            cwd=spec.cwd,
             start_new_session=True,
         )
     except OSError as error:
         for fd in (output, output_w):
             os.close(fd)
         ours.close()
-        raise WorkerStartError(f"cannot start a worker: {error}") from None
+        raise WorkerStartError(f"cannot start its {spec.kind}: {error}") from None
     finally:
         theirs.close()
     os.close(output_w)
@@ -156,22 +175,52 @@ def spawn(spec: WorkerSpec) -> Process:
             resource.prlimit(popen.pid, resource.RLIMIT_AS, (spec.memory_max, spec.memory_max))
         if spec.max_open_files is not None:
             resource.prlimit(popen.pid, resource.RLIMIT_NOFILE, (spec.max_open_files, spec.max_open_files))
-        params = {"plugin": spec.plugin, "config": spec.config, "source": spec.source}
-        process.hello = _handshake(ours, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params})
+        if spec.command:
+            process.hello = _server_hello(ours)
+        else:
+            params = {"plugin": spec.plugin, "config": spec.config, "source": spec.source}
+            process.hello = _handshake(ours, _request(0, "initialize", params))
     except (OSError, ValueError) as error:
         process.kill_group()
         status = popen.wait()
         last = _last_line(output)
         _close(process)
-        detail = f"its worker {_describe(status)} while loading it" if status else f"its worker did not answer: {error}"
-        raise WorkerStartError(f"{detail}{': ' + last if last else ''}") from None
+        ended = f"{_describe(status)} while starting" if status else f"did not answer: {error}"
+        raise WorkerStartError(f"its {spec.kind} {ended}{': ' + last if last else ''}") from None
     if "error" in process.hello:
         stop_now(process)
         raise WorkerStartError(str(process.hello["error"]), process.hello.get("problems"))
     return process
 
 
+def _request(request_id: int, method: str, params: Message) -> Message:
+    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+
+
+def _server_hello(sock: socket.socket) -> Message:
+    """MCP's handshake with an existing server, then its tools (every page)."""
+    params = {
+        "protocolVersion": LATEST_HANDSHAKE_VERSION,
+        "capabilities": {"roots": {}, "sampling": {}, "elicitation": {}},
+        "clientInfo": {"name": "mcphost", "version": "1"},
+    }
+    server = _handshake(sock, _request(0, "initialize", params))
+    version = server.get("protocolVersion")
+    if version not in HANDSHAKE_PROTOCOL_VERSIONS:
+        raise ValueError(f"it speaks protocol revision {version!r}, which mcphost does not")
+    sock.sendall(encode({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+    tools: list[Message] = []
+    cursor = None
+    for page in itertools.count(1):
+        listed = _handshake(sock, _request(page, "tools/list", {"cursor": cursor} if cursor else {}))
+        tools += listed.get("tools") or []
+        if not (cursor := listed.get("nextCursor")):
+            break
+    return {"server": server.get("serverInfo"), "protocol_version": version, "tools": tools}
+
+
 def _handshake(sock: socket.socket, request: Message) -> Message:
+    """Send ``request`` and wait for its answer (blocking), letting anything else pass."""
     sock.settimeout(START_TIMEOUT)
     sock.sendall(encode(request))
     framer = Framer()
@@ -180,7 +229,7 @@ def _handshake(sock: socket.socket, request: Message) -> Message:
         if not data:
             raise ValueError("the worker closed the connection")
         for message in framer.feed(data):
-            if message.get("id") == 0:
+            if message.get("id") == request["id"] and "method" not in message:
                 if "error" in message:
                     raise ValueError(message["error"].get("message"))
                 result: Message = message.get("result") or {}
@@ -245,6 +294,8 @@ class PluginWorker:
         self._calls = itertools.count(1)
         self._in_flight = 0
         self._contexts: dict[int, ToolContext] = {}
+        self.names: dict[str, str] = {}
+        """A server's own name of each tool, by public name (``command`` only)."""
 
     @property
     def hello(self) -> Message:
@@ -281,10 +332,12 @@ class PluginWorker:
                     await self._changed.wait()
             with trio.move_on_after(hook_timeout):
                 try:
-                    await channel.request("mcphost/stop", {})
+                    if not self.spec.command:
+                        await channel.request("mcphost/stop", {})
                 except (ChannelClosed, RemoteError) as error:
                     log.warning("plugin worker did not shut down cleanly", plugin=self.spec.plugin, error=str(error))
-            # EOF on its socket ends the worker; what it left behind is killed with its group.
+            # EOF on its socket (its stdin, for a server) ends it; what it left behind is
+            # killed with its group.
             with contextlib.suppress(OSError):
                 process.sock.shutdown(socket.SHUT_WR)
             with trio.move_on_after(2.0):
@@ -301,33 +354,44 @@ class PluginWorker:
             return False, self.failed
         channel = self.channel
         if channel is None or channel.closed:
-            return False, "its worker is restarting"
+            return False, f"its {self.spec.kind} is restarting"
         try:
+            if self.spec.command:
+                await channel.request("ping", {})
+                return True, None
             ready, reason = await channel.request("mcphost/ready", {"plugin": self.spec.plugin})
         except (ChannelClosed, RemoteError) as error:
-            return False, f"its worker did not answer: {error}"
+            return False, f"its {self.spec.kind} did not answer: {error}"
         return bool(ready), reason
 
     async def call_tool(
         self, tool: RegisteredTool, arguments: dict[str, Any], meta: dict[str, Any], context: ToolContext | None
     ) -> types.CallToolResult:
         """Run ``tool`` in the worker (see :class:`~mcphost.plugins.registry.RemoteTools`)."""
-        timeout = tool.limits.timeout
-        call = next(self._calls)
-        meta = {**meta, "call": call, **_context_meta(context)}
-        params = {"name": tool.name, "arguments": arguments, "_meta": {"mcphost/request": meta}}
+        timeout, call = tool.limits.timeout, next(self._calls)
+        if self.spec.command:
+            # An MCP server is told of cancellation in MCP's own way, and echoes this token
+            # in its progress notifications.
+            grace = 0.0
+            params = {"name": self.names[tool.name], "arguments": arguments, "_meta": {"progressToken": call}}
+        else:
+            grace = KILL_GRACE
+            meta = {**meta, "call": call, **_context_meta(context)}
+            params = {"name": tool.name, "arguments": arguments, "_meta": {"mcphost/request": meta}}
         if context is not None:
             self._contexts[call] = context
         process = None
         self._in_flight += 1
         try:
-            with trio.move_on_after(timeout + KILL_GRACE) as deadline:
+            with trio.move_on_after(timeout + grace) as deadline:
                 channel = await self._channel()
                 process = self.process
                 try:
                     reply = await channel.request("tools/call", params)
                 except ChannelClosed:
                     raise WorkerCallError(f"tool {tool.name!r} failed: {await self._ending(process)}") from None
+                except RemoteError as error:
+                    raise WorkerCallError(f"tool {tool.name!r} failed: {error}") from None
         finally:
             self._contexts.pop(call, None)
             self._in_flight -= 1
@@ -336,11 +400,15 @@ class PluginWorker:
         if deadline.cancelled_caught:
             if process is None:
                 raise fence.CallTimeout(f"tool {tool.name!r} timed out after {timeout:g}s: {self._why_down()}")
+            if self.spec.command:
+                raise fence.CallTimeout(f"tool {tool.name!r} timed out after {timeout:g}s and was cancelled")
             self._end(process, f"tool {tool.name!r} overran its timeout of {timeout:g}s and could not be cancelled")
             raise fence.CallTimeout(
                 f"tool {tool.name!r} timed out after {timeout:g}s and could not be cancelled, "
                 f"so the worker of plugin {self.spec.plugin!r} was ended"
             )
+        if self.spec.command:
+            return types.CallToolResult.model_validate(reply, by_name=False)
         return _result(tool, reply)
 
     async def _channel(self) -> Channel:
@@ -356,7 +424,7 @@ class PluginWorker:
             await self._changed.wait()
 
     def _why_down(self) -> str:
-        return f"the worker of plugin {self.spec.plugin!r} is restarting"
+        return f"the {self.spec.kind} of plugin {self.spec.plugin!r} is restarting"
 
     async def _ending(self, process: Process | None) -> str:
         """What a caller is told when the worker died under its call: how it ended, once known."""
@@ -364,7 +432,7 @@ class PluginWorker:
             return self._why_down()
         with trio.move_on_after(1.0):
             await process.done.wait()
-        return f"the worker of plugin {self.spec.plugin!r} {process.ended or 'stopped answering'}"
+        return f"the {self.spec.kind} of plugin {self.spec.plugin!r} {process.ended or 'stopped answering'}"
 
     def _end(self, process: Process, reason: str) -> None:
         log.error("ending plugin worker", plugin=self.spec.plugin, pid=process.pid, reason=reason)
@@ -403,7 +471,7 @@ class PluginWorker:
             log.error("plugin worker ended", plugin=self.spec.plugin, how=reason)
             if len(self._ends) > self.spec.max_restarts:
                 self.failed = (
-                    f"its worker ended {len(self._ends)} times within {self.spec.restart_window:g}s; "
+                    f"its {self.spec.kind} ended {len(self._ends)} times within {self.spec.restart_window:g}s; "
                     f"the last time it {reason}"
                 )
                 log.error("plugin failed: its worker keeps ending", plugin=self.spec.plugin, reason=self.failed)
@@ -423,7 +491,10 @@ class PluginWorker:
 
     async def _run(self, process: Process) -> str | None:
         """Serve through ``process`` until it ends; returns why its start-up hook failed, if it did."""
-        channel = Channel(process.sock, self._asked)
+        if self.spec.command:
+            channel = Channel(process.sock, self._server_asked, self._server_notified)
+        else:
+            channel = Channel(process.sock, self._asked)
         error = None
         pidfd = os.pidfd_open(process.pid)
         try:
@@ -450,7 +521,7 @@ class PluginWorker:
 
     async def _start_hook(self, channel: Channel, process: Process) -> None:
         try:
-            answer = await channel.request("mcphost/start", {})
+            answer = {} if self.spec.command else await channel.request("mcphost/start", {})
         except (ChannelClosed, RemoteError) as error:
             answer = {"error": f"mcphost_startup did not finish: {error}"}
         if answer.get("error"):
@@ -533,6 +604,52 @@ class PluginWorker:
         else:
             channel.respond(message["id"], answer)
 
+    async def _server_asked(self, message: Message) -> None:
+        """A server's request: ``ping``; ``roots/list``, answered from ``[plugins.<name>] roots``
+        (a server shared by every client must not see one client's roots); sampling and
+        elicitation, put to the client whose call is the only one in flight on the server
+        (the request does not say which call it serves), refused otherwise."""
+        channel, method, request_id = self._channel_of(message), message.get("method"), message["id"]
+        if method == "ping":
+            channel.respond(request_id, {})
+            return
+        if method == "roots/list":
+            channel.respond(request_id, {"roots": [{"uri": uri} for uri in self.spec.roots]})
+            return
+        kind = {"sampling/createMessage": "sample", "elicitation/create": "elicit"}.get(str(method))
+        if kind is None:
+            channel.respond_error(request_id, -32601, f"mcphost does not answer {method!r}")
+            return
+        if len(self._contexts) != 1:
+            refusal = f"{len(self._contexts)} calls are in flight: which client to ask is not known"
+            channel.respond_error(request_id, -32600, refusal)
+            return
+        (call,) = self._contexts
+        await self._asked(
+            {
+                "id": request_id,
+                "method": "mcphost/ask",
+                "params": {
+                    "call": call,
+                    "kind": kind,
+                    "request": {"method": method, "params": message.get("params") or {}},
+                },
+            }
+        )
+
+    async def _server_notified(self, message: Message) -> None:
+        """A server's notification: progress goes to the call it names, log messages to the
+        daemon's log; the rest is dropped."""
+        params, method = message.get("params") or {}, message.get("method")
+        if method == "notifications/progress":
+            context = self._contexts.get(params.get("progressToken", 0))
+            if context is not None:
+                await context.report_progress(params.get("progress", 0), params.get("total"), params.get("message"))
+        elif method == "notifications/message":
+            log.info("plugin log message", plugin=self.spec.plugin, level=params.get("level"), data=params.get("data"))
+        elif method == "notifications/tools/list_changed":
+            log.warning("the server's tools changed; a reload of the plugin lists them again", plugin=self.spec.plugin)
+
     def _channel_of(self, message: Message) -> Channel:
         # Questions come on the channel of the call that asks, which is the current one.
         assert self.channel is not None
@@ -568,14 +685,12 @@ def _result(tool: RegisteredTool, reply: Message) -> types.CallToolResult:
     raise WorkerCallError(message, str(status))
 
 
-def tools_of(worker: PluginWorker, plugin: str, settings: Any = None) -> Iterator[RegisteredTool]:
+def tools_of(worker: PluginWorker, plugin: str, settings: Any = None) -> list[RegisteredTool]:
     """Catalogue entries for the tools a worker listed."""
+    entries = []
     for entry in worker.hello.get("tools", ()):
         wire = types.Tool.model_validate(entry["tool"], by_name=False)
-        limits = ToolLimits(
-            entry["timeout"],
-            entry["max_concurrency"],
-            entry["max_result_bytes"],
-            trio.CapacityLimiter(entry["max_concurrency"]),
-        )
-        yield RegisteredTool(wire.name, plugin, None, wire, limits, settings, entry.get("context"), worker)
+        concurrency = entry["max_concurrency"]
+        limits = ToolLimits(entry["timeout"], concurrency, entry["max_result_bytes"], trio.CapacityLimiter(concurrency))
+        entries.append(RegisteredTool(wire.name, plugin, None, wire, limits, settings, entry.get("context"), worker))
+    return entries
