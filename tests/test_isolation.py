@@ -133,6 +133,18 @@ async def test_a_worker_killed_from_outside(daemon: RunningDaemon, sig: signal.S
     assert await worker_pid(daemon, "hostile") != pid
 
 
+async def test_a_worker_that_stops_answering_pings_is_replaced(daemon: RunningDaemon) -> None:
+    before = await worker_pid(daemon, "hostile")
+    frozen = await call(daemon, "hostile_freeze")
+    assert frozen.content[0].text == "frozen"
+    ended = await trio.to_thread.run_sync(
+        lambda: daemon.wait_for_log(lambda r: r.get("event") == "ending plugin worker" and r.get("pid") == before, 30)
+    )
+    assert "did not answer a ping" in ended["reason"]
+    assert await witness_answers(daemon) < WITNESS_BOUND
+    assert await worker_pid(daemon, "hostile") != before
+
+
 async def test_a_plugin_that_breaks_json_in_its_process(daemon: RunningDaemon) -> None:
     before = await worker_pid(daemon, "hostile")
     result = await call(daemon, "hostile_break_json")
@@ -269,6 +281,14 @@ def test_a_worker_that_keeps_ending_settles_as_failed(mcphost_daemon) -> None:
     status, body = daemon.get("/ready", admin=True)
     hostile = httpx.Response(status, content=body).json()["plugins"]["hostile"]
     assert hostile["ready"] is False and "ended 2 times" in hostile["error"]
+    status, body = daemon.get("/status", admin=True)
+    plugins = {p["name"]: p for p in httpx.Response(status, content=body).json()["plugins"]}
+    assert plugins["hostile"]["status"] == "failed" and plugins["hostile"]["restarts"] == 1
+    assert plugins["witness"]["status"] == "loaded" and plugins["witness"]["isolation"] == "process"
+    status, body = daemon.get("/metrics", admin=True)
+    metrics = body.decode()
+    assert 'mcphost_plugin_up{plugin="hostile",version="unknown"} 0.0' in metrics
+    assert 'mcphost_plugin_restarts_total{plugin="hostile"} 1.0' in metrics
 
 
 def test_mcphost_plugins_says_which_plugins_are_isolated(tmp_path: Path) -> None:

@@ -374,12 +374,14 @@ def _plugin_report(record: PluginRecord) -> dict[str, Any]:
     return {
         "name": record.name,
         "version": record.version,
-        "status": record.status,
+        "status": "failed" if record.worker_failed else record.status,
+        "isolation": record.isolation,
+        "restarts": record.worker.restarts if record.worker is not None else 0,
         "tools": len(record.registry.tools),
         "inflight": inflight,
         "concurrency_limit": limit,
         "queued": queued,
-        "error": record.error,
+        "error": record.error or record.worker_failed,
         "reload_error": record.reload_error,
     }
 
@@ -464,16 +466,24 @@ class _Collector:
         queued = GaugeMetricFamily(
             "mcphost_plugin_queued", "Calls of the plugin waiting for a free slot.", labels=("plugin",)
         )
+        restarts = CounterMetricFamily(
+            "mcphost_plugin_restarts",
+            "Times the worker process of an isolated plugin (or a hosted server) was started again after it ended.",
+            labels=("plugin",),
+        )
         for record in records:
             if record.status == "disabled":
                 continue  # switched off on purpose: not "down"
-            up.add_metric((record.name, record.version or "unknown"), 1 if record.status == "loaded" else 0)
+            serving = record.status == "loaded" and not record.worker_failed
+            up.add_metric((record.name, record.version or "unknown"), 1 if serving else 0)
+            if record.worker is not None:
+                restarts.add_metric((record.name,), record.worker.restarts)
             if record.status == "loaded":
                 running, cap, waiting = _occupancy(record)
                 inflight.add_metric((record.name,), running)
                 limit.add_metric((record.name,), cap)
                 queued.add_metric((record.name,), waiting)
-        yield from (up, inflight, limit, queued)
+        yield from (up, inflight, limit, queued, restarts)
 
 
 def _counter(name: str, documentation: str, label: str, counts: Mapping[str, int]) -> CounterMetricFamily:

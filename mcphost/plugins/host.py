@@ -105,6 +105,12 @@ class PluginRecord:
     """The source files of a worker's plugin, as the worker imported them."""
 
     @property
+    def worker_failed(self) -> str | None:
+        """Why the plugin's worker was given up on (it kept ending), if it was; the record
+        still says ``loaded``, as the plugin loaded, but nothing serves its calls."""
+        return self.worker.failed if self.worker is not None else None
+
+    @property
     def tools(self) -> list[str]:
         """Public names of the plugin's tools."""
         return list(self.registry.tools)

@@ -44,6 +44,9 @@ log = structlog.get_logger("mcphost.worker")
 
 KILL_GRACE = 1.0
 """Seconds past a call's timeout before the worker, which did not end the call itself, is ended."""
+PING_INTERVAL = 5.0
+"""Seconds between pings of a serving worker; one that does not answer within the same
+time again (its event loop is stuck) is ended."""
 START_TIMEOUT = 30.0
 """Seconds a new worker may take to import its plugin and list its tools."""
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 10.0
@@ -503,6 +506,7 @@ class PluginWorker:
                 nursery.start_soon(self._relay_output, process, output_done)
                 nursery.start_soon(self._serve_channel, channel, process)
                 nursery.start_soon(self._start_hook, channel, process)
+                nursery.start_soon(self._watch, channel, process)
                 await trio.lowlevel.wait_readable(pidfd)
                 process.kill_group()  # whatever it started goes with it
                 process.ended = _describe(process.popen.wait())
@@ -518,6 +522,19 @@ class PluginWorker:
             process.done.set()
             self._signal()
         return error
+
+    async def _watch(self, channel: Channel, process: Process) -> None:
+        """Ping the worker now and then: one that stops answering is ended (and restarted)."""
+        while True:
+            await trio.sleep(PING_INTERVAL)
+            with trio.move_on_after(PING_INTERVAL):
+                try:
+                    await channel.request("ping", {})
+                except (ChannelClosed, RemoteError):
+                    return  # ended already; or a server that does not know ping, which is alive
+                continue
+            self._end(process, f"it did not answer a ping within {PING_INTERVAL:g}s")
+            return
 
     async def _start_hook(self, channel: Channel, process: Process) -> None:
         try:

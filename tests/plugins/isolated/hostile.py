@@ -11,13 +11,28 @@ import sys
 import time
 
 import orjson
+import trio
 
 import mcphost
 
 
 @mcphost.hookimpl
 def mcphost_tools() -> list[object]:
-    return [pid, hog, exit_now, segfault, spin, sleep, break_json, spawn_child, environment, chatter, progress, ask]
+    return [
+        pid,
+        hog,
+        freeze,
+        exit_now,
+        segfault,
+        spin,
+        sleep,
+        break_json,
+        spawn_child,
+        environment,
+        chatter,
+        progress,
+        ask,
+    ]
 
 
 def pid() -> int:
@@ -29,6 +44,17 @@ def hog(mib: int) -> int:
     """Allocate ``mib`` MiB and touch every page."""
     block = bytearray(mib * 2**20)
     return len(block)
+
+
+async def freeze() -> str:
+    """Leave behind a task that never yields: the worker answers nothing more after this."""
+
+    async def spin() -> None:
+        while True:
+            pass
+
+    trio.lowlevel.spawn_system_task(spin)
+    return "frozen"
 
 
 def exit_now(status: int = 7) -> str:
