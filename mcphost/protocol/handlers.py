@@ -158,8 +158,6 @@ class Handlers:
             assert exchange is not None
             return exchange.result(), "input_required"
         except fence.FenceError as error:
-            if error.status == "invalid_arguments":
-                return error_result(str(error)), "invalid_arguments"
             code = TOOL_TIMEOUT if isinstance(error, fence.CallTimeout) else None
             return error_result(str(error), code), error.status
         if isinstance(result, types.InputRequiredResult):

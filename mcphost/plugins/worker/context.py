@@ -18,6 +18,9 @@ from mcphost.plugins import client_input
 from mcphost.plugins.context import LogLevel, ToolContext
 from mcphost.plugins.worker.wire import Channel, RemoteError
 
+META_REQUEST = "mcphost/request"
+"""``_meta`` key of a call: the daemon's request id, session, caller and client, for the
+call's context and its log lines."""
 INPUT_REQUIRED = -32042
 """Error code of a ``mcphost/ask`` the daemon cannot answer in this round (2026-07-28: the
 call ends with an ``InputRequiredResult`` and runs again with the answer)."""

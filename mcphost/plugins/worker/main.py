@@ -25,14 +25,11 @@ from mcphost.ops import log as logs
 from mcphost.plugins import client_input, fence
 from mcphost.plugins.host import PluginHost, PluginRecord, plugin_files
 from mcphost.plugins.registry import RegisteredTool, invalid_arguments
-from mcphost.plugins.worker.context import WorkerToolContext
+from mcphost.plugins.worker.context import META_REQUEST, WorkerToolContext
 from mcphost.plugins.worker.wire import Channel, Message
 
 log = structlog.get_logger("mcphost.worker")
 
-META_REQUEST = "mcphost/request"
-"""``_meta`` key of a call: the daemon's request id, session, caller and client, for the
-call's context and its log lines."""
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 

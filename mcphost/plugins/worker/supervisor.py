@@ -37,7 +37,7 @@ from mcphost.plugins import client_input, fence
 from mcphost.plugins.context import ToolContext
 from mcphost.plugins.limits import ToolLimits
 from mcphost.plugins.registry import RegisteredTool
-from mcphost.plugins.worker.context import INPUT_REQUIRED
+from mcphost.plugins.worker.context import INPUT_REQUIRED, META_REQUEST
 from mcphost.plugins.worker.wire import Channel, ChannelClosed, Framer, Message, RemoteError, encode
 
 log = structlog.get_logger("mcphost.worker")
@@ -305,11 +305,6 @@ class PluginWorker:
         """The current worker's answer to ``initialize``."""
         return self.process.hello if self.process is not None else {}
 
-    @property
-    def pid(self) -> int | None:
-        """The current worker's pid, if one runs."""
-        return self.process.pid if self.process is not None and self.process.ended is None else None
-
     async def start(self) -> str | None:
         """Begin supervising and run the plugin's start-up hook; the error if it failed."""
         trio.lowlevel.spawn_system_task(self._supervise)
@@ -380,7 +375,7 @@ class PluginWorker:
         else:
             grace = KILL_GRACE
             meta = {**meta, "call": call, **_context_meta(context)}
-            params = {"name": tool.name, "arguments": arguments, "_meta": {"mcphost/request": meta}}
+            params = {"name": tool.name, "arguments": arguments, "_meta": {META_REQUEST: meta}}
         if context is not None:
             self._contexts[call] = context
         process = None
@@ -590,7 +585,7 @@ class PluginWorker:
     async def _asked(self, message: Message) -> None:
         """What a tool does through its context: progress, log messages, closing its stream,
         and questions to the client (elicitation, sampling, roots)."""
-        channel = self._channel_of(message)
+        channel = self._current()
         params, method = message.get("params") or {}, message.get("method")
         context = self._contexts.get(params.get("call", 0))
         if context is None:
@@ -626,7 +621,7 @@ class PluginWorker:
         (a server shared by every client must not see one client's roots); sampling and
         elicitation, put to the client whose call is the only one in flight on the server
         (the request does not say which call it serves), refused otherwise."""
-        channel, method, request_id = self._channel_of(message), message.get("method"), message["id"]
+        channel, method, request_id = self._current(), message.get("method"), message["id"]
         if method == "ping":
             channel.respond(request_id, {})
             return
@@ -667,8 +662,8 @@ class PluginWorker:
         elif method == "notifications/tools/list_changed":
             log.warning("the server's tools changed; a reload of the plugin lists them again", plugin=self.spec.plugin)
 
-    def _channel_of(self, message: Message) -> Channel:
-        # Questions come on the channel of the call that asks, which is the current one.
+    def _current(self) -> Channel:
+        # Requests come on the channel of the call that asks, which is the current one.
         assert self.channel is not None
         return self.channel
 
