@@ -314,6 +314,8 @@ import time
 
 import mcphost
 
+time.sleep({import_seconds})  # a plugin slow to import
+
 
 @mcphost.hookimpl
 def mcphost_tools():
@@ -332,7 +334,7 @@ def mcphost_tools():
 
 def test_reload_replaces_the_worker_and_lets_the_old_one_finish(mcphost_daemon, tmp_path: Path) -> None:
     source = tmp_path / "versioned.py"
-    source.write_text(VERSIONED.format(version="v1"))
+    source.write_text(VERSIONED.format(version="v1", import_seconds=0))
     daemon = mcphost_daemon(
         {"plugins": {"enable": ["versioned"], "paths": [str(source)], "versioned": {"isolation": "process"}}}
     )
@@ -344,14 +346,31 @@ def test_reload_replaces_the_worker_and_lets_the_old_one_finish(mcphost_daemon, 
         async with trio.open_nursery() as nursery:
 
             async def slow() -> None:
-                results.append(await call(daemon, "versioned_wait", {"seconds": 3}))
+                results.append(await call(daemon, "versioned_wait", {"seconds": 8}))
 
             nursery.start_soon(slow)
             await trio.sleep(0.5)
-            source.write_text(VERSIONED.format(version="v2"))
+            source.write_text(VERSIONED.format(version="v2", import_seconds=3))
             later = source.stat().st_mtime + 2
             os.utime(source, (later, later))
-            ended = await trio.to_thread.run_sync(daemon.reload)
+            reloads: list[dict[str, Any]] = []
+            reloaded = trio.Event()
+
+            async def reload() -> None:
+                reloads.append(await trio.to_thread.run_sync(daemon.reload))
+                reloaded.set()
+
+            nursery.start_soon(reload)
+            await trio.sleep(1)
+            # While the new version imports (3 s, in its own worker), the old one serves on
+            # and the daemon's event loop is free.
+            async with Client(daemon.url) as client:
+                start = time.monotonic()
+                during = await client.call_tool("versioned_version", {})
+                assert time.monotonic() - start < WITNESS_BOUND
+            assert during.content[0].text == f"v1 {old_pid}"
+            await reloaded.wait()
+            (ended,) = reloads
             assert ended["event"] == "reloaded" and "versioned" in ended["changed"]
             second, new_pid = (await call(daemon, "versioned_version")).content[0].text.split()
             assert second == "v2" and new_pid != old_pid, "a fresh worker serves the new version"

@@ -18,7 +18,9 @@ import importlib.util
 import os
 import shlex
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
@@ -44,7 +46,15 @@ from mcphost.plugins.registry import (
     public_name,
 )
 from mcphost.plugins.settings import PluginSettings
-from mcphost.plugins.worker.supervisor import PluginWorker, WorkerSpec, WorkerStartError, spawn, tools_of
+from mcphost.plugins.worker.supervisor import (
+    PluginWorker,
+    Process,
+    WorkerSpec,
+    WorkerStartError,
+    spawn,
+    stop_now,
+    tools_of,
+)
 
 log = structlog.get_logger("mcphost.plugins")
 
@@ -159,6 +169,8 @@ class PluginHost:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.records: list[PluginRecord] = []
+        self._spawned: dict[str, Process | WorkerStartError] = {}
+        """Workers started ahead of :meth:`_plan` (all at once), by plugin name, or why not."""
 
     @property
     def registry(self) -> Registry:
@@ -167,7 +179,9 @@ class PluginHost:
 
     def load_all(self) -> list[PluginRecord]:
         """Discover and load every enabled plugin, each inside its own fence."""
+        self._spawned = self._spawn_workers({})
         self.records = self._plan({})
+        self._discard_spawned()
         return self.records
 
     async def reload(self, loaded: LoadedConfig) -> Reload:
@@ -179,7 +193,10 @@ class PluginHost:
         """
         self.loaded, self.config = loaded, loaded.config
         previous = {r.name: r for r in self.records}
+        # Off the event loop: a worker takes a second or so to load its plugin.
+        self._spawned = await trio.to_thread.run_sync(self._spawn_workers, previous)
         records = self._plan(previous)
+        self._discard_spawned()
         for index, record in enumerate(records):
             if record.status == "loaded" and record is not previous.get(record.name):
                 records[index] = await self._start(record, previous.get(record.name))
@@ -221,7 +238,8 @@ class PluginHost:
                 record = base.failed(f"another plugin named {candidate.name!r} is already loaded")
             elif not _enabled(candidate.name, plugins.enable, plugins.disable):
                 record = replace(base, status="disabled")
-            elif old is not None and old.status == "loaded" and old.fingerprint == self._fingerprint(candidate, old):
+            elif self._unchanged(candidate, old):
+                assert old is not None
                 record = replace(old, required=base.required, reload_error=None) if old.reload_error else old
             else:
                 record = self._replace(candidate, base, old, served)
@@ -266,6 +284,10 @@ class PluginHost:
         self._unregister(record.name)
         if record.module is not None:
             self.pm.register(record.module, name=record.name)
+
+    def _unchanged(self, candidate: Candidate, old: PluginRecord | None) -> bool:
+        """Whether ``old`` is serving ``candidate`` as it is now (nothing to reload)."""
+        return old is not None and old.status == "loaded" and old.fingerprint == self._fingerprint(candidate, old)
 
     def _fingerprint(self, candidate: Candidate, record: PluginRecord) -> tuple[Any, ...]:
         """What a reload compares: origin, version, the config that shapes the plugin, and
@@ -336,6 +358,36 @@ class PluginHost:
             return record.failed(str(error), error.problems)
         return replace(record, settings=settings, registry=registry)
 
+    def _spawn_workers(self, previous: Mapping[str, PluginRecord]) -> dict[str, Process | WorkerStartError]:
+        """Start, side by side, the workers :meth:`_plan` will load: of the enabled isolated
+        plugins that are new or changed (blocking until each has loaded its plugin)."""
+        plugins = self.config.plugins
+        candidates = discover(plugins.paths) + self._servers()
+        names = Counter(c.name for c in candidates)
+        wanted = {}
+        for candidate in candidates:
+            if names[candidate.name] > 1:
+                continue  # refused by _plan as a duplicate, or loaded there on its own
+            old = previous.get(candidate.name)
+            isolated = candidate.server or plugins.for_plugin(candidate.name).isolation == "process"
+            if (
+                isolated
+                and not self._unchanged(candidate, old)
+                and _enabled(candidate.name, plugins.enable, plugins.disable)
+            ):
+                wanted[candidate.name] = self._spec(candidate)
+        if not wanted:
+            return {}
+        with ThreadPoolExecutor(len(wanted)) as pool:
+            return dict(zip(wanted, pool.map(_spawn_or_error, wanted.values()), strict=True))
+
+    def _discard_spawned(self) -> None:
+        """Stop the workers started ahead that :meth:`_plan` did not take."""
+        for left in self._spawned.values():
+            if isinstance(left, Process):
+                stop_now(left)
+        self._spawned = {}
+
     def _servers(self) -> list[Candidate]:
         """The existing MCP servers the config declares as plugins (``[plugins.<name>] command``)."""
         plugins = self.config.plugins
@@ -350,9 +402,12 @@ class PluginHost:
 
     def _load_isolated(self, candidate: Candidate, record: PluginRecord) -> PluginRecord:
         """Start a worker process (or the server) for ``candidate`` and take its tools from it."""
+        spec = self._spec(candidate)
+        started = self._spawned.pop(candidate.name, None) or _spawn_or_error(spec)
         try:
-            spec = self._spec(candidate)
-            worker = PluginWorker(spec, spawn(spec))
+            if isinstance(started, WorkerStartError):
+                raise started
+            worker = PluginWorker(spec, started)
             listed = (
                 self._server_tools(candidate.name, worker) if candidate.server else tools_of(worker, candidate.name)
             )
@@ -627,6 +682,13 @@ def plugin_files(record: PluginRecord) -> list[Path]:
     if record.path is not None:
         files.append(record.path / "__init__.py" if record.path.is_dir() else record.path)
     return files
+
+
+def _spawn_or_error(spec: WorkerSpec) -> Process | WorkerStartError:
+    try:
+        return spawn(spec)
+    except WorkerStartError as error:
+        return error
 
 
 class _LoadError(Exception):
