@@ -60,12 +60,9 @@ def __getattr__(name: str) -> Any:
     if name == "types":
         value: Any = importlib.import_module("mcp_types")
     elif name == "__version__":
-        from importlib.metadata import PackageNotFoundError, version
+        from mcphost.core.version import version
 
-        try:
-            value = version("mcphost")
-        except PackageNotFoundError:  # running from a source tree that was never installed
-            value = "0.0.0"
+        value = version()
     elif name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
     else:

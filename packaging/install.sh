@@ -89,6 +89,7 @@ etc="$root/etc/mcphost"
 credentials="$etc/credentials"
 units="$root/etc/systemd/system"
 bin="$root/usr/local/bin"
+man="$root/usr/local/share/man"
 
 # Whatever the caller's umask, the venv, the units and the config must be readable by the
 # mcphost user and by systemd; the secrets are written under umask 077 below.
@@ -142,6 +143,11 @@ if [ ! -e "$bin/mcphost" ] || [ "$(readlink "$bin/mcphost")" = /opt/mcphost/venv
 else
     echo "kept (not a link to /opt/mcphost/venv/bin/mcphost): use $venv/bin/mcphost"
 fi
+
+step "man pages in $man"
+# mcphost(1) and mcphost.toml(5), generated from the command's parser and the config models.
+install -D -m 0644 "$here/packaging/man/mcphost.1" "$man/man1/mcphost.1"
+install -D -m 0644 "$here/packaging/man/mcphost.toml.5" "$man/man5/mcphost.toml.5"
 
 step "units in $units"
 # Always replaced: local changes belong in drop-ins (systemctl edit mcphost.service).

@@ -58,8 +58,8 @@ def redis() -> Iterator[RedisServer]:
 
 
 class Replicas:
-    """Two replicas as the README's multi-replica deployment runs them, sharing Redis and the
-    session secret, behind a proxy connecting from ``proxy_address``; each on a socket it
+    """Two replicas as docs/deploying/replicas.md runs them, sharing Redis and the session
+    secret, behind a proxy connecting from ``proxy_address``; each on a socket it
     binds itself, or (``held``) on one the test holds, as mcphost.socket would."""
 
     def __init__(self, redis: RedisServer, workdir: Path):
@@ -368,7 +368,7 @@ def test_through_nginx(replicas: Replicas, tmp_path: Path) -> None:
 @pytest.mark.parametrize("proxy", ["caddy", "nginx"])
 def test_a_rolling_restart_under_load_fails_no_call(replicas: Replicas, tmp_path: Path, proxy: str) -> None:
     """Clients keep calling through the proxy (2026-07-28 requests, and 2025-11-25 sessions)
-    while each replica in turn is restarted as the README's procedure says (under systemd,
+    while each replica in turn is restarted as the documented procedure says (under systemd,
     its socket unit holding the port; the next once the proxy sends the restarted one work
     again). Not one call fails."""
     in_front = caddy_in_front if proxy == "caddy" else nginx_in_front

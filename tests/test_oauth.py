@@ -19,8 +19,8 @@ import pytest
 import trio
 from cryptography.hazmat.primitives import serialization
 
-from mcphost.auth.authenticator import Rejected
 from mcphost.auth.oauth import TokenVerifier
+from mcphost.auth.rejections import Rejected
 from mcphost.core.config import OAuthConfig
 from mcphost.core.errors import AUTHENTICATION_REQUIRED, NOT_PERMITTED
 from mcphost.testing import ACCEPT_HEADERS, RunningDaemon, initialize_request

@@ -1,7 +1,7 @@
-"""The README's two commands on a checkout: ``scripts/serve`` installs into ``.venv`` only
-when a ``pyproject.toml`` changed since its last install (saying so as it goes), and serves
-the bundled plugins and nothing else, whatever ``scripts/test`` installed for the tests
-into its own ``.venv-test``."""
+"""The README's commands on a checkout: ``scripts/serve`` installs into ``.venv`` only when a
+``pyproject.toml`` changed since its last install (saying so as it goes), and serves the
+bundled plugins and nothing else, whatever ``scripts/test`` installed for the tests into its
+own ``.venv-test``; ``scripts/docs`` installs into ``.venv-docs`` and serves the documentation."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +23,21 @@ import pytest
 from mcphost.testing import RunningDaemon, free_port, stateless_request
 from tests.services import REPO, venv_with_test_dependencies
 
-CHECKOUT = ["pyproject.toml", "README.md", "mcphost", "plugins", "etc", "scripts", "tests"]
-"""What of a checkout the two scripts read."""
+CHECKOUT = [
+    "pyproject.toml",
+    "README.md",
+    "mcphost",
+    "plugins",
+    "etc",
+    "scripts",
+    "tests",
+    "mkdocs.yml",
+    "docs",
+    "docgen",
+    "BENCHMARKS.md",
+    "bench",
+]
+"""What of a checkout the scripts read."""
 BUNDLED_TOOLS = 11
 """``mcphost-sysinfo``'s six tools and ``mcphost-files``' five."""
 
@@ -47,7 +62,7 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     for name in CHECKOUT:
         source = REPO / name
         if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "results"))
         else:
             shutil.copy(source, root / name)
     (root / ".cache" / "e2e-node").mkdir(parents=True)
@@ -55,7 +70,7 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root_spec = re.search(r'^root_spec="(.+)"$', (root / "scripts" / "test").read_text(), re.MULTILINE)
     assert root_spec is not None
     (root / ".cache" / "nspawn-root.spec").write_text(f"{root_spec[1]}\n")
-    for venv in (".venv", ".venv-test"):
+    for venv in (".venv", ".venv-test", ".venv-docs"):
         (work / venv).mkdir()
         venv_with_test_dependencies(root / venv, work / venv)
     yield root
@@ -135,8 +150,45 @@ def test_serve_installs_once_and_serves_only_the_bundled_plugins(checkout: Path)
     assert "mcphost: installing" in third.output
 
 
+def test_docs_installs_and_serves_the_site(checkout: Path) -> None:
+    """``scripts/docs`` installs mcphost and the documentation tools into ``.venv-docs``, then
+    serves the site, generated pages included."""
+    # The shared environment lends .venv-docs its packages but not their commands; mkdocstrings
+    # runs ruff's to lay out signatures.
+    ruff = checkout / ".venv-docs" / "bin" / "ruff"
+    if not ruff.exists():
+        ruff.symlink_to(Path(sys.executable).parent / "ruff")
+    port = free_port()
+    log_path = checkout / f"docs-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(checkout / "scripts" / "docs"), "--dev-addr", f"127.0.0.1:{port}"],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            env={"PATH": "/usr/bin:/bin"},
+            start_new_session=True,
+        )
+    try:
+        page = None
+        deadline = time.monotonic() + 600  # the first run installs
+        while page is None and process.poll() is None and time.monotonic() < deadline:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/reference/configuration/", timeout=5)
+            except httpx.TransportError:
+                time.sleep(0.5)
+        output = log_path.read_text()
+        assert page is not None and page.status_code == 200, output[-3000:]
+        assert "MCPHOST_LOG__FORMAT" in page.text
+        assert "mcphost: installing mcphost and the documentation tools into .venv-docs" in output
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=30)
+
+
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="needs shellcheck")
 def test_scripts_are_shellcheck_clean() -> None:
-    scripts = [str(REPO / "scripts" / name) for name in ("serve", "test", "venv.sh")]
+    scripts = [str(REPO / "scripts" / name) for name in ("serve", "test", "docs", "venv.sh")]
     done = subprocess.run(["shellcheck", "-x", *scripts], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert done.returncode == 0, done.stdout

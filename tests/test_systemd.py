@@ -178,14 +178,14 @@ def test_the_unit_sets_no_variable_that_sets_nothing() -> None:
 
 
 def test_the_credential_example_is_the_units() -> None:
-    """The ``[auth] credential`` that etc/mcphost.toml shows and the README tells of is the
-    one the unit loads (a credential the unit does not load is never there)."""
+    """The ``[auth] credential`` that etc/mcphost.toml shows and the documentation tells of
+    is the one the unit loads (a credential the unit does not load is never there)."""
     example = re.search(r'^# credential = "([^"]+)"$', (REPO / "etc" / "mcphost.toml").read_text(), re.MULTILINE)
     assert example is not None
     loaded = {v.partition(":")[0]: v.partition(":")[2] for v in directives(SERVICE, "Service", "LoadCredential")}
-    readme = " ".join((REPO / "README.md").read_text().split())
-    assert f"LoadCredential={example[1]}:{loaded[example[1]]}" in readme
-    assert f'[auth] credential = "{example[1]}"' in readme
+    guide = " ".join((REPO / "docs" / "security" / "auth.md").read_text().split())
+    assert f"LoadCredential={example[1]}:{loaded[example[1]]}" in guide
+    assert f'[auth] credential = "{example[1]}"' in guide
 
 
 def test_keys_fallback_credential_is_a_valid_empty_keys_file(tmp_path: Path) -> None:
@@ -957,6 +957,10 @@ def test_install_creates_user_venv_units_config_and_credentials(installed: Insta
     for unit in (SERVICE, SOCKET):
         assert (root / "etc/systemd/system" / unit.name).read_text() == unit.read_text()
     assert (installed.etc / "mcphost.toml").read_text() == (REPO / "etc/mcphost.toml").read_text()
+    for page in ("man1/mcphost.1", "man5/mcphost.toml.5"):
+        assert (root / "usr/local/share/man" / page).read_text() == (
+            REPO / "packaging/man" / Path(page).name
+        ).read_text()
     # The installer's last step checked the installed config: valid, with the bundled plugins
     # (sysinfo and files) and no other.
     assert installed.first_run is not None

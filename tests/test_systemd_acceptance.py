@@ -1,5 +1,5 @@
 """The sysadmin's flows, on a real systemd: mcphost installed with ``packaging/install.sh`` into
-a Debian 12 booted with systemd as PID 1 (:mod:`tests.nspawn`), then driven the way the README
+a Debian 12 booted with systemd as PID 1 (:mod:`tests.nspawn`), then driven the way the documentation
 tells a sysadmin to: ``systemctl enable --now``, ``pip install`` a plugin and ``systemctl
 reload``, ``systemctl restart`` under load, ``systemctl stop`` with calls in flight, the
 watchdog, credentials and API keys, ``sysinfo_unit_status``, the sandbox, and the journal.
@@ -89,7 +89,7 @@ class Vm:
         return self.run("mcphost", *argv, check=check)
 
     def pip_install(self, name: str) -> None:
-        """``pip install`` a plugin into mcphost's venv, as the README says (offline here: from
+        """``pip install`` a plugin into mcphost's venv, as the documentation says (offline here: from
         the wheels this module built, instead of an index)."""
         self.run(f"{VENV}/bin/pip", "install", "--no-index", "--find-links", "/mnt/wheelhouse", name, timeout=300)
 
@@ -150,7 +150,7 @@ class Vm:
 
 @pytest.fixture(scope="module")
 def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
-    """Boot the container and install mcphost in it as the README's "Run under systemd" does."""
+    """Boot the container and install mcphost in it as docs/operating/systemd.md says."""
     work = tmp_path_factory.mktemp("vm")
     built = wheels.build([*wheels.BUNDLED, *TEST_PLUGINS], work)
     dependencies = wheels.dependencies([*wheels.BUNDLED, *TEST_PLUGINS], nspawn.python_version())
@@ -169,7 +169,7 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
             *("--wheelhouse", "/mnt/wheelhouse", "--plugin", "mcphost-probe"),
             timeout=900,
         )
-        # The README's next step.
+        # The documentation's next step.
         container.run("systemctl", "enable", "--now", "mcphost.socket", "mcphost.service")
         vm = Vm(container, install.stdout)
         vm.pristine = {path: vm.read(path) for path in (CONFIG, KEYS)}
@@ -525,7 +525,7 @@ def test_a_wedged_daemon_is_restarted_by_the_watchdog(vm: Vm) -> None:
 
 
 def add_key(vm: Vm, name: str) -> str:
-    """The README's steps for an API key: ``mcphost keys new``, its line into the keys
+    """The documented steps for an API key: ``mcphost keys new``, its line into the keys
     credential, ``[auth] credential`` in the config, check it, restart. Returns the token."""
     made = vm.mcphost("keys", "new", name, "--tools", "*").stdout
     token = re.search(r"^token:\s+(\S+)$", made, re.M)
@@ -546,7 +546,7 @@ async def call_with(token: str | None, tool: str, arguments: dict[str, Any]) -> 
 
 
 def test_a_key_made_as_documented_works_and_the_credentials_are_the_service_s_alone(vm: Vm) -> None:
-    """A key made with ``mcphost keys new`` and the README's steps works after a restart and is
+    """A key made with ``mcphost keys new`` and the documented steps works after a restart and is
     required; the service reads both credentials through ``$CREDENTIALS_DIRECTORY`` but not
     their sources, and no other user can read or list either. ``systemctl reload`` goes
     through with the keys in the credential (which systemd 252 shows no ``ExecReload=``
@@ -590,7 +590,7 @@ def test_a_key_made_as_documented_works_and_the_credentials_are_the_service_s_al
     assert vm.container.in_network(post_call, "probe_slow", {"seconds": 0}, 1, token)[0] == 200
     vm.write(CONFIG, configured)
     # Taken out of keys.toml, the key is refused once the service restarts (systemd copies the
-    # credential at start), as the README says.
+    # credential at start), as the documentation says.
     vm.write(KEYS, "".join(line for line in vm.read(KEYS).splitlines(True) if not line.startswith("alice ")))
     assert vm.container.in_network(post_call, "probe_slow", {"seconds": 0}, 1, token)[0] == 200
     vm.systemctl("restart", "mcphost")

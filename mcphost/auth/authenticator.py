@@ -20,6 +20,7 @@ from mcp.server.auth.provider import AccessToken
 
 from mcphost.auth.identity import Identity, scope_of
 from mcphost.auth.keys import TOKEN_PREFIX, KeyStore, read_keys
+from mcphost.auth.rejections import InsufficientScope, KeysUnavailable, Rejected
 from mcphost.core.config import ConfigError, KeyConfig, LoadedConfig
 from mcphost.core.errors import AUTHENTICATION_REQUIRED, NOT_PERMITTED, UNAVAILABLE
 from mcphost.core.rate import Rate
@@ -55,18 +56,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a host name, or "" (every interface)
-
-
-class Rejected(Exception):
-    """The credential is not acceptable; ``str(self)`` says why, safe to tell the client."""
-
-
-class InsufficientScope(Rejected):
-    """The credential is valid but grants no tool."""
-
-
-class KeysUnavailable(Exception):
-    """The identity provider's signing keys could not be fetched, so no token can be checked now."""
 
 
 def challenge(

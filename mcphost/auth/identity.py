@@ -5,7 +5,7 @@ key, or an OAuth access token) and rides on the request's record (:mod:`mcphost.
 protocol handlers, the request log line and ``ctx.identity`` all read the same one. A request
 without one (a loopback daemon with no authentication configured, or stdio) may use everything.
 
-This module is import-light on purpose: the protocol path and plugins' contexts import it.
+This module is import-light on purpose: the protocol path imports it.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from mcphost.ops.log import current_request
+from mcphost.ops.log import current_caller
 
 if TYPE_CHECKING:
     from mcphost.core.rate import Rate
@@ -97,8 +97,8 @@ class Identity:
 
 def current_identity() -> Identity | None:
     """The identity of the request being served, or ``None`` when no authentication applies."""
-    record = current_request.get()
-    return None if record is None else record.identity
+    # Authentication is what sets a request's caller, always to an Identity.
+    return cast("Identity | None", current_caller())
 
 
 def may_use(name: str) -> bool:

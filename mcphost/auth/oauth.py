@@ -28,8 +28,8 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.shared.auth import ProtectedResourceMetadata
 
-from mcphost.auth.authenticator import InsufficientScope, KeysUnavailable, Rejected
 from mcphost.auth.identity import Identity, scope_of
+from mcphost.auth.rejections import InsufficientScope, KeysUnavailable, Rejected
 from mcphost.core.config import OAuthConfig
 
 log = structlog.get_logger("mcphost.oauth")

@@ -19,7 +19,6 @@ import structlog
 import trio
 from pydantic import TypeAdapter, ValidationError
 
-import mcphost
 from mcphost.auth import authenticator as auth
 from mcphost.auth import keys
 from mcphost.cli import reload as reload_command
@@ -27,6 +26,7 @@ from mcphost.cli import status
 from mcphost.core import config as config_module
 from mcphost.core.config import ConfigError, KeyName, LoadedConfig, Problem
 from mcphost.core.rate import Rate
+from mcphost.core.version import version
 from mcphost.daemon import workers
 from mcphost.daemon.daemon import Daemon, session_secret
 from mcphost.daemon.startup import StartupError
@@ -50,7 +50,7 @@ with it goes through, and the others serve)."""
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcphost", description="A production MCP host daemon.")
-    parser.add_argument("--version", action="version", version=f"mcphost {mcphost.__version__}")
+    parser.add_argument("--version", action="version", version=f"mcphost {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
@@ -211,17 +211,20 @@ def reload_daemon(pid: int, config_path: Path | None, timeout: float) -> int:
     """``mcphost reload``: check the config as ``check-config`` does, then signal ``pid`` and
     wait for its verdict; an invalid config is not signalled (exit :data:`EXIT_CONFIG`).
 
-    Keys in a systemd credential are checked only where ``$CREDENTIALS_DIRECTORY`` is set:
-    systemd 252 shows the credential to ``ExecStart=`` alone, not to the ``ExecReload=`` that
-    runs this. The daemon reads its copy at the reload and refuses keys it cannot take, which
-    this command then reports as a refused reload."""
+    Keys in a systemd credential are checked only where ``$CREDENTIALS_DIRECTORY`` can be
+    read: systemd 252 shows the credential to ``ExecStart=`` alone, not to the ``ExecReload=``
+    that runs this (it sets the variable but hides the directory). The daemon reads its copy
+    at the reload and refuses keys it cannot take, which this command then reports as a
+    refused reload."""
     try:
         loaded = config_module.load(config_path)
     except ConfigError as error:
         print(error, file=sys.stderr)
         checked = EXIT_CONFIG
     else:
-        checked = check_config(loaded, credential="CREDENTIALS_DIRECTORY" in os.environ)
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        readable = credentials is not None and os.access(credentials, os.R_OK | os.X_OK)
+        checked = check_config(loaded, credential=readable)
     if checked != 0:
         print("mcphost reload: the configuration is invalid; nothing was signalled", file=sys.stderr)
         return checked

@@ -48,23 +48,33 @@ _RESERVED_PLUGIN_KEYS = frozenset({"enable", "disable", "paths"})
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # A field's docstring is its description: the configuration reference and the man page
+    # are generated from the models.
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class LimitsConfig(_Strict):
     """Call-time limits; ``[limits]`` sets defaults, plugins and tools may override them."""
 
-    timeout: float | None = Field(None, gt=0, description="seconds before a call is cancelled")
-    max_concurrency: int | None = Field(None, ge=1, description="calls running at once")
-    max_result_bytes: int | None = Field(None, ge=1, description="largest result, serialized")
+    timeout: float | None = Field(None, gt=0)
+    """Seconds before a call is cancelled and answered with an error."""
+    max_concurrency: int | None = Field(None, ge=1)
+    """Calls running at once (worker threads of timed-out calls included); a tool with its
+    own ``max_concurrency`` gets a pool of its own."""
+    max_result_bytes: int | None = Field(None, ge=1)
+    """Largest result, serialized, in bytes; a bigger one is replaced by an error."""
 
 
 class DefaultLimits(LimitsConfig):
-    """The ``[limits]`` table: every field has a value."""
+    """The ``[limits]`` table: defaults for every plugin's calls (each field has a value)."""
 
     timeout: float = Field(30.0, gt=0)
+    """Seconds before a call is cancelled and answered with an error."""
     max_concurrency: int = Field(16, ge=1)
+    """Calls of one plugin running at once (worker threads of timed-out calls included); a
+    tool with its own ``max_concurrency`` gets a pool of its own."""
     max_result_bytes: int = Field(1_048_576, ge=1)
+    """Largest result, serialized, in bytes; a bigger one is replaced by an error."""
 
 
 class PluginConfig(LimitsConfig):
@@ -85,8 +95,8 @@ class PluginConfig(LimitsConfig):
     """Environment variables of the plugin's worker, on top of ``PATH``, ``HOME`` and ``LANG``."""
     command: list[str] = Field(default_factory=list)
     """An existing MCP server (stdio) to host as this plugin: its program and arguments,
-    e.g. ``["npx", "-y", "@modelcontextprotocol/server-filesystem", "/srv"]``; it runs
-    supervised in a process of its own, as ``isolation = "process"`` does."""
+    e.g. ``["node", "/opt/mcp/server/dist/index.js"]``; it runs supervised in a process of
+    its own, as ``isolation = "process"`` does."""
     args: list[str] = Field(default_factory=list)
     """More arguments, after ``command``'s."""
     cwd: Path | None = None
@@ -140,18 +150,26 @@ class ServerConfig(_Strict):
     """The ``[server]`` table: the HTTP listener and the MCP endpoint."""
 
     host: str = "127.0.0.1"
+    """Listen address; on any but a loopback address authentication must be configured.
+    Unused when systemd hands over the socket (``mcphost.socket``)."""
     port: int = Field(8080, ge=0, le=65535)
+    """Listen port."""
     path: str = Field("/mcp", pattern=r"^/[^\s]*$")
+    """Path of the MCP endpoint (Streamable HTTP)."""
     name: str = "mcphost"
     """The server name clients see in ``initialize``."""
     instructions: str | None = None
+    """Instructions for clients, sent in ``initialize`` (``"Tools for the ops team's servers."``)."""
     json_response: bool = False
     """Answer POSTs with a JSON body instead of an SSE stream (no progress notifications)."""
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    """Largest request body in bytes; a bigger one gets 413."""
     body_timeout: float = Field(30.0, gt=0)
     """Seconds a request's body may take to arrive after its headers; slower: 408, connection closed."""
     session_idle_timeout: float = Field(1800.0, gt=0)
+    """Seconds a 2025-11-25 session may go without a request on any process before it ends."""
     max_sessions: int = Field(10_000, ge=1)
+    """Open sessions at most; a client opening one more gets 503 (-32004, with ``Retry-After``)."""
     max_sessions_per_identity: int | None = Field(None, ge=1)
     """Sessions (and ``subscriptions/listen`` streams) one authenticated caller may hold;
     past it, its own least recently used idle session ends. Default: a tenth of ``max_sessions``."""
@@ -198,6 +216,7 @@ class LogConfig(_Strict):
     """The ``[log]`` table."""
 
     level: Literal["debug", "info", "warning", "error"] = "info"
+    """Least severity logged. Logs always go to stderr (journald under systemd)."""
     format: Literal["auto", "json", "console"] = "auto"
     """``auto``: human-readable on a terminal, JSON lines otherwise."""
 
@@ -223,6 +242,9 @@ class SessionsConfig(_Strict):
     """``file``: records in ``<state_dir>/sessions.sqlite3``, so sessions survive restarts;
     ``none``: sessions end with the process (ids are still signed)."""
     state_dir: Path = Field(default_factory=default_state_dir)
+    """Where the session store lives. Default: ``$STATE_DIRECTORY`` (systemd's
+    ``StateDirectory=``), else ``$XDG_STATE_HOME/mcphost``, else ``~/.local/state/mcphost``.
+    Made 0700 when mcphost makes it; its files are 0600."""
     secret_file: Path | None = None
     """The key session ids are signed with; default ``$CREDENTIALS_DIRECTORY/session-secret``
     when that exists, else ``<state_dir>/session-secret`` (created on first start).
@@ -365,6 +387,7 @@ class AuthConfig(_Strict):
     allow_unauthenticated: bool = False
     """Serve a non-loopback address without authentication (only behind a proxy that authenticates)."""
     oauth: OAuthConfig | None = None
+    """OAuth 2.1 access tokens (JWTs) from an identity provider; absent: none accepted."""
 
 
 class RateLimitsConfig(_Strict):
@@ -385,8 +408,12 @@ class AdminConfig(_Strict):
     ``/metrics``, ``/status``)."""
 
     enabled: bool = True
+    """Serve the admin listener; without it ``mcphost status`` has nothing to ask and
+    ``mcphost reload`` does not wait."""
     host: str = "127.0.0.1"
+    """Its address: keep it on loopback, or on a private address listed in ``[server] allowed_hosts``."""
     port: int = Field(8081, ge=0, le=65535)
+    """Its port."""
     metrics_token: str | None = Field(None, min_length=16)
     """When set, ``/metrics`` and ``/status`` want ``Authorization: Bearer <metrics_token>``
     (wherever they are served); better given as ``MCPHOST_ADMIN__METRICS_TOKEN``."""
@@ -434,7 +461,9 @@ class TracingConfig(_Strict):
 class HostConfig(BaseSettings):
     """The whole ``mcphost.toml``; ``MCPHOST_<TABLE>__<KEY>`` environment variables override it."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", use_attribute_docstrings=True
+    )
 
     server: ServerConfig = Field(default_factory=ServerConfig)
     limits: DefaultLimits = Field(default_factory=DefaultLimits)

@@ -32,18 +32,18 @@ from mcp.server.streamable_http import EventStore
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.subscriptions import PromptsListChanged, ResourcesListChanged, ServerEvent, ToolsListChanged
 
-import mcphost
 from mcphost.auth import authenticator as auth
 from mcphost.auth.ratelimit import RateLimits
 from mcphost.core import config as config_module
 from mcphost.core.config import ConfigError, LoadedConfig, ServerConfig, SessionsConfig, StateConfig
+from mcphost.core.version import version
 from mcphost.daemon import startup, startup_signals, workers
 from mcphost.ops import heap, systemd
 from mcphost.ops.drain import Drain
 from mcphost.ops.metrics import Metrics, Sources
 from mcphost.plugins.host import PluginHost, plugin_files
 from mcphost.plugins.registry import Registry
-from mcphost.protocol import tracing
+from mcphost.protocol import tracing, wire
 from mcphost.protocol.direct import DirectAnswers
 from mcphost.protocol.handlers import build_server
 from mcphost.state.eventstore import MemoryEventStore
@@ -160,21 +160,24 @@ class Daemon:
             self.limits.limiter = RedisLimiter(self.shared, fallback=self.limits.limiter)
         self.secret = session_secret(self.config.sessions)
         self.metrics = Metrics(
-            mcphost.__version__, window=self.config.metrics.window, window_calls=self.config.metrics.window_calls
+            version(),
+            versions=wire.SUPPORTED_VERSIONS,
+            window=self.config.metrics.window,
+            window_calls=self.config.metrics.window_calls,
         )
         self.metrics.sources = Sources(
-            records=lambda: self.plugins.records,
+            plugins=lambda: self.plugins.records,
             sessions=lambda: len(self.sessions.connections) if self.sessions is not None else 0,
             draining=lambda: self.drain.draining,
             config=loaded.source,
         )
         with startup.failing_as("cannot open the [tracing] path", "set [tracing] path to a file mcphost may write"):
-            self.tracing = tracing.setup(loaded, mcphost.__version__)
+            self.tracing = tracing.setup(loaded, version())
         """OpenTelemetry, with ``[tracing]``; ``None`` when off."""
         self.server, self.handlers = build_server(
             lambda: self.registry,
             self.config.server.name,
-            mcphost.__version__,
+            version(),
             self.config.server.instructions,
             self.drain,
             self.limits,
@@ -203,7 +206,7 @@ class Daemon:
         self._warn_unmatched()
         await self.plugins.start_all()
         self.registry = self.plugins.registry
-        self.metrics.bind(self.registry)
+        self.metrics.bind(self.registry.tools)
         heap.settle()
         # Start-up ran with the collector paused: what it left is freed once serving (_settle_later).
         self._settle_due.set()
@@ -439,7 +442,7 @@ class Daemon:
             result = await self.plugins.reload(loaded)
             self._warn_unmatched()
             previous, self.registry = self.registry, self.plugins.registry
-            self.metrics.bind(self.registry)
+            self.metrics.bind(self.registry.tools)
             await self.plugins.retire(result.retired)
             await self._announce_changes(previous, self.registry)
             # Recorded as READY=1 is sent: `mcphost reload` returns once it sees this.

@@ -16,15 +16,25 @@ import time
 from collections.abc import MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import pydantic_core
 import structlog
 
-if TYPE_CHECKING:
-    from mcphost.auth.identity import Identity
-
 Format = Literal["auto", "json", "console"]
+
+
+class Caller(Protocol):
+    """Who a request is from, as far as a log line or a per-caller share needs to know
+    (authentication makes it: :class:`mcphost.auth.identity.Identity`)."""
+
+    @property
+    def name(self) -> str:
+        """The API key's name or the access token's subject; never a secret."""
+
+    @property
+    def key(self) -> str:
+        """Unique across kinds of credential: what per-caller bookkeeping is keyed by."""
 
 
 @dataclass(slots=True)
@@ -42,7 +52,7 @@ class RequestRecord:
     tool_ms: float | None = None
     """How long the tool call took, in milliseconds."""
     rpc_error: int | None = None
-    identity: Identity | None = None
+    identity: Caller | None = None
     """The authenticated caller; ``None`` when no authentication applies."""
     auth_error: str | None = None
     """Why the request's credentials were refused."""
@@ -67,6 +77,12 @@ class RequestRecord:
 
 current_request: ContextVar[RequestRecord | None] = ContextVar("mcphost_request", default=None)
 """The record of the request being served; the SDK carries it into the handler's task."""
+
+
+def current_caller() -> Caller | None:
+    """The caller of the request being served, or ``None`` when no authentication applies."""
+    record = current_request.get()
+    return None if record is None else record.identity
 
 
 def request_context(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

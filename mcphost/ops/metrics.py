@@ -1,4 +1,5 @@
-"""Prometheus metrics and the ``/status`` report: what the daemon counts, and how it shows it.
+"""Prometheus metrics and the ``/status`` report: what the daemon counts, and how it shows it
+(served over HTTP by :mod:`mcphost.transport.metrics_endpoint`).
 
 Every series lives in the daemon's own :class:`~prometheus_client.CollectorRegistry`, so
 several daemons (or tests) in one process never share a counter. Label values come only
@@ -12,6 +13,8 @@ the event loop's thread (plugins' worker threads never touch them), so the locks
 prometheus_client's own metric classes would buy nothing. A :class:`_Collector` turns the
 counts into Prometheus families when scraped, and reads what other parts already keep
 (plugin status, the occupancy of each concurrency pool, open sessions) at the same moment.
+What it reads of them it declares here (:class:`PluginState`, :class:`Sources`): it knows
+nothing of the plugin host, the registry or authentication.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import mcp_types as types
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -42,14 +45,6 @@ from prometheus_client.utils import floatToGoString
 from pydantic import ValidationError
 
 from mcphost.core import errors
-from mcphost.protocol import wire
-
-if TYPE_CHECKING:
-    import trio
-
-    from mcphost.auth.authenticator import Denial
-    from mcphost.plugins.host import PluginRecord
-    from mcphost.plugins.registry import Registry
 
 TOOL_STATUSES = (
     "ok",
@@ -75,7 +70,6 @@ NOT_FOUND = "not_found"
 
 METHODS = frozenset(SPEC_CLIENT_METHODS | SPEC_CLIENT_NOTIFICATION_METHODS)
 """``method`` of ``mcp_requests_total``: the client methods of every protocol revision; anything else is ``other``."""
-VERSIONS = frozenset(wire.SUPPORTED_VERSIONS)
 _RPC_CODES = {
     code: str(code)
     for code in (
@@ -162,11 +156,62 @@ class Reload:
     failed: list[str] = field(default_factory=list)
 
 
+class PluginState(Protocol):
+    """What the metrics read of one plugin when scraped (the plugin host's record of it)."""
+
+    @property
+    def name(self) -> str:
+        """The plugin's name."""
+
+    @property
+    def version(self) -> str | None:
+        """Its distribution's version, if it has one."""
+
+    @property
+    def status(self) -> str:
+        """``loaded``, ``failed`` or ``disabled``."""
+
+    @property
+    def error(self) -> str | None:
+        """Why it failed to load."""
+
+    @property
+    def reload_error(self) -> str | None:
+        """Why its last reload failed."""
+
+    @property
+    def tools(self) -> Sequence[str]:
+        """Public names of the tools it serves."""
+
+    @property
+    def isolation(self) -> str:
+        """``process`` (served by a worker process) or ``inline``."""
+
+    @property
+    def worker_failed(self) -> str | None:
+        """Why its worker process was given up on, if it was: it loaded, but nothing serves it."""
+
+    @property
+    def restarts(self) -> int | None:
+        """Times its worker process was started again after it ended; None with no worker."""
+
+    def occupancy(self) -> tuple[int, int, int]:
+        """Calls running, the sum of the concurrency caps, and calls waiting for a slot."""
+
+
+class ServedTool(Protocol):
+    """A tool the registry serves, as the metrics see it."""
+
+    @property
+    def plugin(self) -> str:
+        """The name of the plugin that serves it."""
+
+
 @dataclass
 class Sources:
     """What the daemon keeps that metrics read when scraped."""
 
-    records: Callable[[], Sequence[PluginRecord]] = list
+    plugins: Callable[[], Sequence[PluginState]] = list
     sessions: Callable[[], int] = int
     draining: Callable[[], bool] = bool
     config: str = "<defaults>"
@@ -175,8 +220,12 @@ class Sources:
 class Metrics:
     """The daemon's counts, the methods the request path calls to change them, and the report."""
 
-    def __init__(self, version: str, *, window: float = 300.0, window_calls: int = 1000):
+    def __init__(
+        self, version: str, *, versions: Iterable[str], window: float = 300.0, window_calls: int = 1000
+    ) -> None:
         self.version = version
+        self.versions = frozenset(versions)
+        """The protocol revisions served: the ``protocol_version`` label's values (else ``unknown``)."""
         self.window = window
         self.window_calls = window_calls
         self.started = time.time()
@@ -200,11 +249,11 @@ class Metrics:
         GCCollector(registry=self.registry)
         self.registry.register(_Collector(self))
 
-    def bind(self, registry: Registry) -> None:
-        """Make the counts of every tool ``registry`` serves (keeping those that go on), and
-        forget those of tools no longer served."""
+    def bind(self, served: Mapping[str, ServedTool]) -> None:
+        """Make the counts of every tool served (by public name), keeping those that go on,
+        and forget those of tools no longer served."""
         tools = {}
-        for name, tool in registry.tools.items():
+        for name, tool in served.items():
             series = self.tools.get(name)
             if series is None or series.plugin != tool.plugin:
                 series = ToolSeries(name, tool.plugin, self.window_calls, self.plugin_timeouts)
@@ -227,7 +276,7 @@ class Metrics:
 
     def request(self, method: str | None, version: str | None, code: str) -> None:
         """Count one MCP message; ``code`` is already one of the fixed values (see :func:`rpc_code`)."""
-        key = (method if method in METHODS else "other", version if version in VERSIONS else "unknown", code)
+        key = (method if method in METHODS else "other", version if version in self.versions else "unknown", code)
         self.requests[key] = self.requests.get(key, 0) + 1
 
     def refused_request(self, headers: Mapping[bytes, bytes], status: int, rpc_error: int | None) -> None:
@@ -241,13 +290,13 @@ class Metrics:
         """A request (``identity``) or a call (``plugin``, ``tool``) refused by a rate limit."""
         self.rate_limited[scope] += 1
 
-    def auth_failed(self, denial: Denial) -> None:
-        """A request refused by authentication."""
-        if denial.status == 503:
+    def auth_failed(self, status: int, code: int) -> None:
+        """A request refused by authentication with HTTP ``status`` and JSON-RPC ``code``."""
+        if status == 503:
             reason = "unavailable"
-        elif denial.status == 403:
+        elif status == 403:
             reason = "insufficient_scope"
-        elif denial.code == errors.AUTHENTICATION_REQUIRED:
+        elif code == errors.AUTHENTICATION_REQUIRED:
             reason = "missing"
         else:
             reason = "invalid"
@@ -295,7 +344,7 @@ class Metrics:
             "config": self.sources.config,
             "status": "draining" if self.sources.draining() else "serving",
             "sessions": self.sources.sessions(),
-            "plugins": [_plugin_report(record) for record in self.sources.records()],
+            "plugins": [_plugin_report(plugin) for plugin in self.sources.plugins()],
             "window_seconds": self.window,
             "tools": tools,
             "unknown_tool_calls": self.unknown_tool_calls,
@@ -347,42 +396,20 @@ class RequestMetrics:
             self.count(ctx.method, ctx.protocol_version, code)
 
 
-def _pools(record: PluginRecord) -> list[trio.CapacityLimiter]:
-    """The concurrency pools a plugin's calls run in: its own, and those of tools with a limit of their own."""
-    registry = record.registry
-    entries: Iterable[Any] = (
-        *registry.tools.values(),
-        *registry.resources.values(),
-        *registry.templates,
-        *registry.prompts.values(),
-    )
-    return list({id(entry.limits.pool): entry.limits.pool for entry in entries}.values())
-
-
-def _occupancy(record: PluginRecord) -> tuple[int, int, int]:
-    """Calls running, the sum of the concurrency caps, and calls waiting for a slot."""
-    found = _pools(record)
-    return (
-        sum(int(pool.borrowed_tokens) for pool in found),
-        sum(int(pool.total_tokens) for pool in found),
-        sum(pool.statistics().tasks_waiting for pool in found),
-    )
-
-
-def _plugin_report(record: PluginRecord) -> dict[str, Any]:
-    inflight, limit, queued = _occupancy(record) if record.status == "loaded" else (0, 0, 0)
+def _plugin_report(plugin: PluginState) -> dict[str, Any]:
+    inflight, limit, queued = plugin.occupancy() if plugin.status == "loaded" else (0, 0, 0)
     return {
-        "name": record.name,
-        "version": record.version,
-        "status": "failed" if record.worker_failed else record.status,
-        "isolation": record.isolation,
-        "restarts": record.worker.restarts if record.worker is not None else 0,
-        "tools": len(record.registry.tools),
+        "name": plugin.name,
+        "version": plugin.version,
+        "status": "failed" if plugin.worker_failed else plugin.status,
+        "isolation": plugin.isolation,
+        "restarts": plugin.restarts or 0,
+        "tools": len(plugin.tools),
         "inflight": inflight,
         "concurrency_limit": limit,
         "queued": queued,
-        "error": record.error or record.worker_failed,
-        "reload_error": record.reload_error,
+        "error": plugin.error or plugin.worker_failed,
+        "reload_error": plugin.reload_error,
     }
 
 
@@ -413,10 +440,24 @@ class _Collector:
             "mcphost_plugin_timeouts", "Tool calls cancelled at their timeout.", "plugin", metrics.plugin_timeouts
         )
         yield _counter(
-            "mcphost_rate_limited", "Requests and calls refused by a rate limit.", "scope", metrics.rate_limited
+            "mcphost_rate_limited",
+            "Requests refused by the identity budget (HTTP 429) and calls refused by plugin and tool limits.",
+            "scope",
+            metrics.rate_limited,
         )
-        yield _counter("mcphost_auth_failures", "Requests refused by authentication.", "reason", metrics.auth_failures)
-        yield _counter("mcphost_reloads", "Reloads by result.", "result", metrics.reloads)
+        yield _counter(
+            "mcphost_auth_failures",
+            "Requests refused by authentication: missing credentials, invalid ones, insufficient_scope, "
+            "unavailable (the identity provider's keys cannot be fetched).",
+            "reason",
+            metrics.auth_failures,
+        )
+        yield _counter(
+            "mcphost_reloads",
+            "Reloads by result: ok, failed (a plugin failed to load; its previous version serves), invalid_config.",
+            "result",
+            metrics.reloads,
+        )
         reload = metrics.last_reload
         yield GaugeMetricFamily(
             "mcphost_last_reload_success",
@@ -428,10 +469,12 @@ class _Collector:
             "Unix time of the last reload (0: none yet).",
             value=0 if reload is None else reload.at,
         )
-        build = GaugeMetricFamily("mcphost_build_info", "The running mcphost.", labels=("version",))
+        build = GaugeMetricFamily(
+            "mcphost_build_info", "Always 1; version is the running mcphost's.", labels=("version",)
+        )
         build.add_metric((metrics.version,), 1)
         yield build
-        yield from self._plugins(metrics.sources.records())
+        yield from self._plugins(metrics.sources.plugins())
         yield GaugeMetricFamily(
             "mcp_active_sessions", "Open 2025-11-25 sessions held by this process.", value=metrics.sources.sessions()
         )
@@ -439,11 +482,15 @@ class _Collector:
     @staticmethod
     def _tools(metrics: Metrics) -> Iterator[Metric]:
         calls = CounterMetricFamily(
-            "mcp_tool_calls", "Tool calls by plugin, tool and outcome.", labels=("plugin", "tool_name", "status")
+            "mcp_tool_calls",
+            f"Tool calls by plugin, tool and outcome ({', '.join(TOOL_STATUSES)}); a call to a tool that is not "
+            f"served counts under plugin and tool_name {UNKNOWN}, status {NOT_FOUND}.",
+            labels=("plugin", "tool_name", "status"),
         )
         duration = HistogramMetricFamily(
             "mcp_tool_call_duration_seconds",
-            "Duration of tool calls that ran (calls refused before the plugin's code are left out).",
+            f"Duration of tool calls that ran ({DURATION_BUCKETS[0] * 1000:g} ms to {DURATION_BUCKETS[-1]:g} s "
+            f"buckets); calls refused before the plugin's code ({', '.join(sorted(NOT_RUN))}) are left out.",
             labels=("plugin", "tool_name"),
         )
         for series in metrics.tools.values():
@@ -455,13 +502,23 @@ class _Collector:
         yield from (calls, duration)
 
     @staticmethod
-    def _plugins(records: Sequence[PluginRecord]) -> Iterator[Metric]:
+    def _plugins(plugins: Sequence[PluginState]) -> Iterator[Metric]:
         up = GaugeMetricFamily(
-            "mcphost_plugin_up", "1 if the plugin is loaded and serving, 0 if it failed.", labels=("plugin", "version")
+            "mcphost_plugin_up",
+            "1 if the plugin is loaded and serving, 0 if it failed or its worker process kept ending"
+            " and was given up on (a disabled plugin has no series).",
+            labels=("plugin", "version"),
         )
-        inflight = GaugeMetricFamily("mcphost_plugin_inflight", "Calls of the plugin running now.", labels=("plugin",))
+        inflight = GaugeMetricFamily(
+            "mcphost_plugin_inflight",
+            "Calls of the plugin running now (the worker thread of a timed-out call holds its slot until it ends).",
+            labels=("plugin",),
+        )
         limit = GaugeMetricFamily(
-            "mcphost_plugin_concurrency_limit", "Calls of the plugin that may run at once.", labels=("plugin",)
+            "mcphost_plugin_concurrency_limit",
+            "Calls of the plugin that may run at once: its max_concurrency, plus that of each tool with a pool "
+            "of its own.",
+            labels=("plugin",),
         )
         queued = GaugeMetricFamily(
             "mcphost_plugin_queued", "Calls of the plugin waiting for a free slot.", labels=("plugin",)
@@ -471,18 +528,18 @@ class _Collector:
             "Times the worker process of an isolated plugin (or a hosted server) was started again after it ended.",
             labels=("plugin",),
         )
-        for record in records:
-            if record.status == "disabled":
+        for plugin in plugins:
+            if plugin.status == "disabled":
                 continue  # switched off on purpose: not "down"
-            serving = record.status == "loaded" and not record.worker_failed
-            up.add_metric((record.name, record.version or "unknown"), 1 if serving else 0)
-            if record.worker is not None:
-                restarts.add_metric((record.name,), record.worker.restarts)
-            if record.status == "loaded":
-                running, cap, waiting = _occupancy(record)
-                inflight.add_metric((record.name,), running)
-                limit.add_metric((record.name,), cap)
-                queued.add_metric((record.name,), waiting)
+            serving = plugin.status == "loaded" and not plugin.worker_failed
+            up.add_metric((plugin.name, plugin.version or "unknown"), 1 if serving else 0)
+            if plugin.restarts is not None:
+                restarts.add_metric((plugin.name,), plugin.restarts)
+            if plugin.status == "loaded":
+                running, cap, waiting = plugin.occupancy()
+                inflight.add_metric((plugin.name,), running)
+                limit.add_metric((plugin.name,), cap)
+                queued.add_metric((plugin.name,), waiting)
         yield from (up, inflight, limit, queued, restarts)
 
 

@@ -24,8 +24,8 @@ from mcp.shared.message import ServerMessageMetadata
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
 
-from mcphost.auth.identity import current_identity
 from mcphost.core.errors import ToolError
+from mcphost.ops.log import current_caller
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
@@ -140,8 +140,8 @@ async def ask(
                 return answer
         exchange.asked[key] = request
         raise InputRequired
-    identity = current_identity()
-    caller = identity.key if identity is not None else None
+    asker = current_caller()
+    caller = asker.key if asker is not None else None
     if caller is not None and _waiting[caller] >= MAX_QUESTIONS_PER_CALLER:
         raise ClientInputError(
             f"{MAX_QUESTIONS_PER_CALLER} questions to this caller are waiting for its answers already"

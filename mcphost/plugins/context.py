@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from pydantic_core import core_schema
 from typing_extensions import TypeVar
 
-from mcphost.auth.identity import current_identity
+from mcphost.ops.log import current_caller
 from mcphost.plugins import client_input
 from mcphost.plugins.settings import PluginSettings
 
@@ -90,8 +90,8 @@ class ToolContext(Generic[SettingsT]):
     def identity(self) -> str | None:
         """Who is calling: the API key's name or the access token's subject (never a secret);
         ``None`` when no authentication applies (a loopback daemon without it, stdio)."""
-        identity = current_identity()
-        return None if identity is None else identity.name
+        caller = current_caller()
+        return None if caller is None else caller.name
 
     @property
     def client_capabilities(self) -> types.ClientCapabilities | None:

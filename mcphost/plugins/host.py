@@ -121,9 +121,31 @@ class PluginRecord:
         return self.worker.failed if self.worker is not None else None
 
     @property
+    def restarts(self) -> int | None:
+        """Times the plugin's worker was started again after it ended; None with no worker."""
+        return self.worker.restarts if self.worker is not None else None
+
+    @property
     def tools(self) -> list[str]:
         """Public names of the plugin's tools."""
         return list(self.registry.tools)
+
+    def occupancy(self) -> tuple[int, int, int]:
+        """Calls running, the sum of the concurrency caps, and calls waiting for a slot, over
+        the pools the plugin's calls run in: its own, and those of entries with a limit of their own."""
+        registry = self.registry
+        entries: Iterable[Any] = (
+            *registry.tools.values(),
+            *registry.resources.values(),
+            *registry.templates,
+            *registry.prompts.values(),
+        )
+        pools = {id(entry.limits.pool): entry.limits.pool for entry in entries}.values()
+        return (
+            sum(int(pool.borrowed_tokens) for pool in pools),
+            sum(int(pool.total_tokens) for pool in pools),
+            sum(pool.statistics().tasks_waiting for pool in pools),
+        )
 
     def failed(self, error: str, problems: Sequence[Problem] = ()) -> PluginRecord:
         """This record marked failed with ``error``, serving nothing."""

@@ -33,7 +33,7 @@ from mcphost.plugins import client_input, fence, notify
 from mcphost.plugins.context import LOG_LEVEL_STATE_KEY, ToolContext, connection_of
 from mcphost.plugins.definitions import Completer
 from mcphost.plugins.registry import RegisteredResource, RegisteredTool, Registry, invalid_arguments
-from mcphost.protocol import subscriptions
+from mcphost.protocol import subscriptions, wire
 
 if TYPE_CHECKING:
     from mcphost.protocol.tracing import Tracing
@@ -69,7 +69,7 @@ class Handlers:
         self.drain = drain
         self.subscriptions = subs
         self.limits = limits or RateLimits()
-        self.metrics = metrics or Metrics("")
+        self.metrics = metrics or Metrics("", versions=wire.SUPPORTED_VERSIONS)
         self.tracing = tracing
 
     async def list_tools(self, ctx: Ctx | None, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
@@ -365,7 +365,7 @@ def build_server(
     """
     subs = subscriptions.Subscriptions(get_registry, max_listen_streams, max_listen_streams_per_identity)
     notify.install(subs.updated)
-    metrics = metrics or Metrics(version)
+    metrics = metrics or Metrics(version, versions=wire.SUPPORTED_VERSIONS)
     handlers = Handlers(get_registry, drain, subs, limits, metrics, tracing)
     server: Server[Any] = Server(
         name,

@@ -261,21 +261,22 @@ class HttpApp:
     async def _admitted(self, scope: Scope, send: Send, headers: dict[bytes, bytes], record: RequestRecord) -> bool:
         """Authenticate the caller and count a POST against its budget; answer and return
         ``False`` when either refuses. Reads headers only: a refused body is never read."""
+        identity = None
         if self.auth is not None:
             outcome = await self.auth.authenticate(headers.get(b"authorization"))
             if isinstance(outcome, Denial):
                 record.rpc_error, record.auth_error = outcome.code, outcome.message
                 if self.metrics is not None:
-                    self.metrics.auth_failed(outcome)
+                    self.metrics.auth_failed(outcome.status, outcome.code)
                 await send_json(send, outcome.status, wire.error_body(outcome.code, outcome.message), outcome.headers())
                 return False
-            record.identity = outcome
+            record.identity = identity = outcome
             # The SDK binds a 2025-11-25 session to this principal: another one gets 404.
             scope["user"] = outcome.user
             # The credential stops here: nothing past this point (the SDK, plugins) sees it.
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
         if scope["method"] == "POST":
-            decision = await self.limits.check_request(record.identity)
+            decision = await self.limits.check_request(identity)
             if decision is not None and not decision.allowed:
                 record.rpc_error = RATE_LIMITED
                 if self.metrics is not None:

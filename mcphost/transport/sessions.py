@@ -1,10 +1,11 @@
-"""Sessions that outlive the process: signed session ids, a session store, and rebuilding a
-2025-11-25 session in a process that did not create it.
+"""Sessions that outlive the process: the SDK's session manager, rebuilding a 2025-11-25
+session in a process that did not create it.
 
-A session's id is ``<random>.<HMAC>``: any process holding the server secret can tell an id
-it issued from a forged one without a lookup. What a session needs to go on after a restart
-(its negotiated protocol version, the client's ``initialize`` parameters, the identity that
-opened it) is written to a :class:`SessionStore` once the handshake completes. When a request
+A session's id is signed (:mod:`mcphost.transport.session_ids`): any process holding the
+server secret can tell an id it issued from a forged one without a lookup. What a session
+needs to go on after a restart (its negotiated protocol version, the client's ``initialize``
+parameters, the identity that opened it) is written to a
+:class:`~mcphost.state.sessions.SessionStore` once the handshake completes. When a request
 names a session this process does not hold, the id is verified, the record loaded, and the
 session rebuilt already initialized, so the client never notices. A forged, deleted or
 expired id still gets 404.

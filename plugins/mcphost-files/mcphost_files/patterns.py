@@ -44,6 +44,12 @@ def _check_length(pattern: str, what: str) -> None:
         raise mcphost.ToolError(f"the {what} is longer than {MAX_PATTERN_CHARS} characters")
 
 
+def _reason(error: re2.error) -> str:
+    """RE2's message, which the binding gives as bytes."""
+    reason = error.args[0] if error.args else ""
+    return reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+
+
 def _compile(pattern: str, options: re2.Options) -> Any:
     try:
         return re2.compile(pattern, options)
@@ -65,7 +71,7 @@ def line_finder(pattern: str, *, regex: bool, ignore_case: bool) -> LineFinder:
     try:
         compiled = _compile(pattern, _options(literal=not regex, ignore_case=ignore_case))
     except re2.error as error:
-        raise mcphost.ToolError(f"invalid regular expression: {error}") from None
+        raise mcphost.ToolError(f"invalid regular expression: {_reason(error)}") from None
     except UnicodeEncodeError:
         raise mcphost.ToolError("the pattern is not valid Unicode (a lone surrogate)") from None
     if regex or "\r" in pattern:
@@ -114,7 +120,7 @@ def glob_matcher(pattern: str) -> Callable[[str], bool]:
     try:
         whole = _compile(glob_to_re2(pattern), _options()).fullmatch
     except re2.error as error:  # the translation is always valid RE2; this guards its limits
-        raise mcphost.ToolError(f"the glob cannot be used: {error}") from None
+        raise mcphost.ToolError(f"the glob cannot be used: {_reason(error)}") from None
     except UnicodeEncodeError:
         raise mcphost.ToolError("the glob is not valid Unicode (a lone surrogate)") from None
 
