@@ -68,14 +68,20 @@ class Listing:
     stderr: str
 
     def rows(self) -> dict[str, dict[str, str]]:
-        """The table parsed: ``name -> {version, origin, status, detail}``."""
+        """The table parsed: ``name -> {version, origin, isolation, status, detail}``."""
         lines = [line for line in self.stdout.splitlines() if line.strip()]
-        assert re.split(r"\s{2,}", lines[0].strip()) == ["PLUGIN", "VERSION", "ORIGIN", "STATUS", "TOOLS"]
+        assert re.split(r"\s{2,}", lines[0].strip()) == ["PLUGIN", "VERSION", "ORIGIN", "ISOLATION", "STATUS", "TOOLS"]
         table = {}
         for line in lines[1:]:
-            cells = re.split(r"\s{2,}", line.rstrip(), maxsplit=4)
-            name, version, origin, status, *detail = cells
-            table[name] = {"version": version, "origin": origin, "status": status, "detail": "".join(detail)}
+            cells = re.split(r"\s{2,}", line.rstrip(), maxsplit=5)
+            name, version, origin, isolation, status, *detail = cells
+            table[name] = {
+                "version": version,
+                "origin": origin,
+                "isolation": isolation,
+                "status": status,
+                "detail": "".join(detail),
+            }
         return table
 
     def records(self) -> dict[str, dict[str, Any]]:
@@ -175,7 +181,7 @@ def test_misbehaving_tools_still_load(listings: Listings) -> None:
 def test_disabled_plugin_row_has_no_tools_or_error(listings: Listings) -> None:
     """``clash`` is disabled: listed with its version and origin, nothing in the last column."""
     row = listings.mixed.rows()["clash"]
-    assert row == {"version": "0.1.0", "origin": "package", "status": "disabled", "detail": ""}
+    assert row == {"version": "0.1.0", "origin": "package", "isolation": "inline", "status": "disabled", "detail": ""}
 
 
 def test_plugin_not_enabled_is_listed_as_disabled(listings: Listings) -> None:
@@ -229,7 +235,7 @@ def test_json_record_of_loaded_plugin(listings: Listings) -> None:
     """The JSON record of ``echo``: full origin, tools, hooks implemented, no error."""
     record = listings.mixed_json.records()["echo"]
     assert record["origin"] == "package mcphost-testplugins 0.1.0"
-    assert record["status"] == "loaded"
+    assert record["status"] == "loaded" and record["isolation"] == "inline"
     assert record["tools"] == ECHO_TOOLS
     assert "mcphost_tools" in record["hooks"]
     assert record["error"] is None
@@ -257,7 +263,13 @@ def test_tool_clash_fails_the_plugin_that_loads_second(listings: Listings) -> No
 def test_path_plugin_shows_origin_path(listings: Listings) -> None:
     """A plugin loaded from ``[plugins] paths`` shows origin ``path``, no version, and its tools."""
     row = listings.local.rows()[LOCAL_PLUGIN]
-    assert row == {"version": "-", "origin": "path", "status": "loaded", "detail": f"{LOCAL_PLUGIN}_hello"}
+    assert row == {
+        "version": "-",
+        "origin": "path",
+        "isolation": "inline",
+        "status": "loaded",
+        "detail": f"{LOCAL_PLUGIN}_hello",
+    }
 
 
 def test_path_plugin_json_names_its_file(listings: Listings) -> None:

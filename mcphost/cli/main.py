@@ -272,6 +272,7 @@ def examine_plugins(loaded: LoadedConfig) -> tuple[list[PluginRecord], list[Prob
     config's plugin tables (problems) and with the plugins themselves (warnings)."""
     host = PluginHost(loaded)
     records = trio.run(host.load_all)
+    host.close()
     problems, warnings = host.problems(), host.warnings()
     for problem in problems + warnings:
         print(problem.render(loaded.source), file=sys.stderr)
@@ -281,14 +282,16 @@ def examine_plugins(loaded: LoadedConfig) -> tuple[list[PluginRecord], list[Prob
 def list_plugins(loaded: LoadedConfig, *, as_json: bool) -> int:
     """Print every discovered plugin with its version, origin, status and tools (or error);
     returns :data:`EXIT_PLUGINS` if one failed to load, else 0."""
-    records = trio.run(PluginHost(loaded).load_all)
+    host = PluginHost(loaded)
+    records = trio.run(host.load_all)
+    host.close()
     if as_json:
         print(json.dumps([_as_dict(r) for r in records], indent=2))
     else:
-        rows = [("PLUGIN", "VERSION", "ORIGIN", "STATUS", "TOOLS")]
+        rows = [("PLUGIN", "VERSION", "ORIGIN", "ISOLATION", "STATUS", "TOOLS")]
         for r in records:
             detail = ", ".join(r.tools) if r.status == "loaded" else (r.error or "")
-            rows.append((r.name, r.version or "-", r.origin.split(" ", 1)[0], r.status, detail))
+            rows.append((r.name, r.version or "-", r.origin.split(" ", 1)[0], r.isolation, r.status, detail))
         print_table(rows)
     return EXIT_PLUGINS if any(r.status == "failed" for r in records) else 0
 
@@ -331,6 +334,7 @@ def _as_dict(record: PluginRecord) -> dict[str, object]:
         "name": record.name,
         "version": record.version,
         "origin": record.origin,
+        "isolation": record.isolation,
         "status": record.status,
         "tools": record.tools,
         "hooks": list(record.hooks),

@@ -99,6 +99,40 @@ class PluginConfig(LimitsConfig):
     """Per-tool limit overrides, keyed by the tool's unprefixed name."""
     settings: dict[str, Any] = Field(default_factory=dict)
     """The plugin's own settings, validated against its model at load."""
+    isolation: Literal["inline", "process"] = "inline"
+    """``process``: the plugin runs in a worker process of its own, supervised by the daemon;
+    ``inline``: in the daemon's process, behind the in-process fence."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Environment variables of the plugin's worker, on top of ``PATH``, ``HOME`` and ``LANG``."""
+    command: list[str] = Field(default_factory=list)
+    """An existing MCP server (stdio) to host as this plugin: its program and arguments,
+    e.g. ``["node", "/opt/mcp/server/dist/index.js"]``; it runs supervised in a process of
+    its own, as ``isolation = "process"`` does."""
+    args: list[str] = Field(default_factory=list)
+    """More arguments, after ``command``'s."""
+    cwd: Path | None = None
+    """The working directory of ``command``; by default the daemon's."""
+    roots: list[str] = Field(default_factory=list)
+    """The roots (``file://`` URIs) ``command``'s server is given when it asks for the client's."""
+    memory_max: int | None = Field(None, ge=64 * 2**20)
+    """With ``isolation = "process"``: the most address space the worker may map, in bytes
+    or with a binary suffix (``"512M"``, ``"2G"``); past it, allocations fail in the worker."""
+    max_open_files: int | None = Field(None, ge=16)
+    """With ``isolation = "process"``: the most file descriptors the worker may hold open."""
+    max_restarts: int = Field(5, ge=0)
+    """A worker that ends more often than this within ``restart_window`` seconds settles as failed."""
+    restart_window: float = Field(60.0, gt=0)
+    """Seconds over which ``max_restarts`` counts; a worker up this long starts its count afresh."""
+
+    @field_validator("memory_max", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        """``"512M"`` as systemd reads it: K, M, G and T are powers of 1024."""
+        if isinstance(value, str) and (match := re.fullmatch(r"\s*(\d+)\s*([KMGT]?)\s*", value, re.IGNORECASE)):
+            return int(match[1]) * 1024 ** " KMGT".index(match[2].upper() or " ")
+        if isinstance(value, str):
+            raise ValueError('must be a number of bytes, or one with a suffix K, M, G or T (powers of 1024): "512M"')
+        return value
 
 
 class PluginsConfig(_Strict):

@@ -189,6 +189,18 @@ class PluginState(Protocol):
     def tools(self) -> Sequence[str]:
         """Public names of the tools it serves."""
 
+    @property
+    def isolation(self) -> str:
+        """``process`` (served by a worker process) or ``inline``."""
+
+    @property
+    def worker_failed(self) -> str | None:
+        """Why its worker process was given up on, if it was: it loaded, but nothing serves it."""
+
+    @property
+    def restarts(self) -> int | None:
+        """Times its worker process was started again after it ended; None with no worker."""
+
     def occupancy(self) -> tuple[int, int, int]:
         """Calls running, the sum of the concurrency caps, and calls waiting for a slot."""
 
@@ -409,12 +421,14 @@ def _plugin_report(plugin: PluginState) -> dict[str, Any]:
     return {
         "name": plugin.name,
         "version": plugin.version,
-        "status": plugin.status,
+        "status": "failed" if plugin.worker_failed else plugin.status,
+        "isolation": plugin.isolation,
+        "restarts": plugin.restarts or 0,
         "tools": len(plugin.tools),
         "inflight": inflight,
         "concurrency_limit": limit,
         "queued": queued,
-        "error": plugin.error,
+        "error": plugin.error or plugin.worker_failed,
         "reload_error": plugin.reload_error,
     }
 
@@ -527,7 +541,8 @@ class _Collector:
     def _plugins(plugins: Sequence[PluginState]) -> Iterator[Metric]:
         up = GaugeMetricFamily(
             "mcphost_plugin_up",
-            "1 if the plugin is loaded and serving, 0 if it failed (a disabled plugin has no series).",
+            "1 if the plugin is loaded and serving, 0 if it failed or its worker process kept ending"
+            " and was given up on (a disabled plugin has no series).",
             labels=("plugin", "version"),
         )
         inflight = GaugeMetricFamily(
@@ -544,16 +559,24 @@ class _Collector:
         queued = GaugeMetricFamily(
             "mcphost_plugin_queued", "Calls of the plugin waiting for a free slot.", labels=("plugin",)
         )
+        restarts = CounterMetricFamily(
+            "mcphost_plugin_restarts",
+            "Times the worker process of an isolated plugin (or a hosted server) was started again after it ended.",
+            labels=("plugin",),
+        )
         for plugin in plugins:
             if plugin.status == "disabled":
                 continue  # switched off on purpose: not "down"
-            up.add_metric((plugin.name, plugin.version or "unknown"), 1 if plugin.status == "loaded" else 0)
+            serving = plugin.status == "loaded" and not plugin.worker_failed
+            up.add_metric((plugin.name, plugin.version or "unknown"), 1 if serving else 0)
+            if plugin.restarts is not None:
+                restarts.add_metric((plugin.name,), plugin.restarts)
             if plugin.status == "loaded":
                 running, cap, waiting = plugin.occupancy()
                 inflight.add_metric((plugin.name,), running)
                 limit.add_metric((plugin.name,), cap)
                 queued.add_metric((plugin.name,), waiting)
-        yield from (up, inflight, limit, queued)
+        yield from (up, inflight, limit, queued, restarts)
 
 
 def _counter(name: str, documentation: str, label: str, counts: Mapping[str, int]) -> CounterMetricFamily:

@@ -16,13 +16,17 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import shlex
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, cast
 
+import mcp_types as types
 import pluggy
 import structlog
 import trio
@@ -32,8 +36,25 @@ from mcphost.core.config import LoadedConfig, Problem, problems_from
 from mcphost.plugins import damage, fence, hookspecs
 from mcphost.plugins.definitions import PromptDef, ResourceDef, ToolDef, definition_of
 from mcphost.plugins.limits import ToolLimits, plugin_pool
-from mcphost.plugins.registry import Registry, build_prompt, build_resource, build_tool, combine
+from mcphost.plugins.registry import (
+    RegisteredTool,
+    Registry,
+    build_prompt,
+    build_resource,
+    build_tool,
+    combine,
+    public_name,
+)
 from mcphost.plugins.settings import PluginSettings
+from mcphost.plugins.worker.supervisor import (
+    PluginWorker,
+    Process,
+    WorkerSpec,
+    WorkerStartError,
+    spawn,
+    stop_now,
+    tools_of,
+)
 
 log = structlog.get_logger("mcphost.plugins")
 
@@ -55,6 +76,8 @@ class Candidate:
     """The name of the module the plugin is (or is in), as ``sys.modules`` will know it."""
     path: Path | None = None
     """The file or package directory of a plugin from ``[plugins] paths``."""
+    server: tuple[str, ...] = ()
+    """The command line of an existing MCP server hosted as this plugin (``[plugins.<name>] command``)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +105,23 @@ class PluginRecord:
     fingerprint: tuple[Any, ...] = field(default=(), repr=False, compare=False)
     reload_error: str | None = None
     """Why the last reload of this plugin failed; the version described here keeps serving."""
+    isolation: str = "inline"
+    """``process`` (served by ``worker``) or ``inline``."""
+    worker: PluginWorker | None = field(default=None, repr=False, compare=False)
+    """The worker process serving the plugin, with ``isolation = "process"``."""
+    files: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    """The source files of a worker's plugin, as the worker imported them."""
+
+    @property
+    def worker_failed(self) -> str | None:
+        """Why the plugin's worker was given up on (it kept ending), if it was; the record
+        still says ``loaded``, as the plugin loaded, but nothing serves its calls."""
+        return self.worker.failed if self.worker is not None else None
+
+    @property
+    def restarts(self) -> int | None:
+        """Times the plugin's worker was started again after it ended; None with no worker."""
+        return self.worker.restarts if self.worker is not None else None
 
     @property
     def tools(self) -> list[str]:
@@ -154,6 +194,8 @@ class PluginHost:
         self._shares: dict[str, trio.CapacityLimiter] = {}
         """Each plugin's share of the budget: threads its calls and hooks may hold."""
         self._lanes: dict[str, trio.CapacityLimiter] = {}
+        self._spawned: dict[str, Process | WorkerStartError] = {}
+        """Workers started ahead of :meth:`_plan` (all at once), by plugin name, or why not."""
 
     @property
     def registry(self) -> Registry:
@@ -162,7 +204,9 @@ class PluginHost:
 
     async def load_all(self) -> list[PluginRecord]:
         """Discover and load every enabled plugin, each inside its own fence."""
+        self._spawned = await trio.to_thread.run_sync(self._spawn_workers, {})
         self.records = await self._plan({})
+        self._discard_spawned()
         return self.records
 
     def _threads(self, name: str) -> tuple[trio.CapacityLimiter, trio.CapacityLimiter]:
@@ -187,12 +231,15 @@ class PluginHost:
         for share in self._shares.values():
             share.total_tokens = self.config.limits.max_threads_per_plugin
         previous = {r.name: r for r in self.records}
+        # Off the event loop: a worker takes a second or so to load its plugin.
+        self._spawned = await trio.to_thread.run_sync(self._spawn_workers, previous)
         records = await self._plan(previous)
+        self._discard_spawned()
         for index, record in enumerate(records):
             if record.status == "loaded" and record is not previous.get(record.name):
                 records[index] = await self._start(record, previous.get(record.name))
-        serving = {id(r.module) for r in records if r.status == "loaded"}
-        retired = [r for r in previous.values() if r.status == "loaded" and id(r.module) not in serving]
+        serving = {_serving(r) for r in records if r.status == "loaded"}
+        retired = [r for r in previous.values() if r.status == "loaded" and _serving(r) not in serving]
         for record in retired:
             if not any(r.name == record.name and r.status == "loaded" for r in records):
                 # Uninstalled or disabled: forget it entirely, so that when it comes back
@@ -214,7 +261,7 @@ class PluginHost:
         records: list[PluginRecord] = []
         served = Registry()
         seen: set[str] = set()
-        for candidate in discover(plugins.paths):
+        for candidate in sorted(discover(plugins.paths) + self._servers(), key=lambda c: c.name):
             old = previous.get(candidate.name)
             base = PluginRecord(
                 candidate.name,
@@ -223,12 +270,14 @@ class PluginHost:
                 "loaded",
                 plugins.for_plugin(candidate.name).required,
                 path=candidate.path,
+                isolation="process" if candidate.server else plugins.for_plugin(candidate.name).isolation,
             )
             if candidate.name in seen:
                 record = base.failed(f"another plugin named {candidate.name!r} is already loaded")
             elif not _enabled(candidate.name, plugins.enable, plugins.disable):
                 record = replace(base, status="disabled")
-            elif old is not None and old.status == "loaded" and old.fingerprint == self._fingerprint(candidate, old):
+            elif self._unchanged(candidate, old):
+                assert old is not None
                 record = replace(old, required=base.required, reload_error=None) if old.reload_error else old
             else:
                 record = await self._replace(candidate, base, old, served)
@@ -247,9 +296,14 @@ class PluginHost:
     ) -> PluginRecord:
         """Load ``candidate``; if it replaces a working ``old`` and fails, keep ``old`` serving."""
         aside = self._drop(old) if old is not None and old.status == "loaded" else None
-        record = await self._load(candidate, base)
+        if base.isolation == "process":
+            record = self._load_isolated(candidate, base)
+        else:
+            record = await self._load(candidate, base)
         if record.status == "loaded" and (clashes := served.clashes(record.registry)):
             self._drop(record)
+            if record.worker is not None:
+                record.worker.close_now()
             record = record.failed(f"already served: {', '.join(clashes)}")
         if record.status == "failed" and aside is not None and old is not None:
             self._restore(old, aside)
@@ -271,6 +325,10 @@ class PluginHost:
         self._unregister(record.name)
         if record.module is not None:
             self.pm.register(record.module, name=record.name)
+
+    def _unchanged(self, candidate: Candidate, old: PluginRecord | None) -> bool:
+        """Whether ``old`` is serving ``candidate`` as it is now (nothing to reload)."""
+        return old is not None and old.status == "loaded" and old.fingerprint == self._fingerprint(candidate, old)
 
     def _fingerprint(self, candidate: Candidate, record: PluginRecord) -> tuple[Any, ...]:
         """What a reload compares: origin, version, the config that shapes the plugin, and
@@ -361,6 +419,130 @@ class PluginHost:
             self._drop(record)
             return record.failed(f"loading raised {type(error).__name__}: {error}")
         return replace(record, settings=settings, registry=registry)
+
+    def _spawn_workers(self, previous: Mapping[str, PluginRecord]) -> dict[str, Process | WorkerStartError]:
+        """Start, side by side, the workers :meth:`_plan` will load: of the enabled isolated
+        plugins that are new or changed (blocking until each has loaded its plugin)."""
+        plugins = self.config.plugins
+        candidates = discover(plugins.paths) + self._servers()
+        names = Counter(c.name for c in candidates)
+        wanted = {}
+        for candidate in candidates:
+            if names[candidate.name] > 1:
+                continue  # refused by _plan as a duplicate, or loaded there on its own
+            old = previous.get(candidate.name)
+            isolated = candidate.server or plugins.for_plugin(candidate.name).isolation == "process"
+            if (
+                isolated
+                and not self._unchanged(candidate, old)
+                and _enabled(candidate.name, plugins.enable, plugins.disable)
+            ):
+                wanted[candidate.name] = self._spec(candidate)
+        if not wanted:
+            return {}
+        with ThreadPoolExecutor(len(wanted)) as pool:
+            return dict(zip(wanted, pool.map(_spawn_or_error, wanted.values()), strict=True))
+
+    def _discard_spawned(self) -> None:
+        """Stop the workers started ahead that :meth:`_plan` did not take."""
+        for left in self._spawned.values():
+            if isinstance(left, Process):
+                stop_now(left)
+        self._spawned = {}
+
+    def _servers(self) -> list[Candidate]:
+        """The existing MCP servers the config declares as plugins (``[plugins.<name>] command``)."""
+        plugins = self.config.plugins
+        found = []
+        for name in sorted(plugins.configured()):
+            table = plugins.for_plugin(name)
+            if table.command:
+                command = (*table.command, *table.args)
+                origin = f"command {shlex.join(command)}"
+                found.append(Candidate(name, origin, None, lambda: None, "", server=command))
+        return found
+
+    def _load_isolated(self, candidate: Candidate, record: PluginRecord) -> PluginRecord:
+        """Start a worker process (or the server) for ``candidate`` and take its tools from it."""
+        spec = self._spec(candidate)
+        started = self._spawned.pop(candidate.name, None) or _spawn_or_error(spec)
+        try:
+            if isinstance(started, WorkerStartError):
+                raise started
+            worker = PluginWorker(spec, started)
+            listed = (
+                self._server_tools(candidate.name, worker)
+                if candidate.server
+                else tools_of(worker, candidate.name, self._threads(candidate.name))
+            )
+        except WorkerStartError as error:
+            problems = [self.loaded.problem(tuple(p["key"].split(".")), p["message"]) for p in error.problems]
+            return record.failed(str(error), problems)
+        except (ValueError, ValidationError) as error:
+            worker.close_now()
+            return record.failed(f"its server lists a tool mcphost cannot serve: {error}")
+        hello = worker.hello
+        tools = {t.name: t for t in listed}
+        return replace(
+            record,
+            version=hello.get("version") or record.version,
+            hooks=tuple(hello.get("hooks", ())),
+            registry=Registry(tools),
+            worker=worker,
+            files=tuple(hello.get("files", ())),
+        )
+
+    def _server_tools(self, name: str, worker: PluginWorker) -> list[RegisteredTool]:
+        """Catalogue entries for the tools an existing server listed: named and limited as a
+        plugin's tools are (its tools' names are what ``[plugins.<name>.tools]`` keys)."""
+        defaults, own = self.config.limits, self.config.plugins.for_plugin(name)
+        prefix = name if own.prefix is None else own.prefix
+        pool = plugin_pool(defaults, own)
+        entries = []
+        for listed in worker.hello.get("tools", ()):
+            short = listed["name"]
+            limits = ToolLimits.resolve(
+                defaults, own, ToolDef(fn=lambda: None), own.tools.get(short), pool, self._threads(name)
+            )
+            public = public_name(prefix, short, self.config.tools.max_name_length)
+            wire = types.Tool.model_validate({**listed, "name": public}, by_name=False)
+            worker.names[public] = short
+            # "ctx": a server may send progress and questions during any call.
+            entries.append(RegisteredTool(public, name, None, wire, limits, None, "ctx", remote=worker))
+        return entries
+
+    def _spec(self, candidate: Candidate) -> WorkerSpec:
+        """What a worker of ``candidate`` runs: only this plugin's part of the config, never the
+        rest (keys, tokens), and the plugin loaded inline there."""
+        config = self.config
+        own = config.plugins.for_plugin(candidate.name)
+        table = own.model_dump(mode="json") | {"isolation": "inline", "env": {}, "memory_max": None}
+        paths = [str(candidate.path)] if candidate.path is not None else []
+        data = {
+            "plugins": {"enable": [candidate.name], "paths": paths, candidate.name: table},
+            "limits": config.limits.model_dump(mode="json"),
+            "tools": config.tools.model_dump(mode="json"),
+        }
+        return WorkerSpec(
+            candidate.name,
+            data,
+            self.loaded.source,
+            own.env,
+            config.log.level,
+            own.max_restarts,
+            own.restart_window,
+            own.memory_max,
+            own.max_open_files,
+            candidate.server,
+            str(own.cwd) if own.cwd is not None else None,
+            tuple(own.roots),
+        )
+
+    def close(self) -> None:
+        """End the worker processes of plugins loaded but never started (``check-config``, ``plugins``)."""
+        for record in self.records:
+            if record.worker is not None:
+                record.worker.close_now()
 
     def _build(self, name: str) -> tuple[PluginSettings, Registry]:
         plugin_config = self.config.plugins.for_plugin(name)
@@ -468,18 +650,24 @@ class PluginHost:
                 await self._stop(record)
 
     async def _start(self, record: PluginRecord, old: PluginRecord | None) -> PluginRecord:
-        outcome = await self._call_async(record, "mcphost_startup", self.config.limits.load_timeout)
-        if not outcome.error:
+        if record.worker is not None:
+            error = await record.worker.start()
+        else:
+            error = (await self._call_async(record, "mcphost_startup", self.config.limits.load_timeout)).error
+        if not error:
             return record
-        log.error("plugin failed to start", plugin=record.name, error=outcome.error)
+        log.error("plugin failed to start", plugin=record.name, error=error)
         self._drop(record)
         if old is not None and old.status == "loaded":
             # The previous version never stopped serving; put it back in the plugin manager.
             self._restore(old, {})
-            return replace(old, reload_error=outcome.error)
-        return record.failed(outcome.error)
+            return replace(old, reload_error=error)
+        return record.failed(error)
 
     async def _stop(self, record: PluginRecord) -> None:
+        if record.worker is not None:
+            await record.worker.stop(self.config.shutdown.drain_timeout, self.config.limits.load_timeout)
+            return
         outcome = await self._call_async(record, "mcphost_shutdown", self.config.limits.load_timeout)
         if outcome.error:
             log.error("plugin failed to shut down", plugin=record.name, error=outcome.error)
@@ -489,6 +677,11 @@ class PluginHost:
         result = {}
 
         async def check(record: PluginRecord) -> None:
+            if record.worker is not None:
+                with trio.move_on_after(READY_TIMEOUT):
+                    result[record.name] = await record.worker.ready()
+                result.setdefault(record.name, (False, "its worker did not answer the readiness check"))
+                return
             outcome = await self._call_async(record, "mcphost_ready", READY_TIMEOUT)
             ready = outcome.error is None and outcome.value is not False
             result[record.name] = (ready, outcome.error or (None if ready else "readiness check returned False"))
@@ -518,7 +711,12 @@ def _fresh(record: PluginRecord, old: PluginRecord | None) -> bool:
     """Whether ``record`` differs from ``old`` in what it serves (a new module, or a new status)."""
     if old is None or record.status != old.status:
         return True
-    return record.status == "loaded" and record.module is not old.module
+    return record.status == "loaded" and _serving(record) != _serving(old)
+
+
+def _serving(record: PluginRecord) -> int:
+    """What serves ``record``: its module, or its worker."""
+    return id(record.worker if record.worker is not None else record.module)
 
 
 def _own_modules(before: set[str], package: str) -> frozenset[str]:
@@ -542,8 +740,12 @@ def _module_names(record: PluginRecord) -> list[str]:
 def _source_times(record: PluginRecord) -> tuple[tuple[str, float], ...]:
     """Modification times of the source files of ``record``'s modules."""
     times = []
-    for name in _module_names(record):
-        path = getattr(sys.modules[name], "__file__", None)
+    paths = (
+        record.files
+        if record.worker is not None
+        else [getattr(sys.modules[n], "__file__", None) for n in _module_names(record)]
+    )
+    for path in paths:
         if path:
             with contextlib.suppress(OSError):
                 times.append((path, os.stat(path).st_mtime_ns))
@@ -558,6 +760,13 @@ def plugin_files(record: PluginRecord) -> list[Path]:
     if record.path is not None:
         files.append(record.path / "__init__.py" if record.path.is_dir() else record.path)
     return files
+
+
+def _spawn_or_error(spec: WorkerSpec) -> Process | WorkerStartError:
+    try:
+        return spawn(spec)
+    except WorkerStartError as error:
+        return error
 
 
 class _LoadError(Exception):

@@ -14,13 +14,14 @@ import re
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import mcp_types as types
 from mcp.server.mcpserver.prompts.base import Prompt
 from mcp.server.mcpserver.tools.base import Tool
 from mcp.shared.inbound import X_MCP_HEADER_KEY
 from mcp.shared.uri_template import UriTemplate
+from pydantic import ValidationError
 
 from mcphost.plugins.context import ToolContext
 from mcphost.plugins.definitions import PromptDef, ResourceDef, TaskSupport, ToolDef
@@ -29,24 +30,39 @@ from mcphost.plugins.limits import ToolLimits
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
+class RemoteTools(Protocol):
+    """Where the tools of a plugin that runs in a worker process are called."""
+
+    async def call_tool(
+        self, tool: RegisteredTool, arguments: dict[str, Any], meta: dict[str, Any], context: ToolContext | None
+    ) -> types.CallToolResult:
+        """Run ``tool`` in the worker; raises :class:`~mcphost.plugins.fence.FenceError` when it
+        produced no result (or ``InputRequired`` when it asks the client in a later round)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class RegisteredTool:
     """One tool as served: its public name, its plugin, its schema and its limits."""
 
     name: str
     plugin: str
-    sdk_tool: Tool
-    """The SDK's view of the function: argument model, output schema, result conversion."""
+    sdk_tool: Tool | None
+    """The SDK's view of the function: argument model, output schema, result conversion
+    (``None`` for a tool served by a worker process, which has it there)."""
     wire: types.Tool
     limits: ToolLimits
     settings: Any
     context_param: str | None
     task: TaskSupport | None = None
     """The author's word on running calls as tasks (``None``: decided by the timeout)."""
+    remote: RemoteTools | None = None
+    """The worker process that runs the tool, or ``None`` for a tool run in this process."""
 
     @property
     def fn(self) -> Callable[..., Any]:
         """The plugin's function."""
+        assert self.sdk_tool is not None, "a worker's tool has no function in this process"
         return self.sdk_tool.fn
 
 
@@ -188,6 +204,13 @@ def public_name(prefix: str, name: str, max_length: int) -> str:
     if len(full) > max_length:
         raise ValueError(f"name {full!r} is {len(full)} characters, longer than tools.max_name_length={max_length}")
     return full
+
+
+def invalid_arguments(tool: str, error: ValidationError) -> str:
+    """What a client is told about arguments that do not fit ``tool``'s schema: the model's
+    mistake, reported so it can correct itself (SEP-1303), values left out."""
+    problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in error.errors())
+    return f"Invalid arguments for tool {tool!r}: {problems}"
 
 
 def context_parameter(fn: Callable[..., Any]) -> str | None:

@@ -33,7 +33,7 @@ from mcphost.ops.metrics import Metrics, RequestMetrics
 from mcphost.plugins import client_input, fence, notify, results
 from mcphost.plugins.context import LOG_LEVEL_STATE_KEY, ToolContext, connection_of
 from mcphost.plugins.definitions import Completer
-from mcphost.plugins.registry import RegisteredResource, RegisteredTool, Registry
+from mcphost.plugins.registry import RegisteredResource, RegisteredTool, Registry, invalid_arguments
 from mcphost.protocol import subscriptions, wire
 from mcphost.protocol.tasks import (
     EXTENSION,
@@ -95,6 +95,17 @@ async def _shape(tool: RegisteredTool, convert_result: Callable[[Any], Any], val
     where = convert_here if size.plain else convert
     shaped: Shaped = await fence.run(where, {}, tool.limits, plugin=tool.plugin, what=f"tool {tool.name!r}")
     return shaped
+
+
+def _remote_outcome(result: Any, limit: int) -> str:
+    """What a worker process's result (converted there, by the same fence) is: ``"too_large"``
+    when it is over ``limit`` bytes as the client would get it, else ``"ok"``."""
+    if (
+        isinstance(result, types.CallToolResult)
+        and len(result.model_dump_json(by_alias=True, exclude_none=True)) > limit
+    ):
+        return "too_large"
+    return "ok"
 
 
 def _resource_content(uri: str, mime: str | None, value: Any, limit: int) -> Any:
@@ -211,28 +222,35 @@ class Handlers:
             self.metrics.rate_limit_hit(refusal.scope.partition(" ")[0])  # "tool" or "plugin"
             retry = round(refusal.decision.retry_after, 3)
             return error_result(refusal.message(), RATE_LIMITED, limit=refusal.scope, retry_after=retry), "rate_limited"
-        meta = tool.sdk_tool.fn_metadata
-        try:
-            kwargs = meta.validate_arguments(params.arguments or {})
-        except ValidationError as error:
-            # The model's mistake, reported so it can correct itself (SEP-1303), values left out.
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in error.errors())
-            return error_result(f"Invalid arguments for tool {tool.name!r}: {problems}"), "invalid_arguments"
-        except BaseException as error:  # a validator of the plugin's own types raised
-            if fence.own_cancellation(error):
-                raise
-            return error_result(str(fence.failure(error, tool.plugin, f"tool {tool.name!r}"))), "error"
-        exchange = None
+        exchange = context = None
         if tool.context_param:
             # Only a tool with a ToolContext can ask the client anything, so only its call
             # needs the request's context (a direct answer, mcphost.protocol.direct, has none).
             assert ctx is not None
             exchange = client_input.Exchange.for_request(ctx, params)
             exchange.task = task
-            kwargs[tool.context_param] = ToolContext(tool.plugin, tool.name, tool.settings, ctx, exchange)
+            context = ToolContext(tool.plugin, tool.name, tool.settings, ctx, exchange)
         try:
-            value = await fence.run(tool.fn, kwargs, tool.limits, plugin=tool.plugin, what=f"tool {tool.name!r}")
-            outcome, result = await _shape(tool, meta.convert_result, value)
+            if tool.remote is not None:
+                record = current_request.get()
+                meta = {} if record is None else {"id": record.request_id, "session": record.session_id}
+                result: Any = await tool.remote.call_tool(tool, params.arguments or {}, meta, context)
+                outcome = _remote_outcome(result, tool.limits.max_result_bytes)
+            else:
+                assert tool.sdk_tool is not None
+                fn_meta = tool.sdk_tool.fn_metadata
+                try:
+                    kwargs = fn_meta.validate_arguments(params.arguments or {})
+                except ValidationError as error:
+                    return error_result(invalid_arguments(tool.name, error)), "invalid_arguments"
+                except BaseException as error:  # a validator of the plugin's own types raised
+                    if fence.own_cancellation(error):
+                        raise
+                    return error_result(str(fence.failure(error, tool.plugin, f"tool {tool.name!r}"))), "error"
+                if tool.context_param:
+                    kwargs[tool.context_param] = context
+                value = await fence.run(tool.fn, kwargs, tool.limits, plugin=tool.plugin, what=f"tool {tool.name!r}")
+                outcome, result = await _shape(tool, fn_meta.convert_result, value)
         except client_input.InputRequired:
             assert exchange is not None
             return exchange.result(), "input_required"

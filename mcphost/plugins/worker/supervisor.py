@@ -1,0 +1,714 @@
+"""The daemon's side of a plugin's worker process: starting it, calling its tools, noticing
+its end, restarting it, and stopping it with everything it started.
+
+A worker is a fresh interpreter (``python -m mcphost.plugins.worker.main``) in a session
+and process group of its own, with a scrubbed environment. Its end is noticed through a
+pidfd (a socket EOF never comes while a child of the worker still holds the socket); the
+calls it was running then fail with a message naming the plugin and how the worker ended,
+and the worker is started again after a backoff, unless it ends too often, when the plugin
+settles as failed. A call that outlives its timeout by :data:`KILL_GRACE` could not be
+cancelled in the worker (a coroutine that never yields, a blocked C call): the worker is
+ended, which ends the call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import mcp_types as types
+import orjson
+import structlog
+import trio
+from mcp.shared.exceptions import MCPError
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
+
+from mcphost.plugins import client_input, fence
+from mcphost.plugins.context import ToolContext
+from mcphost.plugins.limits import ToolLimits
+from mcphost.plugins.registry import RegisteredTool
+from mcphost.plugins.worker.context import INPUT_REQUIRED, META_REQUEST
+from mcphost.plugins.worker.wire import Channel, ChannelClosed, Framer, Message, RemoteError, encode
+
+log = structlog.get_logger("mcphost.worker")
+
+KILL_GRACE = 1.0
+"""Seconds past a call's timeout before the worker, which did not end the call itself, is ended."""
+PING_INTERVAL = 5.0
+"""Seconds between pings of a serving worker; one that does not answer within the same
+time again (its event loop is stuck) is ended."""
+START_TIMEOUT = 30.0
+"""Seconds a new worker may take to import its plugin and list its tools."""
+BACKOFF_FIRST, BACKOFF_MAX = 0.1, 10.0
+"""Seconds before the first restart of a worker that ended, doubled for each further end
+within the plugin's ``restart_window``, up to the maximum."""
+ENVIRONMENT = ("PATH", "HOME", "LANG")
+"""What a worker keeps of the daemon's environment; the rest (secrets, ``MCPHOST_*``) stays behind."""
+MAX_LOG_LINE = 65536
+
+_ASKS: dict[str, tuple[Any, Any]] = {
+    "elicit": (types.ElicitRequest, types.ElicitResult),
+    "sample": (types.CreateMessageRequest, types.CreateMessageResult),
+    "roots": (types.ListRootsRequest, types.ListRootsResult),
+}
+
+
+class WorkerStartError(Exception):
+    """A worker could not be started, or its plugin did not load in it."""
+
+    def __init__(self, message: str, problems: list[dict[str, str]] | None = None):
+        super().__init__(message)
+        self.problems = problems or []
+
+
+class WorkerCallError(fence.FenceError):
+    """A call in a worker produced no result; ``status`` says how it ended (for metrics and logs)."""
+
+    def __init__(self, message: str, status: str = "error"):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker runs: one plugin, with the part of the config that shapes it."""
+
+    plugin: str
+    config: Mapping[str, Any]
+    """The worker's own config: ``[plugins]`` with only this plugin, ``[limits]`` and ``[tools]``."""
+    source: str
+    env: Mapping[str, str]
+    log_level: str = "info"
+    max_restarts: int = 5
+    restart_window: float = 60.0
+    memory_max: int | None = None
+    """``RLIMIT_AS`` of the worker."""
+    max_open_files: int | None = None
+    """``RLIMIT_NOFILE`` of the worker."""
+    command: tuple[str, ...] = ()
+    """An existing MCP server's command line (stdio), run instead of a worker of ours."""
+    cwd: str | None = None
+    """The working directory of ``command``."""
+    roots: tuple[str, ...] = ()
+    """What ``command``'s server is told when it asks for the client's roots."""
+
+    @property
+    def kind(self) -> str:
+        """What runs the plugin, in messages: its ``server`` or its ``worker``."""
+        return "server" if self.command else "worker"
+
+
+@dataclass(eq=False)
+class Process:
+    """One worker process, from its start to its end."""
+
+    popen: subprocess.Popen[bytes]
+    sock: socket.socket
+    output: int
+    """The read end of the worker's stdout and stderr."""
+    hello: Message
+    """Its answer to ``initialize``: the plugin's tools, hooks and source files."""
+    started: float = field(default_factory=time.monotonic)
+    ended: str | None = None
+    """How it ended ("exited with status 1", "was killed by SIGSEGV"), once it has."""
+    done: trio.Event = field(default_factory=trio.Event)
+    start_error: str | None = None
+    """Why its plugin's start-up hook failed, if it did."""
+
+    @property
+    def pid(self) -> int:
+        """The worker's pid, which is also its process group's."""
+        return self.popen.pid
+
+    def kill_group(self) -> None:
+        """SIGKILL the worker's process group: the worker and whatever it started."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+
+def spawn(spec: WorkerSpec) -> Process:
+    """Start a worker and load the plugin in it (blocking: run in a thread from Trio);
+    raises :class:`WorkerStartError` saying why not."""
+    ours, theirs = socket.socketpair()
+    output, output_w = os.pipe()
+    env = {k: os.environ[k] for k in ENVIRONMENT if k in os.environ} | dict(spec.env)
+    if spec.memory_max is not None:
+        # glibc gives each thread an arena of 64 MiB of address space: a few threads would
+        # use up a limit of address space that their memory is far from.
+        env.setdefault("MALLOC_ARENA_MAX", "2")
+    if spec.command:
+        # An MCP server speaks on its stdin and stdout: both are its end of the socket pair.
+        argv, stdin, stdout, passed = list(spec.command), theirs.fileno(), theirs.fileno(), []
+    else:
+        argv = [sys.executable, "-m", "mcphost.plugins.worker.main", str(theirs.fileno()), spec.log_level]
+        stdin, stdout, passed = subprocess.DEVNULL, output_w, [theirs.fileno()]
+    try:
+        popen = subprocess.Popen(
+            argv,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=output_w,
+            pass_fds=passed,
+            env=env,
+            cwd=spec.cwd,
+            start_new_session=True,
+        )
+    except OSError as error:
+        for fd in (output, output_w):
+            os.close(fd)
+        ours.close()
+        raise WorkerStartError(f"cannot start its {spec.kind}: {error}") from None
+    finally:
+        theirs.close()
+    os.close(output_w)
+    process = Process(popen, ours, output, {})
+    try:
+        # Set before the worker is told to import the plugin, so no plugin code runs without them.
+        if spec.memory_max is not None:
+            resource.prlimit(popen.pid, resource.RLIMIT_AS, (spec.memory_max, spec.memory_max))
+        if spec.max_open_files is not None:
+            resource.prlimit(popen.pid, resource.RLIMIT_NOFILE, (spec.max_open_files, spec.max_open_files))
+        if spec.command:
+            process.hello = _server_hello(ours)
+        else:
+            params = {"plugin": spec.plugin, "config": spec.config, "source": spec.source}
+            process.hello = _handshake(ours, _request(0, "initialize", params))
+    except (OSError, ValueError) as error:
+        process.kill_group()
+        status = popen.wait()
+        last = _last_line(output)
+        _close(process)
+        ended = f"{_describe(status)} while starting" if status else f"did not answer: {error}"
+        raise WorkerStartError(f"its {spec.kind} {ended}{': ' + last if last else ''}") from None
+    if "error" in process.hello:
+        stop_now(process)
+        raise WorkerStartError(str(process.hello["error"]), process.hello.get("problems"))
+    return process
+
+
+def _request(request_id: int, method: str, params: Message) -> Message:
+    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+
+
+def _server_hello(sock: socket.socket) -> Message:
+    """MCP's handshake with an existing server, then its tools (every page)."""
+    params = {
+        "protocolVersion": LATEST_HANDSHAKE_VERSION,
+        "capabilities": {"roots": {}, "sampling": {}, "elicitation": {}},
+        "clientInfo": {"name": "mcphost", "version": "1"},
+    }
+    server = _handshake(sock, _request(0, "initialize", params))
+    version = server.get("protocolVersion")
+    if version not in HANDSHAKE_PROTOCOL_VERSIONS:
+        raise ValueError(f"it speaks protocol revision {version!r}, which mcphost does not")
+    sock.sendall(encode({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+    tools: list[Message] = []
+    cursor = None
+    for page in itertools.count(1):
+        listed = _handshake(sock, _request(page, "tools/list", {"cursor": cursor} if cursor else {}))
+        tools += listed.get("tools") or []
+        if not (cursor := listed.get("nextCursor")):
+            break
+    return {"server": server.get("serverInfo"), "protocol_version": version, "tools": tools}
+
+
+def _handshake(sock: socket.socket, request: Message) -> Message:
+    """Send ``request`` and wait for its answer (blocking), letting anything else pass."""
+    sock.settimeout(START_TIMEOUT)
+    sock.sendall(encode(request))
+    framer = Framer()
+    while True:
+        data = sock.recv(1 << 16)
+        if not data:
+            raise ValueError("the worker closed the connection")
+        for message in framer.feed(data):
+            if message.get("id") == request["id"] and "method" not in message:
+                if "error" in message:
+                    raise ValueError(message["error"].get("message"))
+                result: Message = message.get("result") or {}
+                return result
+
+
+def _last_line(fd: int) -> str:
+    """The last line the worker wrote before it failed to start (its traceback's last line, usually)."""
+    os.set_blocking(fd, False)
+    data = b""
+    with contextlib.suppress(BlockingIOError, OSError):
+        while chunk := os.read(fd, 1 << 16):
+            data = (data + chunk)[-MAX_LOG_LINE:]
+    lines = [line for line in data.decode(errors="replace").splitlines() if line.strip()]
+    if not lines:
+        return ""
+    with contextlib.suppress(ValueError):
+        entry = orjson.loads(lines[-1])
+        if isinstance(entry, dict):
+            return str(entry.get("exception", entry.get("event", ""))).strip().splitlines()[-1]
+    return lines[-1][:500]
+
+
+def _close(process: Process) -> None:
+    process.sock.close()
+    with contextlib.suppress(OSError):
+        os.close(process.output)
+
+
+def stop_now(process: Process) -> None:
+    """End a worker that never served (blocking): its group killed, its status reaped."""
+    process.kill_group()
+    process.popen.wait()
+    _close(process)
+
+
+def _describe(status: int) -> str:
+    """How a process ended, from its return code."""
+    if status < 0:
+        try:
+            return f"was killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"was killed by signal {-status}"
+    return f"exited with status {status}"
+
+
+class PluginWorker:
+    """A supervised worker process serving one plugin's tools (the registry's ``remote``)."""
+
+    def __init__(self, spec: WorkerSpec, process: Process):
+        self.spec = spec
+        self.process: Process | None = process
+        self.channel: Channel | None = None
+        self.failed: str | None = None
+        """Why the plugin stopped being served (it ended too often, or its start failed)."""
+        self.stopping = False
+        self.restarts = 0
+        self._ends: list[float] = []
+        self._changed = trio.Event()
+        self._started = trio.Event()
+        self._start_error: str | None = None
+        self._calls = itertools.count(1)
+        self._in_flight = 0
+        self._contexts: dict[int, ToolContext] = {}
+        self.names: dict[str, str] = {}
+        """A server's own name of each tool, by public name (``command`` only)."""
+
+    @property
+    def hello(self) -> Message:
+        """The current worker's answer to ``initialize``."""
+        return self.process.hello if self.process is not None else {}
+
+    async def start(self) -> str | None:
+        """Begin supervising and run the plugin's start-up hook; the error if it failed."""
+        trio.lowlevel.spawn_system_task(self._supervise)
+        await self._started.wait()
+        return self._start_error
+
+    def close_now(self) -> None:
+        """End a worker that was never started (blocking): for commands that only load plugins."""
+        if self.process is not None and self.channel is None:
+            stop_now(self.process)
+            self.process = None
+
+    async def stop(self, drain_timeout: float, hook_timeout: float) -> None:
+        """Let the calls in flight finish (up to ``drain_timeout``), run the shut-down hook,
+        then end the worker and its process group."""
+        self.stopping = True
+        process, channel = self.process, self.channel
+        if process is None:
+            return
+        if channel is not None:
+            with trio.move_on_after(drain_timeout):
+                while self._in_flight and not channel.closed:
+                    await self._changed.wait()
+            with trio.move_on_after(hook_timeout):
+                try:
+                    if not self.spec.command:
+                        await channel.request("mcphost/stop", {})
+                except (ChannelClosed, RemoteError) as error:
+                    log.warning("plugin worker did not shut down cleanly", plugin=self.spec.plugin, error=str(error))
+            # EOF on its socket (its stdin, for a server) ends it; what it left behind is
+            # killed with its group.
+            with contextlib.suppress(OSError):
+                process.sock.shutdown(socket.SHUT_WR)
+            with trio.move_on_after(2.0):
+                await process.done.wait()
+            process.kill_group()
+            await process.done.wait()
+        else:
+            stop_now(process)
+        self._changed.set()
+
+    async def ready(self) -> tuple[bool, str | None]:
+        """The plugin's readiness check, run in its worker."""
+        if self.failed is not None:
+            return False, self.failed
+        channel = self.channel
+        if channel is None or channel.closed:
+            return False, f"its {self.spec.kind} is restarting"
+        try:
+            if self.spec.command:
+                await channel.request("ping", {})
+                return True, None
+            ready, reason = await channel.request("mcphost/ready", {"plugin": self.spec.plugin})
+        except (ChannelClosed, RemoteError) as error:
+            return False, f"its {self.spec.kind} did not answer: {error}"
+        return bool(ready), reason
+
+    async def call_tool(
+        self, tool: RegisteredTool, arguments: dict[str, Any], meta: dict[str, Any], context: ToolContext | None
+    ) -> types.CallToolResult:
+        """Run ``tool`` in the worker (see :class:`~mcphost.plugins.registry.RemoteTools`)."""
+        timeout, call = tool.limits.timeout, next(self._calls)
+        if self.spec.command:
+            # An MCP server is told of cancellation in MCP's own way, and echoes this token
+            # in its progress notifications.
+            grace = 0.0
+            params = {"name": self.names[tool.name], "arguments": arguments, "_meta": {"progressToken": call}}
+        else:
+            grace = KILL_GRACE
+            meta = {**meta, "call": call, **_context_meta(context)}
+            params = {"name": tool.name, "arguments": arguments, "_meta": {META_REQUEST: meta}}
+        if context is not None:
+            self._contexts[call] = context
+        process = None
+        self._in_flight += 1
+        try:
+            with trio.move_on_after(timeout + grace) as deadline:
+                channel = await self._channel()
+                process = self.process
+                try:
+                    reply = await channel.request("tools/call", params)
+                except ChannelClosed:
+                    raise WorkerCallError(f"tool {tool.name!r} failed: {await self._ending(process)}") from None
+                except RemoteError as error:
+                    raise WorkerCallError(f"tool {tool.name!r} failed: {error}") from None
+        finally:
+            self._contexts.pop(call, None)
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._signal()
+        if deadline.cancelled_caught:
+            if process is None:
+                raise fence.CallTimeout(f"tool {tool.name!r} timed out after {timeout:g}s: {self._why_down()}")
+            if self.spec.command:
+                raise fence.CallTimeout(f"tool {tool.name!r} timed out after {timeout:g}s and was cancelled")
+            self._end(process, f"tool {tool.name!r} overran its timeout of {timeout:g}s and could not be cancelled")
+            raise fence.CallTimeout(
+                f"tool {tool.name!r} timed out after {timeout:g}s and could not be cancelled, "
+                f"so the worker of plugin {self.spec.plugin!r} was ended"
+            )
+        if self.spec.command:
+            return types.CallToolResult.model_validate(reply, by_name=False)
+        return _result(tool, reply)
+
+    async def _channel(self) -> Channel:
+        """The running worker's channel, waiting while it (re)starts."""
+        while True:
+            if self.failed is not None:
+                raise WorkerCallError(f"plugin {self.spec.plugin!r} is not running: {self.failed}")
+            channel = self.channel
+            if channel is not None and not channel.closed:
+                return channel
+            if self.stopping:
+                raise WorkerCallError(f"plugin {self.spec.plugin!r} is stopping")
+            await self._changed.wait()
+
+    def _why_down(self) -> str:
+        return f"the {self.spec.kind} of plugin {self.spec.plugin!r} is restarting"
+
+    async def _ending(self, process: Process | None) -> str:
+        """What a caller is told when the worker died under its call: how it ended, once known."""
+        if process is None:
+            return self._why_down()
+        with trio.move_on_after(1.0):
+            await process.done.wait()
+        return f"the {self.spec.kind} of plugin {self.spec.plugin!r} {process.ended or 'stopped answering'}"
+
+    def _end(self, process: Process, reason: str) -> None:
+        log.error("ending plugin worker", plugin=self.spec.plugin, pid=process.pid, reason=reason)
+        process.kill_group()
+
+    def _signal(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _supervise(self) -> None:
+        """Run the worker; when it ends, start another after a backoff, or settle as failed."""
+        try:
+            await self._supervise_loop()
+        except Exception as error:  # never let a supervisor's bug end the daemon
+            log.error("plugin worker supervisor failed", plugin=self.spec.plugin, exc_info=error)
+            self.failed = f"its supervisor failed: {error}"
+        finally:
+            self._started.set()
+            self._signal()
+
+    async def _supervise_loop(self) -> None:
+        first = True
+        while True:
+            process = self.process
+            if process is not None:
+                error = await self._run(process)
+                if first and error is not None:
+                    self._start_error, self.stopping = error, True
+                    return
+            first = False
+            if self.stopping:
+                return
+            now = time.monotonic()
+            self._ends = [t for t in self._ends if now - t < self.spec.restart_window] + [now]
+            reason = process.ended if process is not None else "did not start"
+            log.error("plugin worker ended", plugin=self.spec.plugin, how=reason)
+            if len(self._ends) > self.spec.max_restarts:
+                self.failed = (
+                    f"its {self.spec.kind} ended {len(self._ends)} times within {self.spec.restart_window:g}s; "
+                    f"the last time it {reason}"
+                )
+                log.error("plugin failed: its worker keeps ending", plugin=self.spec.plugin, reason=self.failed)
+                return
+            await trio.sleep(min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (len(self._ends) - 1)))
+            if self.stopping:
+                return
+            try:
+                self.process = await trio.to_thread.run_sync(spawn, self.spec)
+                self.restarts += 1
+            except WorkerStartError as error:
+                log.error("plugin worker did not start", plugin=self.spec.plugin, error=str(error))
+                self.process = None
+            if self.stopping and self.process is not None:
+                stop_now(self.process)
+                return
+
+    async def _run(self, process: Process) -> str | None:
+        """Serve through ``process`` until it ends; returns why its start-up hook failed, if it did."""
+        if self.spec.command:
+            channel = Channel(process.sock, self._server_asked, self._server_notified)
+        else:
+            channel = Channel(process.sock, self._asked)
+        error = None
+        pidfd = os.pidfd_open(process.pid)
+        try:
+            async with trio.open_nursery() as nursery:
+                output_done = trio.Event()
+                nursery.start_soon(self._relay_output, process, output_done)
+                nursery.start_soon(self._serve_channel, channel, process)
+                nursery.start_soon(self._start_hook, channel, process)
+                nursery.start_soon(self._watch, channel, process)
+                await trio.lowlevel.wait_readable(pidfd)
+                process.kill_group()  # whatever it started goes with it
+                process.ended = _describe(process.popen.wait())
+                with trio.move_on_after(0.5):
+                    await output_done.wait()
+                nursery.cancel_scope.cancel()
+            error = process.start_error
+        finally:
+            os.close(pidfd)
+            if self.channel is channel:
+                self.channel = None
+            _close(process)
+            process.done.set()
+            self._signal()
+        return error
+
+    async def _watch(self, channel: Channel, process: Process) -> None:
+        """Ping the worker now and then: one that stops answering is ended (and restarted)."""
+        while True:
+            await trio.sleep(PING_INTERVAL)
+            with trio.move_on_after(PING_INTERVAL):
+                try:
+                    await channel.request("ping", {})
+                except (ChannelClosed, RemoteError):
+                    return  # ended already; or a server that does not know ping, which is alive
+                continue
+            self._end(process, f"it did not answer a ping within {PING_INTERVAL:g}s")
+            return
+
+    async def _start_hook(self, channel: Channel, process: Process) -> None:
+        try:
+            answer = {} if self.spec.command else await channel.request("mcphost/start", {})
+        except (ChannelClosed, RemoteError) as error:
+            answer = {"error": f"mcphost_startup did not finish: {error}"}
+        if answer.get("error"):
+            process.start_error = answer["error"]
+            self._end(process, f"its start-up hook failed: {answer['error']}")
+        else:
+            self.channel = channel
+            self._started.set()
+            self._signal()
+
+    async def _serve_channel(self, channel: Channel, process: Process) -> None:
+        await channel.run()
+        if channel.broken is not None:
+            self._end(process, channel.broken)
+
+    async def _relay_output(self, process: Process, done: trio.Event) -> None:
+        """Log each line the worker writes, tagged with the plugin."""
+        stream = trio.lowlevel.FdStream(os.dup(process.output))
+        partial = b""
+        try:
+            async with stream:
+                while chunk := await stream.receive_some(1 << 16):
+                    lines = (partial + chunk).split(b"\n")
+                    partial = lines.pop()[-MAX_LOG_LINE:]
+                    for line in lines:
+                        self._relay(line, process.pid)
+                if partial:
+                    self._relay(partial, process.pid)
+        finally:
+            done.set()
+
+    def _relay(self, line: bytes, pid: int) -> None:
+        if not line.strip():
+            return
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            entry = None
+        if not isinstance(entry, dict):
+            log.warning("plugin output", plugin=self.spec.plugin, pid=pid, line=line.decode(errors="replace"))
+            return
+        event = str(entry.pop("event", "plugin output"))
+        level = str(entry.pop("level", "info"))
+        entry.pop("timestamp", None)
+        entry.update(plugin=self.spec.plugin, pid=pid)
+        emit = getattr(log, level if level in ("debug", "info", "warning", "error", "critical") else "info")
+        emit(event, **entry)
+
+    async def _asked(self, message: Message) -> None:
+        """What a tool does through its context: progress, log messages, closing its stream,
+        and questions to the client (elicitation, sampling, roots)."""
+        channel = self._current()
+        params, method = message.get("params") or {}, message.get("method")
+        context = self._contexts.get(params.get("call", 0))
+        if context is None:
+            channel.respond_error(message["id"], -32602, "no call in flight has this id")
+            return
+        try:
+            answer: Any = {}
+            if method == "mcphost/progress":
+                await context.report_progress(params["progress"], params.get("total"), params.get("message"))
+            elif method == "mcphost/log":
+                await context.log(params["level"], params.get("data"), params.get("logger"))
+            elif method == "mcphost/close_sse_stream":
+                await context.close_sse_stream()
+            elif method == "mcphost/ask" and params.get("kind") in _ASKS:
+                request_type, result_type = _ASKS[params["kind"]]
+                request = request_type.model_validate(params["request"], by_name=False)
+                result = await context._ask(request, result_type, params.get("key"), params["kind"])
+                answer = result.model_dump(mode="json", by_alias=True, exclude_none=True)
+            else:
+                channel.respond_error(message["id"], -32601, f"unknown method {method!r}")
+                return
+        except client_input.InputRequired:
+            channel.respond_error(message["id"], INPUT_REQUIRED, "input required")
+        except MCPError as error:
+            channel.respond_error(message["id"], error.error.code, error.error.message)
+        except Exception as error:
+            channel.respond_error(message["id"], -32000, str(error))
+        else:
+            channel.respond(message["id"], answer)
+
+    async def _server_asked(self, message: Message) -> None:
+        """A server's request: ``ping``; ``roots/list``, answered from ``[plugins.<name>] roots``
+        (a server shared by every client must not see one client's roots); sampling and
+        elicitation, put to the client whose call is the only one in flight on the server
+        (the request does not say which call it serves), refused otherwise."""
+        channel, method, request_id = self._current(), message.get("method"), message["id"]
+        if method == "ping":
+            channel.respond(request_id, {})
+            return
+        if method == "roots/list":
+            channel.respond(request_id, {"roots": [{"uri": uri} for uri in self.spec.roots]})
+            return
+        kind = {"sampling/createMessage": "sample", "elicitation/create": "elicit"}.get(str(method))
+        if kind is None:
+            channel.respond_error(request_id, -32601, f"mcphost does not answer {method!r}")
+            return
+        if len(self._contexts) != 1:
+            refusal = f"{len(self._contexts)} calls are in flight: which client to ask is not known"
+            channel.respond_error(request_id, -32600, refusal)
+            return
+        (call,) = self._contexts
+        await self._asked(
+            {
+                "id": request_id,
+                "method": "mcphost/ask",
+                "params": {
+                    "call": call,
+                    "kind": kind,
+                    "request": {"method": method, "params": message.get("params") or {}},
+                },
+            }
+        )
+
+    async def _server_notified(self, message: Message) -> None:
+        """A server's notification: progress goes to the call it names, log messages to the
+        daemon's log; the rest is dropped."""
+        params, method = message.get("params") or {}, message.get("method")
+        if method == "notifications/progress":
+            context = self._contexts.get(params.get("progressToken", 0))
+            if context is not None:
+                await context.report_progress(params.get("progress", 0), params.get("total"), params.get("message"))
+        elif method == "notifications/message":
+            log.info("plugin log message", plugin=self.spec.plugin, level=params.get("level"), data=params.get("data"))
+        elif method == "notifications/tools/list_changed":
+            log.warning("the server's tools changed; a reload of the plugin lists them again", plugin=self.spec.plugin)
+
+    def _current(self) -> Channel:
+        # Requests come on the channel of the call that asks, which is the current one.
+        assert self.channel is not None
+        return self.channel
+
+
+def _context_meta(context: ToolContext | None) -> dict[str, Any]:
+    """What a worker's ``ToolContext`` needs to know of the call, from the daemon's."""
+    if context is None:
+        return {}
+    capabilities = context.client_capabilities
+    return {
+        "session": context.session_id,
+        "protocol_version": context.protocol_version,
+        "identity": context.identity,
+        "capabilities": None if capabilities is None else capabilities.model_dump(mode="json", exclude_none=True),
+        "input_responses": dict(context.input_responses),
+        "request_state": context.request_state,
+    }
+
+
+def _result(tool: RegisteredTool, reply: Message) -> types.CallToolResult:
+    status = reply.get("status")
+    if status == "ok":
+        return types.CallToolResult.model_validate(reply["result"], by_name=False)
+    if status == "input_required":
+        raise client_input.InputRequired
+    message = str(reply.get("message", f"tool {tool.name!r} failed"))
+    if status == "timeout":
+        raise fence.CallTimeout(message)
+    if "code" in reply:
+        raise MCPError(code=int(reply["code"]), message=message)
+    raise WorkerCallError(message, str(status))
+
+
+def tools_of(
+    worker: PluginWorker, plugin: str, threads: tuple[trio.CapacityLimiter, trio.CapacityLimiter], settings: Any = None
+) -> list[RegisteredTool]:
+    """Catalogue entries for the tools a worker listed (``threads``: the plugin's share and the
+    process's budget, as for any tool; its calls hold no thread of this process)."""
+    entries = []
+    for entry in worker.hello.get("tools", ()):
+        wire = types.Tool.model_validate(entry["tool"], by_name=False)
+        concurrency = entry["max_concurrency"]
+        pool = trio.CapacityLimiter(concurrency)
+        limits = ToolLimits(entry["timeout"], concurrency, entry["max_result_bytes"], pool, threads)
+        entries.append(
+            RegisteredTool(wire.name, plugin, None, wire, limits, settings, entry.get("context"), remote=worker)
+        )
+    return entries

@@ -1,0 +1,55 @@
+"""An existing MCP server as a user writes it with the official SDK, on stdio: the tests
+host it in mcphost with ``[plugins.calc] command = [python, this file]``."""
+
+from __future__ import annotations
+
+import os
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+
+mcp = MCPServer("calc")
+
+
+@mcp.tool()
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@mcp.tool()
+def fail(reason: str) -> str:
+    """Fail with a message."""
+    raise ValueError(reason)
+
+
+@mcp.tool()
+def pid() -> int:
+    """The server's process id."""
+    return os.getpid()
+
+
+@mcp.tool()
+def crash(status: int = 9) -> str:
+    """End the server at once."""
+    os._exit(status)
+
+
+@mcp.tool()
+async def slow(seconds: float, ctx: Context) -> str:
+    """Report progress each second, for ``seconds`` seconds."""
+    for second in range(int(seconds)):
+        await ctx.report_progress(second + 1, seconds)
+        await anyio.sleep(1)
+    return "done"
+
+
+@mcp.tool()
+async def roots(ctx: Context) -> list[str]:
+    """The roots the client gave."""
+    listed = await ctx.session.list_roots()
+    return [str(root.uri) for root in listed.roots]
+
+
+if __name__ == "__main__":
+    mcp.run("stdio")

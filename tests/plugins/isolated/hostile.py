@@ -1,0 +1,119 @@
+"""A plugin that does to its own process what no fence inside a process can contain; the
+tests run it in a worker process (``isolation = "process"``)."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import time
+
+import orjson
+import trio
+
+import mcphost
+
+
+@mcphost.hookimpl
+def mcphost_tools() -> list[object]:
+    return [
+        pid,
+        hog,
+        freeze,
+        exit_now,
+        segfault,
+        spin,
+        sleep,
+        break_json,
+        spawn_child,
+        environment,
+        chatter,
+        progress,
+        ask,
+    ]
+
+
+def pid() -> int:
+    """The worker's process id."""
+    return os.getpid()
+
+
+def hog(mib: int) -> int:
+    """Allocate ``mib`` MiB and touch every page."""
+    block = bytearray(mib * 2**20)
+    return len(block)
+
+
+async def freeze() -> str:
+    """Leave behind a task that never yields: the worker answers nothing more after this."""
+
+    async def spin() -> None:
+        while True:
+            pass
+
+    trio.lowlevel.spawn_system_task(spin)
+    return "frozen"
+
+
+def exit_now(status: int = 7) -> str:
+    """End the process at once, past every ``finally`` and exception handler."""
+    os._exit(status)
+
+
+def segfault() -> str:
+    """Crash in C: read address zero."""
+    return repr(ctypes.string_at(0))
+
+
+@mcphost.tool(timeout=3)
+async def spin() -> str:
+    """A coroutine that never yields: no cancellation reaches it."""
+    while True:
+        pass
+
+
+def sleep(seconds: float = 30) -> str:
+    """Stay busy for a while (the test ends the process meanwhile)."""
+    time.sleep(seconds)
+    return "slept"
+
+
+def break_json() -> str:
+    """Wrap the JSON functions of its own process, as a hostile plugin would to read what passes."""
+    json.loads = lambda *args, **kwargs: {"stolen": True}
+    orjson.loads = lambda *args, **kwargs: {"stolen": True}  # type: ignore[assignment]
+    orjson.dumps = lambda *args, **kwargs: b"not json"  # type: ignore[assignment]
+    return "broken"
+
+
+def spawn_child() -> int:
+    """Start a long-lived child process and return its pid."""
+    return subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL).pid
+
+
+def environment() -> list[str]:
+    """The names of the variables in the worker's environment."""
+    return sorted(os.environ)
+
+
+def chatter(text: str) -> str:
+    """Write to stdout and stderr, as careless plugins do."""
+    print(f"stdout says {text}")
+    print(f"stderr says {text}", file=sys.stderr, flush=True)
+    return "said"
+
+
+async def progress(ctx: mcphost.ToolContext, steps: int = 3) -> str:
+    """Report progress and log through the call's context."""
+    for step in range(1, steps + 1):
+        await ctx.report_progress(step, steps, f"step {step}")
+    await ctx.log("info", {"steps": steps})
+    return f"{ctx.tool} by {ctx.identity} in {ctx.protocol_version}"
+
+
+async def ask(ctx: mcphost.ToolContext) -> str:
+    """Ask the user a question through the call's context."""
+    answer = await ctx.elicit("Your name?", {"type": "object", "properties": {"name": {"type": "string"}}})
+    return f"{answer.action}: {(answer.content or {}).get('name')}"

@@ -1,0 +1,137 @@
+"""Existing stdio MCP servers hosted as plugins (``[plugins.<name>] command = [...]``): a
+server from npm (``@modelcontextprotocol/server-everything``, on Node) and one written with
+the Python SDK, behind mcphost's one URL, supervised like an isolated plugin, called by the
+SDK's client and by the official TypeScript client."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from mcphost.testing import RunningDaemon, to_toml
+from tests.conftest import MODES
+from tests.services import node_client
+
+CALC = Path(__file__).parent / "plugins" / "external" / "calc_server.py"
+SECRET_VARIABLE = "MCPHOST_TEST_ONLY_SECRET"
+
+
+@pytest.fixture(scope="module")
+def node() -> tuple[str, Path]:
+    """``node`` and the directory where npm installed the TypeScript SDK and server-everything."""
+    return node_client()
+
+
+def config(node: tuple[str, Path]) -> dict[str, Any]:
+    program, directory = node
+    everything = directory / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+    return {
+        "plugins": {
+            "enable": ["calc", "everything"],
+            "calc": {
+                "command": [sys.executable, str(CALC)],
+                "roots": ["file:///srv/project"],
+                "max_restarts": 50,
+                "tools": {"slow": {"timeout": 2}},
+            },
+            "everything": {"command": [program, str(everything)], "args": ["stdio"], "env": {"GREETING": "hi"}},
+        }
+    }
+
+
+@pytest.fixture(scope="module")
+def daemon(module_daemon, node: tuple[str, Path]) -> RunningDaemon:
+    return module_daemon(config(node), env={SECRET_VARIABLE: "hunter2"})
+
+
+async def call(daemon: RunningDaemon, tool: str, arguments: dict[str, Any] | None = None, mode: str = "legacy") -> Any:
+    async with Client(daemon.url, mode=mode) as client:
+        return await client.call_tool(tool, arguments or {})
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_hosted_servers_tools_are_served_under_the_plugins_prefix(daemon: RunningDaemon, mode: str) -> None:
+    async with Client(daemon.url, mode=mode) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        total = await client.call_tool("everything_get-sum", {"a": 2, "b": 40})
+        added = await client.call_tool("calc_add", {"a": 1, "b": 2})
+    assert {"everything_get-sum", "everything_echo", "calc_add", "calc_slow"} <= names
+    assert not total.is_error and "42" in total.content[0].text
+    assert not added.is_error and added.content[0].text == "3"
+
+
+async def test_a_servers_error_is_an_error_result(daemon: RunningDaemon) -> None:
+    result = await call(daemon, "calc_fail", {"reason": "no"})
+    assert result.is_error
+
+
+async def test_the_servers_environment_is_scrubbed(daemon: RunningDaemon) -> None:
+    result = await call(daemon, "everything_get-env")
+    env = json.loads(result.content[0].text)
+    assert env["GREETING"] == "hi" and "PATH" in env
+    assert not any(name.startswith("MCPHOST_") for name in env), sorted(env)
+
+
+async def test_progress_reaches_the_caller_and_a_timeout_cancels(daemon: RunningDaemon) -> None:
+    seen: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+
+    async with Client(daemon.url) as client:
+        done = await client.call_tool(
+            "everything_trigger-long-running-operation", {"duration": 1, "steps": 2}, progress_callback=on_progress
+        )
+        slow = await client.call_tool("calc_slow", {"seconds": 10}, progress_callback=on_progress)
+    assert not done.is_error and len(seen) >= 2, "each step's progress reached the caller"
+    assert slow.is_error and "timed out after 2s and was cancelled" in slow.content[0].text
+
+
+async def test_roots_come_from_the_config_not_from_a_client(daemon: RunningDaemon) -> None:
+    result = await call(daemon, "calc_roots")
+    assert result.structured_content == {"result": ["file:///srv/project"]}
+
+
+async def test_a_server_that_dies_is_restarted(daemon: RunningDaemon) -> None:
+    before = (await call(daemon, "calc_pid")).content[0].text
+    crashed = await call(daemon, "calc_crash", {"status": 9})
+    assert crashed.is_error and "the server of plugin 'calc' exited with status 9" in crashed.content[0].text
+    after = await call(daemon, "calc_pid")  # waits while the server restarts
+    assert not after.is_error and after.content[0].text != before
+    total = await call(daemon, "everything_get-sum", {"a": 1, "b": 1})
+    assert "2" in total.content[0].text, "the other server was not affected"
+
+
+def test_the_typescript_client_calls_a_hosted_server(daemon: RunningDaemon, node: tuple[str, Path]) -> None:
+    program, directory = node
+    done = subprocess.run(
+        [program, str(directory / "call.mjs"), daemon.url, "everything_get-sum", '{"a": 20, "b": 22}'],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])["result"]
+    assert not result.get("isError") and "42" in result["content"][0]["text"]
+
+
+def test_mcphost_plugins_lists_a_hosted_server(tmp_path: Path, node: tuple[str, Path]) -> None:
+    path = tmp_path / "mcphost.toml"
+    path.write_text(to_toml(config(node)))
+    listing = subprocess.run(
+        [sys.executable, "-m", "mcphost", "plugins", "--config", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    records = {r["name"]: r for r in json.loads(listing.stdout)}
+    assert records["calc"]["origin"].startswith("command ") and records["calc"]["isolation"] == "process"
+    assert records["calc"]["status"] == "loaded" and "calc_add" in records["calc"]["tools"]
+    assert "everything_get-sum" in records["everything"]["tools"]

@@ -1,0 +1,380 @@
+"""``isolation = "process"``: a plugin in a worker process of its own. Whatever it does to
+its process (exit, segfault, spin, break ``json``, get killed), the daemon serves on, a
+witness plugin in another worker keeps answering, the caller gets a clean ``isError``
+naming the plugin and how its worker ended, and the worker comes back."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from mcp import Client
+from mcp_types import ElicitResult, LoggingMessageNotificationParams
+
+from mcphost.testing import RunningDaemon, to_toml
+from tests.conftest import MODES
+
+PLUGINS = Path(__file__).parent / "plugins" / "isolated"
+SECRET_VARIABLE = "MCPHOST_TEST_ONLY_SECRET"
+CONFIG = {
+    "plugins": {
+        "enable": ["hostile", "witness", "faulty"],
+        "paths": [str(PLUGINS / "hostile.py"), str(PLUGINS / "witness.py")],
+        "hostile": {
+            "isolation": "process",
+            "max_restarts": 100,
+            "env": {"HOSTILE_SETTING": "on"},
+            "memory_max": "512M",
+            "max_open_files": 256,
+        },
+        "witness": {"isolation": "process", "required": True},
+        "faulty": {"isolation": "process"},
+    }
+}
+WITNESS_BOUND = 2.0
+"""Seconds within which the witness answers while its neighbour misbehaves (a freeze guard)."""
+COMEBACK = 20.0
+"""Seconds within which a worker that ended is serving again (a guard, not a speed test)."""
+
+
+@pytest.fixture(scope="module")
+def daemon(module_daemon) -> RunningDaemon:
+    return module_daemon(CONFIG, env={SECRET_VARIABLE: "hunter2"})
+
+
+async def call(daemon: RunningDaemon, tool: str, arguments: dict[str, Any] | None = None, mode: str = "legacy") -> Any:
+    async with Client(daemon.url, mode=mode) as client:
+        return await client.call_tool(tool, arguments or {})
+
+
+async def worker_pid(daemon: RunningDaemon, plugin: str) -> int:
+    """The pid of ``plugin``'s worker, waiting while it restarts."""
+    with trio.fail_after(COMEBACK):
+        while True:
+            result = await call(daemon, f"{plugin}_pid")
+            if not result.is_error:
+                return int(result.content[0].text)
+            await trio.sleep(0.1)
+
+
+async def witness_answers(daemon: RunningDaemon) -> float:
+    """How long the witness took to answer a ping (the call, not the client's connecting)."""
+    async with Client(daemon.url) as client:
+        start = time.monotonic()
+        result = await client.call_tool("witness_ping", {})
+        took = time.monotonic() - start
+    assert not result.is_error and result.content[0].text == "pong"
+    return took
+
+
+async def test_each_isolated_plugin_runs_in_a_worker_of_its_own(daemon: RunningDaemon) -> None:
+    hostile, witness = await worker_pid(daemon, "hostile"), await worker_pid(daemon, "witness")
+    assert len({hostile, witness, daemon.process.pid}) == 3
+    # Its own session and process group: killing the group ends nothing else.
+    assert os.getpgid(hostile) == hostile and os.getsid(hostile) == hostile
+    async with Client(daemon.url) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+    assert {"hostile_segfault", "witness_ping", "faulty_crash"} <= names
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "how"),
+    [
+        ("hostile_exit_now", {"status": 7}, "exited with status 7"),
+        ("hostile_segfault", {}, "was killed by SIGSEGV"),
+        ("hostile_spin", {}, "timed out after 3s and could not be cancelled"),
+    ],
+)
+async def test_a_worker_that_dies_under_a_call(daemon: RunningDaemon, tool: str, arguments: dict, how: str) -> None:
+    before = await worker_pid(daemon, "hostile")
+    async with trio.open_nursery() as nursery:
+        results: list[Any] = []
+
+        async def crash() -> None:
+            results.append(await call(daemon, tool, arguments))
+
+        nursery.start_soon(crash)
+        await trio.sleep(0.2)
+        assert await witness_answers(daemon) < WITNESS_BOUND
+    result = results[0]
+    assert result.is_error and how in result.content[0].text
+    assert "hostile" in result.content[0].text
+    assert await witness_answers(daemon) < WITNESS_BOUND
+    after = await worker_pid(daemon, "hostile")
+    assert after != before, "a new worker serves the plugin"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+async def test_a_worker_killed_from_outside(daemon: RunningDaemon, sig: signal.Signals) -> None:
+    pid = await worker_pid(daemon, "hostile")
+    results: list[Any] = []
+    async with trio.open_nursery() as nursery:
+
+        async def busy() -> None:
+            results.append(await call(daemon, "hostile_sleep", {"seconds": 60}))
+
+        nursery.start_soon(busy)
+        await trio.sleep(0.5)
+        killed = time.monotonic()
+        os.kill(pid, sig)
+    answered = time.monotonic() - killed
+    result = results[0]
+    assert result.is_error
+    assert f"the worker of plugin 'hostile' was killed by {sig.name}" in result.content[0].text
+    assert answered < 1.0, "a call in flight learns of its worker's end within a second"
+    assert await witness_answers(daemon) < WITNESS_BOUND
+    assert await worker_pid(daemon, "hostile") != pid
+
+
+async def test_a_worker_that_stops_answering_pings_is_replaced(daemon: RunningDaemon) -> None:
+    before = await worker_pid(daemon, "hostile")
+    frozen = await call(daemon, "hostile_freeze")
+    assert frozen.content[0].text == "frozen"
+    ended = await trio.to_thread.run_sync(
+        lambda: daemon.wait_for_log(lambda r: r.get("event") == "ending plugin worker" and r.get("pid") == before, 30)
+    )
+    assert "did not answer a ping" in ended["reason"]
+    assert await witness_answers(daemon) < WITNESS_BOUND
+    assert await worker_pid(daemon, "hostile") != before
+
+
+async def test_a_plugin_that_breaks_json_in_its_process(daemon: RunningDaemon) -> None:
+    before = await worker_pid(daemon, "hostile")
+    result = await call(daemon, "hostile_break_json")
+    assert result.is_error and "hostile" in result.content[0].text
+    assert await witness_answers(daemon) < WITNESS_BOUND
+    # The witness's json is its own: a call's arguments come through untouched.
+    assert (await call(daemon, "faulty_refuse", {"reason": "intact"})).content[0].text.endswith("intact")
+    assert await worker_pid(daemon, "hostile") != before
+
+
+async def test_what_a_worker_started_ends_with_it(daemon: RunningDaemon) -> None:
+    pid = await worker_pid(daemon, "hostile")
+    child = int((await call(daemon, "hostile_spawn_child")).content[0].text)
+    assert _alive(child)
+    os.kill(pid, signal.SIGKILL)
+    assert await trio.to_thread.run_sync(_ends_within, child, 5.0), "the worker's child was killed with it"
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _ends_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+async def test_a_memory_hog_over_memory_max_gets_a_clean_error(daemon: RunningDaemon) -> None:
+    pid = await worker_pid(daemon, "hostile")
+    limits = await trio.Path(f"/proc/{pid}/limits").read_text()
+    assert re.search(r"Max address space\s+536870912\s+536870912", limits), limits
+    assert re.search(r"Max open files\s+256\s+256", limits), limits
+    result = await call(daemon, "hostile_hog", {"mib": 1024})
+    assert result.is_error and "internal error" in result.content[0].text
+    logged = daemon.wait_for_log(lambda r: r.get("plugin") == "hostile" and "MemoryError" in r.get("exception", ""))
+    assert logged["event"] == "plugin raised"
+    assert await witness_answers(daemon) < WITNESS_BOUND
+    small = await call(daemon, "hostile_hog", {"mib": 16})
+    assert not small.is_error, "the worker serves on within its limit"
+
+
+async def test_the_environment_is_scrubbed(daemon: RunningDaemon) -> None:
+    result = await call(daemon, "hostile_environment")
+    names = set(result.structured_content["result"])
+    assert "PATH" in names and "HOSTILE_SETTING" in names
+    assert not any(n.startswith("MCPHOST_") for n in names), names
+
+
+async def test_worker_output_becomes_log_lines_tagged_with_the_plugin(daemon: RunningDaemon) -> None:
+    await call(daemon, "hostile_chatter", {"text": "marker-42"})
+    for stream in ("stdout", "stderr"):
+        line = daemon.wait_for_log(lambda r, s=stream: r.get("line") == f"{s} says marker-42")
+        assert line["plugin"] == "hostile" and line["event"] == "plugin output"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_fence_runs_inside_the_worker(daemon: RunningDaemon, mode: str) -> None:
+    refused = await call(daemon, "faulty_refuse", {"reason": "disk is read-only"}, mode)
+    assert refused.is_error and refused.content[0].text == "tool 'faulty_refuse' failed: disk is read-only"
+    crashed = await call(daemon, "faulty_crash", {}, mode)
+    text = crashed.content[0].text
+    assert "internal error" in text and "hunter2" not in text
+    error_id = text.rsplit("error id ", 1)[1].rstrip(")")
+    logged = daemon.wait_for_log(lambda r: r.get("error_id") == error_id)
+    assert logged["plugin"] == "faulty" and "hunter2" in logged["exception"]
+    request = daemon.wait_for_log(lambda r: r.get("event") == "request" and r.get("request_id") == logged["request_id"])
+    assert request["tool"] == "faulty_crash"
+    hung = await call(daemon, "faulty_hang", {}, mode)
+    assert hung.is_error and "timed out after 1s" in hung.content[0].text
+    huge = await call(daemon, "faulty_huge", {}, mode)
+    assert huge.is_error and "over its limit of 10000" in huge.content[0].text
+    invalid = await call(daemon, "faulty_refuse", {"reason": 3}, mode)
+    assert invalid.is_error and "Invalid arguments for tool 'faulty_refuse'" in invalid.content[0].text
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_progress_and_logging_through_a_worker(daemon: RunningDaemon, mode: str) -> None:
+    seen: list[tuple[float, float | None, str | None]] = []
+    logged: list[Any] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
+
+    async def on_log(params: LoggingMessageNotificationParams) -> None:
+        logged.append(params.data)
+
+    options = {"log_level": "info"} if mode != "legacy" else {}
+    async with Client(daemon.url, mode=mode, logging_callback=on_log, **options) as client:
+        result = await client.call_tool("hostile_progress", {"steps": 3}, progress_callback=on_progress)
+    assert result.content[0].text.startswith("hostile_progress by None in ")
+    assert seen == [(1, 3, "step 1"), (2, 3, "step 2"), (3, 3, "step 3")]
+    assert logged == [{"steps": 3}]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_elicitation_through_a_worker(daemon: RunningDaemon, mode: str) -> None:
+    async def answer(context: Any, params: Any) -> ElicitResult:
+        return ElicitResult(action="accept", content={"name": "Ada"})
+
+    async with Client(daemon.url, mode=mode, elicitation_callback=answer) as client:
+        result = await client.call_tool("hostile_ask", {})
+    assert result.content[0].text == "accept: Ada"
+
+
+def test_a_worker_that_keeps_ending_settles_as_failed(mcphost_daemon) -> None:
+    config = {
+        "plugins": {
+            "enable": ["hostile", "witness"],
+            "paths": [str(PLUGINS / "hostile.py"), str(PLUGINS / "witness.py")],
+            "hostile": {"isolation": "process", "max_restarts": 1},
+            "witness": {"isolation": "process"},
+        }
+    }
+    daemon = mcphost_daemon(config)
+
+    async def main() -> None:
+        await call(daemon, "hostile_exit_now")
+        await worker_pid(daemon, "hostile")  # back once
+        await call(daemon, "hostile_exit_now")
+        record = daemon.wait_for_log(lambda r: r.get("event") == "plugin failed: its worker keeps ending")
+        assert "ended 2 times" in record["reason"]
+        result = await call(daemon, "hostile_pid")
+        assert result.is_error and "plugin 'hostile' is not running: its worker ended 2 times" in result.content[0].text
+        assert await witness_answers(daemon) < WITNESS_BOUND
+
+    trio.run(main)
+    status, body = daemon.get("/ready", admin=True)
+    hostile = httpx.Response(status, content=body).json()["plugins"]["hostile"]
+    assert hostile["ready"] is False and "ended 2 times" in hostile["error"]
+    status, body = daemon.get("/status", admin=True)
+    plugins = {p["name"]: p for p in httpx.Response(status, content=body).json()["plugins"]}
+    assert plugins["hostile"]["status"] == "failed" and plugins["hostile"]["restarts"] == 1
+    assert plugins["witness"]["status"] == "loaded" and plugins["witness"]["isolation"] == "process"
+    status, body = daemon.get("/metrics", admin=True)
+    metrics = body.decode()
+    assert 'mcphost_plugin_up{plugin="hostile",version="unknown"} 0.0' in metrics
+    assert 'mcphost_plugin_restarts_total{plugin="hostile"} 1.0' in metrics
+
+
+def test_mcphost_plugins_says_which_plugins_are_isolated(tmp_path: Path) -> None:
+    config = tmp_path / "mcphost.toml"
+    config.write_text(to_toml(CONFIG | {"plugins": {**CONFIG["plugins"], "enable": ["hostile", "echo"]}}))
+    listing = subprocess.run(
+        [sys.executable, "-m", "mcphost", "plugins", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    rows = {line.split()[0]: line.split() for line in listing.stdout.splitlines()[1:]}
+    assert listing.stdout.split()[3] == "ISOLATION"
+    assert rows["hostile"][3:5] == ["process", "loaded"] and "hostile_segfault" in listing.stdout
+    assert rows["echo"][3:5] == ["inline", "loaded"]
+
+
+VERSIONED = '''
+import os
+import time
+
+import mcphost
+
+time.sleep({import_seconds})  # a plugin slow to import
+
+
+@mcphost.hookimpl
+def mcphost_tools():
+    def version() -> str:
+        """Which version answers, from which process."""
+        return f"{version} {{os.getpid()}}"
+
+    def wait(seconds: float) -> str:
+        """Take a while."""
+        time.sleep(seconds)
+        return f"waited in {{os.getpid()}}"
+
+    return [version, wait]
+'''
+
+
+def test_reload_replaces_the_worker_and_lets_the_old_one_finish(mcphost_daemon, tmp_path: Path) -> None:
+    source = tmp_path / "versioned.py"
+    source.write_text(VERSIONED.format(version="v1", import_seconds=0))
+    daemon = mcphost_daemon(
+        {"plugins": {"enable": ["versioned"], "paths": [str(source)], "versioned": {"isolation": "process"}}}
+    )
+
+    async def main() -> None:
+        first, old_pid = (await call(daemon, "versioned_version")).content[0].text.split()
+        assert first == "v1"
+        results: list[Any] = []
+        async with trio.open_nursery() as nursery:
+
+            async def slow() -> None:
+                results.append(await call(daemon, "versioned_wait", {"seconds": 8}))
+
+            nursery.start_soon(slow)
+            await trio.sleep(0.5)
+            source.write_text(VERSIONED.format(version="v2", import_seconds=3))
+            later = source.stat().st_mtime + 2
+            os.utime(source, (later, later))
+            reloads: list[dict[str, Any]] = []
+            reloaded = trio.Event()
+
+            async def reload() -> None:
+                reloads.append(await trio.to_thread.run_sync(daemon.reload))
+                reloaded.set()
+
+            nursery.start_soon(reload)
+            await trio.sleep(1)
+            # While the new version imports (3 s, in its own worker), the old one serves on
+            # and the daemon's event loop is free.
+            async with Client(daemon.url) as client:
+                start = time.monotonic()
+                during = await client.call_tool("versioned_version", {})
+                assert time.monotonic() - start < WITNESS_BOUND
+            assert during.content[0].text == f"v1 {old_pid}"
+            await reloaded.wait()
+            (ended,) = reloads
+            assert ended["event"] == "reloaded" and "versioned" in ended["changed"]
+            second, new_pid = (await call(daemon, "versioned_version")).content[0].text.split()
+            assert second == "v2" and new_pid != old_pid, "a fresh worker serves the new version"
+        assert not results[0].is_error and results[0].content[0].text == f"waited in {old_pid}"
+        assert await trio.to_thread.run_sync(_ends_within, int(old_pid), 10.0), "the old worker is stopped"
+
+    trio.run(main)
