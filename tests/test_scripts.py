@@ -91,6 +91,8 @@ def serve(root: Path) -> Serve:
         )
     daemon = RunningDaemon(process, port, root / "etc" / "mcphost.toml", log_path, admin_port=admin_port)
     daemon.wait_until_healthy(timeout=600)  # the first run installs mcphost and the plugins
+    # /health answers once the listener is up; "serving" is logged once the rest has started.
+    daemon.wait_for_log(lambda record: record.get("event") == "serving")
     return Serve(daemon.logs(), daemon)
 
 
