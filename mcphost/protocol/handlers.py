@@ -72,12 +72,17 @@ def _convert(convert_result: Callable[[Any], Any], value: Any, limit: int) -> Sh
         result = convert_result(value)
     except Exception as error:
         return "mismatch", error
-    if (
-        isinstance(result, types.CallToolResult)
-        and len(result.model_dump_json(by_alias=True, exclude_none=True)) > limit
-    ):
+    if _over(result, limit):
         return "too_large", None
     return "ok", result
+
+
+def _over(result: Any, limit: int) -> bool:
+    """Whether ``result`` is over ``limit`` bytes as the client would get it."""
+    return (
+        isinstance(result, types.CallToolResult)
+        and len(result.model_dump_json(by_alias=True, exclude_none=True)) > limit
+    )
 
 
 async def _shape(tool: RegisteredTool, convert_result: Callable[[Any], Any], value: Any) -> Shaped:
@@ -95,17 +100,6 @@ async def _shape(tool: RegisteredTool, convert_result: Callable[[Any], Any], val
     where = convert_here if size.plain else convert
     shaped: Shaped = await fence.run(where, {}, tool.limits, plugin=tool.plugin, what=f"tool {tool.name!r}")
     return shaped
-
-
-def _remote_outcome(result: Any, limit: int) -> str:
-    """What a worker process's result (converted there, by the same fence) is: ``"too_large"``
-    when it is over ``limit`` bytes as the client would get it, else ``"ok"``."""
-    if (
-        isinstance(result, types.CallToolResult)
-        and len(result.model_dump_json(by_alias=True, exclude_none=True)) > limit
-    ):
-        return "too_large"
-    return "ok"
 
 
 def _resource_content(uri: str, mime: str | None, value: Any, limit: int) -> Any:
@@ -235,7 +229,8 @@ class Handlers:
                 record = current_request.get()
                 meta = {} if record is None else {"id": record.request_id, "session": record.session_id}
                 result: Any = await tool.remote.call_tool(tool, params.arguments or {}, meta, context)
-                outcome = _remote_outcome(result, tool.limits.max_result_bytes)
+                # Converted in the worker, inside the same fence; measured here as any result is.
+                outcome = "too_large" if _over(result, tool.limits.max_result_bytes) else "ok"
             else:
                 assert tool.sdk_tool is not None
                 fn_meta = tool.sdk_tool.fn_metadata
