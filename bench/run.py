@@ -57,6 +57,7 @@ from typing import Any
 import catalog
 import load
 import profiling
+import report  # matplotlib is imported only once there is something to plot
 import servers
 from load import LEGACY, MODERN, PATHS
 from servers import BENCH_DIR, REPO_ROOT, RunningServer, ServerPool, ServerSpec
@@ -69,8 +70,6 @@ LIST_MIN_SECONDS = 4.0
 MANY_CLIENTS = 200
 MANY_CLIENTS_STRETCH = 2.0
 """Runs with at least MANY_CLIENTS clients last this many times the normal duration."""
-BAR_CLIENTS = 50
-"""The client count the bar's throughput is judged at (the report's too)."""
 COMMAND_IMPORTS = "import mcphost.__main__ as command; command.prepare(); import mcphost.cli.main"
 """What the ``mcphost`` command imports, as it imports it (collector paused, wire models deferred)."""
 
@@ -332,7 +331,7 @@ def scenario_calls(ctx: Context) -> dict[str, Any]:
     with ctx.pool() as pool:
         running = start_all(pool, specs)
         ctx.say("servers up: " + ", ".join(f"{s.spec.key} (pid {s.pid}, port {s.port})" for s in running))
-        rows = targets(running, diagnostic_levels=(nearest_level(opts.concurrency, BAR_CLIENTS),))
+        rows = targets(running, diagnostic_levels=(report.nearest(opts.concurrency, report.BAR_CONCURRENCY),))
         probes = probe_all(ctx, rows, "tools/call")
         sessions = prepare_sessions(ctx, running, max(opts.concurrency))
         warm_up(ctx, rows, sessions, "tools/call")
@@ -357,14 +356,10 @@ def scenario_calls(ctx: Context) -> dict[str, Any]:
         "probes": probes,
         "runs": records,
         "peak_rss_kib": peak,
+        "longer_runs": {"from_clients": MANY_CLIENTS, "times": MANY_CLIENTS_STRETCH},
         "log_lines": lines,
         "requests_sent": {k: sum(r["requests"] for r in records if r["server"] in (k, f"{k}-async")) for k in lines},
     }
-
-
-def nearest_level(levels: tuple[int, ...], target: int) -> int:
-    """The client count of ``levels`` closest to ``target``."""
-    return min(levels, key=lambda v: abs(v - target))
 
 
 def scenario_profile(ctx: Context) -> dict[str, Any]:
@@ -1295,8 +1290,6 @@ def main(argv: list[str] | None = None) -> int:
         run_meta["load_average_at_end"] = os.getloadavg()
         results["meta"] = run_meta
         results_path.write_text(json.dumps(results, indent=1, default=str))
-        import report  # matplotlib is imported only once there is something to plot
-
         report.write(results, OUTPUT, PLOTS_DIR)
         written = (OUTPUT, PLOTS_DIR, results_path)
         ctx.say("wrote " + ", ".join(str(p.relative_to(REPO_ROOT)) for p in written))
