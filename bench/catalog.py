@@ -47,6 +47,11 @@ def write_plugins(directory: Path, plugins: int, tools: int) -> list[Path]:
     return paths
 
 
+def isolation(plugins: int, how: str) -> dict[str, dict[str, str]]:
+    """``[plugins.<name>] isolation = how`` for each of ``plugins`` generated plugins."""
+    return {plugin_name(index): {"isolation": how} for index in range(plugins)}
+
+
 def reference_tools(plugins: int, tools: int) -> list[tuple[str, Callable[[int, int], int], str]]:
     """``(public name, function, description)`` for the SDK reference: the same catalogue
     as :func:`write_plugins` produces for mcphost."""

@@ -33,11 +33,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from servers import LOAD_CPU, pinned
+from servers import LOAD_CPU, PROTOCOL_PATHS, pinned
 
-LEGACY = "2025-11-25"
-MODERN = "2026-07-28"
-PATHS = (LEGACY, MODERN)
+PATHS = PROTOCOL_PATHS
+LEGACY, MODERN = PATHS
 
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk" / "mcp.lua"
 WRK_TIMEOUT = "10s"

@@ -35,6 +35,7 @@ OWNERS: tuple[tuple[str, str], ...] = (
     ("site-packages/starlette/", "Starlette"),
     ("site-packages/pydantic", "pydantic"),
     ("site-packages/opentelemetry/", "OpenTelemetry"),
+    ("site-packages/prometheus_client/", "prometheus_client"),
     ("site-packages/uvicorn/", "uvicorn"),
     ("site-packages/", "other libraries"),
     ("/logging/", "stdlib logging"),
@@ -46,6 +47,8 @@ OWNERS: tuple[tuple[str, str], ...] = (
 
 # A worker thread whose innermost frame is one of these is waiting for work, not working.
 IDLE_LEAVES = frozenset({"WorkerThread._work", "Condition.wait", "_worker", "Thread.join", "Event.wait"})
+LOOP_WAITS = frozenset({"EpollIOManager.get_events", "EpollSelector.select"})
+"""An event loop waiting for its sockets: idle, though py-spy does not always see it so."""
 
 
 def owner(path: str) -> str:
@@ -134,11 +137,19 @@ class ProfileSummary:
         return asdict(self)
 
 
-def summarise(speedscope: Path, rate: int, top: int = 20) -> ProfileSummary:
-    """Read a py-spy speedscope file and compute the figures of :class:`ProfileSummary`."""
+def _process(profile: dict[str, Any]) -> int | None:
+    """The pid a profile's thread belongs to (py-spy names them ``Process P Thread T ...``
+    when it follows subprocesses), or ``None`` when the name does not say."""
+    match = re.match(r"Process (\d+) ", profile["name"])
+    return int(match[1]) if match else None
+
+
+def summarise(speedscope: Path, rate: int, top: int = 20, pid: int | None = None) -> ProfileSummary:
+    """Read a py-spy speedscope file and compute the figures of :class:`ProfileSummary`
+    for the process ``pid`` (the file may hold its workers' threads too)."""
     data = json.loads(speedscope.read_text())
     frames: list[dict[str, Any]] = data["shared"]["frames"]
-    profiles = data["profiles"]
+    profiles = [p for p in data["profiles"] if pid is None or _process(p) in (pid, None)]
     main = next((p for p in profiles if "MainThread" in p["name"]), profiles[0])
     stacks: list[list[int]] = [s for s in main["samples"] if s]
     total = len(stacks) or 1
@@ -195,6 +206,95 @@ def summarise(speedscope: Path, rate: int, top: int = 20) -> ProfileSummary:
     )
 
 
+# --- where a call's time goes -------------------------------------------------------------
+
+HTTP = "HTTP server and parser (Hypercorn + h11, uvicorn)"
+SDK = "MCP SDK (with Starlette, sse-starlette)"
+REQUEST_PATH = "mcphost: request path (auth, limits, dispatch, fence)"
+HOP = "mcphost: the hop to the worker, daemon side"
+OBSERVE = "logs and metrics (structlog, logging, prometheus_client)"
+LOOP = "event loop: scheduling, thread hand-offs"
+WORKER_LOOP = "worker: its event loop, wire and dispatch"
+WORKER_FENCE = "worker: mcphost's fence and result checks"
+WORKER_SDK = "worker: MCP SDK types"
+TOOL = "the tool (plugin)"
+OTHER = "other"
+STAGES = (HTTP, SDK, REQUEST_PATH, OBSERVE, LOOP, HOP, WORKER_LOOP, WORKER_FENCE, WORKER_SDK, TOOL, OTHER)
+"""The stages of a call, in the order a request meets them (roughly)."""
+
+_STAGE_OF_OWNER = {
+    "Hypercorn": HTTP,
+    "h11 (Hypercorn's HTTP/1.1 parser)": HTTP,
+    "uvicorn": HTTP,
+    "MCP SDK": SDK,
+    "Starlette": SDK,
+    "sse-starlette (the SDK's SSE responses)": SDK,
+    "structlog": OBSERVE,
+    "stdlib logging": OBSERVE,
+    "prometheus_client": OBSERVE,
+    TOOL: TOOL,
+}
+_CHARGED_TO_CALLER = GENERIC | LOOP_OWNERS | {"pydantic", "stdlib json", "stdlib threading"}
+"""Owners whose time belongs to the code that called them: the event loop's (unless it was
+scheduling), validation, JSON and helpers."""
+WORKER_CODE = "/mcphost/plugins/worker/"
+REFERENCE_APP, REFERENCE_TOOLS = "/bench/apps/sdk_app.py", frozenset({"add", "add_async"})
+"""The reference's tools live in its app's file, whose ``main`` is under every sample."""
+
+
+def stage(stack: list[int], frames: list[dict[str, Any]], in_worker: bool) -> str:
+    """Which stage of a call a sample is in: the innermost frame that is not a helper,
+    validation, JSON or the event loop's decides (the event loop's own when it was
+    scheduling, with nobody above it)."""
+    for index in reversed(stack):
+        frame = frames[index]
+        if frame["name"] == "unrolled_run" or frame["name"].endswith("_run_once"):
+            break
+        path = frame["file"]
+        who = owner(path)
+        if who == TOOL or (path.endswith(REFERENCE_APP) and frame["name"] in REFERENCE_TOOLS):
+            return TOOL
+        if who in _CHARGED_TO_CALLER:
+            continue
+        if in_worker:
+            if who == "mcphost":
+                return WORKER_LOOP if WORKER_CODE in path else WORKER_FENCE
+            return WORKER_SDK if who == "MCP SDK" else WORKER_LOOP
+        if who == "mcphost":
+            return HOP if WORKER_CODE in path else REQUEST_PATH
+        return _STAGE_OF_OWNER.get(who, OTHER)
+    return WORKER_LOOP if in_worker else LOOP
+
+
+def stage_shares(speedscope: Path, server_pid: int) -> dict[str, dict[str, float]]:
+    """The share of busy samples in each stage, per process: ``{"server": {...}, "workers":
+    {...}}``, each summing to 1 over every thread of that process (or of all its workers).
+    A worker thread waiting for work is idle, not busy, whatever py-spy makes of it."""
+    data = json.loads(speedscope.read_text())
+    frames: list[dict[str, Any]] = data["shared"]["frames"]
+    counts: dict[str, Counter[str]] = {"server": Counter(), "workers": Counter()}
+    for profile in data["profiles"]:
+        in_worker = _process(profile) not in (server_pid, None)
+        for stack in profile["samples"]:
+            if stack and frames[stack[-1]]["name"] not in IDLE_LEAVES | LOOP_WAITS:
+                counts["workers" if in_worker else "server"][stage(stack, frames, in_worker)] += 1
+    return {
+        side: {name: n / sum(counted.values()) for name, n in counted.items()}
+        for side, counted in counts.items()
+        if counted
+    }
+
+
+def call_breakdown(shares: dict[str, dict[str, float]], cpu_us_per_call: dict[str, float]) -> dict[str, float]:
+    """Microseconds of CPU per call in each stage: each process's CPU per call (``server``,
+    ``workers``, from ``/proc``) split by its profile's shares."""
+    out: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+    for side, split in shares.items():
+        for name, share in split.items():
+            out[name] += share * cpu_us_per_call.get(side, 0.0)
+    return {name: round(us, 1) for name, us in out.items() if us}
+
+
 def py_spy_path() -> str | None:
     """The ``py-spy`` binary: next to this interpreter (the venv) or on ``PATH``."""
     beside = Path(sys.executable).parent / "py-spy"
@@ -202,10 +302,11 @@ def py_spy_path() -> str | None:
 
 
 def start_recording(
-    pid: int, output: Path, duration: float, rate: int, fmt: str = "speedscope"
+    pid: int, output: Path, duration: float, rate: int, fmt: str = "speedscope", subprocesses: bool = False
 ) -> subprocess.Popen[bytes]:
-    """Start ``py-spy record`` on ``pid`` for ``duration`` seconds (returns at once);
-    ``fmt`` is py-spy's: ``speedscope`` (what :func:`summarise` reads) or ``flamegraph`` (SVG)."""
+    """Start ``py-spy record`` on ``pid`` (and its descendants, with ``subprocesses``) for
+    ``duration`` seconds (returns at once); ``fmt`` is py-spy's: ``speedscope`` (what
+    :func:`summarise` reads) or ``flamegraph`` (SVG)."""
     binary = py_spy_path()
     if binary is None:
         raise RuntimeError("py-spy is not installed (pip install py-spy)")
@@ -224,6 +325,7 @@ def start_recording(
             fmt,
             "--output",
             str(output),
+            *(["--subprocesses"] if subprocesses else []),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -7,11 +7,14 @@ report from the last results without measuring anything.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+import profiling
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -21,13 +24,33 @@ MCPHOST = "mcphost"
 CEILING = "bare"
 BAR_CONCURRENCY = 50
 COLD_START_LIMIT_S = 1.5
+ISOLATION_CPU_LIMIT = 1.15
+"""The most server CPU per call a worker process may cost, over the same plugin inline."""
+WORKER_USS_LIMIT_MIB = 15
+"""The most unique memory a plugin's worker process may hold."""
+PEER_P99_LIMIT = 0.25
+"""mcphost's p99 with two workers, at most this share of the TypeScript peer's."""
+INLINE = "mcphost-inline"
+TS_PEER = "ts-peer"
+TWO_WORKERS = "mcphost-2w"
 RELOAD_STALL_LIMIT_MS = 50
 """The most a reload may hold the event loop with the most sessions measured open."""
 PATH_NAMES = {
     "2025-11-25": "2025-11-25 (sessions)",
     "2026-07-28": "2026-07-28 (self-contained requests)",
 }
-COLORS = {"reference": "#4c72b0", "sdk-hypercorn": "#8172b2", "bare": "#999999", "mcphost": "#dd8452"}
+COLORS = {
+    "reference": "#4c72b0",
+    "reference-async": "#9db4dc",
+    "sdk-hypercorn": "#8172b2",
+    "bare": "#999999",
+    "mcphost": "#dd8452",
+    "mcphost-async": "#f2b98f",
+    "mcphost-inline": "#c44e52",
+    "mcphost-inline-async": "#e8a0a2",
+    "mcphost-2w": "#8c613c",
+    "ts-peer": "#55a868",
+}
 OWNER_COLORS = {
     "mcphost": "#dd8452",
     "structlog": "#c44e52",
@@ -62,7 +85,10 @@ def cell(runs: Sequence[dict[str, Any]], server: str, path: str, concurrency: in
 
 
 def stats(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Medians over rounds, plus the throughput range and summed errors."""
+    """Medians over rounds, plus the throughput range and summed errors (zeros for a cell
+    that was not measured)."""
+    if not rows:
+        return dict.fromkeys(("rps", "rps_min", "rps_max", "p50", "p99", "errors", "bytes", "cpu", "requests"), 0.0)
     return {
         "rps": med(r["rps"] for r in rows),
         "rps_min": min(r["rps"] for r in rows),
@@ -74,6 +100,28 @@ def stats(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
         "cpu": med(r.get("cpu_ms_per_call") or 0.0 for r in rows),
         "requests": sum(r["requests"] for r in rows),
     }
+
+
+def rows_of(calls: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The calls section's rows: key -> server label, server key and tool kind (results
+    from before the async rows had one sync row per server)."""
+    rows: dict[str, dict[str, str]] = calls.get("rows") or {
+        key: {"label": label, "server": key, "kind": "sync"} for key, label in calls["servers"].items()
+    }
+    return rows
+
+
+def reference_for(rows: dict[str, dict[str, str]], key: str) -> str:
+    """The reference row a row is compared with: the one whose tool is written the same way."""
+    twin = f"{REFERENCE}-async"
+    return twin if rows[key]["kind"] == "async" and twin in rows else REFERENCE
+
+
+def row_label(rows: dict[str, dict[str, str]], key: str) -> str:
+    """A row's name in plots: its server and, where the server has both, its tool's kind."""
+    info = rows[key]
+    both = any(r["server"] == info["server"] and r["kind"] != info["kind"] for r in rows.values())
+    return f"{info['label']}, {info['kind']}" if both else info["label"]
 
 
 def fmt_ms(value: float) -> str:
@@ -99,50 +147,80 @@ def nearest(values: Iterable[int], target: int) -> int:
 # --- the bar ------------------------------------------------------------------------------
 
 
-def bars(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
-    """``(criterion, measured, passed)`` for each of the issue's bars."""
-    rows: list[tuple[str, str, bool | None]] = []
-    calls = results.get("calls")
-    if calls and calls.get("runs"):
-        runs = calls["runs"]
-        n = nearest({r["concurrency"] for r in runs}, BAR_CONCURRENCY)
-        for path in PATH_NAMES:
-            m, ref = stats(cell(runs, MCPHOST, path, n)), stats(cell(runs, REFERENCE, path, n))
-            rows.append(
+def calls_bars(calls: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """The bar's rows from the calls table: throughput and p99 against the reference for
+    each tool kind, the worker's cost over inline, the stack's ceiling, errors."""
+    runs, names = calls["runs"], rows_of(calls)
+    levels = {r["concurrency"] for r in runs}
+    n, most = nearest(levels, BAR_CONCURRENCY), max(levels)
+    out: list[tuple[str, str, bool | None]] = []
+    mine = [key for key in (MCPHOST, f"{MCPHOST}-async") if key in names]
+    where = "plugin in a worker process" if INLINE in calls.get("servers", {}) else "production config"
+    for path in PATH_NAMES:
+        for key in mine:
+            kind, ref_key = names[key]["kind"], reference_for(names, key)
+            m, ref = stats(cell(runs, key, path, n)), stats(cell(runs, ref_key, path, n))
+            out.append(
                 (
-                    f"tools/call on {path}, {n} clients: calls/s ≥ 1.0x reference",
+                    f"tools/call on {path}, {kind} tool, {n} clients ({where}): calls/s ≥ 1.0x reference",
                     f"{m['rps']:.0f} vs {ref['rps']:.0f} calls/s = {ratio(m['rps'], ref['rps'])} "
                     f"(server CPU per call {m['cpu']:.2f} vs {ref['cpu']:.2f} ms = {ratio(m['cpu'], ref['cpu'])})",
                     m["rps"] >= ref["rps"],
                 )
             )
-            rows.append(
+            for clients in sorted({n, most}):
+                m, ref = stats(cell(runs, key, path, clients)), stats(cell(runs, ref_key, path, clients))
+                out.append(
+                    (
+                        f"tools/call on {path}, {kind} tool, {clients} clients: p99 no worse than reference",
+                        f"{fmt_ms(m['p99'])} vs {fmt_ms(ref['p99'])} ms = {ratio(m['p99'], ref['p99'])}",
+                        m["p99"] <= ref["p99"],
+                    )
+                )
+    for path in PATH_NAMES:
+        for key in mine:
+            inline = key.replace(MCPHOST, INLINE, 1)
+            if not cell(runs, inline, path, n):
+                continue
+            m, base = stats(cell(runs, key, path, n)), stats(cell(runs, inline, path, n))
+            out.append(
                 (
-                    f"tools/call on {path}, {n} clients: p99 no worse than reference",
-                    f"{fmt_ms(m['p99'])} vs {fmt_ms(ref['p99'])} ms = {ratio(m['p99'], ref['p99'])}",
-                    m["p99"] <= ref["p99"],
+                    f"a worker process costs ≤ {ISOLATION_CPU_LIMIT - 1:.0%} server CPU per call over inline "
+                    f"({path}, {names[key]['kind']} tool, {n} clients)",
+                    f"{m['cpu']:.2f} vs {base['cpu']:.2f} ms = {ratio(m['cpu'], base['cpu'])}; "
+                    f"calls/s {ratio(m['rps'], base['rps'])}",
+                    m["cpu"] <= ISOLATION_CPU_LIMIT * base["cpu"],
                 )
             )
-        for path in PATH_NAMES:
-            m, top = stats(cell(runs, MCPHOST, path, n)), stats(cell(runs, CEILING, path, n))
-            rows.append(
-                (
-                    f"fraction of the Hypercorn/Trio ceiling (row 3) on {path}, {n} clients",
-                    f"{m['rps']:.0f} of {top['rps']:.0f} calls/s = {100 * m['rps'] / top['rps']:.0f} %"
-                    if top["rps"]
-                    else "-",
-                    None,
-                )
+    for path in PATH_NAMES:
+        m, top = stats(cell(runs, MCPHOST, path, n)), stats(cell(runs, CEILING, path, n))
+        out.append(
+            (
+                f"fraction of the Hypercorn/Trio ceiling (row 3) on {path}, {n} clients",
+                f"{m['rps']:.0f} of {top['rps']:.0f} calls/s = {100 * m['rps'] / top['rps']:.0f} %"
+                if top["rps"]
+                else "-",
+                None,
             )
-        own = sum(r["error_count"] for r in runs if r["server"] == MCPHOST)
-        rows.append(("errors in mcphost's tools/call runs", f"{own}", own == 0))
-        others = [r for r in runs if r["server"] != MCPHOST and r["error_count"]]
-        where = "; ".join(
-            f"{r['error_count']} in {r['server']} {r['path']} at {r['concurrency']} clients "
-            f"({', '.join(f'{k} {v}' for k, v in r['errors'].items() if v)})"
-            for r in others
         )
-        rows.append(("errors in the other servers' runs", where or "0", None))
+    own = sum(r["error_count"] for r in runs if r["server"].startswith(MCPHOST))
+    out.append(("errors in mcphost's tools/call runs", f"{own}", own == 0))
+    others = [r for r in runs if not r["server"].startswith(MCPHOST) and r["error_count"]]
+    where_errors = "; ".join(
+        f"{r['error_count']} in {r['server']} {r['path']} at {r['concurrency']} clients "
+        f"({', '.join(f'{k} {v}' for k, v in r['errors'].items() if v)})"
+        for r in others
+    )
+    out.append(("errors in the other servers' runs", where_errors or "0", None))
+    return out
+
+
+def bars(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """``(criterion, measured, passed)`` for each of the issue's bars."""
+    rows: list[tuple[str, str, bool | None]] = []
+    calls = results.get("calls")
+    if calls and calls.get("runs"):
+        rows += calls_bars(calls)
     memory = results.get("memory")
     if memory and memory.get("runs"):
         kib = med(r["per_session_kib"] for r in memory["runs"] if r["server"] == MCPHOST)
@@ -192,14 +270,66 @@ def bars(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         notified = [r["ready_notified"] for r in mine if r.get("ready_notified") is not None]
         seconds = med(notified) if len(notified) == len(mine) else med(r["seconds"] for r in mine)
         signal = "READY=1 over sd_notify" if len(notified) == len(mine) else "first 200 from /health"
+        isolated = any(r.get("workers") for r in mine)
         rows.append(
             (
-                f"cold start with {cold['plugins']} plugins < {COLD_START_LIMIT_S} s (exec → {signal})",
-                f"{seconds:.2f} s (median)",
+                f"cold start with {cold['plugins']} plugins{', each in a worker process,' if isolated else ''} "
+                f"< {COLD_START_LIMIT_S} s (exec → {signal})",
+                f"{seconds:.2f} s (median)"
+                + "".join(
+                    f"; {name} {med(r['seconds'] for r in cold['runs'] if r['server'] == key):.2f} s = "
+                    f"{ratio(seconds, med(r['seconds'] for r in cold['runs'] if r['server'] == key))}"
+                    for key, name in ((INLINE, "inline"), (REFERENCE, "reference's first answer"))
+                    if any(r["server"] == key for r in cold["runs"])
+                ),
                 seconds < COLD_START_LIMIT_S,
             )
         )
+        uss = [kib for r in mine for kib in r.get("worker_uss_kib", [])]
+        if uss:
+            rows.append(
+                (
+                    f"unique memory (USS) per plugin's worker ≤ {WORKER_USS_LIMIT_MIB} MiB ({cold['plugins']} plugins)",
+                    f"{med(uss) / 1024:.1f} MiB (median of {len(uss)}; largest {max(uss) / 1024:.1f})",
+                    med(uss) / 1024 <= WORKER_USS_LIMIT_MIB,
+                )
+            )
+    rows += peer_bars(results.get("workers"))
+    killed = results.get("worker_killed")
+    if killed and killed.get("runs"):
+        during = [r for r in killed["runs"] if r["killing"]]
+        calm = [r for r in killed["runs"] if not r["killing"]]
+        errors, kills = sum(r["error_count"] for r in during), sum(r["kills"] for r in during)
+        rows.append(
+            (
+                "a worker killed under load: the witness plugin's calls fail 0 times",
+                f"{errors} errors in {sum(r['requests'] for r in during):,} calls during {kills} kills; "
+                f"p99 {fmt_ms(med(r['p99_ms'] for r in during))} vs {fmt_ms(med(r['p99_ms'] for r in calm))} ms "
+                f"without kills = {ratio(med(r['p99_ms'] for r in during), med(r['p99_ms'] for r in calm))}",
+                errors == 0 and kills > 0,
+            )
+        )
     return rows
+
+
+def peer_bars(data: dict[str, Any] | None) -> list[tuple[str, str, bool | None]]:
+    """mcphost with two workers against the TypeScript peer on the sessions path."""
+    if not data or not data.get("runs") or TS_PEER not in data["servers"]:
+        return []
+    runs, n, path = data["runs"], data["connections"], "2025-11-25"
+    two, peer = stats(cell(runs, TWO_WORKERS, path, n)), stats(cell(runs, TS_PEER, path, n))
+    return [
+        (
+            f"tools/call on {path}, {n} clients, `workers = 2`: calls/s ≥ 1.0x the TypeScript SDK on express",
+            f"{two['rps']:.0f} vs {peer['rps']:.0f} calls/s = {ratio(two['rps'], peer['rps'])}",
+            two["rps"] >= peer["rps"],
+        ),
+        (
+            f"tools/call on {path}, {n} clients, `workers = 2`: p99 ≤ {PEER_P99_LIMIT:g}x the TypeScript peer's",
+            f"{fmt_ms(two['p99'])} vs {fmt_ms(peer['p99'])} ms = {ratio(two['p99'], peer['p99'])}",
+            two["p99"] <= PEER_P99_LIMIT * peer["p99"],
+        ),
+    ]
 
 
 # --- markdown -----------------------------------------------------------------------------
@@ -231,17 +361,20 @@ def section_calls(results: dict[str, Any]) -> list[str]:
     calls = results.get("calls")
     if not calls or not calls.get("runs"):
         return []
-    runs, labels = calls["runs"], calls["servers"]
+    runs, names = calls["runs"], rows_of(calls)
     levels = sorted({r["concurrency"] for r in runs})
     out = [
         "## tools/call: throughput and latency",
         "",
-        f"Median of {calls['rounds']} round(s) of {calls['duration_s']:g} s per cell; servers loaded in alternation. "
-        "`x ref` is relative to row 1; `range` is the lowest and highest round. Latency is wrk's, per request, "
-        "client side. `CPU ms/call` is the server process's CPU time (all threads, from `/proc`) over the run "
-        "divided by the calls completed: on a machine shared with other work, calls/s moves with the CPU time "
-        "the server gets, CPU per call much less, so it is the steadier comparison. Errors count socket errors, "
-        "timeouts, non-200 answers and answers without a JSON-RPC `result` (or with `isError`).",
+        f"Median of {calls['rounds']} round(s) of {calls['duration_s']:g} s per cell{longer_runs(calls)}; "
+        "rows loaded in alternation. `x ref` is "
+        "relative to the reference row whose tool is written the same way (sync or async); `range` is the lowest "
+        "and highest round. Latency is wrk's, per request, client side. `CPU ms/call` is the server's CPU time "
+        "(all threads of the server and of its worker processes, from `/proc`) over the run divided by the calls "
+        "completed: on a machine shared with other work, calls/s moves with the CPU time the server gets, CPU per "
+        "call much less, so it is the steadier comparison. Errors count socket errors, timeouts, non-200 answers "
+        "and answers without a JSON-RPC `result` (or with `isError`). The stack's ceiling and the SDK on "
+        "Hypercorn explain the other rows and are measured at one client count only.",
         "",
         "![tools/call throughput](bench/plots/calls_throughput.png)",
         "",
@@ -254,16 +387,16 @@ def section_calls(results: dict[str, Any]) -> list[str]:
         out += [f"### {title}", ""]
         rows = []
         for n in levels:
-            ref = stats(cell(runs, REFERENCE, path, n))
-            for key, label in labels.items():
+            for key, info in names.items():
                 rows_ = cell(runs, key, path, n)
                 if not rows_:
                     continue
-                s = stats(rows_)
+                s, ref = stats(rows_), stats(cell(runs, reference_for(names, key), path, n))
                 rows.append(
                     (
                         n,
-                        label if key != MCPHOST else f"**{label}**",
+                        f"**{info['label']}**" if info["server"] == MCPHOST else info["label"],
+                        info["kind"] if info["server"] != CEILING else "-",
                         f"{s['rps']:.0f}",
                         f"{s['rps_min']:.0f}-{s['rps_max']:.0f}",
                         ratio(s["rps"], ref["rps"]),
@@ -280,6 +413,7 @@ def section_calls(results: dict[str, Any]) -> list[str]:
             (
                 "clients",
                 "server",
+                "tool",
                 "calls/s",
                 "range",
                 "x ref",
@@ -292,27 +426,10 @@ def section_calls(results: dict[str, Any]) -> list[str]:
                 "body bytes",
             ),
             rows,
-            "rlrrrrrrrrrr",
+            "rllrrrrrrrrrr",
         )
-    out += ["### Share of the stack's ceiling (row 3)", ""]
-    rows = []
-    for path in PATH_NAMES:
-        for n in levels:
-            top = stats(cell(runs, CEILING, path, n))["rps"]
-            rows.append(
-                (
-                    path,
-                    n,
-                    *(
-                        f"{100 * stats(cell(runs, key, path, n))['rps'] / top:.0f} %" if top else "-"
-                        for key in labels
-                        if key != CEILING
-                    ),
-                )
-            )
-    out += table(
-        ("path", "clients", *(labels[k] for k in labels if k != CEILING)), rows, "lr" + "r" * (len(labels) - 1)
-    )
+    out += isolation_table(runs, names, levels)
+    out += ceiling_table(runs, names)
     if calls.get("log_lines"):
         sent, lines = calls.get("requests_sent", {}), calls["log_lines"]
         out += [
@@ -322,6 +439,86 @@ def section_calls(results: dict[str, Any]) -> list[str]:
             "",
         ]
     return out
+
+
+def longer_runs(calls: dict[str, Any]) -> str:
+    """How much longer the runs with many clients were, if the results say."""
+    longer = calls.get("longer_runs")
+    return f" (x{longer['times']:g} from {longer['from_clients']} clients on)" if longer else ""
+
+
+def isolation_table(runs: list[dict[str, Any]], names: dict[str, dict[str, str]], levels: list[int]) -> list[str]:
+    """mcphost with its plugin in a worker process against the same plugin inline."""
+    pairs = [(key, key.replace(MCPHOST, INLINE, 1)) for key in names if names[key]["server"] == MCPHOST]
+    pairs = [(key, inline) for key, inline in pairs if inline in names]
+    if not pairs:
+        return []
+    rows = []
+    for path in PATH_NAMES:
+        for n in levels:
+            for key, inline in pairs:
+                m, base = stats(cell(runs, key, path, n)), stats(cell(runs, inline, path, n))
+                rows.append(
+                    (
+                        path,
+                        n,
+                        names[key]["kind"],
+                        f"{base['cpu']:.2f}",
+                        f"{m['cpu']:.2f}",
+                        f"**{ratio(m['cpu'], base['cpu'])}**",
+                        f"{base['rps']:.0f}",
+                        f"{m['rps']:.0f}",
+                        ratio(m["rps"], base["rps"]),
+                        ratio(m["p99"], base["p99"]),
+                    )
+                )
+    return [
+        "### What the worker process costs: process over inline",
+        "",
+        'The same mcphost and plugin, `[plugins.noop] isolation = "process"` (as deployed) against '
+        f'`"inline"`, from the tables above (same run, alternating). The bar: at most '
+        f"{ISOLATION_CPU_LIMIT - 1:.0%} more server CPU per call (daemon and worker together).",
+        "",
+        *table(
+            (
+                "path",
+                "clients",
+                "tool",
+                "CPU ms/call inline",
+                "process",
+                "process ÷ inline",
+                "calls/s inline",
+                "process",
+                "÷",
+                "p99 ÷",
+            ),
+            rows,
+            "lrlrrrrrrr",
+        ),
+    ]
+
+
+def ceiling_table(runs: list[dict[str, Any]], names: dict[str, dict[str, str]]) -> list[str]:
+    """Each sync row's calls/s as a share of the bare ASGI app's, where both were measured."""
+    rows = []
+    sync = [key for key, info in names.items() if info["kind"] == "sync" and key != CEILING]
+    for path in PATH_NAMES:
+        for n in sorted({r["concurrency"] for r in runs if r["server"] == CEILING}):
+            top = stats(cell(runs, CEILING, path, n))["rps"]
+            rows.append(
+                (
+                    path,
+                    n,
+                    *(f"{100 * stats(cell(runs, key, path, n))['rps'] / top:.0f} %" if top else "-" for key in sync),
+                )
+            )
+    if not rows:
+        return []
+    return [
+        "### Share of the stack's ceiling (row 3), sync tool",
+        "",
+        *table(("path", "clients", *(names[k]["label"] for k in sync)), rows, "lr" + "r" * len(sync)),
+    ]
 
 
 def section_tools_list(results: dict[str, Any]) -> list[str]:
@@ -456,6 +653,7 @@ def section_cold_start(results: dict[str, Any]) -> list[str]:
         own = [r for r in runs if r["server"] == key]
         times = [r["seconds"] for r in own]
         notified = [r["ready_notified"] for r in own if r.get("ready_notified") is not None]
+        uss = [kib for r in own for kib in r.get("worker_uss_kib", [])]
         rows.append(
             (
                 label,
@@ -465,6 +663,9 @@ def section_cold_start(results: dict[str, Any]) -> list[str]:
                 f"{min(times):.2f}",
                 f"{max(times):.2f}",
                 len(times),
+                f"{med(r['rss_kib'] for r in own) / 1024:.1f}" if "rss_kib" in own[0] else "-",
+                f"{med(r.get('workers', 0) for r in own):.0f}",
+                f"{med(uss) / 1024:.1f} ({min(uss) / 1024:.1f}-{max(uss) / 1024:.1f})" if uss else "-",
             )
         )
     out = [
@@ -473,12 +674,27 @@ def section_cold_start(results: dict[str, Any]) -> list[str]:
         "Exec → `READY=1` over sd_notify (mcphost, given a `NOTIFY_SOCKET` as systemd would) and exec → first "
         "`200` from `/health` (mcphost) or first HTTP answer of any kind (the reference, serving the same 100 tools, "
         "for scale, in alternation with mcphost: the machine's speed moves both). One untimed start first "
-        "byte-compiles the generated plugins and warms the page cache.",
+        "byte-compiles the generated plugins and warms the page cache. mcphost starts with the plugins inline "
+        'and with each in a worker process of its own (`isolation = "process"`, as deployed); once it is '
+        "ready, the memory: the server's RSS and each worker's unique memory (USS: `Private_Clean + "
+        "Private_Dirty` of `/proc/PID/smaps_rollup`, what the worker alone holds), median and range over "
+        "every worker of every start.",
         "",
         "![cold start](bench/plots/cold_start.png)",
         "",
         *table(
-            ("server", "READY=1 median s", "first answer median s", "x ref", "min s", "max s", "runs"),
+            (
+                "server",
+                "READY=1 median s",
+                "first answer median s",
+                "x ref",
+                "min s",
+                "max s",
+                "runs",
+                "RSS MiB",
+                "workers",
+                "USS per worker MiB",
+            ),
             rows,
         ),
     ]
@@ -512,8 +728,23 @@ def section_cold_start(results: dict[str, Any]) -> list[str]:
     counted = results.get("start_instructions")
     if counted and counted.get("runs"):
         out += start_instructions(counted)
-    notified = [r["ready_notified"] for r in runs if r.get("ready_notified") is not None]
-    if notified and med(notified) >= COLD_START_LIMIT_S:
+
+    def ready(key: str) -> float | None:
+        notified = [r["ready_notified"] for r in runs if r["server"] == key and r.get("ready_notified") is not None]
+        return med(notified) if notified else None
+
+    isolated, inline = ready(MCPHOST), ready(INLINE)
+    if isolated is not None and inline is not None and isolated >= COLD_START_LIMIT_S:
+        out += [
+            f"**Why the bar is not met.** With every plugin inline mcphost was ready after {inline:.2f} s; each "
+            f"plugin in a worker process of its own took it to {isolated:.2f} s: each worker is started and "
+            "imports mcphost, the MCP SDK and its plugin before the daemon reports ready, and on two cores "
+            f"{data['plugins']} of them take turns. Workers forked from a process that has imported all that "
+            "once would start in milliseconds and share those pages (the USS column).",
+            "",
+        ]
+    notified_inline = inline if isolated is not None else ready(MCPHOST)
+    if notified_inline is not None and notified_inline >= COLD_START_LIMIT_S:
         out += [
             "**Why the bar is not met, and what would meet it.** Start-up is CPU work only (nothing in it waits), "
             f"and most of it is imports. The reference, started in alternation, took {reference:.2f} s in this "
@@ -635,19 +866,93 @@ def section_workers(results: dict[str, Any]) -> list[str]:
     runs, names, n = data["runs"], data["servers"], data["connections"]
     rows = []
     for path in PATH_NAMES:
-        ref = stats(cell(runs, REFERENCE, path, n))
+        ref, peer = stats(cell(runs, REFERENCE, path, n)), stats(cell(runs, TS_PEER, path, n))
         for key, label in names.items():
+            if not cell(runs, key, path, n):
+                continue
             m = stats(cell(runs, key, path, n))
-            rows.append((path, label, f"{m['rps']:.0f}", ratio(m["rps"], ref["rps"]), fmt_ms(m["p99"])))
+            rows.append(
+                (
+                    path,
+                    label,
+                    f"{m['rps']:.0f}",
+                    ratio(m["rps"], ref["rps"]),
+                    ratio(m["rps"], peer["rps"]),
+                    fmt_ms(m["p50"]),
+                    fmt_ms(m["p99"]),
+                    ratio(m["p99"], peer["p99"]),
+                    f"{m['cpu']:.2f}",
+                    m["errors"],
+                )
+            )
     return [
-        "## One worker process or two",
+        "## One worker process or two, and the TypeScript peer",
         "",
-        f"tools/call with {n} clients, nothing pinned: each server may use both cores, which it shares with wrk. "
-        "`[server] workers = 2` runs two Trio processes on one socket (sessions move between them through the "
-        "session store); the kernel spreads connections over them.",
+        f"tools/call (sync tool) with {n} clients, median of {data.get('rounds', '?')} round(s) of "
+        f"{data.get('duration_s', 0):g} s, nothing pinned: each server may use both cores, which it shares with "
+        "wrk. `[server] workers = 2` runs two Trio processes on one socket (sessions move between them through the "
+        "session store), each with its own worker process for the plugin; the kernel spreads connections over "
+        "them. The TypeScript peer is the official `@modelcontextprotocol/sdk` (pinned in "
+        "`bench/peers/ts/package-lock.json`) serving the same `add` tool with `StreamableHTTPServerTransport` on "
+        "express with a session map and an in-memory event store, as the SDK's own example "
+        "(`simpleStreamableHttp`) builds it, on one Node process; it serves sessions only (the TypeScript SDK "
+        "has no 2026-07-28 requests). It checks no key and writes no log line per request; mcphost does both.",
         "",
-        *table(("path", "server", "calls/s", "x reference", "p99 ms"), rows, "llrrr"),
+        *table(
+            (
+                "path",
+                "server",
+                "calls/s",
+                "x reference",
+                "x TS peer",
+                "p50 ms",
+                "p99 ms",
+                "p99 x TS peer",
+                "CPU ms/call",
+                "errors",
+            ),
+            rows,
+            "llrrrrrrrr",
+        ),
+    ]
+
+
+def section_worker_killed(results: dict[str, Any]) -> list[str]:
+    data = results.get("worker_killed")
+    if not data or not data.get("runs"):
+        return []
+    rows = []
+    for killing in (False, True):
+        own = [r for r in data["runs"] if r["killing"] == killing]
+        rows.append(
+            (
+                "SIGKILL to the victim's worker every time it is back" if killing else "no kills",
+                len(own),
+                sum(r["kills"] for r in own),
+                f"{sum(r['requests'] for r in own):,}",
+                sum(r["error_count"] for r in own),
+                f"{med(r['rps'] for r in own):.0f}",
+                fmt_ms(med(r["p50_ms"] for r in own)),
+                fmt_ms(med(r["p99_ms"] for r in own)),
+                fmt_ms(max(r["max_ms"] for r in own)),
+            )
+        )
+    return [
+        "## A worker killed under load",
         "",
+        f"mcphost (production config) with two plugins, each in a worker process: the witness (`noop`) under "
+        f"{data['connections']} clients' `noop_add` calls on the 2026-07-28 path for {data['seconds']:g} s a "
+        "round, and a victim whose one tool returns its worker's pid. During the runs with kills a thread asks "
+        f"the victim for its pid and SIGKILLs it, then {data['kill_interval_s']:g} s later asks again (the "
+        "supervisor has restarted it by then, or the call fails and is asked again; the victim's restart limit "
+        "is set high so it is never settled as failed). Runs with and without kills alternate; the worker's "
+        "restart competes for the server's CPU, which the latency shows.",
+        "",
+        *table(
+            ("", "runs", "kills", "witness calls", "witness errors", "calls/s", "p50 ms", "p99 ms", "max ms"),
+            rows,
+            "lrrrrrrrr",
+        ),
     ]
 
 
@@ -692,7 +997,12 @@ def section_profile(results: dict[str, Any]) -> list[str]:
         return []
     if "skipped" in data:
         return ["## Profile", "", f"Skipped: {data['skipped']}.", ""]
-    labels = {"mcphost": "mcphost", "sdk-hypercorn": "SDK on Hypercorn/Trio", "reference": "SDK on uvicorn (ref)"}
+    labels = {
+        "mcphost": "mcphost (worker process)",
+        "mcphost-inline": "mcphost (inline)",
+        "sdk-hypercorn": "SDK on Hypercorn/Trio",
+        "reference": "SDK on uvicorn (ref)",
+    }
     out = [
         "## Profile: where mcphost's CPU goes",
         "",
@@ -710,6 +1020,7 @@ def section_profile(results: dict[str, Any]) -> list[str]:
         "",
         "![profile](bench/plots/profile.png)",
         "",
+        *call_stages(data, labels),
     ]
     for path, servers_ in data["paths"].items():
         keys = [k for k in labels if k in servers_]
@@ -770,6 +1081,47 @@ def section_profile(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def call_stages(data: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    """Where each microsecond of a call goes, by stage, per path and server."""
+    out = [
+        "### Where a call's microseconds go",
+        "",
+        "All of a call's CPU time (every thread of the server and of its worker processes, from `/proc` over the "
+        "profiled load, divided by the calls completed) split by the profile's busy samples into the stages a "
+        "call passes through. A sample belongs to the innermost frame that is not a helper, validation "
+        "(pydantic), JSON or the event loop's machinery: those are charged to whoever called them; the event "
+        "loop's own row is its scheduling with nobody above it. In the worker, its Trio loop, socket wire and "
+        "dispatch are the worker's side of the hop; the fence it runs around the tool is mcphost's.",
+        "",
+    ]
+    for path, servers_ in data["paths"].items():
+        keys = [k for k in labels if k in servers_ and servers_[k].get("stages_us")]
+        if not keys:
+            continue
+        stages = [name for name in profiling.STAGES if any(servers_[k]["stages_us"].get(name) for k in keys)]
+        rows = [(name, *(f"{servers_[k]['stages_us'].get(name, 0.0):.0f}" for k in keys)) for name in stages]
+        totals = {k: sum(servers_[k]["stages_us"].values()) for k in keys}
+        rows.append(("**all: CPU µs per call**", *(f"**{totals[k]:.0f}**" for k in keys)))
+        rows.append(
+            ("of which in worker processes", *(f"{servers_[k]['cpu_us_per_call'].get('workers', 0):.0f}" for k in keys))
+        )
+        out += [
+            f"{PATH_NAMES.get(path, path)}, µs of CPU per call ({data['connections']} clients, sync tool):",
+            "",
+            *table(("stage", *(labels[k] for k in keys)), rows),
+        ]
+    return out
+
+
+def load_note(meta: dict[str, Any]) -> str:
+    """The machine's load average around the run: on 2 CPUs, above 2 means other work competed."""
+    before = meta.get("machine", {}).get("load_average_at_start")
+    after = meta.get("load_average_at_end")
+    if not before or not after:
+        return ""
+    return f", load average {before[0]:.1f} at the start and {after[0]:.1f} at the end"
+
+
 def section_method(results: dict[str, Any]) -> list[str]:
     meta = results.get("meta", {})
     machine = meta.get("machine", {})
@@ -779,8 +1131,9 @@ def section_method(results: dict[str, Any]) -> list[str]:
     return [
         "## How it was measured",
         "",
-        "Four servers of the same no-op tool `add(a: int, b: int) -> int` (a plain synchronous function, which the "
-        "SDK and mcphost alike run in a worker thread):",
+        "Servers of the same no-op tool `add(a: int, b: int) -> int`, each written twice: a plain synchronous "
+        "function, which the SDK and mcphost alike run in a thread, and `async def add_async`, which both run on "
+        "the event loop (a sync tool alone would flatter whichever side hands threads work more cheaply):",
         "",
         '1. **reference**: the SDK\'s `MCPServer("bench")` with `@mcp.tool()`, `streamable_http_app()` on uvicorn, '
         'one worker, with the settings `MCPServer.run(transport="streamable-http")` uses (log level INFO: an '
@@ -789,10 +1142,15 @@ def section_method(results: dict[str, Any]) -> list[str]:
         "2. **sdk-hypercorn**: the same app on `hypercorn.trio.serve`, access log on.",
         "3. **bare**: an ASGI app answering a fixed JSON-RPC result (echoing the id) on `hypercorn.trio.serve`, no "
         "logging: the ceiling of Hypercorn + h11 + Trio. It answers in the wire shape the SDK uses per path.",
-        "4. **mcphost**: `mcphost serve --config bench/mcphost-production.toml`, the tool in `bench/plugins/noop.py` "
-        "(loaded through `[plugins] paths`, served as `noop_add`), every production feature on: a bearer key checked "
-        "on every request, rate limits per caller, plugin and tool (set high: checked, never refusing), metrics, "
-        "one JSON log line per request on stderr redirected to a file, the session store and the event store.",
+        "4. **mcphost**: `mcphost serve --config bench/mcphost-production.toml`, the tools in `bench/plugins/noop.py` "
+        "(loaded through `[plugins] paths`, served as `noop_add` and `noop_add_async`), every production feature on: "
+        "a bearer key checked on every request, rate limits per caller, plugin and tool (set high: checked, never "
+        "refusing), metrics, one JSON log line per request on stderr redirected to a file, the session store, the "
+        'event store, and the plugin in a worker process of its own (`isolation = "process"`).',
+        '5. **mcphost, plugin inline**: the same with `isolation = "inline"`, to show what the process costs.',
+        "",
+        "The TypeScript peer (the official TypeScript SDK on express) joins the comparison of one and two "
+        "worker processes, where it can use the second core as mcphost's two workers do.",
         "",
         "Load: wrk with `bench/wrk/mcp.lua`, one connection per simulated client, `-t min(clients, 2)`. On the "
         "2025-11-25 path the harness first opens one session per client (`initialize`, then "
@@ -805,7 +1163,7 @@ def section_method(results: dict[str, Any]) -> list[str]:
         "Before any load each server gets one checked request per path; a non-200 stops the run.",
         "",
         ("Servers were pinned to CPU 1 and wrk to CPU 0 (`taskset`); " if pin else "No CPU pinning; ")
-        + "the servers run one at a time under load while the others idle, in alternation (A, B, C, D, A, B, C, D …), "
+        + "the rows run one at a time under load while the others idle, in alternation (A, B, C, D, A, B, C, D …), "
         "and every figure is a median over rounds, so drift on a shared machine falls on all of them alike. "
         "Servers run without `PYTHONUNBUFFERED`/`PYTHONDONTWRITEBYTECODE`, as a service would.",
         "",
@@ -837,7 +1195,7 @@ def render(results: dict[str, Any]) -> str:
         "```sh",
         "sudo apt-get install wrk                 # or: brew install wrk",
         "pip install -e . -r bench/requirements.txt",
-        "python bench/run.py                      # full run, about 12 minutes on 2 cores",
+        "python bench/run.py                      # full run, about 20 minutes on 2 cores",
         "python bench/run.py --quick              # 2-3 minutes, for a smoke check",
         "python bench/run.py --only calls         # one scenario; others keep their last results",
         "python bench/run.py --only start_instructions  # start-up in instructions (valgrind), 2 minutes",
@@ -847,6 +1205,7 @@ def render(results: dict[str, Any]) -> str:
         f"mcphost {meta.get('mcphost', '?')}, "
         f"{meta.get('elapsed_s', 0) / 60:.1f} minutes"
         + (" (**quick mode: one short round, indicative only**)" if meta.get("options", {}).get("quick") else "")
+        + load_note(meta)
         + ". Raw numbers: `bench/results/results.json` (not committed)."
         + earlier_runs(results),
         "",
@@ -865,6 +1224,7 @@ def render(results: dict[str, Any]) -> str:
         section_reload,
         section_drain,
         section_workers,
+        section_worker_killed,
         section_not_measurable,
         section_profile,
         section_method,
@@ -915,9 +1275,10 @@ def plot(results: dict[str, Any], plots_dir: Path) -> list[Path]:
 
     calls = results.get("calls")
     if calls and calls.get("runs"):
-        runs, labels = calls["runs"], calls["servers"]
+        runs, names = calls["runs"], rows_of(calls)
+        labels = {key: row_label(names, key) for key in names}
         levels = sorted({r["concurrency"] for r in runs})
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+        fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
         for ax, path in zip(axes, PATH_NAMES, strict=True):
             st = {k: [stats(cell(runs, k, path, n)) for n in levels] for k in labels}
             grouped(
@@ -947,7 +1308,12 @@ def plot(results: dict[str, Any], plots_dir: Path) -> list[Path]:
         for col, path in enumerate(PATH_NAMES):
             for row, (key, name) in enumerate((("p50", "p50"), ("p99", "p99"))):
                 ax = axes[row][col]
-                grouped(ax, levels, {k: [stats(cell(runs, k, path, n))[key] for n in levels] for k in labels}, labels)
+                grouped(
+                    ax,
+                    levels,
+                    {k: [stats(cell(runs, k, path, n))[key] or math.nan for n in levels] for k in labels},
+                    labels,
+                )
                 ax.set_yscale("log")
                 ax.set_title(f"{name} latency, {path}", fontsize=10)
                 ax.set_ylabel("ms (log scale)")

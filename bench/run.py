@@ -1,22 +1,27 @@
-"""mcphost's benchmark: ``python bench/run.py`` (about 12 minutes) or ``--quick`` (2-3 minutes).
+"""mcphost's benchmark: ``python bench/run.py`` (about 20 minutes) or ``--quick`` (about 5).
 
-It compares, on the same machine and in the same run, four servers of the same no-op tool
-``add(a: int, b: int) -> int``:
+It compares, on the same machine and in the same run, servers of the same no-op tool
+``add(a: int, b: int) -> int``, written sync and ``async``:
 
 1. the MCP SDK's ``MCPServer`` on uvicorn (the reference: what a Python user would pick);
 2. the same SDK app on Hypercorn's Trio worker (mcphost's HTTP stack);
 3. a bare ASGI app with a fixed answer on Hypercorn/Trio (the ceiling of that stack);
-4. mcphost in its production configuration (``bench/mcphost-production.toml``).
+4. mcphost in its production configuration (``bench/mcphost-production.toml``), the plugin
+   in a worker process, and 5. the same with the plugin inline;
+
+and, in ``workers``, the official TypeScript SDK on express (``bench/peers/ts``).
 
 Scenarios (``--only`` picks some): ``calls`` (tools/call throughput and latency at each
 concurrency on both protocol paths), ``profile`` (py-spy under load: where the CPU goes),
 ``tools_list`` (50 plugins x 10 tools), ``memory`` (RSS per idle session), ``cold_start``
 (exec to READY=1 and to the first 200 from /health with 10 plugins), ``start_instructions``
 (the same start counted in instructions by callgrind; only with ``--only``), ``reload``
-(SIGHUP under load) and ``drain`` (SIGTERM with 100 calls in flight). Each scenario is one function
-registered in :data:`SCENARIOS` (:func:`not_yet_measurable` stands in for one whose feature
-does not exist yet); results go to ``bench/results/results.json`` and from there to
-``BENCHMARKS.md`` and ``bench/plots/`` (see :mod:`report`).
+(SIGHUP under load), ``drain`` (SIGTERM with 100 calls in flight), ``workers`` (one and two
+worker processes, the TypeScript peer) and ``worker_killed`` (a plugin's worker SIGKILLed
+under load on another's tool). Each scenario is one function registered in
+:data:`SCENARIOS` (:func:`not_yet_measurable` stands in for one whose feature does not exist
+yet); results go to ``bench/results/results.json`` and from there to ``BENCHMARKS.md`` and
+``bench/plots/`` (see :mod:`report`).
 
 Servers run pinned to CPU 1 and wrk to CPU 0 (``--no-pin`` turns that off), and load
 alternates between the servers (A, B, C, D, A, B, C, D ...) so that drift on a shared
@@ -52,6 +57,7 @@ from typing import Any
 import catalog
 import load
 import profiling
+import report  # matplotlib is imported only once there is something to plot
 import servers
 from load import LEGACY, MODERN, PATHS
 from servers import BENCH_DIR, REPO_ROOT, RunningServer, ServerPool, ServerSpec
@@ -62,7 +68,7 @@ PROFILES_DIR = BENCH_DIR / "profiles"
 OUTPUT = REPO_ROOT / "BENCHMARKS.md"
 LIST_MIN_SECONDS = 4.0
 MANY_CLIENTS = 200
-MANY_CLIENTS_STRETCH = 1.6
+MANY_CLIENTS_STRETCH = 2.0
 """Runs with at least MANY_CLIENTS clients last this many times the normal duration."""
 COMMAND_IMPORTS = "import mcphost.__main__ as command; command.prepare(); import mcphost.cli.main"
 """What the ``mcphost`` command imports, as it imports it (collector paused, wire models deferred)."""
@@ -126,9 +132,57 @@ class Context:
 Scenario = Callable[[Context], dict[str, Any]]
 
 
-def call_specs() -> list[ServerSpec]:
-    """The four rows, in table order (the reference first: ratios are relative to it)."""
-    return [servers.reference_spec(), servers.sdk_hypercorn_spec(), servers.bare_spec(), servers.mcphost_spec()]
+def call_specs(ctx: Context) -> list[ServerSpec]:
+    """The servers of the calls table, in table order (the reference first: ratios are
+    relative to it): mcphost as deployed (its plugin in a worker process) and the same
+    mcphost with the plugin inline, which shows what the process boundary costs."""
+    inline = servers.derived_mcphost_config(
+        ctx.scratch, "mcphost-inline.toml", plugin_tables={"noop": {"isolation": "inline"}}
+    )
+    return [
+        servers.reference_spec(),
+        servers.sdk_hypercorn_spec(),
+        servers.bare_spec(),
+        servers.mcphost_spec(),
+        servers.mcphost_spec(inline, "mcphost, plugin inline", "mcphost-inline"),
+    ]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One row of a load table: a running server and the tool its calls name."""
+
+    key: str
+    """The row's key in the results: the server's, with ``-async`` for its async tool."""
+    server: RunningServer
+    tool: str
+    kind: str
+    """``sync`` or ``async``: how the tool is written."""
+    levels: tuple[int, ...] | None = None
+    """The client counts the row is measured at; ``None``: every one asked for."""
+
+    def measured_at(self, connections: int) -> bool:
+        """Whether this row takes part in a load of ``connections`` clients."""
+        return self.levels is None or connections in self.levels
+
+
+def targets(running: list[RunningServer], *, diagnostic_levels: tuple[int, ...] | None = None) -> list[Target]:
+    """A sync and (where the server has one) an async row per server. The stack's ceiling
+    and the SDK on Hypercorn explain the others rather than answer the bar: with
+    ``diagnostic_levels`` they are measured at those client counts only, sync only."""
+    rows = []
+    for server in running:
+        spec = server.spec
+        diagnostic = spec.key in ("bare", "sdk-hypercorn")
+        rows.append(Target(spec.key, server, spec.tool, "sync", diagnostic_levels if diagnostic else None))
+        if spec.async_tool and not diagnostic:
+            rows.append(Target(f"{spec.key}-async", server, spec.async_tool, "async"))
+    return rows
+
+
+def target_labels(rows: list[Target]) -> dict[str, dict[str, str]]:
+    """What the report needs to name each row: its server's label and its tool's kind."""
+    return {t.key: {"label": t.server.spec.label, "server": t.server.spec.key, "kind": t.kind} for t in rows}
 
 
 def start_all(pool: ServerPool, specs: list[ServerSpec]) -> list[RunningServer]:
@@ -139,15 +193,15 @@ def start_all(pool: ServerPool, specs: list[ServerSpec]) -> list[RunningServer]:
     return launched
 
 
-def probe_all(ctx: Context, running: list[RunningServer], method: str) -> dict[str, Any]:
-    """One checked request per server and path before any load: a wrong request fails
+def probe_all(ctx: Context, rows: list[Target], method: str) -> dict[str, Any]:
+    """One checked request per row and path before any load: a wrong request fails
     here, loudly, instead of being measured as fast errors."""
     probes: dict[str, Any] = {}
-    for server in running:
-        for path in PATHS:
-            answer = load.probe(server.url, path, method, server.spec.tool)
+    for row in rows:
+        for path in row.server.spec.paths:
+            answer = load.probe(row.server.url, path, method, row.tool)
             result = answer.result()
-            probes[f"{server.spec.key} {path}"] = {
+            probes[f"{row.key} {path}"] = {
                 "status": answer.status,
                 "content_type": answer.content_type.split(";")[0],
                 "bytes": len(answer.body),
@@ -177,7 +231,7 @@ def sessions_file(ctx: Context, server: RunningServer, sessions: dict[str, list[
 
 def alternate(
     ctx: Context,
-    running: list[RunningServer],
+    rows: list[Target],
     sessions: dict[str, list[str]],
     *,
     method: str,
@@ -187,34 +241,37 @@ def alternate(
     label: str,
     duration: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Load each server in turn, ``rounds`` times over; one record per wrk run."""
+    """Load each row in turn, ``rounds`` times over; one record per wrk run. Rows whose
+    server does not serve ``path``, or that are not measured at ``connections``, sit out."""
     if duration is None:
         duration = ctx.options.duration
         if connections >= MANY_CLIENTS:
             # With hundreds of clients a call waits behind hundreds of others: a short run
             # would end before the slow ones complete and report only the lucky ones.
             duration = max(duration, ctx.options.duration * MANY_CLIENTS_STRETCH)
+    rows = [r for r in rows if path in r.server.spec.paths and r.measured_at(connections)]
     records = []
     for round_index in range(rounds):
-        for server in running:
+        for row in rows:
+            server = row.server
             server.check_alive()
             cpu_before = server.cpu_seconds()
             result = load.run_wrk(
                 server.url,
                 protocol=path,
                 method=method,
-                tool=server.spec.tool if method == "tools/call" else "-",
+                tool=row.tool if method == "tools/call" else "-",
                 connections=connections,
                 duration=duration,
                 sessions_file=sessions_file(ctx, server, sessions, connections) if path == LEGACY else None,
                 pin=ctx.options.pin,
             )
-            # CPU the server used per call: unlike calls/s it hardly moves when other work
-            # on a shared machine takes CPU time away from the server.
+            # CPU the server (with its workers) used per call: unlike calls/s it hardly
+            # moves when other work on a shared machine takes CPU time away from the server.
             cpu = server.cpu_seconds() - cpu_before
             records.append(
                 {
-                    "server": server.spec.key,
+                    "server": row.key,
                     "path": path,
                     "concurrency": connections,
                     "round": round_index,
@@ -228,28 +285,28 @@ def alternate(
                 else ""
             )
             ctx.say(
-                f"{label} {path} c={connections} round {round_index + 1}/{rounds} {server.spec.key}: "
+                f"{label} {path} c={connections} round {round_index + 1}/{rounds} {row.key}: "
                 f"{result.rps:.0f}/s p50 {result.p50_ms:.1f} ms p99 {result.p99_ms:.1f} ms{errors}"
             )
     return records
 
 
-def warm_up(ctx: Context, running: list[RunningServer], sessions: dict[str, list[str]], method: str) -> None:
-    """A short untimed load per server and path: first-request imports, caches and the
+def warm_up(ctx: Context, rows: list[Target], sessions: dict[str, list[str]], method: str) -> None:
+    """A short untimed load per row and path: first-request imports, caches and the
     like happen here rather than in round 1."""
     if ctx.options.warmup <= 0:
         return
     n = min(50, max(ctx.options.concurrency))
-    for server in running:
-        for path in PATHS:
+    for row in rows:
+        for path in row.server.spec.paths:
             load.run_wrk(
-                server.url,
+                row.server.url,
                 protocol=path,
                 method=method,
-                tool=server.spec.tool if method == "tools/call" else "-",
+                tool=row.tool if method == "tools/call" else "-",
                 connections=n,
                 duration=ctx.options.warmup,
-                sessions_file=sessions_file(ctx, server, sessions, n) if path == LEGACY else None,
+                sessions_file=sessions_file(ctx, row.server, sessions, n) if path == LEGACY else None,
                 pin=ctx.options.pin,
             )
     ctx.say("warm-up done")
@@ -266,21 +323,24 @@ def log_lines(server: RunningServer) -> int:
 
 
 def scenario_calls(ctx: Context) -> dict[str, Any]:
-    """tools/call throughput and latency, every server, both paths, each concurrency."""
+    """tools/call throughput and latency, every row, both paths, each concurrency: a sync
+    and an async tool on the reference and on mcphost (its plugin in a worker process, and
+    inline); the stack's ceiling and the SDK on Hypercorn at the bar's client count."""
     opts = ctx.options
-    specs = call_specs()
+    specs = call_specs(ctx)
     with ctx.pool() as pool:
         running = start_all(pool, specs)
         ctx.say("servers up: " + ", ".join(f"{s.spec.key} (pid {s.pid}, port {s.port})" for s in running))
-        probes = probe_all(ctx, running, "tools/call")
+        rows = targets(running, diagnostic_levels=(report.nearest(opts.concurrency, report.BAR_CONCURRENCY),))
+        probes = probe_all(ctx, rows, "tools/call")
         sessions = prepare_sessions(ctx, running, max(opts.concurrency))
-        warm_up(ctx, running, sessions, "tools/call")
+        warm_up(ctx, rows, sessions, "tools/call")
         records = []
         for path in PATHS:
             for connections in opts.concurrency:
                 records += alternate(
                     ctx,
-                    running,
+                    rows,
                     sessions,
                     method="tools/call",
                     path=path,
@@ -292,17 +352,21 @@ def scenario_calls(ctx: Context) -> dict[str, Any]:
         lines = {s.spec.key: log_lines(s) for s in running}
     return {
         "servers": {spec.key: spec.label for spec in specs},
+        "rows": target_labels(rows),
         "probes": probes,
         "runs": records,
         "peak_rss_kib": peak,
+        "longer_runs": {"from_clients": MANY_CLIENTS, "times": MANY_CLIENTS_STRETCH},
         "log_lines": lines,
-        "requests_sent": {k: sum(r["requests"] for r in records if r["server"] == k) for k in lines},
+        "requests_sent": {k: sum(r["requests"] for r in records if r["server"] in (k, f"{k}-async")) for k in lines},
     }
 
 
 def scenario_profile(ctx: Context) -> dict[str, Any]:
-    """py-spy on mcphost and on the SDK app on the same stack (and on the reference),
-    each under the same 50-client tools/call load, on both paths."""
+    """py-spy on mcphost (its plugin in a worker process, followed by the profile, and
+    inline), on the SDK app on the same stack and on the reference, each under the same
+    50-client tools/call load (the sync tool), on both paths: where the event loop's time
+    goes, and where each microsecond of a call goes, by stage."""
     opts = ctx.options
     if not opts.profile:
         return {"skipped": "--no-profile"}
@@ -311,7 +375,7 @@ def scenario_profile(ctx: Context) -> dict[str, Any]:
     rate = 100
     seconds = opts.profile_duration
     flame_seconds = 0.0 if opts.quick else min(seconds, 5.0)
-    specs = [servers.mcphost_spec(), servers.sdk_hypercorn_spec(), servers.reference_spec()]
+    specs = [spec for spec in call_specs(ctx) if spec.key != "bare"]
     connections = 50
     out: dict[str, Any] = {"connections": connections, "seconds": seconds, "rate": rate, "paths": {}}
     with ctx.pool() as pool:
@@ -332,22 +396,28 @@ def scenario_profile(ctx: Context) -> dict[str, Any]:
                 # the measured profile so that one sampler at a time pauses the server.
                 load_seconds = 1 + seconds + (flame_seconds if is_mcphost else 0) + 1
                 loop_cpu_before = server.cpu_seconds(main_thread_only=True)
-                wrk = _background_wrk(ctx, server, sessions, path, connections, load_seconds)
+                own_cpu_before = servers.process_cpu_seconds(server.pid)
+                all_cpu_before = server.cpu_seconds()
+                wrk = _background_wrk(ctx, server, server.spec.tool, sessions, path, connections, load_seconds)
                 try:
                     time.sleep(1.0)
-                    spy = profiling.start_recording(server.pid, target, seconds, rate)
+                    # Workers too: a call's time in a worker is part of the call.
+                    spy = profiling.start_recording(server.pid, target, seconds, rate, subprocesses=True)
                     spy_output, _ = spy.communicate(timeout=seconds + 60)
                     if is_mcphost and flame_seconds and spy.returncode == 0:
-                        profiling.start_recording(server.pid, flame, flame_seconds, rate, "flamegraph").communicate(
-                            timeout=flame_seconds + 60
-                        )
+                        profiling.start_recording(
+                            server.pid, flame, flame_seconds, rate, "flamegraph", subprocesses=True
+                        ).communicate(timeout=flame_seconds + 60)
                 finally:
                     wrk_output = _finish(wrk)
                 loop_cpu = server.cpu_seconds(main_thread_only=True) - loop_cpu_before
+                own_cpu = servers.process_cpu_seconds(server.pid) - own_cpu_before
+                workers_cpu = server.cpu_seconds() - all_cpu_before - own_cpu
                 if spy.returncode != 0 or not target.exists():
                     return {"skipped": f"py-spy failed: {spy_output.decode(errors='replace')[-500:]}"}
                 rps, calls = _rps(wrk_output)
-                summary = profiling.summarise(target, rate)
+                summary = profiling.summarise(target, rate, pid=server.pid)
+                per_call = {"server": own_cpu * 1e6 / calls, "workers": workers_cpu * 1e6 / calls} if calls else {}
                 out["paths"][path][server.spec.key] = {
                     **summary.as_dict(),
                     "calls_per_s": rps,
@@ -356,6 +426,10 @@ def scenario_profile(ctx: Context) -> dict[str, Any]:
                     # time taken by other work on the machine, which sampling cannot tell
                     # from the server's own. The profile's shares split it by owner.
                     "loop_cpu_ms_per_call": loop_cpu * 1000 / calls if calls else None,
+                    "cpu_us_per_call": per_call,
+                    # All of a call's CPU (every thread of the server and of its workers)
+                    # split into the stages a call goes through.
+                    "stages_us": profiling.call_breakdown(profiling.stage_shares(target, server.pid), per_call),
                     "file": str(target.relative_to(REPO_ROOT)),
                     "flamegraph": str(flame.relative_to(REPO_ROOT)) if flame.exists() else None,
                 }
@@ -364,7 +438,13 @@ def scenario_profile(ctx: Context) -> dict[str, Any]:
 
 
 def _background_wrk(
-    ctx: Context, server: RunningServer, sessions: dict[str, list[str]], path: str, connections: int, duration: float
+    ctx: Context,
+    server: RunningServer,
+    tool: str,
+    sessions: dict[str, list[str]],
+    path: str,
+    connections: int,
+    duration: float,
 ) -> subprocess.Popen[str]:
     wrk = load.wrk_path() or "wrk"
     argv = [
@@ -379,7 +459,7 @@ def _background_wrk(
         "--",
         path,
         "tools/call",
-        server.spec.tool,
+        tool,
     ]
     if path == LEGACY:
         argv.append(str(sessions_file(ctx, server, sessions, connections)))
@@ -416,7 +496,15 @@ def scenario_tools_list(ctx: Context) -> dict[str, Any]:
     opts = ctx.options
     plugin_dir = ctx.scratch / "list-plugins"
     paths = catalog.write_plugins(plugin_dir, opts.list_plugins, opts.tools_per_plugin)
-    config = servers.derived_mcphost_config(ctx.scratch, "mcphost-list.toml", paths, [f"{catalog.PLUGIN_PREFIX}*"])
+    # Inline: a listing is answered from the daemon's registry wherever the tools run, and
+    # 50 worker processes would measure only a slower start.
+    config = servers.derived_mcphost_config(
+        ctx.scratch,
+        "mcphost-list.toml",
+        paths,
+        [f"{catalog.PLUGIN_PREFIX}*"],
+        plugin_tables=catalog.isolation(opts.list_plugins, "inline"),
+    )
     specs = [
         servers.reference_spec(opts.list_plugins, opts.tools_per_plugin),
         servers.mcphost_spec(config, f"mcphost, {opts.list_plugins} plugins x {opts.tools_per_plugin} tools"),
@@ -424,7 +512,8 @@ def scenario_tools_list(ctx: Context) -> dict[str, Any]:
     expected = opts.list_plugins * opts.tools_per_plugin
     with ctx.pool() as pool:
         running = start_all(pool, specs)
-        probes = probe_all(ctx, running, "tools/list")
+        rows = [Target(server.spec.key, server, "-", "sync") for server in running]
+        probes = probe_all(ctx, rows, "tools/list")
         for key, answer in probes.items():
             if answer["tools"] != expected:
                 raise load.LoadError(f"{key}: tools/list listed {answer['tools']} tools, not {expected}")
@@ -433,7 +522,7 @@ def scenario_tools_list(ctx: Context) -> dict[str, Any]:
         for path in PATHS:
             records += alternate(
                 ctx,
-                running,
+                rows,
                 sessions,
                 method="tools/list",
                 path=path,
@@ -521,14 +610,27 @@ def traced_sessions(ctx: Context, sessions: int) -> dict[str, Any] | None:
 
 def scenario_cold_start(ctx: Context) -> dict[str, Any]:
     """Exec to ``READY=1`` over sd_notify and to the first 200 from /health, mcphost with 10
-    generated plugins. The reference serving the same 100 tools is timed to its first HTTP
+    generated plugins, each in a worker process of its own (as in production) and all
+    inline; once ready, the memory of each: the daemon's RSS and each worker's unique
+    memory (USS). The reference serving the same 100 tools is timed to its first HTTP
     answer, for scale."""
     opts = ctx.options
-    paths = catalog.write_plugins(ctx.scratch / "start-plugins", opts.cold_start_plugins, opts.tools_per_plugin)
-    config = servers.derived_mcphost_config(ctx.scratch, "mcphost-start.toml", paths, [f"{catalog.PLUGIN_PREFIX}*"])
+    count = opts.cold_start_plugins
+    paths = catalog.write_plugins(ctx.scratch / "start-plugins", count, opts.tools_per_plugin)
+    configs = {
+        how: servers.derived_mcphost_config(
+            ctx.scratch,
+            f"mcphost-start-{how}.toml",
+            paths,
+            [f"{catalog.PLUGIN_PREFIX}*"],
+            plugin_tables=catalog.isolation(count, how),
+        )
+        for how in ("inline", "process")
+    }
     specs = [
-        servers.reference_spec(opts.cold_start_plugins, opts.tools_per_plugin),
-        servers.mcphost_spec(config, f"mcphost, {opts.cold_start_plugins} plugins"),
+        servers.reference_spec(count, opts.tools_per_plugin),
+        servers.mcphost_spec(configs["inline"], f"mcphost, {count} plugins inline", "mcphost-inline"),
+        servers.mcphost_spec(configs["process"], f"mcphost, {count} plugins, each in a worker process"),
     ]
     records: list[dict[str, Any]] = []
     for spec in specs:  # untimed: byte-compiles the generated plugins, warms the page cache
@@ -539,12 +641,16 @@ def scenario_cold_start(ctx: Context) -> dict[str, Any]:
             with ctx.pool() as pool:
                 server = pool.start(spec)
                 assert server.ready_after is not None
+                workers = server.workers()
                 records.append(
                     {
                         "server": spec.key,
                         "round": round_index,
                         "seconds": server.ready_after,
                         "ready_notified": server.notified_ready_after,
+                        "rss_kib": server.rss_kib(),
+                        "workers": len(workers),
+                        "worker_uss_kib": sorted(servers.uss_kib(pid) for pid in workers),
                     }
                 )
             notified = f", READY=1 after {server.notified_ready_after:.3f}s" if server.notified_ready_after else ""
@@ -554,7 +660,7 @@ def scenario_cold_start(ctx: Context) -> dict[str, Any]:
     slowest = max(r["seconds"] for r in records if r["server"] == "mcphost")
     return {
         "servers": {s.key: s.label for s in specs},
-        "plugins": opts.cold_start_plugins,
+        "plugins": count,
         "runs": records,
         "imports": imports,
         "profile": startup_profile(ctx, specs[-1], slowest) if opts.profile and profiling.py_spy_path() else None,
@@ -649,8 +755,14 @@ def scenario_reload(ctx: Context) -> dict[str, Any]:
     errors among the calls in flight during the reloads."""
     opts = ctx.options
     plugins = catalog.write_plugins(ctx.scratch / "reload-plugins", opts.cold_start_plugins, opts.tools_per_plugin)
+    # Every plugin in a worker process, as in production: a reload starts the changed
+    # plugin's new worker and swaps it in.
     config = servers.derived_mcphost_config(
-        ctx.scratch, "mcphost-reload.toml", [servers.NOOP_PLUGIN, *plugins], ["noop", f"{catalog.PLUGIN_PREFIX}*"]
+        ctx.scratch,
+        "mcphost-reload.toml",
+        [servers.NOOP_PLUGIN, *plugins],
+        ["noop", f"{catalog.PLUGIN_PREFIX}*"],
+        plugin_tables=catalog.isolation(opts.cold_start_plugins, "process"),
     )
     data = tomllib.loads(config.read_text())
     data["reload"] = {"watch": True}
@@ -664,7 +776,7 @@ def scenario_reload(ctx: Context) -> dict[str, Any]:
         stream = load.EventStream(server.url)
         load_seconds = 2 + reloads * 1.5
         began = time.monotonic()
-        wrk = _background_wrk(ctx, server, {}, MODERN, 50, load_seconds)
+        wrk = _background_wrk(ctx, server, server.spec.tool, {}, MODERN, 50, load_seconds)
         try:
             time.sleep(1.0)
             for index in range(reloads):
@@ -708,10 +820,10 @@ STALL_WINDOW = 3.0
 
 def with_extra_tool(source: str, index: int) -> str:
     """The no-op plugin's source serving one more tool, ``noop_extra_<index>``."""
-    served = "    return [add, sleep]\n"
+    served = "    return [add, add_async, sleep]\n"
     assert served in source, "bench/plugins/noop.py no longer ends as this expects"
     extra = f'\n\ndef extra_{index}() -> int:\n    """One more tool."""\n    return {index}\n'
-    return source.replace(served, f"    return [add, sleep, extra_{index}]\n") + extra
+    return source.replace(served, f"    return [add, add_async, sleep, extra_{index}]\n") + extra
 
 
 def reload_stalls(ctx: Context) -> list[dict[str, Any]]:
@@ -831,28 +943,29 @@ def not_yet_measurable(reason: str) -> Scenario:
 
 def scenario_workers(ctx: Context) -> dict[str, Any]:
     """tools/call at 50 clients from mcphost with one and with two worker processes, beside
-    the reference, none pinned: the kernel spreads connections (and wrk) over both cores."""
+    the reference and the TypeScript peer (the official TypeScript SDK on express with a
+    session map; sessions only), none pinned: the kernel spreads connections (and wrk)
+    over both cores."""
     unpinned = Context(replace(ctx.options, pin=False), ctx.scratch, ctx.results, ctx.started)
-    data = tomllib.loads(servers.PRODUCTION_CONFIG.read_text())
-    data["server"]["workers"] = 2
-    two_workers = ctx.scratch / "mcphost-2-workers.toml"
-    two_workers.write_text(servers.to_toml(data))
+    two_workers = servers.derived_mcphost_config(ctx.scratch, "mcphost-2-workers.toml", workers=2)
     specs = [
         servers.reference_spec(),
+        servers.ts_peer_spec(servers.install_ts_peer()),
         servers.mcphost_spec(label="mcphost, 1 worker"),
-        replace(servers.mcphost_spec(two_workers, "mcphost, 2 workers"), key="mcphost-2w"),
+        servers.mcphost_spec(two_workers, "mcphost, 2 workers", "mcphost-2w"),
     ]
     connections = 50
     with unpinned.pool() as pool:
         running = start_all(pool, specs)
-        probe_all(unpinned, running, "tools/call")
+        rows = [Target(server.spec.key, server, server.spec.tool, "sync") for server in running]
+        probe_all(unpinned, rows, "tools/call")
         sessions = prepare_sessions(unpinned, running, connections)
-        warm_up(unpinned, running, sessions, "tools/call")
+        warm_up(unpinned, rows, sessions, "tools/call")
         records = []
         for path in PATHS:
             records += alternate(
                 unpinned,
-                running,
+                rows,
                 sessions,
                 method="tools/call",
                 path=path,
@@ -861,6 +974,102 @@ def scenario_workers(ctx: Context) -> dict[str, Any]:
                 label="workers",
             )
     return {"servers": {spec.key: spec.label for spec in specs}, "connections": connections, "runs": records}
+
+
+VICTIM_PLUGIN = '''"""A plugin whose worker the benchmark kills: its one tool says which process serves it."""
+
+import os
+
+import mcphost
+
+
+def pid() -> int:
+    """This worker's process id."""
+    return os.getpid()
+
+
+@mcphost.hookimpl
+def mcphost_tools() -> list[object]:
+    return [pid]
+'''
+KILL_INTERVAL = 0.5
+"""Seconds between one kill of the victim's worker and the search for its successor."""
+
+
+def scenario_worker_killed(ctx: Context) -> dict[str, Any]:
+    """A witness plugin's tool under 50 clients' load (``noop_add``, 2026-07-28) while
+    another plugin's worker is SIGKILLed again and again, both plugins isolated: the
+    witness's errors (there must be none) and its latency, against runs without kills,
+    alternating."""
+    opts = ctx.options
+    directory = ctx.scratch / "killed"
+    directory.mkdir(parents=True, exist_ok=True)
+    victim = directory / "victim.py"
+    victim.write_text(VICTIM_PLUGIN)
+    config = servers.derived_mcphost_config(
+        directory,
+        "mcphost-killed.toml",
+        [servers.NOOP_PLUGIN, victim],
+        ["noop", "victim"],
+        plugin_tables={
+            "noop": {"isolation": "process"},
+            # Restarted however often it is killed: crash-loop protection would otherwise
+            # settle it as failed after a few kills, and leave nothing to kill.
+            "victim": {"isolation": "process", "max_restarts": 1_000_000, "restart_window": 1.0},
+        },
+    )
+    connections, seconds = 50, max(opts.duration, 4.0)
+    records = []
+    with ctx.pool() as pool:
+        server = pool.start(servers.mcphost_spec(config, "mcphost, witness and victim isolated", "mcphost-killed"))
+        load.probe(server.url, MODERN, "tools/call", "noop_add")
+        for round_index in range(opts.rounds):
+            for killing in (False, True):
+                stop = threading.Event()
+                kills: list[float] = []
+                killer = threading.Thread(target=_kill_repeatedly, args=(server, stop, kills), daemon=True)
+                if killing:
+                    killer.start()
+                try:
+                    result = load.run_wrk(
+                        server.url,
+                        protocol=MODERN,
+                        method="tools/call",
+                        tool="noop_add",
+                        connections=connections,
+                        duration=seconds,
+                        pin=opts.pin,
+                    )
+                finally:
+                    stop.set()
+                    if killing:
+                        killer.join(30)
+                server.check_alive()
+                records.append({"round": round_index, "killing": killing, "kills": len(kills), **result.as_dict()})
+                ctx.say(
+                    f"worker killed, round {round_index + 1}/{opts.rounds}, {'kills' if killing else 'no kills'}: "
+                    f"{len(kills)} kills, {result.rps:.0f} calls/s, p99 {result.p99_ms:.1f} ms, "
+                    f"{result.error_count} errors"
+                )
+    return {"connections": connections, "seconds": seconds, "kill_interval_s": KILL_INTERVAL, "runs": records}
+
+
+def _kill_repeatedly(server: RunningServer, stop: threading.Event, kills: list[float]) -> None:
+    """Ask the victim's tool for its worker's pid and SIGKILL it, until ``stop``; a call
+    that fails (the worker is being restarted) is asked again shortly."""
+    while not stop.is_set():
+        answer = load.call(server.url, "victim_pid", {}, timeout=10)
+        try:
+            result = answer.result() if answer.status == 200 else {"isError": True}
+        except (ValueError, load.LoadError):
+            result = {"isError": True}
+        if result.get("isError"):
+            stop.wait(0.05)
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(result["content"][0]["text"]), signal.SIGKILL)
+            kills.append(time.monotonic())
+        stop.wait(KILL_INTERVAL)
 
 
 OPT_IN = ("start_instructions",)
@@ -876,6 +1085,7 @@ SCENARIOS: dict[str, Scenario] = {
     "reload": scenario_reload,
     "drain": scenario_drain,
     "workers": scenario_workers,
+    "worker_killed": scenario_worker_killed,
 }
 
 
@@ -901,7 +1111,7 @@ def options_from(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--duration",
         type=int,
-        help=f"whole seconds per wrk run (default 5, quick 2; x{MANY_CLIENTS_STRETCH:g} at {MANY_CLIENTS}+ clients)",
+        help=f"whole seconds per wrk run (default 3, quick 2; x{MANY_CLIENTS_STRETCH:g} at {MANY_CLIENTS}+ clients)",
     )
     parser.add_argument(
         "--concurrency",
@@ -920,7 +1130,7 @@ def options_from(argv: list[str] | None) -> Options:
     return Options(
         quick=quick,
         rounds=args.rounds or (1 if quick else 3),
-        duration=args.duration or (2.0 if quick else 5.0),
+        duration=args.duration or (2.0 if quick else 3.0),
         # Quick mode leaves out 500 clients: opening 500 sessions per server and the longer
         # runs they need would double its time.
         concurrency=args.concurrency or ((1, 50) if quick else (1, 50, 500)),
@@ -933,7 +1143,7 @@ def options_from(argv: list[str] | None) -> Options:
         list_plugins=50,
         tools_per_plugin=10,
         warmup=0.0 if quick else 1.0,
-        profile_duration=2.0 if quick else 8.0,
+        profile_duration=2.0 if quick else 6.0,
         profile=not args.no_profile,
         pin=not args.no_pin and servers.pinning_available(),
         only=tuple(args.only or ()),
@@ -941,9 +1151,16 @@ def options_from(argv: list[str] | None) -> Options:
     )
 
 
-def preflight() -> list[str]:
-    """What is missing, each with how to get it; the harness installs nothing itself."""
+def preflight(selected: tuple[str, ...]) -> list[str]:
+    """What is missing, each with how to get it; the harness installs no system packages
+    (the TypeScript peer's npm packages it does, into a cache)."""
     problems = []
+    if "workers" in selected:
+        problems += [
+            f"{tool} is not installed (the TypeScript peer needs it): `sudo apt-get install nodejs npm`"
+            for tool in ("node", "npm")
+            if shutil.which(tool) is None
+        ]
     if load.wrk_path() is None:
         problems.append("wrk is not installed: `sudo apt-get install wrk` (Debian/Ubuntu) or `brew install wrk`")
     for module, hint in (
@@ -1024,7 +1241,8 @@ def scratch_dir() -> Iterator[Path]:
 def main(argv: list[str] | None = None) -> int:
     """Run the selected scenarios and write the report."""
     opts = options_from(argv)
-    problems = preflight()
+    selected = opts.only or tuple(name for name in SCENARIOS if name not in OPT_IN)
+    problems = preflight(selected)
     if problems:
         print("cannot run the benchmark:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
@@ -1037,7 +1255,6 @@ def main(argv: list[str] | None = None) -> int:
     if opts.only and results_path.exists():
         # A partial run refreshes its sections and keeps the others from the last run.
         results = json.loads(results_path.read_text())
-    selected = opts.only or tuple(name for name in SCENARIOS if name not in OPT_IN)
     run_meta: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -1073,8 +1290,6 @@ def main(argv: list[str] | None = None) -> int:
         run_meta["load_average_at_end"] = os.getloadavg()
         results["meta"] = run_meta
         results_path.write_text(json.dumps(results, indent=1, default=str))
-        import report  # matplotlib is imported only once there is something to plot
-
         report.write(results, OUTPUT, PLOTS_DIR)
         written = (OUTPUT, PLOTS_DIR, results_path)
         ctx.say("wrote " + ", ".join(str(p.relative_to(REPO_ROOT)) for p in written))

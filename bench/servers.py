@@ -30,8 +30,13 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 PRODUCTION_CONFIG = BENCH_DIR / "mcphost-production.toml"
-NOOP_PLUGIN = BENCH_DIR / "plugins" / "noop.py"
 """mcphost's configuration as the benchmark measures it (see the comments in the file)."""
+NOOP_PLUGIN = BENCH_DIR / "plugins" / "noop.py"
+TS_PEER = BENCH_DIR / "peers" / "ts"
+"""The TypeScript peer's server and its pinned packages (``package.json``, ``package-lock.json``)."""
+
+PROTOCOL_PATHS = ("2025-11-25", "2026-07-28")
+"""Sessions, and self-contained requests (``load.LEGACY`` and ``load.MODERN``)."""
 
 SERVER_CPU = 1
 """The CPU servers are pinned to (wrk gets the other one), when pinning is on."""
@@ -46,6 +51,44 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STOP_TIMEOUT = 10.0
 
 _live: set[subprocess.Popen[bytes]] = set()
+
+
+def _stat_fields(pid: int | str, task: str = "") -> list[str]:
+    # The command name (field 2) may hold spaces; fields after its ")" are plain.
+    return Path(f"/proc/{pid}{task}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time ``pid`` has used so far (0 once it has gone)."""
+    try:
+        fields = _stat_fields(pid)
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15 of proc(5)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every living process under ``pid``: its children, theirs and so on (an isolated
+    plugin's worker, a fork server and what it forked)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                children.setdefault(int(_stat_fields(entry.name)[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
+
+
+def uss_kib(pid: int) -> int:
+    """Memory only this process holds (unique set size: ``Private_Clean + Private_Dirty``
+    of ``smaps_rollup``), in KiB."""
+    rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
+    fields = dict(line.split(":", 1) for line in rollup)
+    return int(fields["Private_Clean"].split()[0]) + int(fields["Private_Dirty"].split()[0])
 
 
 @atexit.register
@@ -103,7 +146,11 @@ class ServerSpec:
     argv: tuple[str, ...]
     """The command, with ``{port}`` where the listen port goes."""
     tool: str
-    """The public name of the no-op tool (or ``-`` when the server has no such tool)."""
+    """The public name of the synchronous no-op tool (or ``-`` when the server has no such tool)."""
+    async_tool: str | None = None
+    """The public name of the same tool written ``async def``, where the server has one."""
+    paths: tuple[str, ...] = PROTOCOL_PATHS
+    """The protocol paths it serves (``bench/load.py`` describes them)."""
     ready_path: str = "/health"
     ready_needs_200: bool = False
     """mcphost: ready means ``/health`` answers 200; the others: any HTTP answer at all."""
@@ -132,6 +179,7 @@ def reference_spec(plugins: int = 0, tools_per_plugin: int = 10) -> ServerSpec:
             *_catalog(plugins, tools_per_plugin),
         ),
         tool="add",
+        async_tool="add_async",
     )
 
 
@@ -150,6 +198,7 @@ def sdk_hypercorn_spec(plugins: int = 0, tools_per_plugin: int = 10) -> ServerSp
             *_catalog(plugins, tools_per_plugin),
         ),
         tool="add",
+        async_tool="add_async",
     )
 
 
@@ -175,7 +224,9 @@ def write_keys_file(token: str) -> None:
     KEYS_FILE.write_text(f'[keys]\nbench = {{ hash = "sha256:{digest}", tools = ["*"] }}\n')
 
 
-def mcphost_spec(config: Path = PRODUCTION_CONFIG, label: str = "mcphost (production config)") -> ServerSpec:
+def mcphost_spec(
+    config: Path = PRODUCTION_CONFIG, label: str = "mcphost (production, plugin in a worker)", key: str = "mcphost"
+) -> ServerSpec:
     """Row 4: ``mcphost serve`` with ``config``, run from the repository root (the config's
     relative plugin paths are relative to it), its stderr (the request log) sent to a file."""
     script = Path(_python()).parent / "mcphost"
@@ -183,10 +234,11 @@ def mcphost_spec(config: Path = PRODUCTION_CONFIG, label: str = "mcphost (produc
     # PYTHONPATH wins over the editable install's finder, which sits after it on sys.meta_path.
     env = {"PYTHONPATH": str(MCPHOST_SOURCE)} if MCPHOST_SOURCE else {}
     return ServerSpec(
-        "mcphost",
+        key,
         label,
         (*launcher, "serve", "--config", str(config), "--port", "{port}"),
         tool="noop_add",
+        async_tool="noop_add_async",
         ready_needs_200=True,
         env=env,
         systemd=True,
@@ -209,19 +261,79 @@ def _catalog(plugins: int, tools_per_plugin: int) -> tuple[str, ...]:
     return ("--plugins", str(plugins), "--tools-per-plugin", str(tools_per_plugin)) if plugins else ()
 
 
-def derived_mcphost_config(directory: Path, name: str, plugin_paths: Sequence[Path], enable: Sequence[str]) -> Path:
-    """The production config with a different plugin set, written to ``directory/name``.
+def derived_mcphost_config(
+    directory: Path,
+    name: str,
+    plugin_paths: Sequence[Path] | None = None,
+    enable: Sequence[str] | None = None,
+    *,
+    plugin_tables: Mapping[str, Mapping[str, Any]] | None = None,
+    workers: int | None = None,
+) -> Path:
+    """The production config with a different plugin set, other ``[plugins.<name>]`` keys
+    (``plugin_tables``, by plugin name) or more workers, written to ``directory/name``.
 
-    Everything but ``[plugins] enable``/``paths`` stays as in the production file, so the
-    derived runs measure the same daemon set-up with more plugins.
+    Everything else stays as in the production file, so the derived runs measure the same
+    daemon set-up. Callers set each plugin's ``isolation`` explicitly, so the runs do not
+    depend on mcphost's default.
     """
     data = tomllib.loads(PRODUCTION_CONFIG.read_text())
-    data.setdefault("plugins", {})
-    data["plugins"]["enable"] = list(enable)
-    data["plugins"]["paths"] = [str(p) for p in plugin_paths]
+    plugins = data.setdefault("plugins", {})
+    if enable is not None:
+        plugins["enable"] = list(enable)
+    if plugin_paths is not None:
+        plugins["paths"] = [str(p) for p in plugin_paths]
+    for plugin, table in (plugin_tables or {}).items():
+        plugins.setdefault(plugin, {}).update(table)
+    if workers is not None:
+        data["server"]["workers"] = workers
     path = directory / name
     path.write_text(to_toml(data))
     return path
+
+
+def ts_peer_spec(installed: Path) -> ServerSpec:
+    """The TypeScript peer (``peers/ts/server.mjs``): the official SDK's
+    ``StreamableHTTPServerTransport`` on express with a session map, as the SDK's example
+    builds it, run by Node from ``installed`` (see :func:`install_ts_peer`). It serves
+    sessions only (the TypeScript SDK knows no 2026-07-28 requests)."""
+    return ServerSpec(
+        "ts-peer",
+        "TypeScript SDK on express, session map",
+        (shutil.which("node") or "node", str(installed / "server.mjs"), "{port}"),
+        tool="add",
+        paths=PROTOCOL_PATHS[:1],
+    )
+
+
+def ts_peer_cache() -> Path:
+    """Where the TypeScript peer's packages are installed: the user's cache directory, one
+    folder per lock file, so a changed pin installs afresh and an unchanged one never again."""
+    lock = (TS_PEER / "package-lock.json").read_bytes()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "mcphost-bench" / f"ts-peer-{hashlib.sha256(lock).hexdigest()[:12]}"
+
+
+def install_ts_peer() -> Path:
+    """The TypeScript peer ready to run: its pinned packages installed from npm (``npm ci``,
+    once per lock file) and its server copied beside them; returns that directory."""
+    target = ts_peer_cache()
+    if not (target / "node_modules" / ".package-lock.json").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("package.json", "package-lock.json"):
+            shutil.copy(TS_PEER / name, target / name)
+        npm = shutil.which("npm")
+        if npm is None:
+            raise RuntimeError("npm is not installed: the TypeScript peer needs Node.js and npm")
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=target,
+            check=True,
+            timeout=600,
+            stdout=subprocess.DEVNULL,
+        )
+    shutil.copy(TS_PEER / "server.mjs", target / "server.mjs")
+    return target
 
 
 def to_toml(data: Mapping[str, Any], prefix: str = "") -> str:
@@ -328,13 +440,16 @@ class RunningServer:
         raise RuntimeError(f"no {field_name} for PID {self.pid}")
 
     def cpu_seconds(self, main_thread_only: bool = False) -> float:
-        """CPU time (user + system) the process has used so far, all threads or just the
-        main one (the event loop), from ``/proc``."""
-        stat = f"/proc/{self.pid}/task/{self.pid}/stat" if main_thread_only else f"/proc/{self.pid}/stat"
-        # The command name (field 2) may hold spaces; fields after its ")" are plain.
-        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
-        utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-        return (utime + stime) / CLOCK_TICKS
+        """CPU time (user + system) the server has used so far, from ``/proc``: with its
+        worker processes and all their threads, or its own main thread (the event loop) only."""
+        if main_thread_only:
+            fields = _stat_fields(self.pid, f"/task/{self.pid}")
+            return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return process_cpu_seconds(self.pid) + sum(process_cpu_seconds(pid) for pid in self.workers())
+
+    def workers(self) -> list[int]:
+        """The server's descendant processes (mcphost's isolated plugins' workers)."""
+        return descendants(self.pid)
 
     def rss_kib(self) -> int:
         """Resident memory now, in KiB."""
@@ -376,6 +491,9 @@ class RunningServer:
         """SIGTERM, then SIGKILL after a grace period; the whole process group either way."""
         process = self.process
         if process.poll() is None:
+            # Workers run in process groups of their own: a daemon that had to be killed
+            # could not stop them itself.
+            workers = self.workers()
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
             try:
@@ -384,6 +502,9 @@ class RunningServer:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         _live.discard(process)
         if self.notify is not None:
             self.notify.close()

@@ -1,6 +1,7 @@
-"""The reference: the MCP SDK's own ``MCPServer`` serving a no-op ``add`` tool over
-Streamable HTTP, on uvicorn (what a Python user would pick) or on Hypercorn's Trio worker
-(mcphost's HTTP stack, to separate the server's cost from the SDK's).
+"""The reference: the MCP SDK's own ``MCPServer`` serving the no-op ``add`` tool (and
+``add_async``, the same written ``async def``) over Streamable HTTP, on uvicorn (what a
+Python user would pick) or on Hypercorn's Trio worker (mcphost's HTTP stack, to separate
+the server's cost from the SDK's).
 
 Run as ``python bench/apps/sdk_app.py --server uvicorn --port N``; with
 ``--plugins P --tools-per-plugin T`` it serves the generated ``P x T`` catalogue instead.
@@ -29,6 +30,12 @@ def build(plugins: int, tools_per_plugin: int) -> MCPServer:
 
         @mcp.tool()
         def add(a: int, b: int) -> int:
+            """Add two integers."""
+            return a + b
+
+        # The same tool written async: the SDK runs it on the event loop, not in a thread.
+        @mcp.tool()
+        async def add_async(a: int, b: int) -> int:
             """Add two integers."""
             return a + b
 

@@ -1,10 +1,11 @@
-"""The benchmark's plugin: the no-op ``add`` (served as ``noop_add``) and, for the drain
-scenario, ``sleep`` (``noop_sleep``).
+"""The benchmark's plugin: the no-op ``add`` (served as ``noop_add``), the same written
+``async def`` (``noop_add_async``) and, for the drain scenario, ``sleep`` (``noop_sleep``).
 
 Loaded from its path (``[plugins] paths``) rather than installed, so the benchmark needs
 no package install. ``add`` is a plain synchronous function, exactly like the reference
 server's ``@mcp.tool() def add``: both the SDK and mcphost then run it in a worker
-thread, so the comparison measures the host, not the tool.
+thread. ``add_async`` is the reference's ``async def add_async``: both run it on the event
+loop. Measuring both keeps either kind from flattering one side.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ import mcphost
 
 
 def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+async def add_async(a: int, b: int) -> int:
     """Add two integers."""
     return a + b
 
@@ -30,4 +36,4 @@ async def sleep(seconds: float) -> str:
 
 @mcphost.hookimpl
 def mcphost_tools() -> list[object]:
-    return [add, sleep]
+    return [add, add_async, sleep]
