@@ -9,9 +9,10 @@ it itself; the requests on connections already open are answered, each with
 ``Connection: close``, for as long as the drain lasts. Only then are the connections closed
 (:meth:`Listener.close`).
 
-This is Hypercorn's own per-connection server (``TCPServer``, its HTTP/1.1 and HTTP/2
-protocols and timeouts); only the loop around it, which ``hypercorn.trio.run.worker_serve``
-is, lives here. Plain TCP only: TLS terminates at the proxy.
+Each connection is served by :class:`mcphost.transport.connection.Connection` (Hypercorn's
+own per-connection server, its keep-alive timer kept per connection); only the loop around
+it, which ``hypercorn.trio.run.worker_serve`` is, lives here. Plain TCP only: TLS terminates
+at the proxy.
 
 Each time the listening socket is readable, the accept loop takes every connection waiting
 there (up to :data:`ACCEPT_BATCH`), not one: Trio's own loop accepts one connection per
@@ -30,10 +31,11 @@ from collections.abc import Awaitable, Callable
 
 import trio
 from hypercorn.config import Config
-from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ASGIFramework, ConnectionState
 from hypercorn.utils import repr_socket_addr, wrap_app
+
+from mcphost.transport.connection import Connection
 
 log = logging.getLogger("mcphost.listener")
 
@@ -93,8 +95,7 @@ class Listener:
     async def _serve_connection(self, state: ConnectionState, stream: trio.SocketStream) -> None:
         self.open += 1
         try:
-            # Typed for TLS streams, and serves plain ones too (as Hypercorn's own loop does).
-            await TCPServer(self.app, self.config, self._context, state, stream)  # type: ignore[arg-type]
+            await Connection(self.app, self.config, self._context, state, stream)
         finally:
             await trio.aclose_forcefully(stream)
             self.open -= 1
