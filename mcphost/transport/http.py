@@ -35,6 +35,7 @@ from mcphost.transport.asgi import (
     acknowledge_lifespan,
     has_body,
     read_body,
+    send_complete,
     send_json,
     send_too_large,
 )
@@ -197,18 +198,8 @@ class HttpApp:
             ok, report = await self.ready()
             await send_json(send, 200 if ok else 503, {"status": report["status"]})
         elif scope["path"] in self.well_known:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"access-control-allow-origin", b"*"),
-                        (b"cache-control", b"public, max-age=3600"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": self.well_known[scope["path"]]})
+            headers = [_JSON, (b"access-control-allow-origin", b"*"), (b"cache-control", b"public, max-age=3600")]
+            await send_complete(send, 200, headers, self.well_known[scope["path"]])
         elif scope["path"] == "/metrics" and self.public_metrics is not None:
             await self.public_metrics.metrics_page(scope, receive, send)
         elif self.auth is not None and (refusal := self.auth.not_oauth(scope["path"])) is not None:
@@ -448,8 +439,7 @@ class HttpApp:
                     answer = 200, direct.cancelled(call.request_id)
             headers.append((b"mcp-session-id", session_id.encode("latin-1")))
         status, payload = answer
-        await send({"type": "http.response.start", "status": status, "headers": [_JSON, *headers]})
-        await send({"type": "http.response.body", "body": payload})
+        await send_complete(send, status, [_JSON, *headers], payload)
         return True
 
     def _cancel_direct(self, scope: Scope, headers: dict[bytes, bytes], message: Any) -> None:
