@@ -10,12 +10,19 @@ records whether the connection is idle. The same task ends when the client close
 connection, which Hypercorn's did not: the closed connection, its socket and its task
 stayed until the keep-alive time had run out.
 
+The connection also tells the app when the client closes it (:class:`Hangup`, in each
+request's ``scope["state"]``): a 2026-07-28 client cancels a request that way, and without it
+the app learns of it only by waiting on ``receive`` in a task of its own for every request.
+
 Writes take the send lock without a turn of the scheduler when no other write holds it, and
 an empty write (the end of a body whose length was given) is not made at all. Plain TCP
 only: TLS terminates at the proxy.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import trio
 from hypercorn.config import Config
@@ -26,6 +33,35 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ConnectionState
 from hypercorn.utils import parse_socket_addr
+
+HANGUP = "mcphost.hangup"
+"""The key of the connection's :class:`Hangup` in each request's ``scope["state"]``."""
+
+
+class Hangup:
+    """Cancels what runs in :meth:`cancelling` once the client has closed the connection."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._scopes: set[trio.CancelScope] = set()
+
+    @contextlib.contextmanager
+    def cancelling(self) -> Iterator[trio.CancelScope]:
+        """A cancel scope that is cancelled when the client closes the connection (at once if it has)."""
+        with trio.CancelScope() as scope:
+            if self.closed:
+                scope.cancel()
+            self._scopes.add(scope)
+            try:
+                yield scope
+            finally:
+                self._scopes.discard(scope)
+
+    def close(self) -> None:
+        """The client has closed the connection."""
+        self.closed = True
+        for scope in self._scopes:
+            scope.cancel()
 
 
 class Connection(TCPServer):
@@ -39,6 +75,7 @@ class Connection(TCPServer):
         self._idle = True
         self._idle_at = trio.current_time()
         self._watching = trio.CancelScope()
+        self.hangup = Hangup()
 
     async def run(self) -> None:
         """Serve the connection, then close it."""
@@ -52,7 +89,7 @@ class Connection(TCPServer):
                     self.config,
                     self.context,
                     task_group,
-                    ConnectionState(self.state),
+                    ConnectionState({**self.state, HANGUP: self.hangup}),
                     False,
                     client,
                     server,
@@ -62,6 +99,7 @@ class Connection(TCPServer):
                 await self.protocol.initiate()
                 task_group.spawn(self._watch_idle)
                 await self._read_data()
+                self.hangup.close()
                 self._watching.cancel()
         except OSError:
             pass

@@ -39,6 +39,7 @@ from mcphost.transport.asgi import (
     send_json,
     send_too_large,
 )
+from mcphost.transport.connection import HANGUP
 from mcphost.transport.proxy import TrustedProxies
 
 if TYPE_CHECKING:
@@ -124,10 +125,17 @@ async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> No
     scope.cancel()
 
 
-async def _unless_disconnected(receive: Receive, answering: Awaitable[T]) -> T | None:
+async def _unless_disconnected(scope: Scope, receive: Receive, answering: Awaitable[T]) -> T | None:
     """What ``answering`` returns, or ``None`` (``answering`` cancelled) when the client
     closes the connection first: that is how a 2026-07-28 client cancels a request."""
-    result = None
+    hangup = scope.get("state", {}).get(HANGUP)
+    if hangup is not None and scope["http_version"] != "2":
+        # On HTTP/1 the request is the connection's: the connection says when it closes.
+        with hangup.cancelling():
+            return await answering
+        return None
+    # HTTP/2 ends one request by resetting its stream, which only the request's receive tells.
+    result: T | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
         result = await answering
@@ -419,7 +427,7 @@ class HttpApp:
             if call is None or not await direct.modern_route(scope, message, sse):
                 return False
             if call.method == "tools/call":
-                answer = await _unless_disconnected(receive, direct.answer(call))
+                answer = await _unless_disconnected(scope, receive, direct.answer(call))
                 if answer is None:
                     return True  # cancelled: the client has gone
             else:
