@@ -4,8 +4,11 @@ answers are the SDK's answers, and that everything else still gets the SDK's exa
 from __future__ import annotations
 
 import json
+import socket
+import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -140,3 +143,21 @@ def test_an_mcp_param_header_for_an_undeclared_parameter_is_ignored(daemon: Runn
     answer = httpx.post(daemon.url, json=body, headers={**headers, "mcp-param-a": "7"}, timeout=30)
     assert answer.status_code == 200, answer.text
     assert answer.json()["result"]["structuredContent"]["total"] == 3
+
+
+def test_a_stateless_call_whose_client_closes_the_connection_is_cancelled(module_daemon: Any) -> None:
+    """A 2026-07-28 client cancels a request by closing its connection: the call answered
+    directly is cancelled then, and logged as cancelled, not run to its end."""
+    daemon = module_daemon({"plugins": {"enable": ["features"]}})
+    body, headers = stateless_request("tools/call", {"name": "features_wait", "arguments": {"seconds": 30}})
+    payload = json.dumps(body).encode()
+    head = [f"POST {urlsplit(daemon.url).path} HTTP/1.1", f"host: {urlsplit(daemon.url).netloc}"]
+    head += [f"{name}: {value}" for name, value in {**headers, "content-length": str(len(payload))}.items()]
+    with socket.create_connection((urlsplit(daemon.url).hostname, urlsplit(daemon.url).port)) as client:
+        client.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+        time.sleep(0.5)  # the call under way
+    deadline = time.monotonic() + 10  # a generous bound, far below the call's 30 s
+    while not (records := [r for r in daemon.log_records() if r.get("tool") == "features_wait"]):
+        assert time.monotonic() < deadline, "the call went on after its client closed the connection"
+        time.sleep(0.05)
+    assert records[0]["tool_status"] == "cancelled" and records[0]["tool_ms"] < 10_000

@@ -19,13 +19,18 @@ ReadyCheck = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 """What ``/ready`` answers: whether the daemon is ready, and the report that says why."""
 
 
+async def send_complete(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """A response whose body is all there: sent with its length, so the server neither
+    chunks it nor writes the chunked encoding's end as a write of its own."""
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def send_json(send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
     """A complete JSON response."""
     payload = json.dumps(body, separators=(",", ":")).encode()
-    await send(
-        {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), *headers]}
-    )
-    await send({"type": "http.response.body", "body": payload})
+    await send_complete(send, status, [(b"content-type", b"application/json"), *headers], payload)
 
 
 async def read_body(receive: Receive, limit: int, timeout: float = math.inf) -> bytes | None:
@@ -49,15 +54,12 @@ async def read_body(receive: Receive, limit: int, timeout: float = math.inf) -> 
 
 async def send_text(send: Send, status: int, text: str) -> None:
     """A complete plain-text response."""
-    headers = [(b"content-type", b"text/plain; charset=utf-8")]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": text.encode()})
+    await send_complete(send, status, [(b"content-type", b"text/plain; charset=utf-8")], text.encode())
 
 
 async def send_too_large(send: Send) -> None:
     """413, the same answer the SDK gives when it sees the size first (a Content-Length)."""
-    await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": b"Request body too large"})
+    await send_complete(send, 413, [(b"content-type", b"text/plain")], b"Request body too large")
 
 
 def has_body(headers: dict[bytes, bytes]) -> bool:

@@ -35,9 +35,11 @@ from mcphost.transport.asgi import (
     acknowledge_lifespan,
     has_body,
     read_body,
+    send_complete,
     send_json,
     send_too_large,
 )
+from mcphost.transport.connection import HANGUP
 from mcphost.transport.proxy import TrustedProxies
 
 if TYPE_CHECKING:
@@ -123,10 +125,17 @@ async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> No
     scope.cancel()
 
 
-async def _unless_disconnected(receive: Receive, answering: Awaitable[T]) -> T | None:
+async def _unless_disconnected(scope: Scope, receive: Receive, answering: Awaitable[T]) -> T | None:
     """What ``answering`` returns, or ``None`` (``answering`` cancelled) when the client
     closes the connection first: that is how a 2026-07-28 client cancels a request."""
-    result = None
+    hangup = scope.get("state", {}).get(HANGUP)
+    if hangup is not None and scope["http_version"] != "2":
+        # On HTTP/1 the request is the connection's: the connection says when it closes.
+        with hangup.cancelling():
+            return await answering
+        return None
+    # HTTP/2 ends one request by resetting its stream, which only the request's receive tells.
+    result: T | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
         result = await answering
@@ -197,18 +206,8 @@ class HttpApp:
             ok, report = await self.ready()
             await send_json(send, 200 if ok else 503, {"status": report["status"]})
         elif scope["path"] in self.well_known:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"access-control-allow-origin", b"*"),
-                        (b"cache-control", b"public, max-age=3600"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": self.well_known[scope["path"]]})
+            headers = [_JSON, (b"access-control-allow-origin", b"*"), (b"cache-control", b"public, max-age=3600")]
+            await send_complete(send, 200, headers, self.well_known[scope["path"]])
         elif scope["path"] == "/metrics" and self.public_metrics is not None:
             await self.public_metrics.metrics_page(scope, receive, send)
         elif self.auth is not None and (refusal := self.auth.not_oauth(scope["path"])) is not None:
@@ -428,7 +427,7 @@ class HttpApp:
             if call is None or not await direct.modern_route(scope, message, sse):
                 return False
             if call.method == "tools/call":
-                answer = await _unless_disconnected(receive, direct.answer(call))
+                answer = await _unless_disconnected(scope, receive, direct.answer(call))
                 if answer is None:
                     return True  # cancelled: the client has gone
             else:
@@ -448,8 +447,7 @@ class HttpApp:
                     answer = 200, direct.cancelled(call.request_id)
             headers.append((b"mcp-session-id", session_id.encode("latin-1")))
         status, payload = answer
-        await send({"type": "http.response.start", "status": status, "headers": [_JSON, *headers]})
-        await send({"type": "http.response.body", "body": payload})
+        await send_complete(send, status, [_JSON, *headers], payload)
         return True
 
     def _cancel_direct(self, scope: Scope, headers: dict[bytes, bytes], message: Any) -> None:

@@ -9,21 +9,46 @@ it itself; the requests on connections already open are answered, each with
 ``Connection: close``, for as long as the drain lasts. Only then are the connections closed
 (:meth:`Listener.close`).
 
-This is Hypercorn's own per-connection server (``TCPServer``, its HTTP/1.1 and HTTP/2
-protocols and timeouts); only the loop around it, which ``hypercorn.trio.run.worker_serve``
-is, lives here. Plain TCP only: TLS terminates at the proxy.
+Each connection is served by :class:`mcphost.transport.connection.Connection` (Hypercorn's
+own per-connection server, its keep-alive timer kept per connection); only the loop around
+it, which ``hypercorn.trio.run.worker_serve`` is, lives here. Plain TCP only: TLS terminates
+at the proxy.
+
+Each time the listening socket is readable, the accept loop takes every connection waiting
+there (up to :data:`ACCEPT_BATCH`), not one: Trio's own loop accepts one connection per
+turn of the scheduler, so under load a burst of new clients (a restart, a proxy opening its
+pool) waited in the kernel's queue for as many turns as there were clients before them, each
+turn as long as every busy connection's work, and their first requests took seconds.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
+import logging
+import socket
+from collections.abc import Awaitable, Callable
 
 import trio
 from hypercorn.config import Config
-from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ASGIFramework, ConnectionState
 from hypercorn.utils import repr_socket_addr, wrap_app
+
+from mcphost.transport.connection import Connection
+
+log = logging.getLogger("mcphost.listener")
+
+ACCEPT_BATCH = 128
+"""Connections taken per wake-up of a listening socket (asyncio's default backlog is 100): a
+bound, so that a flood of connections still lets the open ones be served between batches."""
+
+_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+"""``accept`` errors that say the process or system is out of something: retried after
+:data:`_EXHAUSTED_PAUSE` seconds, as Trio's own loop does."""
+_EXHAUSTED_PAUSE = 0.1
+_GONE = frozenset({errno.ECONNABORTED, errno.EPERM, errno.EPROTO, errno.ENETDOWN, errno.EHOSTUNREACH})
+"""``accept`` errors about one connection that went away before it was taken (Trio's list)."""
 
 
 class Listener:
@@ -46,20 +71,21 @@ class Listener:
             # Hypercorn calls listen() on every socket, systemd's too: so do we, with the
             # config's backlog (the kernel caps it at net.core.somaxconn).
             sock.listen(self.config.backlog)
-        listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in sockets.insecure_sockets]
-        binds = [f"http://{repr_socket_addr(s.family, s.getsockname())}" for s in sockets.insecure_sockets]
+            sock.setblocking(False)
+        listening = sockets.insecure_sockets
+        binds = [f"http://{repr_socket_addr(s.family, s.getsockname())}" for s in listening]
         handler = functools.partial(self._serve_connection, ConnectionState({}))
         async with trio.open_nursery() as connections:
             with self._accepting:
                 async with trio.open_nursery() as accepting:
-                    accepting.start_soon(
-                        functools.partial(trio.serve_listeners, handler, listeners, handler_nursery=connections)
-                    )
+                    for sock in listening:
+                        accepting.start_soon(_accept, sock, handler, connections)
                     task_status.started(binds)
             # Our descriptors only: a socket systemd or the worker master holds stays open
             # (connections queue there for the next process); one we bound is gone (refused).
-            for listener in listeners:
-                await listener.aclose()
+            for sock in listening:
+                trio.lowlevel.notify_closing(sock)
+                sock.close()
             await self._closing.wait()
             # Hypercorn's connections close when idle, or after their current response, once
             # terminated; what still runs after the grace is cancelled.
@@ -69,9 +95,9 @@ class Listener:
     async def _serve_connection(self, state: ConnectionState, stream: trio.SocketStream) -> None:
         self.open += 1
         try:
-            # Typed for TLS streams, and serves plain ones too (as Hypercorn's own loop does).
-            await TCPServer(self.app, self.config, self._context, state, stream)  # type: ignore[arg-type]
+            await Connection(self.app, self.config, self._context, state, stream)
         finally:
+            await trio.aclose_forcefully(stream)
             self.open -= 1
             if not self.open:
                 self._none_open.set()
@@ -90,3 +116,26 @@ class Listener:
         """Stop accepting, then close the open connections (within the config's ``graceful_timeout``)."""
         self.stop_accepting()
         self._closing.set()
+
+
+async def _accept(
+    sock: socket.socket, handler: Callable[[trio.SocketStream], Awaitable[None]], connections: trio.Nursery
+) -> None:
+    """Start ``handler`` in ``connections`` for each connection ``sock`` (listening, non-blocking)
+    takes, every waiting one at each wake-up, until cancelled."""
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = sock.accept()
+            except BlockingIOError:
+                break
+            except OSError as error:
+                if error.errno in _GONE:
+                    continue
+                if error.errno not in _EXHAUSTED:
+                    raise
+                log.error("accept failed (%s); retrying in %s s", error.strerror, _EXHAUSTED_PAUSE)
+                await trio.sleep(_EXHAUSTED_PAUSE)
+                break
+            connections.start_soon(handler, trio.SocketStream(trio.socket.from_stdlib_socket(conn)))

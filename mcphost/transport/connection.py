@@ -1,0 +1,151 @@
+"""One client connection: Hypercorn's own connection server (its HTTP/1.1 and HTTP/2
+protocols, read timeout and close), with its keep-alive timer kept per connection.
+
+Hypercorn's Trio server times a connection's keep-alive with a task it stops when a request
+arrives and starts again (under a lock, with ``nursery.start``) when the response is done:
+several turns of the scheduler and a new task for every request, which on a busy loop cost
+as much as a tenth of a call. Here one task per connection reads the time the connection
+went idle when it wakes, which is once per ``keep_alive_timeout`` at most; a request only
+records whether the connection is idle. The same task ends when the client closes the
+connection, which Hypercorn's did not: the closed connection, its socket and its task
+stayed until the keep-alive time had run out.
+
+The connection also tells the app when the client closes it (:class:`Hangup`, in each
+request's ``scope["state"]``): a 2026-07-28 client cancels a request that way, and without it
+the app learns of it only by waiting on ``receive`` in a task of its own for every request.
+
+Writes take the send lock without a turn of the scheduler when no other write holds it, and
+an empty write (the end of a body whose length was given) is not made at all. Plain TCP
+only: TLS terminates at the proxy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import trio
+from hypercorn.config import Config
+from hypercorn.events import Closed, Event, RawData, Updated
+from hypercorn.protocol import ProtocolWrapper
+from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import AppWrapper, ConnectionState
+from hypercorn.utils import parse_socket_addr
+
+HANGUP = "mcphost.hangup"
+"""The key of the connection's :class:`Hangup` in each request's ``scope["state"]``."""
+
+
+class Hangup:
+    """Cancels what runs in :meth:`cancelling` once the client has closed the connection."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._scopes: set[trio.CancelScope] = set()
+
+    @contextlib.contextmanager
+    def cancelling(self) -> Iterator[trio.CancelScope]:
+        """A cancel scope that is cancelled when the client closes the connection (at once if it has)."""
+        with trio.CancelScope() as scope:
+            if self.closed:
+                scope.cancel()
+            self._scopes.add(scope)
+            try:
+                yield scope
+            finally:
+                self._scopes.discard(scope)
+
+    def close(self) -> None:
+        """The client has closed the connection."""
+        self.closed = True
+        for scope in self._scopes:
+            scope.cancel()
+
+
+class Connection(TCPServer):
+    """Serves one accepted TCP connection until either side closes it (``await`` it)."""
+
+    def __init__(
+        self, app: AppWrapper, config: Config, context: WorkerContext, state: ConnectionState, stream: trio.SocketStream
+    ):
+        super().__init__(app, config, context, state, stream)  # type: ignore[arg-type]
+        self._socket = stream.socket
+        self._idle = True
+        self._idle_at = trio.current_time()
+        self._watching = trio.CancelScope()
+        self.hangup = Hangup()
+
+    async def run(self) -> None:
+        """Serve the connection, then close it."""
+        try:
+            client = parse_socket_addr(self._socket.family, self._socket.getpeername())
+            server = parse_socket_addr(self._socket.family, self._socket.getsockname())
+            async with TaskGroup() as task_group:
+                self._task_group = task_group
+                self.protocol = ProtocolWrapper(
+                    self.app,
+                    self.config,
+                    self.context,
+                    task_group,
+                    ConnectionState({**self.state, HANGUP: self.hangup}),
+                    False,
+                    client,
+                    server,
+                    self.protocol_send,
+                    "http/1.1",
+                )
+                await self.protocol.initiate()
+                task_group.spawn(self._watch_idle)
+                await self._read_data()
+                self.hangup.close()
+                self._watching.cancel()
+        except OSError:
+            pass
+        finally:
+            await self._close()
+
+    async def protocol_send(self, event: Event) -> None:
+        """What the protocol asks of the connection: write, close, or note that it is idle or busy."""
+        if isinstance(event, Updated):
+            self._idle = event.idle
+            if event.idle:
+                self._idle_at = trio.current_time()
+        elif isinstance(event, RawData):
+            if event.data:
+                await self._write(event.data)
+        else:
+            await super().protocol_send(event)
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            self.send_lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self.send_lock.acquire()
+        try:
+            # Shielded, as Hypercorn writes: a response is not cut off half-way.
+            with trio.CancelScope(shield=True):
+                await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.protocol.handle(Closed())
+        finally:
+            self.send_lock.release()
+
+    async def _watch_idle(self) -> None:
+        """Close the connection once it has been idle for ``keep_alive_timeout``, or at once
+        if the server terminates while it is idle (a busy one its protocol closes once the
+        response is done)."""
+        timeout = self.config.keep_alive_timeout
+        with self._watching:
+            while True:
+                since = self._idle_at if self._idle else trio.current_time()
+                with trio.move_on_at(since + timeout):
+                    await self.context.terminated.wait()
+                    if not self._idle:
+                        return
+                    break
+                if self._idle and self._idle_at + timeout <= trio.current_time():
+                    break
+            with trio.CancelScope(shield=True):
+                await self._initiate_server_close()
