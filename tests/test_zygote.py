@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from mcphost.plugins.worker.zygote import SWEEP_INTERVAL
 from mcphost.testing import RunningDaemon
 from tests.test_isolation import (
     COMEBACK,
@@ -78,7 +79,9 @@ async def test_no_daemon_secret_in_the_fork_server_or_a_worker(daemon: RunningDa
 async def test_an_orphan_a_worker_daemonized_is_killed_when_the_worker_ends(daemon: RunningDaemon) -> None:
     pid = await worker_pid(daemon, "hostile")
     orphan = int((await call(daemon, "hostile_spawn_orphan")).content[0].text)
-    assert _alive(orphan) and os.getsid(orphan) != os.getsid(pid), "it left the worker's session"
+    assert os.getsid(orphan) != os.getsid(pid), "it left the worker's session"
+    await trio.sleep(2 * SWEEP_INTERVAL)
+    assert _alive(orphan), "it lives as long as its worker does"
     os.kill(pid, signal.SIGKILL)
     assert await trio.to_thread.run_sync(_ends_within, orphan, 5.0), "the orphan was killed with its worker"
 
