@@ -5,10 +5,12 @@
    ``noop_add`` inline, and the same with ``[plugins.noop] isolation = "process"``, loaded
    in turn by wrk on the 2026-07-28 path at each concurrency; CPU is the daemon's plus its
    worker's (``/proc``), divided by the calls wrk completed. Rounds alternate the two.
-2. **Memory per worker**: 10 generated plugins, all isolated: each worker's unique memory
-   (USS: ``Private_Clean + Private_Dirty`` of ``smaps_rollup``) and the daemon's RSS,
-   against the daemon's RSS with the same 10 plugins inline.
-3. **Cold start**: exec to ``READY=1`` with the 10 plugins inline, then isolated.
+2. **Memory per worker**: 10 generated plugins, all isolated, with workers forked by the
+   fork server (``process``) and started as fresh interpreters (``process-spawn``:
+   ``[plugins] fork_server = false``): each worker's unique memory (USS: ``Private_Clean +
+   Private_Dirty`` of ``smaps_rollup``), the fork server's, and the daemon's RSS, against the
+   daemon's RSS with the same 10 plugins inline.
+3. **Cold start**: exec to ``READY=1`` with the 10 plugins inline, then isolated both ways.
 
 Results go to ``bench/results/isolation.json`` and are printed as tables; servers run
 pinned to one CPU and wrk to the other (``--no-pin`` turns that off).
@@ -35,11 +37,13 @@ RESULTS = BENCH_DIR / "results" / "isolation.json"
 PLUGINS = 10
 
 
-def config(directory: Path, name: str, plugin_paths: list[Path], enable: list[str], isolated: bool) -> Path:
-    """The production config with these plugins, each isolated or not."""
+def config(directory: Path, name: str, plugin_paths: list[Path], enable: list[str], isolation: str) -> Path:
+    """The production config with these plugins: ``inline``, ``process`` (forked by the fork
+    server) or ``process-spawn`` (fresh interpreters)."""
     data = tomllib.loads(PRODUCTION_CONFIG.read_text())
-    data["plugins"] = {"enable": enable, "paths": [str(p) for p in plugin_paths]}
-    if isolated:
+    paths = [str(p) for p in plugin_paths]
+    data["plugins"] = {"enable": enable, "paths": paths, "fork_server": isolation != "process-spawn"}
+    if isolation != "inline":
         for plugin in enable:
             data["plugins"][plugin] = {"isolation": "process"}
     data.get("rate_limits", {}).pop("plugins", None)
@@ -48,12 +52,23 @@ def config(directory: Path, name: str, plugin_paths: list[Path], enable: list[st
     return path
 
 
+def children(pid: int) -> list[int]:
+    """``pid``'s child processes."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def fork_servers(server: RunningServer) -> list[int]:
+    """The daemon's fork server (none with ``fork_server = false``)."""
+    return [p for p in children(server.pid) if b"worker.zygote" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
 def workers(server: RunningServer) -> list[int]:
-    """The daemon's child processes: its workers."""
-    children: list[int] = []
-    for task in Path(f"/proc/{server.pid}/task").iterdir():
-        children += [int(pid) for pid in (task / "children").read_text().split()]
-    return children
+    """The daemon's workers: its children, or its fork server's."""
+    zygotes = fork_servers(server)
+    return [w for p in [server.pid, *zygotes] for w in children(p) if w not in zygotes]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -111,21 +126,22 @@ def cpu_per_call(pool: ServerPool, specs: dict[str, servers.ServerSpec], args: a
     return rows
 
 
-def memory_and_start(pool: ServerPool, inline: servers.ServerSpec, isolated: servers.ServerSpec, runs: int) -> dict:
-    starts: dict[str, list[float]] = {"inline": [], "process": []}
+def memory_and_start(pool: ServerPool, specs: dict[str, servers.ServerSpec], runs: int) -> dict:
+    starts: dict[str, list[float]] = {key: [] for key in specs}
     memory: dict[str, Any] = {}
     for _ in range(runs):
-        for key, spec in (("inline", inline), ("process", isolated)):
+        for key, spec in specs.items():
             server = pool.start(spec)
             assert server.notified_ready_after is not None
             starts[key].append(server.notified_ready_after)
-            if key == "process":
+            memory.setdefault(f"daemon_rss_kib_{key}", []).append(server.rss_kib())
+            if key != "inline":
                 found = workers(server)
-                memory.setdefault("worker_uss_kib", []).append(statistics.median(uss_kib(p) for p in found))
-                memory.setdefault("workers", []).append(len(found))
-                memory.setdefault("daemon_rss_kib_process", []).append(server.rss_kib())
-            else:
-                memory.setdefault("daemon_rss_kib_inline", []).append(server.rss_kib())
+                memory.setdefault(f"worker_uss_kib_{key}", []).append(statistics.median(uss_kib(p) for p in found))
+                memory.setdefault(f"workers_{key}", []).append(len(found))
+                for zygote in fork_servers(server):
+                    memory.setdefault("fork_server_uss_kib", []).append(uss_kib(zygote))
+            print(f"  {key:13} READY=1 after {server.notified_ready_after:.2f} s")
             pool.stop(server)
     return {"ready_seconds": starts, **memory}
 
@@ -142,20 +158,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mcphost-isolation-") as scratch:
         directory = Path(scratch)
         specs = {
-            key: servers.mcphost_spec(config(directory, f"{key}.toml", [NOOP_PLUGIN], ["noop"], key == "process"), key)
+            key: servers.mcphost_spec(config(directory, f"{key}.toml", [NOOP_PLUGIN], ["noop"], key), key)
             for key in ("inline", "process")
         }
         paths = catalog.write_plugins(directory / "plugins", PLUGINS, 10)
         names = [catalog.plugin_name(i) for i in range(PLUGINS)]
         many = {
-            key: servers.mcphost_spec(config(directory, f"many-{key}.toml", paths, names, key == "process"), key)
-            for key in ("inline", "process")
+            key: servers.mcphost_spec(config(directory, f"many-{key}.toml", paths, names, key), key)
+            for key in ("inline", "process", "process-spawn")
         }
         with ServerPool(directory / "logs", pin=args.pin) as pool:
             print("CPU per call (daemon + worker), noop_add, 2026-07-28:")
             calls = cpu_per_call(pool, specs, args)
             print(f"{PLUGINS} plugins: memory and exec to READY=1:")
-            started = memory_and_start(pool, many["inline"], many["process"], args.start_runs)
+            started = memory_and_start(pool, many, args.start_runs)
     summary = {}
     for connections in args.concurrency:
         medians = {

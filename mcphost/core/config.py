@@ -147,6 +147,10 @@ class PluginsConfig(_Strict):
     """Glob patterns of plugin names never to load; wins over ``enable``."""
     paths: list[Path] = Field(default_factory=list)
     """Plugin files or package directories loaded without installing (origin ``path``)."""
+    fork_server: bool = True
+    """Fork isolated plugins' workers from a fork server that has imported the worker runtime
+    once (they share its memory and start in milliseconds); ``false`` starts each worker as a
+    fresh interpreter."""
 
     def for_plugin(self, name: str) -> PluginConfig:
         """The ``[plugins.<name>]`` table, or the defaults when there is none."""

@@ -203,11 +203,14 @@ class PluginHost:
     def start_fork_server(self) -> None:
         """Start the fork server now, if some plugin runs isolated, so that it has imported the
         runtime by the time the first worker is wanted (the daemon's main thread only)."""
-        plugins = self.config.plugins
-        tables = [plugins.for_plugin(name) for name in plugins.configured()] + [PluginConfig()]
-        if any(t.isolation == "process" and not t.command for t in tables):
+        if self._wants_fork_server():
             self.zygotes = Zygotes(self.config.log.level)
             self.zygotes.ensure()
+
+    def _wants_fork_server(self) -> bool:
+        plugins = self.config.plugins
+        tables = [plugins.for_plugin(name) for name in plugins.configured()] + [PluginConfig()]
+        return plugins.fork_server and any(t.isolation == "process" and not t.command for t in tables)
 
     @property
     def registry(self) -> Registry:
@@ -244,7 +247,7 @@ class PluginHost:
             share.total_tokens = self.config.limits.max_threads_per_plugin
         previous = {r.name: r for r in self.records}
         if self.zygotes is not None:
-            self.zygotes.renew()  # so that what was upgraded since is imported anew
+            self.zygotes.renew(self._wants_fork_server())  # what was upgraded since is imported anew
         else:
             self.start_fork_server()
         # Off the event loop: a worker takes a while to load its plugin.

@@ -194,12 +194,13 @@ class Zygotes:
         self.log_level = log_level
         self.current: Zygote | None = None
         self.failures = 0
+        self.enabled = True
         self._retired: list[Zygote] = []
 
     def ensure(self) -> None:
         """Have a fork server running or starting (main thread only; see the module's docstring)."""
         current = self.current
-        if current is not None and not current.gone.is_set():
+        if not self.enabled or (current is not None and not current.gone.is_set()):
             return
         if current is not None:
             self.failures = 0 if current.served else self.failures + 1
@@ -214,15 +215,15 @@ class Zygotes:
             log.error("cannot start the fork server: workers start as fresh interpreters", error=str(error))
             self.current, self.failures = None, MAX_FAILURES
 
-    def renew(self) -> None:
-        """Start a fresh fork server (a reload: upgraded packages are imported anew); the old one
-        ends once the workers it forked have ended."""
+    def renew(self, enabled: bool) -> None:
+        """Start a fresh fork server (a reload: upgraded packages are imported anew), or none
+        when no longer ``enabled``; the old one ends once the workers it forked have ended."""
         if self.current is not None:
             self.current.retire()
             self._retired.append(self.current)
             self.current = None
         self._retired = [z for z in self._retired if not z.gone.is_set()]
-        self.failures = 0
+        self.failures, self.enabled = 0, enabled
         self.ensure()
 
     def fork(self, request: dict[str, Any], sock: int, output: int) -> ForkedChild:
