@@ -204,7 +204,7 @@ class PluginHost:
         """Start the fork server now, if some plugin runs isolated, so that it has imported the
         runtime by the time the first worker is wanted (the daemon's main thread only)."""
         if self._wants_fork_server():
-            self.zygotes = Zygotes(self.config.log.level)
+            self.zygotes = Zygotes()
             self.zygotes.ensure()
 
     def _wants_fork_server(self) -> bool:

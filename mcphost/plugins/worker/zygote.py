@@ -2,7 +2,7 @@
 worker from itself for each isolated plugin, so that workers share its pages and start in
 milliseconds rather than re-importing everything.
 
-Run by the daemon as ``python -m mcphost.plugins.worker.zygote FD DAEMON_PID LEVEL`` with an
+Run by the daemon as ``python -m mcphost.plugins.worker.zygote FD DAEMON_PID`` with an
 environment of its own (``PATH``, ``HOME``, ``LANG``, ``MALLOC_ARENA_MAX``): every worker
 inherits this process's memory, so it never reads the config, a credential or the daemon's
 environment, and never imports plugin code. FD is a ``SOCK_SEQPACKET`` socket to the daemon;
@@ -30,6 +30,7 @@ import select
 import signal
 import socket
 import sys
+import traceback
 from typing import Any
 
 import orjson
@@ -131,6 +132,8 @@ class Zygote:
                 self.forget()
                 become_worker(request, sock, output)
                 status = 0
+            except BaseException:
+                traceback.print_exc()  # to the worker's output, which the daemon logs
             finally:
                 os._exit(status)
         self.workers.add(pid)
@@ -199,15 +202,12 @@ def become_worker(request: dict[str, Any], sock: int, output: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """The fork server's entry point."""
-    fd, daemon_pid, level = (sys.argv[1:] if argv is None else argv)[:3]
+    fd, daemon_pid = (sys.argv[1:] if argv is None else argv)[:2]
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != int(daemon_pid):
         return  # the daemon ended before the line above took effect
     prctl(PR_SET_DUMPABLE, 0)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
-    from mcphost.ops import log as logs
-
-    logs.configure(level, "json")
     preload()
     # Everything imported so far is shared with the workers: frozen, a worker's collections
     # never touch (and so never copy) those pages.

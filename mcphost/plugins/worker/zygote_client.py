@@ -40,7 +40,7 @@ MAX_MESSAGE = 1 << 16
 def describe(status: int | None) -> str:
     """How a process ended, from its return code (``None``: not known)."""
     if status is None:
-        return "ended, how is not known (the fork server that started it had ended)"
+        return "ended, how is not known (its fork server had ended)"
     if status < 0:
         try:
             return f"was killed by {signal.Signals(-status).name}"
@@ -67,22 +67,20 @@ class ForkedChild:
 
     def wait(self) -> int | None:
         """The exit status once the worker has ended (as :attr:`subprocess.Popen.returncode`),
-        or ``None`` when the fork server ended first and it can no longer be known."""
-        self.ended.wait()
+        or ``None`` when its fork server ended first, or does not say."""
+        self.ended.wait(READY_TIMEOUT)
         return self.status
 
 
 class Zygote:
     """One fork server process and the daemon's connection to it."""
 
-    def __init__(self, log_level: str):
+    def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {k: os.environ[k] for k in ENVIRONMENT if k in os.environ} | {"MALLOC_ARENA_MAX": "2"}
         argv = [sys.executable, "-m", "mcphost.plugins.worker.zygote", str(theirs.fileno()), str(os.getpid())]
         try:
-            self.popen = subprocess.Popen(
-                [*argv, log_level], stdin=subprocess.DEVNULL, stdout=2, pass_fds=[theirs.fileno()], env=env
-            )
+            self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=2, pass_fds=[theirs.fileno()], env=env)
         except OSError:
             ours.close()
             raise
@@ -121,7 +119,7 @@ class Zygote:
             socket.send_fds(self.sock, [orjson.dumps(message)], [sock, output])
         except OSError as error:
             raise ZygoteUnavailable(f"the fork server is not answering: {error}") from None
-        answered[0].wait()
+        answered[0].wait(READY_TIMEOUT)
         if not answered[1] or not isinstance(answered[1][0], ForkedChild):
             raise ZygoteUnavailable(str(answered[1][0] if answered[1] else "the fork server ended"))
         child: ForkedChild = answered[1][0]
@@ -190,8 +188,7 @@ class Zygotes:
     """The daemon's current fork server: started early, replaced on reload, restarted when it
     has ended, given up on (workers then start as fresh interpreters) when it cannot start."""
 
-    def __init__(self, log_level: str):
-        self.log_level = log_level
+    def __init__(self) -> None:
         self.current: Zygote | None = None
         self.failures = 0
         self.enabled = True
@@ -210,7 +207,7 @@ class Zygotes:
                 self.current = None
             return
         try:
-            self.current = Zygote(self.log_level)
+            self.current = Zygote()
         except OSError as error:
             log.error("cannot start the fork server: workers start as fresh interpreters", error=str(error))
             self.current, self.failures = None, MAX_FAILURES
