@@ -142,3 +142,16 @@ def test_a_reload_forks_from_a_fresh_fork_server(mcphost_daemon, tmp_path: Path)
         assert await trio.to_thread.run_sync(_ends_within, old_zygote, 10.0), "the old one ended with its worker"
 
     trio.run(main)
+
+
+def test_without_the_fork_server_workers_are_fresh_interpreters(mcphost_daemon) -> None:
+    plugins = {**CONFIG["plugins"], "fork_server": False}
+    daemon = mcphost_daemon({"plugins": plugins})
+
+    async def main() -> None:
+        hostile = await worker_pid(daemon, "hostile")
+        assert parent(hostile) == daemon.process.pid
+        assert b"mcphost.plugins.worker.main" in await trio.Path(f"/proc/{hostile}/cmdline").read_bytes()
+        assert await witness_answers(daemon) < WITNESS_BOUND
+
+    trio.run(main)
