@@ -119,7 +119,10 @@ class Zygote:
             socket.send_fds(self.sock, [orjson.dumps(message)], [sock, output])
         except OSError as error:
             raise ZygoteUnavailable(f"the fork server is not answering: {error}") from None
-        answered[0].wait(READY_TIMEOUT)
+        if not answered[0].wait(READY_TIMEOUT):
+            # Ended, so that it cannot fork this worker late, beside the one started instead.
+            log.error("the fork server does not answer: it is ended", pid=self.pid)
+            self.popen.kill()
         if not answered[1] or not isinstance(answered[1][0], ForkedChild):
             raise ZygoteUnavailable(str(answered[1][0] if answered[1] else "the fork server ended"))
         child: ForkedChild = answered[1][0]
