@@ -55,7 +55,7 @@ from mcphost.plugins.worker.supervisor import (
     stop_now,
     tools_of,
 )
-from mcphost.plugins.worker.zygote_client import Zygotes
+from mcphost.plugins.worker.zygote_client import Zygotes, discard_early
 
 log = structlog.get_logger("mcphost.plugins")
 
@@ -206,6 +206,8 @@ class PluginHost:
         if self._wants_fork_server():
             self.zygotes = Zygotes()
             self.zygotes.ensure()
+        else:
+            discard_early()
 
     def _wants_fork_server(self) -> bool:
         plugins = self.config.plugins

@@ -36,6 +36,8 @@ MAX_FAILURES = 3
 """Fork servers in a row that may end before being ready before the daemon stops starting them."""
 MAX_MESSAGE = 1 << 16
 
+_early: Zygote | None = None
+
 
 def describe(status: int | None) -> str:
     """How a process ended, from its return code (``None``: not known)."""
@@ -128,6 +130,11 @@ class Zygote:
         child: ForkedChild = answered[1][0]
         return child
 
+    def discard(self) -> None:
+        """End a fork server that forked nothing and never will (its reader reaps it)."""
+        self.retired = True
+        self.popen.kill()
+
     def retire(self) -> None:
         """Let the fork server end once the workers it forked have all ended."""
         self.retired = True
@@ -210,7 +217,7 @@ class Zygotes:
                 self.current = None
             return
         try:
-            self.current = Zygote()
+            self.current = take_early() or Zygote()
         except OSError as error:
             log.error("cannot start the fork server: workers start as fresh interpreters", error=str(error))
             self.current, self.failures = None, MAX_FAILURES
@@ -238,3 +245,27 @@ class Zygotes:
         for zygote in [*self._retired, *([self.current] if self.current else [])]:
             zygote.close()
         self.current, self._retired = None, []
+
+
+def start_early() -> None:
+    """Start a fork server as the ``serve`` or ``stdio`` command's first step, so that it
+    imports the runtime while the daemon imports the rest of itself and reads its config; the
+    daemon then takes it (:func:`take_early`), or ends it if no plugin runs isolated."""
+    global _early
+    with contextlib.suppress(OSError):
+        _early = Zygote()
+
+
+def take_early() -> Zygote | None:
+    """The fork server :func:`start_early` started, if it still runs; it is the caller's now."""
+    global _early
+    early, _early = _early, None
+    if early is not None and early.gone.is_set():
+        return None
+    return early
+
+
+def discard_early() -> None:
+    """End the fork server :func:`start_early` started: no plugin of this process runs isolated."""
+    if (early := take_early()) is not None:
+        early.discard()
