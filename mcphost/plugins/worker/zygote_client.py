@@ -63,7 +63,6 @@ class ForkedChild:
     pid: int
     pidfd: int
     """Readable once the worker has ended (the fork server opened it before it could reap it)."""
-    zygote: Zygote
     status: int | None = None
     ended: threading.Event = field(default_factory=threading.Event)
 
@@ -173,7 +172,7 @@ class Zygote:
                     child.ended.set()
             elif "fork" in message:
                 # Known before the next message is read, which may be this worker's end.
-                answer: Any = ForkedChild(message["pid"], fds[0], self) if "pid" in message else message.get("error")
+                answer: Any = ForkedChild(message["pid"], fds[0]) if "pid" in message else message.get("error")
                 with self._lock:
                     if isinstance(answer, ForkedChild):
                         self._children[answer.pid] = answer
