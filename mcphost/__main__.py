@@ -1,7 +1,10 @@
 """The ``mcphost`` command, also run as ``python -m mcphost``."""
 
+import sys
+
 from mcphost.daemon import startup_signals
 from mcphost.ops import heap
+from mcphost.plugins.worker import zygote_client
 from mcphost.protocol import sdk_models
 
 
@@ -18,6 +21,10 @@ def prepare() -> None:
 def main() -> None:
     """Entry point of the ``mcphost`` command: :func:`mcphost.cli.main.main`, imported after :func:`prepare`."""
     prepare()
+    if next((a for a in sys.argv[1:] if not a.startswith("-")), None) in ("serve", "stdio"):
+        # Isolated plugins' fork server imports the worker runtime meanwhile (the daemon ends
+        # it if no plugin runs isolated).
+        zygote_client.start_early()
     from mcphost.cli.main import main as run  # most of start-up: the daemon and the MCP SDK
 
     run()

@@ -34,6 +34,7 @@ from mcphost.daemon.workers import WORKER_FD
 from mcphost.ops import heap, log
 from mcphost.plugins import leftovers
 from mcphost.plugins.host import PluginHost, PluginRecord
+from mcphost.plugins.worker.zygote_client import discard_early
 from mcphost.protocol import tracing
 from mcphost.transport import metrics_endpoint
 
@@ -194,6 +195,7 @@ def run_daemon(command: str, loaded: LoadedConfig, config_path: Path | None) -> 
             # Made (or found wanting) once, here, rather than by each worker as it starts.
             session_secret(loaded.config.sessions)
             heap.settle()  # the master's start-up is done (see mcphost.__main__); it only watches workers now
+            discard_early()  # each worker process starts a fork server of its own
             return workers.run(loaded, config_path, loaded.config.server.workers)
         daemon = Daemon(loaded, config_path)
         trio.run(daemon.serve_http if command == "serve" else daemon.serve_stdio)

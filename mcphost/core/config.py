@@ -44,8 +44,6 @@ PROCESS_VARIABLES = frozenset({"MCPHOST_CONFIG", "MCPHOST_WORKER_FD", "MCPHOST_W
 """``MCPHOST_*`` variables that are not settings: the config file, what a worker process is
 handed (:mod:`mcphost.daemon.workers`), and where ``packaging/install.sh`` installs."""
 
-_RESERVED_PLUGIN_KEYS = frozenset({"enable", "disable", "paths"})
-
 
 class _Strict(BaseModel):
     # A field's docstring is its description: the configuration reference and the man page
@@ -147,6 +145,10 @@ class PluginsConfig(_Strict):
     """Glob patterns of plugin names never to load; wins over ``enable``."""
     paths: list[Path] = Field(default_factory=list)
     """Plugin files or package directories loaded without installing (origin ``path``)."""
+    fork_server: bool = True
+    """Fork isolated plugins' workers from a fork server that has imported the worker runtime
+    once (they share its memory and start in milliseconds); ``false`` starts each worker as a
+    fresh interpreter."""
 
     def for_plugin(self, name: str) -> PluginConfig:
         """The ``[plugins.<name>]`` table, or the defaults when there is none."""
@@ -610,7 +612,7 @@ def parse(text: str, source: str = "<string>") -> LoadedConfig:
 def _validate(data: dict[str, Any], source: str, text: str) -> LoadedConfig:
     problems: list[Problem] = []
     for name in data.get("plugins", {}) if isinstance(data.get("plugins"), dict) else ():
-        if not isinstance(data["plugins"][name], dict) and name not in _RESERVED_PLUGIN_KEYS:
+        if not isinstance(data["plugins"][name], dict) and name not in PluginsConfig.model_fields:
             problems.append(Problem(f"plugins.{name}", "must be a table", locate(text, ("plugins", name))))
     if problems:
         raise ConfigError(source, problems)

@@ -154,6 +154,8 @@ class Daemon:
         self.config = loaded.config
         self.config_path = config_path
         self.plugins = PluginHost(loaded)
+        # First, so that it imports the worker runtime while the rest of start-up runs.
+        self.plugins.start_fork_server()
         self.registry = Registry()
         self.drain = Drain()
         self.notifier = systemd.Notifier()

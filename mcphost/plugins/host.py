@@ -32,7 +32,7 @@ import structlog
 import trio
 from pydantic import BaseModel, ValidationError
 
-from mcphost.core.config import LoadedConfig, Problem, problems_from
+from mcphost.core.config import LoadedConfig, PluginConfig, Problem, problems_from
 from mcphost.plugins import damage, fence, hookspecs
 from mcphost.plugins.definitions import PromptDef, ResourceDef, ToolDef, definition_of
 from mcphost.plugins.limits import ToolLimits, plugin_pool
@@ -55,6 +55,7 @@ from mcphost.plugins.worker.supervisor import (
     stop_now,
     tools_of,
 )
+from mcphost.plugins.worker.zygote_client import Zygotes, discard_early
 
 log = structlog.get_logger("mcphost.plugins")
 
@@ -196,6 +197,22 @@ class PluginHost:
         self._lanes: dict[str, trio.CapacityLimiter] = {}
         self._spawned: dict[str, Process | WorkerStartError] = {}
         """Workers started ahead of :meth:`_plan` (all at once), by plugin name, or why not."""
+        self.zygotes: Zygotes | None = None
+        """The fork server workers are forked from, once :meth:`start_fork_server` has run."""
+
+    def start_fork_server(self) -> None:
+        """Start the fork server now, if some plugin runs isolated, so that it has imported the
+        runtime by the time the first worker is wanted (the daemon's main thread only)."""
+        if self._wants_fork_server():
+            self.zygotes = Zygotes()
+            self.zygotes.ensure()
+        else:
+            discard_early()
+
+    def _wants_fork_server(self) -> bool:
+        plugins = self.config.plugins
+        tables = [plugins.for_plugin(name) for name in plugins.configured()] + [PluginConfig()]
+        return plugins.fork_server and any(t.isolation == "process" and not t.command for t in tables)
 
     @property
     def registry(self) -> Registry:
@@ -231,7 +248,11 @@ class PluginHost:
         for share in self._shares.values():
             share.total_tokens = self.config.limits.max_threads_per_plugin
         previous = {r.name: r for r in self.records}
-        # Off the event loop: a worker takes a second or so to load its plugin.
+        if self.zygotes is not None:
+            self.zygotes.renew(self._wants_fork_server())  # what was upgraded since is imported anew
+        else:
+            self.start_fork_server()
+        # Off the event loop: a worker takes a while to load its plugin.
         self._spawned = await trio.to_thread.run_sync(self._spawn_workers, previous)
         records = await self._plan(previous)
         self._discard_spawned()
@@ -441,7 +462,7 @@ class PluginHost:
         if not wanted:
             return {}
         with ThreadPoolExecutor(len(wanted)) as pool:
-            return dict(zip(wanted, pool.map(_spawn_or_error, wanted.values()), strict=True))
+            return dict(zip(wanted, pool.map(self._spawn_or_error, wanted.values()), strict=True))
 
     def _discard_spawned(self) -> None:
         """Stop the workers started ahead that :meth:`_plan` did not take."""
@@ -449,6 +470,12 @@ class PluginHost:
             if isinstance(left, Process):
                 stop_now(left)
         self._spawned = {}
+
+    def _spawn_or_error(self, spec: WorkerSpec) -> Process | WorkerStartError:
+        try:
+            return spawn(spec, self.zygotes)
+        except WorkerStartError as error:
+            return error
 
     def _servers(self) -> list[Candidate]:
         """The existing MCP servers the config declares as plugins (``[plugins.<name>] command``)."""
@@ -465,11 +492,11 @@ class PluginHost:
     def _load_isolated(self, candidate: Candidate, record: PluginRecord) -> PluginRecord:
         """Start a worker process (or the server) for ``candidate`` and take its tools from it."""
         spec = self._spec(candidate)
-        started = self._spawned.pop(candidate.name, None) or _spawn_or_error(spec)
+        started = self._spawned.pop(candidate.name, None) or self._spawn_or_error(spec)
         try:
             if isinstance(started, WorkerStartError):
                 raise started
-            worker = PluginWorker(spec, started)
+            worker = PluginWorker(spec, started, self.zygotes)
             listed = (
                 self._server_tools(candidate.name, worker)
                 if candidate.server
@@ -644,10 +671,13 @@ class PluginHost:
         self.records = [await self._start(r, None) if r.status == "loaded" else r for r in self.records]
 
     async def stop_all(self) -> None:
-        """Run every loaded plugin's shut-down hook, in reverse order; failures are logged."""
+        """Run every loaded plugin's shut-down hook, in reverse order; failures are logged.
+        The fork server ends last."""
         for record in reversed(self.records):
             if record.status == "loaded":
                 await self._stop(record)
+        if self.zygotes is not None:
+            await trio.to_thread.run_sync(self.zygotes.close)
 
     async def _start(self, record: PluginRecord, old: PluginRecord | None) -> PluginRecord:
         if record.worker is not None:
@@ -760,13 +790,6 @@ def plugin_files(record: PluginRecord) -> list[Path]:
     if record.path is not None:
         files.append(record.path / "__init__.py" if record.path.is_dir() else record.path)
     return files
-
-
-def _spawn_or_error(spec: WorkerSpec) -> Process | WorkerStartError:
-    try:
-        return spawn(spec)
-    except WorkerStartError as error:
-        return error
 
 
 class _LoadError(Exception):

@@ -171,13 +171,18 @@ def _describe(tool: RegisteredTool) -> Message:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The worker process's entry point."""
+    """The worker process's entry point, when started as a fresh interpreter."""
     args = sys.argv[1:] if argv is None else argv
-    logs.configure(args[1] if len(args) > 1 else "info", "json")
+    serve(int(args[0]), args[1] if len(args) > 1 else "info")
+
+
+def serve(fd: int, level: str) -> None:
+    """Serve the daemon on the socket ``fd`` until it closes its end, then exit the process."""
+    logs.configure(level, "json")
     # Plugins that print would write into nothing the daemon reads as protocol: send their
     # output to the log instead.
     sys.stdout = sys.stderr
-    trio.run(Worker(socket.socket(fileno=int(args[0]))).serve)
+    trio.run(Worker(socket.socket(fileno=fd)).serve)
     # Threads of calls abandoned at their timeout would hold up a normal exit.
     sys.stderr.flush()
     os._exit(0)

@@ -1,8 +1,9 @@
 """The daemon's side of a plugin's worker process: starting it, calling its tools, noticing
 its end, restarting it, and stopping it with everything it started.
 
-A worker is a fresh interpreter (``python -m mcphost.plugins.worker.main``) in a session
-and process group of its own, with a scrubbed environment. Its end is noticed through a
+A worker is forked by the fork server (:mod:`~mcphost.plugins.worker.zygote`), or is a
+fresh interpreter (``python -m mcphost.plugins.worker.main``) where there is none, in a
+session and process group of its own, with a scrubbed environment. Its end is noticed through a
 pidfd (a socket EOF never comes while a child of the worker still holds the socket); the
 calls it was running then fail with a message naming the plugin and how the worker ended,
 and the worker is started again after a backoff, unless it ends too often, when the plugin
@@ -39,6 +40,7 @@ from mcphost.plugins.limits import ToolLimits
 from mcphost.plugins.registry import RegisteredTool
 from mcphost.plugins.worker.context import INPUT_REQUIRED, META_REQUEST
 from mcphost.plugins.worker.wire import Channel, ChannelClosed, Framer, Message, RemoteError, encode
+from mcphost.plugins.worker.zygote_client import ForkedChild, Zygotes, ZygoteUnavailable, describe
 
 log = structlog.get_logger("mcphost.worker")
 
@@ -112,7 +114,9 @@ class WorkerSpec:
 class Process:
     """One worker process, from its start to its end."""
 
-    popen: subprocess.Popen[bytes]
+    popen: subprocess.Popen[bytes] | ForkedChild
+    pidfd: int
+    """Readable once the worker has ended."""
     sock: socket.socket
     output: int
     """The read end of the worker's stdout and stderr."""
@@ -136,12 +140,20 @@ class Process:
             os.killpg(self.pid, signal.SIGKILL)
 
 
-def spawn(spec: WorkerSpec) -> Process:
-    """Start a worker and load the plugin in it (blocking: run in a thread from Trio);
-    raises :class:`WorkerStartError` saying why not."""
+def spawn(spec: WorkerSpec, zygotes: Zygotes | None = None) -> Process:
+    """Start a worker (forked by ``zygotes``' fork server where there is one) and load the
+    plugin in it (blocking: run in a thread from Trio); raises :class:`WorkerStartError`
+    saying why not."""
     ours, theirs = socket.socketpair()
     output, output_w = os.pipe()
     env = {k: os.environ[k] for k in ENVIRONMENT if k in os.environ} | dict(spec.env)
+    if zygotes is not None and not spec.command:
+        with contextlib.suppress(ZygoteUnavailable):
+            request = {"env": env, "level": spec.log_level, "memory_max": spec.memory_max}
+            child = zygotes.fork(request | {"max_open_files": spec.max_open_files}, theirs.fileno(), output_w)
+            theirs.close()
+            os.close(output_w)
+            return _load(spec, Process(child, child.pidfd, ours, output, {}))
     if spec.memory_max is not None:
         # glibc gives each thread an arena of 64 MiB of address space: a few threads would
         # use up a limit of address space that their memory is far from.
@@ -171,13 +183,23 @@ def spawn(spec: WorkerSpec) -> Process:
     finally:
         theirs.close()
     os.close(output_w)
-    process = Process(popen, ours, output, {})
+    process = Process(popen, os.pidfd_open(popen.pid), ours, output, {})
     try:
         # Set before the worker is told to import the plugin, so no plugin code runs without them.
         if spec.memory_max is not None:
             resource.prlimit(popen.pid, resource.RLIMIT_AS, (spec.memory_max, spec.memory_max))
         if spec.max_open_files is not None:
             resource.prlimit(popen.pid, resource.RLIMIT_NOFILE, (spec.max_open_files, spec.max_open_files))
+    except OSError as error:
+        stop_now(process)
+        raise WorkerStartError(f"cannot set the limits of its {spec.kind}: {error}") from None
+    return _load(spec, process)
+
+
+def _load(spec: WorkerSpec, process: Process) -> Process:
+    """Load the plugin in a started worker (or list a server's tools)."""
+    ours = process.sock
+    try:
         if spec.command:
             process.hello = _server_hello(ours)
         else:
@@ -185,10 +207,10 @@ def spawn(spec: WorkerSpec) -> Process:
             process.hello = _handshake(ours, _request(0, "initialize", params))
     except (OSError, ValueError) as error:
         process.kill_group()
-        status = popen.wait()
-        last = _last_line(output)
+        status = process.popen.wait()
+        last = _last_line(process.output)
         _close(process)
-        ended = f"{_describe(status)} while starting" if status else f"did not answer: {error}"
+        ended = f"{describe(status)} while starting" if status else f"did not answer: {error}"
         raise WorkerStartError(f"its {spec.kind} {ended}{': ' + last if last else ''}") from None
     if "error" in process.hello:
         stop_now(process)
@@ -258,8 +280,9 @@ def _last_line(fd: int) -> str:
 
 def _close(process: Process) -> None:
     process.sock.close()
-    with contextlib.suppress(OSError):
-        os.close(process.output)
+    for fd in (process.output, process.pidfd):
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def stop_now(process: Process) -> None:
@@ -269,21 +292,12 @@ def stop_now(process: Process) -> None:
     _close(process)
 
 
-def _describe(status: int) -> str:
-    """How a process ended, from its return code."""
-    if status < 0:
-        try:
-            return f"was killed by {signal.Signals(-status).name}"
-        except ValueError:
-            return f"was killed by signal {-status}"
-    return f"exited with status {status}"
-
-
 class PluginWorker:
     """A supervised worker process serving one plugin's tools (the registry's ``remote``)."""
 
-    def __init__(self, spec: WorkerSpec, process: Process):
+    def __init__(self, spec: WorkerSpec, process: Process, zygotes: Zygotes | None = None):
         self.spec = spec
+        self.zygotes = zygotes
         self.process: Process | None = process
         self.channel: Channel | None = None
         self.failed: str | None = None
@@ -477,8 +491,10 @@ class PluginWorker:
             await trio.sleep(min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (len(self._ends) - 1)))
             if self.stopping:
                 return
+            if self.zygotes is not None:
+                self.zygotes.ensure()
             try:
-                self.process = await trio.to_thread.run_sync(spawn, self.spec)
+                self.process = await trio.to_thread.run_sync(spawn, self.spec, self.zygotes)
                 self.restarts += 1
             except WorkerStartError as error:
                 log.error("plugin worker did not start", plugin=self.spec.plugin, error=str(error))
@@ -494,7 +510,6 @@ class PluginWorker:
         else:
             channel = Channel(process.sock, self._asked)
         error = None
-        pidfd = os.pidfd_open(process.pid)
         try:
             async with trio.open_nursery() as nursery:
                 output_done = trio.Event()
@@ -502,15 +517,15 @@ class PluginWorker:
                 nursery.start_soon(self._serve_channel, channel, process)
                 nursery.start_soon(self._start_hook, channel, process)
                 nursery.start_soon(self._watch, channel, process)
-                await trio.lowlevel.wait_readable(pidfd)
+                await trio.lowlevel.wait_readable(process.pidfd)
                 process.kill_group()  # whatever it started goes with it
-                process.ended = _describe(process.popen.wait())
+                # A forked worker's status comes from the fork server, a moment after its end.
+                process.ended = describe(await trio.to_thread.run_sync(process.popen.wait))
                 with trio.move_on_after(0.5):
                     await output_done.wait()
                 nursery.cancel_scope.cancel()
             error = process.start_error
         finally:
-            os.close(pidfd)
             if self.channel is channel:
                 self.channel = None
             _close(process)

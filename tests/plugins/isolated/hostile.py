@@ -28,6 +28,7 @@ def mcphost_tools() -> list[object]:
         sleep,
         break_json,
         spawn_child,
+        spawn_orphan,
         environment,
         chatter,
         progress,
@@ -91,6 +92,23 @@ def break_json() -> str:
 def spawn_child() -> int:
     """Start a long-lived child process and return its pid."""
     return subprocess.Popen(["sleep", "600"], stdin=subprocess.DEVNULL).pid
+
+
+def spawn_orphan() -> int:
+    """Daemonize a long-lived process the classic way (fork, ``setsid``, fork again, the
+    middle one exits), out of the worker's process group; return its pid."""
+    read, write = os.pipe()
+    middle = os.fork()
+    if middle == 0:
+        os.setsid()
+        if os.fork() == 0:
+            os.write(write, str(os.getpid()).encode())
+            os.execvp("sleep", ["sleep", "600"])
+        os._exit(0)
+    os.close(write)
+    os.waitpid(middle, 0)
+    with os.fdopen(read) as pipe:
+        return int(pipe.read())
 
 
 def environment() -> list[str]:

@@ -1,0 +1,221 @@
+"""The fork server: a process that has imported mcphost's plugin runtime once and forks a
+worker from itself for each isolated plugin, so that workers share its pages and start in
+milliseconds rather than re-importing everything.
+
+Run by the daemon as ``python -m mcphost.plugins.worker.zygote FD DAEMON_PID`` with an
+environment of its own (``PATH``, ``HOME``, ``LANG``, ``MALLOC_ARENA_MAX``): every worker
+inherits this process's memory, so it never reads the config, a credential or the daemon's
+environment, and never imports plugin code. FD is a ``SOCK_SEQPACKET`` socket to the daemon;
+each message is a JSON object, with file descriptors alongside where it says so:
+
+- daemon → here: ``{"fork": id, "env", "level", "memory_max", "max_open_files"}`` with the
+  worker's socket and the write end of its output pipe; ``{"retire": true}``: end once the
+  last worker has ended.
+- here → daemon: ``{"ready": true}`` once warmed up; ``{"fork": id, "pid"}`` with the worker's
+  pidfd (or ``{"fork": id, "error"}``); ``{"exited": pid, "status"}`` for each worker that ends
+  (``status`` as :attr:`subprocess.Popen.returncode`: negative for a signal).
+
+It is a child subreaper: what a worker leaves behind when it ends is adopted here and killed.
+It dies with the daemon (``PR_SET_PDEATHSIG``); a worker it forked does not die with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import os
+import resource
+import select
+import signal
+import socket
+import sys
+import traceback
+from typing import Any
+
+import orjson
+
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 1, 4, 36
+MAX_MESSAGE = 1 << 20
+SWEEP_INTERVAL = 1.0
+"""Seconds between looks for adopted orphans when no worker ends meanwhile."""
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def prctl(option: int, value: int) -> None:
+    """``prctl(2)`` with one argument; raises :class:`OSError` if the kernel refuses."""
+    if _libc.prctl(option, value, 0, 0, 0) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+
+
+def preload() -> None:
+    """Import the worker's runtime and run its hot paths once, without any plugin: what the
+    workers then share instead of each building it again."""
+    import trio
+    from mcp.server.mcpserver.tools.base import Tool
+
+    from mcphost.plugins.worker import main  # noqa: F401  (the runtime every worker runs)
+
+    def add(a: int, b: int = 1) -> dict[str, int]:
+        """A tool that exists only to warm up schema building, validation and conversion."""
+        return {"sum": a + b}
+
+    tool = Tool.from_function(add)
+    tool.fn_metadata.convert_result(add(**tool.fn_metadata.validate_arguments({"a": 1})))
+    orjson.loads(orjson.dumps({"jsonrpc": "2.0", "id": 1, "result": {}}))
+    trio.run(trio.sleep, 0)
+
+
+class Zygote:
+    """The fork server's loop: fork on request, report each worker's end, kill orphans."""
+
+    def __init__(self, control: socket.socket):
+        self.control = control
+        self.workers: set[int] = set()
+        self.retiring = False
+        self.wakeup_r, self.wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
+        """One message to the daemon (it gone, the next receive ends the loop)."""
+        with contextlib.suppress(OSError):
+            socket.send_fds(self.control, [orjson.dumps(message)], fds or [])
+
+    def serve(self) -> None:
+        """Serve the daemon until it closes its end, or until retired with no worker left."""
+        signal.set_wakeup_fd(self.wakeup_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.send({"ready": True})
+        while not (self.retiring and not self.workers):
+            readable, _, _ = select.select([self.control.fileno(), self.wakeup_r], [], [], SWEEP_INTERVAL)
+            if self.wakeup_r in readable:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self.wakeup_r, 4096)
+            if self.control.fileno() in readable and not self.receive():
+                break
+            self.reap()
+        # The daemon is gone, or told us to end: what is left of ours goes with us.
+        for pid in self.workers:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+
+    def receive(self) -> bool:
+        """Handle one message of the daemon; False once it has closed its end."""
+        try:
+            data, fds, _, _ = socket.recv_fds(self.control, MAX_MESSAGE, 2)
+        except OSError:
+            return False
+        if not data:
+            return False
+        try:
+            message = orjson.loads(data)
+            if message.get("retire"):
+                self.retiring = True
+            elif "fork" in message and len(fds) == 2:
+                self.fork(message, fds[0], fds[1])
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return True
+
+    def fork(self, request: dict[str, Any], sock: int, output: int) -> None:
+        """Fork a worker for ``request``; it runs :func:`become_worker` and never returns here."""
+        try:
+            pid = os.fork()
+        except OSError as error:
+            self.send({"fork": request["fork"], "error": f"cannot fork a worker: {error}"})
+            return
+        if pid == 0:
+            status = 1
+            try:
+                self.forget()
+                become_worker(request, sock, output)
+                status = 0
+            except BaseException:
+                traceback.print_exc()  # to the worker's output, which the daemon logs
+            finally:
+                os._exit(status)
+        self.workers.add(pid)
+        # Opened before this loop can reap it, so the pidfd is this worker's and no other's.
+        pidfd = os.pidfd_open(pid)
+        try:
+            self.send({"fork": request["fork"], "pid": pid}, [pidfd])
+        finally:
+            os.close(pidfd)
+
+    def forget(self) -> None:
+        """In a new worker: drop what is the fork server's (its socket, signal set-up)."""
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in (self.wakeup_r, self.wakeup_w, self.control.fileno()):
+            os.close(fd)
+        self.control.detach()
+
+    def reap(self) -> None:
+        """Collect every child that ended: report workers, and kill the orphans adopted."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if pid in self.workers:
+                self.workers.discard(pid)
+                self.send({"exited": pid, "status": os.waitstatus_to_exitcode(status)})
+        for pid in self.children() - self.workers:
+            # Adopted: it outlived the worker that started it (or left its process group).
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+    @staticmethod
+    def children() -> set[int]:
+        """This process's children as the kernel knows them (forked or adopted)."""
+        pid = os.getpid()
+        with open(f"/proc/{pid}/task/{pid}/children") as listing:
+            return {int(child) for child in listing.read().split()}
+
+
+def become_worker(request: dict[str, Any], sock: int, output: int) -> None:
+    """In the forked child: a session of its own, its limits and environment, then the worker."""
+    os.setsid()
+    # Orphans of its descendants come to it, so they are still in the family when it ends
+    # and this fork server adopts (and kills) them.
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    prctl(PR_SET_DUMPABLE, 0)
+    null = os.open(os.devnull, os.O_RDONLY)
+    for source, fd in ((null, 0), (output, 1), (output, 2)):
+        os.dup2(source, fd)
+    os.close(null)
+    os.close(output)
+    for limit, key in ((resource.RLIMIT_AS, "memory_max"), (resource.RLIMIT_NOFILE, "max_open_files")):
+        if request.get(key) is not None:
+            resource.setrlimit(limit, (request[key], request[key]))
+    os.environ.clear()
+    os.environ.update(request["env"])
+    gc.enable()
+    from mcphost.plugins.worker.main import serve
+
+    serve(sock, request["level"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The fork server's entry point."""
+    fd, daemon_pid = (sys.argv[1:] if argv is None else argv)[:2]
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != int(daemon_pid):
+        return  # the daemon ended before the line above took effect
+    prctl(PR_SET_DUMPABLE, 0)
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    preload()
+    # Everything imported so far is shared with the workers: frozen, a worker's collections
+    # never touch (and so never copy) those pages.
+    gc.disable()
+    gc.collect()
+    gc.freeze()
+    Zygote(socket.socket(fileno=int(fd))).serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Workers forked by the fork server: their parent is the fork server, which holds nothing
+of the daemon's (no secret of its environment), outlives nothing (what a worker daemonizes
+goes with it), may die without taking a plugin down, and is replaced on reload so that a
+changed module is imported anew."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import trio
+
+from mcphost.plugins.worker.zygote import SWEEP_INTERVAL
+from mcphost.testing import RunningDaemon
+from tests.test_isolation import (
+    COMEBACK,
+    PLUGINS,
+    SECRET_VARIABLE,
+    WITNESS_BOUND,
+    _alive,
+    _ends_within,
+    call,
+    witness_answers,
+    worker_pid,
+)
+
+CONFIG = {
+    "plugins": {
+        "enable": ["hostile", "witness"],
+        "paths": [str(PLUGINS / "hostile.py"), str(PLUGINS / "witness.py")],
+        "hostile": {"isolation": "process", "max_restarts": 100},
+        "witness": {"isolation": "process", "required": True},
+    }
+}
+SECRET = "zygote-must-not-see-this"
+
+
+@pytest.fixture(scope="module")
+def daemon(module_daemon) -> RunningDaemon:
+    return module_daemon(CONFIG, env={SECRET_VARIABLE: SECRET})
+
+
+def status(pid: int) -> dict[str, str]:
+    """``/proc/PID/status`` as a dictionary."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {key: value.strip() for key, value in (line.split(":", 1) for line in lines)}
+
+
+def parent(pid: int) -> int:
+    return int(status(pid)["PPid"])
+
+
+def environ(pid: int) -> str:
+    return Path(f"/proc/{pid}/environ").read_text()
+
+
+def is_fork_server(pid: int) -> bool:
+    return b"mcphost.plugins.worker.zygote" in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+async def test_workers_are_forked_by_the_fork_server(daemon: RunningDaemon) -> None:
+    hostile, witness = await worker_pid(daemon, "hostile"), await worker_pid(daemon, "witness")
+    zygote = parent(hostile)
+    assert zygote == parent(witness) != daemon.process.pid
+    assert is_fork_server(zygote) and parent(zygote) == daemon.process.pid
+
+
+async def test_no_daemon_secret_in_the_fork_server_or_a_worker(daemon: RunningDaemon) -> None:
+    assert SECRET in environ(daemon.process.pid)
+    hostile = await worker_pid(daemon, "hostile")
+    for pid in (parent(hostile), hostile):
+        assert SECRET not in environ(pid) and SECRET_VARIABLE not in environ(pid)
+    names = (await call(daemon, "hostile_environment")).structured_content["result"]
+    assert SECRET_VARIABLE not in names and "PATH" in names
+
+
+async def test_an_orphan_a_worker_daemonized_is_killed_when_the_worker_ends(daemon: RunningDaemon) -> None:
+    pid = await worker_pid(daemon, "hostile")
+    orphan = int((await call(daemon, "hostile_spawn_orphan")).content[0].text)
+    assert os.getsid(orphan) != os.getsid(pid), "it left the worker's session"
+    await trio.sleep(2 * SWEEP_INTERVAL)
+    assert _alive(orphan), "it lives as long as its worker does"
+    os.kill(pid, signal.SIGKILL)
+    assert await trio.to_thread.run_sync(_ends_within, orphan, 5.0), "the orphan was killed with its worker"
+
+
+async def test_killing_the_fork_server_takes_no_plugin_down(daemon: RunningDaemon) -> None:
+    hostile = await worker_pid(daemon, "hostile")
+    zygote = parent(hostile)
+    os.kill(zygote, signal.SIGKILL)
+    await trio.to_thread.run_sync(daemon.wait_for_log, lambda r: r.get("event", "").startswith("the fork server ended"))
+    assert await witness_answers(daemon) < WITNESS_BOUND
+    assert await worker_pid(daemon, "hostile") == hostile, "the workers it forked serve on"
+    os.kill(hostile, signal.SIGKILL)
+    with trio.fail_after(COMEBACK):
+        while True:
+            again = await worker_pid(daemon, "hostile")
+            if again != hostile:
+                break
+            await trio.sleep(0.1)
+    assert is_fork_server(parent(again)) and parent(again) != zygote, "forked by a new fork server"
+    assert await witness_answers(daemon) < WITNESS_BOUND
+
+
+VERSIONED = '''
+import os
+import mcphost
+
+
+@mcphost.hookimpl
+def mcphost_tools():
+    return [version]
+
+
+def version() -> str:
+    """This module's version, and the worker's pid."""
+    return f"{version} {{os.getpid()}}"
+'''
+
+
+def test_a_reload_forks_from_a_fresh_fork_server(mcphost_daemon, tmp_path: Path) -> None:
+    source = tmp_path / "versioned.py"
+    source.write_text(VERSIONED.format(version="v1"))
+    plugins = {"enable": ["versioned"], "paths": [str(source)], "versioned": {"isolation": "process"}}
+    daemon = mcphost_daemon({"plugins": plugins})
+
+    async def main() -> None:
+        first, old_pid = (await call(daemon, "versioned_version")).content[0].text.split()
+        old_zygote = parent(int(old_pid))
+        assert first == "v1" and is_fork_server(old_zygote)
+        source.write_text(VERSIONED.format(version="v2"))
+        later = source.stat().st_mtime + 2
+        os.utime(source, (later, later))
+        ended = await trio.to_thread.run_sync(daemon.reload)
+        assert ended["event"] == "reloaded" and "versioned" in ended["changed"]
+        second, new_pid = (await call(daemon, "versioned_version")).content[0].text.split()
+        assert second == "v2", "the changed module was imported anew"
+        new_zygote = parent(int(new_pid))
+        assert is_fork_server(new_zygote) and new_zygote != old_zygote, "forked by a fork server started afresh"
+        assert await trio.to_thread.run_sync(_ends_within, old_zygote, 10.0), "the old one ended with its worker"
+
+    trio.run(main)
+
+
+def test_without_the_fork_server_workers_are_fresh_interpreters(mcphost_daemon) -> None:
+    plugins = {**CONFIG["plugins"], "fork_server": False}
+    daemon = mcphost_daemon({"plugins": plugins})
+
+    async def main() -> None:
+        hostile = await worker_pid(daemon, "hostile")
+        assert parent(hostile) == daemon.process.pid
+        assert b"mcphost.plugins.worker.main" in await trio.Path(f"/proc/{hostile}/cmdline").read_bytes()
+        assert await witness_answers(daemon) < WITNESS_BOUND
+
+    trio.run(main)
