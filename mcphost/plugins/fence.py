@@ -162,8 +162,28 @@ def call_hook_sync(plugin: str, hook: str, fn: Callable[..., Any], kwargs: dict[
         return HookOutcome(error=f"{hook} raised {type(error).__name__}: {error}")
 
 
-async def run(fn: Callable[..., Any], kwargs: dict[str, Any], limits: ToolLimits, *, plugin: str, what: str) -> Any:
-    """Run ``fn(**kwargs)`` under ``limits``; returns its value or raises :class:`FenceError`.
+@dataclass(frozen=True, slots=True)
+class Then:
+    """A step applied to a call's value inside the same fenced run (a tool's value made its
+    result, where a validator of the plugin's return type may run): ``fn(value)`` runs in the
+    call's own thread after a sync function; after an async one it runs on the event loop
+    when ``quick(value)`` says it may (still watched as the call), else in a thread."""
+
+    fn: Callable[[Any], Any]
+    quick: Callable[[Any], bool]
+
+
+async def run(
+    fn: Callable[..., Any],
+    kwargs: dict[str, Any],
+    limits: ToolLimits,
+    *,
+    plugin: str,
+    what: str,
+    then: Then | None = None,
+) -> Any:
+    """Run ``fn(**kwargs)`` (and ``then`` on its value) under ``limits``; returns the value
+    or raises :class:`FenceError`.
 
     ``what`` names the call in messages ("tool 'files_read'"). Waiting for a pool token or a
     thread counts against the timeout: a saturated plugin answers with a timeout, not a
@@ -171,22 +191,30 @@ async def run(fn: Callable[..., Any], kwargs: dict[str, Any], limits: ToolLimits
     are put back (and logged) whatever it did.
     """
     try:
-        return await _run(fn, kwargs, limits, plugin=plugin, what=what)
+        return await _run(fn, kwargs, limits, plugin=plugin, what=what, then=then)
     finally:
         check_std_streams(plugin, what)
 
 
-async def _run(fn: Callable[..., Any], kwargs: dict[str, Any], limits: ToolLimits, *, plugin: str, what: str) -> Any:
+async def _run(
+    fn: Callable[..., Any], kwargs: dict[str, Any], limits: ToolLimits, *, plugin: str, what: str, then: Then | None
+) -> Any:
     tokens = Tokens(limits.pool, limits.threads)
     try:
         with trio.move_on_after(limits.timeout):
-            if _is_async(fn):
-                async with limits.pool:
-                    with on_loop(plugin, what):
-                        return await fn(**kwargs)
-            # On timeout the thread is abandoned, and the pool token stays with it until it
-            # returns, so a wedged plugin starves only itself.
-            return await in_thread(functools.partial(fn, **kwargs), tokens)
+            if not _is_async(fn):
+                # On timeout the thread is abandoned, and the pool token stays with it until
+                # it returns, so a wedged plugin starves only itself.
+                call = functools.partial(fn, **kwargs)
+                return await in_thread(call if then is None else functools.partial(_then, then.fn, call), tokens)
+            async with limits.pool:
+                with on_loop(plugin, what):
+                    value = await fn(**kwargs)
+                    if then is None:
+                        return value
+                    if then.quick(value):
+                        return then.fn(value)
+            return await in_thread(functools.partial(then.fn, value), tokens)
     except (ToolError, SdkToolError) as error:
         raise CallFailed(f"{what} failed: {error}") from None
     except (MCPError, InputRequired):
@@ -205,6 +233,10 @@ async def _run(fn: Callable[..., Any], kwargs: dict[str, Any], limits: ToolLimit
             f"or all {budget} of the process's plugin threads are busy"
         )
     raise CallTimeout(f"{what} timed out after {limits.timeout:g}s and was cancelled")
+
+
+def _then(then: Callable[[Any], Any], call: Callable[[], Any]) -> Any:
+    return then(call())
 
 
 LOOP_CODES = frozenset({_run.__code__, call_hook.__code__})

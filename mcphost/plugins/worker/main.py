@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from mcphost.core.config import HostConfig, LoadedConfig
 from mcphost.ops import log as logs
-from mcphost.plugins import client_input, fence
+from mcphost.plugins import client_input, fence, results
 from mcphost.plugins.host import PluginHost, PluginRecord, plugin_files
 from mcphost.plugins.registry import RegisteredTool, invalid_arguments
 from mcphost.plugins.worker.context import META_REQUEST, WorkerToolContext
@@ -143,17 +143,17 @@ class Worker:
                 tool.plugin, tool.name, tool.settings, meta, self.channel, meta.get("call")
             )
         try:
-            value = await fence.run(tool.fn, kwargs, tool.limits, plugin=tool.plugin, what=f"tool {tool.name!r}")
+            outcome, result = await results.call(tool, kwargs)
         except client_input.InputRequired:
             return {"status": "input_required"}
         except fence.FenceError as error:
             return {"status": error.status, "message": str(error)}
         except MCPError as error:
             return {"status": "error", "message": error.error.message, "code": error.error.code}
-        try:
-            result = fn_meta.convert_result(value)
-        except Exception as error:
-            log.error("tool returned a bad result", tool=tool.name, plugin=tool.plugin, exc_info=error)
+        if outcome == "too_large":
+            return {"status": "too_large", "message": results.too_large(tool.name, tool.limits.max_result_bytes)}
+        if outcome == "mismatch":
+            log.error("tool returned a bad result", tool=tool.name, plugin=tool.plugin, exc_info=result)
             message = f"tool {tool.name!r} returned a result that does not match its declared output"
             return {"status": "error", "message": message}
         return {"status": "ok", "result": result.model_dump(mode="json", by_alias=True, exclude_none=True)}
