@@ -101,6 +101,19 @@ class Tokens:
             raise
         self.waiting_for_thread = False
 
+    def acquire_nowait(self, borrower: object) -> bool:
+        """Take a token of each limiter if every one is free now (else take none)."""
+        taken: list[trio.CapacityLimiter] = []
+        for limiter in self.limiters:
+            try:
+                limiter.acquire_on_behalf_of_nowait(borrower)
+            except trio.WouldBlock:
+                for held in reversed(taken):
+                    held.release_on_behalf_of(borrower)
+                return False
+            taken.append(limiter)
+        return True
+
     def release_on_behalf_of(self, borrower: object) -> None:
         """Give every token back (the thread has ended)."""
         for limiter in reversed(self.limiters):
@@ -129,7 +142,7 @@ async def call_hook(
     that blocks holds up neither the event loop nor, past ``timeout``, its caller."""
     try:
         with trio.fail_after(timeout):
-            if _is_async(fn):
+            if is_async(fn):
                 with on_loop(plugin, hook):
                     value = await fn(**kwargs)
             else:
@@ -202,7 +215,7 @@ async def _run(
     tokens = Tokens(limits.pool, limits.threads)
     try:
         with trio.move_on_after(limits.timeout):
-            if not _is_async(fn):
+            if not is_async(fn):
                 # On timeout the thread is abandoned, and the pool token stays with it until
                 # it returns, so a wedged plugin starves only itself.
                 call = functools.partial(fn, **kwargs)
@@ -253,7 +266,8 @@ def failure(error: BaseException, plugin: str, what: str) -> CallFailed:
     return CallFailed(f"{what} failed with an internal error (error id {error_id})")
 
 
-def _is_async(fn: Callable[..., Any]) -> bool:
+def is_async(fn: Callable[..., Any]) -> bool:
+    """Whether calling ``fn`` gives a coroutine (it runs on the event loop, not in a thread)."""
     while isinstance(fn, functools.partial):
         fn = fn.func
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)

@@ -1,0 +1,181 @@
+"""A worker's sync tools without a ``ToolContext``, run on plain threads that write their
+own replies.
+
+Such a call needs nothing of the event loop while it runs, and the loop's round trip to a
+thread and back (``trio.to_thread``) costs more than the whole hop between daemon and
+worker. So the loop only takes the call's tokens (without waiting: a call that would wait
+for its pool or a thread takes the fenced path, which queues it within its timeout), hands
+it to a thread, and keeps its deadline; the thread validates, runs, converts and measures
+as the fence does, and sends the reply itself. Whichever comes first answers the call: the
+thread's reply, the timeout, or the daemon's cancellation; the thread keeps its tokens until
+it really ends, as a fenced thread does.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import itertools
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+import trio
+from mcp.server.mcpserver.exceptions import ToolError as SdkToolError
+from mcp.shared.exceptions import MCPError
+from pydantic import ValidationError
+
+from mcphost.core.errors import ToolError
+from mcphost.ops import log as logs
+from mcphost.plugins import client_input, fence, results
+from mcphost.plugins.damage import check_std_streams
+from mcphost.plugins.registry import RegisteredTool, invalid_arguments
+from mcphost.plugins.worker.wire import Channel, Message
+
+log = structlog.get_logger("mcphost.worker")
+
+
+def reply_of(tool: RegisteredTool, outcome: str, result: Any) -> Message:
+    """What the daemon is told of a call whose value was shaped (:func:`results.convert`)."""
+    if outcome == "too_large":
+        return {"status": "too_large", "message": results.too_large(tool.name, tool.limits.max_result_bytes)}
+    if outcome == "mismatch":
+        log.error("tool returned a bad result", tool=tool.name, plugin=tool.plugin, exc_info=result)
+        message = f"tool {tool.name!r} returned a result that does not match its declared output"
+        return {"status": "error", "message": message}
+    return {"status": "ok", "result": result.model_dump(mode="json", by_alias=True, exclude_none=True)}
+
+
+def on_thread(tool: RegisteredTool) -> bool:
+    """Whether calls of ``tool`` take this path."""
+    return tool.context_param is None and not fence.is_async(tool.fn)
+
+
+@dataclass(eq=False)
+class _Call:
+    request_id: Any
+    tool: RegisteredTool
+    deadline: float
+    tokens: fence.Tokens
+    answered: bool = False
+
+
+@dataclass
+class ThreadCalls:
+    """The calls of a worker running on plain threads, and the task that times them out."""
+
+    channel: Channel
+    threads: int
+    """The most threads (the process's budget: every call holds one of its tokens)."""
+    _pool: concurrent.futures.ThreadPoolExecutor = field(init=False)
+    _calls: dict[Any, _Call] = field(init=False, default_factory=dict)
+    _by_timeout: dict[float, collections.deque[_Call]] = field(init=False, default_factory=dict)
+    _answering: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _changed: trio.Event = field(init=False, default_factory=trio.Event)
+    _trio: trio.lowlevel.TrioToken = field(init=False)
+    _borrowers: itertools.count[int] = field(init=False, default_factory=itertools.count)
+    _waking_at: float = field(init=False, default=-math.inf)
+    """When :meth:`expire` wakes next (``-inf`` until it first sleeps)."""
+
+    def __post_init__(self) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="mcphost-call")
+        self._trio = trio.lowlevel.current_trio_token()
+
+    def start(self, request_id: Any, tool: RegisteredTool, arguments: Message, meta: Message) -> bool:
+        """Run the call on a thread if its tokens are free now; ``False`` if they are not."""
+        limits = tool.limits
+        tokens = fence.Tokens(limits.pool, limits.threads)
+        borrower = next(self._borrowers)
+        if not tokens.acquire_nowait(borrower):
+            return False
+        call = _Call(request_id, tool, trio.current_time() + limits.timeout, tokens)
+        self._by_timeout.setdefault(limits.timeout, collections.deque()).append(call)
+        if call.deadline < self._waking_at:
+            self._changed.set()
+        self._calls[request_id] = call
+        self._pool.submit(self._run, call, borrower, arguments, meta)
+        return True
+
+    def cancel(self, request_id: Any) -> bool:
+        """The daemon cancelled ``request_id``: answer it so, if it is a call here."""
+        call = self._calls.get(request_id)
+        if call is None:
+            return False
+        self._answer(call, {"status": "cancelled", "message": f"tool {call.tool.name!r} was cancelled"})
+        return True
+
+    async def expire(self) -> None:
+        """Answer the calls that overran their timeout (their threads run on), until cancelled."""
+        while True:
+            now = trio.current_time()
+            earliest = math.inf
+            for queue in self._by_timeout.values():
+                while queue and (queue[0].answered or queue[0].deadline <= now):
+                    call = queue.popleft()
+                    if not call.answered:
+                        timeout = call.tool.limits.timeout
+                        message = f"tool {call.tool.name!r} timed out after {timeout:g}s and was cancelled"
+                        self._answer(call, {"status": fence.CallTimeout.status, "message": message})
+                if queue:
+                    earliest = min(earliest, queue[0].deadline)
+            # Calls that end leave the wake-up where it was: a stale one finds nothing due.
+            self._waking_at = earliest
+            with trio.move_on_at(earliest):
+                await self._changed.wait()
+            self._changed = trio.Event()
+
+    def _answer(self, call: _Call, reply: Message) -> None:
+        with self._answering:
+            if call.answered:
+                return
+            call.answered = True
+        self.channel.respond(call.request_id, reply)
+
+    def _run(self, call: _Call, borrower: int, arguments: Message, meta: Message) -> None:
+        tool = call.tool
+        record = logs.RequestRecord(request_id=str(meta.get("id", call.request_id)), session_id=meta.get("session"))
+        token = logs.current_request.set(record)
+        try:
+            try:
+                reply = _call(tool, arguments)
+            finally:
+                logs.current_request.reset(token)
+                check_std_streams(tool.plugin, f"tool {tool.name!r}")
+            self._answer(call, reply)
+        finally:
+            with contextlib.suppress(trio.RunFinishedError):
+                self._trio.run_sync_soon(self._ended, call, borrower)
+
+    def _ended(self, call: _Call, borrower: int) -> None:
+        """On the loop: the call's thread is done; give back its tokens, forget answered calls."""
+        call.tokens.release_on_behalf_of(borrower)
+        if self._calls.get(call.request_id) is call:
+            del self._calls[call.request_id]
+        queue = self._by_timeout[call.tool.limits.timeout]
+        while queue and queue[0].answered:
+            queue.popleft()
+
+
+def _call(tool: RegisteredTool, arguments: Message) -> Message:
+    """Validate, run, convert and measure, in this thread: what the fence does around a sync tool."""
+    assert tool.sdk_tool is not None
+    fn_meta = tool.sdk_tool.fn_metadata
+    what = f"tool {tool.name!r}"
+    try:
+        try:
+            kwargs = fn_meta.validate_arguments(arguments)
+        except ValidationError as error:
+            return {"status": "invalid_arguments", "message": invalid_arguments(tool.name, error)}
+        outcome, result = results.convert(fn_meta.convert_result, tool.fn(**kwargs), limit=tool.limits.max_result_bytes)
+    except (ToolError, SdkToolError) as error:
+        return {"status": "error", "message": f"{what} failed: {error}"}
+    except client_input.InputRequired:
+        return {"status": "input_required"}
+    except MCPError as error:
+        return {"status": "error", "message": error.error.message, "code": error.error.code}
+    except BaseException as error:
+        return {"status": "error", "message": str(fence.failure(error, tool.plugin, what))}
+    return reply_of(tool, outcome, result)
