@@ -239,13 +239,19 @@ async def _run(
             raise
         raise failure(error, plugin, what) from None
     # Only a timeout leaves the block without returning.
-    if tokens.waiting_for_thread:
+    raise overran(limits, what, waiting_for_thread=tokens.waiting_for_thread)
+
+
+def overran(limits: ToolLimits, what: str, *, waiting_for_thread: bool) -> FenceError:
+    """The error of a call that reached its timeout: waiting for a thread, or (waiting for
+    its pool, or running) a timeout."""
+    if waiting_for_thread:
         plugin_share, budget = (t.total_tokens for t in limits.threads)
-        raise CallLimited(
+        return CallLimited(
             f"{what} found no free thread within {limits.timeout:g}s: its plugin's {plugin_share} "
             f"or all {budget} of the process's plugin threads are busy"
         )
-    raise CallTimeout(f"{what} timed out after {limits.timeout:g}s and was cancelled")
+    return CallTimeout(f"{what} timed out after {limits.timeout:g}s and was cancelled")
 
 
 def _then(then: Callable[[Any], Any], call: Callable[[], Any]) -> Any:

@@ -105,7 +105,10 @@ class Worker:
         self.record = record
         assert self._nursery is not None
         registry = record.registry
-        self.threads = ThreadCalls(self.channel, int(self.host.threads.total_tokens))
+        nursery = self._nursery
+        self.threads = ThreadCalls(
+            self.channel, int(self.host.threads.total_tokens), lambda message: nursery.start_soon(self.handle, message)
+        )
         self.threaded = frozenset(t.name for t in registry.tools.values() if on_thread(t))
         self._nursery.start_soon(self.threads.expire)
         if registry.resources or registry.templates or registry.prompts:
@@ -139,7 +142,7 @@ class Worker:
         if tool is None or tool.name not in self.threaded or not isinstance(arguments, dict):
             return False
         meta = (params.get("_meta") or {}).get(META_REQUEST) or {}
-        return self.threads.start(message["id"], tool, arguments, meta)
+        return self.threads.start(message, tool, arguments, meta)
 
     async def call_tool(self, request_id: Any, params: Message) -> Message:
         """``tools/call``: validate, run inside the fence, convert: what an inline call does."""

@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,18 +61,28 @@ class _Call:
     tool: RegisteredTool
     deadline: float
     tokens: fence.Tokens
+    borrower: int
+    message: Message
+    arguments: Message
+    meta: Message
+    started: bool = False
     answered: bool = False
 
 
 @dataclass
 class ThreadCalls:
-    """The calls of a worker running on plain threads, and the task that times them out."""
+    """The calls of a worker running on plain threads, those waiting for their tokens, and
+    the task that times them out."""
 
     channel: Channel
     threads: int
     """The most threads (the process's budget: every call holds one of its tokens)."""
+    fenced: Callable[[Message], None]
+    """Runs a request in the fence instead (which queues it for its tokens)."""
     _pool: concurrent.futures.ThreadPoolExecutor = field(init=False)
     _calls: dict[Any, _Call] = field(init=False, default_factory=dict)
+    _waiting: collections.deque[_Call] = field(init=False, default_factory=collections.deque)
+    _running: int = field(init=False, default=0)
     _by_timeout: dict[float, collections.deque[_Call]] = field(init=False, default_factory=dict)
     _answering: threading.Lock = field(init=False, default_factory=threading.Lock)
     _changed: trio.Event = field(init=False, default_factory=trio.Event)
@@ -84,19 +95,24 @@ class ThreadCalls:
         self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="mcphost-call")
         self._trio = trio.lowlevel.current_trio_token()
 
-    def start(self, request_id: Any, tool: RegisteredTool, arguments: Message, meta: Message) -> bool:
-        """Run the call on a thread if its tokens are free now; ``False`` if they are not."""
+    def start(self, message: Message, tool: RegisteredTool, arguments: Message, meta: Message) -> bool:
+        """Run the call ``message`` on a thread once its tokens are free; ``False`` when they
+        are not and no call here will give any back (the fence then queues it)."""
         limits = tool.limits
         tokens = fence.Tokens(limits.pool, limits.threads)
-        borrower = next(self._borrowers)
-        if not tokens.acquire_nowait(borrower):
-            return False
-        call = _Call(request_id, tool, trio.current_time() + limits.timeout, tokens)
+        deadline = trio.current_time() + limits.timeout
+        request_id = message["id"]
+        call = _Call(request_id, tool, deadline, tokens, next(self._borrowers), message, arguments, meta)
+        if self._waiting or not tokens.acquire_nowait(call.borrower):
+            if not self._running:
+                return False
+            self._waiting.append(call)
+        else:
+            self._launch(call)
         self._by_timeout.setdefault(limits.timeout, collections.deque()).append(call)
         if call.deadline < self._waking_at:
             self._changed.set()
         self._calls[request_id] = call
-        self._pool.submit(self._run, call, borrower, arguments, meta)
         return True
 
     def cancel(self, request_id: Any) -> bool:
@@ -105,6 +121,8 @@ class ThreadCalls:
         if call is None:
             return False
         self._answer(call, {"status": "cancelled", "message": f"tool {call.tool.name!r} was cancelled"})
+        if not call.started:
+            del self._calls[request_id]
         return True
 
     async def expire(self) -> None:
@@ -116,9 +134,12 @@ class ThreadCalls:
                 while queue and (queue[0].answered or queue[0].deadline <= now):
                     call = queue.popleft()
                     if not call.answered:
-                        timeout = call.tool.limits.timeout
-                        message = f"tool {call.tool.name!r} timed out after {timeout:g}s and was cancelled"
-                        self._answer(call, {"status": fence.CallTimeout.status, "message": message})
+                        limits, what = call.tool.limits, f"tool {call.tool.name!r}"
+                        short = not call.started and limits.pool.available_tokens > 0
+                        error = fence.overran(limits, what, waiting_for_thread=short)
+                        self._answer(call, {"status": error.status, "message": str(error)})
+                        if not call.started:
+                            del self._calls[call.request_id]
                 if queue:
                     earliest = min(earliest, queue[0].deadline)
             # Calls that end leave the wake-up where it was: a stale one finds nothing due.
@@ -127,33 +148,58 @@ class ThreadCalls:
                 await self._changed.wait()
             self._changed = trio.Event()
 
-    def _answer(self, call: _Call, reply: Message) -> None:
+    def _launch(self, call: _Call) -> None:
+        call.started = True
+        self._running += 1
+        self._pool.submit(self._run, call)
+
+    def _answer(self, call: _Call, reply: Message, *, later: bool = False) -> None:
         with self._answering:
             if call.answered:
                 return
             call.answered = True
-        self.channel.respond(call.request_id, reply)
+        self.channel.respond(call.request_id, reply, later=later)
 
-    def _run(self, call: _Call, borrower: int, arguments: Message, meta: Message) -> None:
-        tool = call.tool
+    def _run(self, call: _Call) -> None:
+        tool, meta = call.tool, call.meta
         record = logs.RequestRecord(request_id=str(meta.get("id", call.request_id)), session_id=meta.get("session"))
         token = logs.current_request.set(record)
         try:
             try:
-                reply = _call(tool, arguments)
+                reply = _call(tool, call.arguments)
             finally:
                 logs.current_request.reset(token)
                 check_std_streams(tool.plugin, f"tool {tool.name!r}")
-            self._answer(call, reply)
+            # While other calls run, the answer waits for the loop's flush in _ended, which
+            # sends every answer ready by then at once.
+            self._answer(call, reply, later=self._running > 1)
         finally:
             with contextlib.suppress(trio.RunFinishedError):
-                self._trio.run_sync_soon(self._ended, call, borrower)
+                self._trio.run_sync_soon(self._ended, call)
 
-    def _ended(self, call: _Call, borrower: int) -> None:
-        """On the loop: the call's thread is done; give back its tokens, forget answered calls."""
-        call.tokens.release_on_behalf_of(borrower)
+    def _ended(self, call: _Call) -> None:
+        """On the loop: the call's thread is done; give back its tokens, start the calls
+        waiting for them, forget answered calls."""
+        self.channel.flush()
+        call.tokens.release_on_behalf_of(call.borrower)
+        self._running -= 1
         if self._calls.get(call.request_id) is call:
             del self._calls[call.request_id]
+        while self._waiting:
+            waiting = self._waiting[0]
+            if not waiting.answered:
+                if not waiting.tokens.acquire_nowait(waiting.borrower):
+                    break
+                self._launch(waiting)
+            self._waiting.popleft()
+        if not self._running:
+            # No call here will give tokens back (fenced calls hold them): the fence queues the rest.
+            for waiting in self._waiting:
+                if not waiting.answered:
+                    waiting.answered = True
+                    del self._calls[waiting.request_id]
+                    self.fenced(waiting.message)
+            self._waiting.clear()
         queue = self._by_timeout[call.tool.limits.timeout]
         while queue and queue[0].answered:
             queue.popleft()

@@ -169,21 +169,25 @@ class Channel:
         """Send a notification."""
         self.send({"jsonrpc": "2.0", "method": method, "params": params})
 
-    def respond(self, request_id: Any, result: Any) -> None:
-        """Answer the other end's request ``request_id``."""
-        self.send({"jsonrpc": "2.0", "id": request_id, "result": result})
+    def respond(self, request_id: Any, result: Any, *, later: bool = False) -> None:
+        """Answer the other end's request ``request_id`` (``later``: see :meth:`send`)."""
+        self.send({"jsonrpc": "2.0", "id": request_id, "result": result}, later=later)
 
     def respond_error(self, request_id: Any, code: int, message: str) -> None:
         """Refuse the other end's request ``request_id``."""
         self.send({"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}})
 
-    def send(self, message: Message) -> None:
+    def send(self, message: Message, *, later: bool = False) -> None:
         """Send ``message`` now if the socket takes it, else queue it for the writer task;
-        from the event loop's thread or any other."""
+        from the event loop's thread or any other. With ``later`` it is queued until the
+        next :meth:`flush` (from a thread whose caller flushes soon: one send for many)."""
         if self.closed:
             return
         data = encode(message)
         with self._queuing:
+            if later:
+                self._queue.append(data)
+                return
             if not self._queue:
                 try:
                     sent = self.sock.send(data)
@@ -200,6 +204,10 @@ class Channel:
         else:
             with contextlib.suppress(trio.RunFinishedError):
                 self._trio.run_sync_soon(self._kick)
+
+    def flush(self) -> None:
+        """Send what is queued (on the event loop)."""
+        self._kick()
 
     def _kick(self) -> None:
         """Wake the writer task, if it is waiting (on the event loop)."""
