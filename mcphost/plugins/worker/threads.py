@@ -3,12 +3,13 @@ own replies.
 
 Such a call needs nothing of the event loop while it runs, and the loop's round trip to a
 thread and back (``trio.to_thread``) costs more than the whole hop between daemon and
-worker. So the loop only takes the call's tokens (without waiting: a call that would wait
-for its pool or a thread takes the fenced path, which queues it within its timeout), hands
-it to a thread, and keeps its deadline; the thread validates, runs, converts and measures
-as the fence does, and sends the reply itself. Whichever comes first answers the call: the
-thread's reply, the timeout, or the daemon's cancellation; the thread keeps its tokens until
-it really ends, as a fenced thread does.
+worker. So the loop only takes the call's tokens (a call whose tokens are not free waits in
+line behind the others here, or, when none of them runs to give tokens back, takes the
+fenced path, which queues it), hands it to a thread, and keeps its deadline; the thread
+validates, runs, converts and measures as the fence does, and sends the reply itself (while
+other calls run, at the loop's next flush, so that answers under load leave in one send).
+Whichever comes first answers the call: the thread's reply, the timeout, or the daemon's
+cancellation; the thread keeps its tokens until it really ends, as a fenced thread does.
 """
 
 from __future__ import annotations
