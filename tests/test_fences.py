@@ -89,6 +89,15 @@ async def test_result_not_matching_declared_output_is_an_error(daemon: RunningDa
 
 
 @pytest.mark.parametrize("mode", MODES)
+async def test_a_return_type_validator_is_fenced_with_its_tool(daemon: RunningDaemon, mode: str) -> None:
+    result = await call(daemon, mode, "faulty_exit_validating")
+    assert result.is_error and "internal error" in result.content[0].text
+    logged = daemon.wait_for_log(lambda r: r.get("call") == "tool 'faulty_exit_validating'")
+    assert logged["plugin"] == "faulty" and "SystemExit" in logged["exception"]
+    assert daemon.process.poll() is None
+
+
+@pytest.mark.parametrize("mode", MODES)
 async def test_system_exit_in_a_tool_does_not_stop_the_daemon(daemon: RunningDaemon, mode: str) -> None:
     result = await call(daemon, mode, "faulty_exit_process")
     assert result.is_error

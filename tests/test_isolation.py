@@ -227,6 +227,36 @@ async def test_the_fence_runs_inside_the_worker(daemon: RunningDaemon, mode: str
     assert huge.is_error and "over its limit of 10000" in huge.content[0].text
     invalid = await call(daemon, "faulty_refuse", {"reason": 3}, mode)
     assert invalid.is_error and "Invalid arguments for tool 'faulty_refuse'" in invalid.content[0].text
+    restarts = _restarts(daemon, "faulty")
+    # The validator of the declared return type runs inside the fence too, in the worker.
+    validated = await call(daemon, "faulty_exit_validating", {}, mode)
+    assert validated.is_error and "internal error" in validated.content[0].text, validated
+    await call(daemon, "faulty_refuse", {}, mode)  # a worker that had ended would be back by now
+    assert _restarts(daemon, "faulty") == restarts
+
+
+async def test_sync_calls_in_a_worker_time_out_and_queue_without_ending_it(daemon: RunningDaemon) -> None:
+    restarts = _restarts(daemon, "faulty")
+    blocked = await call(daemon, "faulty_block", {"seconds": 3})
+    assert blocked.is_error and blocked.content[0].text == "tool 'faulty_block' timed out after 1s and was cancelled"
+    answers: list[str] = []
+
+    async def block_long() -> None:
+        result = await call(daemon, "faulty_block_long", {"seconds": 0.5})
+        answers.append(result.content[0].text)
+
+    # One at a time (max_concurrency = 1): the second waits for the first's thread, then runs.
+    started = time.monotonic()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(block_long)
+        nursery.start_soon(block_long)
+    assert answers == ["done", "done"] and time.monotonic() - started >= 1.0
+    assert _restarts(daemon, "faulty") == restarts
+
+
+def _restarts(daemon: RunningDaemon, plugin: str) -> int:
+    status, body = daemon.get("/status", admin=True)
+    return next(p["restarts"] for p in httpx.Response(status, content=body).json()["plugins"] if p["name"] == plugin)
 
 
 @pytest.mark.parametrize("mode", MODES)

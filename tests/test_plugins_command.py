@@ -55,6 +55,7 @@ FAULTY_TOOLS = [
     "faulty_block_long",
     "faulty_huge",
     "faulty_bad_return",
+    "faulty_exit_validating",
     "faulty_exit_process",
 ]
 

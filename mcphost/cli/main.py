@@ -232,7 +232,7 @@ def reload_daemon(pid: int, config_path: Path | None, timeout: float) -> int:
     if checked != 0:
         print("mcphost reload: the configuration is invalid; nothing was signalled", file=sys.stderr)
         return checked
-    return reload_command.reload(pid, config_path, timeout)
+    return reload_command.reload(pid, loaded, timeout)
 
 
 def check_config(loaded: LoadedConfig, *, strict: bool = False, credential: bool = True) -> int:

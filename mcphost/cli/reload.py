@@ -17,11 +17,10 @@ import signal
 import sys
 import time
 import urllib.error
-from pathlib import Path
 from typing import Any
 
 from mcphost.cli import status
-from mcphost.core.config import ConfigError
+from mcphost.core.config import LoadedConfig
 
 TIMEOUT = 60.0
 """Default seconds to wait; systemd gives a reload 90 (``TimeoutStartSec=``'s default)."""
@@ -32,14 +31,10 @@ EXIT_SIGNAL = 1
 """The process could not be signalled."""
 
 
-def reload(pid: int, config_path: Path | None, timeout: float = TIMEOUT) -> int:
-    """Signal ``pid`` to reload and wait for the outcome; returns the command's exit status."""
-    try:
-        url, token = status.admin_url(config_path)
-    except ConfigError as error:
-        print(error, file=sys.stderr)
-        print(f"mcphost reload: {error.source}: configuration is invalid; nothing was signalled", file=sys.stderr)
-        return EXIT_CONFIG
+def reload(pid: int, loaded: LoadedConfig, timeout: float = TIMEOUT) -> int:
+    """Signal ``pid`` to reload and wait for the outcome, asking the admin listener that
+    ``loaded`` (the config just checked) names; returns the command's exit status."""
+    url, token = status.admin_endpoint(loaded)
     began = time.monotonic()
     try:
         os.kill(pid, signal.SIGHUP)

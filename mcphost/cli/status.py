@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mcphost.core import config as config_module
+from mcphost.core.config import LoadedConfig
 
 EXIT_UNREACHABLE = 3
 """The daemon did not answer (as ``systemctl status`` says of a unit that is not running)."""
@@ -22,7 +23,12 @@ TIMEOUT = 15.0
 
 def admin_url(config_path: Path | None) -> tuple[str | None, str | None]:
     """The admin listener's URL (``None`` when it is off) and the metrics token, from ``[admin]``."""
-    admin = config_module.load(config_path).config.admin
+    return admin_endpoint(config_module.load(config_path))
+
+
+def admin_endpoint(loaded: LoadedConfig) -> tuple[str | None, str | None]:
+    """:func:`admin_url` of a config already read."""
+    admin = loaded.config.admin
     if not admin.enabled:
         return None, admin.metrics_token
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(admin.host, admin.host)

@@ -101,6 +101,19 @@ class Tokens:
             raise
         self.waiting_for_thread = False
 
+    def acquire_nowait(self, borrower: object) -> bool:
+        """Take a token of each limiter if every one is free now (else take none)."""
+        taken: list[trio.CapacityLimiter] = []
+        for limiter in self.limiters:
+            try:
+                limiter.acquire_on_behalf_of_nowait(borrower)
+            except trio.WouldBlock:
+                for held in reversed(taken):
+                    held.release_on_behalf_of(borrower)
+                return False
+            taken.append(limiter)
+        return True
+
     def release_on_behalf_of(self, borrower: object) -> None:
         """Give every token back (the thread has ended)."""
         for limiter in reversed(self.limiters):
@@ -129,7 +142,7 @@ async def call_hook(
     that blocks holds up neither the event loop nor, past ``timeout``, its caller."""
     try:
         with trio.fail_after(timeout):
-            if _is_async(fn):
+            if is_async(fn):
                 with on_loop(plugin, hook):
                     value = await fn(**kwargs)
             else:
@@ -162,8 +175,28 @@ def call_hook_sync(plugin: str, hook: str, fn: Callable[..., Any], kwargs: dict[
         return HookOutcome(error=f"{hook} raised {type(error).__name__}: {error}")
 
 
-async def run(fn: Callable[..., Any], kwargs: dict[str, Any], limits: ToolLimits, *, plugin: str, what: str) -> Any:
-    """Run ``fn(**kwargs)`` under ``limits``; returns its value or raises :class:`FenceError`.
+@dataclass(frozen=True, slots=True)
+class Then:
+    """A step applied to a call's value inside the same fenced run (a tool's value made its
+    result, where a validator of the plugin's return type may run): ``fn(value)`` runs in the
+    call's own thread after a sync function; after an async one it runs on the event loop
+    when ``quick(value)`` says it may (still watched as the call), else in a thread."""
+
+    fn: Callable[[Any], Any]
+    quick: Callable[[Any], bool]
+
+
+async def run(
+    fn: Callable[..., Any],
+    kwargs: dict[str, Any],
+    limits: ToolLimits,
+    *,
+    plugin: str,
+    what: str,
+    then: Then | None = None,
+) -> Any:
+    """Run ``fn(**kwargs)`` (and ``then`` on its value) under ``limits``; returns the value
+    or raises :class:`FenceError`.
 
     ``what`` names the call in messages ("tool 'files_read'"). Waiting for a pool token or a
     thread counts against the timeout: a saturated plugin answers with a timeout, not a
@@ -171,22 +204,30 @@ async def run(fn: Callable[..., Any], kwargs: dict[str, Any], limits: ToolLimits
     are put back (and logged) whatever it did.
     """
     try:
-        return await _run(fn, kwargs, limits, plugin=plugin, what=what)
+        return await _run(fn, kwargs, limits, plugin=plugin, what=what, then=then)
     finally:
         check_std_streams(plugin, what)
 
 
-async def _run(fn: Callable[..., Any], kwargs: dict[str, Any], limits: ToolLimits, *, plugin: str, what: str) -> Any:
+async def _run(
+    fn: Callable[..., Any], kwargs: dict[str, Any], limits: ToolLimits, *, plugin: str, what: str, then: Then | None
+) -> Any:
     tokens = Tokens(limits.pool, limits.threads)
     try:
         with trio.move_on_after(limits.timeout):
-            if _is_async(fn):
-                async with limits.pool:
-                    with on_loop(plugin, what):
-                        return await fn(**kwargs)
-            # On timeout the thread is abandoned, and the pool token stays with it until it
-            # returns, so a wedged plugin starves only itself.
-            return await in_thread(functools.partial(fn, **kwargs), tokens)
+            if not is_async(fn):
+                # On timeout the thread is abandoned, and the pool token stays with it until
+                # it returns, so a wedged plugin starves only itself.
+                call = functools.partial(fn, **kwargs)
+                return await in_thread(call if then is None else functools.partial(_then, then.fn, call), tokens)
+            async with limits.pool:
+                with on_loop(plugin, what):
+                    value = await fn(**kwargs)
+                    if then is None:
+                        return value
+                    if then.quick(value):
+                        return then.fn(value)
+            return await in_thread(functools.partial(then.fn, value), tokens)
     except (ToolError, SdkToolError) as error:
         raise CallFailed(f"{what} failed: {error}") from None
     except (MCPError, InputRequired):
@@ -198,13 +239,23 @@ async def _run(fn: Callable[..., Any], kwargs: dict[str, Any], limits: ToolLimit
             raise
         raise failure(error, plugin, what) from None
     # Only a timeout leaves the block without returning.
-    if tokens.waiting_for_thread:
+    raise overran(limits, what, waiting_for_thread=tokens.waiting_for_thread)
+
+
+def overran(limits: ToolLimits, what: str, *, waiting_for_thread: bool) -> FenceError:
+    """The error of a call that reached its timeout: waiting for a thread, or (waiting for
+    its pool, or running) a timeout."""
+    if waiting_for_thread:
         plugin_share, budget = (t.total_tokens for t in limits.threads)
-        raise CallLimited(
+        return CallLimited(
             f"{what} found no free thread within {limits.timeout:g}s: its plugin's {plugin_share} "
             f"or all {budget} of the process's plugin threads are busy"
         )
-    raise CallTimeout(f"{what} timed out after {limits.timeout:g}s and was cancelled")
+    return CallTimeout(f"{what} timed out after {limits.timeout:g}s and was cancelled")
+
+
+def _then(then: Callable[[Any], Any], call: Callable[[], Any]) -> Any:
+    return then(call())
 
 
 LOOP_CODES = frozenset({_run.__code__, call_hook.__code__})
@@ -221,7 +272,8 @@ def failure(error: BaseException, plugin: str, what: str) -> CallFailed:
     return CallFailed(f"{what} failed with an internal error (error id {error_id})")
 
 
-def _is_async(fn: Callable[..., Any]) -> bool:
+def is_async(fn: Callable[..., Any]) -> bool:
+    """Whether calling ``fn`` gives a coroutine (it runs on the event loop, not in a thread)."""
     while isinstance(fn, functools.partial):
         fn = fn.func
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)

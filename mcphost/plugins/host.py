@@ -221,8 +221,9 @@ class PluginHost:
 
     async def load_all(self) -> list[PluginRecord]:
         """Discover and load every enabled plugin, each inside its own fence."""
-        self._spawned = await trio.to_thread.run_sync(self._spawn_workers, {})
-        self.records = await self._plan({})
+        candidates = self._candidates()
+        self._spawned = await self._spawn_workers(candidates, {})
+        self.records = await self._plan(candidates, {})
         self._discard_spawned()
         return self.records
 
@@ -252,9 +253,9 @@ class PluginHost:
             self.zygotes.renew(self._wants_fork_server())  # what was upgraded since is imported anew
         else:
             self.start_fork_server()
-        # Off the event loop: a worker takes a while to load its plugin.
-        self._spawned = await trio.to_thread.run_sync(self._spawn_workers, previous)
-        records = await self._plan(previous)
+        candidates = self._candidates()
+        self._spawned = await self._spawn_workers(candidates, previous)
+        records = await self._plan(candidates, previous)
         self._discard_spawned()
         for index, record in enumerate(records):
             if record.status == "loaded" and record is not previous.get(record.name):
@@ -277,12 +278,16 @@ class PluginHost:
         for record in records:
             await self._stop(record)
 
-    async def _plan(self, previous: dict[str, PluginRecord]) -> list[PluginRecord]:
+    def _candidates(self) -> list[Candidate]:
+        """Every plugin there is to load: discovered, and the MCP servers the config declares."""
+        return sorted(discover(self.config.plugins.paths) + self._servers(), key=lambda c: c.name)
+
+    async def _plan(self, candidates: Sequence[Candidate], previous: dict[str, PluginRecord]) -> list[PluginRecord]:
         plugins = self.config.plugins
         records: list[PluginRecord] = []
         served = Registry()
         seen: set[str] = set()
-        for candidate in sorted(discover(plugins.paths) + self._servers(), key=lambda c: c.name):
+        for candidate in candidates:
             old = previous.get(candidate.name)
             base = PluginRecord(
                 candidate.name,
@@ -441,11 +446,12 @@ class PluginHost:
             return record.failed(f"loading raised {type(error).__name__}: {error}")
         return replace(record, settings=settings, registry=registry)
 
-    def _spawn_workers(self, previous: Mapping[str, PluginRecord]) -> dict[str, Process | WorkerStartError]:
+    async def _spawn_workers(
+        self, candidates: Sequence[Candidate], previous: Mapping[str, PluginRecord]
+    ) -> dict[str, Process | WorkerStartError]:
         """Start, side by side, the workers :meth:`_plan` will load: of the enabled isolated
-        plugins that are new or changed (blocking until each has loaded its plugin)."""
+        plugins that are new or changed (off the event loop, until each has loaded its plugin)."""
         plugins = self.config.plugins
-        candidates = discover(plugins.paths) + self._servers()
         names = Counter(c.name for c in candidates)
         wanted = {}
         for candidate in candidates:
@@ -461,8 +467,13 @@ class PluginHost:
                 wanted[candidate.name] = self._spec(candidate)
         if not wanted:
             return {}
-        with ThreadPoolExecutor(len(wanted)) as pool:
-            return dict(zip(wanted, pool.map(self._spawn_or_error, wanted.values()), strict=True))
+
+        def spawn_all() -> dict[str, Process | WorkerStartError]:
+            # A worker takes a while to load its plugin.
+            with ThreadPoolExecutor(len(wanted)) as pool:
+                return dict(zip(wanted, pool.map(self._spawn_or_error, wanted.values()), strict=True))
+
+        return await trio.to_thread.run_sync(spawn_all)
 
     def _discard_spawned(self) -> None:
         """Stop the workers started ahead that :meth:`_plan` did not take."""

@@ -7,13 +7,23 @@ serialized size, stopping as soon as that is over the limit, so an oversized res
 refused without a single copy. It also says whether the value is *plain* (only built-in
 JSON types, none subclassed, and small enough to have been walked whole): converting a
 plain value runs no plugin code and takes little time, so it may happen on the event loop;
-anything else is converted in a thread, inside the fence.
+anything else is converted in a thread, inside the fence. :func:`shaping` makes converting
+and measuring a tool's value a step of the tool's own fenced run.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import mcp_types as types
+
+from mcphost.plugins import fence
+
+if TYPE_CHECKING:
+    from mcphost.plugins.registry import RegisteredTool
 
 LOOP_NODES = 10_000
 """The most values :func:`measure` walks on the event loop before it hands the rest over."""
@@ -67,3 +77,59 @@ def measure(value: Any, limit: int, max_nodes: int | None = None) -> Size:
         if total > limit:
             return Size(total, plain)
     return Size(total, plain)
+
+
+Shaped = tuple[str, Any]
+"""What :func:`convert` made of a tool's value: ``("ok", result)``, ``("too_large", None)``,
+or ``("mismatch", exception)``."""
+
+
+def convert(convert_result: Callable[[Any], Any], value: Any, *, limit: int) -> Shaped:
+    """A tool's value as a result, measured (inside the tool's fence: see :func:`shaping`).
+
+    An oversized value is refused before it is converted (so no copy of it is made), and a
+    converted result is measured once more, whole, against ``limit``."""
+    if measure(value, limit).over(limit):
+        return "too_large", None
+    try:
+        result = convert_result(value)
+    except Exception as error:
+        return "mismatch", error
+    if over(result, limit):
+        return "too_large", None
+    return "ok", result
+
+
+def too_large(tool: str, limit: int) -> str:
+    """What the client is told of ``tool``'s result over its ``limit``."""
+    return f"tool {tool!r} returned a result over its limit of {limit} bytes"
+
+
+def over(result: Any, limit: int) -> bool:
+    """Whether ``result`` is over ``limit`` bytes as the client would get it."""
+    return (
+        isinstance(result, types.CallToolResult)
+        and len(result.model_dump_json(by_alias=True, exclude_none=True)) > limit
+    )
+
+
+def shaping(convert_result: Callable[[Any], Any], limit: int) -> fence.Then:
+    """Converting and measuring a tool's value as a step of its fenced run, so a validator of
+    the plugin's return type is contained and watched like the tool: in the call's thread
+    after a sync tool; after an async one on the event loop when the value is small and made
+    of built-ins, else in a thread."""
+
+    def quick(value: Any) -> bool:
+        size = measure(value, limit, LOOP_NODES)
+        return size.plain or size.over(limit)
+
+    return fence.Then(functools.partial(convert, convert_result, limit=limit), quick)
+
+
+async def call(tool: RegisteredTool, kwargs: dict[str, Any]) -> Shaped:
+    """Run a plugin's ``tool`` with validated ``kwargs``, and shape its value, in one fenced
+    run; raises what :func:`mcphost.plugins.fence.run` raises."""
+    assert tool.sdk_tool is not None
+    limit = tool.limits.max_result_bytes
+    then = shaping(tool.sdk_tool.fn_metadata.convert_result, limit)
+    return await fence.run(tool.fn, kwargs, tool.limits, plugin=tool.plugin, what=f"tool {tool.name!r}", then=then)

@@ -56,52 +56,6 @@ MAX_COMPLETIONS = 100
 """The most values one ``completion/complete`` answer may carry (the spec's limit)."""
 
 
-Shaped = tuple[str, Any]
-"""What :func:`_convert` made of a tool's value: ``("ok", result)``, ``("too_large", None)``,
-or ``("mismatch", exception)``."""
-
-
-def _convert(convert_result: Callable[[Any], Any], value: Any, limit: int) -> Shaped:
-    """A tool's value as a result, measured: in a thread (inside the fence) unless it is plain.
-
-    An oversized value is refused before it is converted (so no copy of it is made), and a
-    converted result is measured once more, whole, against ``limit``."""
-    if results.measure(value, limit).over(limit):
-        return "too_large", None
-    try:
-        result = convert_result(value)
-    except Exception as error:
-        return "mismatch", error
-    if _over(result, limit):
-        return "too_large", None
-    return "ok", result
-
-
-def _over(result: Any, limit: int) -> bool:
-    """Whether ``result`` is over ``limit`` bytes as the client would get it."""
-    return (
-        isinstance(result, types.CallToolResult)
-        and len(result.model_dump_json(by_alias=True, exclude_none=True)) > limit
-    )
-
-
-async def _shape(tool: RegisteredTool, convert_result: Callable[[Any], Any], value: Any) -> Shaped:
-    """``value`` converted and measured: on the loop when it is small and made of built-ins
-    (quick, and no plugin code runs), else in a thread inside the tool's fence."""
-    limit = tool.limits.max_result_bytes
-    size = results.measure(value, limit, results.LOOP_NODES)
-    if size.over(limit):
-        return "too_large", None
-    convert = functools.partial(_convert, convert_result, value, limit)
-
-    async def convert_here() -> Shaped:
-        return convert()
-
-    where = convert_here if size.plain else convert
-    shaped: Shaped = await fence.run(where, {}, tool.limits, plugin=tool.plugin, what=f"tool {tool.name!r}")
-    return shaped
-
-
 def _resource_content(uri: str, mime: str | None, value: Any, limit: int) -> Any:
     """A resource function's value as what ``resources/read`` sends (bytes as a blob, text as
     it is, anything else as JSON), or ``None`` when that is over ``limit`` bytes."""
@@ -230,7 +184,7 @@ class Handlers:
                 meta = {} if record is None else {"id": record.request_id, "session": record.session_id}
                 result: Any = await tool.remote.call_tool(tool, params.arguments or {}, meta, context)
                 # Converted in the worker, inside the same fence; measured here as any result is.
-                outcome = "too_large" if _over(result, tool.limits.max_result_bytes) else "ok"
+                outcome = "too_large" if results.over(result, tool.limits.max_result_bytes) else "ok"
             else:
                 assert tool.sdk_tool is not None
                 fn_meta = tool.sdk_tool.fn_metadata
@@ -244,8 +198,7 @@ class Handlers:
                     return error_result(str(fence.failure(error, tool.plugin, f"tool {tool.name!r}"))), "error"
                 if tool.context_param:
                     kwargs[tool.context_param] = context
-                value = await fence.run(tool.fn, kwargs, tool.limits, plugin=tool.plugin, what=f"tool {tool.name!r}")
-                outcome, result = await _shape(tool, fn_meta.convert_result, value)
+                outcome, result = await results.call(tool, kwargs)
         except client_input.InputRequired:
             assert exchange is not None
             return exchange.result(), "input_required"
@@ -253,8 +206,7 @@ class Handlers:
             code = TOOL_TIMEOUT if isinstance(error, fence.CallTimeout) else None
             return error_result(str(error), code), error.status
         if outcome == "too_large":
-            limit = tool.limits.max_result_bytes
-            return error_result(f"tool {tool.name!r} returned a result over its limit of {limit} bytes"), "too_large"
+            return error_result(results.too_large(tool.name, tool.limits.max_result_bytes)), "too_large"
         if outcome == "mismatch":
             log.error("tool returned a bad result", tool=tool.name, plugin=tool.plugin, exc_info=result)
             return error_result(

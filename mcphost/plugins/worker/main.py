@@ -22,10 +22,11 @@ from pydantic import ValidationError
 
 from mcphost.core.config import HostConfig, LoadedConfig
 from mcphost.ops import log as logs
-from mcphost.plugins import client_input, fence
+from mcphost.plugins import client_input, fence, results
 from mcphost.plugins.host import PluginHost, PluginRecord, plugin_files
 from mcphost.plugins.registry import RegisteredTool, invalid_arguments
 from mcphost.plugins.worker.context import META_REQUEST, WorkerToolContext
+from mcphost.plugins.worker.threads import ThreadCalls, on_thread, reply_of
 from mcphost.plugins.worker.wire import Channel, Message
 
 log = structlog.get_logger("mcphost.worker")
@@ -38,14 +39,21 @@ class Worker:
     """The worker's side of the wire."""
 
     def __init__(self, sock: socket.socket):
-        self.channel = Channel(sock, self.handle, self.notified)
+        self.channel = Channel(sock, self.handle, self.notified, self.take)
         self.host: PluginHost | None = None
         self.record: PluginRecord | None = None
         self.calls: dict[Any, trio.CancelScope] = {}
+        self.threads: ThreadCalls | None = None
+        self.threaded: frozenset[str] = frozenset()
+        """The tools whose calls :meth:`take` may start on a thread."""
+        self._nursery: trio.Nursery | None = None
 
     async def serve(self) -> None:
         """Serve until the daemon closes its end."""
-        await self.channel.run()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await self.channel.run()
+            nursery.cancel_scope.cancel()
 
     async def handle(self, message: Message) -> None:
         """Answer one request of the daemon."""
@@ -77,7 +85,10 @@ class Worker:
     async def notified(self, message: Message) -> None:
         """``notifications/cancelled``: cancel the call it names."""
         if message.get("method") == "notifications/cancelled":
-            scope = self.calls.get((message.get("params") or {}).get("requestId"))
+            request_id = (message.get("params") or {}).get("requestId")
+            scope = self.calls.get(request_id)
+            if self.threads is not None:
+                self.threads.cancel(request_id)
             if scope is not None:
                 scope.cancel()
 
@@ -92,7 +103,14 @@ class Worker:
             problems = [{"key": p.key, "message": p.message} for p in record.problems] if record else []
             return {"error": record.error if record else f"no plugin named {name!r} is installed", "problems": problems}
         self.record = record
+        assert self._nursery is not None
         registry = record.registry
+        nursery = self._nursery
+        self.threads = ThreadCalls(
+            self.channel, int(self.host.threads.total_tokens), lambda message: nursery.start_soon(self.handle, message)
+        )
+        self.threaded = frozenset(t.name for t in registry.tools.values() if on_thread(t))
+        self._nursery.start_soon(self.threads.expire)
         if registry.resources or registry.templates or registry.prompts:
             return {
                 "error": 'with isolation = "process" a plugin serves tools only; this one also has '
@@ -111,6 +129,20 @@ class Worker:
         await self.host.start_all()
         failed = next((r for r in self.host.records if r.status == "failed"), None)
         return {"error": failed.error} if failed is not None else {}
+
+    def take(self, message: Message) -> bool:
+        """Start a ``tools/call`` of a sync tool without a ``ToolContext`` on a thread that
+        answers it (:mod:`.threads`), without a task of its own; ``False``: not such a call,
+        or its tokens are not free now (then :meth:`handle` runs it in the fence)."""
+        if message.get("method") != "tools/call" or self.threads is None or self.record is None:
+            return False
+        params = message.get("params") or {}
+        tool = self.record.registry.tools.get(str(params.get("name")))
+        arguments = params.get("arguments") or {}
+        if tool is None or tool.name not in self.threaded or not isinstance(arguments, dict):
+            return False
+        meta = (params.get("_meta") or {}).get(META_REQUEST) or {}
+        return self.threads.start(message, tool, arguments, meta)
 
     async def call_tool(self, request_id: Any, params: Message) -> Message:
         """``tools/call``: validate, run inside the fence, convert: what an inline call does."""
@@ -143,20 +175,14 @@ class Worker:
                 tool.plugin, tool.name, tool.settings, meta, self.channel, meta.get("call")
             )
         try:
-            value = await fence.run(tool.fn, kwargs, tool.limits, plugin=tool.plugin, what=f"tool {tool.name!r}")
+            outcome, result = await results.call(tool, kwargs)
         except client_input.InputRequired:
             return {"status": "input_required"}
         except fence.FenceError as error:
             return {"status": error.status, "message": str(error)}
         except MCPError as error:
             return {"status": "error", "message": error.error.message, "code": error.error.code}
-        try:
-            result = fn_meta.convert_result(value)
-        except Exception as error:
-            log.error("tool returned a bad result", tool=tool.name, plugin=tool.plugin, exc_info=error)
-            message = f"tool {tool.name!r} returned a result that does not match its declared output"
-            return {"status": "error", "message": message}
-        return {"status": "ok", "result": result.model_dump(mode="json", by_alias=True, exclude_none=True)}
+        return reply_of(tool, outcome, result)
 
 
 def _describe(tool: RegisteredTool) -> Message:

@@ -3,13 +3,16 @@
 
 Messages are encoded with orjson (stdlib ``json`` costs a fifth of a call's budget). A
 frame is sent at once when nothing is queued; under load, frames queue and a writer task
-sends each scheduler tick's frames in one system call.
+sends each scheduler tick's frames in one system call. Threads may send too (a worker's
+sync calls answer from their own threads).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +25,9 @@ RequestHandler = Callable[[Message], Awaitable[None]]
 """Called (in a task of its own) with each request that arrives; it answers with :meth:`Channel.respond`."""
 NotificationHandler = Callable[[Message], Awaitable[None]]
 """Called (in a task of its own) with each notification that arrives."""
+RequestTaker = Callable[[Message], bool]
+"""Called first, on the event loop, with each request that arrives: ``True`` when it took the
+request on (and will answer it) without a task."""
 
 _READ_SIZE = 1 << 18
 
@@ -68,17 +74,23 @@ class Channel:
         sock: socket.socket,
         on_request: RequestHandler | None = None,
         on_notification: NotificationHandler | None = None,
+        take: RequestTaker | None = None,
     ):
         sock.setblocking(False)
         self.sock = sock
         self.on_request = on_request
         self.on_notification = on_notification
+        self.take = take
         self.closed = False
         self.broken: str | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, trio.lowlevel.Task] = {}
         self._queue: list[bytes] = []
+        self._queuing = threading.Lock()
+        """Held while the queue is read or written, or a frame is being sent past it."""
         self._writer: trio.lowlevel.Task | None = None
+        self._trio: trio.lowlevel.TrioToken | None = None
+        self._loop_thread = threading.get_ident()
 
     @property
     def in_flight(self) -> int:
@@ -90,6 +102,8 @@ class Channel:
         then says what was wrong); then every request waiting for an answer raises
         :class:`ChannelClosed`."""
         try:
+            self._trio = trio.lowlevel.current_trio_token()
+            self._loop_thread = threading.get_ident()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write)
                 task_status.started()
@@ -124,6 +138,8 @@ class Channel:
             if task is not None:
                 trio.lowlevel.reschedule(task, outcome.Value(message))
         elif "id" in message:
+            if self.take is not None and self.take(message):
+                return
             if self.on_request is not None:
                 nursery.start_soon(self.on_request, message)
         elif self.on_notification is not None:
@@ -153,30 +169,48 @@ class Channel:
         """Send a notification."""
         self.send({"jsonrpc": "2.0", "method": method, "params": params})
 
-    def respond(self, request_id: Any, result: Any) -> None:
-        """Answer the other end's request ``request_id``."""
-        self.send({"jsonrpc": "2.0", "id": request_id, "result": result})
+    def respond(self, request_id: Any, result: Any, *, later: bool = False) -> None:
+        """Answer the other end's request ``request_id`` (``later``: see :meth:`send`)."""
+        self.send({"jsonrpc": "2.0", "id": request_id, "result": result}, later=later)
 
     def respond_error(self, request_id: Any, code: int, message: str) -> None:
         """Refuse the other end's request ``request_id``."""
         self.send({"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}})
 
-    def send(self, message: Message) -> None:
-        """Send ``message`` now if the socket takes it, else queue it for the writer task."""
+    def send(self, message: Message, *, later: bool = False) -> None:
+        """Send ``message`` now if the socket takes it, else queue it for the writer task;
+        from the event loop's thread or any other. With ``later`` it is queued until the
+        next :meth:`flush` (from a thread whose caller flushes soon: one send for many)."""
         if self.closed:
             return
         data = encode(message)
-        if not self._queue:
-            try:
-                sent = self.sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:  # the peer is gone; the reader sees it and ends the channel
+        with self._queuing:
+            if later:
+                self._queue.append(data)
                 return
-            if sent == len(data):
-                return
-            data = data[sent:]
-        self._queue.append(data)
+            if not self._queue:
+                try:
+                    sent = self.sock.send(data)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:  # the peer is gone; the reader sees it and ends the channel
+                    return
+                if sent == len(data):
+                    return
+                data = data[sent:]
+            self._queue.append(data)
+        if self._trio is None or threading.get_ident() == self._loop_thread:
+            self._kick()
+        else:
+            with contextlib.suppress(trio.RunFinishedError):
+                self._trio.run_sync_soon(self._kick)
+
+    def flush(self) -> None:
+        """Send what is queued (on the event loop)."""
+        self._kick()
+
+    def _kick(self) -> None:
+        """Wake the writer task, if it is waiting (on the event loop)."""
         if self._writer is not None:
             task, self._writer = self._writer, None
             trio.lowlevel.reschedule(task)
@@ -192,14 +226,15 @@ class Channel:
                 await trio.lowlevel.wait_task_rescheduled(self._stop_waiting)
             # Let every task runnable in this tick add its frame first: one send for all.
             await trio.lowlevel.cancel_shielded_checkpoint()
-            data = b"".join(self._queue)
-            self._queue.clear()
-            try:
-                sent = self.sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                return
-            if sent < len(data):
-                self._queue.insert(0, data[sent:])
+            with self._queuing:
+                data = b"".join(self._queue)
+                try:
+                    sent = self.sock.send(data)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    return
+                # What is left stays first in the queue, so no frame is sent past it.
+                self._queue[:] = [data[sent:]] if sent < len(data) else []
+            if self._queue:
                 await trio.lowlevel.wait_writable(self.sock)

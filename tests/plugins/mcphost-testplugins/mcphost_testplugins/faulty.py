@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
 import trio
+from pydantic import AfterValidator
 
 import mcphost
 
 
 @mcphost.hookimpl
 def mcphost_tools() -> list[object]:
-    return [crash, refuse, hang, block, block_long, huge, bad_return, exit_process]
+    return [crash, refuse, hang, block, block_long, huge, bad_return, exit_validating, exit_process]
 
 
 def crash() -> str:
@@ -54,6 +56,15 @@ def huge(size: int = 100_000) -> str:
 def bad_return() -> int:
     """Promise an int, return something else."""
     return "not a number"  # type: ignore[return-value]
+
+
+def _exit(value: int) -> int:
+    raise SystemExit(4)
+
+
+def exit_validating() -> Annotated[int, AfterValidator(_exit)]:
+    """Return a value whose declared type's validator tries to end the process."""
+    return 1
 
 
 def exit_process() -> str:
