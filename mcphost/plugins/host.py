@@ -51,9 +51,9 @@ from mcphost.plugins.worker.supervisor import (
     Process,
     WorkerSpec,
     WorkerStartError,
+    catalogue_of,
     spawn,
     stop_now,
-    tools_of,
 )
 
 log = structlog.get_logger("mcphost.plugins")
@@ -470,10 +470,10 @@ class PluginHost:
             if isinstance(started, WorkerStartError):
                 raise started
             worker = PluginWorker(spec, started)
-            listed = (
-                self._server_tools(candidate.name, worker)
+            registry = (
+                Registry({t.name: t for t in self._server_tools(candidate.name, worker)})
                 if candidate.server
-                else tools_of(worker, candidate.name, self._threads(candidate.name))
+                else catalogue_of(worker, candidate.name, self._threads(candidate.name))
             )
         except WorkerStartError as error:
             problems = [self.loaded.problem(tuple(p["key"].split(".")), p["message"]) for p in error.problems]
@@ -482,12 +482,11 @@ class PluginHost:
             worker.close_now()
             return record.failed(f"its server lists a tool mcphost cannot serve: {error}")
         hello = worker.hello
-        tools = {t.name: t for t in listed}
         return replace(
             record,
             version=hello.get("version") or record.version,
             hooks=tuple(hello.get("hooks", ())),
-            registry=Registry(tools),
+            registry=registry,
             worker=worker,
             files=tuple(hello.get("files", ())),
         )

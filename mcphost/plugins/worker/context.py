@@ -97,6 +97,6 @@ class WorkerToolContext(ToolContext):
             if error.code == INPUT_REQUIRED:
                 raise client_input.InputRequired from None
             if error.code == types.MISSING_REQUIRED_CLIENT_CAPABILITY:
-                raise MCPError(code=error.code, message=str(error)) from None
+                raise MCPError(code=error.code, message=str(error), data=error.data) from None
             raise client_input.ClientInputError(str(error)) from None
         return result_type.model_validate(answer, by_name=False)

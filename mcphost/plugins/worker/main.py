@@ -1,5 +1,6 @@
 """A plugin's worker process: it loads one plugin with the daemon's own plugin host and
-serves that plugin's tools to the daemon over the socket it was given.
+serves that plugin's tools, resources, prompts and completions to the daemon over the
+socket it was given, with MCP's own methods.
 
 Run by the daemon as ``python -m mcphost.plugins.worker.main FD LEVEL``: FD is its end of
 the socket pair, LEVEL the log level. Its log lines are JSON on stderr, which the daemon
@@ -13,25 +14,28 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import mcp_types as types
 import structlog
 import trio
 from mcp.shared.exceptions import MCPError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from mcphost.core.config import HostConfig, LoadedConfig
 from mcphost.ops import log as logs
-from mcphost.plugins import client_input, fence
+from mcphost.plugins import client_input, fence, notify, serving
 from mcphost.plugins.host import PluginHost, PluginRecord, plugin_files
-from mcphost.plugins.registry import RegisteredTool, invalid_arguments
-from mcphost.plugins.worker.context import META_REQUEST, WorkerToolContext
+from mcphost.plugins.registry import RegisteredPrompt, RegisteredResource, RegisteredTool, invalid_arguments
+from mcphost.plugins.worker.context import INPUT_REQUIRED, META_REQUEST, WorkerToolContext
 from mcphost.plugins.worker.wire import Channel, Message
 
 log = structlog.get_logger("mcphost.worker")
 
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
+REQUEST_CANCELLED = -32800
 
 
 class Worker:
@@ -42,6 +46,14 @@ class Worker:
         self.host: PluginHost | None = None
         self.record: PluginRecord | None = None
         self.calls: dict[Any, trio.CancelScope] = {}
+        self.served: dict[str, Callable[[Message, Message], Awaitable[Any]]] = {
+            "tools/call": self.call_tool,
+            "resources/read": self.read_resource,
+            "prompts/get": self.get_prompt,
+            "completion/complete": self.complete,
+        }
+        # What the plugin announces goes to the daemon, whose subscribers hear of it.
+        notify.install(self.announce)
 
     async def serve(self) -> None:
         """Serve until the daemon closes its end."""
@@ -51,8 +63,8 @@ class Worker:
         """Answer one request of the daemon."""
         request_id, method, params = message["id"], message.get("method"), message.get("params") or {}
         try:
-            if method == "tools/call":
-                result: Any = await self.call_tool(request_id, params)
+            if method in self.served:
+                result: Any = await self.serve_call(request_id, params, self.served[method])
             elif method == "initialize":
                 result = await self.load(params)
             elif method == "mcphost/start":
@@ -69,8 +81,14 @@ class Worker:
             else:
                 self.channel.respond_error(request_id, METHOD_NOT_FOUND, f"unknown method {method!r}")
                 return
-        except (KeyError, TypeError, AssertionError) as error:
+        except (KeyError, TypeError, AssertionError, ValidationError) as error:
             self.channel.respond_error(request_id, INVALID_PARAMS, f"bad {method} request: {error!r}")
+            return
+        except client_input.InputRequired:
+            self.channel.respond_error(request_id, INPUT_REQUIRED, "input required")
+            return
+        except MCPError as error:
+            self.channel.respond_error(request_id, error.error.code, error.error.message, error.error.data)
             return
         self.channel.respond(request_id, result)
 
@@ -93,16 +111,13 @@ class Worker:
             return {"error": record.error if record else f"no plugin named {name!r} is installed", "problems": problems}
         self.record = record
         registry = record.registry
-        if registry.resources or registry.templates or registry.prompts:
-            return {
-                "error": 'with isolation = "process" a plugin serves tools only; this one also has '
-                'resources or prompts: set isolation = "inline" for it'
-            }
         return {
             "version": record.version,
             "hooks": list(record.hooks),
             "files": [str(f) for f in plugin_files(record)],
-            "tools": [_describe(t) for t in registry.tools.values()],
+            "tools": [_describe(t, t.wire, t.context_param) for t in registry.tools.values()],
+            "resources": [_describe(r, r.wire) for r in (*registry.resources.values(), *registry.templates)],
+            "prompts": [_describe(p, p.wire, p.context_param) for p in registry.prompts.values()],
         }
 
     async def start(self) -> Message:
@@ -112,12 +127,16 @@ class Worker:
         failed = next((r for r in self.host.records if r.status == "failed"), None)
         return {"error": failed.error} if failed is not None else {}
 
-    async def call_tool(self, request_id: Any, params: Message) -> Message:
-        """``tools/call``: validate, run inside the fence, convert: what an inline call does."""
+    async def announce(self, uri: str) -> None:
+        """``notify_resource_updated`` in this process: tell the daemon."""
+        self.channel.notify("notifications/resources/updated", {"uri": uri})
+
+    async def serve_call(
+        self, request_id: Any, params: Message, serve: Callable[[Message, Message], Awaitable[Any]]
+    ) -> Any:
+        """Run one of the plugin's functions for the daemon, cancellable by the daemon, its log
+        lines tagged with the client's request."""
         assert self.record is not None
-        tool = self.record.registry.tools.get(params["name"])
-        if tool is None:
-            return {"status": "error", "message": f"Unknown tool: {params['name']}"}
         meta = (params.get("_meta") or {}).get(META_REQUEST) or {}
         token = logs.current_request.set(
             logs.RequestRecord(request_id=str(meta.get("id", request_id)), session_id=meta.get("session"))
@@ -125,11 +144,51 @@ class Worker:
         try:
             with trio.CancelScope() as scope:
                 self.calls[request_id] = scope
-                return await self._run(tool, params.get("arguments") or {}, meta)
-            return {"status": "cancelled", "message": f"tool {tool.name!r} was cancelled"}
+                return await serve(params, meta)
+            raise MCPError(code=REQUEST_CANCELLED, message="the request was cancelled")
         finally:
             self.calls.pop(request_id, None)
             logs.current_request.reset(token)
+
+    def _context(self, entry: RegisteredTool | RegisteredPrompt, meta: Message) -> WorkerToolContext:
+        return WorkerToolContext(entry.plugin, entry.name, entry.settings, meta, self.channel, meta.get("call"))
+
+    async def call_tool(self, params: Message, meta: Message) -> Message:
+        """``tools/call``: validate, run inside the fence, convert: what an inline call does."""
+        assert self.record is not None
+        tool = self.record.registry.tools.get(params["name"])
+        if tool is None:
+            return {"status": "error", "message": f"Unknown tool: {params['name']}"}
+        return await self._run(tool, params.get("arguments") or {}, meta)
+
+    async def read_resource(self, params: Message, meta: Message) -> Message:
+        """``resources/read``: read a static resource or a template's, as inline."""
+        assert self.record is not None
+        uri = str(params["uri"])
+        found = self.record.registry.find_resource(uri)
+        if found is None:
+            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown resource: {uri}", data={"uri": uri})
+        return _dump(await serving.read_resource(found[0], uri, found[1]))
+
+    async def get_prompt(self, params: Message, meta: Message) -> Message:
+        """``prompts/get``: render a prompt, as inline."""
+        assert self.record is not None
+        prompt = self.record.registry.prompts.get(params["name"])
+        if prompt is None:
+            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown prompt: {params['name']}")
+        context = self._context(prompt, meta) if prompt.context_param else None
+        return _dump(await serving.get_prompt(prompt, params.get("arguments") or {}, context))
+
+    async def complete(self, params: Message, meta: Message) -> Message:
+        """``completion/complete``: every suggestion (the daemon keeps what one answer may carry)."""
+        assert self.record is not None
+        request = types.CompleteRequestParams.model_validate(params, by_name=False)
+        entry, what, _ = self.record.registry.completable(request.ref)
+        if entry is None:
+            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown {what}")
+        context = request.context.arguments if request.context and request.context.arguments else {}
+        values = await serving.suggest(entry, request.argument.name, request.argument.value, context, what)
+        return {"completion": {"values": values}}
 
     async def _run(self, tool: RegisteredTool, arguments: Message, meta: Message) -> Message:
         assert tool.sdk_tool is not None
@@ -139,9 +198,7 @@ class Worker:
         except ValidationError as error:
             return {"status": "invalid_arguments", "message": invalid_arguments(tool.name, error)}
         if tool.context_param:
-            kwargs[tool.context_param] = WorkerToolContext(
-                tool.plugin, tool.name, tool.settings, meta, self.channel, meta.get("call")
-            )
+            kwargs[tool.context_param] = self._context(tool, meta)
         try:
             value = await fence.run(tool.fn, kwargs, tool.limits, plugin=tool.plugin, what=f"tool {tool.name!r}")
         except client_input.InputRequired:
@@ -149,24 +206,35 @@ class Worker:
         except fence.FenceError as error:
             return {"status": error.status, "message": str(error)}
         except MCPError as error:
-            return {"status": "error", "message": error.error.message, "code": error.error.code}
+            return {
+                "status": "error",
+                "message": error.error.message,
+                "code": error.error.code,
+                "data": error.error.data,
+            }
         try:
             result = fn_meta.convert_result(value)
         except Exception as error:
             log.error("tool returned a bad result", tool=tool.name, plugin=tool.plugin, exc_info=error)
             message = f"tool {tool.name!r} returned a result that does not match its declared output"
             return {"status": "error", "message": message}
-        return {"status": "ok", "result": result.model_dump(mode="json", by_alias=True, exclude_none=True)}
+        return {"status": "ok", "result": _dump(result)}
 
 
-def _describe(tool: RegisteredTool) -> Message:
-    """What the daemon needs of a tool to list it and bound its calls."""
+def _dump(result: BaseModel) -> Message:
+    return result.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _describe(
+    entry: RegisteredTool | RegisteredResource | RegisteredPrompt, wire: BaseModel, context: str | None = None
+) -> Message:
+    """What the daemon needs of a tool, resource, template or prompt to list it and bound its calls."""
     return {
-        "tool": tool.wire.model_dump(mode="json", by_alias=True, exclude_none=True),
-        "timeout": tool.limits.timeout,
-        "max_concurrency": tool.limits.max_concurrency,
-        "max_result_bytes": tool.limits.max_result_bytes,
-        "context": tool.context_param,
+        "wire": _dump(wire),
+        "timeout": entry.limits.timeout,
+        "max_concurrency": entry.limits.max_concurrency,
+        "max_result_bytes": entry.limits.max_result_bytes,
+        "context": context,
     }
 
 
