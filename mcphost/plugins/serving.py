@@ -1,6 +1,6 @@
 """Running a plugin's resources, prompts and completions inside its fence, and shaping what
-they return into MCP results: the same code in the daemon (inline plugins) and in a
-plugin's worker process.
+they (and tools) return into MCP results: the same code in the daemon (inline plugins) and
+in a plugin's worker process.
 
 Failures come out as :class:`~mcp.shared.exceptions.MCPError` (what a client of
 ``resources/read``, ``prompts/get`` and ``completion/complete`` gets), or
@@ -12,17 +12,76 @@ from __future__ import annotations
 
 import base64
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import mcp_types as types
 import pydantic_core
+import structlog
 from mcp.shared.exceptions import MCPError
 
 from mcphost.plugins import fence, results
 from mcphost.plugins.context import ToolContext
 from mcphost.plugins.definitions import Completer
-from mcphost.plugins.registry import RegisteredPrompt, RegisteredResource
+from mcphost.plugins.registry import RegisteredPrompt, RegisteredResource, RegisteredTool
+
+log = structlog.get_logger("mcphost.protocol")
+
+
+Shaped = tuple[str, Any]
+"""What :func:`_convert` made of a tool's value: ``("ok", result)``, ``("too_large", None)``,
+or ``("mismatch", exception)``."""
+
+
+def _convert(convert_result: Callable[[Any], Any], value: Any, limit: int) -> Shaped:
+    """A tool's value as a result, measured: in a thread (inside the fence) unless it is plain.
+
+    An oversized value is refused before it is converted (so no copy of it is made), and a
+    converted result is measured once more, whole, against ``limit``."""
+    if results.measure(value, limit).over(limit):
+        return "too_large", None
+    try:
+        result = convert_result(value)
+    except Exception as error:
+        return "mismatch", error
+    if over(result, limit):
+        return "too_large", None
+    return "ok", result
+
+
+def over(result: Any, limit: int) -> bool:
+    """Whether ``result`` is over ``limit`` bytes as the client would get it."""
+    return (
+        isinstance(result, types.CallToolResult)
+        and len(result.model_dump_json(by_alias=True, exclude_none=True)) > limit
+    )
+
+
+async def shape(tool: RegisteredTool, convert_result: Callable[[Any], Any], value: Any) -> Shaped:
+    """``value`` converted and measured: on the loop when it is small and made of built-ins
+    (quick, and no plugin code runs), else in a thread inside the tool's fence."""
+    limit = tool.limits.max_result_bytes
+    size = results.measure(value, limit, results.LOOP_NODES)
+    if size.over(limit):
+        return "too_large", None
+    convert = functools.partial(_convert, convert_result, value, limit)
+
+    async def convert_here() -> Shaped:
+        return convert()
+
+    where = convert_here if size.plain else convert
+    shaped: Shaped = await fence.run(where, {}, tool.limits, plugin=tool.plugin, what=f"tool {tool.name!r}")
+    return shaped
+
+
+def refusal(tool: RegisteredTool, outcome: str, error: Any) -> tuple[str, str]:
+    """What the client is told of a value :func:`shape` refused, and the call's status (a
+    mismatch is logged here)."""
+    if outcome == "too_large":
+        limit = tool.limits.max_result_bytes
+        return f"tool {tool.name!r} returned a result over its limit of {limit} bytes", "too_large"
+    log.error("tool returned a bad result", tool=tool.name, plugin=tool.plugin, exc_info=error)
+    return f"tool {tool.name!r} returned a result that does not match its declared output", "error"
 
 
 def _resource_content(uri: str, mime: str | None, value: Any, limit: int) -> Any:

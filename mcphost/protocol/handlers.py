@@ -7,7 +7,6 @@ through :mod:`mcphost.plugins.fence`; this module turns their values and failure
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from mcphost.core.errors import ERROR_META_KEY, RATE_LIMITED, TOOL_TIMEOUT
 from mcphost.ops.drain import Drain
 from mcphost.ops.log import RequestRecord, current_request
 from mcphost.ops.metrics import Metrics, RequestMetrics
-from mcphost.plugins import client_input, fence, notify, results, serving
+from mcphost.plugins import client_input, fence, notify, serving
 from mcphost.plugins.context import LOG_LEVEL_STATE_KEY, ToolContext, connection_of
 from mcphost.plugins.registry import RegisteredResource, RegisteredTool, Registry, invalid_arguments
 from mcphost.protocol import subscriptions, wire
@@ -51,52 +50,6 @@ Ctx = ServerRequestContext[Any, Any]
 
 MAX_COMPLETIONS = 100
 """The most values one ``completion/complete`` answer may carry (the spec's limit)."""
-
-
-Shaped = tuple[str, Any]
-"""What :func:`_convert` made of a tool's value: ``("ok", result)``, ``("too_large", None)``,
-or ``("mismatch", exception)``."""
-
-
-def _convert(convert_result: Callable[[Any], Any], value: Any, limit: int) -> Shaped:
-    """A tool's value as a result, measured: in a thread (inside the fence) unless it is plain.
-
-    An oversized value is refused before it is converted (so no copy of it is made), and a
-    converted result is measured once more, whole, against ``limit``."""
-    if results.measure(value, limit).over(limit):
-        return "too_large", None
-    try:
-        result = convert_result(value)
-    except Exception as error:
-        return "mismatch", error
-    if _over(result, limit):
-        return "too_large", None
-    return "ok", result
-
-
-def _over(result: Any, limit: int) -> bool:
-    """Whether ``result`` is over ``limit`` bytes as the client would get it."""
-    return (
-        isinstance(result, types.CallToolResult)
-        and len(result.model_dump_json(by_alias=True, exclude_none=True)) > limit
-    )
-
-
-async def _shape(tool: RegisteredTool, convert_result: Callable[[Any], Any], value: Any) -> Shaped:
-    """``value`` converted and measured: on the loop when it is small and made of built-ins
-    (quick, and no plugin code runs), else in a thread inside the tool's fence."""
-    limit = tool.limits.max_result_bytes
-    size = results.measure(value, limit, results.LOOP_NODES)
-    if size.over(limit):
-        return "too_large", None
-    convert = functools.partial(_convert, convert_result, value, limit)
-
-    async def convert_here() -> Shaped:
-        return convert()
-
-    where = convert_here if size.plain else convert
-    shaped: Shaped = await fence.run(where, {}, tool.limits, plugin=tool.plugin, what=f"tool {tool.name!r}")
-    return shaped
 
 
 def _request_meta() -> dict[str, Any]:
@@ -221,7 +174,7 @@ class Handlers:
             if tool.remote is not None:
                 result: Any = await tool.remote.call_tool(tool, params.arguments or {}, _request_meta(), context)
                 # Converted in the worker, inside the same fence; measured here as any result is.
-                outcome = "too_large" if _over(result, tool.limits.max_result_bytes) else "ok"
+                outcome = "too_large" if serving.over(result, tool.limits.max_result_bytes) else "ok"
             else:
                 assert tool.sdk_tool is not None
                 fn_meta = tool.sdk_tool.fn_metadata
@@ -236,21 +189,16 @@ class Handlers:
                 if tool.context_param:
                     kwargs[tool.context_param] = context
                 value = await fence.run(tool.fn, kwargs, tool.limits, plugin=tool.plugin, what=f"tool {tool.name!r}")
-                outcome, result = await _shape(tool, fn_meta.convert_result, value)
+                outcome, result = await serving.shape(tool, fn_meta.convert_result, value)
         except client_input.InputRequired:
             assert exchange is not None
             return exchange.result(), "input_required"
         except fence.FenceError as error:
             code = TOOL_TIMEOUT if isinstance(error, fence.CallTimeout) else None
             return error_result(str(error), code), error.status
-        if outcome == "too_large":
-            limit = tool.limits.max_result_bytes
-            return error_result(f"tool {tool.name!r} returned a result over its limit of {limit} bytes"), "too_large"
-        if outcome == "mismatch":
-            log.error("tool returned a bad result", tool=tool.name, plugin=tool.plugin, exc_info=result)
-            return error_result(
-                f"tool {tool.name!r} returned a result that does not match its declared output"
-            ), "error"
+        if outcome != "ok":
+            message, status = serving.refusal(tool, outcome, result)
+            return error_result(message), status
         if isinstance(result, types.InputRequiredResult):
             if exchange is not None and exchange.modern and not (task is not None and task.detached):
                 return result, "input_required"

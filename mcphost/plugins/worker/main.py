@@ -23,11 +23,12 @@ import trio
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ValidationError
 
-from mcphost.core.config import HostConfig, LoadedConfig
+from mcphost.core.config import DefaultLimits, HostConfig, LoadedConfig
 from mcphost.ops import log as logs
-from mcphost.plugins import client_input, fence, notify, serving
+from mcphost.plugins import client_input, damage, fence, leftovers, notify, serving
 from mcphost.plugins.host import PluginHost, PluginRecord, plugin_files
 from mcphost.plugins.registry import RegisteredPrompt, RegisteredResource, RegisteredTool, invalid_arguments
+from mcphost.plugins.watchdog import Watchdog
 from mcphost.plugins.worker.context import INPUT_REQUIRED, META_REQUEST, WorkerToolContext
 from mcphost.plugins.worker.wire import Channel, Message
 
@@ -36,6 +37,9 @@ log = structlog.get_logger("mcphost.worker")
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 REQUEST_CANCELLED = -32800
+LEFTOVER_GRACE = 0.5
+"""Seconds what the plugin started has, after SIGTERM, before SIGKILL: well within the time
+the daemon gives a stopping worker before it kills the worker's group."""
 
 
 class Worker:
@@ -46,6 +50,9 @@ class Worker:
         self.host: PluginHost | None = None
         self.record: PluginRecord | None = None
         self.calls: dict[Any, trio.CancelScope] = {}
+        # The same watchdog as the daemon's: code blocking this loop is named and stopped
+        # here, before the daemon's ping or a call's deadline has to end the whole worker.
+        self.watchdog = Watchdog(DefaultLimits().stall_timeout)
         self.served: dict[str, Callable[[Message, Message], Awaitable[Any]]] = {
             "tools/call": self.call_tool,
             "resources/read": self.read_resource,
@@ -56,8 +63,11 @@ class Worker:
         notify.install(self.announce)
 
     async def serve(self) -> None:
-        """Serve until the daemon closes its end."""
-        await self.channel.run()
+        """Serve until the daemon closes its end, the loop-stall watchdog running beside."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.watchdog.run)
+            await self.channel.run()
+            nursery.cancel_scope.cancel()
 
     async def handle(self, message: Message) -> None:
         """Answer one request of the daemon."""
@@ -103,6 +113,7 @@ class Worker:
         """``initialize``: load the plugin as the daemon's config says; answer with its tools."""
         name = params["plugin"]
         config = HostConfig(**params["config"])
+        self.watchdog.stall_timeout = config.limits.stall_timeout
         self.host = PluginHost(LoadedConfig(config, params.get("source", "<daemon>"), ""))
         records = {r.name: r for r in await self.host.load_all()}
         record = records.get(name)
@@ -193,14 +204,20 @@ class Worker:
     async def _run(self, tool: RegisteredTool, arguments: Message, meta: Message) -> Message:
         assert tool.sdk_tool is not None
         fn_meta = tool.sdk_tool.fn_metadata
+        what = f"tool {tool.name!r}"
         try:
             kwargs = fn_meta.validate_arguments(arguments)
         except ValidationError as error:
             return {"status": "invalid_arguments", "message": invalid_arguments(tool.name, error)}
+        except BaseException as error:  # a validator of the plugin's own types raised
+            if fence.own_cancellation(error):
+                raise
+            return {"status": "error", "message": str(fence.failure(error, tool.plugin, what))}
         if tool.context_param:
             kwargs[tool.context_param] = self._context(tool, meta)
         try:
-            value = await fence.run(tool.fn, kwargs, tool.limits, plugin=tool.plugin, what=f"tool {tool.name!r}")
+            value = await fence.run(tool.fn, kwargs, tool.limits, plugin=tool.plugin, what=what)
+            outcome, result = await serving.shape(tool, fn_meta.convert_result, value)
         except client_input.InputRequired:
             return {"status": "input_required"}
         except fence.FenceError as error:
@@ -212,12 +229,11 @@ class Worker:
                 "code": error.error.code,
                 "data": error.error.data,
             }
-        try:
-            result = fn_meta.convert_result(value)
-        except Exception as error:
-            log.error("tool returned a bad result", tool=tool.name, plugin=tool.plugin, exc_info=error)
-            message = f"tool {tool.name!r} returned a result that does not match its declared output"
-            return {"status": "error", "message": message}
+        if outcome != "ok":
+            return {
+                "status": "too_large" if outcome == "too_large" else "error",
+                "message": serving.refusal(tool, outcome, result),
+            }
         return {"status": "ok", "result": _dump(result)}
 
 
@@ -245,7 +261,11 @@ def main(argv: list[str] | None = None) -> None:
     # Plugins that print would write into nothing the daemon reads as protocol: send their
     # output to the log instead.
     sys.stdout = sys.stderr
+    damage.keep_std_streams()  # what the fence puts back if the plugin closes one
     trio.run(Worker(socket.socket(fileno=int(args[0]))).serve)
+    # What the plugin started in process groups of their own would outlive the group the
+    # daemon kills: end them as the daemon ends an inline plugin's.
+    leftovers.end_children(LEFTOVER_GRACE)
     # Threads of calls abandoned at their timeout would hold up a normal exit.
     sys.stderr.flush()
     os._exit(0)

@@ -25,7 +25,19 @@ class Forecast(BaseModel):
 
 @mcphost.hookimpl
 def mcphost_tools() -> list[object]:
-    return [forecast, links, announce, wait, block, count_in_thread, log_levels, roots, identity, long_report, confirm_by_hand]
+    return [
+        forecast,
+        links,
+        announce,
+        wait,
+        block,
+        count_in_thread,
+        log_levels,
+        roots,
+        identity,
+        long_report,
+        confirm_by_hand,
+    ]
 
 
 def forecast(city: str) -> Forecast:
