@@ -236,8 +236,11 @@ class PluginHost:
         records = await self._plan(previous)
         self._discard_spawned()
         for index, record in enumerate(records):
-            if record.status == "loaded" and record is not previous.get(record.name):
-                records[index] = await self._start(record, previous.get(record.name))
+            old = previous.get(record.name)
+            # Only what serves anew starts: a version that kept serving (a failed reload
+            # gives it a new record) has run its start-up hook, and its worker is running.
+            if record.status == "loaded" and (old is None or _serving(record) != _serving(old)):
+                records[index] = await self._start(record, old)
         serving = {_serving(r) for r in records if r.status == "loaded"}
         retired = [r for r in previous.values() if r.status == "loaded" and _serving(r) not in serving]
         for record in retired:
