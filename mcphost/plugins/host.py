@@ -19,7 +19,7 @@ import os
 import shlex
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -196,6 +196,8 @@ class PluginHost:
         self._lanes: dict[str, trio.CapacityLimiter] = {}
         self._spawned: dict[str, Process | WorkerStartError] = {}
         """Workers started ahead of :meth:`_plan` (all at once), by plugin name, or why not."""
+        self.on_change: Callable[[], Awaitable[None]] | None = None
+        """Called when what a plugin serves changed between reloads (a hosted server's tools)."""
 
     @property
     def registry(self) -> Registry:
@@ -484,6 +486,8 @@ class PluginHost:
         except (ValueError, ValidationError) as error:
             worker.close_now()
             return record.failed(f"its server lists a tool mcphost cannot serve: {error}")
+        if candidate.server:
+            worker.on_tools_changed = functools.partial(self._relisted, candidate.name, worker)
         hello = worker.hello
         return replace(
             record,
@@ -493,6 +497,25 @@ class PluginHost:
             worker=worker,
             files=tuple(hello.get("files", ())),
         )
+
+    async def _relisted(self, name: str, worker: PluginWorker) -> None:
+        """A hosted server's tools changed: its catalogue entries follow, unless what it lists
+        now cannot be served or clashes with another plugin (then the old entries stay)."""
+        index = next((i for i, r in enumerate(self.records) if r.worker is worker and r.status == "loaded"), None)
+        if index is None:  # replaced or stopped since
+            return
+        try:
+            registry = Registry({t.name: t for t in self._server_tools(name, worker)})
+        except (ValueError, ValidationError) as error:
+            log.error("the server's new tools cannot be served; its old ones stay", plugin=name, error=str(error))
+            return
+        others = combine(r.registry for i, r in enumerate(self.records) if i != index and r.status == "loaded")
+        if clashes := others.clashes(registry):
+            log.error("the server's new tools clash; its old ones stay", plugin=name, clashes=clashes)
+            return
+        self.records[index] = replace(self.records[index], registry=registry)
+        if self.on_change is not None:
+            await self.on_change()
 
     def _server_tools(self, name: str, worker: PluginWorker) -> list[RegisteredTool]:
         """Catalogue entries for the tools an existing server listed: named and limited as a

@@ -22,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -307,6 +307,8 @@ class PluginWorker:
         self._contexts: dict[int, ToolContext] = {}
         self.names: dict[str, str] = {}
         """A server's own name of each tool, by public name (``command`` only)."""
+        self.on_tools_changed: Callable[[], Awaitable[None]] | None = None
+        """Called when a server's tools changed (it said so, or it was restarted with others)."""
 
     @property
     def hello(self) -> Message:
@@ -555,9 +557,12 @@ class PluginWorker:
             await trio.sleep(min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (len(self._ends) - 1)))
             if self.stopping:
                 return
+            listed = self.hello.get("tools")
             try:
                 self.process = await trio.to_thread.run_sync(spawn, self.spec)
                 self.restarts += 1
+                if self.spec.command and self.hello.get("tools") != listed and self.on_tools_changed is not None:
+                    await self.on_tools_changed()
             except WorkerStartError as error:
                 log.error("plugin worker did not start", plugin=self.spec.plugin, error=str(error))
                 self.process = None
@@ -744,7 +749,26 @@ class PluginWorker:
         elif method == "notifications/message":
             log.info("plugin log message", plugin=self.spec.plugin, level=params.get("level"), data=params.get("data"))
         elif method == "notifications/tools/list_changed":
-            log.warning("the server's tools changed; a reload of the plugin lists them again", plugin=self.spec.plugin)
+            await self._relist(self._current())
+
+    async def _relist(self, channel: Channel) -> None:
+        """List a server's tools again (every page), and have its plugin's catalogue follow."""
+        tools: list[Message] = []
+        cursor = None
+        try:
+            while True:
+                listed = await channel.request("tools/list", {"cursor": cursor} if cursor else {})
+                tools += listed.get("tools") or []
+                if not (cursor := listed.get("nextCursor")):
+                    break
+        except (ChannelClosed, RemoteError, AttributeError) as error:
+            log.error("the server's tools changed but could not be listed", plugin=self.spec.plugin, error=str(error))
+            return
+        if self.process is not None and tools != self.process.hello.get("tools"):
+            self.process.hello = {**self.process.hello, "tools": tools}
+            log.info("the server's tools changed", plugin=self.spec.plugin, tools=len(tools))
+            if self.on_tools_changed is not None:
+                await self.on_tools_changed()
 
     def _current(self) -> Channel:
         # Requests come on the channel of the call that asks, which is the current one.
