@@ -79,7 +79,10 @@ async def test_hanging_tool_is_cancelled_at_its_timeout(daemon: RunningDaemon, m
 @pytest.mark.parametrize("mode", MODES)
 async def test_oversized_result_is_refused(daemon: RunningDaemon, mode: str) -> None:
     result = await call(daemon, mode, "faulty_huge")
-    assert result.is_error and "over its limit of 10000" in result.content[0].text
+    assert (
+        result.is_error
+        and result.content[0].text == "tool 'faulty_huge' returned a result over its limit of 10000 bytes"
+    )
     small = await call(daemon, mode, "faulty_huge", {"size": 100})
     assert not small.is_error
 

@@ -230,10 +230,8 @@ class Worker:
                 "data": error.error.data,
             }
         if outcome != "ok":
-            return {
-                "status": "too_large" if outcome == "too_large" else "error",
-                "message": serving.refusal(tool, outcome, result),
-            }
+            message, status = serving.refusal(tool, outcome, result)
+            return {"status": status, "message": message}
         return {"status": "ok", "result": _dump(result)}
 
 
