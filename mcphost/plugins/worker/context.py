@@ -74,6 +74,10 @@ class WorkerToolContext(ToolContext):
             "mcphost/progress", {"call": self._call, "progress": progress, "total": total, "message": message}
         )
 
+    async def detach(self) -> bool:
+        """Go on as a task, if the client accepts tasks (see :meth:`ToolContext.detach`)."""
+        return bool(await self._channel.request("mcphost/detach", {"call": self._call}))
+
     async def close_sse_stream(self) -> None:
         """End the SSE stream this call answers on (see :meth:`ToolContext.close_sse_stream`)."""
         await self._channel.request("mcphost/close_sse_stream", {"call": self._call})

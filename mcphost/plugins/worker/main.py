@@ -126,7 +126,7 @@ class Worker:
             "version": record.version,
             "hooks": list(record.hooks),
             "files": [str(f) for f in plugin_files(record)],
-            "tools": [_describe(t, t.wire, t.context_param) for t in registry.tools.values()],
+            "tools": [_describe(t, t.wire, t.context_param) | {"task": t.task} for t in registry.tools.values()],
             "resources": [_describe(r, r.wire) for r in (*registry.resources.values(), *registry.templates)],
             "prompts": [_describe(p, p.wire, p.context_param) for p in registry.prompts.values()],
         }

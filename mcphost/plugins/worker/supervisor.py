@@ -667,7 +667,7 @@ class PluginWorker:
 
     async def _asked(self, message: Message) -> None:
         """What a tool does through its context: progress, log messages, closing its stream,
-        and questions to the client (elicitation, sampling, roots)."""
+        going on as a task, and questions to the client (elicitation, sampling, roots)."""
         channel = self._current()
         params, method = message.get("params") or {}, message.get("method")
         context = self._contexts.get(params.get("call", 0))
@@ -682,6 +682,8 @@ class PluginWorker:
                 await context.log(params["level"], params.get("data"), params.get("logger"))
             elif method == "mcphost/close_sse_stream":
                 await context.close_sse_stream()
+            elif method == "mcphost/detach":
+                answer = await context.detach()
             elif method == "mcphost/ask" and params.get("kind") in _ASKS:
                 request_type, result_type = _ASKS[params["kind"]]
                 request = request_type.model_validate(params["request"], by_name=False)
@@ -825,7 +827,7 @@ def catalogue_of(
     for entry in hello.get("tools", ()):
         tool = types.Tool.model_validate(entry["wire"], by_name=False)
         tools[tool.name] = RegisteredTool(
-            tool.name, plugin, None, tool, limits(entry), settings, entry.get("context"), remote=worker
+            tool.name, plugin, None, tool, limits(entry), settings, entry.get("context"), entry.get("task"), worker
         )
     resources, templates = {}, []
     for entry in hello.get("resources", ()):
