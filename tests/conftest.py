@@ -11,6 +11,15 @@ from mcphost.testing import RunningDaemon, start_daemon
 
 MODES = ["legacy", "2026-07-28"]
 """The two protocol paths: a 2025-11-25 session (initialize handshake) and 2026-07-28 stateless requests."""
+ISOLATIONS = ["inline", "process"]
+"""Where a plugin runs: in the daemon's process, or in a worker process of its own."""
+
+
+def isolated(config: dict[str, Any], isolation: str) -> dict[str, Any]:
+    """``config`` with ``isolation`` set for each plugin its ``[plugins] enable`` names."""
+    plugins = config["plugins"]
+    tables = {name: {**plugins.get(name, {}), "isolation": isolation} for name in plugins["enable"]}
+    return {**config, "plugins": {**plugins, **tables}}
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from mcphost.testing import RunningDaemon
+from tests.conftest import ISOLATIONS, isolated
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "conformance"
@@ -85,16 +86,17 @@ def node() -> str:
     return str(CACHE / "node22" / "node_modules" / package / "bin" / "node")
 
 
-@pytest.fixture(scope="module")
-def daemon(module_daemon) -> RunningDaemon:
-    return module_daemon(CONFIG)
+@pytest.fixture(scope="module", params=ISOLATIONS)
+def daemon(module_daemon, request: pytest.FixtureRequest) -> RunningDaemon:
+    """The conformance plugin inline, then in a worker process: the same checks pass both ways."""
+    return module_daemon(isolated(CONFIG, request.param))
 
 
 @pytest.fixture(scope="module")
-def expected_failures() -> set[tuple[str, str, str, str]]:
-    """``(suite version, spec version or "", scenario, check)`` of every known failure."""
+def expected_failures() -> set[tuple[str, str, str, str, str]]:
+    """``(suite version, spec version or "", scenario, check, isolation or "")`` of every known failure."""
     entries = tomllib.loads(EXPECTED_FAILURES.read_text()).get("failure", [])
-    return {(e["suite"], e.get("spec", ""), e["scenario"], e["check"]) for e in entries}
+    return {(e["suite"], e.get("spec", ""), e["scenario"], e["check"], e.get("isolation", "")) for e in entries}
 
 
 def checks(output: Path) -> Iterator[tuple[str, dict[str, object]]]:
@@ -112,8 +114,9 @@ def test_conformance(
     spec: str | None,
     node: str,
     daemon: RunningDaemon,
-    expected_failures: set[tuple[str, str, str, str]],
+    expected_failures: set[tuple[str, str, str, str, str]],
     tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     suite = CACHE / version
     npm_install(suite, f"{PACKAGE}@{version}")
@@ -130,7 +133,8 @@ def test_conformance(
     assert announced, f"the suite did not say how many scenarios it runs:\n{output}"
     written = len(list(tmp_path.glob("*/checks.json")))
     assert written == int(announced.group(1)), f"{announced.group(1)} scenarios ran, {written} wrote results:\n{output}"
-    mine = {(s, c) for v, sp, s, c in expected_failures if (v, sp) == (version, spec or "")}
+    isolation = request.node.callspec.params["daemon"]
+    mine = {(s, c) for v, sp, s, c, i in expected_failures if (v, sp) == (version, spec or "") and i in ("", isolation)}
     failed = {(scenario, str(check["id"])): check for scenario, check in results if check["status"] == "FAILURE"}
     unexpected = [f"{s} / {c}: {check.get('errorMessage')}" for (s, c), check in failed.items() if (s, c) not in mine]
     fixed = sorted(mine - set(failed))

@@ -1,5 +1,6 @@
 """Every plugin is fenced: whatever one plugin does at load or call time comes out as a
-clean, attributed error, and the daemon keeps serving every other plugin."""
+clean, attributed error, and the daemon keeps serving every other plugin; with each plugin
+inline and with each in a worker process."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import trio
 from mcp import Client
 
 from mcphost.testing import RunningDaemon
-from tests.conftest import MODES
+from tests.conftest import ISOLATIONS, MODES, isolated
 
 CONFIG = {
     "plugins": {
@@ -22,9 +23,10 @@ CONFIG = {
 }
 
 
-@pytest.fixture(scope="module")
-def daemon(module_daemon) -> RunningDaemon:
-    return module_daemon(CONFIG)
+@pytest.fixture(scope="module", params=ISOLATIONS)
+def daemon(module_daemon, request: pytest.FixtureRequest) -> RunningDaemon:
+    """Every plugin inline, then every plugin in a worker process: the fence holds both ways."""
+    return module_daemon(isolated(CONFIG, request.param))
 
 
 async def call(daemon: RunningDaemon, mode: str, tool: str, arguments: dict | None = None):
@@ -77,7 +79,10 @@ async def test_hanging_tool_is_cancelled_at_its_timeout(daemon: RunningDaemon, m
 @pytest.mark.parametrize("mode", MODES)
 async def test_oversized_result_is_refused(daemon: RunningDaemon, mode: str) -> None:
     result = await call(daemon, mode, "faulty_huge")
-    assert result.is_error and "over its limit of 10000" in result.content[0].text
+    assert (
+        result.is_error
+        and result.content[0].text == "tool 'faulty_huge' returned a result over its limit of 10000 bytes"
+    )
     small = await call(daemon, mode, "faulty_huge", {"size": 100})
     assert not small.is_error
 

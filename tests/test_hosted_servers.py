@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import mcp_types as types
 import pytest
+import trio
 from mcp import Client
 
 from mcphost.testing import RunningDaemon, to_toml
@@ -64,6 +66,27 @@ async def test_hosted_servers_tools_are_served_under_the_plugins_prefix(daemon: 
     assert {"everything_get-sum", "everything_echo", "calc_add", "calc_slow"} <= names
     assert not total.is_error and "42" in total.content[0].text
     assert not added.is_error and added.content[0].text == "3"
+
+
+async def test_a_servers_new_tools_are_served_live_and_clients_are_told(daemon: RunningDaemon) -> None:
+    changed = trio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    async with (
+        Client(daemon.url, mode="legacy", message_handler=on_message) as session,
+        Client(daemon.url, mode="2026-07-28") as stateless,
+        stateless.listen(tools_list_changed=True) as events,
+    ):
+        assert (await session.call_tool("calc_grow", {})).content[0].text == "grown"
+        with trio.fail_after(10):
+            await changed.wait()
+            await events.__anext__()
+        for client in (session, stateless):
+            assert "calc_multiply" in {t.name for t in (await client.list_tools()).tools}
+            assert (await client.call_tool("calc_multiply", {"a": 6, "b": 7})).content[0].text == "42"
 
 
 async def test_a_servers_error_is_an_error_result(daemon: RunningDaemon) -> None:

@@ -408,3 +408,26 @@ def test_reload_replaces_the_worker_and_lets_the_old_one_finish(mcphost_daemon, 
         assert await trio.to_thread.run_sync(_ends_within, int(old_pid), 10.0), "the old worker is stopped"
 
     trio.run(main)
+
+
+def test_a_failed_reload_leaves_the_old_worker_serving(mcphost_daemon, tmp_path: Path) -> None:
+    """A new version that does not load keeps the old worker serving, through later reloads
+    too: its supervisor is not started a second time on the same worker."""
+    source = tmp_path / "versioned.py"
+    source.write_text(VERSIONED.format(version="v1", import_seconds=0))
+    daemon = mcphost_daemon(
+        {"plugins": {"enable": ["versioned"], "paths": [str(source)], "versioned": {"isolation": "process"}}}
+    )
+
+    async def main() -> None:
+        _, pid = (await call(daemon, "versioned_version")).content[0].text.split()
+        source.write_text("import mcphost\ndef broken(:\n")
+        later = source.stat().st_mtime + 2
+        os.utime(source, (later, later))
+        for _ in range(2):
+            ended = await trio.to_thread.run_sync(daemon.reload)
+            assert "versioned" in ended["failed"]
+            result = await call(daemon, "versioned_version")
+            assert not result.is_error and result.content[0].text == f"v1 {pid}", result
+
+    trio.run(main)

@@ -31,7 +31,7 @@ from mcp_types import (
 )
 
 from mcphost.testing import RunningDaemon
-from tests.conftest import MODES
+from tests.conftest import ISOLATIONS, MODES, isolated
 
 CONFIG = {
     "sessions": {"store": "none"},
@@ -42,9 +42,10 @@ CONFIG = {
 pytestmark = pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
 
 
-@pytest.fixture(scope="module")
-def daemon(module_daemon) -> RunningDaemon:
-    return module_daemon(CONFIG)
+@pytest.fixture(scope="module", params=ISOLATIONS)
+def daemon(module_daemon, request: pytest.FixtureRequest) -> RunningDaemon:
+    """The same plugins inline and in worker processes: authors change nothing."""
+    return module_daemon(isolated(CONFIG, request.param))
 
 
 async def sample(context: Any, params: CreateMessageRequestParams) -> CreateMessageResult:
@@ -219,6 +220,12 @@ async def test_a_prompt_can_ask_too(daemon: RunningDaemon, mode: str) -> None:
     async with Client(daemon.url, mode=mode, elicitation_callback=answer_with({"context": "ops"})) as client:
         prompt = await client.get_prompt("test_input_required_result_prompt")
     assert prompt.messages[0].content.text == "Use this context: ops"
+
+
+async def test_a_tool_may_return_its_own_input_required_result(daemon: RunningDaemon) -> None:
+    async with Client(daemon.url, mode="2026-07-28", elicitation_callback=answer_with({"ok": True})) as client:
+        result = await client.call_tool("features_confirm_by_hand", {})
+    assert result.content[0].text == "confirmed=True after asked"
 
 
 async def test_asking_a_client_that_cannot_answer_is_a_tool_error_on_a_session(daemon: RunningDaemon) -> None:

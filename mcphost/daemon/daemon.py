@@ -156,6 +156,7 @@ class Daemon:
         self.plugins = PluginHost(loaded)
         # First, so that it imports the worker runtime while the rest of start-up runs.
         self.plugins.start_fork_server()
+        self.plugins.on_change = self._catalogue_changed
         self.registry = Registry()
         self.drain = Drain()
         self.notifier = systemd.Notifier()
@@ -490,10 +491,8 @@ class Daemon:
             for name in result.changed:
                 self.loop_watchdog.forget(name)
             self._warn_unmatched()
-            previous, self.registry = self.registry, self.plugins.registry
-            self.metrics.bind(self.registry.tools)
+            await self._catalogue_changed()
             await self.plugins.retire(result.retired)
-            await self._announce_changes(previous, self.registry)
             # Recorded as READY=1 is sent: `mcphost reload` returns once it sees this.
             self.metrics.reloaded(reason, began, "failed" if result.failed else "ok", result.changed, result.failed)
             log.info(
@@ -531,6 +530,12 @@ class Daemon:
         if unmatched := self.plugins.unmatched():
             source = self.plugins.loaded.source
             log.warning("[plugins] names plugins that are not there", problems=[p.render(source) for p in unmatched])
+
+    async def _catalogue_changed(self) -> None:
+        """Serve the plugins' catalogue as it is now, and tell the clients what changed."""
+        previous, self.registry = self.registry, self.plugins.registry
+        self.metrics.bind(self.registry.tools)
+        await self._announce_changes(previous, self.registry)
 
     async def _announce_changes(self, old: Registry, new: Registry) -> None:
         """Tell every open session which lists changed (clients that listen re-fetch them)."""

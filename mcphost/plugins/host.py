@@ -19,7 +19,7 @@ import os
 import shlex
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,9 +51,9 @@ from mcphost.plugins.worker.supervisor import (
     Process,
     WorkerSpec,
     WorkerStartError,
+    catalogue_of,
     spawn,
     stop_now,
-    tools_of,
 )
 from mcphost.plugins.worker.zygote_client import Zygotes, discard_early
 
@@ -213,6 +213,8 @@ class PluginHost:
         plugins = self.config.plugins
         tables = [plugins.for_plugin(name) for name in plugins.configured()] + [PluginConfig()]
         return plugins.fork_server and any(t.isolation == "process" and not t.command for t in tables)
+        self.on_change: Callable[[], Awaitable[None]] | None = None
+        """Called when what a plugin serves changed between reloads (a hosted server's tools)."""
 
     @property
     def registry(self) -> Registry:
@@ -258,8 +260,11 @@ class PluginHost:
         records = await self._plan(candidates, previous)
         self._discard_spawned()
         for index, record in enumerate(records):
-            if record.status == "loaded" and record is not previous.get(record.name):
-                records[index] = await self._start(record, previous.get(record.name))
+            old = previous.get(record.name)
+            # Only what serves anew starts: a version that kept serving (a failed reload
+            # gives it a new record) has run its start-up hook, and its worker is running.
+            if record.status == "loaded" and (old is None or _serving(record) != _serving(old)):
+                records[index] = await self._start(record, old)
         serving = {_serving(r) for r in records if r.status == "loaded"}
         retired = [r for r in previous.values() if r.status == "loaded" and _serving(r) not in serving]
         for record in retired:
@@ -508,10 +513,10 @@ class PluginHost:
             if isinstance(started, WorkerStartError):
                 raise started
             worker = PluginWorker(spec, started, self.zygotes)
-            listed = (
-                self._server_tools(candidate.name, worker)
+            registry = (
+                Registry({t.name: t for t in self._server_tools(candidate.name, worker)})
                 if candidate.server
-                else tools_of(worker, candidate.name, self._threads(candidate.name))
+                else catalogue_of(worker, candidate.name, self._threads(candidate.name))
             )
         except WorkerStartError as error:
             problems = [self.loaded.problem(tuple(p["key"].split(".")), p["message"]) for p in error.problems]
@@ -519,16 +524,36 @@ class PluginHost:
         except (ValueError, ValidationError) as error:
             worker.close_now()
             return record.failed(f"its server lists a tool mcphost cannot serve: {error}")
+        if candidate.server:
+            worker.on_tools_changed = functools.partial(self._relisted, candidate.name, worker)
         hello = worker.hello
-        tools = {t.name: t for t in listed}
         return replace(
             record,
             version=hello.get("version") or record.version,
             hooks=tuple(hello.get("hooks", ())),
-            registry=Registry(tools),
+            registry=registry,
             worker=worker,
             files=tuple(hello.get("files", ())),
         )
+
+    async def _relisted(self, name: str, worker: PluginWorker) -> None:
+        """A hosted server's tools changed: its catalogue entries follow, unless what it lists
+        now cannot be served or clashes with another plugin (then the old entries stay)."""
+        index = next((i for i, r in enumerate(self.records) if r.worker is worker and r.status == "loaded"), None)
+        if index is None:  # replaced or stopped since
+            return
+        try:
+            registry = Registry({t.name: t for t in self._server_tools(name, worker)})
+        except (ValueError, ValidationError) as error:
+            log.error("the server's new tools cannot be served; its old ones stay", plugin=name, error=str(error))
+            return
+        others = combine(r.registry for i, r in enumerate(self.records) if i != index and r.status == "loaded")
+        if clashes := others.clashes(registry):
+            log.error("the server's new tools clash; its old ones stay", plugin=name, clashes=clashes)
+            return
+        self.records[index] = replace(self.records[index], registry=registry)
+        if self.on_change is not None:
+            await self.on_change()
 
     def _server_tools(self, name: str, worker: PluginWorker) -> list[RegisteredTool]:
         """Catalogue entries for the tools an existing server listed: named and limited as a

@@ -30,15 +30,41 @@ from mcphost.plugins.limits import ToolLimits
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-class RemoteTools(Protocol):
-    """Where the tools of a plugin that runs in a worker process are called."""
+class Remote(Protocol):
+    """Where the tools, resources, prompts and completions of a plugin that runs in a worker
+    process are run. Each raises :class:`~mcphost.plugins.fence.FenceError` when the worker
+    produced no answer (it died, or overran the timeout), ``InputRequired`` when the plugin
+    asks the client in a later round, and (all but ``call_tool``) the ``MCPError`` the plugin's
+    code came to in the worker, as an inline call would."""
 
     async def call_tool(
         self, tool: RegisteredTool, arguments: dict[str, Any], meta: dict[str, Any], context: ToolContext | None
-    ) -> types.CallToolResult:
-        """Run ``tool`` in the worker; raises :class:`~mcphost.plugins.fence.FenceError` when it
-        produced no result (or ``InputRequired`` when it asks the client in a later round)."""
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        """Run ``tool`` in the worker: its result, or the ``InputRequiredResult`` it returned."""
         ...
+
+    async def read_resource(
+        self, entry: RegisteredResource, uri: str, meta: dict[str, Any]
+    ) -> types.ReadResourceResult:
+        """Read the resource at ``uri`` (static, or of the template ``entry``) in the worker."""
+        ...
+
+    async def get_prompt(
+        self, prompt: RegisteredPrompt, arguments: dict[str, Any], meta: dict[str, Any], context: ToolContext | None
+    ) -> types.GetPromptResult | types.InputRequiredResult:
+        """Render ``prompt`` in the worker."""
+        ...
+
+    async def complete(
+        self, entry: RegisteredPrompt | RegisteredResource, params: types.CompleteRequestParams, meta: dict[str, Any]
+    ) -> list[str]:
+        """Every completion the worker suggests for ``params`` (of ``entry``)."""
+        ...
+
+
+def remote_only(*args: Any, **kwargs: Any) -> Any:
+    """The function of a resource or prompt whose plugin runs in a worker: it runs there."""
+    raise RuntimeError("this runs in the plugin's worker process")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +82,7 @@ class RegisteredTool:
     context_param: str | None
     task: TaskSupport | None = None
     """The author's word on running calls as tasks (``None``: decided by the timeout)."""
-    remote: RemoteTools | None = None
+    remote: Remote | None = None
     """The worker process that runs the tool, or ``None`` for a tool run in this process."""
 
     @property
@@ -75,6 +101,8 @@ class RegisteredResource:
     template: UriTemplate | None
     wire: types.Resource | types.ResourceTemplate
     limits: ToolLimits
+    remote: Remote | None = None
+    """The worker process that reads it, or ``None`` (this process, ``definition.fn``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,16 +111,16 @@ class RegisteredPrompt:
 
     name: str
     plugin: str
-    sdk_prompt: Prompt
+    sdk_prompt: Prompt | None
+    """The SDK's view of the function (``None`` for a prompt rendered by a worker process)."""
     wire: types.Prompt
     limits: ToolLimits
     settings: Any
     definition: PromptDef
-
-    @property
-    def context_param(self) -> str | None:
-        """The parameter that receives the ``ToolContext``, if the prompt asks for one."""
-        return self.sdk_prompt.context_kwarg
+    context_param: str | None
+    """The parameter that receives the ``ToolContext``, if the prompt asks for one."""
+    remote: Remote | None = None
+    """The worker process that renders it, or ``None`` for a prompt rendered in this process."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +182,15 @@ class Registry:
     def template(self, uri_template: str) -> RegisteredResource | None:
         """The template registered under exactly ``uri_template``."""
         return next((t for t in self.templates if t.definition.uri == uri_template), None)
+
+    def completable(
+        self, ref: types.PromptReference | types.ResourceTemplateReference
+    ) -> tuple[RegisteredPrompt | RegisteredResource | None, str, str]:
+        """What ``completion/complete`` completes for ``ref``: the prompt or template (``None``
+        when there is none), how messages name it, and the name scopes know it by."""
+        if isinstance(ref, types.PromptReference):
+            return self.prompts.get(ref.name), f"prompt {ref.name!r}", ref.name
+        return self.template(ref.uri), f"resource template {ref.uri!r}", ref.uri
 
     def find_resource(
         self, uri: str, readable: Callable[[str, str | None], bool] = lambda uri, template: True
@@ -295,7 +332,7 @@ def build_prompt(
             for a in sdk_prompt.arguments or ()
         ],
     )
-    return RegisteredPrompt(name, plugin, sdk_prompt, wire, limits, settings, definition)
+    return RegisteredPrompt(name, plugin, sdk_prompt, wire, limits, settings, definition, sdk_prompt.context_kwarg)
 
 
 def _check_completions(complete: Mapping[str, Any], names: Iterable[str], kind: str) -> None:

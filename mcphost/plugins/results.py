@@ -19,11 +19,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
+import structlog
 
 from mcphost.plugins import fence
 
 if TYPE_CHECKING:
     from mcphost.plugins.registry import RegisteredTool
+
+log = structlog.get_logger("mcphost.plugins")
 
 LOOP_NODES = 10_000
 """The most values :func:`measure` walks on the event loop before it hands the rest over."""
@@ -100,9 +103,14 @@ def convert(convert_result: Callable[[Any], Any], value: Any, *, limit: int) -> 
     return "ok", result
 
 
-def too_large(tool: str, limit: int) -> str:
-    """What the client is told of ``tool``'s result over its ``limit``."""
-    return f"tool {tool!r} returned a result over its limit of {limit} bytes"
+def refusal(tool: RegisteredTool, outcome: str, error: Any) -> tuple[str, str]:
+    """What the client is told of a value :func:`convert` refused, and the call's status (a
+    mismatch is logged here)."""
+    if outcome == "too_large":
+        limit = tool.limits.max_result_bytes
+        return f"tool {tool.name!r} returned a result over its limit of {limit} bytes", "too_large"
+    log.error("tool returned a bad result", tool=tool.name, plugin=tool.plugin, exc_info=error)
+    return f"tool {tool.name!r} returned a result that does not match its declared output", "error"
 
 
 def over(result: Any, limit: int) -> bool:

@@ -7,15 +7,12 @@ through :mod:`mcphost.plugins.fence`; this module turns their values and failure
 
 from __future__ import annotations
 
-import base64
-import functools
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import mcp_types as types
-import pydantic_core
 import structlog
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.lowlevel.server import Server
@@ -30,9 +27,8 @@ from mcphost.core.errors import ERROR_META_KEY, RATE_LIMITED, TOOL_TIMEOUT
 from mcphost.ops.drain import Drain
 from mcphost.ops.log import RequestRecord, current_request
 from mcphost.ops.metrics import Metrics, RequestMetrics
-from mcphost.plugins import client_input, fence, notify, results
+from mcphost.plugins import client_input, fence, notify, results, serving
 from mcphost.plugins.context import LOG_LEVEL_STATE_KEY, ToolContext, connection_of
-from mcphost.plugins.definitions import Completer
 from mcphost.plugins.registry import RegisteredResource, RegisteredTool, Registry, invalid_arguments
 from mcphost.protocol import subscriptions, wire
 from mcphost.protocol.tasks import (
@@ -56,14 +52,10 @@ MAX_COMPLETIONS = 100
 """The most values one ``completion/complete`` answer may carry (the spec's limit)."""
 
 
-def _resource_content(uri: str, mime: str | None, value: Any, limit: int) -> Any:
-    """A resource function's value as what ``resources/read`` sends (bytes as a blob, text as
-    it is, anything else as JSON), or ``None`` when that is over ``limit`` bytes."""
-    if isinstance(value, bytes):
-        blob = base64.b64encode(value).decode()
-        return types.BlobResourceContents(uri=uri, blob=blob, mime_type=mime) if len(blob) <= limit else None
-    text = value if isinstance(value, str) else pydantic_core.to_json(value, fallback=str, indent=2).decode()
-    return types.TextResourceContents(uri=uri, text=text, mime_type=mime) if len(text) <= limit else None
+def _request_meta() -> dict[str, Any]:
+    """What a worker is told of the request it serves: its id and session, for its log lines."""
+    record = current_request.get()
+    return {} if record is None else {"id": record.request_id, "session": record.session_id}
 
 
 def error_result(message: str, code: int | None = None, **data: Any) -> types.CallToolResult:
@@ -180,9 +172,7 @@ class Handlers:
             context = ToolContext(tool.plugin, tool.name, tool.settings, ctx, exchange)
         try:
             if tool.remote is not None:
-                record = current_request.get()
-                meta = {} if record is None else {"id": record.request_id, "session": record.session_id}
-                result: Any = await tool.remote.call_tool(tool, params.arguments or {}, meta, context)
+                result: Any = await tool.remote.call_tool(tool, params.arguments or {}, _request_meta(), context)
                 # Converted in the worker, inside the same fence; measured here as any result is.
                 outcome = "too_large" if results.over(result, tool.limits.max_result_bytes) else "ok"
             else:
@@ -205,13 +195,9 @@ class Handlers:
         except fence.FenceError as error:
             code = TOOL_TIMEOUT if isinstance(error, fence.CallTimeout) else None
             return error_result(str(error), code), error.status
-        if outcome == "too_large":
-            return error_result(results.too_large(tool.name, tool.limits.max_result_bytes)), "too_large"
-        if outcome == "mismatch":
-            log.error("tool returned a bad result", tool=tool.name, plugin=tool.plugin, exc_info=result)
-            return error_result(
-                f"tool {tool.name!r} returned a result that does not match its declared output"
-            ), "error"
+        if outcome != "ok":
+            message, status = results.refusal(tool, outcome, result)
+            return error_result(message), status
         if isinstance(result, types.InputRequiredResult):
             if exchange is not None and exchange.modern and not (task is not None and task.detached):
                 return result, "input_required"
@@ -240,25 +226,13 @@ class Handlers:
     async def read_resource(self, ctx: Ctx, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
         """``resources/read``: a static resource, or the first template that matches the URI."""
         uri = str(params.uri)
-        entry, kwargs = self._resource(uri)
-        what, limit = f"resource {uri!r}", entry.limits.max_result_bytes
+        entry, arguments = self._resource(uri)
+        if entry.remote is None:
+            return await serving.read_resource(entry, uri, arguments)
         try:
-            value = await fence.run(entry.definition.fn, kwargs, entry.limits, plugin=entry.plugin, what=what)
-            size = results.measure(value, limit, results.LOOP_NODES)
-            content = functools.partial(_resource_content, uri, entry.wire.mime_type, value, limit)
-            # Anything but built-ins may run plugin code as it is rendered (``str`` of an object).
-            if size.over(limit):
-                contents = None
-            elif size.plain:
-                contents = content()
-            else:
-                contents = await fence.run(content, {}, entry.limits, plugin=entry.plugin, what=what)
+            return await entry.remote.read_resource(entry, uri, _request_meta())
         except fence.FenceError as error:
             raise MCPError(code=types.INTERNAL_ERROR, message=str(error), data={"uri": uri}) from None
-        if contents is None:
-            message = f"{what} is over its limit of {limit} bytes"
-            raise MCPError(code=types.INTERNAL_ERROR, message=message, data={"uri": uri})
-        return types.ReadResourceResult(contents=[contents])
 
     async def subscribe(self, ctx: Ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:
         """``resources/subscribe`` (2025-11-25): updates of ``uri`` go to this session's stream."""
@@ -294,64 +268,36 @@ class Handlers:
         if prompt.context_param:
             context = ToolContext(prompt.plugin, prompt.name, prompt.settings, ctx, exchange)
         try:
-            rendered = await fence.run(
-                prompt.sdk_prompt.render,
-                {"arguments": arguments, "context": context},
-                prompt.limits,
-                plugin=prompt.plugin,
-                what=f"prompt {prompt.name!r}",
-            )
+            if prompt.remote is None:
+                rendered = await serving.get_prompt(prompt, arguments, context)
+            else:
+                rendered = await prompt.remote.get_prompt(prompt, arguments, _request_meta(), context)
         except client_input.InputRequired:
             return exchange.result()
         except fence.FenceError as error:
             raise MCPError(code=types.INTERNAL_ERROR, message=str(error)) from None
-        if isinstance(rendered, types.InputRequiredResult):
-            if exchange.modern:
-                return rendered
+        if isinstance(rendered, types.InputRequiredResult) and not exchange.modern:
             raise MCPError(code=types.INTERNAL_ERROR, message=f"prompt {prompt.name!r} needs input from the client")
-        return types.GetPromptResult(
-            description=prompt.wire.description,
-            messages=[types.PromptMessage.model_validate(m.model_dump(by_alias=True)) for m in rendered],
-        )
+        return rendered
 
     async def complete(self, ctx: Ctx, params: types.CompleteRequestParams) -> types.CompleteResult:
         """``completion/complete``: suggestions for a prompt argument or a template placeholder."""
-        registry = self.get_registry()
-        ref = params.ref
-        if isinstance(ref, types.PromptReference):
-            entry: Any = registry.prompts.get(ref.name)
-            what, name = f"prompt {ref.name!r}", ref.name
-        else:
-            entry = registry.template(ref.uri)
-            what, name = f"resource template {ref.uri!r}", ref.uri
+        entry, what, name = self.get_registry().completable(params.ref)
         if entry is None or not may_use(name):
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown {what}")
-        completer = entry.definition.complete.get(params.argument.name)
-        given = params.context.arguments if params.context and params.context.arguments else {}
-        values = await self._suggest(completer, params.argument.value, given, entry, what)
+        if entry.remote is None:
+            given = params.context.arguments if params.context and params.context.arguments else {}
+            values = await serving.suggest(entry, params.argument.name, params.argument.value, given, what)
+        else:
+            try:
+                values = await entry.remote.complete(entry, params, _request_meta())
+            except fence.FenceError as error:
+                raise MCPError(code=types.INTERNAL_ERROR, message=str(error)) from None
         return types.CompleteResult(
             completion=types.Completion(
                 values=values[:MAX_COMPLETIONS], total=len(values), has_more=len(values) > MAX_COMPLETIONS
             )
         )
-
-    @staticmethod
-    async def _suggest(
-        completer: Completer | None, value: str, given: Mapping[str, str], entry: Any, what: str
-    ) -> list[str]:
-        if completer is None:
-            return []
-        if isinstance(completer, Sequence):
-            return [v for v in completer if v.startswith(value)]
-        try:
-            values = await fence.run(
-                functools.partial(completer, value, given), {}, entry.limits, plugin=entry.plugin, what=what
-            )
-        except fence.FenceError as error:
-            raise MCPError(code=types.INTERNAL_ERROR, message=str(error)) from None
-        if not isinstance(values, Sequence) or isinstance(values, str) or not all(isinstance(v, str) for v in values):
-            raise MCPError(code=types.INTERNAL_ERROR, message=f"the completions of {what} are not a list of strings")
-        return list(values)
 
     async def set_logging_level(self, ctx: Ctx, params: types.SetLevelRequestParams) -> types.EmptyResult:
         """``logging/setLevel`` (2025-11-25): the least severe level this session's tools log at."""

@@ -74,6 +74,10 @@ class WorkerToolContext(ToolContext):
             "mcphost/progress", {"call": self._call, "progress": progress, "total": total, "message": message}
         )
 
+    async def detach(self) -> bool:
+        """Go on as a task, if the client accepts tasks (see :meth:`ToolContext.detach`)."""
+        return bool(await self._channel.request("mcphost/detach", {"call": self._call}))
+
     async def close_sse_stream(self) -> None:
         """End the SSE stream this call answers on (see :meth:`ToolContext.close_sse_stream`)."""
         await self._channel.request("mcphost/close_sse_stream", {"call": self._call})
@@ -97,6 +101,6 @@ class WorkerToolContext(ToolContext):
             if error.code == INPUT_REQUIRED:
                 raise client_input.InputRequired from None
             if error.code == types.MISSING_REQUIRED_CLIENT_CAPABILITY:
-                raise MCPError(code=error.code, message=str(error)) from None
+                raise MCPError(code=error.code, message=str(error), data=error.data) from None
             raise client_input.ClientInputError(str(error)) from None
         return result_type.model_validate(answer, by_name=False)

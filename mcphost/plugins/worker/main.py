@@ -1,5 +1,6 @@
 """A plugin's worker process: it loads one plugin with the daemon's own plugin host and
-serves that plugin's tools to the daemon over the socket it was given.
+serves that plugin's tools, resources, prompts and completions to the daemon over the
+socket it was given, with MCP's own methods.
 
 Run by the daemon as ``python -m mcphost.plugins.worker.main FD LEVEL``: FD is its end of
 the socket pair, LEVEL the log level. Its log lines are JSON on stderr, which the daemon
@@ -13,19 +14,22 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import mcp_types as types
 import structlog
 import trio
 from mcp.shared.exceptions import MCPError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from mcphost.core.config import HostConfig, LoadedConfig
+from mcphost.core.config import DefaultLimits, HostConfig, LoadedConfig
 from mcphost.ops import log as logs
-from mcphost.plugins import client_input, fence, results
+from mcphost.plugins import client_input, damage, fence, leftovers, notify, results, serving
 from mcphost.plugins.host import PluginHost, PluginRecord, plugin_files
-from mcphost.plugins.registry import RegisteredTool, invalid_arguments
-from mcphost.plugins.worker.context import META_REQUEST, WorkerToolContext
+from mcphost.plugins.registry import RegisteredPrompt, RegisteredResource, RegisteredTool, invalid_arguments
+from mcphost.plugins.watchdog import Watchdog
+from mcphost.plugins.worker.context import INPUT_REQUIRED, META_REQUEST, WorkerToolContext
 from mcphost.plugins.worker.threads import ThreadCalls, on_thread, reply_of
 from mcphost.plugins.worker.wire import Channel, Message
 
@@ -33,6 +37,10 @@ log = structlog.get_logger("mcphost.worker")
 
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
+REQUEST_CANCELLED = -32800
+LEFTOVER_GRACE = 0.5
+"""Seconds what the plugin started has, after SIGTERM, before SIGKILL: well within the time
+the daemon gives a stopping worker before it kills the worker's group."""
 
 
 class Worker:
@@ -47,11 +55,23 @@ class Worker:
         self.threaded: frozenset[str] = frozenset()
         """The tools whose calls :meth:`take` may start on a thread."""
         self._nursery: trio.Nursery | None = None
+        # The same watchdog as the daemon's: code blocking this loop is named and stopped
+        # here, before the daemon's ping or a call's deadline has to end the whole worker.
+        self.watchdog = Watchdog(DefaultLimits().stall_timeout)
+        self.served: dict[str, Callable[[Message, Message], Awaitable[Any]]] = {
+            "tools/call": self.call_tool,
+            "resources/read": self.read_resource,
+            "prompts/get": self.get_prompt,
+            "completion/complete": self.complete,
+        }
+        # What the plugin announces goes to the daemon, whose subscribers hear of it.
+        notify.install(self.announce)
 
     async def serve(self) -> None:
-        """Serve until the daemon closes its end."""
+        """Serve until the daemon closes its end, the loop-stall watchdog running beside."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await nursery.start(self.watchdog.run)
             await self.channel.run()
             nursery.cancel_scope.cancel()
 
@@ -59,8 +79,8 @@ class Worker:
         """Answer one request of the daemon."""
         request_id, method, params = message["id"], message.get("method"), message.get("params") or {}
         try:
-            if method == "tools/call":
-                result: Any = await self.call_tool(request_id, params)
+            if method in self.served:
+                result: Any = await self.serve_call(request_id, params, self.served[method])
             elif method == "initialize":
                 result = await self.load(params)
             elif method == "mcphost/start":
@@ -77,8 +97,14 @@ class Worker:
             else:
                 self.channel.respond_error(request_id, METHOD_NOT_FOUND, f"unknown method {method!r}")
                 return
-        except (KeyError, TypeError, AssertionError) as error:
+        except (KeyError, TypeError, AssertionError, ValidationError) as error:
             self.channel.respond_error(request_id, INVALID_PARAMS, f"bad {method} request: {error!r}")
+            return
+        except client_input.InputRequired:
+            self.channel.respond_error(request_id, INPUT_REQUIRED, "input required")
+            return
+        except MCPError as error:
+            self.channel.respond_error(request_id, error.error.code, error.error.message, error.error.data)
             return
         self.channel.respond(request_id, result)
 
@@ -96,6 +122,7 @@ class Worker:
         """``initialize``: load the plugin as the daemon's config says; answer with its tools."""
         name = params["plugin"]
         config = HostConfig(**params["config"])
+        self.watchdog.stall_timeout = config.limits.stall_timeout
         self.host = PluginHost(LoadedConfig(config, params.get("source", "<daemon>"), ""))
         records = {r.name: r for r in await self.host.load_all()}
         record = records.get(name)
@@ -103,24 +130,21 @@ class Worker:
             problems = [{"key": p.key, "message": p.message} for p in record.problems] if record else []
             return {"error": record.error if record else f"no plugin named {name!r} is installed", "problems": problems}
         self.record = record
-        assert self._nursery is not None
         registry = record.registry
         nursery = self._nursery
+        assert nursery is not None
         self.threads = ThreadCalls(
             self.channel, int(self.host.threads.total_tokens), lambda message: nursery.start_soon(self.handle, message)
         )
         self.threaded = frozenset(t.name for t in registry.tools.values() if on_thread(t))
-        self._nursery.start_soon(self.threads.expire)
-        if registry.resources or registry.templates or registry.prompts:
-            return {
-                "error": 'with isolation = "process" a plugin serves tools only; this one also has '
-                'resources or prompts: set isolation = "inline" for it'
-            }
+        nursery.start_soon(self.threads.expire)
         return {
             "version": record.version,
             "hooks": list(record.hooks),
             "files": [str(f) for f in plugin_files(record)],
-            "tools": [_describe(t) for t in registry.tools.values()],
+            "tools": [_describe(t, t.wire, t.context_param) | {"task": t.task} for t in registry.tools.values()],
+            "resources": [_describe(r, r.wire) for r in (*registry.resources.values(), *registry.templates)],
+            "prompts": [_describe(p, p.wire, p.context_param) for p in registry.prompts.values()],
         }
 
     async def start(self) -> Message:
@@ -144,12 +168,16 @@ class Worker:
         meta = (params.get("_meta") or {}).get(META_REQUEST) or {}
         return self.threads.start(message, tool, arguments, meta)
 
-    async def call_tool(self, request_id: Any, params: Message) -> Message:
-        """``tools/call``: validate, run inside the fence, convert: what an inline call does."""
+    async def announce(self, uri: str) -> None:
+        """``notify_resource_updated`` in this process: tell the daemon."""
+        self.channel.notify("notifications/resources/updated", {"uri": uri})
+
+    async def serve_call(
+        self, request_id: Any, params: Message, serve: Callable[[Message, Message], Awaitable[Any]]
+    ) -> Any:
+        """Run one of the plugin's functions for the daemon, cancellable by the daemon, its log
+        lines tagged with the client's request."""
         assert self.record is not None
-        tool = self.record.registry.tools.get(params["name"])
-        if tool is None:
-            return {"status": "error", "message": f"Unknown tool: {params['name']}"}
         meta = (params.get("_meta") or {}).get(META_REQUEST) or {}
         token = logs.current_request.set(
             logs.RequestRecord(request_id=str(meta.get("id", request_id)), session_id=meta.get("session"))
@@ -157,23 +185,66 @@ class Worker:
         try:
             with trio.CancelScope() as scope:
                 self.calls[request_id] = scope
-                return await self._run(tool, params.get("arguments") or {}, meta)
-            return {"status": "cancelled", "message": f"tool {tool.name!r} was cancelled"}
+                return await serve(params, meta)
+            raise MCPError(code=REQUEST_CANCELLED, message="the request was cancelled")
         finally:
             self.calls.pop(request_id, None)
             logs.current_request.reset(token)
 
+    def _context(self, entry: RegisteredTool | RegisteredPrompt, meta: Message) -> WorkerToolContext:
+        return WorkerToolContext(entry.plugin, entry.name, entry.settings, meta, self.channel, meta.get("call"))
+
+    async def call_tool(self, params: Message, meta: Message) -> Message:
+        """``tools/call``: validate, run inside the fence, convert: what an inline call does."""
+        assert self.record is not None
+        tool = self.record.registry.tools.get(params["name"])
+        if tool is None:
+            return {"status": "error", "message": f"Unknown tool: {params['name']}"}
+        return await self._run(tool, params.get("arguments") or {}, meta)
+
+    async def read_resource(self, params: Message, meta: Message) -> Message:
+        """``resources/read``: read a static resource or a template's, as inline."""
+        assert self.record is not None
+        uri = str(params["uri"])
+        found = self.record.registry.find_resource(uri)
+        if found is None:
+            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown resource: {uri}", data={"uri": uri})
+        return _dump(await serving.read_resource(found[0], uri, found[1]))
+
+    async def get_prompt(self, params: Message, meta: Message) -> Message:
+        """``prompts/get``: render a prompt, as inline."""
+        assert self.record is not None
+        prompt = self.record.registry.prompts.get(params["name"])
+        if prompt is None:
+            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown prompt: {params['name']}")
+        context = self._context(prompt, meta) if prompt.context_param else None
+        return _dump(await serving.get_prompt(prompt, params.get("arguments") or {}, context))
+
+    async def complete(self, params: Message, meta: Message) -> Message:
+        """``completion/complete``: every suggestion (the daemon keeps what one answer may carry)."""
+        assert self.record is not None
+        request = types.CompleteRequestParams.model_validate(params, by_name=False)
+        entry, what, _ = self.record.registry.completable(request.ref)
+        if entry is None:
+            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown {what}")
+        context = request.context.arguments if request.context and request.context.arguments else {}
+        values = await serving.suggest(entry, request.argument.name, request.argument.value, context, what)
+        return {"completion": {"values": values}}
+
     async def _run(self, tool: RegisteredTool, arguments: Message, meta: Message) -> Message:
         assert tool.sdk_tool is not None
         fn_meta = tool.sdk_tool.fn_metadata
+        what = f"tool {tool.name!r}"
         try:
             kwargs = fn_meta.validate_arguments(arguments)
         except ValidationError as error:
             return {"status": "invalid_arguments", "message": invalid_arguments(tool.name, error)}
+        except BaseException as error:  # a validator of the plugin's own types raised
+            if fence.own_cancellation(error):
+                raise
+            return {"status": "error", "message": str(fence.failure(error, tool.plugin, what))}
         if tool.context_param:
-            kwargs[tool.context_param] = WorkerToolContext(
-                tool.plugin, tool.name, tool.settings, meta, self.channel, meta.get("call")
-            )
+            kwargs[tool.context_param] = self._context(tool, meta)
         try:
             outcome, result = await results.call(tool, kwargs)
         except client_input.InputRequired:
@@ -181,18 +252,29 @@ class Worker:
         except fence.FenceError as error:
             return {"status": error.status, "message": str(error)}
         except MCPError as error:
-            return {"status": "error", "message": error.error.message, "code": error.error.code}
+            return {
+                "status": "error",
+                "message": error.error.message,
+                "code": error.error.code,
+                "data": error.error.data,
+            }
         return reply_of(tool, outcome, result)
 
 
-def _describe(tool: RegisteredTool) -> Message:
-    """What the daemon needs of a tool to list it and bound its calls."""
+def _dump(result: BaseModel) -> Message:
+    return result.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _describe(
+    entry: RegisteredTool | RegisteredResource | RegisteredPrompt, wire: BaseModel, context: str | None = None
+) -> Message:
+    """What the daemon needs of a tool, resource, template or prompt to list it and bound its calls."""
     return {
-        "tool": tool.wire.model_dump(mode="json", by_alias=True, exclude_none=True),
-        "timeout": tool.limits.timeout,
-        "max_concurrency": tool.limits.max_concurrency,
-        "max_result_bytes": tool.limits.max_result_bytes,
-        "context": tool.context_param,
+        "wire": _dump(wire),
+        "timeout": entry.limits.timeout,
+        "max_concurrency": entry.limits.max_concurrency,
+        "max_result_bytes": entry.limits.max_result_bytes,
+        "context": context,
     }
 
 
@@ -208,7 +290,11 @@ def serve(fd: int, level: str) -> None:
     # Plugins that print would write into nothing the daemon reads as protocol: send their
     # output to the log instead.
     sys.stdout = sys.stderr
+    damage.keep_std_streams()  # what the fence puts back if the plugin closes one
     trio.run(Worker(socket.socket(fileno=fd)).serve)
+    # What the plugin started in process groups of their own would outlive the group the
+    # daemon kills: end them as the daemon ends an inline plugin's.
+    leftovers.end_children(LEFTOVER_GRACE)
     # Threads of calls abandoned at their timeout would hold up a normal exit.
     sys.stderr.flush()
     os._exit(0)

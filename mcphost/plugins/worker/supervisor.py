@@ -23,21 +23,29 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import mcp_types as types
 import orjson
 import structlog
 import trio
 from mcp.shared.exceptions import MCPError
+from mcp.shared.uri_template import UriTemplate
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 
-from mcphost.plugins import client_input, fence
+from mcphost.plugins import client_input, fence, notify
 from mcphost.plugins.context import ToolContext
+from mcphost.plugins.definitions import PromptDef, ResourceDef
 from mcphost.plugins.limits import ToolLimits
-from mcphost.plugins.registry import RegisteredTool
+from mcphost.plugins.registry import (
+    RegisteredPrompt,
+    RegisteredResource,
+    RegisteredTool,
+    Registry,
+    remote_only,
+)
 from mcphost.plugins.worker.context import INPUT_REQUIRED, META_REQUEST
 from mcphost.plugins.worker.wire import Channel, ChannelClosed, Framer, Message, RemoteError, encode
 from mcphost.plugins.worker.zygote_client import ForkedChild, Zygotes, ZygoteUnavailable, describe
@@ -313,6 +321,8 @@ class PluginWorker:
         self._contexts: dict[int, ToolContext] = {}
         self.names: dict[str, str] = {}
         """A server's own name of each tool, by public name (``command`` only)."""
+        self.on_tools_changed: Callable[[], Awaitable[None]] | None = None
+        """Called when a server's tools changed (it said so, or it was restarted with others)."""
 
     @property
     def hello(self) -> Message:
@@ -378,50 +388,120 @@ class PluginWorker:
 
     async def call_tool(
         self, tool: RegisteredTool, arguments: dict[str, Any], meta: dict[str, Any], context: ToolContext | None
-    ) -> types.CallToolResult:
-        """Run ``tool`` in the worker (see :class:`~mcphost.plugins.registry.RemoteTools`)."""
-        timeout, call = tool.limits.timeout, next(self._calls)
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        """Run ``tool`` in the worker (see :class:`~mcphost.plugins.registry.Remote`)."""
+        name = self.names[tool.name] if self.spec.command else tool.name
+        what = f"tool {tool.name!r}"
+        try:
+            reply = await self._request(
+                "tools/call", {"name": name, "arguments": arguments}, what, tool.limits, meta, context
+            )
+        except RemoteError as error:
+            raise WorkerCallError(f"{what} failed: {error}") from None
+        if self.spec.command:
+            return types.CallToolResult.model_validate(reply, by_name=False)
+        return _result(tool, reply)
+
+    async def read_resource(
+        self, entry: RegisteredResource, uri: str, meta: dict[str, Any]
+    ) -> types.ReadResourceResult:
+        """Read a resource in the worker (see :class:`~mcphost.plugins.registry.Remote`)."""
+        reply = await self._answer("resources/read", {"uri": uri}, f"resource {uri!r}", entry.limits, meta, None)
+        return types.ReadResourceResult.model_validate(reply, by_name=False)
+
+    async def get_prompt(
+        self, prompt: RegisteredPrompt, arguments: dict[str, Any], meta: dict[str, Any], context: ToolContext | None
+    ) -> types.GetPromptResult | types.InputRequiredResult:
+        """Render a prompt in the worker (see :class:`~mcphost.plugins.registry.Remote`)."""
+        params = {"name": prompt.name, "arguments": arguments}
+        reply = await self._answer("prompts/get", params, f"prompt {prompt.name!r}", prompt.limits, meta, context)
+        if reply.get("resultType") == "input_required":
+            return types.InputRequiredResult.model_validate(reply, by_name=False)
+        return types.GetPromptResult.model_validate(reply, by_name=False)
+
+    async def complete(
+        self, entry: RegisteredPrompt | RegisteredResource, params: types.CompleteRequestParams, meta: dict[str, Any]
+    ) -> list[str]:
+        """Completions suggested in the worker (see :class:`~mcphost.plugins.registry.Remote`)."""
+        ref = params.ref
+        what = f"prompt {ref.name!r}" if isinstance(ref, types.PromptReference) else f"resource template {ref.uri!r}"
+        request = params.model_dump(mode="json", by_alias=True, exclude_none=True)
+        reply = await self._answer("completion/complete", request, what, entry.limits, meta, None)
+        values = reply["completion"]["values"]
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise MCPError(code=types.INTERNAL_ERROR, message=f"the completions of {what} are not a list of strings")
+        return values
+
+    async def _answer(
+        self,
+        method: str,
+        params: Message,
+        what: str,
+        limits: ToolLimits,
+        meta: dict[str, Any],
+        context: ToolContext | None,
+    ) -> Message:
+        """:meth:`_request`, the worker's refusal raised as the ``MCPError`` an inline call raises."""
+        try:
+            reply: Message = await self._request(method, params, what, limits, meta, context)
+        except RemoteError as error:
+            if error.code == INPUT_REQUIRED:
+                raise client_input.InputRequired from None
+            raise MCPError(code=error.code, message=str(error), data=error.data) from None
+        return reply
+
+    async def _request(
+        self,
+        method: str,
+        params: Message,
+        what: str,
+        limits: ToolLimits,
+        meta: dict[str, Any],
+        context: ToolContext | None,
+    ) -> Any:
+        """Send one call to the worker and wait for its answer, within the call's timeout (and,
+        for a worker of ours, :data:`KILL_GRACE`, past which the worker is ended); raises
+        :class:`~mcphost.plugins.fence.FenceError` when no answer came, :class:`RemoteError`
+        when the worker refused."""
+        timeout, call = limits.timeout, next(self._calls)
         if self.spec.command:
             # An MCP server is told of cancellation in MCP's own way, and echoes this token
             # in its progress notifications.
             grace = 0.0
-            params = {"name": self.names[tool.name], "arguments": arguments, "_meta": {"progressToken": call}}
+            params = {**params, "_meta": {"progressToken": call}}
         else:
             grace = KILL_GRACE
-            meta = {**meta, "call": call, **_context_meta(context)}
-            params = {"name": tool.name, "arguments": arguments, "_meta": {META_REQUEST: meta}}
+            params = {**params, "_meta": {META_REQUEST: {**meta, "call": call, **_context_meta(context)}}}
         if context is not None:
             self._contexts[call] = context
         process = None
         self._in_flight += 1
         try:
-            with trio.move_on_after(timeout + grace) as deadline:
+            with trio.move_on_after(timeout + grace):
                 channel = await self._channel()
                 process = self.process
                 try:
-                    reply = await channel.request("tools/call", params)
+                    return await channel.request(method, params)
                 except ChannelClosed:
-                    raise WorkerCallError(f"tool {tool.name!r} failed: {await self._ending(process)}") from None
-                except RemoteError as error:
-                    raise WorkerCallError(f"tool {tool.name!r} failed: {error}") from None
+                    raise WorkerCallError(f"{what} failed: {await self._ending(process)}") from None
         finally:
             self._contexts.pop(call, None)
             self._in_flight -= 1
             if not self._in_flight:
                 self._signal()
-        if deadline.cancelled_caught:
-            if process is None:
-                raise fence.CallTimeout(f"tool {tool.name!r} timed out after {timeout:g}s: {self._why_down()}")
-            if self.spec.command:
-                raise fence.CallTimeout(f"tool {tool.name!r} timed out after {timeout:g}s and was cancelled")
-            self._end(process, f"tool {tool.name!r} overran its timeout of {timeout:g}s and could not be cancelled")
-            raise fence.CallTimeout(
-                f"tool {tool.name!r} timed out after {timeout:g}s and could not be cancelled, "
-                f"so the worker of plugin {self.spec.plugin!r} was ended"
-            )
+        self._overran(what, timeout, process)
+
+    def _overran(self, what: str, timeout: float, process: Process | None) -> NoReturn:
+        """The call overran its deadline: say why, ending the worker if it could not end the call."""
+        if process is None:
+            raise fence.CallTimeout(f"{what} timed out after {timeout:g}s: {self._why_down()}")
         if self.spec.command:
-            return types.CallToolResult.model_validate(reply, by_name=False)
-        return _result(tool, reply)
+            raise fence.CallTimeout(f"{what} timed out after {timeout:g}s and was cancelled")
+        self._end(process, f"{what} overran its timeout of {timeout:g}s and could not be cancelled")
+        raise fence.CallTimeout(
+            f"{what} timed out after {timeout:g}s and could not be cancelled, "
+            f"so the worker of plugin {self.spec.plugin!r} was ended"
+        )
 
     async def _channel(self) -> Channel:
         """The running worker's channel, waiting while it (re)starts."""
@@ -493,9 +573,12 @@ class PluginWorker:
                 return
             if self.zygotes is not None:
                 self.zygotes.ensure()
+            listed = self.hello.get("tools")
             try:
                 self.process = await trio.to_thread.run_sync(spawn, self.spec, self.zygotes)
                 self.restarts += 1
+                if self.spec.command and self.hello.get("tools") != listed and self.on_tools_changed is not None:
+                    await self.on_tools_changed()
             except WorkerStartError as error:
                 log.error("plugin worker did not start", plugin=self.spec.plugin, error=str(error))
                 self.process = None
@@ -508,7 +591,7 @@ class PluginWorker:
         if self.spec.command:
             channel = Channel(process.sock, self._server_asked, self._server_notified)
         else:
-            channel = Channel(process.sock, self._asked)
+            channel = Channel(process.sock, self._asked, self._notified)
         error = None
         try:
             async with trio.open_nursery() as nursery:
@@ -599,7 +682,7 @@ class PluginWorker:
 
     async def _asked(self, message: Message) -> None:
         """What a tool does through its context: progress, log messages, closing its stream,
-        and questions to the client (elicitation, sampling, roots)."""
+        going on as a task, and questions to the client (elicitation, sampling, roots)."""
         channel = self._current()
         params, method = message.get("params") or {}, message.get("method")
         context = self._contexts.get(params.get("call", 0))
@@ -614,6 +697,8 @@ class PluginWorker:
                 await context.log(params["level"], params.get("data"), params.get("logger"))
             elif method == "mcphost/close_sse_stream":
                 await context.close_sse_stream()
+            elif method == "mcphost/detach":
+                answer = await context.detach()
             elif method == "mcphost/ask" and params.get("kind") in _ASKS:
                 request_type, result_type = _ASKS[params["kind"]]
                 request = request_type.model_validate(params["request"], by_name=False)
@@ -625,11 +710,17 @@ class PluginWorker:
         except client_input.InputRequired:
             channel.respond_error(message["id"], INPUT_REQUIRED, "input required")
         except MCPError as error:
-            channel.respond_error(message["id"], error.error.code, error.error.message)
+            channel.respond_error(message["id"], error.error.code, error.error.message, error.error.data)
         except Exception as error:
             channel.respond_error(message["id"], -32000, str(error))
         else:
             channel.respond(message["id"], answer)
+
+    async def _notified(self, message: Message) -> None:
+        """The plugin announced that one of its resources changed: its subscribers hear of it."""
+        uri = (message.get("params") or {}).get("uri")
+        if message.get("method") == "notifications/resources/updated" and isinstance(uri, str):
+            await notify.notify_resource_updated(uri)
 
     async def _server_asked(self, message: Message) -> None:
         """A server's request: ``ping``; ``roots/list``, answered from ``[plugins.<name>] roots``
@@ -675,7 +766,26 @@ class PluginWorker:
         elif method == "notifications/message":
             log.info("plugin log message", plugin=self.spec.plugin, level=params.get("level"), data=params.get("data"))
         elif method == "notifications/tools/list_changed":
-            log.warning("the server's tools changed; a reload of the plugin lists them again", plugin=self.spec.plugin)
+            await self._relist(self._current())
+
+    async def _relist(self, channel: Channel) -> None:
+        """List a server's tools again (every page), and have its plugin's catalogue follow."""
+        tools: list[Message] = []
+        cursor = None
+        try:
+            while True:
+                listed = await channel.request("tools/list", {"cursor": cursor} if cursor else {})
+                tools += listed.get("tools") or []
+                if not (cursor := listed.get("nextCursor")):
+                    break
+        except (ChannelClosed, RemoteError, AttributeError) as error:
+            log.error("the server's tools changed but could not be listed", plugin=self.spec.plugin, error=str(error))
+            return
+        if self.process is not None and tools != self.process.hello.get("tools"):
+            self.process.hello = {**self.process.hello, "tools": tools}
+            log.info("the server's tools changed", plugin=self.spec.plugin, tools=len(tools))
+            if self.on_tools_changed is not None:
+                await self.on_tools_changed()
 
     def _current(self) -> Channel:
         # Requests come on the channel of the call that asks, which is the current one.
@@ -698,32 +808,65 @@ def _context_meta(context: ToolContext | None) -> dict[str, Any]:
     }
 
 
-def _result(tool: RegisteredTool, reply: Message) -> types.CallToolResult:
+def _result(tool: RegisteredTool, reply: Message) -> types.CallToolResult | types.InputRequiredResult:
     status = reply.get("status")
     if status == "ok":
-        return types.CallToolResult.model_validate(reply["result"], by_name=False)
+        result = reply["result"]
+        if result.get("resultType") == "input_required":  # the tool asked the client itself
+            return types.InputRequiredResult.model_validate(result, by_name=False)
+        return types.CallToolResult.model_validate(result, by_name=False)
     if status == "input_required":
         raise client_input.InputRequired
     message = str(reply.get("message", f"tool {tool.name!r} failed"))
     if status == "timeout":
         raise fence.CallTimeout(message)
     if "code" in reply:
-        raise MCPError(code=int(reply["code"]), message=message)
+        raise MCPError(code=int(reply["code"]), message=message, data=reply.get("data"))
     raise WorkerCallError(message, str(status))
 
 
-def tools_of(
+def catalogue_of(
     worker: PluginWorker, plugin: str, threads: tuple[trio.CapacityLimiter, trio.CapacityLimiter], settings: Any = None
-) -> list[RegisteredTool]:
-    """Catalogue entries for the tools a worker listed (``threads``: the plugin's share and the
-    process's budget, as for any tool; its calls hold no thread of this process)."""
-    entries = []
-    for entry in worker.hello.get("tools", ()):
-        wire = types.Tool.model_validate(entry["tool"], by_name=False)
+) -> Registry:
+    """Catalogue entries for what a worker listed: tools, resources, templates and prompts
+    (``threads``: the plugin's share and the process's budget, as for any tool; its calls
+    hold no thread of this process)."""
+
+    def limits(entry: Message) -> ToolLimits:
         concurrency = entry["max_concurrency"]
         pool = trio.CapacityLimiter(concurrency)
-        limits = ToolLimits(entry["timeout"], concurrency, entry["max_result_bytes"], pool, threads)
-        entries.append(
-            RegisteredTool(wire.name, plugin, None, wire, limits, settings, entry.get("context"), remote=worker)
+        return ToolLimits(entry["timeout"], concurrency, entry["max_result_bytes"], pool, threads)
+
+    hello = worker.hello
+    tools = {}
+    for entry in hello.get("tools", ()):
+        tool = types.Tool.model_validate(entry["wire"], by_name=False)
+        tools[tool.name] = RegisteredTool(
+            tool.name, plugin, None, tool, limits(entry), settings, entry.get("context"), entry.get("task"), worker
         )
-    return entries
+    resources, templates = {}, []
+    for entry in hello.get("resources", ()):
+        if "uriTemplate" in entry["wire"]:
+            template = types.ResourceTemplate.model_validate(entry["wire"], by_name=False)
+            parsed = UriTemplate.parse(template.uri_template)
+            definition = ResourceDef(remote_only, template.uri_template)
+            templates.append(RegisteredResource(plugin, definition, parsed, template, limits(entry), worker))
+        else:
+            static = types.Resource.model_validate(entry["wire"], by_name=False)
+            definition = ResourceDef(remote_only, str(static.uri))
+            resources[str(static.uri)] = RegisteredResource(plugin, definition, None, static, limits(entry), worker)
+    prompts = {}
+    for entry in hello.get("prompts", ()):
+        prompt = types.Prompt.model_validate(entry["wire"], by_name=False)
+        prompts[prompt.name] = RegisteredPrompt(
+            prompt.name,
+            plugin,
+            None,
+            prompt,
+            limits(entry),
+            settings,
+            PromptDef(remote_only, prompt.name),
+            entry.get("context"),
+            worker,
+        )
+    return Registry(tools, resources, tuple(templates), prompts)

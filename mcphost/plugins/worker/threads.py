@@ -42,12 +42,9 @@ log = structlog.get_logger("mcphost.worker")
 
 def reply_of(tool: RegisteredTool, outcome: str, result: Any) -> Message:
     """What the daemon is told of a call whose value was shaped (:func:`results.convert`)."""
-    if outcome == "too_large":
-        return {"status": "too_large", "message": results.too_large(tool.name, tool.limits.max_result_bytes)}
-    if outcome == "mismatch":
-        log.error("tool returned a bad result", tool=tool.name, plugin=tool.plugin, exc_info=result)
-        message = f"tool {tool.name!r} returned a result that does not match its declared output"
-        return {"status": "error", "message": message}
+    if outcome != "ok":
+        message, status = results.refusal(tool, outcome, result)
+        return {"status": status, "message": message}
     return {"status": "ok", "result": result.model_dump(mode="json", by_alias=True, exclude_none=True)}
 
 

@@ -39,9 +39,10 @@ class ChannelClosed(Exception):
 class RemoteError(Exception):
     """The other end answered a request with a JSON-RPC error."""
 
-    def __init__(self, code: int, message: str):
+    def __init__(self, code: int, message: str, data: Any = None):
         super().__init__(message)
         self.code = code
+        self.data = data
 
 
 def encode(message: Message) -> bytes:
@@ -162,7 +163,7 @@ class Channel:
         reply: Message = await trio.lowlevel.wait_task_rescheduled(abort)
         if "error" in reply:
             error = reply["error"]
-            raise RemoteError(error.get("code", 0), str(error.get("message", "")))
+            raise RemoteError(error.get("code", 0), str(error.get("message", "")), error.get("data"))
         return reply.get("result")
 
     def notify(self, method: str, params: Message) -> None:
@@ -173,9 +174,10 @@ class Channel:
         """Answer the other end's request ``request_id`` (``later``: see :meth:`send`)."""
         self.send({"jsonrpc": "2.0", "id": request_id, "result": result}, later=later)
 
-    def respond_error(self, request_id: Any, code: int, message: str) -> None:
+    def respond_error(self, request_id: Any, code: int, message: str, data: Any = None) -> None:
         """Refuse the other end's request ``request_id``."""
-        self.send({"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}})
+        error = {"code": code, "message": message} if data is None else {"code": code, "message": message, "data": data}
+        self.send({"jsonrpc": "2.0", "id": request_id, "error": error})
 
     def send(self, message: Message, *, later: bool = False) -> None:
         """Send ``message`` now if the socket takes it, else queue it for the writer task;

@@ -51,5 +51,18 @@ async def roots(ctx: Context) -> list[str]:
     return [str(root.uri) for root in listed.roots]
 
 
+@mcp.tool()
+async def grow(ctx: Context) -> str:
+    """Add a tool ``multiply``, and tell the client the tools changed."""
+    mcp.add_tool(multiply)
+    await ctx.session.send_tool_list_changed()
+    return "grown"
+
+
+def multiply(a: int, b: int) -> int:
+    """Multiply two integers."""
+    return a * b
+
+
 if __name__ == "__main__":
     mcp.run("stdio")

@@ -51,6 +51,7 @@ async def freeze() -> str:
     """Leave behind a task that never yields: the worker answers nothing more after this."""
 
     async def spin() -> None:
+        await trio.sleep(0.5)  # once the call has answered
         while True:
             pass
 

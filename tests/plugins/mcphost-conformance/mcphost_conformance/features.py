@@ -1,10 +1,12 @@
 """The parts of mcphost's plugin API the conformance suite does not exercise, for mcphost's
 own tests: structured output, resource links, announcing resource updates, cancellation,
-a sync tool talking to the client from its worker thread, logging levels, roots."""
+a sync tool talking to the client from its worker thread, logging levels, roots, a tool
+asking the client with the low-level 2026-07-28 API."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import trio
 from pydantic import BaseModel
@@ -23,7 +25,19 @@ class Forecast(BaseModel):
 
 @mcphost.hookimpl
 def mcphost_tools() -> list[object]:
-    return [forecast, links, announce, wait, block, count_in_thread, log_levels, roots, identity, long_report]
+    return [
+        forecast,
+        links,
+        announce,
+        wait,
+        block,
+        count_in_thread,
+        log_levels,
+        roots,
+        identity,
+        long_report,
+        confirm_by_hand,
+    ]
 
 
 def forecast(city: str) -> Forecast:
@@ -92,3 +106,15 @@ async def long_report(steps: int, ctx: mcphost.ToolContext) -> str:
         await ctx.report_progress(step, steps, f"step {step}")
         await trio.sleep(1)
     return f"{steps} steps done"
+
+
+async def confirm_by_hand(ctx: mcphost.ToolContext) -> Any:
+    """Ask for a confirmation by returning an ``InputRequiredResult`` itself (2026-07-28)."""
+    answer = ctx.input_responses.get("confirm")
+    if answer is None:
+        schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}}
+        question = types.ElicitRequest(
+            params=types.ElicitRequestFormParams(message="Please confirm", requested_schema=schema)
+        )
+        return types.InputRequiredResult(input_requests={"confirm": question}, request_state="asked")
+    return f"confirmed={answer['content']['ok']} after {ctx.request_state}"
