@@ -11,6 +11,7 @@ daemon handles by ending this process.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import sys
@@ -138,13 +139,15 @@ class Worker:
         )
         self.threaded = frozenset(t.name for t in registry.tools.values() if on_thread(t))
         nursery.start_soon(self.threads.expire)
+        pools: dict[int, int] = {}
+        describe = functools.partial(_describe, pools)
         return {
             "version": record.version,
             "hooks": list(record.hooks),
             "files": [str(f) for f in plugin_files(record)],
-            "tools": [_describe(t, t.wire, t.context_param) | {"task": t.task} for t in registry.tools.values()],
-            "resources": [_describe(r, r.wire) for r in (*registry.resources.values(), *registry.templates)],
-            "prompts": [_describe(p, p.wire, p.context_param) for p in registry.prompts.values()],
+            "tools": [describe(t, t.wire, t.context_param) | {"task": t.task} for t in registry.tools.values()],
+            "resources": [describe(r, r.wire) for r in (*registry.resources.values(), *registry.templates)],
+            "prompts": [describe(p, p.wire, p.context_param) for p in registry.prompts.values()],
         }
 
     async def start(self) -> Message:
@@ -266,13 +269,19 @@ def _dump(result: BaseModel) -> Message:
 
 
 def _describe(
-    entry: RegisteredTool | RegisteredResource | RegisteredPrompt, wire: BaseModel, context: str | None = None
+    pools: dict[int, int],
+    entry: RegisteredTool | RegisteredResource | RegisteredPrompt,
+    wire: BaseModel,
+    context: str | None = None,
 ) -> Message:
-    """What the daemon needs of a tool, resource, template or prompt to list it and bound its calls."""
+    """What the daemon needs of a tool, resource, template or prompt to list it and bound its
+    calls; ``pool`` numbers the concurrency pools (``pools`` keeps the numbers), so that the
+    daemon shares one among the entries that share it here, as it would inline."""
     return {
         "wire": _dump(wire),
         "timeout": entry.limits.timeout,
         "max_concurrency": entry.limits.max_concurrency,
+        "pool": pools.setdefault(id(entry.limits.pool), len(pools)),
         "max_result_bytes": entry.limits.max_result_bytes,
         "context": context,
     }

@@ -472,6 +472,12 @@ class PluginWorker:
         else:
             grace = KILL_GRACE
             params = {**params, "_meta": {META_REQUEST: {**meta, "call": call, **_context_meta(context)}}}
+        # The call holds a slot of its pool while the worker runs it, so that the daemon sees
+        # it running or waiting; the wait for a slot is bounded by the timeout, as inline.
+        with trio.move_on_after(timeout) as waiting:
+            await limits.pool.acquire()
+        if waiting.cancelled_caught:
+            raise fence.overran(limits, what, waiting_for_thread=False)
         if context is not None:
             self._contexts[call] = context
         process = None
@@ -485,6 +491,7 @@ class PluginWorker:
                 except ChannelClosed:
                     raise WorkerCallError(f"{what} failed: {await self._ending(process)}") from None
         finally:
+            limits.pool.release()
             self._contexts.pop(call, None)
             self._in_flight -= 1
             if not self._in_flight:
@@ -830,11 +837,14 @@ def catalogue_of(
 ) -> Registry:
     """Catalogue entries for what a worker listed: tools, resources, templates and prompts
     (``threads``: the plugin's share and the process's budget, as for any tool; its calls
-    hold no thread of this process)."""
+    hold no thread of this process). Entries that share a concurrency pool in the worker
+    share one here, which a call holds while the worker runs it: the daemon counts a
+    worker's calls running and waiting per plugin as it counts an inline plugin's."""
+    pools: dict[int, trio.CapacityLimiter] = {}
 
     def limits(entry: Message) -> ToolLimits:
         concurrency = entry["max_concurrency"]
-        pool = trio.CapacityLimiter(concurrency)
+        pool = pools.setdefault(entry["pool"], trio.CapacityLimiter(concurrency))
         return ToolLimits(entry["timeout"], concurrency, entry["max_result_bytes"], pool, threads)
 
     hello = worker.hello
