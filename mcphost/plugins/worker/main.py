@@ -123,6 +123,8 @@ class Worker:
         """``initialize``: load the plugin as the daemon's config says; answer with its tools."""
         name = params["plugin"]
         config = HostConfig(**params["config"])
+        daemons = [str(p) for p in params.get("path", ())]
+        sys.path[:] = [*daemons, *(p for p in sys.path if p not in daemons)]
         self.watchdog.stall_timeout = config.limits.stall_timeout
         self.host = PluginHost(LoadedConfig(config, params.get("source", "<daemon>"), ""))
         records = {r.name: r for r in await self.host.load_all()}

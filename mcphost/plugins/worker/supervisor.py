@@ -211,7 +211,9 @@ def _load(spec: WorkerSpec, process: Process) -> Process:
         if spec.command:
             process.hello = _server_hello(ours)
         else:
-            params = {"plugin": spec.plugin, "config": spec.config, "source": spec.source}
+            # The daemon's import path: the worker finds the plugin where the daemon found it
+            # (``PYTHONPATH``, a path ``site`` added), though its environment is scrubbed.
+            params = {"plugin": spec.plugin, "config": spec.config, "source": spec.source, "path": sys.path}
             process.hello = _handshake(ours, _request(0, "initialize", params))
     except (OSError, ValueError) as error:
         process.kill_group()
