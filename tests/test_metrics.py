@@ -310,7 +310,7 @@ def test_status_command_table_and_json(guarded: RunningDaemon) -> None:
         "name": "echo",
         "version": "0.1.0",
         "status": "loaded",
-        "isolation": "inline",
+        "isolation": "process",
         "restarts": 0,
         "tools": 6,
         "inflight": 0,

@@ -29,6 +29,7 @@ MIXED = {
     "plugins": {
         "enable": ["echo", "faulty", "broken_import", "broken_hook", "bad_shape"],
         "disable": ["clash"],
+        "faulty": {"isolation": "inline"},
     }
 }
 CLASH = {"plugins": {"enable": ["echo", "clash"], "clash": {"prefix": "echo"}}}
@@ -182,7 +183,14 @@ def test_misbehaving_tools_still_load(listings: Listings) -> None:
 def test_disabled_plugin_row_has_no_tools_or_error(listings: Listings) -> None:
     """``clash`` is disabled: listed with its version and origin, nothing in the last column."""
     row = listings.mixed.rows()["clash"]
-    assert row == {"version": "0.1.0", "origin": "package", "isolation": "inline", "status": "disabled", "detail": ""}
+    assert row == {"version": "0.1.0", "origin": "package", "isolation": "process", "status": "disabled", "detail": ""}
+
+
+def test_the_isolation_column_says_which_plugin_runs_where(listings: Listings) -> None:
+    """Every plugin runs in a worker process unless its table says ``inline``."""
+    rows = listings.mixed.rows()
+    assert rows["echo"]["isolation"] == "process" and rows["faulty"]["isolation"] == "inline"
+    assert listings.mixed_json.records()["faulty"]["isolation"] == "inline"
 
 
 def test_plugin_not_enabled_is_listed_as_disabled(listings: Listings) -> None:
@@ -236,7 +244,7 @@ def test_json_record_of_loaded_plugin(listings: Listings) -> None:
     """The JSON record of ``echo``: full origin, tools, hooks implemented, no error."""
     record = listings.mixed_json.records()["echo"]
     assert record["origin"] == "package mcphost-testplugins 0.1.0"
-    assert record["status"] == "loaded" and record["isolation"] == "inline"
+    assert record["status"] == "loaded" and record["isolation"] == "process"
     assert record["tools"] == ECHO_TOOLS
     assert "mcphost_tools" in record["hooks"]
     assert record["error"] is None
@@ -267,7 +275,7 @@ def test_path_plugin_shows_origin_path(listings: Listings) -> None:
     assert row == {
         "version": "-",
         "origin": "path",
-        "isolation": "inline",
+        "isolation": "process",
         "status": "loaded",
         "detail": f"{LOCAL_PLUGIN}_hello",
     }

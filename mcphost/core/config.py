@@ -97,9 +97,10 @@ class PluginConfig(LimitsConfig):
     """Per-tool limit overrides, keyed by the tool's unprefixed name."""
     settings: dict[str, Any] = Field(default_factory=dict)
     """The plugin's own settings, validated against its model at load."""
-    isolation: Literal["inline", "process"] = "inline"
-    """``process``: the plugin runs in a worker process of its own, supervised by the daemon;
-    ``inline``: in the daemon's process, behind the in-process fence."""
+    isolation: Literal["inline", "process"] = "process"
+    """``process`` (the default): the plugin runs in a worker process of its own, supervised
+    by the daemon; ``inline``: in the daemon's process, behind the in-process fence, for a
+    plugin trusted as the daemon is."""
     env: dict[str, str] = Field(default_factory=dict)
     """Environment variables of the plugin's worker, on top of ``PATH``, ``HOME`` and ``LANG``."""
     command: list[str] = Field(default_factory=list)
