@@ -35,6 +35,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.uri_template import UriTemplate
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 
+from mcphost.ops.log import RequestRecord, current_request
 from mcphost.plugins import client_input, fence, notify
 from mcphost.plugins.context import ToolContext
 from mcphost.plugins.definitions import PromptDef, ResourceDef
@@ -321,6 +322,9 @@ class PluginWorker:
         self._calls = itertools.count(1)
         self._in_flight = 0
         self._contexts: dict[int, ToolContext] = {}
+        self._requests: dict[int, RequestRecord | None] = {}
+        """The request each call with a context serves: what it asks the client is asked in
+        that request's name (its caller's share of questions, its log lines)."""
         self.names: dict[str, str] = {}
         """A server's own name of each tool, by public name (``command`` only)."""
         self.on_tools_changed: Callable[[], Awaitable[None]] | None = None
@@ -482,6 +486,7 @@ class PluginWorker:
             raise fence.overran(limits, what, waiting_for_thread=False)
         if context is not None:
             self._contexts[call] = context
+            self._requests[call] = current_request.get()
         process = None
         self._in_flight += 1
         try:
@@ -495,6 +500,7 @@ class PluginWorker:
         finally:
             limits.pool.release()
             self._contexts.pop(call, None)
+            self._requests.pop(call, None)
             self._in_flight -= 1
             if not self._in_flight:
                 self._signal()
@@ -694,10 +700,12 @@ class PluginWorker:
         going on as a task, and questions to the client (elicitation, sampling, roots)."""
         channel = self._current()
         params, method = message.get("params") or {}, message.get("method")
-        context = self._contexts.get(params.get("call", 0))
+        call = params.get("call", 0)
+        context = self._contexts.get(call)
         if context is None:
             channel.respond_error(message["id"], -32602, "no call in flight has this id")
             return
+        serving = current_request.set(self._requests.get(call))
         try:
             answer: Any = {}
             if method == "mcphost/progress":
@@ -724,6 +732,8 @@ class PluginWorker:
             channel.respond_error(message["id"], -32000, str(error))
         else:
             channel.respond(message["id"], answer)
+        finally:
+            current_request.reset(serving)
 
     async def _notified(self, message: Message) -> None:
         """The plugin announced that one of its resources changed: its subscribers hear of it."""
