@@ -325,7 +325,9 @@ def test_a_worker_that_keeps_ending_settles_as_failed(mcphost_daemon) -> None:
 
 def test_mcphost_plugins_says_which_plugins_are_isolated(tmp_path: Path) -> None:
     config = tmp_path / "mcphost.toml"
-    config.write_text(to_toml(CONFIG | {"plugins": {**CONFIG["plugins"], "enable": ["hostile", "echo"]}}))
+    # echo is set inline (the default is process), so both values show.
+    plugins = {**CONFIG["plugins"], "enable": ["hostile", "echo"], "echo": {"isolation": "inline"}}
+    config.write_text(to_toml(CONFIG | {"plugins": plugins}))
     listing = subprocess.run(
         [sys.executable, "-m", "mcphost", "plugins", "--config", str(config)],
         capture_output=True,

@@ -75,7 +75,9 @@ def daemon(module_daemon, jwks: JwksServer, tmp_path_factory) -> RunningDaemon:
     plugin.write_text(PEEK_PLUGIN)
     config = {
         "auth": {"oauth": oauth_config(jwks), "keys": {KEY.name: KEY.entry}},
-        "plugins": {"enable": ["echo", "peek"], "paths": [str(plugin)]},
+        # Inline: only there does a tool's context hold the SDK's HTTP request at all (a
+        # worker's holds no request object), so only there could the header leak.
+        "plugins": {"enable": ["echo", "peek"], "paths": [str(plugin)], "peek": {"isolation": "inline"}},
     }
     return module_daemon(config)
 
