@@ -241,6 +241,45 @@ def test_a_path_plugin_broken_at_start_is_watched_until_fixed(tmp_path: Path) ->
         daemon.stop()
 
 
+SELF_MENDING_SOURCE = '''
+from pathlib import Path
+
+import mcphost
+
+
+@mcphost.hookimpl
+def mcphost_tools():
+    def version() -> str:
+        """Which version answers."""
+        return "first"
+
+    return [version]
+
+
+@mcphost.hookimpl
+async def mcphost_startup():
+    # Written after the daemon read this file and before its watcher is up.
+    Path(__file__).write_text({second!r})
+'''
+
+
+def test_a_plugin_changed_before_the_watcher_is_up_is_reloaded(tmp_path: Path) -> None:
+    """A file written after the daemon read it but before its file watcher was watching (here
+    by the plugin's own start-up hook, which runs in between) is reloaded all the same, not
+    missed until the next change."""
+    (tmp_path / "plugins").mkdir()
+    plugin_file = tmp_path / "plugins" / "mending.py"
+    plugin_file.write_text(SELF_MENDING_SOURCE.format(second=PLUGIN_SOURCE.format(version="second")))
+    plugins = {"paths": [str(plugin_file)], "enable": ["mending"]}
+    daemon = start_daemon(tmp_path, {"reload": {"watch": True, "debounce_ms": 50}, "plugins": plugins})
+    try:
+        line = wait_for_reload(daemon, 0)
+        assert line["changed"] == ["mending"] and line["failed"] == [], line
+        assert answer(daemon, "mending_version") == "second"
+    finally:
+        daemon.stop()
+
+
 TRACED_SOURCE = '''
 from pathlib import Path
 

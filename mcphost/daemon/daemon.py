@@ -82,6 +82,14 @@ LIST_CHANGED_EVENTS: dict[str, ServerEvent] = {
 }
 SETTLE_DELAY = 1.0
 """Seconds after start-up before the collector settles (:meth:`Daemon._settle_later`)."""
+WATCH_CHECK_MS = 500
+"""How often the file watcher wakes without a change (to check, once it is up, for a change
+made before it was: see :meth:`Daemon._watch_files`)."""
+MTIME_SLACK_NS = 20_000_000
+"""A file's modification time comes from the kernel's coarse clock, which may be a tick behind
+``time.time_ns()``: a file written just after a load began can look older than the load by
+this much."""
+
 RESTART_ONLY = ("server", "sessions", "log", "rate_limits", "admin", "state", "tasks", "proxy", "metrics", "tracing")
 """Config tables a reload does not apply (a warning says so when they changed); of ``[auth]``,
 a reload applies the keys and not ``[auth.oauth]``."""
@@ -212,6 +220,8 @@ class Daemon:
         self._hosts: list[str] = []
         """The addresses served (systemd's sockets), which decide whether authentication is required."""
         self._reload_lock = trio.Lock()
+        self._read_at_ns = 0
+        """When the plugins and config now served began to be read (``time.time_ns()``)."""
         self._stop = trio.Event()
         self._settle_due = trio.Event()
 
@@ -221,6 +231,7 @@ class Daemon:
         # Watched from the first import on: a start-up hook blocking the loop fails too.
         async with trio.open_nursery() as nursery:
             await nursery.start(self.loop_watchdog.run)
+            self._read_at_ns = time.time_ns()
             await self.plugins.load_all()
             self._warn_unmatched()
             await self.plugins.start_all()
@@ -467,6 +478,7 @@ class Daemon:
             began = time.monotonic()
             self.notifier.reloading()
             log.info("reloading", reason=reason)
+            self._read_at_ns = time.time_ns()
             try:
                 loaded = config_module.load(self.config_path)
             except ConfigError as error:
@@ -599,8 +611,31 @@ class Daemon:
             def relevant(_change: watchfiles.Change, path: str, files: set[Path] = files) -> bool:
                 return Path(path) in files or path.endswith(".py")
 
+            since, checked = self._read_at_ns - MTIME_SLACK_NS, False
             async for changes in watchfiles.awatch(
-                *directories, watch_filter=relevant, debounce=self.config.reload.debounce_ms, recursive=False
+                *directories,
+                watch_filter=relevant,
+                debounce=self.config.reload.debounce_ms,
+                recursive=False,
+                rust_timeout=WATCH_CHECK_MS,
+                yield_on_timeout=True,
             ):
+                if not changes:
+                    if checked:
+                        continue
+                    # The watcher is up: what changed after the files served were read but
+                    # before it was watching (a plugin mended during start-up) it never reports.
+                    checked = True
+                    changes = {(watchfiles.Change.modified, str(f)) for f in files if _modified_since(f, since)}
+                    if not changes:
+                        continue
                 await self.reload(f"file change: {', '.join(sorted({Path(p).name for _, p in changes}))}")
                 break  # the set of files to watch may have changed
+
+
+def _modified_since(path: Path, since_ns: int) -> bool:
+    """Whether ``path`` was written after ``since_ns`` (``time.time_ns()``); not if it is gone."""
+    try:
+        return os.stat(path).st_mtime_ns > since_ns
+    except OSError:
+        return False
