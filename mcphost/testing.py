@@ -234,6 +234,7 @@ def start_daemon(
     env: Mapping[str, str] | None = None,
     port: int | None = None,
     state_dir: Path | None = None,
+    cwd: Path | None = None,
     wait: bool = True,
 ) -> RunningDaemon:
     """Start ``mcphost serve`` with ``config`` (a dict or TOML text) and wait until it answers
@@ -241,6 +242,7 @@ def start_daemon(
 
     Its state (session store and secret) goes to ``state_dir``, by default a fresh directory
     in ``workdir``; pass the same one to a second daemon to let it take over the first's sessions.
+    It runs in ``cwd`` (by default this process's), which is first on its ``sys.path``.
     """
     port = port or free_port()
     state_dir = state_dir or workdir / f"state-{port}"
@@ -264,6 +266,7 @@ def start_daemon(
             stderr=log,
             stdin=subprocess.DEVNULL,
             env=full_env,
+            cwd=cwd,
         )
     daemon = RunningDaemon(process, port, config_path, log_path, admin_port=admin_port)
     if wait:

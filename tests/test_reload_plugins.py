@@ -96,6 +96,17 @@ def wait_for_reload(daemon: RunningDaemon, done: int, timeout: float = 20.0) -> 
         time.sleep(0.05)
 
 
+def watching(daemon: RunningDaemon, timeout: float = 20.0) -> int:
+    """Once the daemon's file watcher is armed (it starts just after the daemon answers, so
+    the config file is saved again until a reload shows it saw that), its reloads so far."""
+    deadline = time.monotonic() + timeout
+    while (done := sum(r.get("event") == "reloaded" for r in daemon.log_records())) == 0:
+        assert time.monotonic() < deadline, daemon.logs()[-3000:]
+        daemon.config_path.write_text(daemon.config_path.read_text())
+        time.sleep(0.5)
+    return done
+
+
 def answer(daemon: RunningDaemon, tool: str, **arguments: Any) -> str:
     """The text a tool answers with; fails the test if it is not served."""
     body, headers = stateless_request("tools/call", {"name": tool, "arguments": arguments})
@@ -230,13 +241,63 @@ def test_a_path_plugin_broken_at_start_is_watched_until_fixed(tmp_path: Path) ->
     try:
         row = plugin(daemon, "mended")
         assert row is not None and row["status"] == "failed" and "SyntaxError" in row["error"]
-        done = sum(r.get("event") == "reloaded" for r in daemon.log_records())
+        done = watching(daemon)
         plugin_file.write_text(PLUGIN_SOURCE.format(version="mended"))
         line = wait_for_reload(daemon, done)
         assert line["changed"] == ["mended"] and line["failed"] == [], line
         assert answer(daemon, "mended_version") == "mended"
         row = plugin(daemon, "mended")
         assert row is not None and row["status"] == "loaded" and row["error"] is None
+    finally:
+        daemon.stop()
+
+
+RESAVED_SOURCE = '''
+import os
+from pathlib import Path
+
+import mcphost
+
+NEXT = {next!r}
+
+
+@mcphost.hookimpl
+def mcphost_startup():
+    # The next version saved while the reload that started this one runs.
+    if NEXT:
+        source = Path(__file__)
+        source.write_text(NEXT)
+        later = source.stat().st_mtime + 2
+        os.utime(source, (later, later))
+
+
+@mcphost.hookimpl
+def mcphost_tools():
+    def version() -> str:
+        """Which version answers."""
+        return "{version}"
+
+    return [version]
+'''
+
+
+def test_a_file_saved_during_a_watched_reload_is_reloaded_too(tmp_path: Path) -> None:
+    """With ``[reload] watch``, a plugin saved while a reload runs is picked up once it has
+    ended: the watcher goes on across reloads instead of starting anew after each."""
+    (tmp_path / "plugins").mkdir()
+    plugin_file = tmp_path / "plugins" / "resaved.py"
+    plugin_file.write_text(RESAVED_SOURCE.format(version="v1", next=""))
+    config = {
+        "reload": {"watch": True, "debounce_ms": 50},
+        "plugins": {"enable": ["resaved"], "paths": [str(plugin_file)]},
+    }
+    daemon = start_daemon(tmp_path, config)
+    try:
+        done = watching(daemon)
+        plugin_file.write_text(RESAVED_SOURCE.format(version="v2", next=RESAVED_SOURCE.format(version="v3", next="")))
+        assert wait_for_reload(daemon, done)["changed"] == ["resaved"]
+        assert wait_for_reload(daemon, done + 1)["changed"] == ["resaved"], "the save during the reload was missed"
+        assert answer(daemon, "resaved_version") == "v3"
     finally:
         daemon.stop()
 

@@ -1,15 +1,17 @@
 """Workers forked by the fork server: their parent is the fork server, which holds nothing
 of the daemon's (no secret of its environment), outlives nothing (what a worker daemonizes
-goes with it), may die without taking a plugin down, and is replaced on reload so that a
-changed module is imported anew."""
+goes with it), may die without taking a plugin down, and is replaced on reload when a
+module it imported has changed, so that it is imported anew."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from pathlib import Path
 
 import pytest
+import sniffio
 import trio
 
 from mcphost.plugins.worker.zygote import SWEEP_INTERVAL
@@ -107,6 +109,7 @@ async def test_killing_the_fork_server_takes_no_plugin_down(daemon: RunningDaemo
 VERSIONED = '''
 import os
 import mcphost
+import sniffio._version
 
 
 @mcphost.hookimpl
@@ -115,28 +118,65 @@ def mcphost_tools():
 
 
 def version() -> str:
-    """This module's version, and the worker's pid."""
-    return f"{version} {{os.getpid()}}"
+    """This module's version, the worker's pid, and the mark of the sniffio it has imported."""
+    return f"{version} {{os.getpid()}} {{getattr(sniffio._version, 'MARK', '-')}}"
 '''
 
 
-def test_a_reload_forks_from_a_fresh_fork_server(mcphost_daemon, tmp_path: Path) -> None:
+def versioned_daemon(mcphost_daemon, tmp_path: Path, **kwargs) -> tuple[RunningDaemon, Path]:
+    """A daemon serving the ``versioned`` plugin from a worker, and the plugin's file (at v1)."""
     source = tmp_path / "versioned.py"
     source.write_text(VERSIONED.format(version="v1"))
     plugins = {"enable": ["versioned"], "paths": [str(source)], "versioned": {"isolation": "process"}}
-    daemon = mcphost_daemon({"plugins": plugins})
+    return mcphost_daemon({"plugins": plugins}, **kwargs), source
+
+
+def write_version(source: Path, version: str) -> None:
+    """The plugin at ``source`` becomes ``version`` (dated later, as a save would be)."""
+    source.write_text(VERSIONED.format(version=version))
+    later = source.stat().st_mtime + 2
+    os.utime(source, (later, later))
+
+
+async def reload_to(daemon: RunningDaemon, source: Path, version: str) -> list[str]:
+    """Change the plugin to ``version``, reload, and what its tool answers then."""
+    write_version(source, version)
+    ended = await trio.to_thread.run_sync(daemon.reload)
+    assert ended["event"] == "reloaded" and "versioned" in ended["changed"]
+    return (await call(daemon, "versioned_version")).content[0].text.split()
+
+
+def test_a_reload_keeps_the_fork_server_when_nothing_it_imported_changed(mcphost_daemon, tmp_path: Path) -> None:
+    daemon, source = versioned_daemon(mcphost_daemon, tmp_path)
 
     async def main() -> None:
-        first, old_pid = (await call(daemon, "versioned_version")).content[0].text.split()
+        first, old_pid, _ = (await call(daemon, "versioned_version")).content[0].text.split()
+        zygote = parent(int(old_pid))
+        assert first == "v1" and is_fork_server(zygote)
+        second, new_pid, _ = await reload_to(daemon, source, "v2")
+        assert second == "v2" and new_pid != old_pid, "the changed plugin was imported anew, in a new worker"
+        assert parent(int(new_pid)) == zygote, "forked by the fork server that was running"
+
+    trio.run(main)
+
+
+def test_a_reload_forks_from_a_fresh_fork_server_when_an_import_changed(mcphost_daemon, tmp_path: Path) -> None:
+    # A copy of a package the fork server imports, first on its sys.path (its cwd): what a
+    # `pip install --upgrade` then rewrites.
+    cwd = tmp_path / "cwd"
+    shutil.copytree(Path(sniffio.__file__).parent, cwd / "sniffio")
+    marked = cwd / "sniffio" / "_version.py"
+    original = marked.read_text()
+    marked.write_text(original + 'MARK = "old"\n')
+    daemon, source = versioned_daemon(mcphost_daemon, tmp_path, cwd=cwd)
+
+    async def main() -> None:
+        _, old_pid, mark = (await call(daemon, "versioned_version")).content[0].text.split()
         old_zygote = parent(int(old_pid))
-        assert first == "v1" and is_fork_server(old_zygote)
-        source.write_text(VERSIONED.format(version="v2"))
-        later = source.stat().st_mtime + 2
-        os.utime(source, (later, later))
-        ended = await trio.to_thread.run_sync(daemon.reload)
-        assert ended["event"] == "reloaded" and "versioned" in ended["changed"]
-        second, new_pid = (await call(daemon, "versioned_version")).content[0].text.split()
-        assert second == "v2", "the changed module was imported anew"
+        assert mark == "old" and is_fork_server(old_zygote), "the fork server imported the copy"
+        marked.write_text(original + 'MARK = "new"\n')
+        version, new_pid, mark = await reload_to(daemon, source, "v2")
+        assert version == "v2" and mark == "new", "the upgraded package was imported anew"
         new_zygote = parent(int(new_pid))
         assert is_fork_server(new_zygote) and new_zygote != old_zygote, "forked by a fork server started afresh"
         assert await trio.to_thread.run_sync(_ends_within, old_zygote, 10.0), "the old one ended with its worker"

@@ -602,15 +602,14 @@ class Daemon:
         """Reload when the config file, a loaded plugin's source or a path plugin's file changes."""
         import watchfiles  # only with [reload] watch: a deployment reloads on SIGHUP instead
 
+        files: set[Path] = set()
+
+        def relevant(_change: watchfiles.Change, path: str) -> bool:
+            return Path(path) in files or path.endswith(".py")
+
         while True:
-            files = {p.resolve() for r in self.plugins.records if r.status != "disabled" for p in plugin_files(r)}
-            if self.config_path is not None:
-                files.add(self.config_path.resolve())
+            files = self._watched_files()
             directories = {f.parent for f in files if f.parent.is_dir()}
-
-            def relevant(_change: watchfiles.Change, path: str, files: set[Path] = files) -> bool:
-                return Path(path) in files or path.endswith(".py")
-
             since, checked = self._read_at_ns - MTIME_SLACK_NS, False
             async for changes in watchfiles.awatch(
                 *directories,
@@ -630,7 +629,18 @@ class Daemon:
                     if not changes:
                         continue
                 await self.reload(f"file change: {', '.join(sorted({Path(p).name for _, p in changes}))}")
-                break  # the set of files to watch may have changed
+                # The same watcher goes on while it watches the right directories: a change
+                # saved during that reload is in its next batch, not lost.
+                files = self._watched_files()
+                if {f.parent for f in files if f.parent.is_dir()} != directories:
+                    break
+
+    def _watched_files(self) -> set[Path]:
+        """The config file and every enabled plugin's source files, as :meth:`_watch_files` watches them."""
+        files = {p.resolve() for r in self.plugins.records if r.status != "disabled" for p in plugin_files(r)}
+        if self.config_path is not None:
+            files.add(self.config_path.resolve())
+        return files
 
 
 def _modified_since(path: Path, since_ns: int) -> bool:

@@ -252,7 +252,9 @@ class PluginHost:
             share.total_tokens = self.config.limits.max_threads_per_plugin
         previous = {r.name: r for r in self.records}
         if self.zygotes is not None:
-            self.zygotes.renew(self._wants_fork_server())  # what was upgraded since is imported anew
+            # A fork server that imported what was upgraded since is replaced, else kept.
+            stale = await trio.to_thread.run_sync(self.zygotes.stale)
+            self.zygotes.renew(self._wants_fork_server(), stale)
         else:
             self.start_fork_server()
         candidates = self._candidates()

@@ -10,10 +10,11 @@ each message is a JSON object, with file descriptors alongside where it says so:
 
 - daemon → here: ``{"fork": id, "env", "level", "memory_max", "max_open_files"}`` with the
   worker's socket and the write end of its output pipe; ``{"retire": true}``: end once the
-  last worker has ended.
+  last worker has ended; ``{"check": id}``: has a file it imported changed since?
 - here → daemon: ``{"ready": true}`` once warmed up; ``{"fork": id, "pid"}`` with the worker's
-  pidfd (or ``{"fork": id, "error"}``); ``{"exited": pid, "status"}`` for each worker that ends
-  (``status`` as :attr:`subprocess.Popen.returncode`: negative for a signal).
+  pidfd (or ``{"fork": id, "error"}``); ``{"check": id, "changed"}``; ``{"exited": pid,
+  "status"}`` for each worker that ends (``status`` as :attr:`subprocess.Popen.returncode`:
+  negative for a signal).
 
 It is a child subreaper: what a worker leaves behind when it ends is adopted here and killed.
 It dies with the daemon (``PR_SET_PDEATHSIG``); a worker it forked does not die with it.
@@ -50,6 +51,22 @@ def prctl(option: int, value: int) -> None:
         raise OSError(error, os.strerror(error))
 
 
+def stamp(path: str) -> tuple[int, int, int] | None:
+    """What tells the file at ``path`` apart from one written there later (an upgrade writes
+    new files: a new inode, time or size), or ``None`` when there is none."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return (found.st_ino, found.st_mtime_ns, found.st_size)
+
+
+def imports() -> dict[str, tuple[int, int, int] | None]:
+    """Every file a module imported so far was loaded from, with its :func:`stamp`."""
+    paths = {getattr(module, "__file__", None) for module in list(sys.modules.values())}
+    return {path: stamp(path) for path in paths if isinstance(path, str)}
+
+
 def preload() -> None:
     """Import the worker's runtime and run its hot paths once, without any plugin: what the
     workers then share instead of each building it again."""
@@ -76,6 +93,8 @@ class Zygote:
         self.workers: set[int] = set()
         self.retiring = False
         self.wakeup_r, self.wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.imported = imports()
+        """What it imported, as it was then: a worker forked from it runs that code."""
 
     def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
         """One message to the daemon (it gone, the next receive ends the loop)."""
@@ -112,6 +131,9 @@ class Zygote:
             message = orjson.loads(data)
             if message.get("retire"):
                 self.retiring = True
+            elif "check" in message:
+                changed = any(stamp(path) != was for path, was in self.imported.items())
+                self.send({"check": message["check"], "changed": changed})
             elif "fork" in message and len(fds) == 2:
                 self.fork(message, fds[0], fds[1])
         finally:

@@ -34,6 +34,8 @@ READY_TIMEOUT = 30.0
 """Seconds the fork server may take to import the runtime before a worker is started without it."""
 MAX_FAILURES = 3
 """Fork servers in a row that may end before being ready before the daemon stops starting them."""
+CHECK_TIMEOUT = 5.0
+"""Seconds the fork server may take to say whether what it imported changed (else it is renewed)."""
 MAX_MESSAGE = 1 << 16
 
 _early: Zygote | None = None
@@ -129,6 +131,26 @@ class Zygote:
         child: ForkedChild = answered[1][0]
         return child
 
+    def changed(self) -> bool:
+        """Whether a file this fork server imported has changed (an upgrade) since it did, so
+        that a worker forked from it would not run what is installed now; ``True`` when it
+        cannot say. One still starting is importing what is installed now: not changed.
+        Blocking (any thread): the fork server answers from its loop, in milliseconds."""
+        if self.gone.is_set():
+            return True
+        if not self.ready.is_set():
+            return False
+        request_id = next(self._ids)
+        answered: tuple[threading.Event, list[Any]] = (threading.Event(), [])
+        with self._lock:
+            self._replies[request_id] = answered
+        try:
+            self.sock.send(orjson.dumps({"check": request_id}))
+        except OSError:
+            return True
+        answered[0].wait(CHECK_TIMEOUT)
+        return answered[1] != [False]
+
     def discard(self) -> None:
         """End a fork server that forked nothing and never will (its reader reaps it)."""
         self.retired = True
@@ -170,6 +192,12 @@ class Zygote:
                 if child is not None:
                     child.status = message["status"]
                     child.ended.set()
+            elif "check" in message:
+                with self._lock:
+                    event, slot = self._replies.pop(message["check"], (None, []))
+                slot.append(message["changed"])
+                if event is not None:
+                    event.set()
             elif "fork" in message:
                 # Known before the next message is read, which may be this worker's end.
                 answer: Any = ForkedChild(message["pid"], fds[0]) if "pid" in message else message.get("error")
@@ -221,9 +249,19 @@ class Zygotes:
             log.error("cannot start the fork server: workers start as fresh interpreters", error=str(error))
             self.current, self.failures = None, MAX_FAILURES
 
-    def renew(self, enabled: bool) -> None:
-        """Start a fresh fork server (a reload: upgraded packages are imported anew), or none
-        when no longer ``enabled``; the old one ends once the workers it forked have ended."""
+    def stale(self) -> bool:
+        """Whether :meth:`renew` must replace the current fork server: none runs, or a file it
+        imported has changed since (blocking, any thread; see :meth:`Zygote.changed`)."""
+        current = self.current
+        return current is None or current.changed()
+
+    def renew(self, enabled: bool, stale: bool) -> None:
+        """On reload: start a fresh fork server if the current one is ``stale`` (see
+        :meth:`stale`: an upgraded package is then imported anew), or none when no longer
+        ``enabled``; the old one ends once the workers it forked have ended. A plugin's own
+        code is never in the fork server, so a changed plugin alone keeps it."""
+        if enabled and self.enabled and not stale:
+            return
         if self.current is not None:
             self.current.retire()
             self._retired.append(self.current)
