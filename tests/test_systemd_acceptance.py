@@ -172,6 +172,10 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vm]:
         # The documentation's next step.
         container.run("systemctl", "enable", "--now", "mcphost.socket", "mcphost.service")
         vm = Vm(container, install.stdout)
+        # The probe stands for a plugin in the daemon's own process: what the unit's sandbox
+        # lets the daemon see and do, and a call that holds up the daemon's event loop. The
+        # bundled plugins run in workers, as installed.
+        vm.write(CONFIG, vm.read(CONFIG) + '\n[plugins.probe]\nisolation = "inline"\n')
         vm.pristine = {path: vm.read(path) for path in (CONFIG, KEYS)}
         yield vm
 
