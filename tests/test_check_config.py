@@ -158,6 +158,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     (workdir / "a-file").write_text("a file where a directory should be")
     (workdir / "short-secret").write_text("too short")
     with socket.socket() as taken, ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) + 1) as pool:
+        # Held with SO_REUSEPORT, as a server sharing its port between processes holds it:
+        # taken all the same for a daemon, whose own workers' sockets must not join it.
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         taken.bind(("127.0.0.1", free_port()))
         taken.listen()
         busy = taken.getsockname()[1]
@@ -448,7 +451,7 @@ def test_serve_on_a_taken_port_names_the_listener_and_what_to_do(runs: dict[str,
         r"mcphost: cannot listen on 127\.0\.0\.1:\d+ for MCP \(\[server\] host and port\): .*in use", what
     )
     assert "another process listens there" in fix and "--port" in fix and "[server] port" in fix
-    # The master of several workers binds the same socket, and says the same.
+    # The master of several workers, whose sockets share their port, says the same.
     assert assert_refused_to_start(runs["serve-workers-port-taken"]) == [what, fix]
 
 

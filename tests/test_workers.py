@@ -5,11 +5,15 @@ master forwards reloads and drains."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
+import os
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -18,8 +22,13 @@ from tests.sessionkit import open_session, rpc, whoami
 
 
 def _data(response: httpx.Response) -> dict:
-    lines = [line[5:].strip() for line in response.text.splitlines() if line.startswith("data:")]
-    return json.loads(lines[-1]) if lines else response.json()
+    return _message(response.text)
+
+
+def _message(text: str) -> dict:
+    """The JSON-RPC answer in a response's body (the last event of an event stream)."""
+    lines = [line[5:].strip() for line in text.splitlines() if line.startswith("data:")]
+    return json.loads(lines[-1] if lines else text)
 
 
 def test_a_session_is_served_by_whichever_worker_a_request_lands_on(tmp_path: Path) -> None:
@@ -67,6 +76,37 @@ def test_a_session_is_served_by_whichever_worker_a_request_lands_on(tmp_path: Pa
         assert daemon.stop(signal.SIGTERM) == 0
         stopped = [r for r in daemon.log_records() if r.get("event") == "stopped"]
         assert len(stopped) == 2, "both workers drained and stopped"
+    finally:
+        daemon.stop()
+
+
+def test_a_burst_of_connections_is_spread_over_both_workers(tmp_path: Path) -> None:
+    # Each worker listens on a socket of its own on the shared port, and the kernel hands each
+    # connection to one of them as it arrives. On one shared socket, the first worker to wake
+    # took every connection waiting (a daemon accepts all of them at once) and the other idled.
+    daemon = start_daemon(tmp_path, {"server": {"workers": 2}, "plugins": {"enable": ["echo"]}})
+    try:
+        headers = open_session(daemon.url)
+        workers = next(r["pids"] for r in daemon.log_records() if r.get("event") == "workers started")
+        # Both workers paused while the burst connects: it waits in the kernel's queues.
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            burst = [socket.create_connection(("127.0.0.1", daemon.port), timeout=30) for _ in range(24)]
+        finally:
+            for pid in workers:
+                os.kill(pid, signal.SIGCONT)
+        served_by = set()
+        for sock in burst:
+            connection = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
+            connection.sock = sock
+            body = json.dumps(rpc("tools/call", {"name": "echo_whoami"}))
+            connection.request("POST", urlsplit(daemon.url).path, body, {**headers, "content-type": "application/json"})
+            answer = connection.getresponse()
+            assert answer.status == 200
+            served_by.add(_message(answer.read().decode())["result"]["structuredContent"]["pid"])
+            connection.close()
+        assert len(served_by) == 2, f"one worker took the whole burst: {served_by}"
     finally:
         daemon.stop()
 

@@ -188,7 +188,7 @@ class ServerConfig(_Strict):
     """Sessions (and ``subscriptions/listen`` streams) one authenticated caller may hold;
     past it, its own least recently used idle session ends. Default: a tenth of ``max_sessions``."""
     workers: int = Field(1, ge=1, le=64)
-    """Worker processes sharing the listening socket (one Trio loop each); sessions move
+    """Worker processes on the port (one Trio loop and listening socket each); sessions move
     freely between them through the session store. 1 serves from this process."""
     allowed_hosts: list[str] = Field(default_factory=list)
     """``Host`` values accepted besides loopback (``name`` or ``name:port``; ``name:*`` any port; ``*`` any)."""

@@ -49,13 +49,17 @@ ADMIN_LISTENER = Listener(
 )
 
 
-def listen(host: str, port: int, listener: Listener) -> socket.socket:
+def listen(host: str, port: int, listener: Listener, *, reuse_port: bool = False) -> socket.socket:
     """A TCP socket bound to ``host:port`` and listening; raises :class:`StartupError`
-    naming ``listener`` and the address when it cannot be."""
+    naming ``listener`` and the address when it cannot be. With ``reuse_port``, other
+    sockets of this user may listen on the same port, the kernel spreading connections
+    between them (``SO_REUSEPORT``)."""
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         # Accepted connections inherit it: small writes (SSE events) go out at once.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host.strip("[]"), port))

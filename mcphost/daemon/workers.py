@@ -1,9 +1,18 @@
-"""Several worker processes on one listening socket: ``[server] workers = N``.
+"""Several worker processes on one port: ``[server] workers = N``.
 
-The master binds the socket (or takes systemd's), starts N ``mcphost serve`` processes that
-inherit it, and the kernel spreads connections between them. Each worker is a whole daemon
-with its own Trio loop; what must be shared is shared through the state directory (sessions
-are rebuilt by whichever worker a request lands on) and the session secret.
+The master binds one listening socket per worker, all on the same port with
+``SO_REUSEPORT``, and starts N ``mcphost serve`` processes, each inheriting its own: the
+kernel spreads new connections evenly between the sockets. On one shared socket, whichever
+worker woke first took every connection waiting (a daemon's accept loop takes them all at
+once), so a burst of clients, a proxy opening its pool, landed mostly on one worker while
+the other idled, and each wake-up woke both. The master keeps every socket open, so the
+connections queued at a worker that died wait there for the one started in its place.
+Socket-activated, the workers share systemd's one socket (connections queued there wait
+for the next service instance too).
+
+Each worker is a whole daemon with its own Trio loop; what must be shared is shared through
+the state directory (sessions are rebuilt by whichever worker a request lands on) and the
+session secret.
 
 The master is what systemd sees: it reports ``READY=1`` once the socket answers
 ``/health``, pings the watchdog, forwards SIGHUP (reload) and SIGTERM/SIGINT (drain) to the
@@ -36,19 +45,25 @@ RESTART_PAUSE = 1.0
 """Seconds before a worker that died is started again (a crash loop must not spin)."""
 
 
-def listening_socket(loaded: LoadedConfig) -> socket.socket:
-    """systemd's socket when socket-activated, else one bound to ``[server] host:port``."""
+def listening_sockets(loaded: LoadedConfig, count: int) -> list[socket.socket]:
+    """The listening socket of each of ``count`` workers: systemd's one socket for all when
+    socket-activated, else one each bound to ``[server] host:port`` with ``SO_REUSEPORT``."""
     fds = systemd.listen_fds()
     if fds:
-        return socket.socket(fileno=fds[0])
+        return [socket.socket(fileno=fds[0])] * count
     server = loaded.config.server
-    return startup.listen(server.host, server.port, startup.MCP_LISTENER)
+    # A plain socket first: it fails, with the usual advice, when anything listens there
+    # already, where a socket with SO_REUSEPORT would silently share the port with another
+    # server of this user. It also picks the port when the setting is 0.
+    with startup.listen(server.host, server.port, startup.MCP_LISTENER) as probe:
+        port = probe.getsockname()[1]
+    return [startup.listen(server.host, port, startup.MCP_LISTENER, reuse_port=True) for _ in range(count)]
 
 
 def run(loaded: LoadedConfig, config_path: Path | None, count: int) -> int:
     """Run ``count`` workers until SIGTERM or SIGINT; returns the exit status."""
-    sock = listening_socket(loaded)
-    host, port = sock.getsockname()[:2]
+    sockets = listening_sockets(loaded, count)
+    host, port = sockets[0].getsockname()[:2]
     notifier = systemd.Notifier()
     os.environ.pop("NOTIFY_SOCKET", None)  # only the master speaks to systemd
     command = [sys.executable, "-m", "mcphost", "serve", *(["--config", str(config_path)] if config_path else [])]
@@ -64,10 +79,11 @@ def run(loaded: LoadedConfig, config_path: Path | None, count: int) -> int:
         signal.signal(handled, on_signal)
 
     def start(index: int) -> subprocess.Popen[bytes]:
-        env = {**os.environ, WORKER_FD: str(sock.fileno()), "MCPHOST_WORKER_INDEX": str(index)}
+        fd = sockets[index].fileno()
+        env = {**os.environ, WORKER_FD: str(fd), "MCPHOST_WORKER_INDEX": str(index)}
         if index:
             env["MCPHOST_ADMIN__ENABLED"] = "false"  # one admin listener, on the first worker
-        return subprocess.Popen(command, env=env, pass_fds=[sock.fileno()])
+        return subprocess.Popen(command, env=env, pass_fds=[fd])
 
     workers = [start(i) for i in range(count)]
     log.info("workers started", count=count, pids=[w.pid for w in workers], port=port)
@@ -100,7 +116,8 @@ def run(loaded: LoadedConfig, config_path: Path | None, count: int) -> int:
             notifier.watchdog()
             last_ping = time.monotonic()
         time.sleep(0.1)
-    sock.close()
+    for sock in set(sockets):
+        sock.close()
     log.info("workers stopped")
     return max((w.returncode for w in workers), default=0)
 
