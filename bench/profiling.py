@@ -14,7 +14,8 @@ import re
 import shutil
 import subprocess
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,18 @@ def _process(profile: dict[str, Any]) -> int | None:
     return int(match[1]) if match else None
 
 
+def _thread(profile: dict[str, Any]) -> int | None:
+    """The thread id of a profile's thread (``... Thread T ...`` in py-spy's name)."""
+    match = re.search(r"Thread (\d+)", profile["name"])
+    return int(match[1]) if match else None
+
+
+def _thread_kind(profile: dict[str, Any]) -> str:
+    """A profile's thread name without its number (``mcphost-call_3``: ``mcphost-call_``)."""
+    match = re.search(r'"(.*)"', profile["name"])
+    return match[1].rstrip("0123456789") if match else profile["name"]
+
+
 def summarise(speedscope: Path, rate: int, top: int = 20, pid: int | None = None) -> ProfileSummary:
     """Read a py-spy speedscope file and compute the figures of :class:`ProfileSummary`
     for the process ``pid`` (the file may hold its workers' threads too)."""
@@ -266,22 +279,49 @@ def stage(stack: list[int], frames: list[dict[str, Any]], in_worker: bool) -> st
     return WORKER_LOOP if in_worker else LOOP
 
 
-def stage_shares(speedscope: Path, server_pid: int) -> dict[str, dict[str, float]]:
-    """The share of busy samples in each stage, per process: ``{"server": {...}, "workers":
-    {...}}``, each summing to 1 over every thread of that process (or of all its workers).
-    A worker thread waiting for work is idle, not busy, whatever py-spy makes of it."""
+def stage_shares(
+    speedscope: Path, server_pid: int, thread_cpu: Mapping[int, float] | None = None
+) -> dict[str, dict[str, float]]:
+    """The share of CPU in each stage, per process: ``{"server": {...}, "workers": {...}}``,
+    each summing to 1 over every thread of that process (or of all its workers).
+
+    With ``thread_cpu`` (the CPU seconds each thread used while the profile was taken, by
+    thread id, from ``/proc``), the CPU of each kind of thread (its name without a number:
+    the event loop, a pool's threads together) is split by the stages of its busy samples:
+    a thread that sits blocked in a system call py-spy cannot tell from work (the fork
+    server's client in ``recvmsg``) used no CPU and so weighs nothing, whatever its samples
+    say, and a pool of threads each busy too briefly to be sampled much still weighs what
+    it ran. Without it, each busy sample counts the same. A thread waiting for work is idle,
+    not busy, either way."""
     data = json.loads(speedscope.read_text())
     frames: list[dict[str, Any]] = data["shared"]["frames"]
-    counts: dict[str, Counter[str]] = {"server": Counter(), "workers": Counter()}
+    busy: dict[tuple[str, str], Counter[str]] = {}
+    cpu: defaultdict[tuple[str, str], float] = defaultdict(float)
     for profile in data["profiles"]:
         in_worker = _process(profile) not in (server_pid, None)
-        for stack in profile["samples"]:
-            if stack and frames[stack[-1]]["name"] not in IDLE_LEAVES | LOOP_WAITS:
-                counts["workers" if in_worker else "server"][stage(stack, frames, in_worker)] += 1
+        kind = ("workers" if in_worker else "server", _thread_kind(profile))
+        busy.setdefault(kind, Counter()).update(
+            stage(stack, frames, in_worker)
+            for stack in profile["samples"]
+            if stack and frames[stack[-1]]["name"] not in IDLE_LEAVES | LOOP_WAITS
+        )
+        tid = _thread(profile)
+        cpu[kind] += 0.0 if thread_cpu is None or tid is None else thread_cpu.get(tid, 0.0)
+    weights: dict[str, defaultdict[str, float]] = {"server": defaultdict(float), "workers": defaultdict(float)}
+    for kind, stages in busy.items():
+        side = weights[kind[0]]
+        if thread_cpu is None:
+            for name, n in stages.items():
+                side[name] += n
+        elif not stages:  # it ran (or not), yet every sample looked idle
+            side[OTHER] += cpu[kind]
+        else:
+            for name, n in stages.items():
+                side[name] += cpu[kind] * n / stages.total()
     return {
-        side: {name: n / sum(counted.values()) for name, n in counted.items()}
-        for side, counted in counts.items()
-        if counted
+        side: {name: w / sum(weighed.values()) for name, w in weighed.items() if w}
+        for side, weighed in weights.items()
+        if sum(weighed.values())
     }
 
 

@@ -1087,11 +1087,13 @@ def call_stages(data: dict[str, Any], labels: dict[str, str]) -> list[str]:
         "### Where a call's microseconds go",
         "",
         "All of a call's CPU time (every thread of the server and of its worker processes, from `/proc` over the "
-        "profiled load, divided by the calls completed) split by the profile's busy samples into the stages a "
-        "call passes through. A sample belongs to the innermost frame that is not a helper, validation "
-        "(pydantic), JSON or the event loop's machinery: those are charged to whoever called them; the event "
-        "loop's own row is its scheduling with nobody above it. In the worker, its Trio loop, socket wire and "
-        "dispatch are the worker's side of the hop; the fence it runs around the tool is mcphost's.",
+        "profiled load, divided by the calls completed) split into the stages a call passes through: each "
+        "thread's CPU while profiled (from `/proc`) by the stages of its busy samples, so a thread blocked in a "
+        "system call, which the sampler may count as busy, weighs what it ran: nothing. A sample belongs to the "
+        "innermost frame that is not a helper, validation (pydantic), JSON or the event loop's machinery: those "
+        "are charged to whoever called them; the event loop's own row is its scheduling with nobody above it. In "
+        "the worker, its Trio loop, socket wire and dispatch are the worker's side of the hop; the fence it runs "
+        "around the tool is mcphost's.",
         "",
     ]
     for path, servers_ in data["paths"].items():

@@ -402,8 +402,13 @@ def scenario_profile(ctx: Context) -> dict[str, Any]:
                 try:
                     time.sleep(1.0)
                     # Workers too: a call's time in a worker is part of the call.
+                    threads_before = server.thread_cpu_seconds()
                     spy = profiling.start_recording(server.pid, target, seconds, rate, subprocesses=True)
                     spy_output, _ = spy.communicate(timeout=seconds + 60)
+                    # What each thread used while sampled, to weigh its samples by.
+                    thread_cpu = {
+                        tid: cpu - threads_before.get(tid, 0.0) for tid, cpu in server.thread_cpu_seconds().items()
+                    }
                     if is_mcphost and flame_seconds and spy.returncode == 0:
                         profiling.start_recording(
                             server.pid, flame, flame_seconds, rate, "flamegraph", subprocesses=True
@@ -429,7 +434,9 @@ def scenario_profile(ctx: Context) -> dict[str, Any]:
                     "cpu_us_per_call": per_call,
                     # All of a call's CPU (every thread of the server and of its workers)
                     # split into the stages a call goes through.
-                    "stages_us": profiling.call_breakdown(profiling.stage_shares(target, server.pid), per_call),
+                    "stages_us": profiling.call_breakdown(
+                        profiling.stage_shares(target, server.pid, thread_cpu), per_call
+                    ),
                     "file": str(target.relative_to(REPO_ROOT)),
                     "flamegraph": str(flame.relative_to(REPO_ROOT)) if flame.exists() else None,
                 }

@@ -67,6 +67,19 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15 of proc(5)
 
 
+def thread_cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU time each thread of the processes ``pids`` has used so far, by
+    thread id (a thread or process gone meanwhile is left out)."""
+    out = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(OSError, IndexError):
+                    fields = _stat_fields(pid, f"/task/{task.name}")
+                    out[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return out
+
+
 def descendants(pid: int) -> list[int]:
     """Every living process under ``pid``: its children, theirs and so on (an isolated
     plugin's worker, a fork server and what it forked)."""
@@ -446,6 +459,11 @@ class RunningServer:
             fields = _stat_fields(self.pid, f"/task/{self.pid}")
             return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
         return process_cpu_seconds(self.pid) + sum(process_cpu_seconds(pid) for pid in self.workers())
+
+    def thread_cpu_seconds(self) -> dict[int, float]:
+        """CPU time each thread of the server and of its worker processes has used so far,
+        by thread id (:func:`thread_cpu_seconds`)."""
+        return thread_cpu_seconds([self.pid, *self.workers()])
 
     def workers(self) -> list[int]:
         """The server's descendant processes (mcphost's isolated plugins' workers)."""
