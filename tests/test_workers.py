@@ -165,8 +165,6 @@ def test_a_delete_ends_the_session_on_every_worker_at_once(tmp_path: Path) -> No
 def test_a_session_idle_on_one_worker_lives_while_used_on_the_other(tmp_path: Path) -> None:
     """The worker that stops seeing a session drops its copy, never the session: the client
     is busy on the other worker, and the session outlives a restart."""
-    # Long enough for the restart below to come back well within the record's lifetime
-    # (10 s after the last touch) on a loaded machine.
     config = {"server": {"workers": 2, "session_idle_timeout": 8}, "plugins": {"enable": ["echo"]}}
     daemon = start_daemon(tmp_path, config)
     state = tmp_path / f"state-{daemon.port}"
@@ -187,7 +185,10 @@ def test_a_session_idle_on_one_worker_lives_while_used_on_the_other(tmp_path: Pa
             statuses = list(pool.map(lambda n: whoami(daemon.url, headers, n).status_code, range(12)))
         assert statuses == [200] * 12
         assert daemon.stop() == 0
-        daemon = start_daemon(tmp_path, config, port=daemon.port, state_dir=state)
+        # A daemon reads a record against its own idle timeout: a long one, so that the record
+        # outlives a start that is slow on a loaded machine (10 s after the last touch at 8).
+        restarted = {**config, "server": {"workers": 2, "session_idle_timeout": 120}}
+        daemon = start_daemon(tmp_path, restarted, port=daemon.port, state_dir=state)
         assert whoami(daemon.url, headers).status_code == 200
     finally:
         daemon.stop()
