@@ -218,6 +218,9 @@ class PluginHost:
         tables = [plugins.for_plugin(name) for name in plugins.configured()] + [PluginConfig()]
         return plugins.fork_server and any(t.isolation == "process" and not t.command for t in tables)
         self.on_change: Callable[[], Awaitable[None]] | None = None
+        self.on_stall: Callable[[str, str | None], None] | None = None
+        """Told of each stall a worker's own watchdog noticed (plugin, and what happened once it
+        stopped the call), to count it and mark the plugin degraded as for inline code."""
         """Called when what a plugin serves changed between reloads (a hosted server's tools)."""
 
     @property
@@ -519,6 +522,7 @@ class PluginHost:
             if isinstance(started, WorkerStartError):
                 raise started
             worker = PluginWorker(spec, started, self.zygotes)
+            worker.on_stall = self._stalled
             registry = (
                 self._server_catalogue(candidate.name, worker)
                 if candidate.server
@@ -541,6 +545,10 @@ class PluginHost:
             worker=worker,
             files=tuple(hello.get("files", ())),
         )
+
+    def _stalled(self, plugin: str, degraded: str | None) -> None:
+        if self.on_stall is not None:
+            self.on_stall(plugin, degraded)
 
     async def _relisted(self, name: str, worker: PluginWorker) -> None:
         """What a hosted server lists changed: its catalogue entries follow, unless what it

@@ -47,7 +47,7 @@ from mcphost.plugins.registry import (
     Registry,
     remote_only,
 )
-from mcphost.plugins.worker.context import INPUT_REQUIRED, META_REQUEST
+from mcphost.plugins.worker.context import INPUT_REQUIRED, META_REQUEST, STALLED
 from mcphost.plugins.worker.wire import Channel, ChannelClosed, Framer, Message, RemoteError, encode
 from mcphost.plugins.worker.zygote_client import ForkedChild, Zygotes, ZygoteUnavailable, describe
 
@@ -66,6 +66,8 @@ within the plugin's ``restart_window``, up to the maximum."""
 ENVIRONMENT = ("PATH", "HOME", "LANG")
 """What a worker keeps of the daemon's environment; the rest (secrets, ``MCPHOST_*``) stays behind."""
 MAX_LOG_LINE = 65536
+MAX_REASON = 500
+"""Characters of a worker's own account of a stall that the daemon keeps (the worker is not trusted)."""
 
 _ASKS: dict[str, tuple[Any, Any]] = {
     "elicit": (types.ElicitRequest, types.ElicitResult),
@@ -355,6 +357,9 @@ class PluginWorker:
         """A server's own name of each tool, by public name (``command`` only)."""
         self.prompt_names: dict[str, str] = {}
         """A server's own name of each prompt, by public name (``command`` only)."""
+        self.on_stall: Callable[[str, str | None], None] | None = None
+        """Called with the plugin's name for each stall the worker's watchdog noticed, and with
+        what happened when it stopped a call (see :meth:`~mcphost.plugins.watchdog.Watchdog.report`)."""
         self.on_listed_changed: Callable[[], Awaitable[None]] | None = None
         """Called when what a server lists changed (it said so, or it was restarted with others)."""
 
@@ -767,10 +772,14 @@ class PluginWorker:
             current_request.reset(serving)
 
     async def _notified(self, message: Message) -> None:
-        """The plugin announced that one of its resources changed: its subscribers hear of it."""
-        uri = (message.get("params") or {}).get("uri")
-        if message.get("method") == "notifications/resources/updated" and isinstance(uri, str):
-            await notify.notify_resource_updated(uri)
+        """The plugin announced that one of its resources changed: its subscribers hear of it;
+        or the worker's watchdog found its code holding the worker's event loop."""
+        params, method = message.get("params") or {}, message.get("method")
+        if method == "notifications/resources/updated" and isinstance(params.get("uri"), str):
+            await notify.notify_resource_updated(params["uri"])
+        elif method == STALLED and self.on_stall is not None:
+            degraded = params.get("degraded")
+            self.on_stall(self.spec.plugin, None if degraded is None else str(degraded)[:MAX_REASON])
 
     async def _server_asked(self, message: Message) -> None:
         """A server's request: ``ping``; ``roots/list``, answered from ``[plugins.<name>] roots``
