@@ -89,6 +89,43 @@ async def test_a_servers_new_tools_are_served_live_and_clients_are_told(daemon: 
             assert (await client.call_tool("calc_multiply", {"a": 6, "b": 7})).content[0].text == "42"
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_servers_resources_prompts_and_completions_are_served(daemon: RunningDaemon, mode: str) -> None:
+    async with Client(daemon.url, mode=mode) as client:
+        resources = {str(r.uri) for r in (await client.list_resources()).resources}
+        templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
+        prompts = {p.name for p in (await client.list_prompts()).prompts}
+        pi = await client.read_resource("calc://constants/answer")
+        square = await client.read_resource("calc://square/12")
+        prompt = await client.get_prompt("calc_double", {"number": "21"})
+        suggested = await client.complete(types.PromptReference(name="calc_double"), {"name": "number", "value": "1"})
+        served = await client.read_resource("demo://resource/static/document/architecture.md")
+        everything = await client.get_prompt("everything_simple-prompt", {})
+    assert "calc://constants/answer" in resources and "calc://square/{n}" in templates
+    assert {"calc_double", "everything_simple-prompt", "everything_args-prompt"} <= prompts
+    assert "demo://resource/static/document/architecture.md" in resources, "a server on Node lists its own"
+    assert pi.contents[0].text == "42" and square.contents[0].text == "144"
+    assert prompt.messages[0].content.text == "What is twice 21?"
+    assert suggested.completion.values == ["1", "12", "123"], "the prompt's name was the server's own"
+    assert served.contents[0].text and everything.messages
+
+
+async def test_a_servers_new_prompts_are_served_live_and_clients_are_told(daemon: RunningDaemon) -> None:
+    changed = trio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.PromptListChangedNotification):
+            changed.set()
+
+    async with Client(daemon.url, mode="legacy", message_handler=on_message) as session:
+        assert (await session.call_tool("calc_teach", {})).content[0].text == "taught"
+        with trio.fail_after(10):
+            await changed.wait()
+        assert "calc_halve" in {p.name for p in (await session.list_prompts()).prompts}
+        halved = await session.get_prompt("calc_halve", {"number": "8"})
+    assert halved.messages[0].content.text == "What is half of 8?"
+
+
 async def test_a_servers_error_is_an_error_result(daemon: RunningDaemon) -> None:
     result = await call(daemon, "calc_fail", {"reason": "no"})
     assert result.is_error

@@ -191,6 +191,7 @@ class Daemon:
         )
         self.loop_watchdog = Watchdog(self.config.limits.stall_timeout, self.metrics.loop_stalled)
         """Notices plugin code blocking the event loop, and fails its call past ``stall_timeout``."""
+        self.plugins.on_stall = self.loop_watchdog.report  # what workers' own watchdogs notice
         with startup.failing_as("cannot open the [tracing] path", "set [tracing] path to a file mcphost may write"):
             self.tracing = tracing.setup(loaded, version())
         """OpenTelemetry, with ``[tracing]``; ``None`` when off."""

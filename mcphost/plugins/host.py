@@ -30,6 +30,7 @@ import mcp_types as types
 import pluggy
 import structlog
 import trio
+from mcp.shared.uri_template import UriTemplate
 from pydantic import BaseModel, ValidationError
 
 from mcphost.core.config import LoadedConfig, PluginConfig, Problem, problems_from
@@ -37,6 +38,8 @@ from mcphost.plugins import damage, fence, hookspecs
 from mcphost.plugins.definitions import PromptDef, ResourceDef, ToolDef, definition_of
 from mcphost.plugins.limits import ToolLimits, plugin_pool
 from mcphost.plugins.registry import (
+    RegisteredPrompt,
+    RegisteredResource,
     RegisteredTool,
     Registry,
     build_prompt,
@@ -44,6 +47,7 @@ from mcphost.plugins.registry import (
     build_tool,
     combine,
     public_name,
+    remote_only,
 )
 from mcphost.plugins.settings import PluginSettings
 from mcphost.plugins.worker.supervisor import (
@@ -214,6 +218,9 @@ class PluginHost:
         tables = [plugins.for_plugin(name) for name in plugins.configured()] + [PluginConfig()]
         return plugins.fork_server and any(t.isolation == "process" and not t.command for t in tables)
         self.on_change: Callable[[], Awaitable[None]] | None = None
+        self.on_stall: Callable[[str, str | None], None] | None = None
+        """Told of each stall a worker's own watchdog noticed (plugin, and what happened once it
+        stopped the call), to count it and mark the plugin degraded as for inline code."""
         """Called when what a plugin serves changed between reloads (a hosted server's tools)."""
 
     @property
@@ -515,8 +522,9 @@ class PluginHost:
             if isinstance(started, WorkerStartError):
                 raise started
             worker = PluginWorker(spec, started, self.zygotes)
+            worker.on_stall = self._stalled
             registry = (
-                Registry({t.name: t for t in self._server_tools(candidate.name, worker)})
+                self._server_catalogue(candidate.name, worker)
                 if candidate.server
                 else catalogue_of(worker, candidate.name, self._threads(candidate.name))
             )
@@ -525,9 +533,9 @@ class PluginHost:
             return record.failed(str(error), problems)
         except (ValueError, ValidationError) as error:
             worker.close_now()
-            return record.failed(f"its server lists a tool mcphost cannot serve: {error}")
+            return record.failed(f"its server lists something mcphost cannot serve: {error}")
         if candidate.server:
-            worker.on_tools_changed = functools.partial(self._relisted, candidate.name, worker)
+            worker.on_listed_changed = functools.partial(self._relisted, candidate.name, worker)
         hello = worker.hello
         return replace(
             record,
@@ -538,43 +546,67 @@ class PluginHost:
             files=tuple(hello.get("files", ())),
         )
 
+    def _stalled(self, plugin: str, degraded: str | None) -> None:
+        if self.on_stall is not None:
+            self.on_stall(plugin, degraded)
+
     async def _relisted(self, name: str, worker: PluginWorker) -> None:
-        """A hosted server's tools changed: its catalogue entries follow, unless what it lists
-        now cannot be served or clashes with another plugin (then the old entries stay)."""
+        """What a hosted server lists changed: its catalogue entries follow, unless what it
+        lists now cannot be served or clashes with another plugin (then the old entries stay)."""
         index = next((i for i, r in enumerate(self.records) if r.worker is worker and r.status == "loaded"), None)
         if index is None:  # replaced or stopped since
             return
         try:
-            registry = Registry({t.name: t for t in self._server_tools(name, worker)})
+            registry = self._server_catalogue(name, worker)
         except (ValueError, ValidationError) as error:
-            log.error("the server's new tools cannot be served; its old ones stay", plugin=name, error=str(error))
+            log.error("what the server lists now cannot be served; its old entries stay", plugin=name, error=str(error))
             return
         others = combine(r.registry for i, r in enumerate(self.records) if i != index and r.status == "loaded")
         if clashes := others.clashes(registry):
-            log.error("the server's new tools clash; its old ones stay", plugin=name, clashes=clashes)
+            log.error("what the server lists now clashes; its old entries stay", plugin=name, clashes=clashes)
             return
         self.records[index] = replace(self.records[index], registry=registry)
         if self.on_change is not None:
             await self.on_change()
 
-    def _server_tools(self, name: str, worker: PluginWorker) -> list[RegisteredTool]:
-        """Catalogue entries for the tools an existing server listed: named and limited as a
-        plugin's tools are (its tools' names are what ``[plugins.<name>.tools]`` keys)."""
+    def _server_catalogue(self, name: str, worker: PluginWorker) -> Registry:
+        """Catalogue entries for what an existing server listed, named and limited as a
+        plugin's are: its tools and prompts under the plugin's prefix (its tools' own names are
+        what ``[plugins.<name>.tools]`` keys), its resources and templates by their URIs."""
         defaults, own = self.config.limits, self.config.plugins.for_plugin(name)
         prefix = name if own.prefix is None else own.prefix
-        pool = plugin_pool(defaults, own)
-        entries = []
-        for listed in worker.hello.get("tools", ()):
+        pool, threads, max_length = plugin_pool(defaults, own), self._threads(name), self.config.tools.max_name_length
+        plain = ToolLimits.resolve(defaults, own, ToolDef(fn=lambda: None), None, pool, threads)
+        hello = worker.hello
+        tools, names = {}, {}
+        for listed in hello.get("tools", ()):
             short = listed["name"]
-            limits = ToolLimits.resolve(
-                defaults, own, ToolDef(fn=lambda: None), own.tools.get(short), pool, self._threads(name)
-            )
-            public = public_name(prefix, short, self.config.tools.max_name_length)
+            limits = ToolLimits.resolve(defaults, own, ToolDef(fn=lambda: None), own.tools.get(short), pool, threads)
+            public = public_name(prefix, short, max_length)
             wire = types.Tool.model_validate({**listed, "name": public}, by_name=False)
-            worker.names[public] = short
+            names[public] = short
             # "ctx": a server may send progress and questions during any call.
-            entries.append(RegisteredTool(public, name, None, wire, limits, None, "ctx", remote=worker))
-        return entries
+            tools[public] = RegisteredTool(public, name, None, wire, limits, None, "ctx", remote=worker)
+        prompts, prompt_names = {}, {}
+        for listed in hello.get("prompts", ()):
+            public = public_name(prefix, listed["name"], max_length)
+            prompt = types.Prompt.model_validate({**listed, "name": public}, by_name=False)
+            prompt_names[public] = listed["name"]
+            render = PromptDef(remote_only, public)
+            prompts[public] = RegisteredPrompt(public, name, None, prompt, plain, None, render, "ctx", worker)
+        resources = {}
+        for listed in hello.get("resources", ()):
+            static = types.Resource.model_validate(listed, by_name=False)
+            uri = str(static.uri)
+            resources[uri] = RegisteredResource(name, ResourceDef(remote_only, uri), None, static, plain, worker)
+        templates = []
+        for listed in hello.get("templates", ()):
+            template = types.ResourceTemplate.model_validate(listed, by_name=False)
+            definition = ResourceDef(remote_only, template.uri_template)
+            parsed = UriTemplate.parse(template.uri_template)
+            templates.append(RegisteredResource(name, definition, parsed, template, plain, worker))
+        worker.names, worker.prompt_names = names, prompt_names
+        return Registry(tools, resources, tuple(templates), prompts)
 
     def _spec(self, candidate: Candidate) -> WorkerSpec:
         """What a worker of ``candidate`` runs: only this plugin's part of the config, never the

@@ -51,11 +51,18 @@ def fenced_call(frame: FrameType | None) -> tuple[str, str, FrameType] | None:
 class Watchdog:
     """Watches the event loop of the thread that runs :meth:`run` (the main thread)."""
 
-    def __init__(self, stall_timeout: float, on_stall: Callable[[str], None] = lambda plugin: None):
+    def __init__(
+        self,
+        stall_timeout: float,
+        on_stall: Callable[[str], None] = lambda plugin: None,
+        on_degraded: Callable[[str, str], None] = lambda plugin, why: None,
+    ):
         self.stall_timeout = stall_timeout
         """Seconds the loop may be held before the call is failed (a reload may change it)."""
         self.on_stall = on_stall
         """Called (in the watchdog's thread) with the plugin's name for each stall noticed."""
+        self.on_degraded = on_degraded
+        """Called (in the watchdog's thread) with the plugin's name and what happened when it is marked degraded."""
         self.degraded: dict[str, str] = {}
         """Plugins that held the loop past the stall timeout: name -> what happened."""
         self._beat = time.monotonic()
@@ -80,6 +87,14 @@ class Watchdog:
     def warn_after(self) -> float:
         """Seconds the loop may be held before the stall is logged and counted."""
         return min(1.0, self.stall_timeout / 2)
+
+    def report(self, plugin: str, degraded: str | None) -> None:
+        """A stall that a worker's own watchdog noticed in ``plugin``'s code: counted, and the
+        plugin marked ``degraded`` (what happened, once its call was stopped), as one here is."""
+        if degraded is None:
+            self.on_stall(plugin)
+        else:
+            self.degraded[plugin] = degraded
 
     def forget(self, plugin: str) -> None:
         """``plugin`` is a new version: it is not degraded (any more)."""
@@ -106,6 +121,7 @@ class Watchdog:
             if call is not None and held >= interrupt_at:
                 plugin, what, fenced = call
                 self.degraded[plugin] = f"{what} held the event loop for more than {self.stall_timeout:g}s"
+                self.on_degraded(plugin, self.degraded[plugin])
                 log.error(
                     "plugin held the event loop past its stall timeout; failing the call", plugin=plugin, call=what
                 )

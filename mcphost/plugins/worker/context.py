@@ -18,6 +18,10 @@ from mcphost.plugins import client_input
 from mcphost.plugins.context import LogLevel, ToolContext
 from mcphost.plugins.worker.wire import Channel, RemoteError
 
+STALLED = "mcphost/stalled"
+"""A worker's notification that its loop-stall watchdog found the plugin's code holding its
+event loop (``{}``), or stopped a call that held it past the stall timeout
+(``{"degraded": what happened}``)."""
 META_REQUEST = "mcphost/request"
 """``_meta`` key of a call: the daemon's request id, session, caller and client, for the
 call's context and its log lines."""

@@ -30,7 +30,7 @@ from mcphost.plugins import client_input, damage, fence, leftovers, notify, resu
 from mcphost.plugins.host import PluginHost, PluginRecord, plugin_files
 from mcphost.plugins.registry import RegisteredPrompt, RegisteredResource, RegisteredTool, invalid_arguments
 from mcphost.plugins.watchdog import Watchdog
-from mcphost.plugins.worker.context import INPUT_REQUIRED, META_REQUEST, WorkerToolContext
+from mcphost.plugins.worker.context import INPUT_REQUIRED, META_REQUEST, STALLED, WorkerToolContext
 from mcphost.plugins.worker.threads import ThreadCalls, on_thread, reply_of
 from mcphost.plugins.worker.wire import Channel, Message
 
@@ -58,7 +58,12 @@ class Worker:
         self._nursery: trio.Nursery | None = None
         # The same watchdog as the daemon's: code blocking this loop is named and stopped
         # here, before the daemon's ping or a call's deadline has to end the whole worker.
-        self.watchdog = Watchdog(DefaultLimits().stall_timeout)
+        # The daemon counts each stall and marks the plugin degraded, as for one of its own.
+        self.watchdog = Watchdog(
+            DefaultLimits().stall_timeout,
+            lambda plugin: self.channel.notify(STALLED, {}),
+            lambda plugin, why: self.channel.notify(STALLED, {"degraded": why}),
+        )
         self.served: dict[str, Callable[[Message, Message], Awaitable[Any]]] = {
             "tools/call": self.call_tool,
             "resources/read": self.read_resource,

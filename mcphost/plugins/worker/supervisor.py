@@ -47,7 +47,7 @@ from mcphost.plugins.registry import (
     Registry,
     remote_only,
 )
-from mcphost.plugins.worker.context import INPUT_REQUIRED, META_REQUEST
+from mcphost.plugins.worker.context import INPUT_REQUIRED, META_REQUEST, STALLED
 from mcphost.plugins.worker.wire import Channel, ChannelClosed, Framer, Message, RemoteError, encode
 from mcphost.plugins.worker.zygote_client import ForkedChild, Zygotes, ZygoteUnavailable, describe
 
@@ -66,6 +66,8 @@ within the plugin's ``restart_window``, up to the maximum."""
 ENVIRONMENT = ("PATH", "HOME", "LANG")
 """What a worker keeps of the daemon's environment; the rest (secrets, ``MCPHOST_*``) stays behind."""
 MAX_LOG_LINE = 65536
+MAX_REASON = 500
+"""Characters of a worker's own account of a stall that the daemon keeps (the worker is not trusted)."""
 
 _ASKS: dict[str, tuple[Any, Any]] = {
     "elicit": (types.ElicitRequest, types.ElicitResult),
@@ -216,7 +218,7 @@ def _load(spec: WorkerSpec, process: Process) -> Process:
             # (``PYTHONPATH``, a path ``site`` added), though its environment is scrubbed.
             params = {"plugin": spec.plugin, "config": spec.config, "source": spec.source, "path": sys.path}
             process.hello = _handshake(ours, _request(0, "initialize", params))
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RemoteError) as error:
         process.kill_group()
         status = process.popen.wait()
         last = _last_line(process.output)
@@ -233,8 +235,24 @@ def _request(request_id: int, method: str, params: Message) -> Message:
     return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
 
 
+SERVER_LISTS = (
+    ("tools", "tools", "tools/list", "tools"),
+    ("resources", "resources", "resources/list", "resources"),
+    ("templates", "resources", "resources/templates/list", "resourceTemplates"),
+    ("prompts", "prompts", "prompts/list", "prompts"),
+)
+"""What the daemon lists of a hosted server, each as (its key in the server's hello, the
+capability that offers it, the method that lists it, the result's field)."""
+LISTED_BY = {
+    "notifications/tools/list_changed": ("tools",),
+    "notifications/resources/list_changed": ("resources", "templates"),
+    "notifications/prompts/list_changed": ("prompts",),
+}
+"""What a server's ``list_changed`` notification says to list again."""
+
+
 def _server_hello(sock: socket.socket) -> Message:
-    """MCP's handshake with an existing server, then its tools (every page)."""
+    """MCP's handshake with an existing server, then everything it offers (every page)."""
     params = {
         "protocolVersion": LATEST_HANDSHAKE_VERSION,
         "capabilities": {"roots": {}, "sampling": {}, "elicitation": {}},
@@ -245,14 +263,24 @@ def _server_hello(sock: socket.socket) -> Message:
     if version not in HANDSHAKE_PROTOCOL_VERSIONS:
         raise ValueError(f"it speaks protocol revision {version!r}, which mcphost does not")
     sock.sendall(encode({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-    tools: list[Message] = []
-    cursor = None
-    for page in itertools.count(1):
-        listed = _handshake(sock, _request(page, "tools/list", {"cursor": cursor} if cursor else {}))
-        tools += listed.get("tools") or []
-        if not (cursor := listed.get("nextCursor")):
-            break
-    return {"server": server.get("serverInfo"), "protocol_version": version, "tools": tools}
+    hello: Message = {"server": server.get("serverInfo"), "protocol_version": version}
+    capabilities, ids = server.get("capabilities") or {}, itertools.count(1)
+    for key, capability, method, found in SERVER_LISTS:
+        hello[key] = []
+        if capability not in capabilities:
+            continue
+        cursor = None
+        try:
+            while True:
+                listed = _handshake(sock, _request(next(ids), method, {"cursor": cursor} if cursor else {}))
+                hello[key] += listed.get(found) or []
+                if not (cursor := listed.get("nextCursor")):
+                    break
+        except RemoteError as error:
+            # A server with resources but no templates may not know the method at all.
+            if key != "templates" or error.code != -32601:
+                raise ValueError(f"{method}: {error}") from None
+    return hello
 
 
 def _handshake(sock: socket.socket, request: Message) -> Message:
@@ -266,8 +294,8 @@ def _handshake(sock: socket.socket, request: Message) -> Message:
             raise ValueError("the worker closed the connection")
         for message in framer.feed(data):
             if message.get("id") == request["id"] and "method" not in message:
-                if "error" in message:
-                    raise ValueError(message["error"].get("message"))
+                if isinstance(error := message.get("error"), dict):
+                    raise RemoteError(int(error.get("code", -32603)), str(error.get("message")), error.get("data"))
                 result: Message = message.get("result") or {}
                 return result
 
@@ -327,8 +355,13 @@ class PluginWorker:
         that request's name (its caller's share of questions, its log lines)."""
         self.names: dict[str, str] = {}
         """A server's own name of each tool, by public name (``command`` only)."""
-        self.on_tools_changed: Callable[[], Awaitable[None]] | None = None
-        """Called when a server's tools changed (it said so, or it was restarted with others)."""
+        self.prompt_names: dict[str, str] = {}
+        """A server's own name of each prompt, by public name (``command`` only)."""
+        self.on_stall: Callable[[str, str | None], None] | None = None
+        """Called with the plugin's name for each stall the worker's watchdog noticed, and with
+        what happened when it stopped a call (see :meth:`~mcphost.plugins.watchdog.Watchdog.report`)."""
+        self.on_listed_changed: Callable[[], Awaitable[None]] | None = None
+        """Called when what a server lists changed (it said so, or it was restarted with others)."""
 
     @property
     def hello(self) -> Message:
@@ -419,7 +452,8 @@ class PluginWorker:
         self, prompt: RegisteredPrompt, arguments: dict[str, Any], meta: dict[str, Any], context: ToolContext | None
     ) -> types.GetPromptResult | types.InputRequiredResult:
         """Render a prompt in the worker (see :class:`~mcphost.plugins.registry.Remote`)."""
-        params = {"name": prompt.name, "arguments": arguments}
+        name = self.prompt_names[prompt.name] if self.spec.command else prompt.name
+        params = {"name": name, "arguments": arguments}
         reply = await self._answer("prompts/get", params, f"prompt {prompt.name!r}", prompt.limits, meta, context)
         if reply.get("resultType") == "input_required":
             return types.InputRequiredResult.model_validate(reply, by_name=False)
@@ -432,6 +466,8 @@ class PluginWorker:
         ref = params.ref
         what = f"prompt {ref.name!r}" if isinstance(ref, types.PromptReference) else f"resource template {ref.uri!r}"
         request = params.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if self.spec.command and isinstance(ref, types.PromptReference):
+            request["ref"]["name"] = self.prompt_names[ref.name]
         reply = await self._answer("completion/complete", request, what, entry.limits, meta, None)
         values = reply["completion"]["values"]
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
@@ -588,12 +624,12 @@ class PluginWorker:
                 return
             if self.zygotes is not None:
                 self.zygotes.ensure()
-            listed = self.hello.get("tools")
+            listed = _listed(self.hello)
             try:
                 self.process = await trio.to_thread.run_sync(spawn, self.spec, self.zygotes)
                 self.restarts += 1
-                if self.spec.command and self.hello.get("tools") != listed and self.on_tools_changed is not None:
-                    await self.on_tools_changed()
+                if self.spec.command and _listed(self.hello) != listed and self.on_listed_changed is not None:
+                    await self.on_listed_changed()
             except WorkerStartError as error:
                 log.error("plugin worker did not start", plugin=self.spec.plugin, error=str(error))
                 self.process = None
@@ -736,10 +772,14 @@ class PluginWorker:
             current_request.reset(serving)
 
     async def _notified(self, message: Message) -> None:
-        """The plugin announced that one of its resources changed: its subscribers hear of it."""
-        uri = (message.get("params") or {}).get("uri")
-        if message.get("method") == "notifications/resources/updated" and isinstance(uri, str):
-            await notify.notify_resource_updated(uri)
+        """The plugin announced that one of its resources changed: its subscribers hear of it;
+        or the worker's watchdog found its code holding the worker's event loop."""
+        params, method = message.get("params") or {}, message.get("method")
+        if method == "notifications/resources/updated" and isinstance(params.get("uri"), str):
+            await notify.notify_resource_updated(params["uri"])
+        elif method == STALLED and self.on_stall is not None:
+            degraded = params.get("degraded")
+            self.on_stall(self.spec.plugin, None if degraded is None else str(degraded)[:MAX_REASON])
 
     async def _server_asked(self, message: Message) -> None:
         """A server's request: ``ping``; ``roots/list``, answered from ``[plugins.<name>] roots``
@@ -776,7 +816,8 @@ class PluginWorker:
 
     async def _server_notified(self, message: Message) -> None:
         """A server's notification: progress goes to the call it names, log messages to the
-        daemon's log; the rest is dropped."""
+        daemon's log, a resource's update to its subscribers, a changed list has it listed
+        again; the rest is dropped."""
         params, method = message.get("params") or {}, message.get("method")
         if method == "notifications/progress":
             context = self._contexts.get(params.get("progressToken", 0))
@@ -784,32 +825,44 @@ class PluginWorker:
                 await context.report_progress(params.get("progress", 0), params.get("total"), params.get("message"))
         elif method == "notifications/message":
             log.info("plugin log message", plugin=self.spec.plugin, level=params.get("level"), data=params.get("data"))
-        elif method == "notifications/tools/list_changed":
-            await self._relist(self._current())
+        elif method == "notifications/resources/updated" and isinstance(params.get("uri"), str):
+            await notify.notify_resource_updated(params["uri"])
+        elif method in LISTED_BY:
+            await self._relist(self._current(), LISTED_BY[method])
 
-    async def _relist(self, channel: Channel) -> None:
-        """List a server's tools again (every page), and have its plugin's catalogue follow."""
-        tools: list[Message] = []
-        cursor = None
-        try:
-            while True:
-                listed = await channel.request("tools/list", {"cursor": cursor} if cursor else {})
-                tools += listed.get("tools") or []
-                if not (cursor := listed.get("nextCursor")):
-                    break
-        except (ChannelClosed, RemoteError, AttributeError) as error:
-            log.error("the server's tools changed but could not be listed", plugin=self.spec.plugin, error=str(error))
-            return
-        if self.process is not None and tools != self.process.hello.get("tools"):
-            self.process.hello = {**self.process.hello, "tools": tools}
-            log.info("the server's tools changed", plugin=self.spec.plugin, tools=len(tools))
-            if self.on_tools_changed is not None:
-                await self.on_tools_changed()
+    async def _relist(self, channel: Channel, keys: tuple[str, ...]) -> None:
+        """List again (every page) what a server said changed, and have its plugin's catalogue follow."""
+        assert self.process is not None
+        hello = dict(self.process.hello)
+        for key, _, method, found in SERVER_LISTS:
+            if key not in keys:
+                continue
+            hello[key], cursor = [], None
+            try:
+                while True:
+                    listed = await channel.request(method, {"cursor": cursor} if cursor else {})
+                    hello[key] += listed.get(found) or []
+                    if not (cursor := listed.get("nextCursor")):
+                        break
+            except (ChannelClosed, RemoteError, AttributeError) as error:
+                plugin = self.spec.plugin
+                log.error("a list of the server's could not be listed", plugin=plugin, list=key, error=str(error))
+                return
+        if self.process is not None and _listed(hello) != _listed(self.process.hello):
+            self.process.hello = hello
+            log.info("what the server lists changed", plugin=self.spec.plugin, lists=list(keys))
+            if self.on_listed_changed is not None:
+                await self.on_listed_changed()
 
     def _current(self) -> Channel:
         # Requests come on the channel of the call that asks, which is the current one.
         assert self.channel is not None
         return self.channel
+
+
+def _listed(hello: Message) -> list[Any]:
+    """What a server's hello lists (tools, resources, templates, prompts)."""
+    return [hello.get(key) for key, *_ in SERVER_LISTS]
 
 
 def _context_meta(context: ToolContext | None) -> dict[str, Any]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 
 import anyio
+import mcp_types as types
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.prompts import Prompt
 
 mcp = MCPServer("calc")
 
@@ -62,6 +64,49 @@ async def grow(ctx: Context) -> str:
 def multiply(a: int, b: int) -> int:
     """Multiply two integers."""
     return a * b
+
+
+@mcp.tool()
+async def teach(ctx: Context) -> str:
+    """Add a prompt ``halve``, and tell the client the prompts changed."""
+    mcp.add_prompt(Prompt.from_function(halve))
+    await ctx.session.send_prompt_list_changed()
+    return "taught"
+
+
+def halve(number: str) -> str:
+    """Ask for half of a number."""
+    return f"What is half of {number}?"
+
+
+@mcp.resource("calc://constants/answer", mime_type="text/plain")
+def answer() -> str:
+    """The answer."""
+    return "42"
+
+
+@mcp.resource("calc://square/{n}", mime_type="text/plain")
+def square(n: str) -> str:
+    """The square of ``n``."""
+    return str(int(n) ** 2)
+
+
+@mcp.prompt()
+def double(number: str) -> str:
+    """Ask for twice a number."""
+    return f"What is twice {number}?"
+
+
+@mcp.completion()
+async def complete(
+    ref: types.PromptReference | types.ResourceTemplateReference,
+    argument: types.CompletionArgument,
+    context: types.CompletionContext | None,
+) -> types.Completion | None:
+    """Numbers that start with what was typed, for ``double``'s argument and ``square``'s ``n``."""
+    if isinstance(ref, types.PromptReference) and ref.name != "double":
+        return None
+    return types.Completion(values=[n for n in ("1", "12", "123", "7") if n.startswith(argument.value)])
 
 
 if __name__ == "__main__":
