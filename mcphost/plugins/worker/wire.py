@@ -207,9 +207,15 @@ class Channel:
             with contextlib.suppress(trio.RunFinishedError):
                 self._trio.run_sync_soon(self._kick)
 
+    @property
+    def queued(self) -> bool:
+        """Whether frames wait for the writer task (or a :meth:`flush`)."""
+        return bool(self._queue)
+
     def flush(self) -> None:
         """Send what is queued (on the event loop)."""
-        self._kick()
+        if self._queue:
+            self._kick()
 
     def _kick(self) -> None:
         """Wake the writer task, if it is waiting (on the event loop)."""
