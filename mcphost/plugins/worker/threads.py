@@ -24,10 +24,10 @@ import collections
 import contextlib
 import itertools
 import math
-import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from queue import SimpleQueue
 from typing import Any
 
 import structlog
@@ -41,6 +41,7 @@ from mcphost.ops import log as logs
 from mcphost.plugins import client_input, fence, results
 from mcphost.plugins.damage import check_std_streams
 from mcphost.plugins.registry import RegisteredTool, invalid_arguments
+from mcphost.plugins.worker.ticks import at_batch_end
 from mcphost.plugins.worker.wire import Channel, Message
 
 log = structlog.get_logger("mcphost.worker")
@@ -83,7 +84,7 @@ class ThreadCalls:
     """The most threads (the process's budget: every call holds one of its tokens)."""
     fenced: Callable[[Message], None]
     """Runs a request in the fence instead (which queues it for its tokens)."""
-    _jobs: queue.SimpleQueue[_Call] = field(init=False, default_factory=queue.SimpleQueue)
+    _jobs: SimpleQueue[_Call] = field(init=False, default_factory=SimpleQueue)
     _calls: dict[Any, _Call] = field(init=False, default_factory=dict)
     _waiting: collections.deque[_Call] = field(init=False, default_factory=collections.deque)
     _running: int = field(init=False, default=0)
@@ -99,6 +100,10 @@ class ThreadCalls:
     _idle: int = field(init=False, default=0)
     """Threads waiting for a call, less those the loop has just handed one."""
     _started_threads: int = field(init=False, default=0)
+    _new_threads: int = field(init=False, default=0)
+    """Threads to start, for calls that found none idle."""
+    _handing: list[_Call] = field(init=False, default_factory=list)
+    """Calls to hand to the threads at the end of the scheduler tick."""
     _fencing: int = field(init=False, default=0)
     """Requests the loop serves now (:meth:`fencing`)."""
     _changed: trio.Event = field(init=False, default_factory=trio.Event)
@@ -166,9 +171,9 @@ class ThreadCalls:
         while True:
             now = trio.current_time()
             earliest = math.inf
-            for queue_ in self._by_timeout.values():
-                while queue_ and (queue_[0].answered or queue_[0].deadline <= now):
-                    call = queue_.popleft()
+            for queue in self._by_timeout.values():
+                while queue and (queue[0].answered or queue[0].deadline <= now):
+                    call = queue.popleft()
                     if not call.answered:
                         limits, what = call.tool.limits, f"tool {call.tool.name!r}"
                         short = not call.started and limits.pool.available_tokens > 0
@@ -176,8 +181,8 @@ class ThreadCalls:
                         self._answer(call, {"status": error.status, "message": str(error)})
                         if not call.started:
                             del self._calls[call.request_id]
-                if queue_:
-                    earliest = min(earliest, queue_[0].deadline)
+                if queue:
+                    earliest = min(earliest, queue[0].deadline)
             # Calls that end leave the wake-up where it was: a stale one finds nothing due.
             self._waking_at = earliest
             with trio.move_on_at(earliest):
@@ -191,12 +196,20 @@ class ThreadCalls:
             self._busy += 1
             if self._idle:
                 self._idle -= 1
-                new = False
             else:
-                self._started_threads += 1
-                new = True
-        self._jobs.put(call)
-        if new:
+                self._new_threads += 1
+        # Handed over as the loop goes to sleep: the thread then finds the GIL free.
+        if not self._handing:
+            at_batch_end(self._hand_over)
+        self._handing.append(call)
+
+    def _hand_over(self) -> None:
+        handing, self._handing = self._handing, []
+        for call in handing:
+            self._jobs.put(call)
+        while self._new_threads:
+            self._new_threads -= 1
+            self._started_threads += 1
             threading.Thread(target=self._serve, name=f"mcphost-call-{self._started_threads}", daemon=True).start()
 
     def _answer(self, call: _Call, reply: Message, *, later: bool = False) -> None:
@@ -209,7 +222,11 @@ class ThreadCalls:
     def _serve(self) -> None:
         """A thread's life: run the calls it is handed, one at a time."""
         while True:
-            self._run(self._jobs.get())
+            call = self._jobs.get()
+            try:
+                self._run(call)
+            except Exception:  # the thread stays, counted idle, for the next call
+                log.exception("a call's thread failed", tool=call.tool.name)
 
     def _run(self, call: _Call) -> None:
         tool, meta = call.tool, call.meta
@@ -245,9 +262,9 @@ class ThreadCalls:
             self._running -= 1
             if self._calls.get(call.request_id) is call:
                 del self._calls[call.request_id]
-            queue_ = self._by_timeout[call.tool.limits.timeout]
-            while queue_ and queue_[0].answered:
-                queue_.popleft()
+            queue = self._by_timeout[call.tool.limits.timeout]
+            while queue and queue[0].answered:
+                queue.popleft()
         while self._waiting:
             waiting = self._waiting[0]
             if not waiting.answered:
