@@ -254,6 +254,38 @@ async def test_sync_calls_in_a_worker_time_out_and_queue_without_ending_it(daemo
     assert _restarts(daemon, "faulty") == restarts
 
 
+SHARED_POOL = """
+import mcphost
+
+
+@mcphost.hookimpl
+def mcphost_tools():
+    def plain(n: int) -> int:
+        \"\"\"A sync tool without a context: it runs on a thread of the worker's own.\"\"\"
+        return n + 1
+
+    async def fenced(n: int) -> int:
+        \"\"\"An async tool: it runs in the fence, on the worker's event loop.\"\"\"
+        return n + 2
+
+    return [plain, fenced]
+"""
+
+
+async def test_a_call_in_the_fence_gets_the_slot_a_finished_thread_call_held(mcphost_daemon, tmp_path: Path) -> None:
+    source = tmp_path / "shared.py"
+    source.write_text(SHARED_POOL)
+    plugin = {"isolation": "process", "max_concurrency": 1, "timeout": 20}
+    daemon = mcphost_daemon({"plugins": {"enable": ["shared"], "paths": [str(source)], "shared": plugin}})
+    async with Client(daemon.url) as client:
+        for n in range(3):
+            # The one slot of the plugin's pool is free again as soon as each call has answered.
+            assert (await client.call_tool("shared_plain", {"n": n})).structured_content == {"result": n + 1}
+            start = time.monotonic()
+            answer = await client.call_tool("shared_fenced", {"n": n})
+            assert time.monotonic() - start < WITNESS_BOUND and answer.structured_content == {"result": n + 2}
+
+
 def _restarts(daemon: RunningDaemon, plugin: str) -> int:
     status, body = daemon.get("/status", admin=True)
     return next(p["restarts"] for p in httpx.Response(status, content=body).json()["plugins"] if p["name"] == plugin)

@@ -83,6 +83,13 @@ class Worker:
 
     async def handle(self, message: Message) -> None:
         """Answer one request of the daemon."""
+        if self.threads is None:
+            await self._handle(message)
+            return
+        with self.threads.fencing():
+            await self._handle(message)
+
+    async def _handle(self, message: Message) -> None:
         request_id, method, params = message["id"], message.get("method"), message.get("params") or {}
         try:
             if method in self.served:

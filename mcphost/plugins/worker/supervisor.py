@@ -516,10 +516,14 @@ class PluginWorker:
             params = {**params, "_meta": {META_REQUEST: {**meta, "call": call, **_context_meta(context)}}}
         # The call holds a slot of its pool while the worker runs it, so that the daemon sees
         # it running or waiting; the wait for a slot is bounded by the timeout, as inline.
-        with trio.move_on_after(timeout) as waiting:
-            await limits.pool.acquire()
-        if waiting.cancelled_caught:
-            raise fence.overran(limits, what, waiting_for_thread=False)
+        # A free slot is taken without a scheduler turn: waiting for the answer checkpoints.
+        if limits.pool.available_tokens:
+            limits.pool.acquire_nowait()
+        else:
+            with trio.move_on_after(timeout) as waiting:
+                await limits.pool.acquire()
+            if waiting.cancelled_caught:
+                raise fence.overran(limits, what, waiting_for_thread=False)
         if context is not None:
             self._contexts[call] = context
             self._requests[call] = current_request.get()
@@ -538,7 +542,7 @@ class PluginWorker:
             self._contexts.pop(call, None)
             self._requests.pop(call, None)
             self._in_flight -= 1
-            if not self._in_flight:
+            if not self._in_flight and self.stopping:  # stop() waits for the calls to drain
                 self._signal()
         self._overran(what, timeout, process)
 

@@ -5,23 +5,29 @@ Such a call needs nothing of the event loop while it runs, and the loop's round 
 thread and back (``trio.to_thread``) costs more than the whole hop between daemon and
 worker. So the loop only takes the call's tokens (a call whose tokens are not free waits in
 line behind the others here, or, when none of them runs to give tokens back, takes the
-fenced path, which queues it), hands it to a thread, and keeps its deadline; the thread
-validates, runs, converts and measures as the fence does, and sends the reply itself (while
-other calls run, at the loop's next flush, so that answers under load leave in one send).
-Whichever comes first answers the call: the thread's reply, the timeout, or the daemon's
-cancellation; the thread keeps its tokens until it really ends, as a fenced thread does.
+fenced path, which queues it), hands it to an idle thread of its own, and keeps its
+deadline; the thread validates, runs, converts and measures as the fence does, and sends
+the reply itself (while other calls run, at the loop's next flush, so that answers under
+load leave in one send). Whichever comes first answers the call: the thread's reply, the
+timeout, or the daemon's cancellation; the thread keeps its tokens until it really ends, as
+a fenced thread does.
+
+A thread that ends does not wake the loop to give its tokens back: the loop takes back the
+tokens of the calls that ended the next time it looks (the next call, say), and is woken
+only when a call waits for them or replies wait for its flush. At one call at a time the
+event loop then wakes once per call, for the request, and the thread once, for its run.
 """
 
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import contextlib
 import itertools
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from queue import SimpleQueue
 from typing import Any
 
 import structlog
@@ -35,6 +41,7 @@ from mcphost.ops import log as logs
 from mcphost.plugins import client_input, fence, results
 from mcphost.plugins.damage import check_std_streams
 from mcphost.plugins.registry import RegisteredTool, invalid_arguments
+from mcphost.plugins.worker.ticks import at_batch_end
 from mcphost.plugins.worker.wire import Channel, Message
 
 log = structlog.get_logger("mcphost.worker")
@@ -77,12 +84,28 @@ class ThreadCalls:
     """The most threads (the process's budget: every call holds one of its tokens)."""
     fenced: Callable[[Message], None]
     """Runs a request in the fence instead (which queues it for its tokens)."""
-    _pool: concurrent.futures.ThreadPoolExecutor = field(init=False)
+    _jobs: SimpleQueue[_Call] = field(init=False, default_factory=SimpleQueue)
     _calls: dict[Any, _Call] = field(init=False, default_factory=dict)
     _waiting: collections.deque[_Call] = field(init=False, default_factory=collections.deque)
     _running: int = field(init=False, default=0)
+    """Calls started whose tokens the loop has not taken back yet."""
     _by_timeout: dict[float, collections.deque[_Call]] = field(init=False, default_factory=dict)
-    _answering: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    """Held by the loop and the threads around what both read: whether a call is answered,
+    the calls that ended, the threads idle and busy, whether calls wait for tokens."""
+    _ended: list[_Call] = field(init=False, default_factory=list)
+    """Calls whose threads ended, their tokens not yet taken back (:meth:`_reap`)."""
+    _busy: int = field(init=False, default=0)
+    """Threads running a call now."""
+    _idle: int = field(init=False, default=0)
+    """Threads waiting for a call, less those the loop has just handed one."""
+    _started_threads: int = field(init=False, default=0)
+    _new_threads: int = field(init=False, default=0)
+    """Threads to start, for calls that found none idle."""
+    _handing: list[_Call] = field(init=False, default_factory=list)
+    """Calls to hand to the threads at the end of the scheduler tick."""
+    _fencing: int = field(init=False, default=0)
+    """Requests the loop serves now (:meth:`fencing`)."""
     _changed: trio.Event = field(init=False, default_factory=trio.Event)
     _trio: trio.lowlevel.TrioToken = field(init=False)
     _borrowers: itertools.count[int] = field(init=False, default_factory=itertools.count)
@@ -90,12 +113,12 @@ class ThreadCalls:
     """When :meth:`expire` wakes next (``-inf`` until it first sleeps)."""
 
     def __post_init__(self) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="mcphost-call")
         self._trio = trio.lowlevel.current_trio_token()
 
     def start(self, message: Message, tool: RegisteredTool, arguments: Message, meta: Message) -> bool:
         """Run the call ``message`` on a thread once its tokens are free; ``False`` when they
         are not and no call here will give any back (the fence then queues it)."""
+        self._reap()
         limits = tool.limits
         tokens = fence.Tokens(limits.pool, limits.threads)
         deadline = trio.current_time() + limits.timeout
@@ -104,7 +127,11 @@ class ThreadCalls:
         if self._waiting or not tokens.acquire_nowait(call.borrower):
             if not self._running:
                 return False
-            self._waiting.append(call)
+            with self._lock:
+                self._waiting.append(call)
+                missed = bool(self._ended)
+            if missed:  # a thread ended since the reap above, and saw no call waiting
+                self._reap()
         else:
             self._launch(call)
         self._by_timeout.setdefault(limits.timeout, collections.deque()).append(call)
@@ -112,6 +139,22 @@ class ThreadCalls:
             self._changed.set()
         self._calls[request_id] = call
         return True
+
+    @contextlib.contextmanager
+    def fencing(self) -> Iterator[None]:
+        """Around a request the loop serves (in the fence, which may wait for the tokens that
+        calls here hold): while it runs, a thread that ends wakes the loop to give its
+        tokens back at once."""
+        with self._lock:
+            self._fencing += 1
+        # Taken back after the count is up: a thread that ended before it is reaped here,
+        # one that ends after it sees the count.
+        self._reap()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._fencing -= 1
 
     def cancel(self, request_id: Any) -> bool:
         """The daemon cancelled ``request_id``: answer it so, if it is a call here."""
@@ -149,14 +192,41 @@ class ThreadCalls:
     def _launch(self, call: _Call) -> None:
         call.started = True
         self._running += 1
-        self._pool.submit(self._run, call)
+        with self._lock:
+            self._busy += 1
+            if self._idle:
+                self._idle -= 1
+            else:
+                self._new_threads += 1
+        # Handed over as the loop goes to sleep: the thread then finds the GIL free.
+        if not self._handing:
+            at_batch_end(self._hand_over)
+        self._handing.append(call)
+
+    def _hand_over(self) -> None:
+        handing, self._handing = self._handing, []
+        for call in handing:
+            self._jobs.put(call)
+        while self._new_threads:
+            self._new_threads -= 1
+            self._started_threads += 1
+            threading.Thread(target=self._serve, name=f"mcphost-call-{self._started_threads}", daemon=True).start()
 
     def _answer(self, call: _Call, reply: Message, *, later: bool = False) -> None:
-        with self._answering:
+        with self._lock:
             if call.answered:
                 return
             call.answered = True
         self.channel.respond(call.request_id, reply, later=later)
+
+    def _serve(self) -> None:
+        """A thread's life: run the calls it is handed, one at a time."""
+        while True:
+            call = self._jobs.get()
+            try:
+                self._run(call)
+            except Exception:  # the thread stays, counted idle, for the next call
+                log.exception("a call's thread failed", tool=call.tool.name)
 
     def _run(self, call: _Call) -> None:
         tool, meta = call.tool, call.meta
@@ -168,39 +238,50 @@ class ThreadCalls:
             finally:
                 logs.current_request.reset(token)
                 check_std_streams(tool.plugin, f"tool {tool.name!r}")
-            # While other calls run, the answer waits for the loop's flush in _ended, which
-            # sends every answer ready by then at once.
-            self._answer(call, reply, later=self._running > 1)
+            # While other calls run, the answer waits for the flush it asks of the loop as
+            # its thread ends, which sends every answer ready by then at once.
+            self._answer(call, reply, later=self._busy > 1)
         finally:
-            with contextlib.suppress(trio.RunFinishedError):
-                self._trio.run_sync_soon(self._ended, call)
+            with self._lock:
+                self._busy -= 1
+                self._idle += 1
+                self._ended.append(call)
+                wake = bool(self._waiting or self._fencing) or self.channel.queued
+            if wake:
+                with contextlib.suppress(trio.RunFinishedError):
+                    self._trio.run_sync_soon(self._reap)
 
-    def _ended(self, call: _Call) -> None:
-        """On the loop: the call's thread is done; give back its tokens, start the calls
-        waiting for them, forget answered calls."""
+    def _reap(self) -> None:
+        """On the loop: take back the tokens of the calls whose threads ended, start the calls
+        waiting for them, forget answered calls, send the answers waiting for a flush."""
+        with self._lock:
+            ended, self._ended = self._ended, []
         self.channel.flush()
-        call.tokens.release_on_behalf_of(call.borrower)
-        self._running -= 1
-        if self._calls.get(call.request_id) is call:
-            del self._calls[call.request_id]
+        for call in ended:
+            call.tokens.release_on_behalf_of(call.borrower)
+            self._running -= 1
+            if self._calls.get(call.request_id) is call:
+                del self._calls[call.request_id]
+            queue = self._by_timeout[call.tool.limits.timeout]
+            while queue and queue[0].answered:
+                queue.popleft()
         while self._waiting:
             waiting = self._waiting[0]
             if not waiting.answered:
                 if not waiting.tokens.acquire_nowait(waiting.borrower):
                     break
                 self._launch(waiting)
-            self._waiting.popleft()
+            with self._lock:
+                self._waiting.popleft()
         if not self._running:
             # No call here will give tokens back (fenced calls hold them): the fence queues the rest.
-            for waiting in self._waiting:
+            with self._lock:
+                waiting_calls, self._waiting = list(self._waiting), collections.deque()
+            for waiting in waiting_calls:
                 if not waiting.answered:
                     waiting.answered = True
                     del self._calls[waiting.request_id]
                     self.fenced(waiting.message)
-            self._waiting.clear()
-        queue = self._by_timeout[call.tool.limits.timeout]
-        while queue and queue[0].answered:
-            queue.popleft()
 
 
 def _call(tool: RegisteredTool, arguments: Message) -> Message:

@@ -1,10 +1,13 @@
 """The wire between the daemon and a plugin's worker: JSON-RPC 2.0, one message per line
 (MCP's stdio framing), over a socket pair; the same code on both ends.
 
-Messages are encoded with orjson (stdlib ``json`` costs a fifth of a call's budget). A
-frame is sent at once when nothing is queued; under load, frames queue and a writer task
-sends each scheduler tick's frames in one system call. Threads may send too (a worker's
-sync calls answer from their own threads).
+Messages are encoded with orjson (stdlib ``json`` costs a fifth of a call's budget). The
+event loop's frames are sent when its tasks runnable now have run, just before it waits for
+I/O (:func:`at_batch_end`): one system call for every frame of a scheduler tick, and the
+other end, woken by it, finds this end's loop asleep instead of taking the CPU from it
+mid-tick (daemon and worker often share one). Threads may send too (a worker's sync calls
+answer from their own threads): at once when nothing is queued, else through a writer
+task, which also sends what the socket did not take at once.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any
 import orjson
 import outcome
 import trio
+
+from mcphost.plugins.worker.ticks import at_batch_end
 
 Message = dict[str, Any]
 RequestHandler = Callable[[Message], Awaitable[None]]
@@ -90,6 +95,8 @@ class Channel:
         self._queuing = threading.Lock()
         """Held while the queue is read or written, or a frame is being sent past it."""
         self._writer: trio.lowlevel.Task | None = None
+        self._sending = False
+        """Whether :meth:`_send_queued` is due at the end of this scheduler tick."""
         self._trio: trio.lowlevel.TrioToken | None = None
         self._loop_thread = threading.get_ident()
 
@@ -180,36 +187,71 @@ class Channel:
         self.send({"jsonrpc": "2.0", "id": request_id, "error": error})
 
     def send(self, message: Message, *, later: bool = False) -> None:
-        """Send ``message`` now if the socket takes it, else queue it for the writer task;
-        from the event loop's thread or any other. With ``later`` it is queued until the
-        next :meth:`flush` (from a thread whose caller flushes soon: one send for many)."""
+        """Send ``message``: from the event loop at the end of the scheduler tick; from any
+        other thread now if the socket takes it, else through the writer task. With
+        ``later`` it is queued until the next :meth:`flush` (from a thread whose caller
+        flushes soon: one send for many)."""
         if self.closed:
             return
         data = encode(message)
+        on_loop = self._trio is not None and threading.get_ident() == self._loop_thread
         with self._queuing:
-            if later:
+            if later or on_loop:
                 self._queue.append(data)
-                return
-            if not self._queue:
-                try:
-                    sent = self.sock.send(data)
-                except BlockingIOError:
-                    sent = 0
-                except OSError:  # the peer is gone; the reader sees it and ends the channel
+                if later:
                     return
-                if sent == len(data):
-                    return
-                data = data[sent:]
-            self._queue.append(data)
-        if self._trio is None or threading.get_ident() == self._loop_thread:
+            else:
+                if not self._queue:
+                    try:
+                        sent = self.sock.send(data)
+                    except BlockingIOError:
+                        sent = 0
+                    except OSError:  # the peer is gone; the reader sees it and ends the channel
+                        return
+                    if sent == len(data):
+                        return
+                    data = data[sent:]
+                self._queue.append(data)
+        if on_loop:
+            self.flush()
+        elif self._trio is None:
             self._kick()
         else:
             with contextlib.suppress(trio.RunFinishedError):
                 self._trio.run_sync_soon(self._kick)
 
+    @property
+    def queued(self) -> bool:
+        """Whether frames wait to be sent."""
+        return bool(self._queue)
+
     def flush(self) -> None:
-        """Send what is queued (on the event loop)."""
-        self._kick()
+        """Send what is queued at the end of this scheduler tick (on the event loop)."""
+        if self._queue and not self._sending:
+            self._sending = True
+            at_batch_end(self._send_queued)
+
+    def _send_queued(self) -> None:
+        self._sending = False
+        if self._send_some() and self._trio is not None:  # the writer task waits until the socket takes the rest
+            self._trio.run_sync_soon(self._kick)
+
+    def _send_some(self) -> bool | None:
+        """Send what is queued, as much as the socket takes now: whether some is left
+        (``None``: the peer is gone, and the reader sees it and ends the channel)."""
+        with self._queuing:
+            if not self._queue:
+                return False
+            data = b"".join(self._queue)
+            try:
+                sent = self.sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                return None
+            # What is left stays first in the queue, so no frame is sent past it.
+            self._queue[:] = [data[sent:]] if sent < len(data) else []
+            return bool(self._queue)
 
     def _kick(self) -> None:
         """Wake the writer task, if it is waiting (on the event loop)."""
@@ -228,15 +270,8 @@ class Channel:
                 await trio.lowlevel.wait_task_rescheduled(self._stop_waiting)
             # Let every task runnable in this tick add its frame first: one send for all.
             await trio.lowlevel.cancel_shielded_checkpoint()
-            with self._queuing:
-                data = b"".join(self._queue)
-                try:
-                    sent = self.sock.send(data)
-                except BlockingIOError:
-                    sent = 0
-                except OSError:
-                    return
-                # What is left stays first in the queue, so no frame is sent past it.
-                self._queue[:] = [data[sent:]] if sent < len(data) else []
-            if self._queue:
+            left = self._send_some()
+            if left is None:
+                return
+            if left:
                 await trio.lowlevel.wait_writable(self.sock)
