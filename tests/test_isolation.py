@@ -286,6 +286,44 @@ async def test_a_call_in_the_fence_gets_the_slot_a_finished_thread_call_held(mcp
             assert time.monotonic() - start < WITNESS_BOUND and answer.structured_content == {"result": n + 2}
 
 
+WAITING = """
+import time
+
+import mcphost
+
+
+@mcphost.hookimpl
+def mcphost_tools():
+    def work(seconds: float) -> str:
+        \"\"\"Block a thread for a while.\"\"\"
+        time.sleep(seconds)
+        return "done"
+
+    return [work]
+"""
+
+
+@pytest.mark.parametrize("isolation", ["inline", "process"])
+async def test_the_wait_for_a_slot_counts_against_the_calls_timeout(
+    mcphost_daemon, tmp_path: Path, isolation: str
+) -> None:
+    source = tmp_path / "waiting.py"
+    source.write_text(WAITING)
+    plugin = {"isolation": isolation, "max_concurrency": 1, "timeout": 2}
+    daemon = mcphost_daemon({"plugins": {"enable": ["waiting"], "paths": [str(source)], "waiting": plugin}})
+    answers: list[str] = []
+
+    async def work() -> None:
+        answers.append((await call(daemon, "waiting_work", {"seconds": 1.5})).content[0].text)
+
+    # 3 s of work, one call at a time, within 2 s each: the call that waited for the slot has
+    # less than 0.5 s of its timeout left, whichever of the two it is.
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(work)
+        nursery.start_soon(work)
+    assert sorted(answers) == ["done", "tool 'waiting_work' timed out after 2s and was cancelled"], answers
+
+
 def _restarts(daemon: RunningDaemon, plugin: str) -> int:
     status, body = daemon.get("/status", admin=True)
     return next(p["restarts"] for p in httpx.Response(status, content=body).json()["plugins"] if p["name"] == plugin)

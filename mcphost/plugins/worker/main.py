@@ -183,6 +183,8 @@ class Worker:
         if tool is None or tool.name not in self.threaded or not isinstance(arguments, dict):
             return False
         meta = (params.get("_meta") or {}).get(META_REQUEST) or {}
+        if "budget" in meta:  # the rest of a timeout partly spent waiting: the fenced path keeps it
+            return False
         return self.threads.start(message, tool, arguments, meta)
 
     async def announce(self, uri: str) -> None:
@@ -263,7 +265,16 @@ class Worker:
         if tool.context_param:
             kwargs[tool.context_param] = self._context(tool, meta)
         try:
-            outcome, result = await results.call(tool, kwargs)
+            # A call that waited in the daemon for a slot of its pool has only the rest of its
+            # timeout (``budget``), as inline, where the wait counts against it.
+            if "budget" not in meta:
+                outcome, result = await results.call(tool, kwargs)
+            else:
+                with trio.move_on_after(float(meta["budget"])) as budget:
+                    outcome, result = await results.call(tool, kwargs)
+                if budget.cancelled_caught:
+                    timeout = fence.overran(tool.limits, what, waiting_for_thread=False)
+                    return {"status": timeout.status, "message": str(timeout)}
         except client_input.InputRequired:
             return {"status": "input_required"}
         except fence.FenceError as error:

@@ -517,20 +517,27 @@ class PluginWorker:
         # The call holds a slot of its pool while the worker runs it, so that the daemon sees
         # it running or waiting; the wait for a slot is bounded by the timeout, as inline.
         # A free slot is taken without a scheduler turn: waiting for the answer checkpoints.
+        deadline = trio.current_time() + timeout
         if limits.pool.available_tokens:
             limits.pool.acquire_nowait()
         else:
-            with trio.move_on_after(timeout) as waiting:
+            with trio.move_on_at(deadline) as waiting:
                 await limits.pool.acquire()
             if waiting.cancelled_caught:
                 raise fence.overran(limits, what, waiting_for_thread=False)
+            if method == "tools/call" and not self.spec.command:
+                # The wait counts against the call's timeout, as inline: the worker is given
+                # what is left of it (its resources and prompts keep their whole timeout).
+                params["_meta"][META_REQUEST]["budget"] = deadline - trio.current_time()
+            elif not self.spec.command:
+                deadline = trio.current_time() + timeout
         if context is not None:
             self._contexts[call] = context
             self._requests[call] = current_request.get()
         process = None
         self._in_flight += 1
         try:
-            with trio.move_on_after(timeout + grace):
+            with trio.move_on_at(deadline + grace):
                 channel = await self._channel()
                 process = self.process
                 try:
