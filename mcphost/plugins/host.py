@@ -46,6 +46,7 @@ from mcphost.plugins.registry import (
     public_name,
 )
 from mcphost.plugins.settings import PluginSettings
+from mcphost.plugins.worker.launch import discard_early
 from mcphost.plugins.worker.supervisor import (
     PluginWorker,
     Process,
@@ -55,7 +56,7 @@ from mcphost.plugins.worker.supervisor import (
     spawn,
     stop_now,
 )
-from mcphost.plugins.worker.zygote_client import Zygotes, discard_early
+from mcphost.plugins.worker.zygote_client import Zygotes
 
 log = structlog.get_logger("mcphost.plugins")
 

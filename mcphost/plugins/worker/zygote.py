@@ -36,6 +36,8 @@ from typing import Any
 
 import orjson
 
+from mcphost.ops import sdk_models
+
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 1, 4, 36
 MAX_MESSAGE = 1 << 20
 SWEEP_INTERVAL = 1.0
@@ -230,10 +232,15 @@ def main(argv: list[str] | None = None) -> None:
         return  # the daemon ended before the line above took effect
     prctl(PR_SET_DUMPABLE, 0)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
+    # What the imports make lives as long as this process: collections meanwhile would find
+    # nothing (as in the daemon: mcphost.ops.heap), and READY=1 waits for this import.
+    gc.disable()
+    # A worker speaks to the daemon in JSON of its own, never with the SDK's per-revision
+    # models: most are never used in a worker, and one that is builds there.
+    sdk_models.build_on_first_use()
     preload()
     # Everything imported so far is shared with the workers: frozen, a worker's collections
     # never touch (and so never copy) those pages.
-    gc.disable()
     gc.collect()
     gc.freeze()
     Zygote(socket.socket(fileno=int(fd))).serve()
