@@ -15,8 +15,10 @@ import socket
 import subprocess
 import sys
 
-ENVIRONMENT = ("PATH", "HOME", "LANG")
-"""What the fork server keeps of the daemon's environment: all its workers inherit it."""
+ENVIRONMENT = ("PATH", "HOME", "LANG", "PYTHONPATH")
+"""What the fork server keeps of the daemon's environment: ``PYTHONPATH`` so that it imports
+the same mcphost and SDK as the daemon, whose requests then speak its language (each worker's
+environment is the one the daemon asks for, without it)."""
 
 _early: tuple[subprocess.Popen[bytes], socket.socket] | None = None
 
