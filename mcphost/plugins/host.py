@@ -245,8 +245,8 @@ class PluginHost:
         return combine(r.registry for r in self.records if r.status == "loaded")
 
     async def load_all(self, candidates: Sequence[Candidate] | None = None) -> list[PluginRecord]:
-        """Load every enabled plugin of ``candidates`` (by default, of all :func:`discover`
-        and the config find), each inside its own fence."""
+        """Load every enabled plugin of ``candidates`` (by default, every plugin :func:`discover`
+        finds and every server the config declares), each inside its own fence."""
         candidates = self._candidates() if candidates is None else candidates
         self._spawned = await self._spawn_workers(candidates, {})
         self.records = await self._plan(candidates, {})

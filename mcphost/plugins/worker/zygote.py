@@ -3,9 +3,9 @@ worker from itself for each isolated plugin, so that workers share its pages and
 milliseconds rather than re-importing everything.
 
 Run by the daemon as ``python -m mcphost.plugins.worker.zygote FD DAEMON_PID`` with an
-environment of its own (``PATH``, ``HOME``, ``LANG``, ``MALLOC_ARENA_MAX``): every worker
-inherits this process's memory, so it never reads the config, a credential or the daemon's
-environment, and never imports plugin code. FD is a ``SOCK_SEQPACKET`` socket to the daemon;
+environment of its own (``PATH``, ``HOME``, ``LANG``, ``PYTHONPATH``, ``MALLOC_ARENA_MAX``):
+every worker inherits this process's memory, so it never reads the config, a credential or
+the daemon's environment, and never imports plugin code. FD is a ``SOCK_SEQPACKET`` socket to the daemon;
 each message is a JSON object, with file descriptors alongside where it says so:
 
 - daemon → here: ``{"fork": id, "env", "level", "memory_max", "max_open_files"}`` with the
