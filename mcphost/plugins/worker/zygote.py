@@ -232,15 +232,16 @@ def main(argv: list[str] | None = None) -> None:
         return  # the daemon ended before the line above took effect
     prctl(PR_SET_DUMPABLE, 0)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
-    # What the imports make lives as long as this process: collections meanwhile would find
-    # nothing (as in the daemon: mcphost.ops.heap), and READY=1 waits for this import.
-    gc.disable()
+    # The collector runs while it imports, unlike the daemon's (mcphost.ops.heap): paused, the
+    # garbage of the imports is freed only at the end, in holes all over the pages the workers
+    # share, which their first allocations fill, copying those pages (1.5 MiB more per worker).
     # A worker speaks to the daemon in JSON of its own, never with the SDK's per-revision
     # models: most are never used in a worker, and one that is builds there.
     sdk_models.build_on_first_use()
     preload()
     # Everything imported so far is shared with the workers: frozen, a worker's collections
     # never touch (and so never copy) those pages.
+    gc.disable()
     gc.collect()
     gc.freeze()
     Zygote(socket.socket(fileno=int(fd))).serve()
