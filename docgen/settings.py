@@ -3,6 +3,7 @@ default, description and environment variable; and the keys a TOML file document
 
 from __future__ import annotations
 
+import copy
 import re
 import tomllib
 import types
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
+from pydantic._internal._docs_extraction import extract_docstrings_from_cls
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -70,7 +72,7 @@ def settings() -> list[Setting]:
 
 def _walk(model: type[BaseModel], path: tuple[str, ...]) -> Iterator[Setting]:
     for name, field in model.model_fields.items():
-        yield from _setting((*path, name), field.annotation, field, name)
+        yield from _setting((*path, name), field.annotation, _documented(model, name, field), name)
     extra = _extra(model)
     if extra is not None:
         # [plugins.<name>]: a table whose extra keys are tables of their own.
@@ -101,6 +103,18 @@ def _setting(path: tuple[str, ...], annotation: Any, field: FieldInfo | None, na
         table=False,
         required=required,
     )
+
+
+def _documented(model: type[BaseModel], name: str, field: FieldInfo) -> FieldInfo:
+    """``field`` with its description: its own, else the docstring under the field in the
+    class that declares it. The config models leave those docstrings to this (pydantic's
+    ``use_attribute_docstrings`` would read every model's source each time the daemon starts)."""
+    if field.description is not None:
+        return field
+    owner = next(c for c in model.__mro__ if name in vars(c).get("__annotations__", {}))
+    documented = copy.copy(field)
+    documented.description = extract_docstrings_from_cls(owner, use_inspect=True).get(name)
+    return documented
 
 
 def _extra(model: type[BaseModel]) -> Any:

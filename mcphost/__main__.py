@@ -3,28 +3,29 @@
 import sys
 
 from mcphost.daemon import startup_signals
-from mcphost.ops import heap
-from mcphost.plugins.worker import zygote_client
-from mcphost.protocol import sdk_models
+from mcphost.ops import heap, sdk_models
+from mcphost.plugins.worker import launch
 
 
-def prepare() -> None:
+def prepare(*, fork_server: bool = False) -> None:
     """What the command does before importing the daemon: keep a SIGHUP from ending it while
-    it starts (:mod:`mcphost.daemon.startup_signals`), pause the garbage collector
-    (:func:`mcphost.ops.heap.pause`; the daemon resumes it once started) and leave the SDK's wire
-    models to build on first use (:mod:`mcphost.protocol.sdk_models`)."""
+    it starts (:mod:`mcphost.daemon.startup_signals`), with ``fork_server`` start the fork
+    server of isolated plugins (:func:`mcphost.plugins.worker.launch.start_early`), pause the
+    garbage collector (:func:`mcphost.ops.heap.pause`; the daemon resumes it once started) and
+    leave the SDK's wire models to build on first use (:mod:`mcphost.ops.sdk_models`)."""
     startup_signals.hold_reloads()
+    if fork_server:
+        # It imports the worker runtime while the daemon imports the rest of itself and reads
+        # its config (the daemon ends it if no plugin runs isolated): started any later, its
+        # import is what READY=1 waits for.
+        launch.start_early()
     heap.pause()
     sdk_models.build_on_first_use()
 
 
 def main() -> None:
     """Entry point of the ``mcphost`` command: :func:`mcphost.cli.main.main`, imported after :func:`prepare`."""
-    prepare()
-    if next((a for a in sys.argv[1:] if not a.startswith("-")), None) in ("serve", "stdio"):
-        # Isolated plugins' fork server imports the worker runtime meanwhile (the daemon ends
-        # it if no plugin runs isolated).
-        zygote_client.start_early()
+    prepare(fork_server=next((a for a in sys.argv[1:] if not a.startswith("-")), None) in ("serve", "stdio"))
     from mcphost.cli.main import main as run  # most of start-up: the daemon and the MCP SDK
 
     run()

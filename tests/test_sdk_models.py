@@ -1,4 +1,4 @@
-"""The SDK's wire models built on first use (:mod:`mcphost.protocol.sdk_models`), as the ``mcphost``
+"""The SDK's wire models built on first use (:mod:`mcphost.ops.sdk_models`), as the ``mcphost``
 command sets them up: in a fresh interpreter, since this one imported the SDK long ago."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import subprocess
 import sys
 import textwrap
 
-from mcphost.protocol import sdk_models
+from mcphost.ops import sdk_models
 
 FRESH_START = textwrap.dedent(
     """
     import json
-    from mcphost.protocol import sdk_models
+    from mcphost.ops import sdk_models
     deferred = sdk_models.build_on_first_use()
     import mcphost.cli.main  # everything the daemon imports
     import mcp_types._v2025_11_25 as revision

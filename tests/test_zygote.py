@@ -184,6 +184,25 @@ def test_a_reload_forks_from_a_fresh_fork_server_when_an_import_changed(mcphost_
     trio.run(main)
 
 
+def test_the_fork_server_imports_what_the_daemon_does_from_its_pythonpath(mcphost_daemon, tmp_path: Path) -> None:
+    # A copy of a package the fork server imports, in a directory only the daemon's
+    # PYTHONPATH names (a source checkout run in place, say): workers must run with the
+    # daemon's code, not with what the default path would find.
+    path = tmp_path / "path"
+    shutil.copytree(Path(sniffio.__file__).parent, path / "sniffio")
+    marked = path / "sniffio" / "_version.py"
+    marked.write_text(marked.read_text() + 'MARK = "pythonpath"\n')
+    pythonpath = os.pathsep.join(p for p in (str(path), os.environ.get("PYTHONPATH")) if p)
+    daemon, _ = versioned_daemon(mcphost_daemon, tmp_path, env={"PYTHONPATH": pythonpath})
+
+    async def main() -> None:
+        _, pid, mark = (await call(daemon, "versioned_version")).content[0].text.split()
+        assert is_fork_server(parent(int(pid)))
+        assert mark == "pythonpath", "the fork server imported the package from the daemon's PYTHONPATH"
+
+    trio.run(main)
+
+
 def test_without_the_fork_server_workers_are_fresh_interpreters(mcphost_daemon) -> None:
     plugins = {**CONFIG["plugins"], "fork_server": False}
     daemon = mcphost_daemon({"plugins": plugins})

@@ -34,7 +34,7 @@ from mcphost.daemon.workers import WORKER_FD
 from mcphost.ops import heap, log
 from mcphost.plugins import leftovers
 from mcphost.plugins.host import PluginHost, PluginRecord
-from mcphost.plugins.worker.zygote_client import discard_early
+from mcphost.plugins.worker.launch import discard_early
 from mcphost.protocol import tracing
 from mcphost.transport import metrics_endpoint
 

@@ -47,8 +47,9 @@ handed (:mod:`mcphost.daemon.workers`), and where ``packaging/install.sh`` insta
 
 class _Strict(BaseModel):
     # A field's docstring is its description: the configuration reference and the man page
-    # are generated from the models.
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    # are generated from the models (docgen reads the docstrings; pydantic's
+    # use_attribute_docstrings would read every model's source at each start).
+    model_config = ConfigDict(extra="forbid")
 
 
 class LimitsConfig(_Strict):
@@ -495,9 +496,7 @@ class TracingConfig(_Strict):
 class HostConfig(BaseSettings):
     """The whole ``mcphost.toml``; ``MCPHOST_<TABLE>__<KEY>`` environment variables override it."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", use_attribute_docstrings=True
-    )
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
 
     server: ServerConfig = Field(default_factory=ServerConfig)
     limits: DefaultLimits = Field(default_factory=DefaultLimits)

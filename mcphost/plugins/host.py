@@ -50,6 +50,7 @@ from mcphost.plugins.registry import (
     remote_only,
 )
 from mcphost.plugins.settings import PluginSettings
+from mcphost.plugins.worker.launch import discard_early
 from mcphost.plugins.worker.supervisor import (
     PluginWorker,
     Process,
@@ -59,7 +60,7 @@ from mcphost.plugins.worker.supervisor import (
     spawn,
     stop_now,
 )
-from mcphost.plugins.worker.zygote_client import Zygotes, discard_early
+from mcphost.plugins.worker.zygote_client import Zygotes
 
 log = structlog.get_logger("mcphost.plugins")
 
@@ -83,6 +84,8 @@ class Candidate:
     """The file or package directory of a plugin from ``[plugins] paths``."""
     server: tuple[str, ...] = ()
     """The command line of an existing MCP server hosted as this plugin (``[plugins.<name>] command``)."""
+    distribution: str | None = None
+    """The name of the installed package whose entry point this plugin is."""
 
 
 @dataclass(frozen=True)
@@ -160,16 +163,36 @@ def discover(paths: Sequence[Path]) -> list[Candidate]:
     # The import system caches directory listings; a package installed since start-up is
     # invisible to a re-scan without this.
     importlib.invalidate_caches()
-    found = []
-    for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT_NAME):
-        dist = ep.dist
-        origin = f"package {dist.name} {dist.version}" if dist else f"entry point {ep.value}"
-        found.append(Candidate(ep.name, origin, dist.version if dist else None, ep.load, ep.module))
-    for path in paths:
-        name = path.stem if path.suffix == ".py" else path.name
-        module = f"mcphost_local_plugin_{name}"
-        found.append(Candidate(name, f"path {path}", None, functools.partial(_import_path, path, module), module, path))
-    return sorted(found, key=lambda c: c.name)
+    found = [_entry_point(ep) for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT_NAME)]
+    return sorted(found + [_path(path) for path in paths], key=lambda c: c.name)
+
+
+def find(name: str, paths: Sequence[Path], distribution: str | None) -> list[Candidate]:
+    """What :func:`discover` finds of the plugin ``name`` where it was found before: in the
+    installed package ``distribution`` as it is now, else at ``paths``. A worker loads its one
+    plugin so, without reading every installed package's metadata."""
+    importlib.invalidate_caches()
+    if distribution is None:
+        return [candidate for candidate in map(_path, paths) if candidate.name == name]
+    try:
+        dist = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return []  # uninstalled since
+    return [_entry_point(ep) for ep in dist.entry_points.select(group=hookspecs.PROJECT_NAME, name=name)]
+
+
+def _entry_point(ep: importlib.metadata.EntryPoint) -> Candidate:
+    dist = ep.dist
+    origin = f"package {dist.name} {dist.version}" if dist else f"entry point {ep.value}"
+    return Candidate(
+        ep.name, origin, dist.version if dist else None, ep.load, ep.module, distribution=dist.name if dist else None
+    )
+
+
+def _path(path: Path) -> Candidate:
+    name = path.stem if path.suffix == ".py" else path.name
+    module = f"mcphost_local_plugin_{name}"
+    return Candidate(name, f"path {path}", None, functools.partial(_import_path, path, module), module, path)
 
 
 def _import_path(path: Path, module_name: str) -> ModuleType:
@@ -228,9 +251,10 @@ class PluginHost:
         """Everything the loaded plugins serve."""
         return combine(r.registry for r in self.records if r.status == "loaded")
 
-    async def load_all(self) -> list[PluginRecord]:
-        """Discover and load every enabled plugin, each inside its own fence."""
-        candidates = self._candidates()
+    async def load_all(self, candidates: Sequence[Candidate] | None = None) -> list[PluginRecord]:
+        """Load every enabled plugin of ``candidates`` (by default, every plugin :func:`discover`
+        finds and every server the config declares), each inside its own fence."""
+        candidates = self._candidates() if candidates is None else candidates
         self._spawned = await self._spawn_workers(candidates, {})
         self.records = await self._plan(candidates, {})
         self._discard_spawned()
@@ -633,6 +657,7 @@ class PluginHost:
             candidate.server,
             str(own.cwd) if own.cwd is not None else None,
             tuple(own.roots),
+            candidate.distribution,
         )
 
     def close(self) -> None:

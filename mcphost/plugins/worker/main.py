@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from mcphost.core.config import DefaultLimits, HostConfig, LoadedConfig
 from mcphost.ops import log as logs
 from mcphost.plugins import client_input, damage, fence, leftovers, notify, results, serving
-from mcphost.plugins.host import PluginHost, PluginRecord, plugin_files
+from mcphost.plugins.host import PluginHost, PluginRecord, find, plugin_files
 from mcphost.plugins.registry import RegisteredPrompt, RegisteredResource, RegisteredTool, invalid_arguments
 from mcphost.plugins.watchdog import Watchdog
 from mcphost.plugins.worker.context import INPUT_REQUIRED, META_REQUEST, STALLED, WorkerToolContext
@@ -132,14 +132,16 @@ class Worker:
                 scope.cancel()
 
     async def load(self, params: Message) -> Message:
-        """``initialize``: load the plugin as the daemon's config says; answer with its tools."""
+        """``initialize``: load the plugin as the daemon's config says, from where the daemon
+        found it (``distribution``, else the config's ``paths``); answer with its tools."""
         name = params["plugin"]
         config = HostConfig(**params["config"])
         daemons = [str(p) for p in params.get("path", ())]
         sys.path[:] = [*daemons, *(p for p in sys.path if p not in daemons)]
         self.watchdog.stall_timeout = config.limits.stall_timeout
         self.host = PluginHost(LoadedConfig(config, params.get("source", "<daemon>"), ""))
-        records = {r.name: r for r in await self.host.load_all()}
+        found = find(name, config.plugins.paths, params.get("distribution"))
+        records = {r.name: r for r in await self.host.load_all(found)}
         record = records.get(name)
         if record is None or record.status != "loaded":
             problems = [{"key": p.key, "message": p.message} for p in record.problems] if record else []

@@ -114,6 +114,8 @@ class WorkerSpec:
     """The working directory of ``command``."""
     roots: tuple[str, ...] = ()
     """What ``command``'s server is told when it asks for the client's roots."""
+    distribution: str | None = None
+    """The installed package whose entry point the plugin is (else it is at a configured path)."""
 
     @property
     def kind(self) -> str:
@@ -216,7 +218,13 @@ def _load(spec: WorkerSpec, process: Process) -> Process:
         else:
             # The daemon's import path: the worker finds the plugin where the daemon found it
             # (``PYTHONPATH``, a path ``site`` added), though its environment is scrubbed.
-            params = {"plugin": spec.plugin, "config": spec.config, "source": spec.source, "path": sys.path}
+            params = {
+                "plugin": spec.plugin,
+                "config": spec.config,
+                "source": spec.source,
+                "path": sys.path,
+                "distribution": spec.distribution,
+            }
             process.hello = _handshake(ours, _request(0, "initialize", params))
     except (OSError, ValueError, RemoteError) as error:
         process.kill_group()

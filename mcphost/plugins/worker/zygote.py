@@ -3,10 +3,10 @@ worker from itself for each isolated plugin, so that workers share its pages and
 milliseconds rather than re-importing everything.
 
 Run by the daemon as ``python -m mcphost.plugins.worker.zygote FD DAEMON_PID`` with an
-environment of its own (``PATH``, ``HOME``, ``LANG``, ``MALLOC_ARENA_MAX``): every worker
-inherits this process's memory, so it never reads the config, a credential or the daemon's
-environment, and never imports plugin code. FD is a ``SOCK_SEQPACKET`` socket to the daemon;
-each message is a JSON object, with file descriptors alongside where it says so:
+environment of its own (``PATH``, ``HOME``, ``LANG``, ``PYTHONPATH``, ``MALLOC_ARENA_MAX``):
+every worker inherits this process's memory, so it never reads the config, a credential or
+the daemon's environment, and never imports plugin code. FD is a ``SOCK_SEQPACKET`` socket to
+the daemon; each message is a JSON object, with file descriptors alongside where it says so:
 
 - daemon → here: ``{"fork": id, "env", "level", "memory_max", "max_open_files"}`` with the
   worker's socket and the write end of its output pipe; ``{"retire": true}``: end once the
@@ -35,6 +35,8 @@ import traceback
 from typing import Any
 
 import orjson
+
+from mcphost.ops import sdk_models
 
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 1, 4, 36
 MAX_MESSAGE = 1 << 20
@@ -230,9 +232,15 @@ def main(argv: list[str] | None = None) -> None:
         return  # the daemon ended before the line above took effect
     prctl(PR_SET_DUMPABLE, 0)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
+    # A worker speaks to the daemon in JSON of its own, never with the SDK's per-revision
+    # models: most are never used in a worker, and one that is builds there.
+    sdk_models.build_on_first_use()
     preload()
     # Everything imported so far is shared with the workers: frozen, a worker's collections
-    # never touch (and so never copy) those pages.
+    # never touch (and so never copy) those pages. The collector ran during the imports, unlike
+    # the daemon's (mcphost.ops.heap): paused, their garbage would be freed only here, in holes
+    # across those pages that the workers' first allocations fill, copying the pages (some
+    # 1.5 MiB more per worker).
     gc.disable()
     gc.collect()
     gc.freeze()

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,10 +24,10 @@ from typing import Any
 import orjson
 import structlog
 
+from mcphost.plugins.worker import launch
+
 log = structlog.get_logger("mcphost.worker")
 
-ENVIRONMENT = ("PATH", "HOME", "LANG")
-"""What the fork server keeps of the daemon's environment: all its workers inherit it."""
 READY_TIMEOUT = 30.0
 """Seconds the fork server may take to import the runtime before a worker is started without it."""
 MAX_FAILURES = 3
@@ -37,8 +35,6 @@ MAX_FAILURES = 3
 CHECK_TIMEOUT = 5.0
 """Seconds the fork server may take to say whether what it imported changed (else it is renewed)."""
 MAX_MESSAGE = 1 << 16
-
-_early: Zygote | None = None
 
 
 def describe(status: int | None) -> str:
@@ -78,18 +74,10 @@ class ForkedChild:
 class Zygote:
     """One fork server process and the daemon's connection to it."""
 
-    def __init__(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = {k: os.environ[k] for k in ENVIRONMENT if k in os.environ} | {"MALLOC_ARENA_MAX": "2"}
-        argv = [sys.executable, "-m", "mcphost.plugins.worker.zygote", str(theirs.fileno()), str(os.getpid())]
-        try:
-            self.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=2, pass_fds=[theirs.fileno()], env=env)
-        except OSError:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        self.sock = ours
+    def __init__(self, started: tuple[subprocess.Popen[bytes], socket.socket] | None = None) -> None:
+        """Talk to the fork server ``started`` (:func:`~mcphost.plugins.worker.launch.launch`), or
+        to one started now; raises :class:`OSError` when it cannot be started."""
+        self.popen, self.sock = started or launch.launch()
         self.ready = threading.Event()
         """Set once it is ready to fork, or has ended."""
         self.served = False
@@ -150,11 +138,6 @@ class Zygote:
             return True
         answered[0].wait(CHECK_TIMEOUT)
         return answered[1] != [False]
-
-    def discard(self) -> None:
-        """End a fork server that forked nothing and never will (its reader reaps it)."""
-        self.retired = True
-        self.popen.kill()
 
     def retire(self) -> None:
         """Let the fork server end once the workers it forked have all ended."""
@@ -284,25 +267,8 @@ class Zygotes:
         self.current, self._retired = None, []
 
 
-def start_early() -> None:
-    """Start a fork server as the ``serve`` or ``stdio`` command's first step, so that it
-    imports the runtime while the daemon imports the rest of itself and reads its config; the
-    daemon then takes it (:func:`take_early`), or ends it if no plugin runs isolated."""
-    global _early
-    with contextlib.suppress(OSError):
-        _early = Zygote()
-
-
 def take_early() -> Zygote | None:
-    """The fork server :func:`start_early` started, if it still runs; it is the caller's now."""
-    global _early
-    early, _early = _early, None
-    if early is not None and early.gone.is_set():
-        return None
-    return early
-
-
-def discard_early() -> None:
-    """End the fork server :func:`start_early` started: no plugin of this process runs isolated."""
-    if (early := take_early()) is not None:
-        early.discard()
+    """The fork server :func:`~mcphost.plugins.worker.launch.start_early` started, if it still
+    runs; it is the caller's now."""
+    started = launch.take_early()
+    return Zygote(started) if started is not None else None
