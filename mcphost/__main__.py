@@ -4,7 +4,7 @@ import sys
 
 from mcphost.daemon import startup_signals
 from mcphost.ops import heap
-from mcphost.plugins.worker import zygote_client
+from mcphost.plugins.worker import cgroups, zygote_client
 from mcphost.protocol import sdk_models
 
 
@@ -22,6 +22,8 @@ def main() -> None:
     """Entry point of the ``mcphost`` command: :func:`mcphost.cli.main.main`, imported after :func:`prepare`."""
     prepare()
     if next((a for a in sys.argv[1:] if not a.startswith("-")), None) in ("serve", "stdio"):
+        # Before any process of the daemon's is started: the fork server starts in its leaf.
+        cgroups.set_up()
         # Isolated plugins' fork server imports the worker runtime meanwhile (the daemon ends
         # it if no plugin runs isolated).
         zygote_client.start_early()
