@@ -140,7 +140,7 @@ async def test_a_memory_hog_is_killed_by_the_kernel_and_its_caller_told(daemon: 
 async def test_a_fork_bomb_stops_at_max_tasks(daemon: RunningDaemon) -> None:
     pid = await worker_pid(daemon, "greedy")
     own = cgroup_of(pid)
-    result = await call(daemon, "greedy_fork_bomb")
+    result = await call(daemon, "greedy_fork_bomb", {"most": 200})  # bounded, for a machine without the limit
     assert not result.is_error
     bomb = result.structured_content
     assert 0 < bomb["forked"] < 48 and "Resource temporarily unavailable" in bomb["error"], bomb
