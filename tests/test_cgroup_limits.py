@@ -160,9 +160,11 @@ async def test_a_child_in_a_session_of_its_own_dies_with_its_server(daemon: Runn
     pid = await worker_pid(daemon, "bare")
     child = int((await call(daemon, "bare_setsid_child")).content[0].text)
     assert alive(child) and os.getsid(child) == child != os.getsid(pid)
-    assert cgroup_of(child) == cgroup_of(pid) and cgroup_of(pid).name.startswith("worker-bare-")
+    own = cgroup_of(pid)
+    in_its_cgroup = cgroup_of(child) == own and own.name.startswith("worker-bare-")
     os.kill(pid, signal.SIGKILL)
     assert await trio.to_thread.run_sync(ends_within, child, 10.0), "the server's child outlived it"
+    assert in_its_cgroup, own
     assert await worker_pid(daemon, "bare") != pid
 
 

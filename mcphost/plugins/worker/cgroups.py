@@ -10,7 +10,8 @@ Delegated means: the cgroup is on a cgroup2 mount, the daemon may write it, it o
 ``memory`` controller, and it was handed over: owned by the daemon's (non-root) user, as
 systemd does for a ``User=`` service, or marked with the ``trusted.delegate`` or
 ``user.delegate`` extended attribute, as systemd marks the cgroups it delegates. A root
-process in a session's cgroup may write it too, but it is not its to divide.
+process in a session's cgroup may write it too, and a user's own processes under their
+service manager (``user@<uid>.service``) own theirs, but neither is theirs to divide.
 
 Without one, nothing here is used: ``memory_max`` is the worker's ``RLIMIT_AS``. This module
 knows nothing of workers beyond their plugin's name and limits.
@@ -91,7 +92,9 @@ def _mount(cgroup: str) -> str | None:
 def _handed_over(path: str) -> bool:
     """Whether ``path`` was delegated to this process's user (see the module's docstring)."""
     uid = os.geteuid()
-    if uid != 0 and os.stat(path).st_uid == uid:
+    # Under a user's service manager every cgroup is the user's, delegated or not: there
+    # only the mark counts.
+    if uid != 0 and os.stat(path).st_uid == uid and "/user@" not in path:
         return True
     for name in ("trusted.delegate", "user.delegate"):
         with contextlib.suppress(OSError):
