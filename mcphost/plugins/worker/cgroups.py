@@ -199,19 +199,17 @@ class Cgroup:
             time.sleep(0.01)
 
 
-def set_up() -> Delegation | None:
+def set_up() -> None:
     """At the daemon's start, before its fork server: find a delegated cgroup and prepare it
     (the daemon's processes into :data:`DAEMON_LEAF`, the controllers enabled for its
-    children, cgroups left by a daemon that has ended removed). None when there is none, or
-    it cannot be prepared; :func:`in_force` says which limits apply, and why."""
+    children, cgroups left by a daemon that has ended removed); :func:`in_force` is then
+    that cgroup, or None when there is none or it cannot be prepared (:func:`describe`
+    says why)."""
     global _in_force, _why_not
-    _in_force = None
     try:
-        delegation, _why_not = _prepare()
+        _in_force, _why_not = _prepare()
     except OSError as error:
-        delegation, _why_not = None, f"the delegated cgroup cannot be used: {error}"
-    _in_force = delegation
-    return delegation
+        _in_force, _why_not = None, f"the delegated cgroup cannot be used: {error}"
 
 
 def _prepare() -> tuple[Delegation | None, str]:
