@@ -4,17 +4,20 @@ import sys
 
 from mcphost.daemon import startup_signals
 from mcphost.ops import heap, sdk_models
-from mcphost.plugins.worker import launch
+from mcphost.plugins.worker import cgroups, launch
 
 
 def prepare(*, fork_server: bool = False) -> None:
     """What the command does before importing the daemon: keep a SIGHUP from ending it while
-    it starts (:mod:`mcphost.daemon.startup_signals`), with ``fork_server`` start the fork
-    server of isolated plugins (:func:`mcphost.plugins.worker.launch.start_early`), pause the
+    it starts (:mod:`mcphost.daemon.startup_signals`), with ``fork_server`` prepare a delegated
+    cgroup (:func:`mcphost.plugins.worker.cgroups.set_up`) and start the fork server of isolated
+    plugins (:func:`mcphost.plugins.worker.launch.start_early`), pause the
     garbage collector (:func:`mcphost.ops.heap.pause`; the daemon resumes it once started) and
     leave the SDK's wire models to build on first use (:mod:`mcphost.ops.sdk_models`)."""
     startup_signals.hold_reloads()
     if fork_server:
+        # Before any process of the daemon's is started: the fork server starts in its leaf.
+        cgroups.set_up()
         # It imports the worker runtime while the daemon imports the rest of itself and reads
         # its config (the daemon ends it if no plugin runs isolated): started any later, its
         # import is what READY=1 waits for.

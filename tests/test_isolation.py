@@ -5,6 +5,7 @@ naming the plugin and how its worker ended, and the worker comes back."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -193,6 +194,14 @@ async def test_a_memory_hog_over_memory_max_gets_a_clean_error(daemon: RunningDa
     assert await witness_answers(daemon) < WITNESS_BOUND
     small = await call(daemon, "hostile_hog", {"mib": 16})
     assert not small.is_error, "the worker serves on within its limit"
+
+
+def test_the_daemon_says_which_worker_limits_are_in_force(daemon: RunningDaemon) -> None:
+    # Here no cgroup is delegated to the daemon (tests/test_cgroup_limits.py runs where one is).
+    logged = daemon.wait_for_log(lambda r: r.get("event") == "worker limits")
+    assert logged["limits"].startswith("rlimits (memory_max as RLIMIT_AS): "), logged
+    status, body = daemon.get("/status", admin=True)
+    assert status == 200 and json.loads(body)["worker_limits"] == logged["limits"]
 
 
 async def test_the_environment_is_scrubbed(daemon: RunningDaemon) -> None:

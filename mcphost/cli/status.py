@@ -57,6 +57,7 @@ def render(report: dict[str, Any], now: float | None = None) -> list[str]:
         f"last reload:   {_reload(report.get('last_reload'), now)}",
         f"rate limited:  {_counts(report['rate_limited'])}",
         f"auth failures: {_counts(report['auth_failures'])}",
+        f"worker limits: {report.get('worker_limits', '-')}",
     ]
     if report.get("unknown_tool_calls"):
         lines.append(f"unknown tools: {report['unknown_tool_calls']} calls")

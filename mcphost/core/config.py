@@ -115,10 +115,19 @@ class PluginConfig(LimitsConfig):
     roots: list[str] = Field(default_factory=list)
     """The roots (``file://`` URIs) ``command``'s server is given when it asks for the client's."""
     memory_max: int | None = Field(None, ge=64 * 2**20)
-    """With ``isolation = "process"``: the most address space the worker may map, in bytes
-    or with a binary suffix (``"512M"``, ``"2G"``); past it, allocations fail in the worker."""
+    """With ``isolation = "process"``: the most memory the worker may use, in bytes or with a
+    binary suffix (``"512M"``, ``"2G"``). With a delegated cgroup, its cgroup's ``memory.max``:
+    past it the kernel kills the worker and what it started. Without, the most address space
+    it may map (``RLIMIT_AS``): past it, allocations fail in the worker."""
     max_open_files: int | None = Field(None, ge=16)
     """With ``isolation = "process"``: the most file descriptors the worker may hold open."""
+    max_tasks: int | None = Field(None, ge=1)
+    """With ``isolation = "process"`` and a delegated cgroup: the most processes and threads
+    the worker and what it starts may run at once (``pids.max``); past it, fork and thread
+    creation fail in the worker."""
+    cpu_weight: int | None = Field(None, ge=1, le=10000)
+    """With ``isolation = "process"`` and a delegated cgroup: the worker's share of CPU time
+    when the CPU is contended (``cpu.weight``; the daemon and each other worker have 100)."""
     max_restarts: int = Field(5, ge=0)
     """A worker that ends more often than this within ``restart_window`` seconds settles as failed."""
     restart_window: float = Field(60.0, gt=0)

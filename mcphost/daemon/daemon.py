@@ -45,6 +45,7 @@ from mcphost.plugins import damage, leftovers
 from mcphost.plugins.host import PluginHost, plugin_files
 from mcphost.plugins.registry import Registry
 from mcphost.plugins.watchdog import Watchdog
+from mcphost.plugins.worker import cgroups
 from mcphost.protocol import tracing, wire
 from mcphost.protocol.direct import DirectAnswers
 from mcphost.protocol.handlers import build_server
@@ -165,6 +166,7 @@ class Daemon:
         # First, so that it imports the worker runtime while the rest of start-up runs.
         self.plugins.start_fork_server()
         self.plugins.on_change = self._catalogue_changed
+        log.info("worker limits", limits=cgroups.describe())
         self.registry = Registry()
         self.drain = Drain()
         self.notifier = systemd.Notifier()
@@ -188,6 +190,7 @@ class Daemon:
             draining=lambda: self.drain.draining,
             tasks_running=lambda: len(self.tasks.running),
             config=loaded.source,
+            worker_limits=cgroups.describe(),
         )
         self.loop_watchdog = Watchdog(self.config.limits.stall_timeout, self.metrics.loop_stalled)
         """Notices plugin code blocking the event loop, and fails its call past ``stall_timeout``."""

@@ -201,6 +201,10 @@ class PluginState(Protocol):
     def restarts(self) -> int | None:
         """Times its worker process was started again after it ended; None with no worker."""
 
+    @property
+    def memory_kills(self) -> int | None:
+        """Times the kernel killed its worker for being over its memory limit; None with no worker."""
+
     def occupancy(self) -> tuple[int, int, int]:
         """Calls running, the sum of the concurrency caps, and calls waiting for a slot."""
 
@@ -222,6 +226,8 @@ class Sources:
     draining: Callable[[], bool] = bool
     tasks_running: Callable[[], int] = int
     config: str = "<defaults>"
+    worker_limits: str = "rlimits"
+    """Which limits isolated plugins' workers run under: a delegated cgroup's, or rlimits."""
 
 
 class Metrics:
@@ -364,6 +370,7 @@ class Metrics:
             "status": "draining" if self.sources.draining() else "serving",
             "sessions": self.sources.sessions(),
             "plugins": [_plugin_report(plugin) for plugin in self.sources.plugins()],
+            "worker_limits": self.sources.worker_limits,
             "window_seconds": self.window,
             "tools": tools,
             "unknown_tool_calls": self.unknown_tool_calls,
@@ -564,6 +571,12 @@ class _Collector:
             "Times the worker process of an isolated plugin (or a hosted server) was started again after it ended.",
             labels=("plugin",),
         )
+        memory_kills = CounterMetricFamily(
+            "mcphost_plugin_memory_kills",
+            "Times the kernel killed the worker process of an isolated plugin for being over its memory_max "
+            "(a cgroup limit, with a delegated cgroup).",
+            labels=("plugin",),
+        )
         for plugin in plugins:
             if plugin.status == "disabled":
                 continue  # switched off on purpose: not "down"
@@ -571,12 +584,14 @@ class _Collector:
             up.add_metric((plugin.name, plugin.version or "unknown"), 1 if serving else 0)
             if plugin.restarts is not None:
                 restarts.add_metric((plugin.name,), plugin.restarts)
+            if plugin.memory_kills is not None:
+                memory_kills.add_metric((plugin.name,), plugin.memory_kills)
             if plugin.status == "loaded":
                 running, cap, waiting = plugin.occupancy()
                 inflight.add_metric((plugin.name,), running)
                 limit.add_metric((plugin.name,), cap)
                 queued.add_metric((plugin.name,), waiting)
-        yield from (up, inflight, limit, queued, restarts)
+        yield from (up, inflight, limit, queued, restarts, memory_kills)
 
 
 def _counter(name: str, documentation: str, label: str, counts: Mapping[str, int]) -> CounterMetricFamily:

@@ -132,6 +132,11 @@ class PluginRecord:
         return self.worker.restarts if self.worker is not None else None
 
     @property
+    def memory_kills(self) -> int | None:
+        """Times the kernel killed the plugin's worker for being over its memory limit; None with no worker."""
+        return self.worker.memory_kills if self.worker is not None else None
+
+    @property
     def tools(self) -> list[str]:
         """Public names of the plugin's tools."""
         return list(self.registry.tools)
@@ -654,6 +659,8 @@ class PluginHost:
             own.restart_window,
             own.memory_max,
             own.max_open_files,
+            own.max_tasks,
+            own.cpu_weight,
             candidate.server,
             str(own.cwd) if own.cwd is not None else None,
             tuple(own.roots),

@@ -3,11 +3,12 @@ its end, restarting it, and stopping it with everything it started.
 
 A worker is forked by the fork server (:mod:`~mcphost.plugins.worker.zygote`), or is a
 fresh interpreter (``python -m mcphost.plugins.worker.main``) where there is none, in a
-session and process group of its own, with a scrubbed environment. Its end is noticed through a
-pidfd (a socket EOF never comes while a child of the worker still holds the socket); the
-calls it was running then fail with a message naming the plugin and how the worker ended,
-and the worker is started again after a backoff, unless it ends too often, when the plugin
-settles as failed. A call that outlives its timeout by :data:`KILL_GRACE` could not be
+session and process group of its own, with a scrubbed environment, and in a cgroup of its
+own where the daemon has a delegated one (:mod:`~mcphost.plugins.worker.cgroups`). Its end
+is noticed through a pidfd (a socket EOF never comes while a child of the worker still holds
+the socket); the calls it was running then fail with a message naming the plugin and how
+the worker ended, and the worker is started again after a backoff, unless it ends too
+often, when the plugin settles as failed. A call that outlives its timeout by :data:`KILL_GRACE` could not be
 cancelled in the worker (a coroutine that never yields, a blocked C call): the worker is
 ended, which ends the call.
 """
@@ -47,6 +48,7 @@ from mcphost.plugins.registry import (
     Registry,
     remote_only,
 )
+from mcphost.plugins.worker import cgroups
 from mcphost.plugins.worker.context import INPUT_REQUIRED, META_REQUEST, STALLED
 from mcphost.plugins.worker.wire import Channel, ChannelClosed, Framer, Message, RemoteError, encode
 from mcphost.plugins.worker.zygote_client import ForkedChild, Zygotes, ZygoteUnavailable, describe
@@ -105,9 +107,13 @@ class WorkerSpec:
     max_restarts: int = 5
     restart_window: float = 60.0
     memory_max: int | None = None
-    """``RLIMIT_AS`` of the worker."""
+    """The worker's cgroup's ``memory.max``, or its ``RLIMIT_AS`` without a delegated cgroup."""
     max_open_files: int | None = None
     """``RLIMIT_NOFILE`` of the worker."""
+    max_tasks: int | None = None
+    """The worker's cgroup's ``pids.max`` (none without a delegated cgroup)."""
+    cpu_weight: int | None = None
+    """The worker's cgroup's ``cpu.weight`` (none without a delegated cgroup)."""
     command: tuple[str, ...] = ()
     """An existing MCP server's command line (stdio), run instead of a worker of ours."""
     cwd: str | None = None
@@ -141,6 +147,8 @@ class Process:
     done: trio.Event = field(default_factory=trio.Event)
     start_error: str | None = None
     """Why its plugin's start-up hook failed, if it did."""
+    cgroup: cgroups.Cgroup | None = None
+    """Its own cgroup, where the daemon has a delegated one."""
 
     @property
     def pid(self) -> int:
@@ -148,26 +156,55 @@ class Process:
         return self.popen.pid
 
     def kill_group(self) -> None:
-        """SIGKILL the worker's process group: the worker and whatever it started."""
+        """SIGKILL the worker's process group and cgroup: the worker and whatever it started."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
+        if self.cgroup is not None:
+            self.cgroup.kill()
+
+    def how_ended(self, status: int | None) -> str:
+        """How the worker ended (see :func:`describe`), naming its memory limit when the kernel
+        killed it for being over it."""
+        if self.cgroup is None or not self.over_memory():
+            return describe(status)
+        limit = self.cgroup.memory_max
+        return "was killed: over " + (f"memory_max {cgroups.size(limit)}" if limit else "its cgroup's memory")
+
+    def over_memory(self) -> bool:
+        """Whether the kernel killed the worker (or a process it started) for being over its
+        cgroup's memory limit."""
+        return self.cgroup is not None and self.cgroup.over_memory()
+
+    def release(self) -> None:
+        """Remove the worker's cgroup, killing what is left in it (blocking)."""
+        if self.cgroup is not None:
+            self.cgroup.remove()
 
 
 def spawn(spec: WorkerSpec, zygotes: Zygotes | None = None) -> Process:
     """Start a worker (forked by ``zygotes``' fork server where there is one) and load the
     plugin in it (blocking: run in a thread from Trio); raises :class:`WorkerStartError`
     saying why not."""
+    delegation, cgroup = cgroups.in_force(), None
+    if delegation is not None:
+        try:
+            cgroup = delegation.worker(spec.plugin, spec.memory_max, spec.max_tasks, spec.cpu_weight)
+        except OSError as error:
+            raise WorkerStartError(f"cannot make the cgroup of its {spec.kind}: {error}") from None
+    # With a cgroup, memory_max is its memory.max; without, the address-space limit.
+    address_space = spec.memory_max if cgroup is None else None
     ours, theirs = socket.socketpair()
     output, output_w = os.pipe()
     env = {k: os.environ[k] for k in ENVIRONMENT if k in os.environ} | dict(spec.env)
     if zygotes is not None and not spec.command:
         with contextlib.suppress(ZygoteUnavailable):
-            request = {"env": env, "level": spec.log_level, "memory_max": spec.memory_max}
-            child = zygotes.fork(request | {"max_open_files": spec.max_open_files}, theirs.fileno(), output_w)
+            request = {"env": env, "level": spec.log_level, "memory_max": address_space}
+            request |= {"max_open_files": spec.max_open_files, "cgroup": cgroup.path if cgroup else None}
+            child = zygotes.fork(request, theirs.fileno(), output_w)
             theirs.close()
             os.close(output_w)
-            return _load(spec, Process(child, child.pidfd, ours, output, {}))
-    if spec.memory_max is not None:
+            return _load(spec, Process(child, child.pidfd, ours, output, {}, cgroup=cgroup))
+    if address_space is not None:
         # glibc gives each thread an arena of 64 MiB of address space: a few threads would
         # use up a limit of address space that their memory is far from.
         env.setdefault("MALLOC_ARENA_MAX", "2")
@@ -192,15 +229,19 @@ def spawn(spec: WorkerSpec, zygotes: Zygotes | None = None) -> Process:
         for fd in (output, output_w):
             os.close(fd)
         ours.close()
+        if cgroup is not None:
+            cgroup.remove()
         raise WorkerStartError(f"cannot start its {spec.kind}: {error}") from None
     finally:
         theirs.close()
     os.close(output_w)
-    process = Process(popen, os.pidfd_open(popen.pid), ours, output, {})
+    process = Process(popen, os.pidfd_open(popen.pid), ours, output, {}, cgroup=cgroup)
     try:
         # Set before the worker is told to import the plugin, so no plugin code runs without them.
-        if spec.memory_max is not None:
-            resource.prlimit(popen.pid, resource.RLIMIT_AS, (spec.memory_max, spec.memory_max))
+        if cgroup is not None:
+            cgroup.join(popen.pid)
+        if address_space is not None:
+            resource.prlimit(popen.pid, resource.RLIMIT_AS, (address_space, address_space))
         if spec.max_open_files is not None:
             resource.prlimit(popen.pid, resource.RLIMIT_NOFILE, (spec.max_open_files, spec.max_open_files))
     except OSError as error:
@@ -231,7 +272,8 @@ def _load(spec: WorkerSpec, process: Process) -> Process:
         status = process.popen.wait()
         last = _last_line(process.output)
         _close(process)
-        ended = f"{describe(status)} while starting" if status else f"did not answer: {error}"
+        ended = f"{process.how_ended(status)} while starting" if status else f"did not answer: {error}"
+        process.release()
         raise WorkerStartError(f"its {spec.kind} {ended}{': ' + last if last else ''}") from None
     if "error" in process.hello:
         stop_now(process)
@@ -337,6 +379,7 @@ def stop_now(process: Process) -> None:
     process.kill_group()
     process.popen.wait()
     _close(process)
+    process.release()
 
 
 class PluginWorker:
@@ -351,6 +394,8 @@ class PluginWorker:
         """Why the plugin stopped being served (it ended too often, or its start failed)."""
         self.stopping = False
         self.restarts = 0
+        self.memory_kills = 0
+        """Times the kernel killed its worker for being over its memory limit (cgroup)."""
         self._ends: list[float] = []
         self._changed = trio.Event()
         self._started = trio.Event()
@@ -673,7 +718,8 @@ class PluginWorker:
                 await trio.lowlevel.wait_readable(process.pidfd)
                 process.kill_group()  # whatever it started goes with it
                 # A forked worker's status comes from the fork server, a moment after its end.
-                process.ended = describe(await trio.to_thread.run_sync(process.popen.wait))
+                process.ended = process.how_ended(await trio.to_thread.run_sync(process.popen.wait))
+                self.memory_kills += process.over_memory()
                 with trio.move_on_after(0.5):
                     await output_done.wait()
                 nursery.cancel_scope.cancel()
@@ -682,6 +728,8 @@ class PluginWorker:
             if self.channel is channel:
                 self.channel = None
             _close(process)
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(process.release)
             process.done.set()
             self._signal()
         return error

@@ -8,9 +8,9 @@ every worker inherits this process's memory, so it never reads the config, a cre
 the daemon's environment, and never imports plugin code. FD is a ``SOCK_SEQPACKET`` socket to
 the daemon; each message is a JSON object, with file descriptors alongside where it says so:
 
-- daemon → here: ``{"fork": id, "env", "level", "memory_max", "max_open_files"}`` with the
-  worker's socket and the write end of its output pipe; ``{"retire": true}``: end once the
-  last worker has ended; ``{"check": id}``: has a file it imported changed since?
+- daemon → here: ``{"fork": id, "env", "level", "memory_max", "max_open_files", "cgroup"}``
+  with the worker's socket and the write end of its output pipe; ``{"retire": true}``: end
+  once the last worker has ended; ``{"check": id}``: has a file it imported changed since?
 - here → daemon: ``{"ready": true}`` once warmed up; ``{"fork": id, "pid"}`` with the worker's
   pidfd (or ``{"fork": id, "error"}``); ``{"check": id, "changed"}``; ``{"exited": pid,
   "status"}`` for each worker that ends (``status`` as :attr:`subprocess.Popen.returncode`:
@@ -202,8 +202,16 @@ class Zygote:
 
 
 def become_worker(request: dict[str, Any], sock: int, output: int) -> None:
-    """In the forked child: a session of its own, its limits and environment, then the worker."""
+    """In the forked child: a session of its own, its cgroup or limits and environment, then the worker."""
     os.setsid()
+    if request.get("cgroup"):
+        # Its own cgroup (see mcphost.plugins.worker.cgroups), joined before any plugin code
+        # runs: what it and its children use is counted there from the start.
+        fd = os.open(os.path.join(request["cgroup"], "cgroup.procs"), os.O_WRONLY)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
     # Orphans of its descendants come to it, so they are still in the family when it ends
     # and this fork server adopts (and kills) them.
     prctl(PR_SET_CHILD_SUBREAPER, 1)
