@@ -737,10 +737,13 @@ def section_cold_start(results: dict[str, Any]) -> list[str]:
     if isolated is not None and inline is not None and isolated >= COLD_START_LIMIT_S:
         out += [
             f"**Why the bar is not met.** With every plugin inline mcphost was ready after {inline:.2f} s; each "
-            f"plugin in a worker process of its own took it to {isolated:.2f} s: each worker is started and "
-            "imports mcphost, the MCP SDK and its plugin before the daemon reports ready, and on two cores "
-            f"{data['plugins']} of them take turns. Workers forked from a process that has imported all that "
-            "once would start in milliseconds and share those pages (the USS column).",
+            f"plugin in a worker process of its own took it to {isolated:.2f} s. The workers are forked from "
+            "the fork server, which imports the worker runtime (mcphost's plugin layer and the MCP SDK) while "
+            "the daemon imports the rest of itself, both on this machine's two cores: READY=1 waits for the "
+            "slower of the two imports, then for each worker to import its plugin and build its tools, "
+            f"{data['plugins']} of them sharing the cores. Once forked, a worker shares the fork server's pages "
+            "(the USS column); what is left is mostly the MCP SDK's import, paid by the daemon and the fork "
+            "server alike.",
             "",
         ]
     notified_inline = inline if isolated is not None else ready(MCPHOST)
