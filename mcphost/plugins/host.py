@@ -231,6 +231,11 @@ class PluginHost:
         """Workers started ahead of :meth:`_plan` (all at once), by plugin name, or why not."""
         self.zygotes: Zygotes | None = None
         """The fork server workers are forked from, once :meth:`start_fork_server` has run."""
+        self.on_change: Callable[[], Awaitable[None]] | None = None
+        """Called when what a plugin serves changed between reloads (what a hosted server lists)."""
+        self.on_stall: Callable[[str, str | None], None] | None = None
+        """Told of each stall a worker's own watchdog noticed (plugin, and what happened once it
+        stopped the call), to count it and mark the plugin degraded as for inline code."""
 
     def start_fork_server(self) -> None:
         """Start the fork server now, if some plugin runs isolated, so that it has imported the
@@ -245,11 +250,6 @@ class PluginHost:
         plugins = self.config.plugins
         tables = [plugins.for_plugin(name) for name in plugins.configured()] + [PluginConfig()]
         return plugins.fork_server and any(t.isolation == "process" and not t.command for t in tables)
-        self.on_change: Callable[[], Awaitable[None]] | None = None
-        self.on_stall: Callable[[str, str | None], None] | None = None
-        """Told of each stall a worker's own watchdog noticed (plugin, and what happened once it
-        stopped the call), to count it and mark the plugin degraded as for inline code."""
-        """Called when what a plugin serves changed between reloads (a hosted server's tools)."""
 
     @property
     def registry(self) -> Registry:
