@@ -24,6 +24,7 @@ import pytest
 import trio
 
 from mcphost.testing import RunningDaemon, to_toml
+from tests import test_isolation as isolation
 from tests.test_isolation import _alive as alive
 from tests.test_isolation import _ends_within as ends_within
 from tests.test_isolation import call, witness_answers
@@ -73,13 +74,8 @@ def daemon(module_daemon) -> RunningDaemon:
 
 
 async def worker_pid(daemon: RunningDaemon, plugin: str) -> int:
-    """The pid of ``plugin``'s worker, waiting while it restarts."""
-    with trio.fail_after(COMEBACK):
-        while True:
-            result = await call(daemon, f"{plugin}_pid")
-            if not result.is_error:
-                return int(result.content[0].text)
-            await trio.sleep(0.1)
+    """The pid of ``plugin``'s worker, waiting while it restarts (emulated, longer)."""
+    return await isolation.worker_pid(daemon, plugin, COMEBACK)
 
 
 def cgroup_of(pid: int) -> Path:

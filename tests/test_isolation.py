@@ -57,9 +57,9 @@ async def call(daemon: RunningDaemon, tool: str, arguments: dict[str, Any] | Non
         return await client.call_tool(tool, arguments or {})
 
 
-async def worker_pid(daemon: RunningDaemon, plugin: str) -> int:
-    """The pid of ``plugin``'s worker, waiting while it restarts."""
-    with trio.fail_after(COMEBACK):
+async def worker_pid(daemon: RunningDaemon, plugin: str, within: float = COMEBACK) -> int:
+    """The pid of ``plugin``'s worker, waiting (at most ``within`` seconds) while it restarts."""
+    with trio.fail_after(within):
         while True:
             result = await call(daemon, f"{plugin}_pid")
             if not result.is_error:

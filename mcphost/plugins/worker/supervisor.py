@@ -578,12 +578,13 @@ class PluginWorker:
                 await limits.pool.acquire()
             if waiting.cancelled_caught:
                 raise fence.overran(limits, what, waiting_for_thread=False)
-            if method == "tools/call" and not self.spec.command:
-                # The wait counts against the call's timeout, as inline: the worker is given
-                # what is left of it (its resources and prompts keep their whole timeout).
-                params["_meta"][META_REQUEST]["budget"] = deadline - trio.current_time()
-            elif not self.spec.command:
-                deadline = trio.current_time() + timeout
+            if not self.spec.command:
+                if method == "tools/call":
+                    # The wait counts against the call's timeout, as inline: the worker is
+                    # given what is left of it.
+                    params["_meta"][META_REQUEST]["budget"] = deadline - trio.current_time()
+                else:  # resources and prompts keep their whole timeout in the worker
+                    deadline = trio.current_time() + timeout
         if context is not None:
             self._contexts[call] = context
             self._requests[call] = current_request.get()

@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 
 from mcphost.ops import sdk_models
+from mcphost.plugins.worker import cgroups
 
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 1, 4, 36
 MAX_MESSAGE = 1 << 20
@@ -205,13 +206,9 @@ def become_worker(request: dict[str, Any], sock: int, output: int) -> None:
     """In the forked child: a session of its own, its cgroup or limits and environment, then the worker."""
     os.setsid()
     if request.get("cgroup"):
-        # Its own cgroup (see mcphost.plugins.worker.cgroups), joined before any plugin code
-        # runs: what it and its children use is counted there from the start.
-        fd = os.open(os.path.join(request["cgroup"], "cgroup.procs"), os.O_WRONLY)
-        try:
-            os.write(fd, b"0")
-        finally:
-            os.close(fd)
+        # Its own cgroup, joined before any plugin code runs: what it and its children use is
+        # counted there from the start.
+        cgroups.Cgroup(request["cgroup"], None).join()
     # Orphans of its descendants come to it, so they are still in the family when it ends
     # and this fork server adopts (and kills) them.
     prctl(PR_SET_CHILD_SUBREAPER, 1)
