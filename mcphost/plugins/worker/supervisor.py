@@ -581,8 +581,8 @@ class PluginWorker:
             if not self.spec.command:
                 if method == "tools/call":
                     # The wait counts against the call's timeout, as inline: the worker is
-                    # given what is left of it.
-                    params["_meta"][META_REQUEST]["budget"] = deadline - trio.current_time()
+                    # given what is left of it (none, when the slot came as the deadline passed).
+                    params["_meta"][META_REQUEST]["budget"] = max(0.0, deadline - trio.current_time())
                 else:  # resources and prompts keep their whole timeout in the worker
                     deadline = trio.current_time() + timeout
         if context is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import socket
 import threading
 from collections.abc import Awaitable, Callable
@@ -51,8 +52,12 @@ class RemoteError(Exception):
 
 
 def encode(message: Message) -> bytes:
-    """One frame: the message and its newline."""
-    return orjson.dumps(message) + b"\n"
+    """One frame: the message and its newline. A value orjson does not take (an integer past
+    64 bits, which JSON allows and a client may send) goes through the standard library."""
+    try:
+        return orjson.dumps(message) + b"\n"
+    except TypeError:
+        return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
 class Framer:
