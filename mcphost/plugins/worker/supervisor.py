@@ -214,6 +214,10 @@ def spawn(spec: WorkerSpec, zygotes: Zygotes | None = None) -> Process:
     else:
         argv = [sys.executable, "-m", "mcphost.plugins.worker.main", str(theirs.fileno()), spec.log_level]
         stdin, stdout, passed = subprocess.DEVNULL, output_w, [theirs.fileno()]
+        if "PYTHONPATH" in os.environ:
+            # The interpreter imports the worker runtime before the daemon tells it its import
+            # path: from the daemon's PYTHONPATH, as the fork server does, not another mcphost.
+            env.setdefault("PYTHONPATH", os.environ["PYTHONPATH"])
     try:
         popen = subprocess.Popen(
             argv,
