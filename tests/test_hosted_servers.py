@@ -6,6 +6,8 @@ SDK's client and by the official TypeScript client."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -124,6 +126,98 @@ async def test_a_servers_new_prompts_are_served_live_and_clients_are_told(daemon
         assert "calc_halve" in {p.name for p in (await session.list_prompts()).prompts}
         halved = await session.get_prompt("calc_halve", {"number": "8"})
     assert halved.messages[0].content.text == "What is half of 8?"
+
+
+DOCUMENT = "demo://resource/static/document/architecture.md"
+
+
+def _asked(daemon: RunningDaemon, what: str) -> int:
+    """How many times server-everything said (in a log message of its own) it was asked to
+    ``Subscribe`` or ``Unsubscribe`` to :data:`DOCUMENT`."""
+    return sum(
+        1
+        for r in daemon.log_records()
+        if r.get("event") == "plugin log message"
+        and str(r.get("data")).startswith(f"Received {what} Resource request")
+        and DOCUMENT in str(r.get("data"))
+    )
+
+
+class Updates:
+    """A client's message handler that hears of updates of :data:`DOCUMENT`."""
+
+    def __init__(self) -> None:
+        self.heard = trio.Event()
+
+    async def __call__(self, message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification) and str(message.params.uri) == DOCUMENT:
+            self.heard.set()
+
+    async def sent_to(self, client: Client) -> None:
+        """Have server-everything send an update of each URI it is subscribed to (at once,
+        then every 5 s), until ``client``, whose handler this is, hears of one."""
+        self.heard = trio.Event()
+        toggled = await client.call_tool("everything_toggle-subscriber-updates", {})
+        try:
+            with trio.fail_after(10):
+                await self.heard.wait()
+        finally:
+            await client.call_tool("everything_toggle-subscriber-updates", {})
+        assert "Started" in toggled.content[0].text
+
+
+@pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")  # resources/subscribe
+async def test_a_server_is_subscribed_once_while_any_client_is(daemon: RunningDaemon) -> None:
+    updates = Updates()
+    async with Client(daemon.url, mode="legacy", message_handler=updates) as first:
+        async with Client(daemon.url, mode="legacy") as second, Client(daemon.url, mode="2026-07-28") as third:
+            await first.subscribe_resource(DOCUMENT)
+            await second.subscribe_resource(DOCUMENT)
+            async with third.listen(resource_subscriptions=[DOCUMENT]):
+                await updates.sent_to(first)  # the one subscription the server was asked for
+            await first.unsubscribe_resource(DOCUMENT)
+            await first.unsubscribe_resource(DOCUMENT)
+            assert _asked(daemon, "Unsubscribe") == 0, "two sessions and a stream: one left, and one leaves"
+        # The second session ends without unsubscribing: the last client has left.
+        await trio.to_thread.run_sync(daemon.wait_for_log, lambda _: _asked(daemon, "Unsubscribe") > 0)
+    assert _asked(daemon, "Subscribe") == 1 and _asked(daemon, "Unsubscribe") == 1
+
+
+@pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")  # resources/subscribe
+async def test_a_subscription_follows_the_server_when_it_is_restarted_or_replaced(
+    daemon: RunningDaemon, node: tuple[str, Path]
+) -> None:
+    updates = Updates()
+    async with Client(daemon.url, mode="legacy", message_handler=updates) as client:
+        await client.subscribe_resource(DOCUMENT)
+        os.kill(_server_pid(daemon, b"server-everything"), signal.SIGKILL)
+        with trio.fail_after(20):  # a guard while it restarts, not a speed test
+            while True:
+                if not (await client.call_tool("everything_get-sum", {"a": 1, "b": 1})).is_error:
+                    break
+                await trio.sleep(0.1)
+        await updates.sent_to(client)
+        # A reload that changes the server's table replaces it with a new one.
+        changed = config(node)
+        changed["plugins"]["everything"]["max_restarts"] = 7
+        daemon.config_path.write_text(to_toml(changed))
+        reloaded = await trio.to_thread.run_sync(daemon.reload)
+        assert "everything" in reloaded["changed"]
+        await updates.sent_to(client)
+        await client.unsubscribe_resource(DOCUMENT)
+
+
+def _server_pid(daemon: RunningDaemon, marker: bytes) -> int:
+    """The pid of the daemon's child whose command line holds ``marker``."""
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            status = (entry / "status").read_text()
+        except (OSError, NotADirectoryError):
+            continue
+        if marker in cmdline and f"\nPPid:\t{daemon.process.pid}\n" in status:
+            return int(entry.name)
+    raise AssertionError(f"no child of the daemon runs {marker!r}")
 
 
 async def test_a_servers_error_is_an_error_result(daemon: RunningDaemon) -> None:

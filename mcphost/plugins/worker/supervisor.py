@@ -317,8 +317,10 @@ def _server_hello(sock: socket.socket) -> Message:
     if version not in HANDSHAKE_PROTOCOL_VERSIONS:
         raise ValueError(f"it speaks protocol revision {version!r}, which mcphost does not")
     sock.sendall(encode({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-    hello: Message = {"server": server.get("serverInfo"), "protocol_version": version}
     capabilities, ids = server.get("capabilities") or {}, itertools.count(1)
+    resources = capabilities.get("resources")
+    subscribe = isinstance(resources, dict) and resources.get("subscribe") is True
+    hello: Message = {"server": server.get("serverInfo"), "protocol_version": version, "subscribe": subscribe}
     for key, capability, method, found in SERVER_LISTS:
         hello[key] = []
         if capability not in capabilities:
@@ -419,6 +421,8 @@ class PluginWorker:
         what happened when it stopped a call (see :meth:`~mcphost.plugins.watchdog.Watchdog.report`)."""
         self.on_listed_changed: Callable[[], Awaitable[None]] | None = None
         """Called when what a server lists changed (it said so, or it was restarted with others)."""
+        self.subscribed: set[str] = set()
+        """The URIs a server is subscribed to for the daemon's clients (``command`` only)."""
 
     @property
     def hello(self) -> Message:
@@ -530,6 +534,34 @@ class PluginWorker:
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
             raise MCPError(code=types.INTERNAL_ERROR, message=f"the completions of {what} are not a list of strings")
         return values
+
+    async def subscribe(self, uri: str) -> None:
+        """Subscribe a hosted server that offers subscriptions to ``uri`` (see
+        :class:`~mcphost.plugins.registry.Remote`), and again whenever it is restarted; a
+        plugin of ours announces its updates whether or not anyone listens."""
+        if self.spec.command:
+            self.subscribed.add(uri)
+            await self._tell_server("resources/subscribe", uri)
+
+    async def unsubscribe(self, uri: str) -> None:
+        """Unsubscribe a hosted server from ``uri`` (see :class:`~mcphost.plugins.registry.Remote`)."""
+        if self.spec.command:
+            self.subscribed.discard(uri)
+            await self._tell_server("resources/unsubscribe", uri)
+
+    async def _tell_server(self, method: str, uri: str) -> None:
+        channel = self.channel
+        if channel is None or channel.closed or not self.hello.get("subscribe"):
+            return  # a server restarting is told every subscription once it is up
+        with trio.move_on_after(PING_INTERVAL) as waited:
+            try:
+                await channel.request(method, {"uri": uri})
+            except (ChannelClosed, RemoteError) as error:
+                log.warning(
+                    "the server refused a subscription", plugin=self.spec.plugin, method=method, error=str(error)
+                )
+        if waited.cancelled_caught:
+            log.warning("the server did not answer a subscription", plugin=self.spec.plugin, method=method)
 
     async def _answer(
         self,
@@ -764,6 +796,8 @@ class PluginWorker:
             self.channel = channel
             self._started.set()
             self._signal()
+            for uri in list(self.subscribed):  # what a server that was restarted has forgotten
+                await self._tell_server("resources/subscribe", uri)
 
     async def _serve_channel(self, channel: Channel, process: Process) -> None:
         await channel.run()
