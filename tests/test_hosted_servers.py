@@ -23,6 +23,7 @@ from tests.conftest import MODES
 from tests.services import node_client
 
 CALC = Path(__file__).parent / "plugins" / "external" / "calc_server.py"
+BARE = Path(__file__).parent / "plugins" / "external" / "bare_server.py"
 SECRET_VARIABLE = "MCPHOST_TEST_ONLY_SECRET"
 
 
@@ -37,7 +38,7 @@ def config(node: tuple[str, Path]) -> dict[str, Any]:
     everything = directory / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
     return {
         "plugins": {
-            "enable": ["calc", "everything"],
+            "enable": ["calc", "everything", "bare"],
             "calc": {
                 "command": [sys.executable, str(CALC)],
                 "roots": ["file:///srv/project"],
@@ -45,6 +46,7 @@ def config(node: tuple[str, Path]) -> dict[str, Any]:
                 "tools": {"slow": {"timeout": 2}},
             },
             "everything": {"command": [program, str(everything)], "args": ["stdio"], "env": {"GREETING": "hi"}},
+            "bare": {"command": [sys.executable, str(BARE)]},
         }
     }
 
@@ -70,21 +72,35 @@ async def test_hosted_servers_tools_are_served_under_the_plugins_prefix(daemon: 
     assert not added.is_error and added.content[0].text == "3"
 
 
+class Heard:
+    """A client's message handler that notes a notification of one kind (of one URI, for
+    resource updates)."""
+
+    def __init__(self, kind: type, uri: str | None = None) -> None:
+        self.kind, self.uri = kind, uri
+        self.event = trio.Event()
+
+    async def __call__(self, message: Any) -> None:
+        if isinstance(message, self.kind) and (self.uri is None or str(message.params.uri) == self.uri):
+            self.event.set()
+
+    async def wait(self) -> None:
+        """Until one comes (a guard of 10 s, not a speed test); the next wait waits for another."""
+        with trio.fail_after(10):
+            await self.event.wait()
+        self.event = trio.Event()
+
+
 async def test_a_servers_new_tools_are_served_live_and_clients_are_told(daemon: RunningDaemon) -> None:
-    changed = trio.Event()
-
-    async def on_message(message: Any) -> None:
-        if isinstance(message, types.ToolListChangedNotification):
-            changed.set()
-
+    changed = Heard(types.ToolListChangedNotification)
     async with (
-        Client(daemon.url, mode="legacy", message_handler=on_message) as session,
+        Client(daemon.url, mode="legacy", message_handler=changed) as session,
         Client(daemon.url, mode="2026-07-28") as stateless,
         stateless.listen(tools_list_changed=True) as events,
     ):
         assert (await session.call_tool("calc_grow", {})).content[0].text == "grown"
+        await changed.wait()
         with trio.fail_after(10):
-            await changed.wait()
             await events.__anext__()
         for client in (session, stateless):
             assert "calc_multiply" in {t.name for t in (await client.list_tools()).tools}
@@ -112,17 +128,19 @@ async def test_a_servers_resources_prompts_and_completions_are_served(daemon: Ru
     assert served.contents[0].text and everything.messages
 
 
+async def test_a_servers_new_resources_are_served_live_though_it_has_no_templates(daemon: RunningDaemon) -> None:
+    changed = Heard(types.ResourceListChangedNotification)
+    async with Client(daemon.url, mode="legacy", message_handler=changed) as session:
+        added = (await session.call_tool("bare_add_note", {})).content[0].text
+        await changed.wait()
+        assert added in {str(r.uri) for r in (await session.list_resources()).resources}
+
+
 async def test_a_servers_new_prompts_are_served_live_and_clients_are_told(daemon: RunningDaemon) -> None:
-    changed = trio.Event()
-
-    async def on_message(message: Any) -> None:
-        if isinstance(message, types.PromptListChangedNotification):
-            changed.set()
-
-    async with Client(daemon.url, mode="legacy", message_handler=on_message) as session:
+    changed = Heard(types.PromptListChangedNotification)
+    async with Client(daemon.url, mode="legacy", message_handler=changed) as session:
         assert (await session.call_tool("calc_teach", {})).content[0].text == "taught"
-        with trio.fail_after(10):
-            await changed.wait()
+        await changed.wait()
         assert "calc_halve" in {p.name for p in (await session.list_prompts()).prompts}
         halved = await session.get_prompt("calc_halve", {"number": "8"})
     assert halved.messages[0].content.text == "What is half of 8?"
@@ -143,38 +161,26 @@ def _asked(daemon: RunningDaemon, what: str) -> int:
     )
 
 
-class Updates:
-    """A client's message handler that hears of updates of :data:`DOCUMENT`."""
-
-    def __init__(self) -> None:
-        self.heard = trio.Event()
-
-    async def __call__(self, message: Any) -> None:
-        if isinstance(message, types.ResourceUpdatedNotification) and str(message.params.uri) == DOCUMENT:
-            self.heard.set()
-
-    async def sent_to(self, client: Client) -> None:
-        """Have server-everything send an update of each URI it is subscribed to (at once,
-        then every 5 s), until ``client``, whose handler this is, hears of one."""
-        self.heard = trio.Event()
-        toggled = await client.call_tool("everything_toggle-subscriber-updates", {})
-        try:
-            with trio.fail_after(10):
-                await self.heard.wait()
-        finally:
-            await client.call_tool("everything_toggle-subscriber-updates", {})
-        assert "Started" in toggled.content[0].text
+async def updates_heard(client: Client, heard: Heard) -> None:
+    """Have server-everything send an update of each URI it is subscribed to (at once, then
+    every 5 s), until ``client``, whose handler ``heard`` is, hears of one."""
+    toggled = await client.call_tool("everything_toggle-subscriber-updates", {})
+    try:
+        await heard.wait()
+    finally:
+        await client.call_tool("everything_toggle-subscriber-updates", {})
+    assert "Started" in toggled.content[0].text
 
 
 @pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")  # resources/subscribe
 async def test_a_server_is_subscribed_once_while_any_client_is(daemon: RunningDaemon) -> None:
-    updates = Updates()
+    updates = Heard(types.ResourceUpdatedNotification, DOCUMENT)
     async with Client(daemon.url, mode="legacy", message_handler=updates) as first:
         async with Client(daemon.url, mode="legacy") as second, Client(daemon.url, mode="2026-07-28") as third:
             await first.subscribe_resource(DOCUMENT)
             await second.subscribe_resource(DOCUMENT)
             async with third.listen(resource_subscriptions=[DOCUMENT]):
-                await updates.sent_to(first)  # the one subscription the server was asked for
+                await updates_heard(first, updates)  # the one subscription the server was asked for
             await first.unsubscribe_resource(DOCUMENT)
             await first.unsubscribe_resource(DOCUMENT)
             assert _asked(daemon, "Unsubscribe") == 0, "two sessions and a stream: one left, and one leaves"
@@ -187,7 +193,7 @@ async def test_a_server_is_subscribed_once_while_any_client_is(daemon: RunningDa
 async def test_a_subscription_follows_the_server_when_it_is_restarted_or_replaced(
     daemon: RunningDaemon, node: tuple[str, Path]
 ) -> None:
-    updates = Updates()
+    updates = Heard(types.ResourceUpdatedNotification, DOCUMENT)
     async with Client(daemon.url, mode="legacy", message_handler=updates) as client:
         await client.subscribe_resource(DOCUMENT)
         os.kill(_server_pid(daemon, b"server-everything"), signal.SIGKILL)
@@ -196,14 +202,14 @@ async def test_a_subscription_follows_the_server_when_it_is_restarted_or_replace
                 if not (await client.call_tool("everything_get-sum", {"a": 1, "b": 1})).is_error:
                     break
                 await trio.sleep(0.1)
-        await updates.sent_to(client)
+        await updates_heard(client, updates)
         # A reload that changes the server's table replaces it with a new one.
         changed = config(node)
         changed["plugins"]["everything"]["max_restarts"] = 7
         daemon.config_path.write_text(to_toml(changed))
         reloaded = await trio.to_thread.run_sync(daemon.reload)
         assert "everything" in reloaded["changed"]
-        await updates.sent_to(client)
+        await updates_heard(client, updates)
         await client.unsubscribe_resource(DOCUMENT)
 
 

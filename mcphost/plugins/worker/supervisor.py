@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -317,26 +317,50 @@ def _server_hello(sock: socket.socket) -> Message:
     if version not in HANDSHAKE_PROTOCOL_VERSIONS:
         raise ValueError(f"it speaks protocol revision {version!r}, which mcphost does not")
     sock.sendall(encode({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-    capabilities, ids = server.get("capabilities") or {}, itertools.count(1)
-    resources = capabilities.get("resources")
-    subscribe = isinstance(resources, dict) and resources.get("subscribe") is True
-    hello: Message = {"server": server.get("serverInfo"), "protocol_version": version, "subscribe": subscribe}
+    capabilities = server.get("capabilities")
+    if not isinstance(capabilities, dict):
+        capabilities = {}
+    hello: Message = {"server": server.get("serverInfo"), "protocol_version": version, "capabilities": capabilities}
+    ids = itertools.count(1)
+
+    async def ask(method: str, params: Message) -> Message:
+        return _handshake(sock, _request(next(ids), method, params))
+
+    listing = _lists(ask, [key for key, *_ in SERVER_LISTS], capabilities)
+    try:
+        listing.send(None)
+    except StopIteration as done:  # ``ask`` never waits, so the listing ran to its end at once
+        return hello | done.value
+    listing.close()
+    raise AssertionError("the listing of a server's lists waited")
+
+
+async def _lists(
+    ask: Callable[[str, Message], Awaitable[Message]], keys: Iterable[str], capabilities: Message
+) -> dict[str, list[Any]]:
+    """The server's lists named by ``keys`` (see :data:`SERVER_LISTS`), every page, asking
+    with ``ask``; empty where ``capabilities`` offers none. Raises ValueError naming the
+    method the server refused or answered with something else than a list."""
+    lists: dict[str, list[Any]] = {}
     for key, capability, method, found in SERVER_LISTS:
-        hello[key] = []
+        if key not in keys:
+            continue
+        lists[key], cursor = [], None
         if capability not in capabilities:
             continue
-        cursor = None
         try:
             while True:
-                listed = _handshake(sock, _request(next(ids), method, {"cursor": cursor} if cursor else {}))
-                hello[key] += listed.get(found) or []
+                listed = await ask(method, {"cursor": cursor} if cursor else {})
+                if not isinstance(listed, dict) or not isinstance(items := listed.get(found) or [], list):
+                    raise ValueError(f"{method}: its answer is not a list of {found}")
+                lists[key] += items
                 if not (cursor := listed.get("nextCursor")):
                     break
         except RemoteError as error:
             # A server with resources but no templates may not know the method at all.
             if key != "templates" or error.code != -32601:
                 raise ValueError(f"{method}: {error}") from None
-    return hello
+    return lists
 
 
 def _handshake(sock: socket.socket, request: Message) -> Message:
@@ -551,7 +575,12 @@ class PluginWorker:
 
     async def _tell_server(self, method: str, uri: str) -> None:
         channel = self.channel
-        if channel is None or channel.closed or not self.hello.get("subscribe"):
+        resources = (self.hello.get("capabilities") or {}).get("resources")
+        if (
+            channel is None
+            or channel.closed
+            or not (isinstance(resources, dict) and resources.get("subscribe") is True)
+        ):
             return  # a server restarting is told every subscription once it is up
         with trio.move_on_after(PING_INTERVAL) as waited:
             try:
@@ -939,21 +968,13 @@ class PluginWorker:
     async def _relist(self, channel: Channel, keys: tuple[str, ...]) -> None:
         """List again (every page) what a server said changed, and have its plugin's catalogue follow."""
         assert self.process is not None
-        hello = dict(self.process.hello)
-        for key, _, method, found in SERVER_LISTS:
-            if key not in keys:
-                continue
-            hello[key], cursor = [], None
-            try:
-                while True:
-                    listed = await channel.request(method, {"cursor": cursor} if cursor else {})
-                    hello[key] += listed.get(found) or []
-                    if not (cursor := listed.get("nextCursor")):
-                        break
-            except (ChannelClosed, RemoteError, AttributeError) as error:
-                plugin = self.spec.plugin
-                log.error("a list of the server's could not be listed", plugin=plugin, list=key, error=str(error))
-                return
+        try:
+            hello = self.process.hello | await _lists(channel.request, keys, self.hello.get("capabilities") or {})
+        except (ChannelClosed, ValueError) as error:
+            log.error(
+                "a list of the server's could not be listed", plugin=self.spec.plugin, lists=keys, error=str(error)
+            )
+            return
         if self.process is not None and _listed(hello) != _listed(self.process.hello):
             self.process.hello = hello
             log.info("what the server lists changed", plugin=self.spec.plugin, lists=list(keys))
