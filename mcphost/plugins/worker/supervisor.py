@@ -162,10 +162,10 @@ class Process:
         if self.cgroup is not None:
             self.cgroup.kill()
 
-    def how_ended(self, status: int | None) -> str:
+    def how_ended(self, status: int | None, over_memory: bool) -> str:
         """How the worker ended (see :func:`describe`), naming its memory limit when the kernel
-        killed it for being over it."""
-        if self.cgroup is None or not self.over_memory():
+        killed it for being over it (``over_memory``, read once by the caller)."""
+        if self.cgroup is None or not over_memory:
             return describe(status)
         limit = self.cgroup.memory_max
         return "was killed: over " + (f"memory_max {cgroups.size(limit)}" if limit else "its cgroup's memory")
@@ -276,7 +276,11 @@ def _load(spec: WorkerSpec, process: Process) -> Process:
         status = process.popen.wait()
         last = _last_line(process.output)
         _close(process)
-        ended = f"{process.how_ended(status)} while starting" if status else f"did not answer: {error}"
+        ended = (
+            f"{process.how_ended(status, process.over_memory())} while starting"
+            if status
+            else f"did not answer: {error}"
+        )
         process.release()
         raise WorkerStartError(f"its {spec.kind} {ended}{': ' + last if last else ''}") from None
     if "error" in process.hello:
@@ -784,8 +788,10 @@ class PluginWorker:
                 await trio.lowlevel.wait_readable(process.pidfd)
                 process.kill_group()  # whatever it started goes with it
                 # A forked worker's status comes from the fork server, a moment after its end.
-                process.ended = process.how_ended(await trio.to_thread.run_sync(process.popen.wait))
-                self.memory_kills += process.over_memory()
+                status = await trio.to_thread.run_sync(process.popen.wait)
+                over_memory = process.over_memory()  # memory.events, read once
+                process.ended = process.how_ended(status, over_memory)
+                self.memory_kills += over_memory
                 with trio.move_on_after(0.5):
                     await output_done.wait()
                 nursery.cancel_scope.cancel()
