@@ -48,7 +48,7 @@ from mcphost.plugins.registry import (
     Registry,
     remote_only,
 )
-from mcphost.plugins.worker import cgroups
+from mcphost.plugins.worker import cgroups, launch
 from mcphost.plugins.worker.context import INPUT_REQUIRED, META_REQUEST, STALLED
 from mcphost.plugins.worker.wire import Channel, ChannelClosed, Framer, Message, RemoteError, encode
 from mcphost.plugins.worker.zygote_client import ForkedChild, Zygotes, ZygoteUnavailable, describe
@@ -212,12 +212,11 @@ def spawn(spec: WorkerSpec, zygotes: Zygotes | None = None) -> Process:
         # An MCP server speaks on its stdin and stdout: both are its end of the socket pair.
         argv, stdin, stdout, passed = list(spec.command), theirs.fileno(), theirs.fileno(), []
     else:
-        argv = [sys.executable, "-m", "mcphost.plugins.worker.main", str(theirs.fileno()), spec.log_level]
+        argv = launch.python("mcphost.plugins.worker.main", str(theirs.fileno()), spec.log_level)
         stdin, stdout, passed = subprocess.DEVNULL, output_w, [theirs.fileno()]
-        if "PYTHONPATH" in os.environ:
-            # The interpreter imports the worker runtime before the daemon tells it its import
-            # path: from the daemon's PYTHONPATH, as the fork server does, not another mcphost.
-            env.setdefault("PYTHONPATH", os.environ["PYTHONPATH"])
+        # The interpreter imports the worker runtime before the daemon tells it its import
+        # path: from the daemon's, as the fork server does, then the plugin's own.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (launch.import_path(), spec.env.get("PYTHONPATH")) if p)
     try:
         popen = subprocess.Popen(
             argv,
