@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -320,9 +320,8 @@ def _server_hello(sock: socket.socket) -> Message:
     if version not in HANDSHAKE_PROTOCOL_VERSIONS:
         raise ValueError(f"it speaks protocol revision {version!r}, which mcphost does not")
     sock.sendall(encode({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-    capabilities = server.get("capabilities")
-    if not isinstance(capabilities, dict):
-        capabilities = {}
+    offered = server.get("capabilities")
+    capabilities = {k: v for k, v in offered.items() if isinstance(v, dict)} if isinstance(offered, dict) else {}
     hello: Message = {"server": server.get("serverInfo"), "protocol_version": version, "capabilities": capabilities}
     ids = itertools.count(1)
 
@@ -339,7 +338,7 @@ def _server_hello(sock: socket.socket) -> Message:
 
 
 async def _lists(
-    ask: Callable[[str, Message], Awaitable[Message]], keys: Iterable[str], capabilities: Message
+    ask: Callable[[str, Message], Awaitable[Message]], keys: Collection[str], capabilities: Message
 ) -> dict[str, list[Any]]:
     """The server's lists named by ``keys`` (see :data:`SERVER_LISTS`), every page, asking
     with ``ask``; empty where ``capabilities`` offers none. Raises ValueError naming the
@@ -578,12 +577,8 @@ class PluginWorker:
 
     async def _tell_server(self, method: str, uri: str) -> None:
         channel = self.channel
-        resources = (self.hello.get("capabilities") or {}).get("resources")
-        if (
-            channel is None
-            or channel.closed
-            or not (isinstance(resources, dict) and resources.get("subscribe") is True)
-        ):
+        offered = self.hello.get("capabilities", {}).get("resources", {}).get("subscribe") is True
+        if channel is None or channel.closed or not offered:
             return  # a server restarting is told every subscription once it is up
         with trio.move_on_after(PING_INTERVAL) as waited:
             try:
@@ -974,7 +969,7 @@ class PluginWorker:
         """List again (every page) what a server said changed, and have its plugin's catalogue follow."""
         assert self.process is not None
         try:
-            hello = self.process.hello | await _lists(channel.request, keys, self.hello.get("capabilities") or {})
+            hello = self.process.hello | await _lists(channel.request, keys, self.hello["capabilities"])
         except (ChannelClosed, ValueError) as error:
             log.error(
                 "a list of the server's could not be listed", plugin=self.spec.plugin, lists=keys, error=str(error)
