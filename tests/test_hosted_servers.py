@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -161,15 +162,16 @@ def _asked(daemon: RunningDaemon, what: str) -> int:
     )
 
 
-async def updates_heard(client: Client, heard: Heard) -> None:
+async def with_updates(client: Client, heard: Callable[[], Awaitable[Any]]) -> Any:
     """Have server-everything send an update of each URI it is subscribed to (at once, then
-    every 5 s), until ``client``, whose handler ``heard`` is, hears of one."""
+    every 5 s) until ``heard`` returns (within 10 s); what it returned."""
     toggled = await client.call_tool("everything_toggle-subscriber-updates", {})
     try:
-        await heard.wait()
+        assert "Started" in toggled.content[0].text
+        with trio.fail_after(10):
+            return await heard()
     finally:
         await client.call_tool("everything_toggle-subscriber-updates", {})
-    assert "Started" in toggled.content[0].text
 
 
 @pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")  # resources/subscribe
@@ -180,7 +182,7 @@ async def test_a_server_is_subscribed_once_while_any_client_is(daemon: RunningDa
             await first.subscribe_resource(DOCUMENT)
             await second.subscribe_resource(DOCUMENT)
             async with third.listen(resource_subscriptions=[DOCUMENT]):
-                await updates_heard(first, updates)  # the one subscription the server was asked for
+                await with_updates(first, updates.wait)  # the one subscription the server was asked for
             await first.unsubscribe_resource(DOCUMENT)
             await first.unsubscribe_resource(DOCUMENT)
             assert _asked(daemon, "Unsubscribe") == 0, "two sessions and a stream: one left, and one leaves"
@@ -202,15 +204,24 @@ async def test_a_subscription_follows_the_server_when_it_is_restarted_or_replace
                 if not (await client.call_tool("everything_get-sum", {"a": 1, "b": 1})).is_error:
                     break
                 await trio.sleep(0.1)
-        await updates_heard(client, updates)
+        await with_updates(client, updates.wait)
         # A reload that changes the server's table replaces it with a new one.
         changed = config(node)
         changed["plugins"]["everything"]["max_restarts"] = 7
         daemon.config_path.write_text(to_toml(changed))
         reloaded = await trio.to_thread.run_sync(daemon.reload)
         assert "everything" in reloaded["changed"]
-        await updates_heard(client, updates)
+        await with_updates(client, updates.wait)
         await client.unsubscribe_resource(DOCUMENT)
+
+
+async def test_a_listen_stream_alone_has_the_server_subscribed(daemon: RunningDaemon) -> None:
+    async with (
+        Client(daemon.url, mode="2026-07-28") as client,
+        client.listen(resource_subscriptions=[DOCUMENT]) as events,
+    ):
+        event = await with_updates(client, events.__anext__)
+    assert event.uri == DOCUMENT
 
 
 def _server_pid(daemon: RunningDaemon, marker: bytes) -> int:
