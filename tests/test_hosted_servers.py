@@ -6,8 +6,11 @@ SDK's client and by the official TypeScript client."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from tests.conftest import MODES
 from tests.services import node_client
 
 CALC = Path(__file__).parent / "plugins" / "external" / "calc_server.py"
+BARE = Path(__file__).parent / "plugins" / "external" / "bare_server.py"
 SECRET_VARIABLE = "MCPHOST_TEST_ONLY_SECRET"
 
 
@@ -35,7 +39,7 @@ def config(node: tuple[str, Path]) -> dict[str, Any]:
     everything = directory / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
     return {
         "plugins": {
-            "enable": ["calc", "everything"],
+            "enable": ["calc", "everything", "bare"],
             "calc": {
                 "command": [sys.executable, str(CALC)],
                 "roots": ["file:///srv/project"],
@@ -43,6 +47,7 @@ def config(node: tuple[str, Path]) -> dict[str, Any]:
                 "tools": {"slow": {"timeout": 2}},
             },
             "everything": {"command": [program, str(everything)], "args": ["stdio"], "env": {"GREETING": "hi"}},
+            "bare": {"command": [sys.executable, str(BARE)]},
         }
     }
 
@@ -68,21 +73,35 @@ async def test_hosted_servers_tools_are_served_under_the_plugins_prefix(daemon: 
     assert not added.is_error and added.content[0].text == "3"
 
 
+class Heard:
+    """A client's message handler that notes a notification of one kind (of one URI, for
+    resource updates)."""
+
+    def __init__(self, kind: type, uri: str | None = None) -> None:
+        self.kind, self.uri = kind, uri
+        self.event = trio.Event()
+
+    async def __call__(self, message: Any) -> None:
+        if isinstance(message, self.kind) and (self.uri is None or str(message.params.uri) == self.uri):
+            self.event.set()
+
+    async def wait(self) -> None:
+        """Until one comes (a guard of 10 s, not a speed test); the next wait waits for another."""
+        with trio.fail_after(10):
+            await self.event.wait()
+        self.event = trio.Event()
+
+
 async def test_a_servers_new_tools_are_served_live_and_clients_are_told(daemon: RunningDaemon) -> None:
-    changed = trio.Event()
-
-    async def on_message(message: Any) -> None:
-        if isinstance(message, types.ToolListChangedNotification):
-            changed.set()
-
+    changed = Heard(types.ToolListChangedNotification)
     async with (
-        Client(daemon.url, mode="legacy", message_handler=on_message) as session,
+        Client(daemon.url, mode="legacy", message_handler=changed) as session,
         Client(daemon.url, mode="2026-07-28") as stateless,
         stateless.listen(tools_list_changed=True) as events,
     ):
         assert (await session.call_tool("calc_grow", {})).content[0].text == "grown"
+        await changed.wait()
         with trio.fail_after(10):
-            await changed.wait()
             await events.__anext__()
         for client in (session, stateless):
             assert "calc_multiply" in {t.name for t in (await client.list_tools()).tools}
@@ -110,20 +129,112 @@ async def test_a_servers_resources_prompts_and_completions_are_served(daemon: Ru
     assert served.contents[0].text and everything.messages
 
 
+async def test_a_servers_new_resources_are_served_live_though_it_has_no_templates(daemon: RunningDaemon) -> None:
+    changed = Heard(types.ResourceListChangedNotification)
+    async with Client(daemon.url, mode="legacy", message_handler=changed) as session:
+        added = (await session.call_tool("bare_add_note", {})).content[0].text
+        await changed.wait()
+        assert added in {str(r.uri) for r in (await session.list_resources()).resources}
+
+
 async def test_a_servers_new_prompts_are_served_live_and_clients_are_told(daemon: RunningDaemon) -> None:
-    changed = trio.Event()
-
-    async def on_message(message: Any) -> None:
-        if isinstance(message, types.PromptListChangedNotification):
-            changed.set()
-
-    async with Client(daemon.url, mode="legacy", message_handler=on_message) as session:
+    changed = Heard(types.PromptListChangedNotification)
+    async with Client(daemon.url, mode="legacy", message_handler=changed) as session:
         assert (await session.call_tool("calc_teach", {})).content[0].text == "taught"
-        with trio.fail_after(10):
-            await changed.wait()
+        await changed.wait()
         assert "calc_halve" in {p.name for p in (await session.list_prompts()).prompts}
         halved = await session.get_prompt("calc_halve", {"number": "8"})
     assert halved.messages[0].content.text == "What is half of 8?"
+
+
+DOCUMENT = "demo://resource/static/document/architecture.md"
+
+
+def _asked(daemon: RunningDaemon, what: str) -> int:
+    """How many times server-everything said (in a log message of its own) it was asked to
+    ``Subscribe`` or ``Unsubscribe`` to :data:`DOCUMENT`."""
+    return sum(
+        1
+        for r in daemon.log_records()
+        if r.get("event") == "plugin log message"
+        and str(r.get("data")).startswith(f"Received {what} Resource request")
+        and DOCUMENT in str(r.get("data"))
+    )
+
+
+async def with_updates(client: Client, heard: Callable[[], Awaitable[Any]]) -> Any:
+    """Have server-everything send an update of each URI it is subscribed to (at once, then
+    every 5 s) until ``heard`` returns (within 10 s); what it returned."""
+    toggled = await client.call_tool("everything_toggle-subscriber-updates", {})
+    try:
+        assert "Started" in toggled.content[0].text
+        with trio.fail_after(10):
+            return await heard()
+    finally:
+        await client.call_tool("everything_toggle-subscriber-updates", {})
+
+
+@pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")  # resources/subscribe
+async def test_a_server_is_subscribed_once_while_any_client_is(daemon: RunningDaemon) -> None:
+    updates = Heard(types.ResourceUpdatedNotification, DOCUMENT)
+    async with Client(daemon.url, mode="legacy", message_handler=updates) as first:
+        async with Client(daemon.url, mode="legacy") as second, Client(daemon.url, mode="2026-07-28") as third:
+            await first.subscribe_resource(DOCUMENT)
+            await second.subscribe_resource(DOCUMENT)
+            async with third.listen(resource_subscriptions=[DOCUMENT]):
+                await with_updates(first, updates.wait)  # the one subscription the server was asked for
+            await first.unsubscribe_resource(DOCUMENT)
+            await first.unsubscribe_resource(DOCUMENT)
+            assert _asked(daemon, "Unsubscribe") == 0, "two sessions and a stream: one left, and one leaves"
+        # The second session ends without unsubscribing: the last client has left.
+        await trio.to_thread.run_sync(daemon.wait_for_log, lambda _: _asked(daemon, "Unsubscribe") > 0)
+    assert _asked(daemon, "Subscribe") == 1 and _asked(daemon, "Unsubscribe") == 1
+
+
+@pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")  # resources/subscribe
+async def test_a_subscription_follows_the_server_when_it_is_restarted_or_replaced(
+    daemon: RunningDaemon, node: tuple[str, Path]
+) -> None:
+    updates = Heard(types.ResourceUpdatedNotification, DOCUMENT)
+    async with Client(daemon.url, mode="legacy", message_handler=updates) as client:
+        await client.subscribe_resource(DOCUMENT)
+        os.kill(_server_pid(daemon, b"server-everything"), signal.SIGKILL)
+        with trio.fail_after(20):  # a guard while it restarts, not a speed test
+            while True:
+                if not (await client.call_tool("everything_get-sum", {"a": 1, "b": 1})).is_error:
+                    break
+                await trio.sleep(0.1)
+        await with_updates(client, updates.wait)
+        # A reload that changes the server's table replaces it with a new one.
+        changed = config(node)
+        changed["plugins"]["everything"]["max_restarts"] = 7
+        daemon.config_path.write_text(to_toml(changed))
+        reloaded = await trio.to_thread.run_sync(daemon.reload)
+        assert "everything" in reloaded["changed"]
+        await with_updates(client, updates.wait)
+        await client.unsubscribe_resource(DOCUMENT)
+
+
+async def test_a_listen_stream_alone_has_the_server_subscribed(daemon: RunningDaemon) -> None:
+    async with (
+        Client(daemon.url, mode="2026-07-28") as client,
+        client.listen(resource_subscriptions=[DOCUMENT]) as events,
+    ):
+        event = await with_updates(client, events.__anext__)
+    assert event.uri == DOCUMENT
+
+
+def _server_pid(daemon: RunningDaemon, marker: bytes) -> int:
+    """The pid of the daemon's child whose command line holds ``marker``."""
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            status = (entry / "status").read_text()
+        except (OSError, NotADirectoryError):
+            continue
+        if marker in cmdline and f"\nPPid:\t{daemon.process.pid}\n" in status:
+            return int(entry.name)
+    raise AssertionError(f"no child of the daemon runs {marker!r}")
 
 
 async def test_a_servers_error_is_an_error_result(daemon: RunningDaemon) -> None:

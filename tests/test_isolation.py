@@ -21,8 +21,8 @@ import trio
 from mcp import Client
 from mcp_types import ElicitResult, LoggingMessageNotificationParams
 
-from mcphost.testing import RunningDaemon, to_toml
-from tests.conftest import MODES
+from mcphost.testing import RunningDaemon, stateless_request, to_toml
+from tests.conftest import ISOLATIONS, MODES
 
 PLUGINS = Path(__file__).parent / "plugins" / "isolated"
 SECRET_VARIABLE = "MCPHOST_TEST_ONLY_SECRET"
@@ -65,6 +65,13 @@ async def worker_pid(daemon: RunningDaemon, plugin: str, within: float = COMEBAC
             if not result.is_error:
                 return int(result.content[0].text)
             await trio.sleep(0.1)
+
+
+def one_plugin(mcphost_daemon: Any, tmp_path: Path, name: str, source: str, **table: Any) -> RunningDaemon:
+    """A daemon serving the plugin ``name`` written as ``source``, its ``[plugins.<name>]`` table ``table``."""
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    return mcphost_daemon({"plugins": {"enable": [name], "paths": [str(path)], name: table}})
 
 
 async def witness_answers(daemon: RunningDaemon) -> float:
@@ -282,10 +289,9 @@ def mcphost_tools():
 
 
 async def test_a_call_in_the_fence_gets_the_slot_a_finished_thread_call_held(mcphost_daemon, tmp_path: Path) -> None:
-    source = tmp_path / "shared.py"
-    source.write_text(SHARED_POOL)
-    plugin = {"isolation": "process", "max_concurrency": 1, "timeout": 20}
-    daemon = mcphost_daemon({"plugins": {"enable": ["shared"], "paths": [str(source)], "shared": plugin}})
+    daemon = one_plugin(
+        mcphost_daemon, tmp_path, "shared", SHARED_POOL, isolation="process", max_concurrency=1, timeout=20
+    )
     async with Client(daemon.url) as client:
         for n in range(3):
             # The one slot of the plugin's pool is free again as soon as each call has answered.
@@ -293,6 +299,41 @@ async def test_a_call_in_the_fence_gets_the_slot_a_finished_thread_call_held(mcp
             start = time.monotonic()
             answer = await client.call_tool("shared_fenced", {"n": n})
             assert time.monotonic() - start < WITNESS_BOUND and answer.structured_content == {"result": n + 2}
+
+
+EXACT = """
+import mcphost
+
+
+@mcphost.hookimpl
+def mcphost_tools():
+    def successors(numbers: list[int]) -> list[int]:
+        \"\"\"The integer after each of ``numbers``.\"\"\"
+        return [n + 1 for n in numbers]
+
+    def spelled(text: str) -> str:
+        \"\"\"``text`` as the tool received it, spelled in ASCII.\"\"\"
+        return ascii(text)
+
+    return [successors, spelled]
+"""
+LONG_INTEGERS = [2**64, -(2**63) - 1, 123456789012345678901234567890, -(10**40)]
+"""Integers JSON allows and a 64-bit parser does not hold: just past each end of its range, and far past."""
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+async def test_a_tool_in_a_worker_gets_and_returns_exactly_what_an_inline_one_does(
+    mcphost_daemon, tmp_path: Path, isolation: str
+) -> None:
+    daemon = one_plugin(mcphost_daemon, tmp_path, "exact", EXACT, isolation=isolation)
+    for mode in MODES:
+        result = await call(daemon, "exact_successors", {"numbers": LONG_INTEGERS}, mode)
+        assert result.structured_content == {"result": [n + 1 for n in LONG_INTEGERS]}, (mode, result)
+    # A lone surrogate, escaped, is valid JSON (the SDK's client cannot send one: raw HTTP does).
+    body, headers = stateless_request("tools/call", {"name": "exact_spelled", "arguments": {"text": "a\ud800b"}})
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(daemon.url, content=json.dumps(body), headers=headers)
+    assert answer.json()["result"]["content"][0]["text"] == ascii("a\ud800b"), answer.text
 
 
 WAITING = """
@@ -312,14 +353,11 @@ def mcphost_tools():
 """
 
 
-@pytest.mark.parametrize("isolation", ["inline", "process"])
+@pytest.mark.parametrize("isolation", ISOLATIONS)
 async def test_the_wait_for_a_slot_counts_against_the_calls_timeout(
     mcphost_daemon, tmp_path: Path, isolation: str
 ) -> None:
-    source = tmp_path / "waiting.py"
-    source.write_text(WAITING)
-    plugin = {"isolation": isolation, "max_concurrency": 1, "timeout": 2}
-    daemon = mcphost_daemon({"plugins": {"enable": ["waiting"], "paths": [str(source)], "waiting": plugin}})
+    daemon = one_plugin(mcphost_daemon, tmp_path, "waiting", WAITING, isolation=isolation, max_concurrency=1, timeout=2)
     answers: list[str] = []
 
     async def work() -> None:

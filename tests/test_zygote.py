@@ -123,11 +123,17 @@ def version() -> str:
 '''
 
 
-def versioned_daemon(mcphost_daemon, tmp_path: Path, **kwargs) -> tuple[RunningDaemon, Path]:
-    """A daemon serving the ``versioned`` plugin from a worker, and the plugin's file (at v1)."""
+def versioned_daemon(mcphost_daemon, tmp_path: Path, fork_server: bool = True, **kwargs) -> tuple[RunningDaemon, Path]:
+    """A daemon serving the ``versioned`` plugin from a worker (forked by the fork server, or
+    not), and the plugin's file (at v1)."""
     source = tmp_path / "versioned.py"
     source.write_text(VERSIONED.format(version="v1"))
-    plugins = {"enable": ["versioned"], "paths": [str(source)], "versioned": {"isolation": "process"}}
+    plugins = {
+        "enable": ["versioned"],
+        "paths": [str(source)],
+        "fork_server": fork_server,
+        "versioned": {"isolation": "process"},
+    }
     return mcphost_daemon({"plugins": plugins}, **kwargs), source
 
 
@@ -184,21 +190,27 @@ def test_a_reload_forks_from_a_fresh_fork_server_when_an_import_changed(mcphost_
     trio.run(main)
 
 
-def test_the_fork_server_imports_what_the_daemon_does_from_its_pythonpath(mcphost_daemon, tmp_path: Path) -> None:
-    # A copy of a package the fork server imports, in a directory only the daemon's
-    # PYTHONPATH names (a source checkout run in place, say): workers must run with the
-    # daemon's code, not with what the default path would find.
-    path = tmp_path / "path"
-    shutil.copytree(Path(sniffio.__file__).parent, path / "sniffio")
-    marked = path / "sniffio" / "_version.py"
-    marked.write_text(marked.read_text() + 'MARK = "pythonpath"\n')
-    pythonpath = os.pathsep.join(p for p in (str(path), os.environ.get("PYTHONPATH")) if p)
-    daemon, _ = versioned_daemon(mcphost_daemon, tmp_path, env={"PYTHONPATH": pythonpath})
+@pytest.mark.parametrize("fork_server", [True, False], ids=["forked", "fresh interpreter"])
+@pytest.mark.parametrize("where", ["pythonpath", "cwd"])
+def test_workers_import_what_the_daemon_does(mcphost_daemon, tmp_path: Path, fork_server: bool, where: str) -> None:
+    # A marked copy of a package the worker runtime imports: in a directory only the daemon's
+    # PYTHONPATH names (a source checkout run in place, say), which workers must import too;
+    # or in the daemon's working directory, off the daemon's own path (PYTHONSAFEPATH; a
+    # console script's path starts at its bin directory), which workers must not import.
+    copy = tmp_path / where
+    shutil.copytree(Path(sniffio.__file__).parent, copy / "sniffio")
+    marked = copy / "sniffio" / "_version.py"
+    marked.write_text(marked.read_text() + f'MARK = "{where}"\n')
+    if where == "pythonpath":
+        pythonpath = os.pathsep.join(p for p in (str(copy), os.environ.get("PYTHONPATH")) if p)
+        daemon, _ = versioned_daemon(mcphost_daemon, tmp_path, fork_server, env={"PYTHONPATH": pythonpath})
+    else:
+        daemon, _ = versioned_daemon(mcphost_daemon, tmp_path, fork_server, cwd=copy, env={"PYTHONSAFEPATH": "1"})
 
     async def main() -> None:
         _, pid, mark = (await call(daemon, "versioned_version")).content[0].text.split()
-        assert is_fork_server(parent(int(pid)))
-        assert mark == "pythonpath", "the fork server imported the package from the daemon's PYTHONPATH"
+        assert is_fork_server(parent(int(pid))) == fork_server
+        assert mark == ("pythonpath" if where == "pythonpath" else "-"), "the daemon's, not what the defaults find"
 
     trio.run(main)
 

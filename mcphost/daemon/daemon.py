@@ -551,6 +551,7 @@ class Daemon:
         """Serve the plugins' catalogue as it is now, and tell the clients what changed."""
         previous, self.registry = self.registry, self.plugins.registry
         self.metrics.bind(self.registry.tools)
+        await self.handlers.subscriptions.follow()
         await self._announce_changes(previous, self.registry)
 
     async def _announce_changes(self, old: Registry, new: Registry) -> None:

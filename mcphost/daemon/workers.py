@@ -26,7 +26,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -36,6 +35,7 @@ import structlog
 from mcphost.core.config import LoadedConfig
 from mcphost.daemon import startup
 from mcphost.ops import systemd
+from mcphost.plugins.worker import launch
 
 log = structlog.get_logger("mcphost.workers")
 
@@ -66,7 +66,7 @@ def run(loaded: LoadedConfig, config_path: Path | None, count: int) -> int:
     host, port = sockets[0].getsockname()[:2]
     notifier = systemd.Notifier()
     os.environ.pop("NOTIFY_SOCKET", None)  # only the master speaks to systemd
-    command = [sys.executable, "-m", "mcphost", "serve", *(["--config", str(config_path)] if config_path else [])]
+    command = launch.python("mcphost", "serve", *(["--config", str(config_path)] if config_path else []))
     stopping = False
     forwarded: list[int] = []
 
@@ -80,7 +80,7 @@ def run(loaded: LoadedConfig, config_path: Path | None, count: int) -> int:
 
     def start(index: int) -> subprocess.Popen[bytes]:
         fd = sockets[index].fileno()
-        env = {**os.environ, WORKER_FD: str(fd), "MCPHOST_WORKER_INDEX": str(index)}
+        env = {**os.environ, "PYTHONPATH": launch.import_path(), WORKER_FD: str(fd), "MCPHOST_WORKER_INDEX": str(index)}
         if index:
             env["MCPHOST_ADMIN__ENABLED"] = "false"  # one admin listener, on the first worker
         return subprocess.Popen(command, env=env, pass_fds=[fd])

@@ -61,6 +61,14 @@ class Remote(Protocol):
         """Every completion the worker suggests for ``params`` (of ``entry``)."""
         ...
 
+    async def subscribe(self, uri: str) -> None:
+        """A first client subscribed to the resource at ``uri`` (never raises)."""
+        ...
+
+    async def unsubscribe(self, uri: str) -> None:
+        """The last client subscribed to the resource at ``uri`` left (never raises)."""
+        ...
+
 
 def remote_only(*args: Any, **kwargs: Any) -> Any:
     """The function of a resource or prompt whose plugin runs in a worker: it runs there."""

@@ -238,14 +238,14 @@ class Handlers:
         """``resources/subscribe`` (2025-11-25): updates of ``uri`` go to this session's stream."""
         uri = str(params.uri)
         self._resource(uri)
-        if not self.subscriptions.subscribe(ctx, uri):
+        if not await self.subscriptions.subscribe(ctx, uri):
             limit = subscriptions.MAX_SUBSCRIPTIONS_PER_SESSION
             raise MCPError(code=types.INVALID_REQUEST, message=f"Too many subscriptions: at most {limit} per session")
         return types.EmptyResult()
 
     async def unsubscribe(self, ctx: Ctx, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
         """``resources/unsubscribe`` (2025-11-25)."""
-        self.subscriptions.unsubscribe(ctx, str(params.uri))
+        await self.subscriptions.unsubscribe(ctx, str(params.uri))
         return types.EmptyResult()
 
     async def list_prompts(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:

@@ -7,6 +7,10 @@ client opens a ``subscriptions/listen`` stream naming the URIs it wants; the SDK
 each stream hears only of what its caller may read and each caller holds a bounded share
 of the streams. An announcement (a plugin's ``notify_resource_updated``,
 :mod:`mcphost.plugins.notify`) reaches both through :meth:`Subscriptions.updated`.
+
+The worker that serves a resource is told when the first client subscribes to it and when
+the last one leaves (:meth:`~mcphost.plugins.registry.Remote.subscribe`): a hosted MCP server
+that sends updates only for the URIs it was asked for then sends them, once for every client.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
 import structlog
+import trio
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourceUpdated, ServerEvent
@@ -25,7 +30,7 @@ from mcphost.auth.identity import Identity, current_identity
 from mcphost.plugins.context import connection_of
 
 if TYPE_CHECKING:
-    from mcphost.plugins.registry import Registry
+    from mcphost.plugins.registry import Registry, Remote
 
 log = structlog.get_logger("mcphost.subscriptions")
 
@@ -51,6 +56,9 @@ class Subscriptions:
         # uri -> {id(connection): connection}, and the reverse for clean-up.
         self._by_uri: dict[str, dict[int, Connection]] = {}
         self._by_connection: dict[int, set[str]] = {}
+        # uri -> how many sessions and listen streams want it; and the worker that was told.
+        self._holders: dict[str, int] = {}
+        self._told: dict[str, Remote] = {}
 
     async def listen(
         self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
@@ -65,15 +73,24 @@ class Subscriptions:
             key is not None and cap is not None and len(streams) >= cap
         ):
             raise MCPError(types.INTERNAL_ERROR, "Subscription limit reached")
-        handler = ListenHandler(_ScopedBus(self.bus, self._readable(identity)), max_subscriptions=1)
+        readable = self._readable(identity)
+        handler = ListenHandler(_ScopedBus(self.bus, readable), max_subscriptions=1)
         self._listening.setdefault(key, set()).add(handler)
+        uris = [u for u in dict.fromkeys(params.notifications.resource_subscriptions or ()) if readable(u)]
+        held: list[str] = []
         try:
+            for uri in uris[:MAX_SUBSCRIPTIONS_PER_SESSION]:
+                held.append(uri)
+                await self._hold(uri)
             return await handler(ctx, params)
         finally:
             streams = self._listening[key]
             streams.discard(handler)
             if not streams:
                 del self._listening[key]
+            with trio.CancelScope(shield=True):
+                for uri in held:
+                    await self._release(uri)
 
     def _readable(self, identity: Identity | None) -> Callable[[str], bool]:
         if identity is None or identity.scope.everything:
@@ -87,7 +104,7 @@ class Subscriptions:
             handler.close()  # the stream ends with its result, as the spec's graceful closure
         return len(handlers)
 
-    def subscribe(self, ctx: ServerRequestContext[Any, Any], uri: str) -> bool:
+    async def subscribe(self, ctx: ServerRequestContext[Any, Any], uri: str) -> bool:
         """Subscribe the request's session to ``uri``; ``False`` if it is at its limit."""
         connection = connection_of(ctx)
         key = id(connection)
@@ -95,29 +112,72 @@ class Subscriptions:
         if uris is None:
             uris = self._by_connection[key] = set()
             # A session that ends without unsubscribing must not leave entries behind; the
-            # connection unwinds its exit stack when it closes.
-            connection.exit_stack.callback(self._forget, key)
-        if uri not in uris and len(uris) >= MAX_SUBSCRIPTIONS_PER_SESSION:
+            # connection unwinds its exit stack (shielded) when it closes.
+            connection.exit_stack.push_async_callback(self._forget, key)
+        if uri in uris:
+            return True
+        if len(uris) >= MAX_SUBSCRIPTIONS_PER_SESSION:
             return False
         uris.add(uri)
         self._by_uri.setdefault(uri, {})[key] = connection
+        await self._hold(uri)
         return True
 
-    def unsubscribe(self, ctx: ServerRequestContext[Any, Any], uri: str) -> None:
+    async def unsubscribe(self, ctx: ServerRequestContext[Any, Any], uri: str) -> None:
         """Unsubscribe the request's session from ``uri`` (no error if it was not subscribed)."""
         key = id(connection_of(ctx))
-        self._by_connection.get(key, set()).discard(uri)
-        self._drop(uri, key)
+        uris = self._by_connection.get(key, set())
+        if uri in uris:
+            uris.discard(uri)
+            await self._drop(uri, key)
 
-    def _forget(self, key: int) -> None:
+    async def _forget(self, key: int) -> None:
         for uri in self._by_connection.pop(key, ()):
-            self._drop(uri, key)
+            await self._drop(uri, key)
 
-    def _drop(self, uri: str, key: int) -> None:
+    async def _drop(self, uri: str, key: int) -> None:
         connections = self._by_uri.get(uri, {})
         connections.pop(key, None)
         if not connections:
             self._by_uri.pop(uri, None)
+        await self._release(uri)
+
+    async def _hold(self, uri: str) -> None:
+        """One more session or stream wants ``uri``: the first tells the worker that serves it."""
+        self._holders[uri] = self._holders.get(uri, 0) + 1
+        if self._holders[uri] == 1:
+            found = self.get_registry().find_resource(uri)
+            if found is not None and (remote := found[0].remote) is not None:
+                self._told[uri] = remote
+                await remote.subscribe(uri)
+
+    async def _release(self, uri: str) -> None:
+        """One fewer wants ``uri``: the last tells the worker that was told of the first."""
+        self._holders[uri] -= 1
+        if not self._holders[uri]:
+            del self._holders[uri]
+            if (remote := self._told.pop(uri, None)) is not None:
+                await remote.unsubscribe(uri)
+
+    async def follow(self) -> None:
+        """The catalogue changed (a reload replaced a plugin's worker, say): the URIs clients
+        want are told to the workers that serve them now, and no longer to those that did."""
+        moves = []
+        registry = self.get_registry()
+        for uri in self._holders:
+            found = registry.find_resource(uri)
+            remote, told = found[0].remote if found is not None else None, self._told.get(uri)
+            if remote is not told:
+                moves.append((uri, told, remote))
+                if remote is None:
+                    del self._told[uri]
+                else:
+                    self._told[uri] = remote
+        for uri, told, remote in moves:
+            if told is not None:
+                await told.unsubscribe(uri)
+            if remote is not None:
+                await remote.subscribe(uri)
 
     async def announce(self, event: ServerEvent) -> None:
         """Publish a list change to every ``subscriptions/listen`` stream (2026-07-28 clients);

@@ -15,10 +15,9 @@ import socket
 import subprocess
 import sys
 
-ENVIRONMENT = ("PATH", "HOME", "LANG", "PYTHONPATH")
-"""What the fork server keeps of the daemon's environment: ``PYTHONPATH`` so that it imports
-the same mcphost and SDK as the daemon, whose requests then speak its language (each worker's
-environment is the one the daemon asks for, without it)."""
+ENVIRONMENT = ("PATH", "HOME", "LANG")
+"""What the fork server keeps of the daemon's environment, besides :func:`import_path` as its
+``PYTHONPATH`` (each worker's environment is the one the daemon asks for, without it)."""
 
 _early: tuple[subprocess.Popen[bytes], socket.socket] | None = None
 
@@ -28,8 +27,9 @@ def launch() -> tuple[subprocess.Popen[bytes], socket.socket]:
     :class:`OSError` when it cannot be started. Main thread only: ``PR_SET_PDEATHSIG`` fires
     when the *thread* that started a process ends."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    env = {k: os.environ[k] for k in ENVIRONMENT if k in os.environ} | {"MALLOC_ARENA_MAX": "2"}
-    argv = [sys.executable, "-m", "mcphost.plugins.worker.zygote", str(theirs.fileno()), str(os.getpid())]
+    env = {k: os.environ[k] for k in ENVIRONMENT if k in os.environ}
+    env |= {"PYTHONPATH": import_path(), "MALLOC_ARENA_MAX": "2"}
+    argv = python("mcphost.plugins.worker.zygote", str(theirs.fileno()), str(os.getpid()))
     try:
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=2, pass_fds=[theirs.fileno()], env=env)
     except OSError:
@@ -38,6 +38,20 @@ def launch() -> tuple[subprocess.Popen[bytes], socket.socket]:
     finally:
         theirs.close()
     return popen, ours
+
+
+def python(module: str, *args: str) -> list[str]:
+    """The command line that runs ``module`` in a new interpreter, which is to be given
+    :func:`import_path` as its ``PYTHONPATH``: ``-P`` keeps its working directory, where
+    another mcphost may be, off the front of its path."""
+    return [sys.executable, "-P", "-m", module, *args]
+
+
+def import_path() -> str:
+    """This process's import path (``sys.path``, its working directory where it has one) as
+    ``PYTHONPATH``: a process started with it imports the same mcphost and SDK as this one,
+    whose requests then speak its language, wherever it runs."""
+    return os.pathsep.join(dict.fromkeys(os.path.abspath(entry) for entry in sys.path))
 
 
 def start_early() -> None:

@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -48,7 +48,7 @@ from mcphost.plugins.registry import (
     Registry,
     remote_only,
 )
-from mcphost.plugins.worker import cgroups
+from mcphost.plugins.worker import cgroups, launch
 from mcphost.plugins.worker.context import INPUT_REQUIRED, META_REQUEST, STALLED
 from mcphost.plugins.worker.wire import Channel, ChannelClosed, Framer, Message, RemoteError, encode
 from mcphost.plugins.worker.zygote_client import ForkedChild, Zygotes, ZygoteUnavailable, describe
@@ -162,10 +162,10 @@ class Process:
         if self.cgroup is not None:
             self.cgroup.kill()
 
-    def how_ended(self, status: int | None) -> str:
+    def how_ended(self, status: int | None, over_memory: bool) -> str:
         """How the worker ended (see :func:`describe`), naming its memory limit when the kernel
-        killed it for being over it."""
-        if self.cgroup is None or not self.over_memory():
+        killed it for being over it (``over_memory``, read once by the caller)."""
+        if self.cgroup is None or not over_memory:
             return describe(status)
         limit = self.cgroup.memory_max
         return "was killed: over " + (f"memory_max {cgroups.size(limit)}" if limit else "its cgroup's memory")
@@ -212,8 +212,11 @@ def spawn(spec: WorkerSpec, zygotes: Zygotes | None = None) -> Process:
         # An MCP server speaks on its stdin and stdout: both are its end of the socket pair.
         argv, stdin, stdout, passed = list(spec.command), theirs.fileno(), theirs.fileno(), []
     else:
-        argv = [sys.executable, "-m", "mcphost.plugins.worker.main", str(theirs.fileno()), spec.log_level]
+        argv = launch.python("mcphost.plugins.worker.main", str(theirs.fileno()), spec.log_level)
         stdin, stdout, passed = subprocess.DEVNULL, output_w, [theirs.fileno()]
+        # The interpreter imports the worker runtime before the daemon tells it its import
+        # path: from the daemon's, as the fork server does, then the plugin's own.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (launch.import_path(), spec.env.get("PYTHONPATH")) if p)
     try:
         popen = subprocess.Popen(
             argv,
@@ -272,7 +275,11 @@ def _load(spec: WorkerSpec, process: Process) -> Process:
         status = process.popen.wait()
         last = _last_line(process.output)
         _close(process)
-        ended = f"{process.how_ended(status)} while starting" if status else f"did not answer: {error}"
+        ended = (
+            f"{process.how_ended(status, process.over_memory())} while starting"
+            if status
+            else f"did not answer: {error}"
+        )
         process.release()
         raise WorkerStartError(f"its {spec.kind} {ended}{': ' + last if last else ''}") from None
     if "error" in process.hello:
@@ -313,24 +320,49 @@ def _server_hello(sock: socket.socket) -> Message:
     if version not in HANDSHAKE_PROTOCOL_VERSIONS:
         raise ValueError(f"it speaks protocol revision {version!r}, which mcphost does not")
     sock.sendall(encode({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-    hello: Message = {"server": server.get("serverInfo"), "protocol_version": version}
-    capabilities, ids = server.get("capabilities") or {}, itertools.count(1)
+    offered = server.get("capabilities")
+    capabilities = {k: v for k, v in offered.items() if isinstance(v, dict)} if isinstance(offered, dict) else {}
+    hello: Message = {"server": server.get("serverInfo"), "protocol_version": version, "capabilities": capabilities}
+    ids = itertools.count(1)
+
+    async def ask(method: str, params: Message) -> Message:
+        return _handshake(sock, _request(next(ids), method, params))
+
+    listing = _lists(ask, [key for key, *_ in SERVER_LISTS], capabilities)
+    try:
+        listing.send(None)
+    except StopIteration as done:  # ``ask`` never waits, so the listing ran to its end at once
+        return hello | done.value
+    listing.close()
+    raise AssertionError("the listing of a server's lists waited")
+
+
+async def _lists(
+    ask: Callable[[str, Message], Awaitable[Message]], keys: Collection[str], capabilities: Message
+) -> dict[str, list[Any]]:
+    """The server's lists named by ``keys`` (see :data:`SERVER_LISTS`), every page, asking
+    with ``ask``; empty where ``capabilities`` offers none. Raises ValueError naming the
+    method the server refused or answered with something else than a list."""
+    lists: dict[str, list[Any]] = {}
     for key, capability, method, found in SERVER_LISTS:
-        hello[key] = []
+        if key not in keys:
+            continue
+        lists[key], cursor = [], None
         if capability not in capabilities:
             continue
-        cursor = None
         try:
             while True:
-                listed = _handshake(sock, _request(next(ids), method, {"cursor": cursor} if cursor else {}))
-                hello[key] += listed.get(found) or []
+                listed = await ask(method, {"cursor": cursor} if cursor else {})
+                if not isinstance(listed, dict) or not isinstance(items := listed.get(found) or [], list):
+                    raise ValueError(f"{method}: its answer is not a list of {found}")
+                lists[key] += items
                 if not (cursor := listed.get("nextCursor")):
                     break
         except RemoteError as error:
             # A server with resources but no templates may not know the method at all.
             if key != "templates" or error.code != -32601:
                 raise ValueError(f"{method}: {error}") from None
-    return hello
+    return lists
 
 
 def _handshake(sock: socket.socket, request: Message) -> Message:
@@ -415,6 +447,8 @@ class PluginWorker:
         what happened when it stopped a call (see :meth:`~mcphost.plugins.watchdog.Watchdog.report`)."""
         self.on_listed_changed: Callable[[], Awaitable[None]] | None = None
         """Called when what a server lists changed (it said so, or it was restarted with others)."""
+        self.subscribed: set[str] = set()
+        """The URIs a server is subscribed to for the daemon's clients (``command`` only)."""
 
     @property
     def hello(self) -> Message:
@@ -526,6 +560,35 @@ class PluginWorker:
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
             raise MCPError(code=types.INTERNAL_ERROR, message=f"the completions of {what} are not a list of strings")
         return values
+
+    async def subscribe(self, uri: str) -> None:
+        """Subscribe a hosted server that offers subscriptions to ``uri`` (see
+        :class:`~mcphost.plugins.registry.Remote`), and again whenever it is restarted; a
+        plugin of ours announces its updates whether or not anyone listens."""
+        if self.spec.command:
+            self.subscribed.add(uri)
+            await self._tell_server("resources/subscribe", uri)
+
+    async def unsubscribe(self, uri: str) -> None:
+        """Unsubscribe a hosted server from ``uri`` (see :class:`~mcphost.plugins.registry.Remote`)."""
+        if self.spec.command:
+            self.subscribed.discard(uri)
+            await self._tell_server("resources/unsubscribe", uri)
+
+    async def _tell_server(self, method: str, uri: str) -> None:
+        channel = self.channel
+        offered = self.hello.get("capabilities", {}).get("resources", {}).get("subscribe") is True
+        if channel is None or channel.closed or not offered:
+            return  # a server restarting is told every subscription once it is up
+        with trio.move_on_after(PING_INTERVAL) as waited:
+            try:
+                await channel.request(method, {"uri": uri})
+            except (ChannelClosed, RemoteError) as error:
+                log.warning(
+                    "the server refused a subscription", plugin=self.spec.plugin, method=method, error=str(error)
+                )
+        if waited.cancelled_caught:
+            log.warning("the server did not answer a subscription", plugin=self.spec.plugin, method=method)
 
     async def _answer(
         self,
@@ -719,8 +782,10 @@ class PluginWorker:
                 await trio.lowlevel.wait_readable(process.pidfd)
                 process.kill_group()  # whatever it started goes with it
                 # A forked worker's status comes from the fork server, a moment after its end.
-                process.ended = process.how_ended(await trio.to_thread.run_sync(process.popen.wait))
-                self.memory_kills += process.over_memory()
+                status = await trio.to_thread.run_sync(process.popen.wait)
+                over_memory = process.over_memory()  # memory.events, read once
+                process.ended = process.how_ended(status, over_memory)
+                self.memory_kills += over_memory
                 with trio.move_on_after(0.5):
                     await output_done.wait()
                 nursery.cancel_scope.cancel()
@@ -760,6 +825,8 @@ class PluginWorker:
             self.channel = channel
             self._started.set()
             self._signal()
+            for uri in list(self.subscribed):  # what a server that was restarted has forgotten
+                await self._tell_server("resources/subscribe", uri)
 
     async def _serve_channel(self, channel: Channel, process: Process) -> None:
         await channel.run()
@@ -901,21 +968,13 @@ class PluginWorker:
     async def _relist(self, channel: Channel, keys: tuple[str, ...]) -> None:
         """List again (every page) what a server said changed, and have its plugin's catalogue follow."""
         assert self.process is not None
-        hello = dict(self.process.hello)
-        for key, _, method, found in SERVER_LISTS:
-            if key not in keys:
-                continue
-            hello[key], cursor = [], None
-            try:
-                while True:
-                    listed = await channel.request(method, {"cursor": cursor} if cursor else {})
-                    hello[key] += listed.get(found) or []
-                    if not (cursor := listed.get("nextCursor")):
-                        break
-            except (ChannelClosed, RemoteError, AttributeError) as error:
-                plugin = self.spec.plugin
-                log.error("a list of the server's could not be listed", plugin=plugin, list=key, error=str(error))
-                return
+        try:
+            hello = self.process.hello | await _lists(channel.request, keys, self.hello["capabilities"])
+        except (ChannelClosed, ValueError) as error:
+            log.error(
+                "a list of the server's could not be listed", plugin=self.spec.plugin, lists=keys, error=str(error)
+            )
+            return
         if self.process is not None and _listed(hello) != _listed(self.process.hello):
             self.process.hello = hello
             log.info("what the server lists changed", plugin=self.spec.plugin, lists=list(keys))

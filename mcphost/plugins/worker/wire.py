@@ -1,7 +1,9 @@
 """The wire between the daemon and a plugin's worker: JSON-RPC 2.0, one message per line
 (MCP's stdio framing), over a socket pair; the same code on both ends.
 
-Messages are encoded with orjson (stdlib ``json`` costs a fifth of a call's budget). The
+Messages are encoded and read with orjson (stdlib ``json`` costs a fifth of a call's
+budget), and with the standard library where orjson would lose or refuse something (see
+:func:`encode` and :func:`decode`), so a worker's plugin gets what an inline one gets. The
 event loop's frames are sent when its tasks runnable now have run, just before it waits for
 I/O (:func:`at_batch_end`): one system call for every frame of a scheduler tick, and the
 other end, woken by it, finds this end's loop asleep instead of taking the CPU from it
@@ -60,6 +62,27 @@ def encode(message: Message) -> bytes:
         return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
+_DIGITS = bytes.maketrans(b"123456789", b"0" * 9)
+_LONG_RUN = b"0" * 19
+"""As many digits as the shortest integer past 64 bits (``-9223372036854775809``) has."""
+
+
+def decode(frame: bytes) -> Any:
+    """The value of one frame, exactly as the standard library reads it: with orjson, unless
+    the frame holds a run of 19 digits or more (orjson rounds an integer past 64 bits to a
+    float, where an inline plugin gets the exact int) or is what orjson refuses and
+    :func:`encode`'s fallback may write (a lone surrogate, say); raises ValueError on what is
+    not JSON."""
+    # 19 digits in a row hold two of every 9th byte, one after the other: those bytes alone
+    # are looked at first, and the whole frame only when two of them in a row are digits.
+    if b"00" not in frame[::9].translate(_DIGITS) or _LONG_RUN not in frame.translate(_DIGITS):
+        try:
+            return orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(frame)
+
+
 class Framer:
     """Splits received bytes into messages; a partial line waits for the rest."""
 
@@ -70,7 +93,7 @@ class Framer:
         """The complete messages that ``data`` finishes; raises ValueError on a frame that is not a JSON object."""
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
-        messages = [orjson.loads(line) for line in lines if line.strip()]
+        messages = [decode(line) for line in lines if line.strip()]
         if not all(isinstance(m, dict) for m in messages):
             raise ValueError("a frame is not a JSON object")
         return messages
