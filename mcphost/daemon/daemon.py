@@ -235,8 +235,8 @@ class Daemon:
             await nursery.start(self.loop_watchdog.run)
             self._read_at_ns = time.time_ns()
             candidates = self.plugins.candidates()
-            # Kept, or started now, only if a plugin runs isolated: an unused one (the command
-            # started it before the config was read) would take a CPU from the daemon's start.
+            # Kept, or started now, only if an enabled plugin runs isolated: an unused one (the
+            # command started it before the config was read) would take CPU from the daemon's start.
             self.plugins.start_fork_server(candidates)
             await self.plugins.load_all(candidates)
             self._warn_unmatched()

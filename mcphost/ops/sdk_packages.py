@@ -3,12 +3,12 @@ instead of whenever one of its modules is imported.
 
 Each of the SDK's packages re-exports its whole subtree: ``import mcp.shared.exceptions``
 runs ``mcp/__init__``, which imports the client (``httpx2``, the stdio client, the session
-group), every protocol revision's models (``mcp.types``), and through ``mcp.server`` and
-``mcp.server.lowlevel`` the high-level server, Starlette, ``sse_starlette`` and uvicorn.
-mcphost imports each module it uses by its full path and needs none of those re-exports: the
-daemon never uses the client or ``MCPServer``, and a worker (forked from the fork server) none
-of the HTTP transport. Left to the packages, that is about a fifth of the fork server's start
-and a tenth of the daemon's, both on the way to ``READY=1``.
+group), and through ``mcp.server`` and ``mcp.server.lowlevel`` the high-level server, the
+HTTP transport, Starlette, ``sse_starlette`` and uvicorn. mcphost imports each module it uses
+by its full path and needs none of those re-exports: the daemon never uses the client or
+``MCPServer``, and a worker (forked from the fork server) none of the HTTP transport. Left to
+the packages, that is some 15 % of the fork server's start and 7 % of the daemon's (in
+instructions), both on the way to ``READY=1``.
 
 :func:`defer_inits` puts each package in ``sys.modules`` as the import system would, but
 without running its ``__init__``: importing a module of the package works as before, and the
