@@ -3,7 +3,7 @@
 import sys
 
 from mcphost.daemon import startup_signals
-from mcphost.ops import heap, sdk_models
+from mcphost.ops import heap, sdk_models, sdk_packages
 from mcphost.plugins.worker import cgroups, launch
 
 
@@ -12,8 +12,9 @@ def prepare(*, fork_server: bool = False) -> None:
     it starts (:mod:`mcphost.daemon.startup_signals`), with ``fork_server`` prepare a delegated
     cgroup (:func:`mcphost.plugins.worker.cgroups.set_up`) and start the fork server of isolated
     plugins (:func:`mcphost.plugins.worker.launch.start_early`), pause the
-    garbage collector (:func:`mcphost.ops.heap.pause`; the daemon resumes it once started) and
-    leave the SDK's wire models to build on first use (:mod:`mcphost.ops.sdk_models`)."""
+    garbage collector (:func:`mcphost.ops.heap.pause`; the daemon resumes it once started),
+    leave the SDK's wire models to build on first use (:mod:`mcphost.ops.sdk_models`) and its
+    packages' re-exports to the first name asked of them (:mod:`mcphost.ops.sdk_packages`)."""
     startup_signals.hold_reloads()
     if fork_server:
         # Before any process of the daemon's is started: the fork server starts in its leaf.
@@ -24,6 +25,7 @@ def prepare(*, fork_server: bool = False) -> None:
         launch.start_early()
     heap.pause()
     sdk_models.build_on_first_use()
+    sdk_packages.defer_inits()
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import sniffio
 import trio
 
 from mcphost.plugins.worker.zygote import SWEEP_INTERVAL
-from mcphost.testing import RunningDaemon
+from mcphost.testing import RunningDaemon, to_toml
 from tests.test_isolation import (
     COMEBACK,
     PLUGINS,
@@ -224,5 +224,28 @@ def test_without_the_fork_server_workers_are_fresh_interpreters(mcphost_daemon) 
         assert parent(hostile) == daemon.process.pid
         assert b"mcphost.plugins.worker.main" in await trio.Path(f"/proc/{hostile}/cmdline").read_bytes()
         assert await witness_answers(daemon) < WITNESS_BOUND
+
+    trio.run(main)
+
+
+def children(pid: int) -> set[int]:
+    """``pid``'s children, as the kernel knows them."""
+    return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def test_no_fork_server_is_kept_while_every_enabled_plugin_runs_inline(mcphost_daemon) -> None:
+    # A table asks for a worker, but of a plugin that is not enabled; and any plugin without
+    # a table would run isolated, but none is enabled.
+    plugins = {**CONFIG["plugins"], "enable": ["witness"], "witness": {"isolation": "inline"}}
+    daemon = mcphost_daemon({"plugins": plugins})
+
+    async def main() -> None:
+        assert not any(is_fork_server(pid) for pid in children(daemon.process.pid))
+        assert await witness_answers(daemon) < WITNESS_BOUND
+        # A reload that enables an isolated plugin starts one for its worker.
+        daemon.config_path.write_text(to_toml({"plugins": {**plugins, "enable": ["witness", "hostile"]}}))
+        assert (await trio.to_thread.run_sync(daemon.reload))["event"] == "reloaded"
+        hostile = await worker_pid(daemon, "hostile")
+        assert is_fork_server(parent(hostile)) and parent(parent(hostile)) == daemon.process.pid
 
     trio.run(main)

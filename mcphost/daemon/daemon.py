@@ -163,8 +163,6 @@ class Daemon:
         self.config = loaded.config
         self.config_path = config_path
         self.plugins = PluginHost(loaded)
-        # First, so that it imports the worker runtime while the rest of start-up runs.
-        self.plugins.start_fork_server()
         self.plugins.on_change = self._catalogue_changed
         log.info("worker limits", limits=cgroups.describe())
         self.registry = Registry()
@@ -236,7 +234,11 @@ class Daemon:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.loop_watchdog.run)
             self._read_at_ns = time.time_ns()
-            await self.plugins.load_all()
+            candidates = self.plugins.candidates()
+            # Kept, or started now, only if an enabled plugin runs isolated: an unused one (the
+            # command started it before the config was read) would take CPU from the daemon's start.
+            self.plugins.start_fork_server(candidates)
+            await self.plugins.load_all(candidates)
             self._warn_unmatched()
             await self.plugins.start_all()
             nursery.cancel_scope.cancel()

@@ -33,7 +33,7 @@ import trio
 from mcp.shared.uri_template import UriTemplate
 from pydantic import BaseModel, ValidationError
 
-from mcphost.core.config import LoadedConfig, PluginConfig, Problem, problems_from
+from mcphost.core.config import LoadedConfig, Problem, problems_from
 from mcphost.plugins import damage, fence, hookspecs
 from mcphost.plugins.definitions import PromptDef, ResourceDef, ToolDef, definition_of
 from mcphost.plugins.limits import ToolLimits, plugin_pool
@@ -237,19 +237,24 @@ class PluginHost:
         """Told of each stall a worker's own watchdog noticed (plugin, and what happened once it
         stopped the call), to count it and mark the plugin degraded as for inline code."""
 
-    def start_fork_server(self) -> None:
-        """Start the fork server now, if some plugin runs isolated, so that it has imported the
-        runtime by the time the first worker is wanted (the daemon's main thread only)."""
-        if self._wants_fork_server():
+    def start_fork_server(self, candidates: Sequence[Candidate]) -> None:
+        """Start the fork server now (or take over the one the command started), if some
+        enabled plugin of ``candidates`` runs isolated, so that it has imported the runtime by
+        the time the first worker is wanted; else end the one started (the daemon's main thread only)."""
+        if self._wants_fork_server(candidates):
             self.zygotes = Zygotes()
             self.zygotes.ensure()
         else:
             discard_early()
 
-    def _wants_fork_server(self) -> bool:
+    def _wants_fork_server(self, candidates: Sequence[Candidate]) -> bool:
         plugins = self.config.plugins
-        tables = [plugins.for_plugin(name) for name in plugins.configured()] + [PluginConfig()]
-        return plugins.fork_server and any(t.isolation == "process" and not t.command for t in tables)
+        return plugins.fork_server and any(
+            not c.server
+            and _enabled(c.name, plugins.enable, plugins.disable)
+            and plugins.for_plugin(c.name).isolation == "process"
+            for c in candidates
+        )
 
     @property
     def registry(self) -> Registry:
@@ -259,7 +264,7 @@ class PluginHost:
     async def load_all(self, candidates: Sequence[Candidate] | None = None) -> list[PluginRecord]:
         """Load every enabled plugin of ``candidates`` (by default, every plugin :func:`discover`
         finds and every server the config declares), each inside its own fence."""
-        candidates = self._candidates() if candidates is None else candidates
+        candidates = self.candidates() if candidates is None else candidates
         self._spawned = await self._spawn_workers(candidates, {})
         self.records = await self._plan(candidates, {})
         self._discard_spawned()
@@ -287,13 +292,13 @@ class PluginHost:
         for share in self._shares.values():
             share.total_tokens = self.config.limits.max_threads_per_plugin
         previous = {r.name: r for r in self.records}
+        candidates = self.candidates()
         if self.zygotes is not None:
             # A fork server that imported what was upgraded since is replaced, else kept.
             stale = await trio.to_thread.run_sync(self.zygotes.stale)
-            self.zygotes.renew(self._wants_fork_server(), stale)
+            self.zygotes.renew(self._wants_fork_server(candidates), stale)
         else:
-            self.start_fork_server()
-        candidates = self._candidates()
+            self.start_fork_server(candidates)
         self._spawned = await self._spawn_workers(candidates, previous)
         records = await self._plan(candidates, previous)
         self._discard_spawned()
@@ -321,7 +326,7 @@ class PluginHost:
         for record in records:
             await self._stop(record)
 
-    def _candidates(self) -> list[Candidate]:
+    def candidates(self) -> list[Candidate]:
         """Every plugin there is to load: discovered, and the MCP servers the config declares."""
         return sorted(discover(self.config.plugins.paths) + self._servers(), key=lambda c: c.name)
 

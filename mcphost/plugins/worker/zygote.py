@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from mcphost.ops import sdk_models
+from mcphost.ops import sdk_models, sdk_packages
 from mcphost.plugins.worker import cgroups
 
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 1, 4, 36
@@ -72,7 +72,12 @@ def imports() -> dict[str, tuple[int, int, int] | None]:
 
 def preload() -> None:
     """Import the worker's runtime and run its hot paths once, without any plugin: what the
-    workers then share instead of each building it again."""
+    workers then share instead of each building it again. Call before anything imports the SDK."""
+    # A worker speaks to the daemon in JSON of its own, never with the SDK's per-revision
+    # models: most are never used in a worker, and one that is builds there. Nor does it use
+    # the SDK's client or HTTP transport, which its packages' __init__ would import.
+    sdk_models.build_on_first_use()
+    sdk_packages.defer_inits()
     import trio
     from mcp.server.mcpserver.tools.base import Tool
 
@@ -237,9 +242,6 @@ def main(argv: list[str] | None = None) -> None:
         return  # the daemon ended before the line above took effect
     prctl(PR_SET_DUMPABLE, 0)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
-    # A worker speaks to the daemon in JSON of its own, never with the SDK's per-revision
-    # models: most are never used in a worker, and one that is builds there.
-    sdk_models.build_on_first_use()
     preload()
     # Everything imported so far is shared with the workers: frozen, a worker's collections
     # never touch (and so never copy) those pages. The collector ran during the imports, unlike
