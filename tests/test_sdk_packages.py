@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import trio
 
 from tests.test_isolation import call
@@ -105,3 +106,32 @@ def test_a_plugin_in_a_worker_imports_the_sdks_package_names(mcphost_daemon, tmp
     result = trio.run(call, daemon, "sdkuser_names")
     assert not result.is_error, result.content
     assert result.content[0].text == "Client Server MCPServer Tool"
+
+
+IMPORTS_PLUGIN = f'''
+import sys
+
+import mcphost
+
+
+@mcphost.hookimpl
+def mcphost_tools():
+    def imported() -> str:
+        """Which of the SDK's client and HTTP transport modules this worker holds."""
+        return " ".join(m for m in {CLIENT_AND_TRANSPORT!r} if m in sys.modules) or "none"
+
+    return [imported]
+'''
+
+
+@pytest.mark.parametrize("fork_server", [True, False], ids=["forked", "fresh interpreter"])
+def test_a_worker_holds_none_of_the_sdks_client_and_http_transport(
+    mcphost_daemon, tmp_path: Path, fork_server: bool
+) -> None:
+    plugin = tmp_path / "imports.py"
+    plugin.write_text(IMPORTS_PLUGIN)
+    plugins = {"enable": ["imports"], "paths": [str(plugin)], "fork_server": fork_server}
+    daemon = mcphost_daemon({"plugins": {**plugins, "imports": {"isolation": "process"}}})
+    result = trio.run(call, daemon, "imports_imported")
+    assert not result.is_error, result.content
+    assert result.content[0].text == "none"

@@ -222,7 +222,7 @@ def test_without_the_fork_server_workers_are_fresh_interpreters(mcphost_daemon) 
     async def main() -> None:
         hostile = await worker_pid(daemon, "hostile")
         assert parent(hostile) == daemon.process.pid
-        assert b"mcphost.plugins.worker.main" in await trio.Path(f"/proc/{hostile}/cmdline").read_bytes()
+        assert b"\0-m\0mcphost.plugins.worker\0" in await trio.Path(f"/proc/{hostile}/cmdline").read_bytes()
         assert await witness_answers(daemon) < WITNESS_BOUND
 
     trio.run(main)

@@ -315,7 +315,8 @@ def _describe(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The worker process's entry point, when started as a fresh interpreter."""
+    """The worker process's entry point, when started as a fresh interpreter
+    (:mod:`mcphost.plugins.worker.__main__`)."""
     args = sys.argv[1:] if argv is None else argv
     serve(int(args[0]), args[1] if len(args) > 1 else "info")
 
@@ -334,7 +335,3 @@ def serve(fd: int, level: str) -> None:
     # Threads of calls abandoned at their timeout would hold up a normal exit.
     sys.stderr.flush()
     os._exit(0)
-
-
-if __name__ == "__main__":
-    main()

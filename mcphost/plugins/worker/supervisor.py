@@ -2,7 +2,7 @@
 its end, restarting it, and stopping it with everything it started.
 
 A worker is forked by the fork server (:mod:`~mcphost.plugins.worker.zygote`), or is a
-fresh interpreter (``python -m mcphost.plugins.worker.main``) where there is none, in a
+fresh interpreter (``python -m mcphost.plugins.worker``) where there is none, in a
 session and process group of its own, with a scrubbed environment, and in a cgroup of its
 own where the daemon has a delegated one (:mod:`~mcphost.plugins.worker.cgroups`). Its end
 is noticed through a pidfd (a socket EOF never comes while a child of the worker still holds
@@ -212,7 +212,7 @@ def spawn(spec: WorkerSpec, zygotes: Zygotes | None = None) -> Process:
         # An MCP server speaks on its stdin and stdout: both are its end of the socket pair.
         argv, stdin, stdout, passed = list(spec.command), theirs.fileno(), theirs.fileno(), []
     else:
-        argv = launch.python("mcphost.plugins.worker.main", str(theirs.fileno()), spec.log_level)
+        argv = launch.python("mcphost.plugins.worker", str(theirs.fileno()), spec.log_level)
         stdin, stdout, passed = subprocess.DEVNULL, output_w, [theirs.fileno()]
         # The interpreter imports the worker runtime before the daemon tells it its import
         # path: from the daemon's, as the fork server does, then the plugin's own.
