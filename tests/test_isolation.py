@@ -336,6 +336,47 @@ async def test_a_tool_in_a_worker_gets_and_returns_exactly_what_an_inline_one_do
     assert answer.json()["result"]["content"][0]["text"] == ascii("a\ud800b"), answer.text
 
 
+THREADED = """
+import threading
+import time
+
+import mcphost
+
+
+@mcphost.hookimpl
+def mcphost_tools():
+    def which(seconds: float) -> int:
+        \"\"\"Block for a while, then say which thread ran the call.\"\"\"
+        time.sleep(seconds)
+        return threading.get_ident()
+
+    return [which]
+"""
+
+
+async def test_calls_one_at_a_time_run_on_one_thread_after_a_burst(mcphost_daemon, tmp_path: Path) -> None:
+    source = tmp_path / "threaded.py"
+    source.write_text(THREADED)
+    plugin = {"isolation": "process", "max_concurrency": 8}
+    daemon = mcphost_daemon({"plugins": {"enable": ["threaded"], "paths": [str(source)], "threaded": plugin}})
+    async with Client(daemon.url) as client:
+        burst: set[int] = set()
+
+        async def one() -> None:
+            burst.add((await client.call_tool("threaded_which", {"seconds": 0.5})).structured_content["result"])
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):
+                nursery.start_soon(one)
+        assert len(burst) > 1  # the burst left the worker several idle threads
+        # One call at a time goes to the thread that ran the last: what the plugin keeps per
+        # thread, and the CPU's caches, stay warm.
+        sequential = {
+            (await client.call_tool("threaded_which", {"seconds": 0})).structured_content["result"] for _ in range(10)
+        }
+        assert len(sequential) == 1, sequential
+
+
 WAITING = """
 import time
 

@@ -212,21 +212,32 @@ async def run(
 async def _run(
     fn: Callable[..., Any], kwargs: dict[str, Any], limits: ToolLimits, *, plugin: str, what: str, then: Then | None
 ) -> Any:
-    tokens = Tokens(limits.pool, limits.threads)
+    tokens: Tokens | None = None  # only a thread holds them: an async call needs none
     try:
         with trio.move_on_after(limits.timeout):
             if not is_async(fn):
+                tokens = Tokens(limits.pool, limits.threads)
                 # On timeout the thread is abandoned, and the pool token stays with it until
                 # it returns, so a wedged plugin starves only itself.
                 call = functools.partial(fn, **kwargs)
                 return await in_thread(call if then is None else functools.partial(_then, then.fn, call), tokens)
-            async with limits.pool:
+            # A free slot is taken without the scheduler turn ``acquire`` spends yielding:
+            # a call that returns without awaiting then runs in the task's first turn.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            if limits.pool.available_tokens:
+                limits.pool.acquire_nowait()
+            else:
+                await limits.pool.acquire()
+            try:
                 with on_loop(plugin, what):
                     value = await fn(**kwargs)
                     if then is None:
                         return value
                     if then.quick(value):
                         return then.fn(value)
+            finally:
+                limits.pool.release()
+            tokens = Tokens(limits.pool, limits.threads)
             return await in_thread(functools.partial(then.fn, value), tokens)
     except (ToolError, SdkToolError) as error:
         raise CallFailed(f"{what} failed: {error}") from None
@@ -239,7 +250,7 @@ async def _run(
             raise
         raise failure(error, plugin, what) from None
     # Only a timeout leaves the block without returning.
-    raise overran(limits, what, waiting_for_thread=tokens.waiting_for_thread)
+    raise overran(limits, what, waiting_for_thread=tokens is not None and tokens.waiting_for_thread)
 
 
 def overran(limits: ToolLimits, what: str, *, waiting_for_thread: bool) -> FenceError:

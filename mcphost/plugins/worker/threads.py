@@ -15,7 +15,9 @@ a fenced thread does.
 A thread that ends does not wake the loop to give its tokens back: the loop takes back the
 tokens of the calls that ended the next time it looks (the next call, say), and is woken
 only when a call waits for them or replies wait for its flush. At one call at a time the
-event loop then wakes once per call, for the request, and the thread once, for its run.
+event loop then wakes once per call, for the request, and the thread once, for its run; and
+it is always the same thread (the one that ran the last call, whose state is still in the
+CPU's caches), however many an earlier burst of calls started.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import math
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from queue import SimpleQueue
 from typing import Any
 
 import structlog
@@ -74,6 +75,15 @@ class _Call:
     answered: bool = False
 
 
+@dataclass(eq=False)
+class _Seat:
+    """Where a parked thread waits for its next call."""
+
+    wake: threading.Lock = field(default_factory=threading.Lock)
+    """Held but while the thread is woken: released, :attr:`call` set, to wake it."""
+    call: _Call | None = None
+
+
 @dataclass
 class ThreadCalls:
     """The calls of a worker running on plain threads, those waiting for their tokens, and
@@ -84,7 +94,12 @@ class ThreadCalls:
     """The most threads (the process's budget: every call holds one of its tokens)."""
     fenced: Callable[[Message], None]
     """Runs a request in the fence instead (which queues it for its tokens)."""
-    _jobs: SimpleQueue[_Call] = field(init=False, default_factory=SimpleQueue)
+    _jobs: collections.deque[_Call] = field(init=False, default_factory=collections.deque)
+    """Calls handed over when no thread was parked: a thread ending its call takes them."""
+    _parked: list[_Seat] = field(init=False, default_factory=list)
+    """The threads waiting for a call, the one parked last at the end."""
+    _finishing: int = field(init=False, default=0)
+    """Threads counted idle that have not yet taken a call from :attr:`_jobs` or parked."""
     _calls: dict[Any, _Call] = field(init=False, default_factory=dict)
     _waiting: collections.deque[_Call] = field(init=False, default_factory=collections.deque)
     _running: int = field(init=False, default=0)
@@ -206,7 +221,18 @@ class ThreadCalls:
     def _hand_over(self) -> None:
         handing, self._handing = self._handing, []
         for call in handing:
-            self._jobs.put(call)
+            with self._lock:
+                # A thread ending its call takes it without being woken; else the thread
+                # parked last: at one call at a time every call then runs on one thread,
+                # whose stack and state are still in the CPU's caches.
+                seat = None
+                if self._finishing <= len(self._jobs) and self._parked:
+                    seat = self._parked.pop()
+                else:  # for a thread ending its call, or a new one
+                    self._jobs.append(call)
+            if seat is not None:
+                seat.call = call
+                seat.wake.release()
         while self._new_threads:
             self._new_threads -= 1
             self._started_threads += 1
@@ -221,31 +247,49 @@ class ThreadCalls:
 
     def _serve(self) -> None:
         """A thread's life: run the calls it is handed, one at a time."""
+        seat, finishing = _Seat(), False
+        seat.wake.acquire()
         while True:
-            call = self._jobs.get()
+            with self._lock:
+                self._finishing -= finishing
+                call = self._jobs.popleft() if self._jobs else None
+                if call is None:
+                    self._parked.append(seat)
+            if call is None:
+                seat.wake.acquire()
+                call, seat.call = seat.call, None
+                assert call is not None
             try:
-                self._run(call)
+                self._run(call)  # counts this thread finishing as it ends
             except Exception:  # the thread stays, counted idle, for the next call
                 log.exception("a call's thread failed", tool=call.tool.name)
+            finishing = True
 
     def _run(self, call: _Call) -> None:
         tool, meta = call.tool, call.meta
         record = logs.RequestRecord(request_id=str(meta.get("id", call.request_id)), session_id=meta.get("session"))
         token = logs.current_request.set(record)
+        reply: Message | None = None
         try:
             try:
                 reply = _call(tool, call.arguments)
             finally:
                 logs.current_request.reset(token)
                 check_std_streams(tool.plugin, f"tool {tool.name!r}")
-            # While other calls run, the answer waits for the flush it asks of the loop as
-            # its thread ends, which sends every answer ready by then at once.
-            self._answer(call, reply, later=self._busy > 1)
         finally:
+            # Counted idle before its answer leaves: the call the daemon sends on that answer
+            # then goes to this thread rather than to a new one.
             with self._lock:
                 self._busy -= 1
                 self._idle += 1
+                self._finishing += 1
                 self._ended.append(call)
+                others = self._busy > 0
+            if reply is not None:
+                # While other calls run, the answer waits for the flush it asks of the loop
+                # below, which sends every answer ready by then at once.
+                self._answer(call, reply, later=others)
+            with self._lock:
                 wake = bool(self._waiting or self._fencing) or self.channel.queued
             if wake:
                 with contextlib.suppress(trio.RunFinishedError):
