@@ -80,6 +80,20 @@ def thread_cpu_seconds(pids: list[int]) -> dict[int, float]:
     return out
 
 
+def parent_pid(pid: int) -> int | None:
+    """The parent of ``pid``, or ``None`` once it has gone."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        return int(_stat_fields(str(pid))[1])
+    return None
+
+
+def is_fork_server(pid: int) -> bool:
+    """Whether ``pid`` runs mcphost's fork server (or was forked from it)."""
+    with contextlib.suppress(OSError):
+        return b"mcphost.plugins.worker.zygote" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return False
+
+
 def descendants(pid: int) -> list[int]:
     """Every living process under ``pid``: its children, theirs and so on (an isolated
     plugin's worker, a fork server and what it forked)."""
@@ -468,6 +482,11 @@ class RunningServer:
     def workers(self) -> list[int]:
         """The server's descendant processes (mcphost's isolated plugins' workers)."""
         return descendants(self.pid)
+
+    def plugin_workers(self) -> list[int]:
+        """:meth:`workers` without the fork server, the daemon's child that forks them (its
+        workers, forked, share its command line, but not its parent)."""
+        return [pid for pid in self.workers() if not (parent_pid(pid) == self.pid and is_fork_server(pid))]
 
     def rss_kib(self) -> int:
         """Resident memory now, in KiB."""
