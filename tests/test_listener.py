@@ -1,8 +1,8 @@
 """The listener and its connections: connections that arrive together are taken together
-under load, not one per turn of the scheduler behind every busy connection's work, and a
-connection the client closes is closed and let go at once. Real sockets on loopback and
-Hypercorn's own protocols; the turns of a task that never stops yielding stand for the load,
-so the first test counts scheduler turns, not seconds."""
+under load, not one per turn of the scheduler behind every busy connection's work, a request
+takes no turn it does not wait for, and a connection the client closes is closed and let go
+at once. Real sockets on loopback and Hypercorn's own protocols; the turns of a task that
+never stops yielding stand for the load, so the first tests count scheduler turns, not seconds."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import trio
 import trio.testing
 from hypercorn.config import Config
 
-from mcphost.transport.asgi import acknowledge_lifespan, send_json
+from mcphost.transport.asgi import acknowledge_lifespan, read_body, send_json
 from mcphost.transport.listener import Listener
 
 BURST = 64
@@ -29,12 +29,32 @@ async def _health(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send_json(send, 200, {"status": "ok"})
 
 
-def _listener(keep_alive_timeout: float = 5.0) -> Listener:
+async def _echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        await acknowledge_lifespan(receive, send)
+    else:
+        body = await read_body(receive, 1 << 20)
+        await send_json(send, 200, {"length": len(body or b"")})
+
+
+def _listener(keep_alive_timeout: float = 5.0, app: Any = _health) -> Listener:
     listening = socket.create_server(("127.0.0.1", 0))
     config = Config()
     config.bind = [f"fd://{listening.detach()}"]
     config.keep_alive_timeout = keep_alive_timeout
-    return Listener(_health, config)
+    return Listener(app, config)
+
+
+class _Steps(trio.abc.Instrument):
+    """Counts the steps of every task but one (the test's own, the client)."""
+
+    def __init__(self, client: trio.lowlevel.Task):
+        self.client = client
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is not self.client:
+            self.steps += 1
 
 
 async def test_a_burst_of_connections_is_taken_within_a_few_turns_of_a_busy_loop() -> None:
@@ -70,6 +90,33 @@ async def test_a_burst_of_connections_is_taken_within_a_few_turns_of_a_busy_loop
     # One wake-up of the listening socket takes the whole burst; one connection per turn
     # would take BURST turns.
     assert taken_in <= 4, f"{BURST} waiting connections took {taken_in} turns of a busy loop to accept"
+
+
+async def test_a_request_whose_body_has_come_takes_no_turn_it_does_not_wait_for() -> None:
+    listener = _listener(app=_echo)
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(listener.serve)
+        port = int(binds[0].rsplit(":", 1)[1])
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        body = b'{"jsonrpc":"2.0"}'
+        request = b"POST /echo HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+        for _ in range(3):  # the first requests warm up; the last is counted
+            await trio.testing.wait_all_tasks_blocked()
+            steps = _Steps(trio.lowlevel.current_task())
+            trio.lowlevel.add_instrument(steps)
+            await client.send_all(request)
+            answer = b""
+            with trio.fail_after(10):  # a generous bound on "does not freeze"
+                while not answer.endswith(b'{"length":17}'):
+                    answer += await client.receive_some()
+                await trio.testing.wait_all_tasks_blocked()
+            trio.lowlevel.remove_instrument(steps)
+        await client.aclose()
+        listener.close()
+        nursery.cancel_scope.cancel()
+    # The connection wakes when the request comes, and the request's task runs through:
+    # reading the body that is there, and writing to a socket with room, need no turn.
+    assert steps.steps <= 2, f"a request took {steps.steps} turns of the server's tasks"
 
 
 async def test_a_connection_the_client_closes_is_let_go_at_once() -> None:

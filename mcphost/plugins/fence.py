@@ -89,6 +89,11 @@ class Tokens:
 
     async def acquire_on_behalf_of(self, borrower: object) -> None:
         """Take a token of each limiter in turn (giving back those taken if one fails)."""
+        # All free, they are taken at once: a limiter's acquire takes a turn of the
+        # scheduler even when it does not wait (a cancelled call still stops here).
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self.acquire_nowait(borrower):
+            return
         taken: list[trio.CapacityLimiter] = []
         try:
             for limiter in self.limiters:

@@ -14,24 +14,30 @@ The connection also tells the app when the client closes it (:class:`Hangup`, in
 request's ``scope["state"]``): a 2026-07-28 client cancels a request that way, and without it
 the app learns of it only by waiting on ``receive`` in a task of its own for every request.
 
-Writes take the send lock without a turn of the scheduler when no other write holds it, and
-an empty write (the end of a body whose length was given) is not made at all. Plain TCP
-only: TLS terminates at the proxy.
+Nothing on a request's way takes a turn of the scheduler it does not wait for: a write goes
+straight to the socket when no other write holds the send lock and the socket takes it all
+(trio's ``send_all`` yields once after every write, even one that did not wait), and the
+request's queue between the connection and the app is put to and taken from without a turn
+when it has room or holds a message (trio's channel yields once on every ``send`` and
+``receive``). At one client each such turn is a wake-up of the loop with nothing else to do,
+and a request took seven of them. An empty write (the end of a body whose length was given)
+is not made at all. Plain TCP only: TLS terminates at the proxy.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import os
+from collections.abc import Awaitable, Callable, Iterator
 
 import trio
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol import ProtocolWrapper
-from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.task_group import TaskGroup, _handle
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import AppWrapper, ConnectionState
+from hypercorn.typing import AppWrapper, ASGIReceiveEvent, ASGISendEvent, ConnectionState, Scope
 from hypercorn.utils import parse_socket_addr
 
 HANGUP = "mcphost.hangup"
@@ -64,6 +70,37 @@ class Hangup:
             scope.cancel()
 
 
+class _Requests(TaskGroup):
+    """Hypercorn's task group, whose request queues take no turn of the scheduler when
+    they need not wait (a cancelled task still stops at them, as at trio's own)."""
+
+    async def spawn_app(
+        self, app: AppWrapper, config: Config, scope: Scope, send: Callable[[ASGISendEvent | None], Awaitable[None]]
+    ) -> Callable[[ASGIReceiveEvent], Awaitable[None]]:
+        """Start the app on one request; return what puts the request's events to it."""
+        put, take = trio.open_memory_channel[ASGIReceiveEvent](config.max_app_queue_size)
+
+        async def receive() -> ASGIReceiveEvent:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                return take.receive_nowait()
+            except trio.WouldBlock:
+                return await take.receive()
+
+        async def app_put(event: ASGIReceiveEvent) -> None:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                put.send_nowait(event)
+            except trio.WouldBlock:
+                await put.send(event)
+
+        assert self._nursery is not None
+        self._nursery.start_soon(
+            _handle, app, config, scope, receive, send, trio.to_thread.run_sync, trio.from_thread.run
+        )
+        return app_put
+
+
 class Connection(TCPServer):
     """Serves one accepted TCP connection until either side closes it (``await`` it)."""
 
@@ -82,7 +119,7 @@ class Connection(TCPServer):
         try:
             client = parse_socket_addr(self._socket.family, self._socket.getpeername())
             server = parse_socket_addr(self._socket.family, self._socket.getsockname())
-            async with TaskGroup() as task_group:
+            async with _Requests() as task_group:
                 self._task_group = task_group
                 self.protocol = ProtocolWrapper(
                     self.app,
@@ -124,10 +161,16 @@ class Connection(TCPServer):
         except trio.WouldBlock:
             await self.send_lock.acquire()
         try:
-            # Shielded, as Hypercorn writes: a response is not cut off half-way.
-            with trio.CancelScope(shield=True):
-                await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            try:
+                # The socket is non-blocking; a closed one's descriptor is -1 (EBADF).
+                sent = os.write(self._socket.fileno(), data)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):
+                # Shielded, as Hypercorn writes: a response is not cut off half-way.
+                with trio.CancelScope(shield=True):
+                    await self.stream.send_all(memoryview(data)[sent:])
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             await self.protocol.handle(Closed())
         finally:
             self.send_lock.release()
