@@ -30,7 +30,6 @@ import mcp_types as types
 import pluggy
 import structlog
 import trio
-from mcp.shared.uri_template import UriTemplate
 from pydantic import BaseModel, ValidationError
 
 from mcphost.core.config import LoadedConfig, Problem, problems_from
@@ -637,6 +636,8 @@ class PluginHost:
         for listed in hello.get("templates", ()):
             template = types.ResourceTemplate.model_validate(listed, by_name=False)
             definition = ResourceDef(remote_only, template.uri_template)
+            from mcp.shared.uri_template import UriTemplate  # only for a plugin with resource templates
+
             parsed = UriTemplate.parse(template.uri_template)
             templates.append(RegisteredResource(name, definition, parsed, template, plain, worker))
         worker.names, worker.prompt_names = names, prompt_names
