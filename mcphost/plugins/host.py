@@ -186,11 +186,12 @@ def find(name: str, paths: Sequence[Path], distribution: str | None) -> list[Can
 
 
 def _entry_point(ep: importlib.metadata.EntryPoint) -> Candidate:
-    dist = ep.dist
-    origin = f"package {dist.name} {dist.version}" if dist else f"entry point {ep.value}"
-    return Candidate(
-        ep.name, origin, dist.version if dist else None, ep.load, ep.module, distribution=dist.name if dist else None
-    )
+    if ep.dist is None:
+        return Candidate(ep.name, f"entry point {ep.value}", None, ep.load, ep.module)
+    # Read once: each of a distribution's .name, .version and .metadata parses its METADATA file.
+    metadata = ep.dist.metadata
+    name, version = metadata["Name"], metadata["Version"]
+    return Candidate(ep.name, f"package {name} {version}", version, ep.load, ep.module, distribution=name)
 
 
 def _path(path: Path) -> Candidate:
