@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, get_args
 
 import mcp_types as types
 import trio
-from mcp.server.elicitation import render_elicitation_schema
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
@@ -170,7 +169,14 @@ class ToolContext(Generic[SettingsT]):
         with a ``ToolError`` on 2025-11-25 (also when the connection cannot reach the client),
         with the protocol's ``MissingRequiredClientCapability`` error on 2026-07-28.
         """
-        requested = render_elicitation_schema(schema) if isinstance(schema, type) else dict(schema)
+        if isinstance(schema, type):
+            # Imported by the first tool that asks with a model: the SDK's module builds its
+            # validators as it is imported, which a daemon whose plugins run in workers never needs.
+            from mcp.server.elicitation import render_elicitation_schema
+
+            requested = render_elicitation_schema(schema)
+        else:
+            requested = dict(schema)
         request = types.ElicitRequest(params=types.ElicitRequestFormParams(message=message, requested_schema=requested))
         return await self._ask(request, types.ElicitResult, key, "elicit")
 

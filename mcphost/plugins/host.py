@@ -30,7 +30,6 @@ import mcp_types as types
 import pluggy
 import structlog
 import trio
-from mcp.shared.uri_template import UriTemplate
 from pydantic import BaseModel, ValidationError
 
 from mcphost.core.config import LoadedConfig, Problem, problems_from
@@ -187,11 +186,12 @@ def find(name: str, paths: Sequence[Path], distribution: str | None) -> list[Can
 
 
 def _entry_point(ep: importlib.metadata.EntryPoint) -> Candidate:
-    dist = ep.dist
-    origin = f"package {dist.name} {dist.version}" if dist else f"entry point {ep.value}"
-    return Candidate(
-        ep.name, origin, dist.version if dist else None, ep.load, ep.module, distribution=dist.name if dist else None
-    )
+    if ep.dist is None:
+        return Candidate(ep.name, f"entry point {ep.value}", None, ep.load, ep.module)
+    # Read once: each of a distribution's .name, .version and .metadata parses its METADATA file.
+    metadata = ep.dist.metadata
+    name, version = metadata["Name"], metadata["Version"]
+    return Candidate(ep.name, f"package {name} {version}", version, ep.load, ep.module, distribution=name)
 
 
 def _path(path: Path) -> Candidate:
@@ -637,6 +637,8 @@ class PluginHost:
         for listed in hello.get("templates", ()):
             template = types.ResourceTemplate.model_validate(listed, by_name=False)
             definition = ResourceDef(remote_only, template.uri_template)
+            from mcp.shared.uri_template import UriTemplate  # only for a plugin with resource templates
+
             parsed = UriTemplate.parse(template.uri_template)
             templates.append(RegisteredResource(name, definition, parsed, template, plain, worker))
         worker.names, worker.prompt_names = names, prompt_names

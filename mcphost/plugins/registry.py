@@ -14,18 +14,24 @@ import re
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import mcp_types as types
-from mcp.server.mcpserver.prompts.base import Prompt
-from mcp.server.mcpserver.tools.base import Tool
 from mcp.shared.inbound import X_MCP_HEADER_KEY
-from mcp.shared.uri_template import UriTemplate
 from pydantic import ValidationError
 
 from mcphost.plugins.context import ToolContext
 from mcphost.plugins.definitions import PromptDef, ResourceDef, TaskSupport, ToolDef
 from mcphost.plugins.limits import ToolLimits
+
+if TYPE_CHECKING:
+    # Imported where a plugin's own definitions are built (build_tool, build_prompt,
+    # build_resource): that happens in the process that runs the plugin, so a daemon whose
+    # plugins all run in workers never imports them (the fork server imports them for its
+    # workers).
+    from mcp.server.mcpserver.prompts.base import Prompt
+    from mcp.server.mcpserver.tools.base import Tool
+    from mcp.shared.uri_template import UriTemplate
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -275,6 +281,8 @@ def build_tool(
     plugin: str, prefix: str, definition: ToolDef, limits: ToolLimits, settings: Any, max_length: int
 ) -> RegisteredTool:
     """A catalogue entry for one tool; raises on a bad name or a signature the schema cannot describe."""
+    from mcp.server.mcpserver.tools.base import Tool  # see the imports above
+
     fn = definition.fn
     name = public_name(prefix, definition.name or fn.__name__, max_length)
     ctx_param = context_parameter(fn)
@@ -305,6 +313,8 @@ def build_resource(plugin: str, definition: ResourceDef, limits: ToolLimits) -> 
     description = definition.description or inspect.getdoc(fn)
     mime = definition.mime_type or "text/plain"
     if "{" in definition.uri:
+        from mcp.shared.uri_template import UriTemplate  # see the imports above
+
         template = UriTemplate.parse(definition.uri)
         _check_completions(definition.complete, template.variable_names, "placeholder")
         wire: types.Resource | types.ResourceTemplate = types.ResourceTemplate(
@@ -322,6 +332,8 @@ def build_prompt(
     plugin: str, prefix: str, definition: PromptDef, limits: ToolLimits, max_length: int, settings: Any = None
 ) -> RegisteredPrompt:
     """A catalogue entry for one prompt, named like tools are; ``settings`` reach its ``ToolContext``."""
+    from mcp.server.mcpserver.prompts.base import Prompt  # see the imports above
+
     name = public_name(prefix, definition.name or definition.fn.__name__, max_length)
     sdk_prompt = Prompt.from_function(
         definition.fn,

@@ -33,7 +33,6 @@ import orjson
 import structlog
 import trio
 from mcp.shared.exceptions import MCPError
-from mcp.shared.uri_template import UriTemplate
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 
 from mcphost.ops.log import RequestRecord, current_request
@@ -1050,6 +1049,8 @@ def catalogue_of(
     for entry in hello.get("resources", ()):
         if "uriTemplate" in entry["wire"]:
             template = types.ResourceTemplate.model_validate(entry["wire"], by_name=False)
+            from mcp.shared.uri_template import UriTemplate  # only for a plugin with resource templates
+
             parsed = UriTemplate.parse(template.uri_template)
             definition = ResourceDef(remote_only, template.uri_template)
             templates.append(RegisteredResource(plugin, definition, parsed, template, limits(entry), worker))

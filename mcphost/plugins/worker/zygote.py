@@ -79,7 +79,12 @@ def preload() -> None:
     sdk_models.build_on_first_use()
     sdk_packages.defer_inits()
     import trio
+
+    # What a plugin's tools, prompts and resource templates are built with (the registry
+    # imports them only where it builds them, which in a worker is after the fork).
+    from mcp.server.mcpserver.prompts.base import Prompt  # noqa: F401
     from mcp.server.mcpserver.tools.base import Tool
+    from mcp.shared.uri_template import UriTemplate  # noqa: F401
 
     from mcphost.plugins.worker import main  # noqa: F401  (the runtime every worker runs)
 

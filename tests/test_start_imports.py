@@ -1,0 +1,36 @@
+"""What the daemon imports on its way to ``READY=1``: not what a plugin's own tools, prompts
+and resource templates are built with, which runs in the process that runs the plugin (a
+worker, forked from a fork server that has imported it for all of them), nor what renders a
+tool's question to the user until a tool asks one."""
+
+from __future__ import annotations
+
+from tests.test_sdk_packages import fresh
+
+PLUGIN_BUILDING = ("mcp.server.mcpserver.tools.base", "mcp.server.mcpserver.prompts.base", "mcp.shared.uri_template")
+ASKING = ("mcp.server.elicitation",)
+
+
+def test_the_daemon_starts_without_what_builds_a_plugins_tools() -> None:
+    report = fresh(
+        f"""
+        import json, sys
+        from mcphost import __main__ as command
+        command.prepare()  # as the mcphost command does
+        import mcphost.cli.main  # everything the daemon imports
+        print(json.dumps({{"imported": [m for m in {PLUGIN_BUILDING + ASKING!r} if m in sys.modules]}}))
+        """
+    )
+    assert report["imported"] == []
+
+
+def test_the_fork_server_imports_what_builds_a_plugins_tools_for_its_workers() -> None:
+    report = fresh(
+        f"""
+        import json, sys
+        from mcphost.plugins.worker import zygote
+        zygote.preload()
+        print(json.dumps({{"imported": [m for m in {PLUGIN_BUILDING!r} if m in sys.modules]}}))
+        """
+    )
+    assert report["imported"] == list(PLUGIN_BUILDING)
