@@ -591,3 +591,29 @@ def test_a_failed_reload_leaves_the_old_worker_serving(mcphost_daemon, tmp_path:
             assert not result.is_error and result.content[0].text == f"v1 {pid}", result
 
     trio.run(main)
+
+
+SLOW = """
+import time
+
+import mcphost
+
+
+@mcphost.hookimpl
+def mcphost_tools():
+    def nap(seconds: float) -> str:
+        \"\"\"Sleep ``seconds``, then say so.\"\"\"
+        time.sleep(seconds)
+        return "rested"
+
+    return [nap]
+"""
+
+
+async def test_a_workers_config_is_the_daemons_whatever_its_environment_holds(mcphost_daemon, tmp_path: Path) -> None:
+    # The daemon settled its config from its file and its own environment; the plugin's
+    # environment is the plugin's, not a second source of the host's limits.
+    env = {"MCPHOST_LIMITS__TIMEOUT": "0.5"}
+    daemon = one_plugin(mcphost_daemon, tmp_path, "slow", SLOW, isolation="process", env=env)
+    result = await call(daemon, "slow_nap", {"seconds": 1.5})
+    assert not result.is_error and result.content[0].text == "rested", result.content

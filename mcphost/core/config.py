@@ -19,7 +19,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -506,6 +506,8 @@ class HostConfig(BaseSettings):
     """The whole ``mcphost.toml``; ``MCPHOST_<TABLE>__<KEY>`` environment variables override it."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
+    from_environment: ClassVar[bool] = True
+    """Whether ``MCPHOST_*`` variables override the values given (not in :meth:`settled`)."""
 
     server: ServerConfig = Field(default_factory=ServerConfig)
     limits: DefaultLimits = Field(default_factory=DefaultLimits)
@@ -534,7 +536,20 @@ class HostConfig(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The file is passed as init kwargs; the environment must win over it.
-        return env_settings, init_settings
+        return (env_settings, init_settings) if cls.from_environment else (init_settings,)
+
+    @classmethod
+    def settled(cls, data: dict[str, Any]) -> HostConfig:
+        """A config the daemon already settled from its file and its environment (what it
+        sends a plugin's worker), validated again without reading this process's environment:
+        a worker's is the plugin's own, not a second source of the host's settings."""
+        return _Settled(**data)
+
+
+class _Settled(HostConfig):
+    """:class:`HostConfig` from its values alone (:meth:`HostConfig.settled`)."""
+
+    from_environment: ClassVar[bool] = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,7 +135,7 @@ class Worker:
         """``initialize``: load the plugin as the daemon's config says, from where the daemon
         found it (``distribution``, else the config's ``paths``); answer with its tools."""
         name = params["plugin"]
-        config = HostConfig(**params["config"])
+        config = HostConfig.settled(params["config"])
         daemons = [str(p) for p in params.get("path", ())]
         sys.path[:] = [*daemons, *(p for p in sys.path if p not in daemons)]
         self.watchdog.stall_timeout = config.limits.stall_timeout
