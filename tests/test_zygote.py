@@ -137,11 +137,16 @@ def versioned_daemon(mcphost_daemon, tmp_path: Path, fork_server: bool = True, *
     return mcphost_daemon({"plugins": plugins}, **kwargs), source
 
 
+def write_later(path: Path, text: str) -> None:
+    """``path`` holds ``text`` now, dated later (as a save or an upgrade would be)."""
+    path.write_text(text)
+    later = path.stat().st_mtime + 2
+    os.utime(path, (later, later))
+
+
 def write_version(source: Path, version: str) -> None:
-    """The plugin at ``source`` becomes ``version`` (dated later, as a save would be)."""
-    source.write_text(VERSIONED.format(version=version))
-    later = source.stat().st_mtime + 2
-    os.utime(source, (later, later))
+    """The plugin at ``source`` becomes ``version``."""
+    write_later(source, VERSIONED.format(version=version))
 
 
 async def reload_to(daemon: RunningDaemon, source: Path, version: str) -> list[str]:
@@ -180,7 +185,9 @@ def test_a_reload_forks_from_a_fresh_fork_server_when_an_import_changed(mcphost_
         _, old_pid, mark = (await call(daemon, "versioned_version")).content[0].text.split()
         old_zygote = parent(int(old_pid))
         assert mark == "old" and is_fork_server(old_zygote), "the fork server imported the copy"
-        marked.write_text(original + 'MARK = "new"\n')
+        # Dated later, as an upgrade's files are: the same size within the second the old
+        # copy was compiled in would pass the bytecode cache's check, and import the old one.
+        write_later(marked, original + 'MARK = "new"\n')
         version, new_pid, mark = await reload_to(daemon, source, "v2")
         assert version == "v2" and mark == "new", "the upgraded package was imported anew"
         new_zygote = parent(int(new_pid))
