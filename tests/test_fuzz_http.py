@@ -166,7 +166,8 @@ def routed(version: str, method: str, given: dict[str, Any], request_id: int) ->
         "version": version if modern or method != "initialize" else None,
         "session": None if modern or method == "initialize" else "own",
         "mcp_method": method if modern else None,
-        "mcp_name": name if modern and isinstance(name, str) else None,
+        # A header carries ASCII only: a client sends a name it cannot put there in the body alone.
+        "mcp_name": name if modern and isinstance(name, str) and name.isascii() and name.isprintable() else None,
         "content_type": "application/json",
     }
 
