@@ -49,16 +49,22 @@ class Drain:
         self.draining = True
         if self.requests == 0:
             return
-        self._idle = trio.Event()
         log.info("draining", requests=self.requests, timeout=timeout)
         with trio.move_on_after(timeout):
-            await self._idle.wait()
+            await self._until_idle()
         if self.requests:
             log.warning("drain timeout: cancelling calls still running", calls=len(self._calls))
             for scope in list(self._calls):
                 scope.cancel()
             with trio.move_on_after(5):
-                await self._idle.wait()
+                await self._until_idle()
+
+    async def _until_idle(self) -> None:
+        # Idle once is not idle now: a request on a connection still open (answered, then the
+        # connection closed) can come in between the last one ending and this task running.
+        while self.requests:
+            self._idle = trio.Event()
+            await self._idle.wait()
 
 
 class _Call:
