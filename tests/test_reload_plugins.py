@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import signal
 import site
 import subprocess
@@ -376,10 +377,16 @@ def test_a_replaced_version_is_shut_down_with_its_own_hooks(tmp_path: Path) -> N
     leaves the new version (started just before) running."""
     trace = tmp_path / "trace"
     plugin_file = tmp_path / "traced.py"
+    # Both versions dated within one second, the same size: as an edit in place right after
+    # the last one is. Python's bytecode cache, which checks whole seconds and size, would
+    # take v1's compiled copy for v2.
+    second = time.time_ns() // 10**9 * 10**9
     plugin_file.write_text(TRACED_SOURCE.format(trace=str(trace), version="v1"))
+    os.utime(plugin_file, ns=(second + 100_000_000,) * 2)
     daemon = start_daemon(tmp_path, {"plugins": {"enable": ["traced"], "paths": [str(plugin_file)]}})
     try:
         plugin_file.write_text(TRACED_SOURCE.format(trace=str(trace), version="v2"))
+        os.utime(plugin_file, ns=(second + 600_000_000,) * 2)
         assert reloaded(daemon)["changed"] == ["traced"]
         assert answer(daemon, "traced_version") == "v2"
         assert trace.read_text().splitlines() == ["v1 started", "v2 started", "v1 stopped"]
