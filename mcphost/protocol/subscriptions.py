@@ -71,6 +71,8 @@ class Subscriptions:
         # uri -> how many sessions and listen streams want it; and the worker that was told.
         self._holders: dict[str, int] = {}
         self._told: dict[str, Remote] = {}
+        self._telling: dict[str, trio.Lock] = {}
+        """A lock per URI whose worker is being told of it (see :meth:`_tell_workers`)."""
         self.store: SessionStore | None = None
         self.feed: Feed | None = None
         self.held: Callable[[str], Connection | None] = lambda session_id: None
@@ -226,41 +228,48 @@ class Subscriptions:
         await self._release(uri)
 
     async def _hold(self, uri: str) -> None:
-        """One more session or stream wants ``uri``: the first tells the worker that serves it."""
+        """One more session or stream wants ``uri``: the first has the worker that serves it
+        told, and the others return once it answered."""
         self._holders[uri] = self._holders.get(uri, 0) + 1
-        if self._holders[uri] == 1:
-            found = self.get_registry().find_resource(uri)
-            if found is not None and (remote := found[0].remote) is not None:
-                self._told[uri] = remote
-                await remote.subscribe(uri)
+        await self._tell_workers(uri)
 
     async def _release(self, uri: str) -> None:
-        """One fewer wants ``uri``: the last tells the worker that was told of the first."""
+        """One fewer wants ``uri``: the last has the worker that was told of it told again."""
         self._holders[uri] -= 1
         if not self._holders[uri]:
             del self._holders[uri]
-            if (remote := self._told.pop(uri, None)) is not None:
-                await remote.unsubscribe(uri)
+        await self._tell_workers(uri)
 
     async def follow(self) -> None:
         """The catalogue changed (a reload replaced a plugin's worker, say): the URIs clients
         want are told to the workers that serve them now, and no longer to those that did."""
-        moves = []
-        registry = self.get_registry()
-        for uri in self._holders:
-            found = registry.find_resource(uri)
-            remote, told = found[0].remote if found is not None else None, self._told.get(uri)
-            if remote is not told:
-                moves.append((uri, told, remote))
-                if remote is None:
+        for uri in list(dict.fromkeys([*self._holders, *self._told])):
+            await self._tell_workers(uri)
+
+    async def _tell_workers(self, uri: str) -> None:
+        """Bring what the workers were told of ``uri`` in line with what clients want now: the
+        worker serving it subscribed while anyone holds it, and no other. One change of a URI
+        at a time, each looking afresh once the one before it has been answered: a subscriber
+        returns only once the worker took the subscription, and a reload's moves and a last
+        unsubscription at once leave no worker subscribed for nobody."""
+        lock = self._telling.setdefault(uri, trio.Lock())
+        try:
+            async with lock:
+                wanted = None
+                if uri in self._holders and (found := self.get_registry().find_resource(uri)) is not None:
+                    wanted = found[0].remote
+                told = self._told.get(uri)
+                if wanted is told:
+                    return
+                if told is not None:
                     del self._told[uri]
-                else:
-                    self._told[uri] = remote
-        for uri, told, remote in moves:
-            if told is not None:
-                await told.unsubscribe(uri)
-            if remote is not None:
-                await remote.subscribe(uri)
+                    await told.unsubscribe(uri)
+                if wanted is not None:
+                    self._told[uri] = wanted
+                    await wanted.subscribe(uri)
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting and self._telling.get(uri) is lock:
+                del self._telling[uri]
 
     async def announce(self, event: ServerEvent) -> None:
         """Publish a list change to every ``subscriptions/listen`` stream (2026-07-28 clients);
