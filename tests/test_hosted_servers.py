@@ -19,12 +19,13 @@ import pytest
 import trio
 from mcp import Client
 
-from mcphost.testing import RunningDaemon, to_toml
+from mcphost.testing import RunningDaemon, start_daemon, to_toml
 from tests.conftest import MODES
 from tests.services import node_client
 
 CALC = Path(__file__).parent / "plugins" / "external" / "calc_server.py"
 BARE = Path(__file__).parent / "plugins" / "external" / "bare_server.py"
+HELD = Path(__file__).parent / "plugins" / "external" / "held_server.py"
 SECRET_VARIABLE = "MCPHOST_TEST_ONLY_SECRET"
 
 
@@ -222,6 +223,81 @@ async def test_a_listen_stream_alone_has_the_server_subscribed(daemon: RunningDa
     ):
         event = await with_updates(client, events.__anext__)
     assert event.uri == DOCUMENT
+
+
+def held_config(*, hold: bool) -> dict[str, Any]:
+    """A server that holds its answers to subscriptions (``hold``) until told to release them."""
+    return {
+        "plugins": {
+            "enable": ["held"],
+            "held": {"command": [sys.executable, str(HELD)], "env": {"HOLD": "1" if hold else "0"}},
+        }
+    }
+
+
+async def held_state(client: Client) -> dict[str, Any]:
+    """The URIs the held server is subscribed to, and how many subscriptions it was asked for."""
+    state: dict[str, Any] = json.loads((await client.call_tool("held_subscribed", {})).content[0].text)
+    return state
+
+
+async def until_asked(client: Client, count: int) -> dict[str, Any]:
+    """The held server's state once it was asked for exactly ``count`` subscriptions (a guard
+    of 10 s, not a speed test)."""
+    with trio.fail_after(10):
+        while True:
+            if (state := await held_state(client))["asked"] == count:
+                return state
+            await trio.sleep(0.05)
+
+
+@pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")  # resources/subscribe
+async def test_a_second_subscription_returns_once_the_server_has_taken_the_first(tmp_path: Path) -> None:
+    """Its client may expect every update from the moment its subscription returns."""
+    daemon = start_daemon(tmp_path, held_config(hold=True))
+    try:
+        async with Client(daemon.url, mode="legacy") as first, Client(daemon.url, mode="legacy") as second:
+            returned = trio.Event()
+
+            async def subscribe_second() -> None:
+                await second.subscribe_resource("held://a")
+                returned.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(first.subscribe_resource, "held://a")
+                await until_asked(first, 1)
+                nursery.start_soon(subscribe_second)
+                await trio.sleep(0.5)  # time enough for a subscription that does not wait to return
+                assert not returned.is_set(), "the second subscription returned before the server answered the first"
+                await first.call_tool("held_release", {})
+            assert returned.is_set() and (await held_state(first))["asked"] == 1
+    finally:
+        daemon.stop()
+
+
+@pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")  # resources/subscribe
+async def test_a_server_replaced_while_the_last_subscriber_leaves_is_not_left_subscribed(tmp_path: Path) -> None:
+    """A reload replaces the server while a client is subscribed to two of its resources; the
+    new server holds its answer to the first subscription the reload passes on to it, and
+    meanwhile the client leaves the other resource: the new server must not be subscribed to it."""
+    daemon = start_daemon(tmp_path, held_config(hold=False))
+    try:
+        async with Client(daemon.url, mode="legacy") as client:
+            for uri in ("held://a", "held://b"):
+                await client.subscribe_resource(uri)
+            daemon.config_path.write_text(to_toml(held_config(hold=True)))
+            async with trio.open_nursery() as nursery:
+                reloaded: list[dict[str, Any]] = []
+                nursery.start_soon(lambda: trio.to_thread.run_sync(lambda: reloaded.append(daemon.reload())))
+                # The old server was asked twice; the new one, once, so far.
+                (taken,) = (await until_asked(client, 1))["uris"]
+                left = "held://b" if taken == "held://a" else "held://a"
+                await client.unsubscribe_resource(left)
+                await client.call_tool("held_release", {})
+            assert "held" in reloaded[0]["changed"]
+            assert (await held_state(client))["uris"] == [taken]
+    finally:
+        daemon.stop()
 
 
 def _server_pid(daemon: RunningDaemon, marker: bytes) -> int:

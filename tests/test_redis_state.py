@@ -3,6 +3,7 @@ and what each does while Redis is down or hung."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -86,6 +87,23 @@ async def test_session_records_round_trip_and_expire_with_the_idle_timeout(state
     await store.delete("s1.sig")
     assert await store.load("s1.sig") is None
     assert await store.expire(time.time()) == 0
+
+
+async def test_an_update_replaces_a_record_only_while_it_lives(state: RedisState) -> None:
+    """A session's subscriptions are written to its record as they change: never bringing back
+    a session deleted meanwhile, nor keeping one longer than its last touch would."""
+    store = RedisSessionStore(state, idle_timeout=0.4)
+    record = SessionRecord("s2.sig", "2025-11-25", {}, None, time.time())
+    await store.save(record)
+    subscribed = dataclasses.replace(record, subscriptions=["jobs://queue"])
+    await store.update(subscribed)
+    assert await store.load("s2.sig") == subscribed
+    await trio.sleep(0.6)
+    assert await store.load("s2.sig") is None, "the update extended the record's life"
+    await store.save(record)
+    await store.delete("s2.sig")
+    await store.update(subscribed)
+    assert await store.load("s2.sig") is None
 
 
 async def test_events_replay_after_an_id_within_their_session_only(state: RedisState) -> None:

@@ -11,14 +11,16 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 
-from mcphost.testing import ACCEPT_HEADERS, initialize_request, start_daemon
-from tests.sessionkit import open_session, rpc, whoami
+from mcphost.testing import ACCEPT_HEADERS, RunningDaemon, initialize_request, start_daemon
+from tests.sessionkit import open_session, rpc, update_reaches_stream, whoami
 
 
 def _data(response: httpx.Response) -> dict:
@@ -192,3 +194,51 @@ def test_a_session_idle_on_one_worker_lives_while_used_on_the_other(tmp_path: Pa
         assert whoami(daemon.url, headers).status_code == 200
     finally:
         daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
+    """A daemon with two workers, and a plugin that announces resource updates on demand."""
+    config = {"server": {"workers": 2}, "plugins": {"enable": ["echo", "features"]}}
+    daemon = start_daemon(tmp_path_factory.mktemp("workers"), config)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+@contextlib.contextmanager
+def _on_each_worker(url: str, headers: dict[str, str]) -> Iterator[list[list[httpx.Client]]]:
+    """Two clients kept on each worker (each keeps the one connection the kernel handed to a
+    worker), the workers in the order they were found."""
+    found: dict[str, list[httpx.Client]] = {}
+    with contextlib.ExitStack() as clients:
+        for _ in range(100):
+            client = clients.enter_context(httpx.Client(timeout=30))
+            pid = _pid(client.post(url, json=rpc("tools/call", {"name": "echo_whoami"}), headers=headers))
+            if len(found.setdefault(pid, [])) < 2:
+                found[pid].append(client)
+            if len(found) == 2 and all(len(pinned) == 2 for pinned in found.values()):
+                yield list(found.values())
+                return
+        raise AssertionError(f"new connections did not reach both workers twice: {found}")
+
+
+@pytest.mark.parametrize(
+    ("stream_on", "announced_on"),
+    [(0, 0), (0, 1), (1, 0), (1, 1)],
+    ids=["stream-here-announced-here", "stream-here-announced-there", "stream-there-announced-here", "both-there"],
+)
+def test_a_subscription_hears_updates_whichever_worker_announces_them_and_holds_its_stream(
+    two_workers: RunningDaemon, stream_on: int, announced_on: int
+) -> None:
+    """The session subscribes on one worker while the other holds a copy of it too; its event
+    stream is held by one of them, and the update is announced by one of them."""
+    url = two_workers.url
+    headers = open_session(url)
+    with _on_each_worker(url, headers) as workers:
+        subscribe = rpc("resources/subscribe", {"uri": "echo://greeting"})
+        subscribed = workers[0][0].post(url, json=subscribe, headers=headers)
+        assert subscribed.status_code == 200 and "error" not in _data(subscribed), subscribed.text
+        stream, announcer = workers[stream_on], workers[announced_on]
+        update_reaches_stream((stream[0], url), (stream[1], url), (announcer[1], url), headers, "echo://greeting")

@@ -315,7 +315,7 @@ class Daemon:
                 from mcphost.state.redis_stores import RedisEventStore
 
                 events = RedisEventStore(self.shared, events, idle_timeout=server.session_idle_timeout)
-        return PersistentSessionManager(
+        manager = PersistentSessionManager(
             self.server,
             ids=SessionIds(self.secret),
             store=store,
@@ -329,6 +329,12 @@ class Daemon:
             event_store=events,
             retry_interval=server.sse_retry_ms,
         )
+        # A session may be held by several processes at once only where the store is shared.
+        feed = store if self.shared is not None or server.workers > 1 else None
+        subscriptions = self.handlers.subscriptions
+        subscriptions.share(store, feed, manager.connections.get)
+        manager.on_rebuilt = lambda connection, record: subscriptions.restore(connection, record.subscriptions)
+        return manager
 
     def direct_answers(self) -> DirectAnswers | None:
         """What answers the commonest requests without the SDK's transport; ``None`` with
@@ -403,6 +409,7 @@ class Daemon:
                 nursery.start_soon(self._watchdog)
                 await nursery.start(self.loop_watchdog.run)
                 nursery.start_soon(self._settle_later)
+                nursery.start_soon(self.handlers.subscriptions.hear)
                 if self.config.reload.watch:
                     nursery.start_soon(self._watch_files)
                 log.info(

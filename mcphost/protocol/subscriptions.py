@@ -11,10 +11,21 @@ of the streams. An announcement (a plugin's ``notify_resource_updated``,
 The worker that serves a resource is told when the first client subscribes to it and when
 the last one leaves (:meth:`~mcphost.plugins.registry.Remote.subscribe`): a hosted MCP server
 that sends updates only for the URIs it was asked for then sends them, once for every client.
+
+A 2025-11-25 session may be held by several processes (workers, replicas), and its next
+request, its ``GET`` stream or an announcement may land on any of them. So, where the session
+store is shared (:meth:`Subscriptions.share`), a session's subscriptions are kept in its
+record (a process that rebuilds the session restores them), and the processes tell one
+another, through the store's :class:`~mcphost.state.sessions.Feed`, of every subscription
+made or ended and of every update announced: each then tells the subscribers it holds, in
+the feed's one order, so an update announced after a subscription returned reaches it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import secrets
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +39,7 @@ from mcp.shared.exceptions import MCPError
 
 from mcphost.auth.identity import Identity, current_identity
 from mcphost.plugins.context import connection_of
+from mcphost.state.sessions import Feed, SessionStore, StoreUnavailable
 
 if TYPE_CHECKING:
     from mcphost.plugins.registry import Registry, Remote
@@ -59,6 +71,13 @@ class Subscriptions:
         # uri -> how many sessions and listen streams want it; and the worker that was told.
         self._holders: dict[str, int] = {}
         self._told: dict[str, Remote] = {}
+        self._telling: dict[str, trio.Lock] = {}
+        """A lock per URI whose worker is being told of it (see :meth:`_tell_workers`)."""
+        self.store: SessionStore | None = None
+        self.feed: Feed | None = None
+        self.held: Callable[[str], Connection | None] = lambda session_id: None
+        self._origin = secrets.token_hex(8)
+        """This process's mark on the subscriptions it tells the others of (it hears them too)."""
 
     async def listen(
         self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
@@ -104,9 +123,40 @@ class Subscriptions:
             handler.close()  # the stream ends with its result, as the spec's graceful closure
         return len(handlers)
 
+    def share(self, store: SessionStore | None, feed: Feed | None, held: Callable[[str], Connection | None]) -> None:
+        """Keep each session's subscriptions in its record in ``store`` (a process that
+        rebuilds the session :meth:`restore`-s them), and tell every process, through ``feed``,
+        of each update announced and each subscription made or ended, for the copies they hold
+        of the session (``held``: this process's connection of a session, or ``None``)."""
+        self.store, self.feed, self.held = store, feed, held
+
+    async def restore(self, connection: Connection, uris: Iterable[str]) -> None:
+        """Subscribe a session rebuilt in this process to what its record lists."""
+        for uri in uris:
+            await self._add(connection, uri)
+
+    async def hear(self) -> None:
+        """Until cancelled, act on what the other processes tell (see :meth:`share`)."""
+        if self.feed is not None:
+            await self.feed.receive(self._heard)
+
     async def subscribe(self, ctx: ServerRequestContext[Any, Any], uri: str) -> bool:
         """Subscribe the request's session to ``uri``; ``False`` if it is at its limit."""
         connection = connection_of(ctx)
+        if not await self._add(connection, uri):
+            return False
+        await self._share(connection.session_id, uri, subscribed=True)
+        return True
+
+    async def unsubscribe(self, ctx: ServerRequestContext[Any, Any], uri: str) -> None:
+        """Unsubscribe the request's session from ``uri`` (no error if it was not subscribed),
+        wherever it subscribed."""
+        connection = connection_of(ctx)
+        await self._remove(connection, uri)
+        await self._share(connection.session_id, uri, subscribed=False)
+
+    async def _add(self, connection: Connection, uri: str) -> bool:
+        """Subscribe one session's copy here to ``uri``; ``False`` if it is at its limit."""
         key = id(connection)
         uris = self._by_connection.get(key)
         if uris is None:
@@ -123,13 +173,48 @@ class Subscriptions:
         await self._hold(uri)
         return True
 
-    async def unsubscribe(self, ctx: ServerRequestContext[Any, Any], uri: str) -> None:
-        """Unsubscribe the request's session from ``uri`` (no error if it was not subscribed)."""
-        key = id(connection_of(ctx))
+    async def _remove(self, connection: Connection, uri: str) -> None:
+        key = id(connection)
         uris = self._by_connection.get(key, set())
         if uri in uris:
             uris.discard(uri)
             await self._drop(uri, key)
+
+    async def _share(self, session_id: str | None, uri: str, *, subscribed: bool) -> None:
+        """A session subscribed to ``uri`` or left it: its record says so, for the processes
+        that rebuild it later, and those that hold it now are told."""
+        if session_id is None:
+            return
+        if self.store is not None:
+            try:
+                record = await self.store.load(session_id)
+            except StoreUnavailable:
+                record = None  # the subscription holds where it was made (and is told below)
+            if record is not None and (uri in record.subscriptions) != subscribed:
+                # Two subscriptions of one session made at once on two processes may each write
+                # the record it read: one of them is then known only where it was made.
+                uris = [u for u in record.subscriptions if u != uri] + ([uri] if subscribed else [])
+                await self.store.update(dataclasses.replace(record, subscriptions=uris))
+        if self.feed is not None:
+            kind = "subscribed" if subscribed else "unsubscribed"
+            await self.feed.send(json.dumps([kind, self._origin, session_id, uri]))
+
+    async def _heard(self, message: str) -> None:
+        """What a process told: an update announced there (this one included), or a
+        subscription made or ended by another, of a session this one holds a copy of."""
+        try:
+            kind, *args = json.loads(message)
+            if kind == "updated":
+                await self._tell(args[0])
+            elif args[0] != self._origin and (connection := self.held(args[1])) is not None:
+                if kind == "subscribed":
+                    await self._add(connection, args[2])
+                else:
+                    await self._remove(connection, args[2])
+        except Exception:
+            # One message this process cannot use (from a newer version, say) must not end
+            # its hearing of the others.
+            log.exception("a message from another process was not understood", message=message[:200])
 
     async def _forget(self, key: int) -> None:
         for uri in self._by_connection.pop(key, ()):
@@ -143,41 +228,48 @@ class Subscriptions:
         await self._release(uri)
 
     async def _hold(self, uri: str) -> None:
-        """One more session or stream wants ``uri``: the first tells the worker that serves it."""
+        """One more session or stream wants ``uri``: the first has the worker that serves it
+        told, and the others return once it answered."""
         self._holders[uri] = self._holders.get(uri, 0) + 1
-        if self._holders[uri] == 1:
-            found = self.get_registry().find_resource(uri)
-            if found is not None and (remote := found[0].remote) is not None:
-                self._told[uri] = remote
-                await remote.subscribe(uri)
+        await self._tell_workers(uri)
 
     async def _release(self, uri: str) -> None:
-        """One fewer wants ``uri``: the last tells the worker that was told of the first."""
+        """One fewer wants ``uri``: the last has the worker that was told of it told again."""
         self._holders[uri] -= 1
         if not self._holders[uri]:
             del self._holders[uri]
-            if (remote := self._told.pop(uri, None)) is not None:
-                await remote.unsubscribe(uri)
+        await self._tell_workers(uri)
 
     async def follow(self) -> None:
         """The catalogue changed (a reload replaced a plugin's worker, say): the URIs clients
         want are told to the workers that serve them now, and no longer to those that did."""
-        moves = []
-        registry = self.get_registry()
-        for uri in self._holders:
-            found = registry.find_resource(uri)
-            remote, told = found[0].remote if found is not None else None, self._told.get(uri)
-            if remote is not told:
-                moves.append((uri, told, remote))
-                if remote is None:
+        for uri in list(dict.fromkeys([*self._holders, *self._told])):
+            await self._tell_workers(uri)
+
+    async def _tell_workers(self, uri: str) -> None:
+        """Bring what the workers were told of ``uri`` in line with what clients want now: the
+        worker serving it subscribed while anyone holds it, and no other. One change of a URI
+        at a time, each looking afresh once the one before it has been answered: a subscriber
+        returns only once the worker took the subscription, and a reload's moves and a last
+        unsubscription at once leave no worker subscribed for nobody."""
+        lock = self._telling.setdefault(uri, trio.Lock())
+        try:
+            async with lock:
+                wanted = None
+                if uri in self._holders and (found := self.get_registry().find_resource(uri)) is not None:
+                    wanted = found[0].remote
+                told = self._told.get(uri)
+                if wanted is told:
+                    return
+                if told is not None:
                     del self._told[uri]
-                else:
-                    self._told[uri] = remote
-        for uri, told, remote in moves:
-            if told is not None:
-                await told.unsubscribe(uri)
-            if remote is not None:
-                await remote.subscribe(uri)
+                    await told.unsubscribe(uri)
+                if wanted is not None:
+                    self._told[uri] = wanted
+                    await wanted.subscribe(uri)
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting and self._telling.get(uri) is lock:
+                del self._telling[uri]
 
     async def announce(self, event: ServerEvent) -> None:
         """Publish a list change to every ``subscriptions/listen`` stream (2026-07-28 clients);
@@ -185,7 +277,15 @@ class Subscriptions:
         await self.bus.publish(event)
 
     async def updated(self, uri: str) -> None:
-        """Tell every subscriber of ``uri`` that it changed."""
+        """Tell every subscriber of ``uri`` that it changed, here and in the other processes.
+
+        With a feed, this process too acts on the update only as it hears it there: in the
+        feed's one order, after the subscriptions that other processes made before it."""
+        if self.feed is None or not await self.feed.send(json.dumps(["updated", uri])):
+            await self._tell(uri)
+
+    async def _tell(self, uri: str) -> None:
+        """Tell this process's subscribers of ``uri`` that it changed."""
         for connection in list(self._by_uri.get(uri, {}).values()):
             await connection.send_resource_updated(uri)  # best effort: a closed stream drops it
         await self.bus.publish(ResourceUpdated(uri=uri))

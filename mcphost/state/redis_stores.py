@@ -11,6 +11,8 @@ Keys (under ``[state] key_prefix``, ``mcphost:`` by default):
   interval) after the session was last seen;
 - ``ended`` (a pub/sub channel): the id of each session deleted, so every replica holding it
   drops its copy at once;
+- ``feed`` (a pub/sub channel): the replicas' messages to one another (resource updates and
+  subscriptions);
 - ``events:<session id>:<stream>``: a Redis stream of one SSE stream's events, capped and
   expiring with the session.
 
@@ -27,13 +29,13 @@ import contextlib
 import copy
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
 from typing import Any
 
 import structlog
 import trio
 from coredis.commands import Script
 from coredis.retry import NoRetryPolicy
+from coredis.tokens import PureToken
 from mcp.server.streamable_http import GET_STREAM_KEY, EventCallback, EventId, EventMessage, EventStore, StreamId
 from mcp_types import JSONRPCError, JSONRPCMessage, JSONRPCResponse, jsonrpc_message_adapter
 
@@ -142,6 +144,9 @@ class RedisSessionStore:
     (:meth:`watch`) and drops its copy. Pub/sub keeps nothing for a replica that was not
     listening, so after each (re)subscription :meth:`ended` answers ``None``: the sessions the
     replica holds are each looked up once more on their next request.
+
+    It is also the :class:`~mcphost.state.sessions.Feed` between replicas, on the ``feed``
+    channel: what is sent while Redis is unavailable reaches no other replica.
     """
 
     def __init__(self, state: RedisState, idle_timeout: float):
@@ -158,7 +163,7 @@ class RedisSessionStore:
 
     async def save(self, record: SessionRecord) -> None:
         """Create a record (once per session, when it is initialized)."""
-        value = json.dumps(asdict(record))
+        value = record.to_json()
         try:
             await self.state.call(lambda client: client.set(self._key(record.id), value, px=self.ttl_ms))
         except StateUnavailable:
@@ -203,21 +208,54 @@ class RedisSessionStore:
 
     async def watch(self, changed: Callable[[], Awaitable[None]]) -> None:
         """Listen on the ``ended`` channel, subscribing again after each failure."""
+
+        async def subscribed() -> None:
+            # Deletions published before this subscription (nobody listened, or this replica
+            # was starting) reached nobody here.
+            self._missed = True
+            await changed()
+
+        async def heard(session_id: str) -> None:
+            self._ended.add(session_id)
+            await changed()
+
+        await self._listen(self._channel, subscribed, heard)
+
+    async def update(self, record: SessionRecord) -> None:
+        """Replace a record that is still there, keeping its expiry."""
+        value = record.to_json()
+        key = self._key(record.id)
+        await self._quietly(lambda client: client.set(key, value, condition=PureToken.XX, keepttl=True))
+
+    async def send(self, message: str) -> bool:
+        """Publish ``message`` on the ``feed`` channel."""
+        try:
+            await self.state.call(lambda client: client.publish(self._feed, message))
+        except StateUnavailable:
+            return False
+        return True
+
+    async def receive(self, heard: Callable[[str], Awaitable[None]]) -> None:
+        """Listen on the ``feed`` channel, subscribing again after each failure (what is
+        published in between reaches other replicas only)."""
+        await self._listen(self._feed, _nothing, heard)
+
+    async def _listen(
+        self, channel: str, subscribed: Callable[[], Awaitable[None]], heard: Callable[[str], Awaitable[None]]
+    ) -> None:
+        """Await ``heard`` with each message published on ``channel``, and ``subscribed`` at
+        each (re)subscription, subscribing again after each failure, until cancelled."""
         while True:
             client = self.state.client
             if client is not None and self.state.available:
                 try:
                     async with client.pubsub(
-                        channels=[self._channel], ignore_subscribe_messages=True, retry_policy=NoRetryPolicy()
+                        channels=[channel], ignore_subscribe_messages=True, retry_policy=NoRetryPolicy()
                     ) as subscription:
-                        # Deletions published before this subscription (nobody listened, or
-                        # this replica was starting) reached nobody here.
-                        self._missed = True
-                        await changed()
+                        await subscribed()
                         async for message in subscription:
                             if isinstance(data := message["data"], str | bytes):
-                                self._ended.add(_text(data))
-                                await changed()
+                                await heard(_text(data))
                 except Exception:
                     # Whatever breaks a subscription (a lost connection, a keep-alive PING
                     # timing out, raised from coredis's task group as an exception group)
@@ -229,6 +267,10 @@ class RedisSessionStore:
     @property
     def _channel(self) -> str:
         return self.state.key("ended")
+
+    @property
+    def _feed(self) -> str:
+        return self.state.key("feed")
 
     def _key(self, session_id: str) -> str:
         return self.state.key("session", session_id)
@@ -367,6 +409,10 @@ class RedisEventStore(EventStore):
 
     def _key(self, stream: str) -> str:
         return self.state.key("events", self._session, stream)
+
+
+async def _nothing() -> None:
+    pass
 
 
 def _session_ttl_ms(idle_timeout: float) -> int:

@@ -19,7 +19,7 @@ import struct
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,6 +43,17 @@ class SessionRecord:
     client_params: dict[str, Any]
     owner: AuthorizationContext | None
     seen: float
+    subscriptions: list[str] = field(default_factory=list)
+    """The resource URIs the session is subscribed to (``resources/subscribe``), wherever it
+    subscribed: a process that rebuilds the session sends it their updates too."""
+
+    def to_json(self) -> str:
+        """The record as the stores keep it; without subscriptions when it has none, as an
+        earlier version, still serving during a rolling upgrade, reads it."""
+        fields = asdict(self)
+        if not self.subscriptions:
+            del fields["subscriptions"]
+        return json.dumps(fields)
 
 
 def record_lifetime(idle_timeout: float) -> float:
@@ -56,8 +67,20 @@ class StoreUnavailable(Exception):
     """A :class:`SessionStore` cannot answer right now (its server is unreachable)."""
 
 
-class SessionStore(Protocol):
-    """Where session records live between processes (a local file, or Redis for replicas)."""
+class Feed(Protocol):
+    """Messages to every process sharing a store, the sender included, each heard by all in
+    one order (resource updates and subscriptions, :mod:`mcphost.protocol.subscriptions`)."""
+
+    async def send(self, message: str) -> bool:
+        """Send ``message`` to every process; ``False`` when the store cannot take it now."""
+
+    async def receive(self, heard: Callable[[str], Awaitable[None]]) -> None:
+        """Until cancelled, await ``heard`` with each message sent, in the feed's order."""
+
+
+class SessionStore(Feed, Protocol):
+    """Where session records live between processes (a local file, or Redis for replicas),
+    and the :class:`Feed` between those processes."""
 
     async def save(self, record: SessionRecord) -> None:
         """Create or replace a record."""
@@ -68,6 +91,10 @@ class SessionStore(Protocol):
 
     async def touch(self, session_id: str, seen: float) -> None:
         """Note that the session was active at ``seen`` (a Unix time)."""
+
+    async def update(self, record: SessionRecord) -> None:
+        """Replace a record that is still there (a deleted or expired session stays gone), not
+        extending its life; while the store is unavailable, the change is not written."""
 
     async def delete(self, session_id: str) -> None:
         """Forget a session and tell every process (:meth:`ended`); its id answers 404 from now on.
@@ -93,6 +120,9 @@ class SessionStore(Protocol):
 WATCH_INTERVAL = 0.1
 """Seconds between two looks at the deletion counter of a :class:`SqliteSessionStore`: how
 soon a session deleted by another worker has its event stream closed here."""
+FEED_KEPT = 60.0
+"""Seconds a message stays in the feed of a :class:`SqliteSessionStore`: far longer than any
+process takes to read it."""
 _COUNTER = struct.Struct("<q")
 
 
@@ -102,7 +132,9 @@ class SqliteSessionStore:
     SQLite calls block, so they run in a worker thread, one at a time. Deletions are also
     written to a table of their own, and the number of the last one to a small file mapped into
     every process's memory (``<file>.ended``): a process compares it with the last one it took
-    on each request, which costs a memory read, and reads the table only when it moved.
+    on each request, which costs a memory read, and reads the table only when it moved. It is
+    also the :class:`Feed` between the worker processes: a table and a counter (``<file>.feed``)
+    alike, read every :data:`WATCH_INTERVAL`.
     """
 
     def __init__(self, path: Path, idle_timeout: float):
@@ -124,16 +156,14 @@ class SqliteSessionStore:
                 "CREATE TABLE IF NOT EXISTS ended"
                 " (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, at REAL NOT NULL)"
             )
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS feed"
+                " (seq INTEGER PRIMARY KEY AUTOINCREMENT, message TEXT NOT NULL, at REAL NOT NULL)"
+            )
             self._taken = self._db.execute("SELECT coalesce(max(seq), 0) FROM ended").fetchone()[0]
-        fd = os.open(path.with_name(path.name + ".ended"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            if os.fstat(fd).st_size < _COUNTER.size:
-                os.ftruncate(fd, _COUNTER.size)
-            self._counter_fd = fd
-            self._counter = mmap.mmap(fd, _COUNTER.size)
-        except BaseException:
-            os.close(fd)
-            raise
+            self._heard = self._db.execute("SELECT coalesce(max(seq), 0) FROM feed").fetchone()[0]
+        self._ended = _Counter(path.with_name(path.name + ".ended"))
+        self._fed = _Counter(path.with_name(path.name + ".feed"))
 
     async def _run(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         def run() -> list[tuple[Any, ...]]:
@@ -146,9 +176,7 @@ class SqliteSessionStore:
 
     async def save(self, record: SessionRecord) -> None:
         """Create or replace a record."""
-        await self._run(
-            "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?)", record.id, json.dumps(asdict(record)), record.seen
-        )
+        await self._run("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?)", record.id, record.to_json(), record.seen)
 
     async def load(self, session_id: str) -> SessionRecord | None:
         """The record of ``session_id``, or ``None`` (also once it is past its lifetime, even
@@ -181,16 +209,8 @@ class SqliteSessionStore:
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
-            if seq is None:
-                return
-            # After the commit, so a process that sees the counter move finds the row; under a
-            # lock, so two processes deleting at once never move it backwards.
-            fcntl.flock(self._counter_fd, fcntl.LOCK_EX)
-            try:
-                if seq > _COUNTER.unpack_from(self._counter)[0]:
-                    _COUNTER.pack_into(self._counter, 0, seq)
-            finally:
-                fcntl.flock(self._counter_fd, fcntl.LOCK_UN)
+            if seq is not None:
+                self._ended.advance(seq)
 
         await trio.to_thread.run_sync(delete, limiter=self._limiter)
 
@@ -202,7 +222,7 @@ class SqliteSessionStore:
 
     def ended_unseen(self) -> bool:
         """Whether the deletion counter moved past the last deletion this process took."""
-        return bool(_COUNTER.unpack_from(self._counter)[0] > self._taken)
+        return self._ended.value > self._taken
 
     async def ended(self) -> set[str] | None:
         """The sessions deleted since the last call."""
@@ -218,9 +238,84 @@ class SqliteSessionStore:
             if self.ended_unseen():
                 await changed()
 
+    async def update(self, record: SessionRecord) -> None:
+        """Replace a record that is still there."""
+        await self._run("UPDATE sessions SET record = ? WHERE id = ?", record.to_json(), record.id)
+
+    async def send(self, message: str) -> bool:
+        """Add ``message`` to the feed (dropping messages every process took long ago), and
+        move the feed's counter."""
+
+        def send() -> None:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    now = time.time()
+                    self._db.execute("DELETE FROM feed WHERE at < ?", (now - FEED_KEPT,))
+                    insert = "INSERT INTO feed (message, at) VALUES (?, ?)"
+                    seq = self._db.execute(insert, (message, now)).lastrowid
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            assert seq is not None
+            self._fed.advance(seq)
+
+        await trio.to_thread.run_sync(send, limiter=self._limiter)
+        return True
+
+    async def receive(self, heard: Callable[[str], Awaitable[None]]) -> None:
+        """Look at the feed's counter every :data:`WATCH_INTERVAL` seconds, and read the
+        messages sent since the last look when it moved."""
+        while True:
+            await trio.sleep(WATCH_INTERVAL)
+            if self._fed.value <= self._heard:
+                continue
+            rows = await self._run("SELECT seq, message FROM feed WHERE seq > ? ORDER BY seq", self._heard)
+            for seq, message in (row for row in rows if len(row) == 2):
+                self._heard = max(self._heard, seq)
+                await heard(message)
+
     def close(self) -> None:
         """Close the database."""
         with self._lock:
             self._db.close()
-        self._counter.close()
-        os.close(self._counter_fd)
+        self._ended.close()
+        self._fed.close()
+
+
+class _Counter:
+    """The number of the last row of a table, in a small file mapped into the memory of every
+    process sharing the database: a process compares it with the last row it took, which
+    costs a memory read, and reads the table only when it moved."""
+
+    def __init__(self, path: Path):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < _COUNTER.size:
+                os.ftruncate(fd, _COUNTER.size)
+            self._fd = fd
+            self._map = mmap.mmap(fd, _COUNTER.size)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @property
+    def value(self) -> int:
+        """The number of the last row written, by any process."""
+        return int(_COUNTER.unpack_from(self._map)[0])
+
+    def advance(self, seq: int) -> None:
+        """Move on to row ``seq``: after its commit, so a process that sees the counter move
+        finds the row; under a lock, so two processes writing at once never move it backwards."""
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            if seq > self.value:
+                _COUNTER.pack_into(self._map, 0, seq)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Unmap and close the file."""
+        self._map.close()
+        os.close(self._fd)

@@ -4,7 +4,7 @@ session in a process that did not create it.
 A session's id is signed (:mod:`mcphost.transport.session_ids`): any process holding the
 server secret can tell an id it issued from a forged one without a lookup. What a session
 needs to go on after a restart (its negotiated protocol version, the client's ``initialize``
-parameters, the identity that opened it) is written to a
+parameters, the identity that opened it, and later its resource subscriptions) is written to a
 :class:`~mcphost.state.sessions.SessionStore` once the handshake completes. When a request
 names a session this process does not hold, the id is verified, the record loaded, and the
 session rebuilt already initialized, so the client never notices. A forged, deleted or
@@ -31,7 +31,7 @@ import contextlib
 import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 import anyio
@@ -102,6 +102,9 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
         self._taking_ended = trio.Lock()
         self._closing = False
         self._starts: trio.MemorySendChannel[_SessionStart] | None = None
+        self.on_rebuilt: Callable[[Connection, SessionRecord], Awaitable[None]] | None = None
+        """Awaited with a session rebuilt here from its record, before it takes messages (to
+        restore what the record keeps beyond the handshake: its subscriptions)."""
 
     @contextlib.asynccontextmanager
     async def run(self) -> AsyncIterator[None]:
@@ -430,6 +433,11 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
                     connection.client_params = InitializeRequestParams.model_validate(record.client_params)
                     connection.protocol_version = record.protocol_version
                     connection.initialized.set()
+                    if self.on_rebuilt is not None:
+                        try:
+                            await self.on_rebuilt(connection, record)
+                        except Exception:
+                            log.exception("session not fully restored", session_id=session_id)
                 self.connections[session_id] = connection
                 assert pending is not None
                 pending.set()
