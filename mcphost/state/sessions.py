@@ -23,8 +23,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import structlog
 import trio
 from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
+
+log = structlog.get_logger("mcphost.sessions")
 
 
 def private_directory(path: Path) -> None:
@@ -233,10 +236,12 @@ class SqliteSessionStore:
 
     async def watch(self, changed: Callable[[], Awaitable[None]]) -> None:
         """Look at the deletion counter every :data:`WATCH_INTERVAL` seconds."""
-        while True:
-            await trio.sleep(WATCH_INTERVAL)
+
+        async def look() -> None:
             if self.ended_unseen():
                 await changed()
+
+        await _polled("deletions", look)
 
     async def update(self, record: SessionRecord) -> None:
         """Replace a record that is still there."""
@@ -261,20 +266,26 @@ class SqliteSessionStore:
             assert seq is not None
             self._fed.advance(seq)
 
-        await trio.to_thread.run_sync(send, limiter=self._limiter)
+        try:
+            await trio.to_thread.run_sync(send, limiter=self._limiter)
+        except sqlite3.Error as error:
+            log.warning("session store failed: a message reaches this process only", error=str(error))
+            return False
         return True
 
     async def receive(self, heard: Callable[[str], Awaitable[None]]) -> None:
         """Look at the feed's counter every :data:`WATCH_INTERVAL` seconds, and read the
         messages sent since the last look when it moved."""
-        while True:
-            await trio.sleep(WATCH_INTERVAL)
+
+        async def look() -> None:
             if self._fed.value <= self._heard:
-                continue
+                return
             rows = await self._run("SELECT seq, message FROM feed WHERE seq > ? ORDER BY seq", self._heard)
             for seq, message in (row for row in rows if len(row) == 2):
                 self._heard = max(self._heard, seq)
                 await heard(message)
+
+        await _polled("messages from the other workers", look)
 
     def close(self) -> None:
         """Close the database."""
@@ -282,6 +293,25 @@ class SqliteSessionStore:
             self._db.close()
         self._ended.close()
         self._fed.close()
+
+
+async def _polled(what: str, look: Callable[[], Awaitable[None]]) -> None:
+    """Await ``look`` every :data:`WATCH_INTERVAL` seconds until cancelled. An SQLite error
+    (a full disk, a damaged file) is logged when it begins and when it ends, and the look
+    tried again: it ends neither the daemon nor its hearing of what the others write."""
+    failing = False
+    while True:
+        await trio.sleep(WATCH_INTERVAL)
+        try:
+            await look()
+        except sqlite3.Error as error:
+            if not failing:
+                log.warning("session store unreadable", reading=what, error=str(error))
+            failing = True
+        else:
+            if failing:
+                log.info("session store readable again", reading=what)
+            failing = False
 
 
 class _Counter:

@@ -1,0 +1,74 @@
+"""The file session store shared by ``[server] workers``: what its watchers do when the
+database fails under them. Each worker's daemon runs them for as long as it lives, so an
+SQLite error there must be logged and outlived, never end the daemon."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+import trio
+
+from mcphost.state.sessions import WATCH_INTERVAL, SessionRecord, SqliteSessionStore
+
+
+def _alter(path: Path, sql: str) -> None:
+    """What a damaged file, or an operator's hand, does to the store's tables."""
+    with sqlite3.connect(path) as db:
+        db.execute(sql)
+
+
+async def test_the_feed_outlives_a_failing_database_and_hears_again_once_it_is_back(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.sqlite3"
+    hearing, other = SqliteSessionStore(path, 60), SqliteSessionStore(path, 60)
+    heard: list[str] = []
+
+    async def hear(message: str) -> None:
+        heard.append(message)
+
+    assert await other.send("first")  # another worker's message, before the table breaks
+    _alter(path, "ALTER TABLE feed RENAME COLUMN message TO broken")
+    with structlog.testing.capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hearing.receive, hear)
+            await _until(lambda: any(e["event"] == "session store unreadable" for e in logs))
+            _alter(path, "ALTER TABLE feed RENAME COLUMN broken TO message")
+            await _until(lambda: heard == ["first"])
+            nursery.cancel_scope.cancel()
+    assert any(e["event"] == "session store readable again" for e in logs)
+    _alter(path, "DROP TABLE feed")
+    assert not await other.send("lost"), "a message the store cannot take is reported, not raised"
+    hearing.close()
+    other.close()
+
+
+async def test_the_deletion_watcher_outlives_a_failing_database(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.sqlite3"
+    watching, other = SqliteSessionStore(path, 60), SqliteSessionStore(path, 60)
+    looks = 0
+
+    async def changed() -> None:
+        nonlocal looks
+        looks += 1
+        await watching.ended()
+
+    with structlog.testing.capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watching.watch, changed)
+            await other.save(SessionRecord("s", "2025-11-25", {}, None, 0.0))
+            await other.delete("s")
+            _alter(path, "DROP TABLE ended")
+            await _until(lambda: looks >= 3)  # it went on looking after the first failure
+            nursery.cancel_scope.cancel()
+    assert [e["event"] for e in logs].count("session store unreadable") == 1, "logged once, not at every look"
+    watching.close()
+    other.close()
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Until ``condition`` holds, looking as often as the watchers themselves do."""
+    with trio.fail_after(timeout):
+        while not condition():  # noqa: ASYNC110 (the store's own state, set by no event)
+            await trio.sleep(WATCH_INTERVAL / 5)
