@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -104,6 +105,17 @@ async def test_an_update_replaces_a_record_only_while_it_lives(state: RedisState
     await store.delete("s2.sig")
     await store.update(subscribed)
     assert await store.load("s2.sig") is None
+
+
+async def test_a_record_a_later_version_wrote_is_read_without_what_this_one_does_not_know(state: RedisState) -> None:
+    """During a rolling upgrade the replicas of two versions share the records: a field added
+    later is left out by the earlier version, which serves the session on, rather than refuse it."""
+    store = RedisSessionStore(state, idle_timeout=60)
+    record = SessionRecord("s3.sig", "2025-11-25", {}, None, time.time())
+    written = {**dataclasses.asdict(record), "added_later": {"any": "thing"}}
+    assert state.client is not None
+    await state.client.set(state.key("session", "s3.sig"), json.dumps(written))
+    assert await store.load("s3.sig") == record
 
 
 async def test_events_replay_after_an_id_within_their_session_only(state: RedisState) -> None:

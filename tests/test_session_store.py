@@ -4,7 +4,10 @@ SQLite error there must be logged and outlived, never end the daemon."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,6 +68,18 @@ async def test_the_deletion_watcher_outlives_a_failing_database(tmp_path: Path) 
     assert [e["event"] for e in logs].count("session store unreadable") == 1, "logged once, not at every look"
     watching.close()
     other.close()
+
+
+async def test_a_record_a_later_version_wrote_is_read_without_what_this_one_does_not_know(tmp_path: Path) -> None:
+    """As on Redis (``test_redis_state``): a worker of this version, beside one of a later
+    version during an upgrade, reads the records that one writes."""
+    path = tmp_path / "sessions.sqlite3"
+    store = SqliteSessionStore(path, 60)
+    record = SessionRecord("s", "2025-11-25", {}, None, time.time(), ["jobs://queue"])
+    written = {**dataclasses.asdict(record), "added_later": {"any": "thing"}}
+    _alter(path, f"INSERT INTO sessions VALUES ('s', '{json.dumps(written)}', {record.seen})")
+    assert await store.load("s") == record
+    store.close()
 
 
 async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -27,7 +27,6 @@ import base64
 import binascii
 import contextlib
 import copy
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -175,7 +174,7 @@ class RedisSessionStore:
             value = await self.state.call(lambda client: client.get(self._key(session_id)))
         except StateUnavailable as error:
             raise StoreUnavailable(str(error)) from None
-        return None if value is None else SessionRecord(**json.loads(value))
+        return None if value is None else SessionRecord.from_json(value)
 
     async def touch(self, session_id: str, seen: float) -> None:
         """Keep the record another idle timeout."""

@@ -19,7 +19,7 @@ import struct
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,10 +53,21 @@ class SessionRecord:
     def to_json(self) -> str:
         """The record as the stores keep it; without subscriptions when it has none, as an
         earlier version, still serving during a rolling upgrade, reads it."""
-        fields = asdict(self)
+        values = asdict(self)
         if not self.subscriptions:
-            del fields["subscriptions"]
-        return json.dumps(fields)
+            del values["subscriptions"]
+        return json.dumps(values)
+
+    @classmethod
+    def from_json(cls, text: str | bytes, **changes: Any) -> SessionRecord:
+        """A record as the stores keep it (with ``changes``). What this version does not
+        know, a later version wrote (one serving beside it during a rolling upgrade): it is
+        left out, so the session goes on here with what this version can do."""
+        values = {**json.loads(text), **changes}
+        return cls(**{name: values[name] for name in _RECORD_FIELDS if name in values})
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(SessionRecord))
 
 
 def record_lifetime(idle_timeout: float) -> float:
@@ -189,8 +200,7 @@ class SqliteSessionStore:
         )
         if not rows or not isinstance(rows[0][0], str):
             return None
-        fields = json.loads(rows[0][0])
-        return SessionRecord(**{**fields, "seen": rows[0][1]})
+        return SessionRecord.from_json(rows[0][0], seen=rows[0][1])
 
     async def touch(self, session_id: str, seen: float) -> None:
         """Note that the session was active at ``seen``."""
