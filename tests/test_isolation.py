@@ -377,6 +377,26 @@ async def test_calls_one_at_a_time_run_on_one_thread_after_a_burst(mcphost_daemo
         assert len(sequential) == 1, sequential
 
 
+async def test_a_call_that_waited_for_its_slot_runs_on_the_workers_own_threads(mcphost_daemon, tmp_path: Path) -> None:
+    source = tmp_path / "threaded.py"
+    source.write_text(THREADED)
+    plugin = {"isolation": "process", "max_concurrency": 1, "timeout": 20}
+    daemon = mcphost_daemon({"plugins": {"enable": ["threaded"], "paths": [str(source)], "threaded": plugin}})
+    async with Client(daemon.url) as client:
+        ran_on: list[int] = []
+
+        async def one() -> None:
+            ran_on.append((await client.call_tool("threaded_which", {"seconds": 0.5})).structured_content["result"])
+
+        # The second call waits in the daemon for the first's slot, and reaches the worker with
+        # the rest of its timeout: it still takes the thread the first one ran on, not a
+        # round trip through the event loop to a thread of its own.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(one)
+            nursery.start_soon(one)
+    assert len(ran_on) == 2 and len(set(ran_on)) == 1, ran_on
+
+
 WAITING = """
 import time
 

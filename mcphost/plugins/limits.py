@@ -8,6 +8,7 @@ tool is final.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import trio
@@ -54,3 +55,23 @@ class ToolLimits:
 def plugin_pool(defaults: DefaultLimits, plugin: LimitsConfig) -> trio.CapacityLimiter:
     """The concurrency pool shared by a plugin's tools."""
     return trio.CapacityLimiter(plugin.max_concurrency or defaults.max_concurrency)
+
+
+async def take(limiter: trio.CapacityLimiter, deadline: float = math.inf) -> bool:
+    """Take a token of ``limiter`` for the current task: at once when one is free, else
+    waiting for one until ``deadline`` (raising :class:`trio.TooSlowError` past it); whether
+    it had to wait.
+
+    A free token is taken without the scheduler turn that ``acquire`` spends yielding even
+    when it does not wait (a token given back goes straight to a waiter, so none is free
+    while any waits); a call already cancelled still stops here, as in ``acquire``.
+    """
+    await trio.lowlevel.checkpoint_if_cancelled()
+    try:
+        limiter.acquire_nowait()
+        return False
+    except trio.WouldBlock:
+        pass
+    with trio.fail_at(deadline):
+        await limiter.acquire()
+    return True

@@ -185,7 +185,7 @@ class Worker:
         if tool is None or tool.name not in self.threaded or not isinstance(arguments, dict):
             return False
         meta = (params.get("_meta") or {}).get(META_REQUEST) or {}
-        if "budget" in meta:  # the rest of a timeout partly spent waiting: the fenced path keeps it
+        if not meta.get("budget", 1) > 0:  # its slot came as its deadline passed: the fence times it out unrun
             return False
         return self.threads.start(message, tool, arguments, meta)
 

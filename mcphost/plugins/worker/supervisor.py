@@ -39,7 +39,7 @@ from mcphost.ops.log import RequestRecord, current_request
 from mcphost.plugins import client_input, fence, notify
 from mcphost.plugins.context import ToolContext
 from mcphost.plugins.definitions import PromptDef, ResourceDef
-from mcphost.plugins.limits import ToolLimits
+from mcphost.plugins.limits import ToolLimits, take
 from mcphost.plugins.registry import (
     RegisteredPrompt,
     RegisteredResource,
@@ -631,22 +631,18 @@ class PluginWorker:
             params = {**params, "_meta": {META_REQUEST: {**meta, "call": call, **_context_meta(context)}}}
         # The call holds a slot of its pool while the worker runs it, so that the daemon sees
         # it running or waiting; the wait for a slot is bounded by the timeout, as inline.
-        # A free slot is taken without a scheduler turn: waiting for the answer checkpoints.
         deadline = trio.current_time() + timeout
-        if limits.pool.available_tokens:
-            limits.pool.acquire_nowait()
-        else:
-            with trio.move_on_at(deadline) as waiting:
-                await limits.pool.acquire()
-            if waiting.cancelled_caught:
-                raise fence.overran(limits, what, waiting_for_thread=False)
-            if not self.spec.command:
-                if method == "tools/call":
-                    # The wait counts against the call's timeout, as inline: the worker is
-                    # given what is left of it (none, when the slot came as the deadline passed).
-                    params["_meta"][META_REQUEST]["budget"] = max(0.0, deadline - trio.current_time())
-                else:  # resources and prompts keep their whole timeout in the worker
-                    deadline = trio.current_time() + timeout
+        try:
+            waited = await take(limits.pool, deadline=deadline)
+        except trio.TooSlowError:
+            raise fence.overran(limits, what, waiting_for_thread=False) from None
+        if waited and not self.spec.command:
+            if method == "tools/call":
+                # The wait counts against the call's timeout, as inline: the worker is
+                # given what is left of it (none, when the slot came as the deadline passed).
+                params["_meta"][META_REQUEST]["budget"] = max(0.0, deadline - trio.current_time())
+            else:  # resources and prompts keep their whole timeout in the worker
+                deadline = trio.current_time() + timeout
         if context is not None:
             self._contexts[call] = context
             self._requests[call] = current_request.get()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import heapq
 import itertools
 import math
 import threading
@@ -104,7 +105,9 @@ class ThreadCalls:
     _waiting: collections.deque[_Call] = field(init=False, default_factory=collections.deque)
     _running: int = field(init=False, default=0)
     """Calls started whose tokens the loop has not taken back yet."""
-    _by_timeout: dict[float, collections.deque[_Call]] = field(init=False, default_factory=dict)
+    _deadlines: list[tuple[float, int, _Call]] = field(init=False, default_factory=list)
+    """The calls not yet known answered, by deadline (a heap: a call that waited in the daemon
+    for its slot has only the rest of its timeout, so calls do not come in deadline order)."""
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
     """Held by the loop and the threads around what both read: whether a call is answered,
     the calls that ended, the threads idle and busy, whether calls wait for tokens."""
@@ -136,7 +139,8 @@ class ThreadCalls:
         self._reap()
         limits = tool.limits
         tokens = fence.Tokens(limits.pool, limits.threads)
-        deadline = trio.current_time() + limits.timeout
+        # A call that waited in the daemon for a slot of its pool has the rest of its timeout.
+        deadline = trio.current_time() + float(meta.get("budget", limits.timeout))
         request_id = message["id"]
         call = _Call(request_id, tool, deadline, tokens, next(self._borrowers), message, arguments, meta)
         if self._waiting or not tokens.acquire_nowait(call.borrower):
@@ -149,7 +153,7 @@ class ThreadCalls:
                 self._reap()
         else:
             self._launch(call)
-        self._by_timeout.setdefault(limits.timeout, collections.deque()).append(call)
+        heapq.heappush(self._deadlines, (deadline, call.borrower, call))
         if call.deadline < self._waking_at:
             self._changed.set()
         self._calls[request_id] = call
@@ -185,19 +189,17 @@ class ThreadCalls:
         """Answer the calls that overran their timeout (their threads run on), until cancelled."""
         while True:
             now = trio.current_time()
-            earliest = math.inf
-            for queue in self._by_timeout.values():
-                while queue and (queue[0].answered or queue[0].deadline <= now):
-                    call = queue.popleft()
-                    if not call.answered:
-                        limits, what = call.tool.limits, f"tool {call.tool.name!r}"
-                        short = not call.started and limits.pool.available_tokens > 0
-                        error = fence.overran(limits, what, waiting_for_thread=short)
-                        self._answer(call, {"status": error.status, "message": str(error)})
-                        if not call.started:
-                            del self._calls[call.request_id]
-                if queue:
-                    earliest = min(earliest, queue[0].deadline)
+            deadlines = self._deadlines
+            while deadlines and (deadlines[0][2].answered or deadlines[0][0] <= now):
+                call = heapq.heappop(deadlines)[2]
+                if not call.answered:
+                    limits, what = call.tool.limits, f"tool {call.tool.name!r}"
+                    short = not call.started and limits.pool.available_tokens > 0
+                    error = fence.overran(limits, what, waiting_for_thread=short)
+                    self._answer(call, {"status": error.status, "message": str(error)})
+                    if not call.started:
+                        del self._calls[call.request_id]
+            earliest = deadlines[0][0] if deadlines else math.inf
             # Calls that end leave the wake-up where it was: a stale one finds nothing due.
             self._waking_at = earliest
             with trio.move_on_at(earliest):
@@ -306,9 +308,8 @@ class ThreadCalls:
             self._running -= 1
             if self._calls.get(call.request_id) is call:
                 del self._calls[call.request_id]
-            queue = self._by_timeout[call.tool.limits.timeout]
-            while queue and queue[0].answered:
-                queue.popleft()
+        while self._deadlines and self._deadlines[0][2].answered:
+            heapq.heappop(self._deadlines)
         while self._waiting:
             waiting = self._waiting[0]
             if not waiting.answered:
