@@ -83,11 +83,15 @@ class Worker:
 
     async def handle(self, message: Message) -> None:
         """Answer one request of the daemon."""
-        if self.threads is None:
+        threads = self.threads
+        if threads is None:
             await self._handle(message)
             return
-        with self.threads.fencing():
+        threads.fencing()
+        try:
             await self._handle(message)
+        finally:
+            threads.fenced_done()
 
     async def _handle(self, message: Message) -> None:
         request_id, method, params = message["id"], message.get("method"), message.get("params") or {}
