@@ -202,27 +202,38 @@ async def run(
     plugin: str,
     what: str,
     then: Then | None = None,
+    budget: float | None = None,
 ) -> Any:
     """Run ``fn(**kwargs)`` (and ``then`` on its value) under ``limits``; returns the value
     or raises :class:`FenceError`.
 
     ``what`` names the call in messages ("tool 'files_read'"). Waiting for a pool token or a
     thread counts against the timeout: a saturated plugin answers with a timeout, not a
-    pile-up, and a saturated process with a limit error. Standard streams the call closed
-    are put back (and logged) whatever it did.
+    pile-up, and a saturated process with a limit error. A call that already waited
+    elsewhere for its slot has only ``budget``, the rest of its timeout (its messages still
+    name the whole timeout). Standard streams the call closed are put back (and logged)
+    whatever it did.
     """
+    timeout = limits.timeout if budget is None else min(budget, limits.timeout)
     try:
-        return await _run(fn, kwargs, limits, plugin=plugin, what=what, then=then)
+        return await _run(fn, kwargs, limits, timeout, plugin=plugin, what=what, then=then)
     finally:
         check_std_streams(plugin, what)
 
 
 async def _run(
-    fn: Callable[..., Any], kwargs: dict[str, Any], limits: ToolLimits, *, plugin: str, what: str, then: Then | None
+    fn: Callable[..., Any],
+    kwargs: dict[str, Any],
+    limits: ToolLimits,
+    timeout: float,
+    *,
+    plugin: str,
+    what: str,
+    then: Then | None,
 ) -> Any:
     tokens: Tokens | None = None  # only a thread holds them: an async call needs none
     try:
-        with trio.move_on_after(limits.timeout):
+        with trio.move_on_after(timeout):
             if not is_async(fn):
                 tokens = Tokens(limits.pool, limits.threads)
                 # On timeout the thread is abandoned, and the pool token stays with it until

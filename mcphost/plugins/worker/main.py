@@ -83,11 +83,15 @@ class Worker:
 
     async def handle(self, message: Message) -> None:
         """Answer one request of the daemon."""
-        if self.threads is None:
+        threads = self.threads
+        if threads is None:
             await self._handle(message)
             return
-        with self.threads.fencing():
+        threads.fencing()
+        try:
             await self._handle(message)
+        finally:
+            threads.fenced_done()
 
     async def _handle(self, message: Message) -> None:
         request_id, method, params = message["id"], message.get("method"), message.get("params") or {}
@@ -269,14 +273,8 @@ class Worker:
         try:
             # A call that waited in the daemon for a slot of its pool has only the rest of its
             # timeout (``budget``), as inline, where the wait counts against it.
-            if "budget" not in meta:
-                outcome, result = await results.call(tool, kwargs)
-            else:
-                with trio.move_on_after(float(meta["budget"])) as budget:
-                    outcome, result = await results.call(tool, kwargs)
-                if budget.cancelled_caught:
-                    timeout = fence.overran(tool.limits, what, waiting_for_thread=False)
-                    return {"status": timeout.status, "message": str(timeout)}
+            budget = meta.get("budget")
+            outcome, result = await results.call(tool, kwargs, None if budget is None else float(budget))
         except client_input.InputRequired:
             return {"status": "input_required"}
         except fence.FenceError as error:

@@ -28,7 +28,7 @@ import heapq
 import itertools
 import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,21 +159,23 @@ class ThreadCalls:
         self._calls[request_id] = call
         return True
 
-    @contextlib.contextmanager
-    def fencing(self) -> Iterator[None]:
-        """Around a request the loop serves (in the fence, which may wait for the tokens that
-        calls here hold): while it runs, a thread that ends wakes the loop to give its
-        tokens back at once."""
+    def fencing(self) -> None:
+        """Before a request the loop serves (in the fence, which may wait for the tokens that
+        calls here hold): until :meth:`fenced_done`, a thread that ends wakes the loop to
+        give its tokens back at once. (A pair of calls, not a context manager: it is paid
+        on every request.)"""
         with self._lock:
             self._fencing += 1
-        # Taken back after the count is up: a thread that ended before it is reaped here,
-        # one that ends after it sees the count.
-        self._reap()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._fencing -= 1
+            # Taken back after the count is up: a thread that ended before it is reaped
+            # here, one that ends after it sees the count.
+            ended = bool(self._ended)
+        if ended:
+            self._reap()
+
+    def fenced_done(self) -> None:
+        """After a request the loop served (see :meth:`fencing`)."""
+        with self._lock:
+            self._fencing -= 1
 
     def cancel(self, request_id: Any) -> bool:
         """The daemon cancelled ``request_id``: answer it so, if it is a call here."""
