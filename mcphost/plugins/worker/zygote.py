@@ -250,11 +250,13 @@ def main(argv: list[str] | None = None) -> None:
     preload()
     # Everything imported so far is shared with the workers: frozen, a worker's collections
     # never touch (and so never copy) those pages. The collector ran during the imports, unlike
-    # the daemon's (mcphost.ops.heap): paused, their garbage would be freed only here, in holes
-    # across those pages that the workers' first allocations fill, copying the pages (some
-    # 1.5 MiB more per worker).
+    # the daemon's (mcphost.ops.heap): paused, their garbage would be freed only in the workers,
+    # in holes across those pages that their first allocations fill, copying the pages (some
+    # 1.5 MiB more per worker). What the last young collections left (a few hundred objects) is
+    # frozen with the rest rather than collected: a full collection here traverses everything
+    # imported, some 25 ms on the way to the first worker, and its holes cost the workers more
+    # pages than the garbage does.
     gc.disable()
-    gc.collect()
     gc.freeze()
     Zygote(socket.socket(fileno=int(fd))).serve()
 
