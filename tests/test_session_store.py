@@ -14,7 +14,7 @@ from pathlib import Path
 import structlog
 import trio
 
-from mcphost.state.sessions import WATCH_INTERVAL, SessionRecord, SqliteSessionStore
+from mcphost.state.sessions import FEED_KEPT, WATCH_INTERVAL, SessionRecord, SqliteSessionStore
 
 
 def _alter(path: Path, sql: str) -> None:
@@ -87,3 +87,20 @@ async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     with trio.fail_after(timeout):
         while not condition():  # noqa: ASYNC110 (the store's own state, set by no event)
             await trio.sleep(WATCH_INTERVAL / 5)
+
+
+async def test_each_send_drops_old_messages_without_reading_the_whole_feed(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.sqlite3"
+    store = SqliteSessionStore(path, 60)
+    long_ago = time.time() - FEED_KEPT - 1
+    with sqlite3.connect(path) as db:
+        db.executemany("INSERT INTO feed (message, at) VALUES (?, ?)", [("old", long_ago)] * 3)
+    assert await store.send("recent")
+    assert await store.send("new")
+    with sqlite3.connect(path) as db:
+        assert [m for (m,) in db.execute("SELECT message FROM feed ORDER BY seq")] == ["recent", "new"]
+        # A minute of a busy feed is tens of thousands of rows: a send that scanned them all
+        # took milliseconds, and the feed fell behind the updates it carries.
+        plan = " ".join(row[-1] for row in db.execute("EXPLAIN QUERY PLAN DELETE FROM feed WHERE at < 0"))
+    assert "USING" in plan and "INDEX" in plan, plan
+    store.close()
