@@ -31,7 +31,7 @@ from mcp.shared.exceptions import MCPError
 
 from mcphost.core.errors import ToolError
 from mcphost.plugins.client_input import InputRequired
-from mcphost.plugins.damage import check_std_streams, on_loop
+from mcphost.plugins.damage import after_call, on_loop
 from mcphost.plugins.limits import ToolLimits, take
 
 log = structlog.get_logger("mcphost.fence")
@@ -212,13 +212,13 @@ async def run(
     pile-up, and a saturated process with a limit error. A call that already waited
     elsewhere for its slot has only ``budget``, the rest of its timeout (its messages still
     name the whole timeout). Standard streams the call closed are put back (and logged)
-    whatever it did.
+    whatever it did (in a worker, by the end of the loop's tick: :func:`damage.after_call`).
     """
     timeout = limits.timeout if budget is None else min(budget, limits.timeout)
     try:
         return await _run(fn, kwargs, limits, timeout, plugin=plugin, what=what, then=then)
     finally:
-        check_std_streams(plugin, what)
+        after_call(plugin, what)
 
 
 async def _run(

@@ -32,6 +32,7 @@ from mcphost.plugins.registry import RegisteredPrompt, RegisteredResource, Regis
 from mcphost.plugins.watchdog import Watchdog
 from mcphost.plugins.worker.context import INPUT_REQUIRED, META_REQUEST, STALLED, WorkerToolContext
 from mcphost.plugins.worker.threads import ThreadCalls, on_thread, reply_of
+from mcphost.plugins.worker.ticks import at_batch_end
 from mcphost.plugins.worker.wire import Channel, Message
 
 log = structlog.get_logger("mcphost.worker")
@@ -326,6 +327,7 @@ def serve(fd: int, level: str) -> None:
     # output to the log instead.
     sys.stdout = sys.stderr
     damage.keep_std_streams()  # what the fence puts back if the plugin closes one
+    damage.check_once_per_tick(at_batch_end)  # one plugin here: whichever call did the damage
     trio.run(Worker(socket.socket(fileno=fd)).serve)
     # What the plugin started in process groups of their own would outlive the group the
     # daemon kills: end them as the daemon ends an inline plugin's.
