@@ -306,22 +306,21 @@ def test_what_a_plugin_writes_to_stdout_never_reaches_the_stdio_protocol_stream(
         assert f"printer: {noise}" in stderr.decode(), noise
 
 
-@pytest.mark.parametrize("at_import", [True, False])
+@pytest.mark.parametrize("when", ["import", "closer_close_stderr", "closer_close_stderr_async"])
 @pytest.mark.parametrize("isolation", ISOLATIONS)
-async def test_a_plugin_closing_stderr_is_caught_and_the_log_goes_on(
-    mcphost_daemon, at_import: bool, isolation: str
-) -> None:
+async def test_a_plugin_closing_stderr_is_caught_and_the_log_goes_on(mcphost_daemon, when: str, isolation: str) -> None:
+    at_import = when == "import"
     env = {"HOSTILE_CLOSE_AT_IMPORT": "1"} if at_import else {}
     daemon = mcphost_daemon(config("closer", isolation=isolation, env=env), env=env)
     async with witnessed(daemon):
         if not at_import:
             async with Client(daemon.url) as client:
-                assert (await client.call_tool("closer_close_stderr", {})).content[0].text == "closed"
+                assert (await client.call_tool(when, {})).content[0].text == "closed"
         status, _ = await trio.to_thread.run_sync(daemon.get, "/ready")
         assert status == 200
     if not (at_import and isolation == "process"):  # a worker failing its import says so below
         caught = daemon.wait_for_log(lambda r: r.get("event") == "plugin closed or replaced standard streams; restored")
-        assert caught["plugin"] == "closer"
+        assert caught["plugin"] == "closer" and caught["call"] == ("import" if at_import else f"tool {when!r}")
         assert caught["streams"] == ["stderr"] if at_import else ["stdout", "stderr"]
     if at_import:
         closer = plugin_report(daemon)["closer"]

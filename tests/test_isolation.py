@@ -432,6 +432,50 @@ async def test_the_wait_for_a_slot_counts_against_the_calls_timeout(
     assert sorted(answers) == ["done", "tool 'waiting_work' timed out after 2s and was cancelled"], answers
 
 
+CANCELLABLE = """
+import trio
+
+import mcphost
+
+ENDED: list[str] = []
+
+
+@mcphost.hookimpl
+def mcphost_tools():
+    async def wait(seconds: float) -> str:
+        \"\"\"Sleep, noting a cancellation.\"\"\"
+        try:
+            await trio.sleep(seconds)
+        except trio.Cancelled:
+            ENDED.append("cancelled")
+            raise
+        return "waited"
+
+    async def ended() -> list[str]:
+        \"\"\"How the waits that did not finish ended.\"\"\"
+        return ENDED
+
+    return [wait, ended]
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+async def test_an_async_call_the_client_gives_up_on_is_cancelled_where_it_runs(
+    mcphost_daemon, tmp_path: Path, isolation: str, mode: str
+) -> None:
+    daemon = one_plugin(mcphost_daemon, tmp_path, "cancellable", CANCELLABLE, isolation=isolation, timeout=60)
+    async with Client(daemon.url, mode=mode) as client:
+        with trio.move_on_after(1):
+            await client.call_tool("cancellable_wait", {"seconds": 50})
+    ended: list[str] = []
+    with trio.move_on_after(10):  # the plugin's code is cancelled, not left to sleep out its 50 s
+        while not ended:
+            ended = (await call(daemon, "cancellable_ended")).structured_content["result"]
+            await trio.sleep(0.1)
+    assert ended == ["cancelled"]
+
+
 def _restarts(daemon: RunningDaemon, plugin: str) -> int:
     status, body = daemon.get("/status", admin=True)
     return next(p["restarts"] for p in httpx.Response(status, content=body).json()["plugins"] if p["name"] == plugin)

@@ -31,7 +31,7 @@ from mcp.shared.exceptions import MCPError
 
 from mcphost.core.errors import ToolError
 from mcphost.plugins.client_input import InputRequired
-from mcphost.plugins.damage import check_std_streams, on_loop
+from mcphost.plugins.damage import after_call, on_loop
 from mcphost.plugins.limits import ToolLimits, take
 
 log = structlog.get_logger("mcphost.fence")
@@ -47,6 +47,12 @@ class CallTimeout(FenceError):
     """The call overran its timeout and was cancelled (or, in a thread, abandoned)."""
 
     status = "timeout"
+
+
+class CallCancelled(FenceError):
+    """The caller cancelled the call through the cancel scope it gave the fence."""
+
+    status = "cancelled"
 
 
 class CallLimited(FenceError):
@@ -203,6 +209,7 @@ async def run(
     what: str,
     then: Then | None = None,
     budget: float | None = None,
+    scope: trio.CancelScope | None = None,
 ) -> Any:
     """Run ``fn(**kwargs)`` (and ``then`` on its value) under ``limits``; returns the value
     or raises :class:`FenceError`.
@@ -212,20 +219,28 @@ async def run(
     pile-up, and a saturated process with a limit error. A call that already waited
     elsewhere for its slot has only ``budget``, the rest of its timeout (its messages still
     name the whole timeout). Standard streams the call closed are put back (and logged)
-    whatever it did.
+    whatever it did (in a worker, by the end of the loop's tick: :func:`damage.after_call`).
+
+    ``scope``, a cancel scope of the caller's not yet entered, is the one the call runs in
+    under its timeout, rather than one scope for each (a worker cancels its calls so): a
+    call the caller cancels through it raises :class:`CallCancelled`.
     """
     timeout = limits.timeout if budget is None else min(budget, limits.timeout)
+    if scope is None:
+        scope = trio.move_on_after(timeout)
+    else:
+        scope.deadline = trio.current_time() + timeout
     try:
-        return await _run(fn, kwargs, limits, timeout, plugin=plugin, what=what, then=then)
+        return await _run(fn, kwargs, limits, scope, plugin=plugin, what=what, then=then)
     finally:
-        check_std_streams(plugin, what)
+        after_call(plugin, what)
 
 
 async def _run(
     fn: Callable[..., Any],
     kwargs: dict[str, Any],
     limits: ToolLimits,
-    timeout: float,
+    scope: trio.CancelScope,
     *,
     plugin: str,
     what: str,
@@ -233,7 +248,7 @@ async def _run(
 ) -> Any:
     tokens: Tokens | None = None  # only a thread holds them: an async call needs none
     try:
-        with trio.move_on_after(timeout):
+        with scope:
             if not is_async(fn):
                 tokens = Tokens(limits.pool, limits.threads)
                 # On timeout the thread is abandoned, and the pool token stays with it until
@@ -263,7 +278,9 @@ async def _run(
         if own_cancellation(error):
             raise
         raise failure(error, plugin, what) from None
-    # Only a timeout leaves the block without returning.
+    # Only a timeout, or the caller's cancelling the scope before it, leaves the block without returning.
+    if trio.current_time() < scope.deadline:
+        raise CallCancelled(f"{what} was cancelled")
     raise overran(limits, what, waiting_for_thread=tokens is not None and tokens.waiting_for_thread)
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
 import structlog
+import trio
 
 from mcphost.plugins import fence
 
@@ -134,12 +135,16 @@ def shaping(convert_result: Callable[[Any], Any], limit: int) -> fence.Then:
     return fence.Then(functools.partial(convert, convert_result, limit=limit), quick)
 
 
-async def call(tool: RegisteredTool, kwargs: dict[str, Any], budget: float | None = None) -> Shaped:
+async def call(
+    tool: RegisteredTool, kwargs: dict[str, Any], budget: float | None = None, scope: trio.CancelScope | None = None
+) -> Shaped:
     """Run a plugin's ``tool`` with validated ``kwargs``, and shape its value, in one fenced
-    run (within ``budget``, the rest of its timeout, when it waited elsewhere for its slot);
-    raises what :func:`mcphost.plugins.fence.run` raises."""
+    run (within ``budget``, the rest of its timeout, when it waited elsewhere for its slot;
+    in the caller's ``scope``, if given); raises what :func:`mcphost.plugins.fence.run` raises."""
     assert tool.sdk_tool is not None
     limit = tool.limits.max_result_bytes
     then = shaping(tool.sdk_tool.fn_metadata.convert_result, limit)
     what = f"tool {tool.name!r}"
-    return await fence.run(tool.fn, kwargs, tool.limits, plugin=tool.plugin, what=what, then=then, budget=budget)
+    return await fence.run(
+        tool.fn, kwargs, tool.limits, plugin=tool.plugin, what=what, then=then, budget=budget, scope=scope
+    )

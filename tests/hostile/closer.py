@@ -1,4 +1,4 @@
-"""Closes the daemon's standard error: at import when told to, and in a call."""
+"""Closes the daemon's standard error: at import when told to, and in a call (sync or async)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,11 @@ def close_stderr() -> str:
     return "closed"
 
 
+async def close_stderr_async() -> str:
+    """The same, on the event loop."""
+    return close_stderr()
+
+
 @mcphost.hookimpl
 def mcphost_tools():
-    return [close_stderr]
+    return [close_stderr, close_stderr_async]

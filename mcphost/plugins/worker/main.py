@@ -32,6 +32,7 @@ from mcphost.plugins.registry import RegisteredPrompt, RegisteredResource, Regis
 from mcphost.plugins.watchdog import Watchdog
 from mcphost.plugins.worker.context import INPUT_REQUIRED, META_REQUEST, STALLED, WorkerToolContext
 from mcphost.plugins.worker.threads import ThreadCalls, on_thread, reply_of
+from mcphost.plugins.worker.ticks import at_batch_end
 from mcphost.plugins.worker.wire import Channel, Message
 
 log = structlog.get_logger("mcphost.worker")
@@ -207,9 +208,13 @@ class Worker:
         token = logs.current_request.set(
             logs.RequestRecord(request_id=str(meta.get("id", request_id)), session_id=meta.get("session"))
         )
+        scope = self.calls[request_id] = trio.CancelScope()
         try:
-            with trio.CancelScope() as scope:
-                self.calls[request_id] = scope
+            if serve == self.call_tool:
+                # A tool's call runs in this scope as the fence's own, under its timeout: a
+                # scope costs as much as a small call's validation, and every call pays it.
+                return await self.call_tool(params, meta, scope)
+            with scope:
                 return await serve(params, meta)
             raise MCPError(code=REQUEST_CANCELLED, message="the request was cancelled")
         finally:
@@ -219,13 +224,14 @@ class Worker:
     def _context(self, entry: RegisteredTool | RegisteredPrompt, meta: Message) -> WorkerToolContext:
         return WorkerToolContext(entry.plugin, entry.name, entry.settings, meta, self.channel, meta.get("call"))
 
-    async def call_tool(self, params: Message, meta: Message) -> Message:
-        """``tools/call``: validate, run inside the fence, convert: what an inline call does."""
+    async def call_tool(self, params: Message, meta: Message, scope: trio.CancelScope | None = None) -> Message:
+        """``tools/call``: validate, run inside the fence (in ``scope``, the daemon's way to
+        cancel it), convert: what an inline call does."""
         assert self.record is not None
         tool = self.record.registry.tools.get(params["name"])
         if tool is None:
             return {"status": "error", "message": f"Unknown tool: {params['name']}"}
-        return await self._run(tool, params.get("arguments") or {}, meta)
+        return await self._run(tool, params.get("arguments") or {}, meta, scope)
 
     async def read_resource(self, params: Message, meta: Message) -> Message:
         """``resources/read``: read a static resource or a template's, as inline."""
@@ -256,7 +262,9 @@ class Worker:
         values = await serving.suggest(entry, request.argument.name, request.argument.value, context, what)
         return {"completion": {"values": values}}
 
-    async def _run(self, tool: RegisteredTool, arguments: Message, meta: Message) -> Message:
+    async def _run(
+        self, tool: RegisteredTool, arguments: Message, meta: Message, scope: trio.CancelScope | None
+    ) -> Message:
         assert tool.sdk_tool is not None
         fn_meta = tool.sdk_tool.fn_metadata
         what = f"tool {tool.name!r}"
@@ -274,7 +282,7 @@ class Worker:
             # A call that waited in the daemon for a slot of its pool has only the rest of its
             # timeout (``budget``), as inline, where the wait counts against it.
             budget = meta.get("budget")
-            outcome, result = await results.call(tool, kwargs, None if budget is None else float(budget))
+            outcome, result = await results.call(tool, kwargs, None if budget is None else float(budget), scope)
         except client_input.InputRequired:
             return {"status": "input_required"}
         except fence.FenceError as error:
@@ -326,6 +334,7 @@ def serve(fd: int, level: str) -> None:
     # output to the log instead.
     sys.stdout = sys.stderr
     damage.keep_std_streams()  # what the fence puts back if the plugin closes one
+    damage.check_once_per_tick(at_batch_end)  # one plugin here: whichever call did the damage
     trio.run(Worker(socket.socket(fileno=fd)).serve)
     # What the plugin started in process groups of their own would outlive the group the
     # daemon kills: end them as the daemon ends an inline plugin's.
