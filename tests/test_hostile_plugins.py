@@ -464,3 +464,23 @@ async def test_an_async_start_up_hook_blocking_the_event_loop_fails_its_plugin(m
     assert report["error"] == "mcphost_startup raised LoopStalled: held the event loop for more than 0.5s"
     if isolation == "inline":  # a worker that failed to start is gone, and its plugin with it
         assert report["degraded"] == "mcphost_startup held the event loop for more than 0.5s"
+
+
+@pytest.mark.parametrize("tool", ["closer_close_stderr_and_fail", "closer_close_stderr_and_fail_async"])
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+async def test_a_call_that_closes_stderr_and_then_fails_is_logged_and_an_error_to_its_caller_alone(
+    mcphost_daemon, tool: str, isolation: str
+) -> None:
+    # The failure is logged while fd 2 is closed: the log's line must neither raise into the
+    # call (inline: an internal error for the whole request; in a worker: the worker ended, or
+    # a thread's call never answered) nor be lost.
+    daemon = mcphost_daemon(config("closer", isolation=isolation))
+    async with witnessed(daemon), Client(daemon.url) as client:
+        result = await client.call_tool(tool, {})
+        assert result.is_error and "failed with an internal error" in result.content[0].text, result
+        assert (await client.call_tool("closer_close_stderr", {})).content[0].text == "closed"
+    error_id = result.content[0].text.rsplit("error id ", 1)[1].rstrip(")")
+    logged = daemon.wait_for_log(lambda r: r.get("event") == "plugin raised" and r.get("error_id") == error_id)
+    assert "failed after closing stderr" in logged["exception"]
+    daemon.wait_for_log(lambda r: r.get("event") == "request" and r.get("tool") == "echo_echo")
+    alive(daemon)

@@ -5,11 +5,17 @@ stdout is never written: in stdio mode it is the protocol channel. Standard-libr
 loggers (the SDK's, Hypercorn's) are routed through the same renderer, so every line on
 stderr has one shape: JSON lines, or a readable console format on a terminal. Secrets are
 redacted from every line on the way out (:func:`redact`).
+
+Lines go to a duplicate of stderr that the log keeps for itself (:class:`LogStream`): a
+plugin that closes or replaces fd 2 (put back after its call: :mod:`mcphost.plugins.damage`)
+cannot take the log with it, nor make a line written meanwhile raise into whatever wrote it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import sys
 import time
@@ -109,13 +115,14 @@ def configure(level: str = "info", fmt: Format = "auto") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     numeric = logging.getLevelName(level.upper())
+    stream = LogStream.of_stderr()
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info if fmt == "json" else _noop, redact, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(stream),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redact, renderer],
@@ -128,6 +135,43 @@ def configure(level: str = "info", fmt: Format = "auto") -> None:
     # The SDK logs every session's creation at INFO; our own request line covers it.
     for chatty in ("mcp", "hypercorn.access"):
         logging.getLogger(chatty).setLevel(max(numeric, logging.WARNING))
+
+
+class LogStream:
+    """Where log lines are written: a descriptor of stderr's own, duplicated once per process.
+
+    Closing or replacing fd 2 leaves it writing where stderr was. A line that cannot be written
+    at all (stderr's reader gone) is dropped, never raised: the code that logged, a request's or
+    the daemon's own, must not fail for it, and there is nowhere left to report it."""
+
+    _current: LogStream | None = None
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.pid = os.getpid()
+
+    @classmethod
+    def of_stderr(cls) -> LogStream:
+        """This process's stream, duplicated from fd 2 on first use (not inherited by the
+        processes it starts: a duplicate is close-on-exec)."""
+        current = cls._current
+        if current is None or current.pid != os.getpid():
+            if current is not None:  # a forked child's copy of its parent's, whose stderr it may not share
+                with contextlib.suppress(OSError):
+                    os.close(current.fd)
+            current = cls._current = cls(os.dup(sys.stderr.fileno()))
+        return current
+        return cls._current
+
+    def write(self, text: str) -> None:
+        """Write ``text`` whole (a pipe may take it in parts), or drop it."""
+        data = text.encode("utf-8", "backslashreplace")
+        with contextlib.suppress(OSError):
+            while data:
+                data = data[os.write(self.fd, data) :]
+
+    def flush(self) -> None:
+        """Nothing to do: :meth:`write` leaves nothing behind."""
 
 
 def _to_json(event: Any, default: Any) -> str:

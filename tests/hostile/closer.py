@@ -24,6 +24,17 @@ async def close_stderr_async() -> str:
     return close_stderr()
 
 
+def close_stderr_and_fail() -> str:
+    """Close fd 2, then fail: the failure is logged while stderr is closed."""
+    close_stderr()
+    raise RuntimeError("failed after closing stderr")
+
+
+async def close_stderr_and_fail_async() -> str:
+    """The same, on the event loop."""
+    return close_stderr_and_fail()
+
+
 @mcphost.hookimpl
 def mcphost_tools():
-    return [close_stderr, close_stderr_async]
+    return [close_stderr, close_stderr_async, close_stderr_and_fail, close_stderr_and_fail_async]
