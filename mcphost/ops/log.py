@@ -161,7 +161,6 @@ class LogStream:
                     os.close(current.fd)
             current = cls._current = cls(os.dup(sys.stderr.fileno()))
         return current
-        return cls._current
 
     def write(self, text: str) -> None:
         """Write ``text`` whole (a pipe may take it in parts), or drop it."""
