@@ -148,19 +148,15 @@ class LogStream:
 
     def __init__(self, fd: int):
         self.fd = fd
-        self.pid = os.getpid()
 
     @classmethod
     def of_stderr(cls) -> LogStream:
         """This process's stream, duplicated from fd 2 on first use (not inherited by the
-        processes it starts: a duplicate is close-on-exec)."""
-        current = cls._current
-        if current is None or current.pid != os.getpid():
-            if current is not None:  # a forked child's copy of its parent's, whose stderr it may not share
-                with contextlib.suppress(OSError):
-                    os.close(current.fd)
-            current = cls._current = cls(os.dup(sys.stderr.fileno()))
-        return current
+        processes it starts: a duplicate is close-on-exec; the fork server, whose children
+        are the only processes forked, never sets up the log)."""
+        if cls._current is None:
+            cls._current = cls(os.dup(sys.stderr.fileno()))
+        return cls._current
 
     def write(self, text: str) -> None:
         """Write ``text`` whole (a pipe may take it in parts), or drop it."""
