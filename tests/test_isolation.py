@@ -432,6 +432,123 @@ async def test_the_wait_for_a_slot_counts_against_the_calls_timeout(
     assert sorted(answers) == ["done", "tool 'waiting_work' timed out after 2s and was cancelled"], answers
 
 
+QUEUED = """
+import trio
+
+import mcphost
+
+ENDED: list[float] = []
+
+
+@mcphost.hookimpl
+def mcphost_tools():
+    async def hold(seconds: float) -> str:
+        \"\"\"Hold the plugin's one slot for a while, noting a cancellation.\"\"\"
+        try:
+            await trio.sleep(seconds)
+        except trio.Cancelled:
+            ENDED.append(seconds)
+            raise
+        return f"held {seconds:g}"
+
+    # A pool of its own: it answers while hold has the plugin's slot.
+    @mcphost.tool(max_concurrency=1)
+    async def ended() -> list[float]:
+        \"\"\"The holds that were cancelled, by their seconds.\"\"\"
+        return ENDED
+
+    return [hold, ended]
+"""
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+async def test_calls_waiting_for_a_slot_that_their_clients_give_up_on(
+    mcphost_daemon, tmp_path: Path, isolation: str
+) -> None:
+    daemon = one_plugin(mcphost_daemon, tmp_path, "queued", QUEUED, isolation=isolation, max_concurrency=1, timeout=8)
+
+    async def give_up(seconds: float, after: float) -> None:
+        async with Client(daemon.url) as client:
+            with trio.move_on_after(after):
+                await client.call_tool("queued_hold", {"seconds": seconds})
+
+    held: list[str] = []
+
+    async def first() -> None:
+        held.append((await call(daemon, "queued_hold", {"seconds": 2})).content[0].text)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(first)
+        await trio.sleep(0.3)
+        # Both wait for the first call's slot; the client of the one ahead gives up while it
+        # waits, so the slot goes to the other, whose client gives up once it runs.
+        nursery.start_soon(give_up, 40, 0.7)
+        await trio.sleep(0.3)
+        nursery.start_soon(give_up, 50, 3.5)
+    assert held == ["held 2"]
+    ended: list[float] = []
+    with trio.move_on_after(10):
+        while not ended:
+            ended = (await call(daemon, "queued_ended")).structured_content["result"]
+            await trio.sleep(0.1)
+    # Only the call that ran was cancelled where it ran; the one that never had the slot never ran.
+    assert ended == [50]
+    # The slot is free once more: a call gets it at once, well within its timeout.
+    start = time.monotonic()
+    assert (await call(daemon, "queued_hold", {"seconds": 0})).content[0].text == "held 0"
+    assert time.monotonic() - start < WITNESS_BOUND
+    assert (await call(daemon, "queued_ended")).structured_content["result"] == [50]
+
+
+ENDING = """
+import os
+
+import trio
+
+import mcphost
+
+
+@mcphost.hookimpl
+def mcphost_tools():
+    async def end(status: int) -> str:
+        \"\"\"End the worker a little later.\"\"\"
+        await trio.sleep(0.5)
+        os._exit(status)
+
+    async def pid() -> int:
+        \"\"\"The worker's process id.\"\"\"
+        return os.getpid()
+
+    return [end, pid]
+"""
+
+
+@pytest.mark.parametrize("max_restarts", [5, 0])
+async def test_a_call_waiting_for_a_slot_when_its_worker_ends(
+    mcphost_daemon, tmp_path: Path, max_restarts: int
+) -> None:
+    table = {"isolation": "process", "max_concurrency": 1, "timeout": 20, "max_restarts": max_restarts}
+    daemon = one_plugin(mcphost_daemon, tmp_path, "ending", ENDING, **table)
+    before = await worker_pid(daemon, "ending")
+    answers: dict[str, Any] = {}
+
+    async def one(tool: str, arguments: dict[str, Any]) -> None:
+        answers[tool] = await call(daemon, tool, arguments)
+
+    start = time.monotonic()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one, "ending_end", {"status": 3})
+        await trio.sleep(0.2)
+        nursery.start_soon(one, "ending_pid", {})  # waits for the slot, which the worker ends under
+    ended, waited = answers["ending_end"], answers["ending_pid"]
+    assert ended.is_error and "exited with status 3" in ended.content[0].text, ended
+    if max_restarts:  # it runs in the next worker
+        assert not waited.is_error and waited.structured_content["result"] != before, waited
+    else:  # it is told at once that the plugin settled as failed, not left to time out
+        assert waited.is_error and "plugin 'ending' is not running" in waited.content[0].text, waited
+        assert time.monotonic() - start < 10
+
+
 CANCELLABLE = """
 import trio
 

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ValidationError
 from mcphost.core.config import LoadedConfig, Problem, problems_from
 from mcphost.plugins import damage, fence, hookspecs
 from mcphost.plugins.definitions import PromptDef, ResourceDef, ToolDef, definition_of
-from mcphost.plugins.limits import ToolLimits, plugin_pool
+from mcphost.plugins.limits import ToolLimits, plugin_pool, waiting
 from mcphost.plugins.registry import (
     RegisteredPrompt,
     RegisteredResource,
@@ -155,7 +155,7 @@ class PluginRecord:
         return (
             sum(int(pool.borrowed_tokens) for pool in pools),
             sum(int(pool.total_tokens) for pool in pools),
-            sum(pool.statistics().tasks_waiting for pool in pools),
+            sum(waiting(pool) for pool in pools),
         )
 
     def failed(self, error: str, problems: Sequence[Problem] = ()) -> PluginRecord:

@@ -8,8 +8,10 @@ tool is final.
 
 from __future__ import annotations
 
-import math
+import weakref
+from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -57,10 +59,27 @@ def plugin_pool(defaults: DefaultLimits, plugin: LimitsConfig) -> trio.CapacityL
     return trio.CapacityLimiter(plugin.max_concurrency or defaults.max_concurrency)
 
 
-async def take(limiter: trio.CapacityLimiter, deadline: float = math.inf) -> bool:
+_QUEUES: weakref.WeakKeyDictionary[trio.CapacityLimiter, deque[Any]] = weakref.WeakKeyDictionary()
+
+
+def queue_of(limiter: trio.CapacityLimiter) -> deque[Any]:
+    """The calls waiting for a token of ``limiter`` outside it, first come first served: whoever
+    gives a token back hands it on to the first of them (a worker's calls, which
+    :mod:`~mcphost.plugins.worker.supervisor` sends on their behalf)."""
+    queue = _QUEUES.get(limiter)
+    if queue is None:
+        queue = _QUEUES[limiter] = deque()
+    return queue
+
+
+def waiting(limiter: trio.CapacityLimiter) -> int:
+    """Calls waiting for a token of ``limiter``: in it, and in its :func:`queue_of`."""
+    return limiter.statistics().tasks_waiting + len(_QUEUES.get(limiter, ()))
+
+
+async def take(limiter: trio.CapacityLimiter) -> bool:
     """Take a token of ``limiter`` for the current task: at once when one is free, else
-    waiting for one until ``deadline`` (raising :class:`trio.TooSlowError` past it); whether
-    it had to wait.
+    waiting for one; whether it had to wait.
 
     A free token is taken without the scheduler turn that ``acquire`` spends yielding even
     when it does not wait (a token given back goes straight to a waiter, so none is free
@@ -72,6 +91,5 @@ async def take(limiter: trio.CapacityLimiter, deadline: float = math.inf) -> boo
         return False
     except trio.WouldBlock:
         pass
-    with trio.fail_at(deadline):
-        await limiter.acquire()
+    await limiter.acquire()
     return True

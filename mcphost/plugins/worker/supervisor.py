@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 
 import mcp_types as types
 import orjson
+import outcome
 import structlog
 import trio
 from mcp.shared.exceptions import MCPError
@@ -39,7 +40,7 @@ from mcphost.ops.log import RequestRecord, current_request
 from mcphost.plugins import client_input, fence, notify
 from mcphost.plugins.context import ToolContext
 from mcphost.plugins.definitions import PromptDef, ResourceDef
-from mcphost.plugins.limits import ToolLimits, take
+from mcphost.plugins.limits import ToolLimits, queue_of
 from mcphost.plugins.registry import (
     RegisteredPrompt,
     RegisteredResource,
@@ -49,7 +50,7 @@ from mcphost.plugins.registry import (
 )
 from mcphost.plugins.worker import cgroups, launch
 from mcphost.plugins.worker.context import INPUT_REQUIRED, META_REQUEST, STALLED
-from mcphost.plugins.worker.wire import Channel, ChannelClosed, Framer, Message, RemoteError, encode
+from mcphost.plugins.worker.wire import Channel, ChannelClosed, Framer, Message, RemoteError, encode, result_of
 from mcphost.plugins.worker.zygote_client import ForkedChild, Zygotes, ZygoteUnavailable, describe
 
 log = structlog.get_logger("mcphost.worker")
@@ -413,6 +414,26 @@ def stop_now(process: Process) -> None:
     process.release()
 
 
+@dataclass(eq=False)
+class _Queued:
+    """A call to a worker, waiting for a slot of its pool (or, once it has one, for the answer)."""
+
+    task: trio.lowlevel.Task
+    method: str
+    params: Message
+    limits: ToolLimits
+    deadline: float
+    grace: float
+    process: Process | None = None
+    """The worker the call was sent to."""
+    scope: trio.CancelScope | None = None
+    """The scope of the call's timeout, whose deadline moves once the call has its slot."""
+    channel: Channel | None = None
+    """Where its request was sent on its behalf, and under which id."""
+    request_id: int = 0
+    has_slot: bool = False
+
+
 class PluginWorker:
     """A supervised worker process serving one plugin's tools (the registry's ``remote``)."""
 
@@ -631,39 +652,99 @@ class PluginWorker:
             params = {**params, "_meta": {META_REQUEST: {**meta, "call": call, **_context_meta(context)}}}
         # The call holds a slot of its pool while the worker runs it, so that the daemon sees
         # it running or waiting; the wait for a slot is bounded by the timeout, as inline.
-        deadline = trio.current_time() + timeout
+        pool, deadline = limits.pool, trio.current_time() + timeout
+        await trio.lowlevel.checkpoint_if_cancelled()
         try:
-            waited = await take(limits.pool, deadline=deadline)
-        except trio.TooSlowError:
-            raise fence.overran(limits, what, waiting_for_thread=False) from None
-        if waited and not self.spec.command:
-            if method == "tools/call":
-                # The wait counts against the call's timeout, as inline: the worker is
-                # given what is left of it (none, when the slot came as the deadline passed).
-                params["_meta"][META_REQUEST]["budget"] = max(0.0, deadline - trio.current_time())
-            else:  # resources and prompts keep their whole timeout in the worker
-                deadline = trio.current_time() + timeout
+            pool.acquire_nowait()
+            queued = None
+        except trio.WouldBlock:
+            queued = _Queued(trio.lowlevel.current_task(), method, params, limits, deadline, grace)
         if context is not None:
             self._contexts[call] = context
             self._requests[call] = current_request.get()
         process = None
-        self._in_flight += 1
         try:
-            with trio.move_on_at(deadline + grace):
-                channel = await self._channel()
-                process = self.process
+            with trio.CancelScope(deadline=deadline + grace if queued is None else deadline) as scope:
                 try:
+                    if queued is None:
+                        self._in_flight += 1
+                    else:
+                        queued.scope = scope
+                        try:
+                            reply = await self._wait_for_slot(queued)
+                        finally:
+                            process = queued.process
+                        if reply is not None:  # the call that gave the slot back sent the request too
+                            return result_of(reply)
+                        # The worker is not serving: this call waits for it with its slot, as
+                        # one that found a slot free does.
+                        self._in_flight += 1
+                        self._starting(queued)
+                    channel = await self._channel()
+                    process = self.process
                     return await channel.request(method, params)
                 except ChannelClosed:
                     raise WorkerCallError(f"{what} failed: {await self._ending(process)}") from None
         finally:
-            limits.pool.release()
             self._contexts.pop(call, None)
             self._requests.pop(call, None)
-            self._in_flight -= 1
-            if not self._in_flight and self.stopping:  # stop() waits for the calls to drain
-                self._signal()
+            if queued is None or queued.has_slot:
+                self._give_back(pool)
+                self._in_flight -= 1
+                if not self._in_flight and self.stopping:  # stop() waits for the calls to drain
+                    self._signal()
+        if queued is not None and not queued.has_slot:
+            raise fence.overran(limits, what, waiting_for_thread=False)
         self._overran(what, timeout, process)
+
+    async def _wait_for_slot(self, queued: _Queued) -> Message | None:
+        """Wait in the pool's queue until a call gives its slot back to this one (which holds
+        it then): the worker's answer, when that call sent this one's request too, else ``None``."""
+        queue = queue_of(queued.limits.pool)
+        queue.append(queued)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            if queued.channel is None:
+                queue.remove(queued)
+            else:
+                queued.channel.abandon(queued.request_id)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        reply: Message | None = await trio.lowlevel.wait_task_rescheduled(abort)
+        return reply
+
+    def _starting(self, queued: _Queued) -> None:
+        """A call that waited for its slot has it now: its timeout, less the wait, goes on."""
+        deadline = queued.deadline
+        if not self.spec.command:
+            if queued.method == "tools/call":
+                # The wait counts against the call's timeout, as inline: the worker is
+                # given what is left of it (none, when the slot came as the deadline passed).
+                queued.params["_meta"][META_REQUEST]["budget"] = max(0.0, deadline - trio.current_time())
+            else:  # resources and prompts keep their whole timeout in the worker
+                deadline = trio.current_time() + queued.limits.timeout
+        assert queued.scope is not None
+        queued.scope.deadline = deadline + queued.grace
+
+    def _give_back(self, pool: trio.CapacityLimiter) -> None:
+        """Give this task's slot of ``pool`` back, handing it on to the first call waiting for
+        one. While the worker serves, that call's request is sent here, on its behalf: it
+        wakes once, for the answer, rather than once for the slot and once more for the answer."""
+        pool.release()
+        queue = queue_of(pool)
+        if not queue or pool.available_tokens < 1:
+            return
+        queued = queue.popleft()
+        pool.acquire_on_behalf_of_nowait(queued.task)
+        queued.has_slot = True
+        channel = self.channel
+        if self.failed is not None or channel is None or channel.closed:
+            trio.lowlevel.reschedule(queued.task, outcome.Value(None))
+            return
+        self._in_flight += 1
+        self._starting(queued)
+        queued.process, queued.channel = self.process, channel
+        queued.request_id = channel.start_request(queued.method, queued.params, queued.task)
 
     def _overran(self, what: str, timeout: float, process: Process | None) -> NoReturn:
         """The call overran its deadline: say why, ending the worker if it could not end the call."""

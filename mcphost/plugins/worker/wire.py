@@ -83,6 +83,14 @@ def decode(frame: bytes) -> Any:
     return json.loads(frame)
 
 
+def result_of(reply: Message) -> Any:
+    """The result of an answer to a request; raises :class:`RemoteError` when it is an error."""
+    if "error" in reply:
+        error = reply["error"]
+        raise RemoteError(error.get("code", 0), str(error.get("message", "")), error.get("data"))
+    return reply.get("result")
+
+
 class Framer:
     """Splits received bytes into messages; a partial line waits for the rest."""
 
@@ -186,20 +194,27 @@ class Channel:
         :class:`ChannelClosed`. Cancelled, it tells the other end (``notifications/cancelled``)."""
         if self.closed:
             raise ChannelClosed("the connection is closed")
-        request_id = next(self._ids)
-        self.send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
-        self._pending[request_id] = trio.lowlevel.current_task()
+        request_id = self.start_request(method, params, trio.lowlevel.current_task())
 
         def abort(_: Any) -> trio.lowlevel.Abort:
-            self._pending.pop(request_id, None)
-            self.notify("notifications/cancelled", {"requestId": request_id})
+            self.abandon(request_id)
             return trio.lowlevel.Abort.SUCCEEDED
 
-        reply: Message = await trio.lowlevel.wait_task_rescheduled(abort)
-        if "error" in reply:
-            error = reply["error"]
-            raise RemoteError(error.get("code", 0), str(error.get("message", "")), error.get("data"))
-        return reply.get("result")
+        return result_of(await trio.lowlevel.wait_task_rescheduled(abort))
+
+    def start_request(self, method: str, params: Message, task: trio.lowlevel.Task) -> int:
+        """Send a request on behalf of ``task``, which waits in ``wait_task_rescheduled``: its
+        answer (or :class:`ChannelClosed`) reschedules it (see :func:`result_of`); the request's
+        id. The channel must be open (on a closed one nothing would ever answer)."""
+        request_id = next(self._ids)
+        self.send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        self._pending[request_id] = task
+        return request_id
+
+    def abandon(self, request_id: int) -> None:
+        """Stop waiting for the answer to ``request_id``, and tell the other end (``notifications/cancelled``)."""
+        self._pending.pop(request_id, None)
+        self.notify("notifications/cancelled", {"requestId": request_id})
 
     def notify(self, method: str, params: Message) -> None:
         """Send a notification."""
