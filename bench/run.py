@@ -93,6 +93,7 @@ class Options:
 
     quick: bool
     rounds: int
+    isolation_rounds: int
     duration: float
     concurrency: tuple[int, ...]
     list_concurrency: int
@@ -133,19 +134,24 @@ class Context:
 Scenario = Callable[[Context], dict[str, Any]]
 
 
+def inline_spec(ctx: Context) -> ServerSpec:
+    """mcphost as deployed but for its plugin, which runs inline instead of in a worker process."""
+    config = servers.derived_mcphost_config(
+        ctx.scratch, "mcphost-inline.toml", plugin_tables={"noop": {"isolation": "inline"}}
+    )
+    return servers.mcphost_spec(config, "mcphost, plugin inline", "mcphost-inline")
+
+
 def call_specs(ctx: Context) -> list[ServerSpec]:
     """The servers of the calls table, in table order (the reference first: ratios are
     relative to it): mcphost as deployed (its plugin in a worker process) and the same
     mcphost with the plugin inline, which shows what the process boundary costs."""
-    inline = servers.derived_mcphost_config(
-        ctx.scratch, "mcphost-inline.toml", plugin_tables={"noop": {"isolation": "inline"}}
-    )
     return [
         servers.reference_spec(),
         servers.sdk_hypercorn_spec(),
         servers.bare_spec(),
         servers.mcphost_spec(),
-        servers.mcphost_spec(inline, "mcphost, plugin inline", "mcphost-inline"),
+        inline_spec(ctx),
     ]
 
 
@@ -238,12 +244,13 @@ def alternate(
     method: str,
     path: str,
     connections: int,
-    rounds: int,
+    rounds: int | tuple[int, int],
     label: str,
     duration: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Load each row in turn, ``rounds`` times over; one record per wrk run. Rows whose
-    server does not serve ``path``, or that are not measured at ``connections``, sit out."""
+    """Load each row in turn, ``rounds`` times over (or once, as round ``i`` of ``n`` when
+    ``rounds`` is ``(i, n)``); one record per wrk run. Rows whose server does not serve
+    ``path``, or that are not measured at ``connections``, sit out."""
     if duration is None:
         duration = ctx.options.duration
         if connections >= MANY_CLIENTS:
@@ -251,8 +258,11 @@ def alternate(
             # would end before the slow ones complete and report only the lucky ones.
             duration = max(duration, ctx.options.duration * MANY_CLIENTS_STRETCH)
     rows = [r for r in rows if path in r.server.spec.paths and r.measured_at(connections)]
+    indices, count = (
+        (range(rounds[0], rounds[0] + 1), rounds[1]) if isinstance(rounds, tuple) else (range(rounds), rounds)
+    )
     records = []
-    for round_index in range(rounds):
+    for round_index in indices:
         for row in rows:
             server = row.server
             server.check_alive()
@@ -286,7 +296,7 @@ def alternate(
                 else ""
             )
             ctx.say(
-                f"{label} {path} c={connections} round {round_index + 1}/{rounds} {row.key}: "
+                f"{label} {path} c={connections} round {round_index + 1}/{count} {row.key}: "
                 f"{result.rps:.0f}/s p50 {result.p50_ms:.1f} ms p99 {result.p99_ms:.1f} ms{errors}"
             )
     return records
@@ -360,6 +370,49 @@ def scenario_calls(ctx: Context) -> dict[str, Any]:
         "longer_runs": {"from_clients": MANY_CLIENTS, "times": MANY_CLIENTS_STRETCH},
         "log_lines": lines,
         "requests_sent": {k: sum(r["requests"] for r in records if r["server"] in (k, f"{k}-async")) for k in lines},
+    }
+
+
+def scenario_isolation(ctx: Context) -> dict[str, Any]:
+    """What a worker process costs over the same plugin inline, the bar's own measurement:
+    the two mcphost servers alone, at the bar's client count, sync and async tool, both paths.
+    Each round runs every pair side by side, process and inline in turn (which goes first
+    swaps every round), so the pair's ratio is taken within the round: drift on a shared
+    machine then falls on both sides of it instead of on one. The median over rounds is the
+    figure; the calls table's three separate cells per row swing it by 0.1-0.2."""
+    opts = ctx.options
+    connections = report.nearest(opts.concurrency, report.BAR_CONCURRENCY)
+    with ctx.pool() as pool:
+        running = start_all(pool, [servers.mcphost_spec(), inline_spec(ctx)])
+        rows = targets(running)
+        pairs = [
+            (process, inline)
+            for process in rows
+            if process.server is running[0]
+            for inline in rows
+            if inline.server is running[1] and inline.kind == process.kind
+        ]
+        sessions = prepare_sessions(ctx, running, connections)
+        warm_up(ctx, rows, sessions, "tools/call")
+        records = []
+        for round_index in range(opts.isolation_rounds):
+            for path in PATHS:
+                for pair in pairs:
+                    records += alternate(
+                        ctx,
+                        list(pair if round_index % 2 == 0 else reversed(pair)),
+                        sessions,
+                        method="tools/call",
+                        path=path,
+                        connections=connections,
+                        rounds=(round_index, opts.isolation_rounds),
+                        label="isolation",
+                    )
+    return {
+        "rows": target_labels(rows),
+        "pairs": [[process.key, inline.key] for process, inline in pairs],
+        "runs": records,
+        "isolation_rounds": opts.isolation_rounds,
     }
 
 
@@ -1095,6 +1148,7 @@ OPT_IN = ("start_instructions",)
 
 SCENARIOS: dict[str, Scenario] = {
     "calls": scenario_calls,
+    "isolation": scenario_isolation,
     "profile": scenario_profile,
     "tools_list": scenario_tools_list,
     "memory": scenario_memory,
@@ -1148,6 +1202,9 @@ def options_from(argv: list[str] | None) -> Options:
     return Options(
         quick=quick,
         rounds=args.rounds or (1 if quick else 3),
+        # The worker's cost is a ratio near its bar, measured in pairs: more rounds than a
+        # table cell, so that one disturbed round does not decide the median.
+        isolation_rounds=2 if quick else 7,
         duration=args.duration or (2.0 if quick else 3.0),
         # Quick mode leaves out 500 clients: opening 500 sessions per server and the longer
         # runs they need would double its time.
