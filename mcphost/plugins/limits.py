@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import trio
 
-from mcphost.core.config import DefaultLimits, LimitsConfig
+from mcphost.core.plugin_tables import DefaultLimits, LimitsConfig
 from mcphost.plugins.definitions import ToolDef
 
 
