@@ -7,7 +7,7 @@ import trio
 import trio.testing
 from mcp import Client
 
-from mcphost.core.config import DefaultLimits, LimitsConfig
+from mcphost.core.plugin_tables import DefaultLimits, LimitsConfig
 from mcphost.plugins.definitions import ToolDef
 from mcphost.plugins.limits import ToolLimits
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from mcphost.auth.identity import Identity
-from mcphost.core.config import AuthConfig, ConfigError, KeyConfig, KeysFile, Problem, problems_from
+from mcphost.core.config import AuthConfig, ConfigError, KeyConfig, KeysFile
+from mcphost.core.problems import Problem, problems_from
 
 TOKEN_PREFIX = "mcph_"
 HASH_PREFIX = "sha256:"

@@ -24,7 +24,8 @@ from mcphost.auth import keys
 from mcphost.cli import reload as reload_command
 from mcphost.cli import status
 from mcphost.core import config as config_module
-from mcphost.core.config import ConfigError, KeyName, LoadedConfig, Problem
+from mcphost.core.config import ConfigError, KeyName, LoadedConfig
+from mcphost.core.problems import Problem
 from mcphost.core.rate import Rate
 from mcphost.core.version import version
 from mcphost.daemon import workers

@@ -1,10 +1,12 @@
 """The configuration: pydantic models of ``mcphost.toml``, environment overrides, and
 errors a sysadmin can act on (key path and line number).
 
-This module owns parsing and validation of the host's own keys. A plugin's
-``[plugins.<name>.settings]`` table is kept raw here and validated against the plugin's
-model when the plugin loads (:mod:`mcphost.plugins.host`), which reports problems in the same
-:class:`Problem` shape.
+This module owns parsing and validation of the host's own keys; the tables a plugin host
+reads are in :mod:`mcphost.core.plugin_tables`, and how a problem is located and told in
+:mod:`mcphost.core.problems` (a plugin's worker, handed its tables, imports those two only).
+A plugin's ``[plugins.<name>.settings]`` table is kept raw here and validated against the
+plugin's model when the plugin loads (:mod:`mcphost.plugins.host`), which reports problems
+in the same :class:`~mcphost.core.problems.Problem` shape.
 """
 
 from __future__ import annotations
@@ -14,20 +16,14 @@ import itertools
 import os
 import re
 import tomllib
-import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
-    SecretBytes,
-    SecretStr,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -35,6 +31,16 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from mcphost.core.plugin_tables import (
+    DefaultLimits,
+    LogConfig,
+    PluginConfig,
+    PluginsConfig,
+    ShutdownConfig,
+    ToolsConfig,
+    _Strict,
+)
+from mcphost.core.problems import Loaded, Problem, _choices, _is_model, locate, problems_from
 from mcphost.core.rate import Rate
 
 DEFAULT_PATHS = (Path("/etc/mcphost/mcphost.toml"),)
@@ -43,131 +49,6 @@ ENV_PREFIX = "MCPHOST_"
 PROCESS_VARIABLES = frozenset({"MCPHOST_CONFIG", "MCPHOST_WORKER_FD", "MCPHOST_WORKER_INDEX", "MCPHOST_ROOT"})
 """``MCPHOST_*`` variables that are not settings: the config file, what a worker process is
 handed (:mod:`mcphost.daemon.workers`), and where ``packaging/install.sh`` installs."""
-
-
-class _Strict(BaseModel):
-    # A field's docstring is its description: the configuration reference and the man page
-    # are generated from the models (docgen reads the docstrings; pydantic's
-    # use_attribute_docstrings would read every model's source at each start).
-    model_config = ConfigDict(extra="forbid")
-
-
-class LimitsConfig(_Strict):
-    """Call-time limits; ``[limits]`` sets defaults, plugins and tools may override them."""
-
-    timeout: float | None = Field(None, gt=0)
-    """Seconds before a call is cancelled and answered with an error."""
-    max_concurrency: int | None = Field(None, ge=1)
-    """Calls running at once (worker threads of timed-out calls included); a tool with its
-    own ``max_concurrency`` gets a pool of its own."""
-    max_result_bytes: int | None = Field(None, ge=1)
-    """Largest result, serialized, in bytes; a bigger one is replaced by an error."""
-
-
-class DefaultLimits(LimitsConfig):
-    """The ``[limits]`` table: defaults for every plugin's calls (each field has a value)."""
-
-    timeout: float = Field(30.0, gt=0)
-    """Seconds before a call is cancelled and answered with an error."""
-    max_concurrency: int = Field(16, ge=1)
-    """Calls of one plugin running at once (worker threads of timed-out calls included); a
-    tool with its own ``max_concurrency`` gets a pool of its own."""
-    max_result_bytes: int = Field(1_048_576, ge=1)
-    """Largest result, serialized, in bytes; a bigger one is replaced by an error."""
-    max_threads: int = Field(128, ge=1, le=4096)
-    """Threads all plugins' sync calls and hooks may hold at once."""
-    max_threads_per_plugin: int = Field(32, ge=1, le=4096)
-    """Threads one plugin's sync calls and hooks may hold at once, whatever ``max_concurrency``
-    its author asks for its tools."""
-    load_timeout: float = Field(30.0, gt=0)
-    """Seconds a plugin's import (with its definition hooks), its start-up hook and its
-    shut-down hook may each take before the plugin counts as failed."""
-    stall_timeout: float = Field(10.0, gt=0)
-    """Seconds plugin code may hold the event loop before its call is failed and the plugin
-    marked degraded."""
-
-
-class PluginConfig(LimitsConfig):
-    """A ``[plugins.<name>]`` table: how the host runs one plugin."""
-
-    prefix: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]*$", max_length=32)
-    """Prefix of the plugin's tool and prompt names; default the plugin's name, ``""`` for none."""
-    required: bool = False
-    """Readiness (``/ready``) fails while a required plugin is not loaded and ready."""
-    tools: dict[str, LimitsConfig] = Field(default_factory=dict)
-    """Per-tool limit overrides, keyed by the tool's unprefixed name."""
-    settings: dict[str, Any] = Field(default_factory=dict)
-    """The plugin's own settings, validated against its model at load."""
-    isolation: Literal["inline", "process"] = "process"
-    """``process`` (the default): the plugin runs in a worker process of its own, supervised
-    by the daemon; ``inline``: in the daemon's process, behind the in-process fence, for a
-    plugin trusted as the daemon is."""
-    env: dict[str, str] = Field(default_factory=dict)
-    """Environment variables of the plugin's worker, on top of ``PATH``, ``HOME`` and ``LANG``."""
-    command: list[str] = Field(default_factory=list)
-    """An existing MCP server (stdio) to host as this plugin: its program and arguments,
-    e.g. ``["node", "/opt/mcp/server/dist/index.js"]``; it runs supervised in a process of
-    its own, as ``isolation = "process"`` does."""
-    args: list[str] = Field(default_factory=list)
-    """More arguments, after ``command``'s."""
-    cwd: Path | None = None
-    """The working directory of ``command``; by default the daemon's."""
-    roots: list[str] = Field(default_factory=list)
-    """The roots (``file://`` URIs) ``command``'s server is given when it asks for the client's."""
-    memory_max: int | None = Field(None, ge=64 * 2**20)
-    """With ``isolation = "process"``: the most memory the worker may use, in bytes or with a
-    binary suffix (``"512M"``, ``"2G"``). With a delegated cgroup, its cgroup's ``memory.max``:
-    past it the kernel kills the worker and what it started. Without, the most address space
-    it may map (``RLIMIT_AS``): past it, allocations fail in the worker."""
-    max_open_files: int | None = Field(None, ge=16)
-    """With ``isolation = "process"``: the most file descriptors the worker may hold open."""
-    max_tasks: int | None = Field(None, ge=1)
-    """With ``isolation = "process"`` and a delegated cgroup: the most processes and threads
-    the worker and what it starts may run at once (``pids.max``); past it, fork and thread
-    creation fail in the worker."""
-    cpu_weight: int | None = Field(None, ge=1, le=10000)
-    """With ``isolation = "process"`` and a delegated cgroup: the worker's share of CPU time
-    when the CPU is contended (``cpu.weight``; the daemon and each other worker have 100)."""
-    max_restarts: int = Field(5, ge=0)
-    """A worker that ends more often than this within ``restart_window`` seconds settles as failed."""
-    restart_window: float = Field(60.0, gt=0)
-    """Seconds over which ``max_restarts`` counts; a worker up this long starts its count afresh."""
-
-    @field_validator("memory_max", mode="before")
-    @classmethod
-    def _size(cls, value: Any) -> Any:
-        """``"512M"`` as systemd reads it: K, M, G and T are powers of 1024."""
-        if isinstance(value, str) and (match := re.fullmatch(r"\s*(\d+)\s*([KMGT]?)\s*", value, re.IGNORECASE)):
-            return int(match[1]) * 1024 ** " KMGT".index(match[2].upper() or " ")
-        if isinstance(value, str):
-            raise ValueError('must be a number of bytes, or one with a suffix K, M, G or T (powers of 1024): "512M"')
-        return value
-
-
-class PluginsConfig(_Strict):
-    """The ``[plugins]`` table: which plugins run, and each one's ``[plugins.<name>]``."""
-
-    model_config = ConfigDict(extra="allow")
-    __pydantic_extra__: dict[str, PluginConfig] = Field(init=False)
-
-    enable: list[str] = Field(default_factory=lambda: ["*"])
-    """Glob patterns of plugin names to load; the default loads every installed plugin."""
-    disable: list[str] = Field(default_factory=list)
-    """Glob patterns of plugin names never to load; wins over ``enable``."""
-    paths: list[Path] = Field(default_factory=list)
-    """Plugin files or package directories loaded without installing (origin ``path``)."""
-    fork_server: bool = True
-    """Fork isolated plugins' workers from a fork server that has imported the worker runtime
-    once (they share its memory and start in milliseconds); ``false`` starts each worker as a
-    fresh interpreter."""
-
-    def for_plugin(self, name: str) -> PluginConfig:
-        """The ``[plugins.<name>]`` table, or the defaults when there is none."""
-        return (self.__pydantic_extra__ or {}).get(name) or PluginConfig()
-
-    def configured(self) -> set[str]:
-        """Names that have a ``[plugins.<name>]`` table."""
-        return set(self.__pydantic_extra__ or {})
 
 
 class ServerConfig(_Strict):
@@ -227,27 +108,6 @@ class ServerConfig(_Strict):
     def events_share(self) -> int:
         """``event_store_max_events_per_identity``, or its default: a tenth of ``event_store_max_events``."""
         return self.event_store_max_events_per_identity or self.event_store_max_events // 10
-
-
-class ToolsConfig(_Strict):
-    """The ``[tools]`` table: naming rules for every plugin's tools."""
-
-    max_name_length: int = Field(48, ge=8, le=128)
-    """Longest public tool name; 48 leaves Claude Code room for ``mcp__<server>__`` within 64."""
-
-
-class LogConfig(_Strict):
-    """The ``[log]`` table."""
-
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    """Least severity logged. Logs always go to stderr (journald under systemd)."""
-    format: Literal["auto", "json", "console"] = "auto"
-    """``auto``: human-readable on a terminal, JSON lines otherwise."""
-
-    @field_validator("level", mode="before")
-    @classmethod
-    def _lower(cls, value: Any) -> Any:
-        return value.lower() if isinstance(value, str) else value
 
 
 def default_state_dir() -> Path:
@@ -343,13 +203,6 @@ class ReloadConfig(_Strict):
     """Watch the config file and every loaded plugin's source files, and reload what changed."""
     debounce_ms: int = Field(200, ge=10, le=10_000)
     """Changes arriving within this many milliseconds are applied as one reload."""
-
-
-class ShutdownConfig(_Strict):
-    """The ``[shutdown]`` table: draining on SIGTERM or SIGINT."""
-
-    drain_timeout: float = Field(30.0, ge=0)
-    """Seconds calls in flight may take to finish; what still runs then is cancelled and answered with an error."""
 
 
 def _rate(value: str) -> str:
@@ -506,8 +359,6 @@ class HostConfig(BaseSettings):
     """The whole ``mcphost.toml``; ``MCPHOST_<TABLE>__<KEY>`` environment variables override it."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid")
-    from_environment: ClassVar[bool] = True
-    """Whether ``MCPHOST_*`` variables override the values given (not in :meth:`settled`)."""
 
     server: ServerConfig = Field(default_factory=ServerConfig)
     limits: DefaultLimits = Field(default_factory=DefaultLimits)
@@ -536,40 +387,13 @@ class HostConfig(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The file is passed as init kwargs; the environment must win over it.
-        return (env_settings, init_settings) if cls.from_environment else (init_settings,)
-
-    @classmethod
-    def settled(cls, data: dict[str, Any]) -> HostConfig:
-        """A config the daemon already settled from its file and its environment (what it
-        sends a plugin's worker), validated again without reading this process's environment:
-        a worker's is the plugin's own, not a second source of the host's settings."""
-        return _Settled(**data)
+        return (env_settings, init_settings)
 
 
-class _Settled(HostConfig):
-    """:class:`HostConfig` from its values alone (:meth:`HostConfig.settled`)."""
+class LoadedConfig(Loaded[HostConfig]):
+    """A validated ``mcphost.toml`` and where it came from."""
 
-    from_environment: ClassVar[bool] = False
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong with a config, located as precisely as the source allows.
-
-    A warning is something amiss that does not make the config invalid: a plugin that fails
-    to load, a table or pattern naming no plugin there is.
-    """
-
-    key: str
-    message: str
-    line: int | None = None
-    warning: bool = False
-
-    def render(self, source: str) -> str:
-        """``source:line: [warning: ]key: message``, the shape compilers and ``nginx -t`` use."""
-        where = f"{source}:{self.line}" if self.line else source
-        what = f"{self.key}: {self.message}" if self.key else self.message
-        return f"{where}: warning: {what}" if self.warning else f"{where}: {what}"
+    __slots__ = ()
 
 
 class ConfigError(Exception):
@@ -585,19 +409,6 @@ class ConfigError(Exception):
         self.problems = problems
         self.plugins_only = plugins_only
         super().__init__("\n".join(p.render(source) for p in problems))
-
-
-@dataclass(frozen=True, slots=True)
-class LoadedConfig:
-    """A validated config and where it came from, kept for locating later problems."""
-
-    config: HostConfig
-    source: str
-    text: str
-
-    def problem(self, loc: tuple[str | int, ...], message: str, *, warning: bool = False) -> Problem:
-        """A :class:`Problem` at ``loc`` with its line in the source file when it has one."""
-        return Problem(_dotted(loc), message, locate(self.text, loc), warning)
 
 
 def resolve_path(explicit: str | os.PathLike[str] | None) -> Path | None:
@@ -649,75 +460,6 @@ def _validate(data: dict[str, Any], source: str, text: str) -> LoadedConfig:
             plugins_only = None
         raise ConfigError(source, problems_from(error, text), plugins_only) from None
     return LoadedConfig(config, source, text)
-
-
-def problems_from(
-    error: ValidationError, text: str, prefix: tuple[str | int, ...] = (), model: type[BaseModel] | None = None
-) -> list[Problem]:
-    """Turn pydantic's errors into :class:`Problem` s located in ``text`` (keys under ``prefix``).
-
-    A problem shows the value it is about, unless that value may be a secret (see
-    :func:`may_be_secret`; ``model`` is what ``error`` validated, for its secret fields):
-    a secret must not reach a terminal or the journal, valid or not.
-    """
-    problems = []
-    for e in error.errors(include_url=False):
-        loc = prefix + tuple(e["loc"])
-        message = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        if (
-            e["type"] not in ("extra_forbidden", "missing")
-            and "input" in e
-            and not isinstance(e["input"], dict)
-            and not may_be_secret(tuple(e["loc"]), model)
-        ):
-            message += f" (got {e['input']!r})"
-        if variable := _environment_variable(loc):
-            problems.append(Problem(_dotted(loc), f"{message} (set by environment variable {variable})"))
-        else:
-            problems.append(Problem(_dotted(loc), message, locate(text, loc)))
-    return problems
-
-
-_SECRET_NAME = re.compile(r"token|passw|secret|credential|key|auth|cookie|header|url|dsn", re.IGNORECASE)
-
-
-def may_be_secret(loc: tuple[str | int, ...], model: type[BaseModel] | None = None) -> bool:
-    """Whether the value at ``loc`` may be a secret: a key on its path names one (a token,
-    a password, a key, a URL that may carry credentials, headers...), or ``model`` declares
-    the field as a pydantic ``SecretStr`` or ``SecretBytes``. Errs towards secret."""
-    if any(isinstance(part, str) and _SECRET_NAME.search(part) for part in loc):
-        return True
-    annotation: Any = model
-    for part in loc:
-        choices = _choices(annotation)
-        fields = [c.model_fields[part] for c in choices if _is_model(c) and part in c.model_fields]
-        if fields:
-            annotation = fields[0].annotation
-        else:  # a list's item or a dict's value
-            annotation = next((typing.get_args(c)[-1] for c in choices if typing.get_args(c)), None)
-        if any(isinstance(c, type) and issubclass(c, SecretStr | SecretBytes) for c in _choices(annotation)):
-            return True
-    return False
-
-
-def _choices(annotation: Any) -> tuple[Any, ...]:
-    """The types a (maybe ``X | None``) annotation allows."""
-    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-    return typing.get_args(annotation) if union else (annotation,)
-
-
-def _is_model(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
-
-
-def _environment_variable(loc: tuple[str | int, ...]) -> str | None:
-    """The ``MCPHOST_…`` variable that set the value at ``loc`` (or a table above it), if any."""
-    parts = [str(part).upper() for part in loc if isinstance(part, str)]
-    names = {name.upper(): name for name in os.environ if name.upper().startswith("MCPHOST_")}
-    for end in range(len(parts), 0, -1):
-        if found := names.get("MCPHOST_" + "__".join(parts[:end])):
-            return found
-    return None
 
 
 def unknown_environment(environ: Mapping[str, str] | None = None) -> list[Problem]:
@@ -772,34 +514,3 @@ def _respellings(variable: str) -> list[str]:
             joined = pieces[0] + "".join(("__" if i in doubled else "_") + p for i, p in enumerate(pieces[1:]))
             spellings.append(head + joined)
     return spellings
-
-
-def _dotted(loc: tuple[str | int, ...]) -> str:
-    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
-
-
-_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
-_KEY = re.compile(r"^\s*((?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*'))*)\s*=")
-
-
-def _split_key(dotted: str) -> tuple[str, ...]:
-    parts = re.findall(r"\"([^\"]*)\"|'([^']*)'|([A-Za-z0-9_-]+)", dotted)
-    return tuple(next(p for p in groups if p) if any(groups) else "" for groups in parts)
-
-
-def locate(text: str, loc: tuple[str | int, ...]) -> int | None:
-    """The line that defines the key at ``loc`` (or its closest defined parent), if any."""
-    lines: dict[tuple[str, ...], int] = {}
-    table: tuple[str, ...] = ()
-    for number, line in enumerate(text.splitlines(), start=1):
-        if header := _HEADER.match(line):
-            table = _split_key(header[1])
-            lines.setdefault(table, number)
-        elif key := _KEY.match(line):
-            lines.setdefault(table + _split_key(key[1]), number)
-    path = tuple(str(part) for part in loc if isinstance(part, str))
-    while path:
-        if path in lines:
-            return lines[path]
-        path = path[:-1]
-    return None

@@ -33,7 +33,8 @@ import structlog
 import trio
 from pydantic import BaseModel, ValidationError
 
-from mcphost.core.config import LoadedConfig, Problem, problems_from
+from mcphost.core.plugin_tables import HostedTables
+from mcphost.core.problems import Loaded, Problem, problems_from
 from mcphost.plugins import damage, fence, hookspecs
 from mcphost.plugins.definitions import PromptDef, ResourceDef, ToolDef, definition_of
 from mcphost.plugins.limits import ToolLimits, plugin_pool, waiting
@@ -229,7 +230,7 @@ class PluginHost:
     """The plugin manager: loads plugins per the config, reloads what changed, and runs
     their lifecycle hooks."""
 
-    def __init__(self, loaded: LoadedConfig):
+    def __init__(self, loaded: Loaded[HostedTables]):
         self.loaded = loaded
         self.config = loaded.config
         self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
@@ -293,7 +294,7 @@ class PluginHost:
         so a plugin whose import or hook hangs has at most one thread left behind."""
         return fence.Tokens(self._lanes.setdefault(name, trio.CapacityLimiter(1)), self._threads(name))
 
-    async def reload(self, loaded: LoadedConfig) -> Reload:
+    async def reload(self, loaded: Loaded[HostedTables]) -> Reload:
         """Apply ``loaded`` and the installed plugins as they are now, reloading only what changed.
 
         A changed plugin's new version is imported and validated off to the side; if it fails,

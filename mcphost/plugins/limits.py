@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from mcphost.core.config import DefaultLimits, LimitsConfig
+from mcphost.core.plugin_tables import DefaultLimits, LimitsConfig
 from mcphost.plugins.definitions import ToolDef
 
 

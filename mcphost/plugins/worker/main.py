@@ -24,7 +24,8 @@ import trio
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ValidationError
 
-from mcphost.core.config import DefaultLimits, HostConfig, LoadedConfig
+from mcphost.core.plugin_tables import DefaultLimits, PluginTables
+from mcphost.core.problems import Loaded
 from mcphost.ops import log as logs
 from mcphost.plugins import client_input, damage, fence, leftovers, notify, results, serving
 from mcphost.plugins.host import PluginHost, PluginRecord, find, plugin_files
@@ -140,11 +141,13 @@ class Worker:
         """``initialize``: load the plugin as the daemon's config says, from where the daemon
         found it (``distribution``, else the config's ``paths``); answer with its tools."""
         name = params["plugin"]
-        config = HostConfig.settled(params["config"])
+        # What the daemon settled from its file and its environment, validated again from its
+        # values alone: this process's environment is the plugin's, not a source of the host's settings.
+        config = PluginTables(**params["config"])
         daemons = [str(p) for p in params.get("path", ())]
         sys.path[:] = [*daemons, *(p for p in sys.path if p not in daemons)]
         self.watchdog.stall_timeout = config.limits.stall_timeout
-        self.host = PluginHost(LoadedConfig(config, params.get("source", "<daemon>"), ""))
+        self.host = PluginHost(Loaded(config, params.get("source", "<daemon>"), ""))
         found = find(name, config.plugins.paths, params.get("distribution"))
         records = {r.name: r for r in await self.host.load_all(found)}
         record = records.get(name)
