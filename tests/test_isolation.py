@@ -549,6 +549,55 @@ async def test_a_call_waiting_for_a_slot_when_its_worker_ends(
         assert time.monotonic() - start < 10
 
 
+CLOSING = """
+import gc
+import os
+import socket
+import threading
+import time
+
+import mcphost
+
+
+@mcphost.hookimpl
+def mcphost_tools():
+    async def close() -> str:
+        \"\"\"Close the worker's side of its connection to the daemon, and end the worker a while later.\"\"\"
+        for sock in [o for o in gc.get_objects() if isinstance(o, socket.socket) and o.fileno() >= 0]:
+            sock.shutdown(socket.SHUT_WR)
+        threading.Thread(target=lambda: (time.sleep(3), os._exit(3)), daemon=True).start()
+        return "closed"
+
+    async def pid() -> int:
+        \"\"\"The worker's process id.\"\"\"
+        return os.getpid()
+
+    return [close, pid]
+"""
+
+
+async def test_a_call_waiting_for_a_slot_when_its_worker_closed_the_connection_but_lives_on(
+    mcphost_daemon, tmp_path: Path
+) -> None:
+    # The slot is given back while the daemon still holds the worker's closed connection:
+    # the waiting call is not sent there (nothing would ever answer), it waits for the next worker.
+    table = {"isolation": "process", "max_concurrency": 1, "timeout": 15}
+    daemon = one_plugin(mcphost_daemon, tmp_path, "closing", CLOSING, **table)
+    before = await worker_pid(daemon, "closing")
+    answers: dict[str, Any] = {}
+
+    async def one(tool: str) -> None:
+        answers[tool] = await call(daemon, tool)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one, "closing_close")
+        await trio.sleep(0.2)
+        nursery.start_soon(one, "closing_pid")  # waits for the slot of the call that closes
+    closed, waited = answers["closing_close"], answers["closing_pid"]
+    assert closed.is_error and "stopped answering" in closed.content[0].text, closed
+    assert not waited.is_error and waited.structured_content["result"] != before, waited
+
+
 CANCELLABLE = """
 import trio
 
