@@ -558,6 +558,8 @@ import time
 
 import mcphost
 
+ENDS_AFTER = {ends_after}
+
 
 @mcphost.hookimpl
 def mcphost_tools():
@@ -565,7 +567,8 @@ def mcphost_tools():
         \"\"\"Close the worker's side of its connection to the daemon, and end the worker a while later.\"\"\"
         for sock in [o for o in gc.get_objects() if isinstance(o, socket.socket) and o.fileno() >= 0]:
             sock.shutdown(socket.SHUT_WR)
-        threading.Thread(target=lambda: (time.sleep(3), os._exit(3)), daemon=True).start()
+        if ENDS_AFTER is not None:
+            threading.Thread(target=lambda: (time.sleep(ENDS_AFTER), os._exit(3)), daemon=True).start()
         return "closed"
 
     async def pid() -> int:
@@ -576,13 +579,17 @@ def mcphost_tools():
 """
 
 
+@pytest.mark.parametrize("ends_after", [3, None])
 async def test_a_call_waiting_for_a_slot_when_its_worker_closed_the_connection_but_lives_on(
-    mcphost_daemon, tmp_path: Path
+    mcphost_daemon, tmp_path: Path, ends_after: float | None
 ) -> None:
     # The slot is given back while the daemon still holds the worker's closed connection:
-    # the waiting call is not sent there (nothing would ever answer), it waits for the next worker.
+    # the waiting call is not sent there (nothing would ever answer), it waits for the next
+    # worker; and a worker that never ends after closing its connection is ended, so that
+    # there is a next one.
     table = {"isolation": "process", "max_concurrency": 1, "timeout": 15}
-    daemon = one_plugin(mcphost_daemon, tmp_path, "closing", CLOSING, **table)
+    source = CLOSING.replace("{ends_after}", repr(ends_after))
+    daemon = one_plugin(mcphost_daemon, tmp_path, "closing", source, **table)
     before = await worker_pid(daemon, "closing")
     answers: dict[str, Any] = {}
 
