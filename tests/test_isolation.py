@@ -807,6 +807,40 @@ def test_reload_replaces_the_worker_and_lets_the_old_one_finish(mcphost_daemon, 
     trio.run(main)
 
 
+def test_calls_waiting_for_a_slot_of_a_worker_a_reload_replaces_are_answered_by_it(
+    mcphost_daemon, tmp_path: Path
+) -> None:
+    source = tmp_path / "versioned.py"
+    source.write_text(VERSIONED.format(version="v1", import_seconds=0))
+    table = {"isolation": "process", "max_concurrency": 1}
+    daemon = mcphost_daemon({"plugins": {"enable": ["versioned"], "paths": [str(source)], "versioned": table}})
+
+    async def main() -> None:
+        old_pid = (await call(daemon, "versioned_version")).content[0].text.split()[1]
+        results: list[Any] = []
+
+        async def wait(seconds: float) -> None:
+            results.append(await call(daemon, "versioned_wait", {"seconds": seconds}))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait, 3)
+            await trio.sleep(0.5)
+            nursery.start_soon(wait, 0.5)  # both wait for the first call's slot
+            nursery.start_soon(wait, 0.5)
+            await trio.sleep(0.5)
+            source.write_text(VERSIONED.format(version="v2", import_seconds=0))
+            later = source.stat().st_mtime + 2
+            os.utime(source, (later, later))
+            reloaded = await trio.to_thread.run_sync(daemon.reload)
+            assert reloaded["event"] == "reloaded" and "versioned" in reloaded["changed"]
+        # The old worker is stopped only once the calls waiting for its slot have had their turn.
+        assert [r.content[0].text for r in results] == [f"waited in {old_pid}"] * 3, results
+        version, new_pid = (await call(daemon, "versioned_version")).content[0].text.split()
+        assert version == "v2" and new_pid != old_pid
+
+    trio.run(main)
+
+
 def test_a_failed_reload_leaves_the_old_worker_serving(mcphost_daemon, tmp_path: Path) -> None:
     """A new version that does not load keeps the old worker serving, through later reloads
     too: its supervisor is not started a second time on the same worker."""
