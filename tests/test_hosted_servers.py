@@ -382,3 +382,36 @@ def test_mcphost_plugins_lists_a_hosted_server(tmp_path: Path, node: tuple[str, 
     assert records["calc"]["origin"].startswith("command ") and records["calc"]["isolation"] == "process"
     assert records["calc"]["status"] == "loaded" and "calc_add" in records["calc"]["tools"]
     assert "everything_get-sum" in records["everything"]["tools"]
+
+
+async def test_a_servers_tools_resources_and_prompts_wait_for_its_slots_in_turn(mcphost_daemon) -> None:
+    # One slot: a slow call holds it while a tool call, a resource read and a prompt queue
+    # behind it, and a fourth call's client gives up while it waits. Each is handed the slot
+    # in turn and answered; the one given up on never holds it.
+    table = {"command": [sys.executable, str(CALC)], "max_concurrency": 1, "timeout": 20}
+    daemon = mcphost_daemon({"plugins": {"enable": ["calc"], "calc": table}})
+    answers: dict[str, Any] = {}
+
+    async def one(what: str, ask: Callable[[Client], Awaitable[Any]]) -> None:
+        async with Client(daemon.url) as client:
+            answers[what] = await ask(client)
+
+    async def give_up() -> None:
+        async with Client(daemon.url) as client:
+            with trio.move_on_after(0.5):
+                await client.call_tool("calc_add", {"a": 0, "b": 0})
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one, "slow", lambda c: c.call_tool("calc_slow", {"seconds": 2}))
+        await trio.sleep(0.3)
+        nursery.start_soon(give_up)
+        await trio.sleep(0.1)
+        nursery.start_soon(one, "tool", lambda c: c.call_tool("calc_add", {"a": 40, "b": 2}))
+        nursery.start_soon(one, "resource", lambda c: c.read_resource("calc://square/7"))
+        nursery.start_soon(one, "prompt", lambda c: c.get_prompt("calc_double", {"number": "21"}))
+    assert not answers["slow"].is_error and answers["slow"].content[0].text == "done"
+    assert not answers["tool"].is_error and answers["tool"].content[0].text == "42"
+    assert answers["resource"].contents[0].text == "49"
+    assert "twice 21" in answers["prompt"].messages[0].content.text
+    with trio.fail_after(10):  # the slot is free again
+        assert (await call(daemon, "calc_add", {"a": 1, "b": 1})).content[0].text == "2"

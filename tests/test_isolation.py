@@ -549,6 +549,62 @@ async def test_a_call_waiting_for_a_slot_when_its_worker_ends(
         assert time.monotonic() - start < 10
 
 
+CLOSING = """
+import gc
+import os
+import socket
+import threading
+import time
+
+import mcphost
+
+ENDS_AFTER = {ends_after}
+
+
+@mcphost.hookimpl
+def mcphost_tools():
+    async def close() -> str:
+        \"\"\"Close the worker's side of its connection to the daemon, and end the worker a while later.\"\"\"
+        for sock in [o for o in gc.get_objects() if isinstance(o, socket.socket) and o.fileno() >= 0]:
+            sock.shutdown(socket.SHUT_WR)
+        if ENDS_AFTER is not None:
+            threading.Thread(target=lambda: (time.sleep(ENDS_AFTER), os._exit(3)), daemon=True).start()
+        return "closed"
+
+    async def pid() -> int:
+        \"\"\"The worker's process id.\"\"\"
+        return os.getpid()
+
+    return [close, pid]
+"""
+
+
+@pytest.mark.parametrize("ends_after", [3, None])
+async def test_a_call_waiting_for_a_slot_when_its_worker_closed_the_connection_but_lives_on(
+    mcphost_daemon, tmp_path: Path, ends_after: float | None
+) -> None:
+    # The slot is given back while the daemon still holds the worker's closed connection:
+    # the waiting call is not sent there (nothing would ever answer), it waits for the next
+    # worker; and a worker that never ends after closing its connection is ended, so that
+    # there is a next one.
+    table = {"isolation": "process", "max_concurrency": 1, "timeout": 15}
+    source = CLOSING.replace("{ends_after}", repr(ends_after))
+    daemon = one_plugin(mcphost_daemon, tmp_path, "closing", source, **table)
+    before = await worker_pid(daemon, "closing")
+    answers: dict[str, Any] = {}
+
+    async def one(tool: str) -> None:
+        answers[tool] = await call(daemon, tool)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one, "closing_close")
+        await trio.sleep(0.2)
+        nursery.start_soon(one, "closing_pid")  # waits for the slot of the call that closes
+    closed, waited = answers["closing_close"], answers["closing_pid"]
+    assert closed.is_error and "stopped answering" in closed.content[0].text, closed
+    assert not waited.is_error and waited.structured_content["result"] != before, waited
+
+
 CANCELLABLE = """
 import trio
 
@@ -747,6 +803,40 @@ def test_reload_replaces_the_worker_and_lets_the_old_one_finish(mcphost_daemon, 
             assert second == "v2" and new_pid != old_pid, "a fresh worker serves the new version"
         assert not results[0].is_error and results[0].content[0].text == f"waited in {old_pid}"
         assert await trio.to_thread.run_sync(_ends_within, int(old_pid), 10.0), "the old worker is stopped"
+
+    trio.run(main)
+
+
+def test_calls_waiting_for_a_slot_of_a_worker_a_reload_replaces_are_answered_by_it(
+    mcphost_daemon, tmp_path: Path
+) -> None:
+    source = tmp_path / "versioned.py"
+    source.write_text(VERSIONED.format(version="v1", import_seconds=0))
+    table = {"isolation": "process", "max_concurrency": 1}
+    daemon = mcphost_daemon({"plugins": {"enable": ["versioned"], "paths": [str(source)], "versioned": table}})
+
+    async def main() -> None:
+        old_pid = (await call(daemon, "versioned_version")).content[0].text.split()[1]
+        results: list[Any] = []
+
+        async def wait(seconds: float) -> None:
+            results.append(await call(daemon, "versioned_wait", {"seconds": seconds}))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait, 3)
+            await trio.sleep(0.5)
+            nursery.start_soon(wait, 0.5)  # both wait for the first call's slot
+            nursery.start_soon(wait, 0.5)
+            await trio.sleep(0.5)
+            source.write_text(VERSIONED.format(version="v2", import_seconds=0))
+            later = source.stat().st_mtime + 2
+            os.utime(source, (later, later))
+            reloaded = await trio.to_thread.run_sync(daemon.reload)
+            assert reloaded["event"] == "reloaded" and "versioned" in reloaded["changed"]
+        # The old worker is stopped only once the calls waiting for its slot have had their turn.
+        assert [r.content[0].text for r in results] == [f"waited in {old_pid}"] * 3, results
+        version, new_pid = (await call(daemon, "versioned_version")).content[0].text.split()
+        assert version == "v2" and new_pid != old_pid
 
     trio.run(main)
 

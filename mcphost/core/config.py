@@ -37,10 +37,10 @@ from mcphost.core.plugin_tables import (
     PluginConfig,
     PluginsConfig,
     ShutdownConfig,
+    Strict,
     ToolsConfig,
-    _Strict,
 )
-from mcphost.core.problems import Loaded, Problem, _choices, _is_model, locate, problems_from
+from mcphost.core.problems import Loaded, Problem, choices_of, is_model, locate, problems_from
 from mcphost.core.rate import Rate
 
 DEFAULT_PATHS = (Path("/etc/mcphost/mcphost.toml"),)
@@ -51,7 +51,7 @@ PROCESS_VARIABLES = frozenset({"MCPHOST_CONFIG", "MCPHOST_WORKER_FD", "MCPHOST_W
 handed (:mod:`mcphost.daemon.workers`), and where ``packaging/install.sh`` installs."""
 
 
-class ServerConfig(_Strict):
+class ServerConfig(Strict):
     """The ``[server]`` table: the HTTP listener and the MCP endpoint."""
 
     host: str = "127.0.0.1"
@@ -119,7 +119,7 @@ def default_state_dir() -> Path:
     return Path(base) / "mcphost"
 
 
-class SessionsConfig(_Strict):
+class SessionsConfig(Strict):
     """The ``[sessions]`` table: how 2025-11-25 sessions outlive the process that opened them."""
 
     store: Literal["file", "none"] = "file"
@@ -144,7 +144,7 @@ class SessionsConfig(_Strict):
         return self.state_dir / "session-secret"
 
 
-class StateConfig(_Strict):
+class StateConfig(Strict):
     """The ``[state]`` table: where what several replicas must share is kept."""
 
     backend: Literal["local", "redis"] = "local"
@@ -159,7 +159,7 @@ class StateConfig(_Strict):
     """Seconds any one Redis call may take; past it Redis counts as unavailable."""
 
 
-class TasksConfig(_Strict):
+class TasksConfig(Strict):
     """The ``[tasks]`` table: long tool calls that outlive their request (2026-07-28 clients
     that accept tasks), kept where ``[sessions]`` and ``[state]`` keep sessions."""
 
@@ -179,7 +179,7 @@ class TasksConfig(_Strict):
     reported failed (it died: killed, crashed, or its machine lost)."""
 
 
-class ProxyConfig(_Strict):
+class ProxyConfig(Strict):
     """The ``[proxy]`` table: reverse proxies whose ``X-Forwarded-*`` headers are believed."""
 
     trusted: list[str] = Field(default_factory=list)
@@ -196,7 +196,7 @@ class ProxyConfig(_Strict):
         return value
 
 
-class ReloadConfig(_Strict):
+class ReloadConfig(Strict):
     """The ``[reload]`` table: reloading on file changes (SIGHUP always reloads)."""
 
     watch: bool = False
@@ -228,7 +228,7 @@ JwtAlgorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES
 """The asymmetric JWS algorithms ``[auth.oauth] algorithms`` may list."""
 
 
-class KeyConfig(_Strict):
+class KeyConfig(Strict):
     """One API key: ``<name> = { hash = "sha256:…", tools = ["sysinfo_*"] }``, as ``mcphost keys new`` prints it."""
 
     hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
@@ -240,13 +240,13 @@ class KeyConfig(_Strict):
     """This key's request budget, instead of ``[rate_limits] identity``."""
 
 
-class KeysFile(_Strict):
+class KeysFile(Strict):
     """A keys file (``[auth] keys_file``, or a systemd credential): a ``[keys]`` table like ``[auth.keys]``."""
 
     keys: dict[KeyName, KeyConfig] = Field(default_factory=dict)
 
 
-class OAuthConfig(_Strict):
+class OAuthConfig(Strict):
     """The ``[auth.oauth]`` table: accept JWT access tokens from one identity provider."""
 
     issuer: str = Field(min_length=1)
@@ -272,7 +272,7 @@ class OAuthConfig(_Strict):
     """Least seconds between two fetches caused by tokens signed with an unknown key (``kid``)."""
 
 
-class AuthConfig(_Strict):
+class AuthConfig(Strict):
     """The ``[auth]`` table: who may use ``/mcp``. Any key source or ``[auth.oauth]`` turns authentication on."""
 
     keys: dict[KeyName, KeyConfig] = Field(default_factory=dict)
@@ -287,7 +287,7 @@ class AuthConfig(_Strict):
     """OAuth 2.1 access tokens (JWTs) from an identity provider; absent: none accepted."""
 
 
-class RateLimitsConfig(_Strict):
+class RateLimitsConfig(Strict):
     """The ``[rate_limits]`` table; every limit counts per caller (identity)."""
 
     identity: RateText | None = None
@@ -300,7 +300,7 @@ class RateLimitsConfig(_Strict):
     """Most (caller, limit) pairs remembered; past it the least recently seen is forgotten."""
 
 
-class AdminConfig(_Strict):
+class AdminConfig(Strict):
     """The ``[admin]`` table: a second listener for operators (``/ready`` with every detail,
     ``/metrics``, ``/status``)."""
 
@@ -316,7 +316,7 @@ class AdminConfig(_Strict):
     (wherever they are served); better given as ``MCPHOST_ADMIN__METRICS_TOKEN``."""
 
 
-class MetricsConfig(_Strict):
+class MetricsConfig(Strict):
     """The ``[metrics]`` table: the Prometheus exposition and the ``/status`` report."""
 
     public: bool = False
@@ -328,7 +328,7 @@ class MetricsConfig(_Strict):
     """Most recent calls kept per tool for those latencies (memory stays bounded under load)."""
 
 
-class TracingConfig(_Strict):
+class TracingConfig(Strict):
     """The ``[tracing]`` table: OpenTelemetry spans per request and per tool call
     (needs ``pip install 'mcphost[otel]'``)."""
 
@@ -496,7 +496,7 @@ def _sets_a_setting(variable: str) -> bool:
         # Below a mapping (keys, a plugin's settings): anything; below a table: its fields.
         if typing.get_origin(annotation) is dict:
             return True
-        model = next((a for a in _choices(annotation) if _is_model(a)), None)  # a table, or "table | None"
+        model = next((a for a in choices_of(annotation) if is_model(a)), None)  # a table, or "table | None"
         if model is None:
             return False
     return False

@@ -15,14 +15,16 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """A table of the configuration: a key it does not know is an error."""
+
     # A field's docstring is its description: the configuration reference and the man page
     # are generated from the models (docgen reads the docstrings; pydantic's
     # use_attribute_docstrings would read every model's source at each start).
     model_config = ConfigDict(extra="forbid")
 
 
-class LimitsConfig(_Strict):
+class LimitsConfig(Strict):
     """Call-time limits; ``[limits]`` sets defaults, plugins and tools may override them."""
 
     timeout: float | None = Field(None, gt=0)
@@ -114,7 +116,7 @@ class PluginConfig(LimitsConfig):
         return value
 
 
-class PluginsConfig(_Strict):
+class PluginsConfig(Strict):
     """The ``[plugins]`` table: which plugins run, and each one's ``[plugins.<name>]``."""
 
     model_config = ConfigDict(extra="allow")
@@ -140,14 +142,14 @@ class PluginsConfig(_Strict):
         return set(self.__pydantic_extra__ or {})
 
 
-class ToolsConfig(_Strict):
+class ToolsConfig(Strict):
     """The ``[tools]`` table: naming rules for every plugin's tools."""
 
     max_name_length: int = Field(48, ge=8, le=128)
     """Longest public tool name; 48 leaves Claude Code room for ``mcp__<server>__`` within 64."""
 
 
-class LogConfig(_Strict):
+class LogConfig(Strict):
     """The ``[log]`` table."""
 
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -161,14 +163,14 @@ class LogConfig(_Strict):
         return value.lower() if isinstance(value, str) else value
 
 
-class ShutdownConfig(_Strict):
+class ShutdownConfig(Strict):
     """The ``[shutdown]`` table: draining on SIGTERM or SIGINT."""
 
     drain_timeout: float = Field(30.0, ge=0)
     """Seconds calls in flight may take to finish; what still runs then is cancelled and answered with an error."""
 
 
-class PluginTables(_Strict):
+class PluginTables(Strict):
     """What a plugin's worker is handed of the daemon's config: its plugin's tables, the
     limits and the naming rules, validated again from their values alone."""
 

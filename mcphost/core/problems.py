@@ -93,24 +93,25 @@ def may_be_secret(loc: tuple[str | int, ...], model: type[BaseModel] | None = No
         return True
     annotation: Any = model
     for part in loc:
-        choices = _choices(annotation)
-        fields = [c.model_fields[part] for c in choices if _is_model(c) and part in c.model_fields]
+        choices = choices_of(annotation)
+        fields = [c.model_fields[part] for c in choices if is_model(c) and part in c.model_fields]
         if fields:
             annotation = fields[0].annotation
         else:  # a list's item or a dict's value
             annotation = next((typing.get_args(c)[-1] for c in choices if typing.get_args(c)), None)
-        if any(isinstance(c, type) and issubclass(c, SecretStr | SecretBytes) for c in _choices(annotation)):
+        if any(isinstance(c, type) and issubclass(c, SecretStr | SecretBytes) for c in choices_of(annotation)):
             return True
     return False
 
 
-def _choices(annotation: Any) -> tuple[Any, ...]:
+def choices_of(annotation: Any) -> tuple[Any, ...]:
     """The types a (maybe ``X | None``) annotation allows."""
     union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
     return typing.get_args(annotation) if union else (annotation,)
 
 
-def _is_model(annotation: Any) -> bool:
+def is_model(annotation: Any) -> bool:
+    """Whether ``annotation`` is a pydantic model (a table of the configuration)."""
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 

@@ -57,6 +57,9 @@ log = structlog.get_logger("mcphost.worker")
 
 KILL_GRACE = 1.0
 """Seconds past a call's timeout before the worker, which did not end the call itself, is ended."""
+CLOSED_GRACE = 2.0
+"""Seconds a worker that closed its connection to the daemon has to end on its own before it
+is ended: it can serve nothing more, and only its end starts the next one."""
 PING_INTERVAL = 5.0
 """Seconds between pings of a serving worker; one that does not answer within the same
 time again (its event loop is stuck) is ended."""
@@ -908,6 +911,10 @@ class PluginWorker:
         await channel.run()
         if channel.broken is not None:
             self._end(process, channel.broken)
+        elif not self.stopping:
+            # Its end cancels this wait (the usual case: it closed the connection as it ended).
+            await trio.sleep(CLOSED_GRACE)
+            self._end(process, "it closed its connection to the daemon and did not end")
 
     async def _relay_output(self, process: Process, done: trio.Event) -> None:
         """Log each line the worker writes, tagged with the plugin."""
