@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import re
 import tomllib
-import types
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from docgen.sources import ENV_PREFIX, HostConfig
+from mcphost.core.problems import choices_of, is_model
 
 PLACEHOLDERS = {"tools": "<tool>"}
 """The placeholder of a table's entries, by the table's key; any other table's is ``<name>``."""
@@ -126,13 +126,8 @@ def _extra(model: type[BaseModel]) -> Any:
     return typing.get_args(extra)[-1] if extra is not None else None
 
 
-def _choices(annotation: Any) -> tuple[Any, ...]:
-    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-    return typing.get_args(annotation) if union else (annotation,)
-
-
 def _model(annotation: Any) -> type[BaseModel] | None:
-    return next((c for c in _choices(annotation) if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return next((c for c in choices_of(annotation) if is_model(c)), None)
 
 
 def _dict_of_models(annotation: Any) -> type[BaseModel] | None:
@@ -143,7 +138,7 @@ def _dict_of_models(annotation: Any) -> type[BaseModel] | None:
 
 def type_name(annotation: Any) -> str:
     """A TOML reader's name for a type: ``string``, ``array of strings``, ``"auto" | "json"``."""
-    choices = [c for c in _choices(annotation) if c is not type(None)]
+    choices = [c for c in choices_of(annotation) if c is not type(None)]
     if len(choices) > 1:
         return " or ".join(type_name(c) for c in choices)
     annotation = choices[0]

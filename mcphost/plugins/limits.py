@@ -77,9 +77,9 @@ def waiting(limiter: trio.CapacityLimiter) -> int:
     return limiter.statistics().tasks_waiting + len(_QUEUES.get(limiter, ()))
 
 
-async def take(limiter: trio.CapacityLimiter) -> bool:
+async def take(limiter: trio.CapacityLimiter) -> None:
     """Take a token of ``limiter`` for the current task: at once when one is free, else
-    waiting for one; whether it had to wait.
+    waiting for one.
 
     A free token is taken without the scheduler turn that ``acquire`` spends yielding even
     when it does not wait (a token given back goes straight to a waiter, so none is free
@@ -88,8 +88,5 @@ async def take(limiter: trio.CapacityLimiter) -> bool:
     await trio.lowlevel.checkpoint_if_cancelled()
     try:
         limiter.acquire_nowait()
-        return False
     except trio.WouldBlock:
-        pass
-    await limiter.acquire()
-    return True
+        await limiter.acquire()
