@@ -660,6 +660,7 @@ class PluginWorker:
         try:
             pool.acquire_nowait()
             queued = None
+            self._in_flight += 1  # a call holding a slot is in flight
         except trio.WouldBlock:
             queued = _Queued(trio.lowlevel.current_task(), method, params, limits, deadline, grace)
         if context is not None:
@@ -669,9 +670,7 @@ class PluginWorker:
         try:
             with trio.CancelScope(deadline=deadline + grace if queued is None else deadline) as scope:
                 try:
-                    if queued is None:
-                        self._in_flight += 1
-                    else:
+                    if queued is not None:
                         queued.scope = scope
                         try:
                             reply = await self._wait_for_slot(queued)
@@ -679,10 +678,8 @@ class PluginWorker:
                             process = queued.process
                         if reply is not None:  # the call that gave the slot back sent the request too
                             return result_of(reply)
-                        # The worker is not serving: this call waits for it with its slot, as
+                        # Else the worker was not serving: this call waits for it with its slot, as
                         # one that found a slot free does.
-                        self._in_flight += 1
-                        self._starting(queued)
                     channel = await self._channel()
                     process = self.process
                     return await channel.request(method, params)
@@ -740,12 +737,12 @@ class PluginWorker:
         queued = queue.popleft()
         pool.acquire_on_behalf_of_nowait(queued.task)
         queued.has_slot = True
+        self._in_flight += 1
+        self._starting(queued)
         channel = self.channel
         if self.failed is not None or channel is None or channel.closed:
             trio.lowlevel.reschedule(queued.task, outcome.Value(None))
             return
-        self._in_flight += 1
-        self._starting(queued)
         queued.process, queued.channel = self.process, channel
         queued.request_id = channel.start_request(queued.method, queued.params, queued.task)
 
