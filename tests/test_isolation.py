@@ -19,6 +19,7 @@ import httpx
 import pytest
 import trio
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 from mcp_types import ElicitResult, LoggingMessageNotificationParams
 
 from mcphost.testing import RunningDaemon, stateless_request, to_toml
@@ -547,6 +548,67 @@ async def test_a_call_waiting_for_a_slot_when_its_worker_ends(
     else:  # it is told at once that the plugin settled as failed, not left to time out
         assert waited.is_error and "plugin 'ending' is not running" in waited.content[0].text, waited
         assert time.monotonic() - start < 10
+
+
+FORGER = """
+import mcphost
+from mcphost.plugins.worker import main
+
+FORGED = {
+    "not_an_object": [1, 2],
+    "not_a_result": {"content": "not a list of blocks"},
+    "oversized": {"content": [{"type": "text", "text": "x" * 100_000}]},
+}
+honest = main.reply_of
+
+
+def forged(tool, outcome, result):
+    # What a hostile plugin can do in its own process: answer the daemon with anything.
+    name = tool.name.removeprefix("forger_")
+    return {"status": "ok", "result": FORGED[name]} if name in FORGED else honest(tool, outcome, result)
+
+
+main.reply_of = forged
+
+
+@mcphost.hookimpl
+def mcphost_tools():
+    async def not_an_object() -> str:
+        \"\"\"Answered with a list.\"\"\"
+        return "honest"
+
+    async def not_a_result() -> str:
+        \"\"\"Answered with an object that is no tool result.\"\"\"
+        return "honest"
+
+    async def oversized() -> str:
+        \"\"\"Answered with a result over the plugin's limit.\"\"\"
+        return "honest"
+
+    async def honest() -> str:
+        \"\"\"Answered as written.\"\"\"
+        return "honest"
+
+    return [not_an_object, not_a_result, oversized, honest]
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_worker_forging_its_answers_gets_its_callers_clean_errors(
+    mcphost_daemon, tmp_path: Path, mode: str
+) -> None:
+    # A tool's result crosses from the worker as the JSON object the worker wrote: the daemon
+    # checks its size, and the answer to the client checks its shape, as for every result.
+    daemon = one_plugin(mcphost_daemon, tmp_path, "forger", FORGER, isolation="process", max_result_bytes=10_000)
+    async with Client(daemon.url, mode=mode) as client:
+        result = await client.call_tool("forger_not_an_object", {})
+        assert result.is_error and "its worker sent a result that is not a JSON object" in result.content[0].text
+        with pytest.raises(MCPError, match="invalid result"):
+            await client.call_tool("forger_not_a_result", {})
+        result = await client.call_tool("forger_oversized", {})
+        assert result.is_error and "over its limit of 10000 bytes" in result.content[0].text, result
+        # The same client, session and worker serve on.
+        assert (await client.call_tool("forger_honest", {})).structured_content == {"result": "honest"}
 
 
 CLOSING = """

@@ -45,8 +45,9 @@ class Remote(Protocol):
 
     async def call_tool(
         self, tool: RegisteredTool, arguments: dict[str, Any], meta: dict[str, Any], context: ToolContext | None
-    ) -> types.CallToolResult | types.InputRequiredResult:
-        """Run ``tool`` in the worker: its result, or the ``InputRequiredResult`` it returned."""
+    ) -> types.CallToolResult | types.InputRequiredResult | dict[str, Any]:
+        """Run ``tool`` in the worker: its result (as the model, or as the JSON object the
+        worker wrote, which the client's answer validates), or the ``InputRequiredResult`` it returned."""
         ...
 
     async def read_resource(

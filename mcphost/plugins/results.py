@@ -14,11 +14,13 @@ and measuring a tool's value a step of the tool's own fenced run.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
+import orjson
 import structlog
 import trio
 
@@ -115,11 +117,16 @@ def refusal(tool: RegisteredTool, outcome: str, error: Any) -> tuple[str, str]:
 
 
 def over(result: Any, limit: int) -> bool:
-    """Whether ``result`` is over ``limit`` bytes as the client would get it."""
-    return (
-        isinstance(result, types.CallToolResult)
-        and len(result.model_dump_json(by_alias=True, exclude_none=True)) > limit
-    )
+    """Whether ``result`` (a ``CallToolResult``, or one as the JSON object a worker wrote) is
+    over ``limit`` bytes as the client would get it."""
+    if isinstance(result, types.CallToolResult):
+        return len(result.model_dump_json(by_alias=True, exclude_none=True)) > limit
+    if isinstance(result, dict):
+        try:
+            return len(orjson.dumps(result)) > limit
+        except TypeError:  # an integer past 64 bits, which only the standard library writes
+            return len(json.dumps(result, separators=(",", ":"), ensure_ascii=False)) > limit
+    return False
 
 
 def shaping(convert_result: Callable[[Any], Any], limit: int) -> fence.Then:

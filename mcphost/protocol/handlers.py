@@ -123,7 +123,7 @@ class Handlers:
         params: types.CallToolRequestParams,
         ctx: Ctx | None,
         task: client_input.TaskChannel | None,
-    ) -> types.CallToolResult | types.InputRequiredResult:
+    ) -> types.CallToolResult | types.InputRequiredResult | dict[str, Any]:
         record = current_request.get()
         if record is not None:
             record.tool, record.plugin = tool.name, tool.plugin
@@ -157,7 +157,7 @@ class Handlers:
         params: types.CallToolRequestParams,
         ctx: Ctx | None,
         task: client_input.TaskChannel | None,
-    ) -> tuple[types.CallToolResult | types.InputRequiredResult, str]:
+    ) -> tuple[types.CallToolResult | types.InputRequiredResult | dict[str, Any], str]:
         if (refusal := await self.limits.check_tool(current_identity(), tool.plugin, tool.name)) is not None:
             self.metrics.rate_limit_hit(refusal.scope.partition(" ")[0])  # "tool" or "plugin"
             retry = round(refusal.decision.retry_after, 3)
@@ -202,6 +202,8 @@ class Handlers:
             if exchange is not None and exchange.modern and not (task is not None and task.detached):
                 return result, "input_required"
             return error_result(f"tool {tool.name!r} needs input that this client cannot be asked for"), "error"
+        if isinstance(result, dict):  # a worker's result, as the JSON object it wrote
+            return result, "error" if result.get("isError") is True else "ok"
         if not isinstance(result, types.CallToolResult):
             return error_result(f"tool {tool.name!r} returned an unsupported result"), "error"
         return result, "error" if result.is_error else "ok"

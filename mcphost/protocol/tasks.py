@@ -35,7 +35,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_NAME_HEADER, decode_header_value
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, ValidationError
 
 from mcphost.auth.identity import current_identity
 from mcphost.core.config import TasksConfig
@@ -365,6 +365,12 @@ class TaskRun:
                 self.answer, self.error = result, error
                 self.settled.set()
                 return
+        if isinstance(result, dict):  # a worker's result, as the JSON object it wrote: the task keeps it only valid
+            try:
+                result = types.CallToolResult.model_validate(result, by_name=False)
+            except ValidationError:
+                message = f"tool {self.tool.name!r} returned a result that is not a tool result"
+                error = MCPError(code=types.INTERNAL_ERROR, message=message)
         if error is not None:
             status, fields = "failed", {"error": _error_data(error)}
         elif isinstance(result, types.CallToolResult):

@@ -537,7 +537,7 @@ class PluginWorker:
 
     async def call_tool(
         self, tool: RegisteredTool, arguments: dict[str, Any], meta: dict[str, Any], context: ToolContext | None
-    ) -> types.CallToolResult | types.InputRequiredResult:
+    ) -> types.CallToolResult | types.InputRequiredResult | Message:
         """Run ``tool`` in the worker (see :class:`~mcphost.plugins.registry.Remote`)."""
         name = self.names[tool.name] if self.spec.command else tool.name
         what = f"tool {tool.name!r}"
@@ -1087,13 +1087,19 @@ def _context_meta(context: ToolContext | None) -> dict[str, Any]:
     }
 
 
-def _result(tool: RegisteredTool, reply: Message) -> types.CallToolResult | types.InputRequiredResult:
+def _result(tool: RegisteredTool, reply: Message) -> types.CallToolResult | types.InputRequiredResult | Message:
     status = reply.get("status")
     if status == "ok":
         result = reply["result"]
+        if not isinstance(result, dict):
+            raise WorkerCallError(f"tool {tool.name!r} failed: its worker sent a result that is not a JSON object")
         if result.get("resultType") == "input_required":  # the tool asked the client itself
             return types.InputRequiredResult.model_validate(result, by_name=False)
-        return types.CallToolResult.model_validate(result, by_name=False)
+        # The result stays the JSON object the worker wrote: whatever answers the client
+        # validates it against the client's protocol revision, as it does every result
+        # (:func:`mcp_types.methods.serialize_server_result`), and a model made of it here
+        # would only be dumped back into this object first.
+        return result
     if status == "input_required":
         raise client_input.InputRequired
     message = str(reply.get("message", f"tool {tool.name!r} failed"))
