@@ -90,18 +90,20 @@ Shaped = tuple[str, Any]
 or ``("mismatch", exception)``."""
 
 
-def convert(convert_result: Callable[[Any], Any], value: Any, *, limit: int) -> Shaped:
+def convert(convert_result: Callable[[Any], Any], value: Any, *, limit: int, whole: bool = True) -> Shaped:
     """A tool's value as a result, measured (inside the tool's fence: see :func:`shaping`).
 
     An oversized value is refused before it is converted (so no copy of it is made), and a
-    converted result is measured once more, whole, against ``limit``."""
+    converted result is measured once more, whole, against ``limit``, unless ``whole`` is
+    false: in a worker, whose daemon measures every result it gets (:func:`over`), since the
+    worker is not trusted to."""
     if measure(value, limit).over(limit):
         return "too_large", None
     try:
         result = convert_result(value)
     except Exception as error:
         return "mismatch", error
-    if over(result, limit):
+    if whole and over(result, limit):
         return "too_large", None
     return "ok", result
 
@@ -129,28 +131,33 @@ def over(result: Any, limit: int) -> bool:
     return False
 
 
-def shaping(convert_result: Callable[[Any], Any], limit: int) -> fence.Then:
-    """Converting and measuring a tool's value as a step of its fenced run, so a validator of
-    the plugin's return type is contained and watched like the tool: in the call's thread
-    after a sync tool; after an async one on the event loop when the value is small and made
-    of built-ins, else in a thread."""
+def shaping(convert_result: Callable[[Any], Any], limit: int, whole: bool = True) -> fence.Then:
+    """Converting and measuring a tool's value (see :func:`convert`) as a step of its fenced
+    run, so a validator of the plugin's return type is contained and watched like the tool:
+    in the call's thread after a sync tool; after an async one on the event loop when the
+    value is small and made of built-ins, else in a thread."""
 
     def quick(value: Any) -> bool:
         size = measure(value, limit, LOOP_NODES)
         return size.plain or size.over(limit)
 
-    return fence.Then(functools.partial(convert, convert_result, limit=limit), quick)
+    return fence.Then(functools.partial(convert, convert_result, limit=limit, whole=whole), quick)
 
 
 async def call(
-    tool: RegisteredTool, kwargs: dict[str, Any], budget: float | None = None, scope: trio.CancelScope | None = None
+    tool: RegisteredTool,
+    kwargs: dict[str, Any],
+    budget: float | None = None,
+    scope: trio.CancelScope | None = None,
+    whole: bool = True,
 ) -> Shaped:
-    """Run a plugin's ``tool`` with validated ``kwargs``, and shape its value, in one fenced
-    run (within ``budget``, the rest of its timeout, when it waited elsewhere for its slot;
-    in the caller's ``scope``, if given); raises what :func:`mcphost.plugins.fence.run` raises."""
+    """Run a plugin's ``tool`` with validated ``kwargs``, and shape its value (see
+    :func:`convert`), in one fenced run (within ``budget``, the rest of its timeout, when it
+    waited elsewhere for its slot; in the caller's ``scope``, if given); raises what
+    :func:`mcphost.plugins.fence.run` raises."""
     assert tool.sdk_tool is not None
     limit = tool.limits.max_result_bytes
-    then = shaping(tool.sdk_tool.fn_metadata.convert_result, limit)
+    then = shaping(tool.sdk_tool.fn_metadata.convert_result, limit, whole)
     what = f"tool {tool.name!r}"
     return await fence.run(
         tool.fn, kwargs, tool.limits, plugin=tool.plugin, what=what, then=then, budget=budget, scope=scope

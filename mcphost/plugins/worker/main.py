@@ -285,7 +285,9 @@ class Worker:
             # A call that waited in the daemon for a slot of its pool has only the rest of its
             # timeout (``budget``), as inline, where the wait counts against it.
             budget = meta.get("budget")
-            outcome, result = await results.call(tool, kwargs, None if budget is None else float(budget), scope)
+            budget = None if budget is None else float(budget)
+            # The daemon measures the result it gets, whole (it does not trust this process to).
+            outcome, result = await results.call(tool, kwargs, budget, scope, whole=False)
         except client_input.InputRequired:
             return {"status": "input_required"}
         except fence.FenceError as error:
