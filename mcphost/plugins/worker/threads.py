@@ -341,11 +341,9 @@ def _call(tool: RegisteredTool, arguments: Message) -> Message:
             kwargs = fn_meta.validate_arguments(arguments)
         except ValidationError as error:
             return {"status": "invalid_arguments", "message": invalid_arguments(tool.name, error)}
-        value = tool.fn(**kwargs)
         # The daemon measures the result it gets, whole (it does not trust this process to).
-        outcome, result = results.convert(
-            fn_meta.convert_result, value, limit=tool.limits.max_result_bytes, whole=False
-        )
+        limit = tool.limits.max_result_bytes
+        outcome, result = results.convert(fn_meta.convert_result, tool.fn(**kwargs), limit=limit, whole=False)
     except (ToolError, SdkToolError) as error:
         return {"status": "error", "message": f"{what} failed: {error}"}
     except client_input.InputRequired:
