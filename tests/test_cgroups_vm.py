@@ -44,11 +44,22 @@ def hardware_kvm() -> bool:
     )
 
 
+def static_busybox() -> bool:
+    """Whether the ``busybox`` on PATH is statically linked (a dynamic one names its loader near its start)."""
+    path = shutil.which("busybox")
+    if path is None:
+        return False
+    with open(path, "rb") as binary:
+        return b"ld-linux" not in binary.read(4096)
+
+
 def missing() -> list[str]:
     vng = Path(sys.executable).with_name("vng")
     needs = {
         "qemu-system-x86_64 (Debian package qemu-system-x86)": shutil.which("qemu-system-x86_64"),
         "a kernel in /boot (Debian package linux-image-amd64)": kernel(),
+        # vng builds the machine's initramfs from a static busybox when the kernel needs one (Debian's does).
+        "a static busybox (Debian package busybox-static)": static_busybox(),
         "vng (PyPI package virtme-ng, in the test extra)": vng.exists(),
     }
     return [name for name, found in needs.items() if not found]
