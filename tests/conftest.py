@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,12 @@ MODES = ["legacy", "2026-07-28"]
 """The two protocol paths: a 2025-11-25 session (initialize handshake) and 2026-07-28 stateless requests."""
 ISOLATIONS = ["inline", "process"]
 """Where a plugin runs: in the daemon's process, or in a worker process of its own."""
+
+
+def memory(pid: int, field: str) -> int:
+    """A memory field of ``/proc/<pid>/status`` (``VmRSS``, or the peak, ``VmHWM``), in bytes."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE)[1]) * 1024  # type: ignore[index]
 
 
 def isolated(config: dict[str, Any], isolation: str) -> dict[str, Any]:

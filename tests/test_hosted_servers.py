@@ -20,7 +20,7 @@ import trio
 from mcp import Client
 
 from mcphost.testing import RunningDaemon, start_daemon, to_toml
-from tests.conftest import MODES
+from tests.conftest import MODES, memory
 from tests.services import node_client
 
 CALC = Path(__file__).parent / "plugins" / "external" / "calc_server.py"
@@ -415,3 +415,46 @@ async def test_a_servers_tools_resources_and_prompts_wait_for_its_slots_in_turn(
     assert "twice 21" in answers["prompt"].messages[0].content.text
     with trio.fail_after(10):  # the slot is free again
         assert (await call(daemon, "calc_add", {"a": 1, "b": 1})).content[0].text == "2"
+
+
+ENDLESS = """
+import json
+import sys
+import time
+
+for line in sys.stdin:
+    message = json.loads(line)
+    if message.get("method") == "initialize":
+        version, info = message["params"]["protocolVersion"], {"name": "endless", "version": "1"}
+        result = {"protocolVersion": version, "capabilities": {"tools": {}}, "serverInfo": info}
+        print(json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": result}), flush=True)
+    elif message.get("method") == "tools/list":
+        try:
+            for _ in range(MIB):
+                sys.stdout.write("x" * 2**20)  # a line that does not end
+            sys.stdout.flush()
+        except BrokenPipeError:
+            pass
+        time.sleep(600)
+"""
+
+
+async def test_a_server_whose_list_does_not_end_cannot_take_the_daemonsmemory(mcphost_daemon, tmp_path: Path) -> None:
+    bound = 64 * 2**20
+    server = tmp_path / "endless.py"
+    server.write_text(f"MIB = {6 * bound // 2**20}\n" + ENDLESS)
+    plugins = {
+        "enable": ["endless", "bare"],
+        "endless": {"command": [sys.executable, str(server)]},
+        "bare": {"command": [sys.executable, str(BARE)]},
+    }
+    daemon = mcphost_daemon({"plugins": plugins})
+    # Its list is cut off at the bound on one message, and the server ended while starting.
+    failed = await trio.to_thread.run_sync(
+        daemon.wait_for_log, lambda r: r.get("event") == "plugin failed to load" and r.get("plugin") == "endless"
+    )
+    assert "its server was killed by SIGKILL while starting" in failed["error"], failed
+    pid = daemon.process.pid
+    grew = memory(pid, "VmHWM") - memory(pid, "VmRSS")
+    assert grew < 2 * bound + 32 * 2**20, f"the daemon grew by {grew / 2**20:.0f} MiB"
+    assert (await call(daemon, "bare_pid")).content[0].text.isdigit()

@@ -22,8 +22,11 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp_types import ElicitResult, LoggingMessageNotificationParams
 
+from mcphost.core.plugin_tables import DefaultLimits, LimitsConfig, PluginConfig
+from mcphost.plugins.worker.supervisor import message_bound
+from mcphost.plugins.worker.wire import Framer, encode
 from mcphost.testing import RunningDaemon, stateless_request, to_toml
-from tests.conftest import ISOLATIONS, MODES
+from tests.conftest import ISOLATIONS, MODES, memory
 
 PLUGINS = Path(__file__).parent / "plugins" / "isolated"
 SECRET_VARIABLE = "MCPHOST_TEST_ONLY_SECRET"
@@ -950,3 +953,116 @@ async def test_a_workers_config_is_the_daemons_whatever_its_environment_holds(mc
     daemon = one_plugin(mcphost_daemon, tmp_path, "slow", SLOW, isolation="process", env=env)
     result = await call(daemon, "slow_nap", {"seconds": 1.5})
     assert not result.is_error and result.content[0].text == "rested", result.content
+
+
+FLOODING = """
+import gc
+import select
+
+import mcphost
+from mcphost.plugins.worker.wire import Channel
+
+
+@mcphost.hookimpl
+def mcphost_tools():
+    def flood(mib: int) -> str:
+        \"\"\"Write ``mib`` MiB to the daemon without a newline, as one line that does not end;
+        holding the channel's lock, so that no frame of the worker's own ends the line.\"\"\"
+        (channel,) = [o for o in gc.get_objects() if isinstance(o, Channel)]
+        block = memoryview(b"x" * (1 << 20))
+        with channel._queuing:
+            try:
+                for _ in range(mib):
+                    left = block
+                    while left:
+                        select.select([], [channel.sock], [])
+                        left = left[channel.sock.send(left) :]
+            except OSError:  # the daemon closed its end
+                return "cut off"
+        return "sent"
+
+    def pid() -> int:
+        \"\"\"The worker's process id.\"\"\"
+        import os
+
+        return os.getpid()
+
+    return [flood, pid]
+"""
+
+
+BOUND = 64 * 2**20
+"""The bound on one message from a worker with the default limits."""
+
+
+def _reset_peak(pid: int) -> None:
+    """Make ``pid``'s peak memory (``VmHWM``) start again from its memory now."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+async def test_a_worker_that_sends_a_line_without_end_cannot_take_the_daemonsmemory(
+    mcphost_daemon, tmp_path: Path
+) -> None:
+    (tmp_path / "flooding.py").write_text(FLOODING)
+    plugins = {
+        "enable": ["flooding", "witness"],
+        "paths": [str(tmp_path / "flooding.py"), str(PLUGINS / "witness.py")],
+        "flooding": {"isolation": "process"},
+        "witness": {"isolation": "process"},
+    }
+    daemon = mcphost_daemon({"plugins": plugins})
+    before = await worker_pid(daemon, "flooding")
+    pid = daemon.process.pid
+    _reset_peak(pid)
+    resting = memory(pid, "VmRSS")
+    flooded: list[Any] = []
+    async with trio.open_nursery() as nursery:
+
+        async def flood() -> None:
+            # Six times the bound on one message: the daemon, holding it all, would grow by as much.
+            flooded.append(await call(daemon, "flooding_flood", {"mib": 6 * BOUND // 2**20}))
+
+        nursery.start_soon(flood)
+        await trio.sleep(0.2)
+        assert await witness_answers(daemon) < WITNESS_BOUND
+    grew = memory(pid, "VmHWM") - resting
+    assert grew < 2 * BOUND + 32 * 2**20, f"the daemon grew by {grew / 2**20:.0f} MiB"
+    result = flooded[0]
+    assert result.is_error and "the worker of plugin 'flooding' was killed" in result.content[0].text, result
+
+    def ending(record: dict[str, Any]) -> bool:
+        return record.get("event") == "ending plugin worker" and record.get("plugin") == "flooding"
+
+    ended = await trio.to_thread.run_sync(daemon.wait_for_log, ending)
+    assert f"a message longer than {BOUND} bytes" in ended["reason"], ended
+    assert await witness_answers(daemon) < WITNESS_BOUND
+    assert await worker_pid(daemon, "flooding") != before
+
+
+def test_the_bound_on_a_message_grows_with_the_largest_result_the_config_allows() -> None:
+    assert message_bound(DefaultLimits(), PluginConfig()) == BOUND
+    assert message_bound(DefaultLimits(max_result_bytes=16 * 2**20), PluginConfig()) == 128 * 2**20
+    big_tool = PluginConfig(max_result_bytes=1000, tools={"t": LimitsConfig(max_result_bytes=20 * 2**20)})
+    assert message_bound(DefaultLimits(), big_tool) == 160 * 2**20
+
+
+def test_the_framer_splits_messages_across_any_chunks_and_bounds_a_line() -> None:
+    messages = [{"id": 1, "text": "a" * 40}, {"id": 2, "n": [1, 2, 3]}, {"id": 3}]
+    data = b"".join(encode(m) for m in messages) + b"\n"  # an empty line is skipped
+    for size in (1, 2, 7, 50, len(data)):
+        framer = Framer(len(encode(messages[0])) - 1)  # a line's newline does not count
+        got = [m for start in range(0, len(data), size) for m in framer.feed(data[start : start + size])]
+        assert got == messages, size
+    # One byte over the bound is refused, in one chunk or many, before more of it is kept.
+    with pytest.raises(ValueError, match="longer than 10 bytes"):
+        Framer(10).feed(b'{"a":"12345"}\n')
+    framer = Framer(100)
+    for _ in range(10):
+        assert framer.feed(b"x" * 10) == []
+    with pytest.raises(ValueError, match="longer than 100 bytes"):
+        framer.feed(b"x")
+    # A long line in small chunks costs its length, not the square of it (that would take minutes).
+    framer, line = Framer(), encode({"text": "x" * (16 * 2**20)})
+    start = time.monotonic()
+    got = [m for at in range(0, len(line), 1024) for m in framer.feed(line[at : at + 1024])]
+    assert time.monotonic() - start < 5 and got == [{"text": "x" * (16 * 2**20)}]

@@ -58,6 +58,7 @@ from mcphost.plugins.worker.supervisor import (
     WorkerSpec,
     WorkerStartError,
     catalogue_of,
+    message_bound,
     spawn,
     stop_now,
 )
@@ -686,6 +687,7 @@ class PluginHost:
             str(own.cwd) if own.cwd is not None else None,
             tuple(own.roots),
             candidate.distribution,
+            message_bound(config.limits, own),
         )
 
     def close(self) -> None:

@@ -36,6 +36,7 @@ import trio
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 
+from mcphost.core.plugin_tables import DefaultLimits, PluginConfig
 from mcphost.ops.log import RequestRecord, current_request
 from mcphost.plugins import client_input, fence, notify
 from mcphost.plugins.context import ToolContext
@@ -73,6 +74,9 @@ ENVIRONMENT = ("PATH", "HOME", "LANG")
 MAX_LOG_LINE = 65536
 MAX_REASON = 500
 """Characters of a worker's own account of a stall that the daemon keeps (the worker is not trusted)."""
+MIN_MESSAGE_BOUND, RESULT_ROOM = 64 * 2**20, 8
+"""The bound on one message from a worker: at least this many bytes, and room for this many
+times the largest result its config allows (see :func:`message_bound`)."""
 
 _ASKS: dict[str, tuple[Any, Any]] = {
     "elicit": (types.ElicitRequest, types.ElicitResult),
@@ -125,6 +129,8 @@ class WorkerSpec:
     """What ``command``'s server is told when it asks for the client's roots."""
     distribution: str | None = None
     """The installed package whose entry point the plugin is (else it is at a configured path)."""
+    max_message: int = MIN_MESSAGE_BOUND
+    """The most bytes one message from the worker may hold (see :func:`message_bound`)."""
 
     @property
     def kind(self) -> str:
@@ -182,6 +188,18 @@ class Process:
         """Remove the worker's cgroup, killing what is left in it (blocking)."""
         if self.cgroup is not None:
             self.cgroup.remove()
+
+
+def message_bound(defaults: DefaultLimits, own: PluginConfig) -> int:
+    """The most bytes one message from a plugin's worker or server may hold, or the daemon
+    ends it as one sending garbage: :data:`MIN_MESSAGE_BOUND`, or :data:`RESULT_ROOM` times
+    the largest ``max_result_bytes`` the config sets for the plugin (``[limits]``, its table,
+    its tools') if that is more. The room is for a result a server JSON-escaped (up to 3
+    times as long) or sent over its limit, which the daemon refuses as such once it has it;
+    an author's own ``max_result_bytes`` does not count, or a hostile plugin would set how
+    much of the daemon's memory it may take."""
+    sizes = [defaults.max_result_bytes, own.max_result_bytes, *(tool.max_result_bytes for tool in own.tools.values())]
+    return max(MIN_MESSAGE_BOUND, RESULT_ROOM * max(size for size in sizes if size is not None))
 
 
 def spawn(spec: WorkerSpec, zygotes: Zygotes | None = None) -> Process:
@@ -261,7 +279,7 @@ def _load(spec: WorkerSpec, process: Process) -> Process:
     ours = process.sock
     try:
         if spec.command:
-            process.hello = _server_hello(ours)
+            process.hello = _server_hello(ours, spec.max_message)
         else:
             # The daemon's import path: the worker finds the plugin where the daemon found it
             # (``PYTHONPATH``, a path ``site`` added), though its environment is scrubbed.
@@ -272,7 +290,7 @@ def _load(spec: WorkerSpec, process: Process) -> Process:
                 "path": sys.path,
                 "distribution": spec.distribution,
             }
-            process.hello = _handshake(ours, _request(0, "initialize", params))
+            process.hello = _handshake(ours, _request(0, "initialize", params), spec.max_message)
     except (OSError, ValueError, RemoteError) as error:
         process.kill_group()
         status = process.popen.wait()
@@ -311,14 +329,15 @@ LISTED_BY = {
 """What a server's ``list_changed`` notification says to list again."""
 
 
-def _server_hello(sock: socket.socket) -> Message:
-    """MCP's handshake with an existing server, then everything it offers (every page)."""
+def _server_hello(sock: socket.socket, max_message: int) -> Message:
+    """MCP's handshake with an existing server, then everything it offers (every page), each
+    answer at most ``max_message`` bytes."""
     params = {
         "protocolVersion": LATEST_HANDSHAKE_VERSION,
         "capabilities": {"roots": {}, "sampling": {}, "elicitation": {}},
         "clientInfo": {"name": "mcphost", "version": "1"},
     }
-    server = _handshake(sock, _request(0, "initialize", params))
+    server = _handshake(sock, _request(0, "initialize", params), max_message)
     version = server.get("protocolVersion")
     if version not in HANDSHAKE_PROTOCOL_VERSIONS:
         raise ValueError(f"it speaks protocol revision {version!r}, which mcphost does not")
@@ -329,7 +348,7 @@ def _server_hello(sock: socket.socket) -> Message:
     ids = itertools.count(1)
 
     async def ask(method: str, params: Message) -> Message:
-        return _handshake(sock, _request(next(ids), method, params))
+        return _handshake(sock, _request(next(ids), method, params), max_message)
 
     listing = _lists(ask, [key for key, *_ in SERVER_LISTS], capabilities)
     try:
@@ -368,11 +387,12 @@ async def _lists(
     return lists
 
 
-def _handshake(sock: socket.socket, request: Message) -> Message:
-    """Send ``request`` and wait for its answer (blocking), letting anything else pass."""
+def _handshake(sock: socket.socket, request: Message, max_message: int) -> Message:
+    """Send ``request`` and wait for its answer (blocking), letting anything else pass; a
+    message over ``max_message`` bytes raises ValueError."""
     sock.settimeout(START_TIMEOUT)
     sock.sendall(encode(request))
-    framer = Framer()
+    framer = Framer(max_message)
     while True:
         data = sock.recv(1 << 16)
         if not data:
@@ -844,9 +864,11 @@ class PluginWorker:
     async def _run(self, process: Process) -> str | None:
         """Serve through ``process`` until it ends; returns why its start-up hook failed, if it did."""
         if self.spec.command:
-            channel = Channel(process.sock, self._server_asked, self._server_notified)
+            channel = Channel(
+                process.sock, self._server_asked, self._server_notified, max_message=self.spec.max_message
+            )
         else:
-            channel = Channel(process.sock, self._asked, self._notified)
+            channel = Channel(process.sock, self._asked, self._notified, max_message=self.spec.max_message)
         error = None
         try:
             async with trio.open_nursery() as nursery:

@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import json
 import socket
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -92,15 +93,37 @@ def result_of(reply: Message) -> Any:
 
 
 class Framer:
-    """Splits received bytes into messages; a partial line waits for the rest."""
+    """Splits received bytes into messages; a partial line waits for the rest, kept as the
+    chunks it came in and joined once, when its newline comes (joining it again with each
+    chunk would cost the square of its length). ``limit`` bounds one message's length, so
+    what the other end sends without a newline cannot take this end's memory; by default
+    there is none (a worker reading the daemon, which it trusts)."""
 
-    def __init__(self) -> None:
-        self._partial = b""
+    def __init__(self, limit: int = sys.maxsize) -> None:
+        self._limit = limit
+        self._partial: list[bytes] = []
+        self._waiting = 0
+        """The bytes of the partial line."""
 
     def feed(self, data: bytes) -> list[Message]:
-        """The complete messages that ``data`` finishes; raises ValueError on a frame that is not a JSON object."""
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
+        """The complete messages that ``data`` finishes; raises ValueError on a frame that is
+        not a JSON object or is longer than the limit."""
+        lines, limit = data.split(b"\n"), self._limit
+        # Only when what waits and this chunk together pass the limit can a line be over it.
+        if self._waiting + len(data) > limit and max(self._waiting + len(lines[0]), *map(len, lines)) > limit:
+            raise ValueError(f"a message longer than {limit} bytes, the most one may hold")
+        if len(lines) == 1:
+            self._partial.append(data)
+            self._waiting += len(data)
+            return []
+        if self._partial:
+            self._partial.append(lines[0])
+            lines[0] = b"".join(self._partial)
+            self._partial.clear()
+        tail = lines.pop()
+        if tail:
+            self._partial.append(tail)
+        self._waiting = len(tail)
         messages = [decode(line) for line in lines if line.strip()]
         if not all(isinstance(m, dict) for m in messages):
             raise ValueError("a frame is not a JSON object")
@@ -109,7 +132,8 @@ class Framer:
 
 class Channel:
     """One end of the wire: requests matched to answers by id, notifications, and requests
-    from the other end handed to ``on_request``."""
+    from the other end handed to ``on_request``; ``max_message`` bounds the length of a
+    message the other end sends (see :class:`Framer`)."""
 
     def __init__(
         self,
@@ -117,12 +141,14 @@ class Channel:
         on_request: RequestHandler | None = None,
         on_notification: NotificationHandler | None = None,
         take: RequestTaker | None = None,
+        max_message: int = sys.maxsize,
     ):
         sock.setblocking(False)
         self.sock = sock
         self.on_request = on_request
         self.on_notification = on_notification
         self.take = take
+        self.max_message = max_message
         self.closed = False
         self.broken: str | None = None
         self._ids = itertools.count(1)
@@ -142,16 +168,16 @@ class Channel:
         return len(self._pending)
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Read and dispatch until the other end closes or a frame is garbage (``broken``
-        then says what was wrong); then every request waiting for an answer raises
-        :class:`ChannelClosed`."""
+        """Read and dispatch until the other end closes or sends a frame that is garbage or
+        too long (``broken`` then says what was wrong); then every request waiting for an
+        answer raises :class:`ChannelClosed`."""
         try:
             self._trio = trio.lowlevel.current_trio_token()
             self._loop_thread = threading.get_ident()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write)
                 task_status.started()
-                framer = Framer()
+                framer = Framer(self.max_message)
                 while True:
                     await trio.lowlevel.wait_readable(self.sock)
                     try:
