@@ -78,6 +78,28 @@ def one_plugin(mcphost_daemon: Any, tmp_path: Path, name: str, source: str, **ta
     return mcphost_daemon({"plugins": {"enable": [name], "paths": [str(path)], name: table}})
 
 
+def _plugin_status(daemon: RunningDaemon, plugin: str) -> dict[str, Any]:
+    """``plugin``'s entry in the daemon's ``/status``."""
+    status, body = daemon.get("/status", admin=True)
+    return next(p for p in httpx.Response(status, content=body).json()["plugins"] if p["name"] == plugin)
+
+
+def _restarts(daemon: RunningDaemon, plugin: str) -> int:
+    return int(_plugin_status(daemon, plugin)["restarts"])
+
+
+async def calls_reach(daemon: RunningDaemon, plugin: str, *, inflight: int, queued: int) -> None:
+    """Wait until ``plugin`` has ``inflight`` calls holding a slot and ``queued`` waiting for one:
+    tests that need a call to wait behind another see it do so, however slowly a loaded
+    machine lets each client connect."""
+    with trio.fail_after(COMEBACK):
+        while True:
+            entry = await trio.to_thread.run_sync(_plugin_status, daemon, plugin)
+            if (entry["inflight"], entry["queued"]) == (inflight, queued):
+                return
+            await trio.sleep(0.02)
+
+
 async def witness_answers(daemon: RunningDaemon) -> float:
     """How long the witness took to answer a ping (the call, not the client's connecting)."""
     async with Client(daemon.url) as client:
@@ -621,6 +643,8 @@ import socket
 import threading
 import time
 
+import trio
+
 import mcphost
 
 ENDS_AFTER = {ends_after}
@@ -628,8 +652,11 @@ ENDS_AFTER = {ends_after}
 
 @mcphost.hookimpl
 def mcphost_tools():
-    async def close() -> str:
-        \"\"\"Close the worker's side of its connection to the daemon, and end the worker a while later.\"\"\"
+    async def close(gate: str) -> str:
+        \"\"\"Once the file ``gate`` exists, close the worker's side of its connection to the
+        daemon, and end the worker a while later.\"\"\"
+        while not os.path.exists(gate):
+            await trio.sleep(0.01)
         for sock in [o for o in gc.get_objects() if isinstance(o, socket.socket) and o.fileno() >= 0]:
             sock.shutdown(socket.SHUT_WR)
         if ENDS_AFTER is not None:
@@ -658,13 +685,16 @@ async def test_a_call_waiting_for_a_slot_when_its_worker_closed_the_connection_b
     before = await worker_pid(daemon, "closing")
     answers: dict[str, Any] = {}
 
-    async def one(tool: str) -> None:
-        answers[tool] = await call(daemon, tool)
+    async def one(tool: str, arguments: dict[str, Any]) -> None:
+        answers[tool] = await call(daemon, tool, arguments)
 
+    gate = tmp_path / "close now"
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(one, "closing_close")
-        await trio.sleep(0.2)
-        nursery.start_soon(one, "closing_pid")  # waits for the slot of the call that closes
+        nursery.start_soon(one, "closing_close", {"gate": str(gate)})
+        await calls_reach(daemon, "closing", inflight=1, queued=0)
+        nursery.start_soon(one, "closing_pid", {})  # waits for the slot of the call that closes
+        await calls_reach(daemon, "closing", inflight=1, queued=1)
+        gate.touch()
     closed, waited = answers["closing_close"], answers["closing_pid"]
     assert closed.is_error and "stopped answering" in closed.content[0].text, closed
     assert not waited.is_error and waited.structured_content["result"] != before, waited
@@ -712,11 +742,6 @@ async def test_an_async_call_the_client_gives_up_on_is_cancelled_where_it_runs(
             ended = (await call(daemon, "cancellable_ended")).structured_content["result"]
             await trio.sleep(0.1)
     assert ended == ["cancelled"]
-
-
-def _restarts(daemon: RunningDaemon, plugin: str) -> int:
-    status, body = daemon.get("/status", admin=True)
-    return next(p["restarts"] for p in httpx.Response(status, content=body).json()["plugins"] if p["name"] == plugin)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -889,10 +914,10 @@ def test_calls_waiting_for_a_slot_of_a_worker_a_reload_replaces_are_answered_by_
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(wait, 3)
-            await trio.sleep(0.5)
+            await calls_reach(daemon, "versioned", inflight=1, queued=0)
             nursery.start_soon(wait, 0.5)  # both wait for the first call's slot
             nursery.start_soon(wait, 0.5)
-            await trio.sleep(0.5)
+            await calls_reach(daemon, "versioned", inflight=1, queued=2)
             source.write_text(VERSIONED.format(version="v2", import_seconds=0))
             later = source.stat().st_mtime + 2
             os.utime(source, (later, later))
