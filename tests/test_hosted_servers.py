@@ -453,8 +453,57 @@ async def test_a_server_whose_list_does_not_end_cannot_take_the_daemonsmemory(mc
     failed = await trio.to_thread.run_sync(
         daemon.wait_for_log, lambda r: r.get("event") == "plugin failed to load" and r.get("plugin") == "endless"
     )
-    assert "its server was killed by SIGKILL while starting" in failed["error"], failed
+    assert "its server failed to start: it sent what is not JSON-RPC: a message longer than" in failed["error"], failed
     pid = daemon.process.pid
     grew = memory(pid, "VmHWM") - memory(pid, "VmRSS")
     assert grew < 2 * bound + 32 * 2**20, f"the daemon grew by {grew / 2**20:.0f} MiB"
+    assert (await call(daemon, "bare_pid")).content[0].text.isdigit()
+
+
+MISSTARTING = """
+import json
+import os
+import sys
+import time
+
+HOW = sys.argv[1]
+for line in sys.stdin:
+    message = json.loads(line)
+    if message.get("method") == "initialize":
+        if HOW == "exits":
+            sys.exit(3)
+        if HOW == "closes":  # its stdin and stdout, and lives on
+            os.close(0)
+            os.close(1)
+            time.sleep(600)
+        if HOW == "banner":
+            print("Server running on stdio", flush=True)
+        version = "2020-01-01" if HOW == "old" else message["params"]["protocolVersion"]
+        info = {"name": HOW, "version": "1"}
+        result = {"protocolVersion": version, "capabilities": {"tools": {}}, "serverInfo": info}
+        print(json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": result}), flush=True)
+    elif message.get("method") == "tools/list":
+        print(json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": {"tools": "none"}}), flush=True)
+"""
+
+
+async def test_a_server_that_fails_to_start_is_reported_for_what_it_did(mcphost_daemon, tmp_path: Path) -> None:
+    """Not as the daemon's own SIGKILL: what it sent, or how it ended by itself."""
+    server = tmp_path / "misstarting.py"
+    server.write_text(MISSTARTING)
+    said = {
+        "banner": "its server failed to start: it sent what is not JSON-RPC: ",
+        "old": "its server failed to start: it speaks protocol revision '2020-01-01', which mcphost does not",
+        "unlisted": "its server failed to start: tools/list: its answer is not a list of tools",
+        "exits": "its server exited with status 3 while starting",
+        "closes": "its server failed to start: it closed its connection",
+    }
+    plugins: dict[str, Any] = {"enable": [*said, "bare"], "bare": {"command": [sys.executable, str(BARE)]}}
+    plugins |= {how: {"command": [sys.executable, str(server), how]} for how in said}
+    daemon = mcphost_daemon({"plugins": plugins})
+    for how, error in said.items():
+        failed = await trio.to_thread.run_sync(
+            daemon.wait_for_log, lambda r, how=how: r.get("event") == "plugin failed to load" and r.get("plugin") == how
+        )
+        assert failed["error"].startswith(error), failed
     assert (await call(daemon, "bare_pid")).content[0].text.isdigit()

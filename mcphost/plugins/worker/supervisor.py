@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import os
 import resource
+import select
 import signal
 import socket
 import subprocess
@@ -291,18 +292,23 @@ def _load(spec: WorkerSpec, process: Process) -> Process:
                 "distribution": spec.distribution,
             }
             process.hello = _handshake(ours, _request(0, "initialize", params), spec.max_message)
-    except (OSError, ValueError, RemoteError) as error:
+    except (OSError, ValueError, RemoteError, ChannelClosed) as error:
+        # One that closed its end is usually ending: it has a moment to, and then says how it
+        # ended. One still running is ended here, for what the error says it did.
+        closing = isinstance(error, (ChannelClosed, BrokenPipeError, ConnectionResetError))
+        ended_itself = _ends_within(process.pidfd, CLOSED_GRACE if closing else 0.0)
         process.kill_group()
         status = process.popen.wait()
         last = _last_line(process.output)
         _close(process)
-        ended = (
-            f"{process.how_ended(status, process.over_memory())} while starting"
-            if status
-            else f"did not answer: {error}"
-        )
+        if ended_itself:
+            why = f"{process.how_ended(status, process.over_memory())} while starting"
+        elif isinstance(error, TimeoutError):
+            why = f"did not answer within {START_TIMEOUT:g}s of starting"
+        else:
+            why = f"failed to start: {error}"
         process.release()
-        raise WorkerStartError(f"its {spec.kind} {ended}{': ' + last if last else ''}") from None
+        raise WorkerStartError(f"its {spec.kind} {why}{': ' + last if last else ''}") from None
     if "error" in process.hello:
         stop_now(process)
         raise WorkerStartError(str(process.hello["error"]), process.hello.get("problems"))
@@ -388,21 +394,32 @@ async def _lists(
 
 
 def _handshake(sock: socket.socket, request: Message, max_message: int) -> Message:
-    """Send ``request`` and wait for its answer (blocking), letting anything else pass; a
-    message over ``max_message`` bytes raises ValueError."""
+    """Send ``request`` and wait for its answer (blocking), letting anything else pass.
+    Raises RemoteError when the answer is an error, ValueError on what is not JSON-RPC (a
+    message over ``max_message`` bytes included), ChannelClosed when the other end closes,
+    TimeoutError when it is silent for :data:`START_TIMEOUT`."""
     sock.settimeout(START_TIMEOUT)
     sock.sendall(encode(request))
     framer = Framer(max_message)
     while True:
         data = sock.recv(1 << 16)
         if not data:
-            raise ValueError("the worker closed the connection")
-        for message in framer.feed(data):
+            raise ChannelClosed("it closed its connection")
+        try:
+            messages = framer.feed(data)
+        except ValueError as error:
+            raise ValueError(f"it sent what is not JSON-RPC: {error}") from None
+        for message in messages:
             if message.get("id") == request["id"] and "method" not in message:
                 if isinstance(error := message.get("error"), dict):
                     raise RemoteError(int(error.get("code", -32603)), str(error.get("message")), error.get("data"))
                 result: Message = message.get("result") or {}
                 return result
+
+
+def _ends_within(pidfd: int, timeout: float) -> bool:
+    """Whether the process of ``pidfd`` has ended, or ends within ``timeout`` seconds (blocking)."""
+    return bool(select.select([pidfd], [], [], timeout)[0])
 
 
 def _last_line(fd: int) -> str:
