@@ -476,8 +476,6 @@ for line in sys.stdin:
             os.close(0)
             os.close(1)
             time.sleep(600)
-        if HOW == "banner":
-            print("Server running on stdio", flush=True)
         version = "2020-01-01" if HOW == "old" else message["params"]["protocolVersion"]
         info = {"name": HOW, "version": "1"}
         result = {"protocolVersion": version, "capabilities": {"tools": {}}, "serverInfo": info}
@@ -492,7 +490,6 @@ async def test_a_server_that_fails_to_start_is_reported_for_what_it_did(mcphost_
     server = tmp_path / "misstarting.py"
     server.write_text(MISSTARTING)
     said = {
-        "banner": "its server failed to start: it sent what is not JSON-RPC: ",
         "old": "its server failed to start: it speaks protocol revision '2020-01-01', which mcphost does not",
         "unlisted": "its server failed to start: tools/list: its answer is not a list of tools",
         "exits": "its server exited with status 3 while starting",
@@ -507,3 +504,44 @@ async def test_a_server_that_fails_to_start_is_reported_for_what_it_did(mcphost_
         )
         assert failed["error"].startswith(error), failed
     assert (await call(daemon, "bare_pid")).content[0].text.isdigit()
+
+
+CHATTY = """
+import json
+import sys
+
+print("Chatty MCP server running on stdio", flush=True)
+for line in sys.stdin:
+    message = json.loads(line)
+    method, reply = message.get("method"), None
+    if method == "initialize":
+        version, info = message["params"]["protocolVersion"], {"name": "chatty", "version": "1"}
+        reply = {"protocolVersion": version, "capabilities": {"tools": {}}, "serverInfo": info}
+    elif method == "tools/list":
+        reply = {"tools": [{"name": "hello", "inputSchema": {"type": "object"}}]}
+    elif method == "tools/call":
+        print("calling hello", flush=True)
+        print(json.dumps(["not", "a", "message"]), flush=True)
+        reply = {"content": [{"type": "text", "text": "hello"}]}
+    if reply is not None:
+        print(json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": reply}), flush=True)
+"""
+
+
+async def test_a_server_that_prints_to_its_stdout_is_served_and_its_lines_logged(
+    mcphost_daemon, tmp_path: Path
+) -> None:
+    """As MCP's own stdio clients do: a line that is not a message is the server's output."""
+    server = tmp_path / "chatty.py"
+    server.write_text(CHATTY)
+    daemon = mcphost_daemon({"plugins": {"enable": ["chatty"], "chatty": {"command": [sys.executable, str(server)]}}})
+    for _ in range(2):
+        result = await call(daemon, "chatty_hello")
+        assert not result.is_error and result.content[0].text == "hello", result
+    lines = [
+        r["line"]
+        for r in daemon.log_records()
+        if r.get("event") == "plugin output" and r.get("plugin") == "chatty" and r.get("stream") == "stdout"
+    ]
+    assert lines.count("Chatty MCP server running on stdio") == 1, lines
+    assert lines.count("calling hello") == 2 and lines.count('["not", "a", "message"]') == 2, lines

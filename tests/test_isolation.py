@@ -1091,3 +1091,16 @@ def test_the_framer_splits_messages_across_any_chunks_and_bounds_a_line() -> Non
     start = time.monotonic()
     got = [m for at in range(0, len(line), 1024) for m in framer.feed(line[at : at + 1024])]
     assert time.monotonic() - start < 5 and got == [{"text": "x" * (16 * 2**20)}]
+
+
+def test_the_framer_hands_stray_lines_on_where_told_to_and_refuses_them_elsewhere() -> None:
+    data = b'Server running on stdio\n{"id": 1}\n42\n{"id": 2'
+    strays: list[bytes] = []
+    framer = Framer(100, strays.append)
+    assert framer.feed(data) == [{"id": 1}] and framer.feed(b"}\n") == [{"id": 2}]
+    assert strays == [b"Server running on stdio", b"42"]
+    with pytest.raises(ValueError, match="longer than 10 bytes"):  # the bound holds all the same
+        Framer(10, strays.append).feed(b"x" * 11 + b"\n")
+    for stray in (b"Server running on stdio\n", b"42\n"):
+        with pytest.raises(ValueError):
+            Framer().feed(stray)

@@ -280,7 +280,7 @@ def _load(spec: WorkerSpec, process: Process) -> Process:
     ours = process.sock
     try:
         if spec.command:
-            process.hello = _server_hello(ours, spec.max_message)
+            process.hello = _server_hello(ours, spec.max_message, _stray_output(spec.plugin, process.pid))
         else:
             # The daemon's import path: the worker finds the plugin where the daemon found it
             # (``PYTHONPATH``, a path ``site`` added), though its environment is scrubbed.
@@ -335,15 +335,15 @@ LISTED_BY = {
 """What a server's ``list_changed`` notification says to list again."""
 
 
-def _server_hello(sock: socket.socket, max_message: int) -> Message:
+def _server_hello(sock: socket.socket, max_message: int, stray: Callable[[bytes], None]) -> Message:
     """MCP's handshake with an existing server, then everything it offers (every page), each
-    answer at most ``max_message`` bytes."""
+    answer at most ``max_message`` bytes; what it writes that is not a message goes to ``stray``."""
     params = {
         "protocolVersion": LATEST_HANDSHAKE_VERSION,
         "capabilities": {"roots": {}, "sampling": {}, "elicitation": {}},
         "clientInfo": {"name": "mcphost", "version": "1"},
     }
-    server = _handshake(sock, _request(0, "initialize", params), max_message)
+    server = _handshake(sock, _request(0, "initialize", params), max_message, stray)
     version = server.get("protocolVersion")
     if version not in HANDSHAKE_PROTOCOL_VERSIONS:
         raise ValueError(f"it speaks protocol revision {version!r}, which mcphost does not")
@@ -354,7 +354,7 @@ def _server_hello(sock: socket.socket, max_message: int) -> Message:
     ids = itertools.count(1)
 
     async def ask(method: str, params: Message) -> Message:
-        return _handshake(sock, _request(next(ids), method, params), max_message)
+        return _handshake(sock, _request(next(ids), method, params), max_message, stray)
 
     listing = _lists(ask, [key for key, *_ in SERVER_LISTS], capabilities)
     try:
@@ -393,28 +393,42 @@ async def _lists(
     return lists
 
 
-def _handshake(sock: socket.socket, request: Message, max_message: int) -> Message:
+def _handshake(
+    sock: socket.socket, request: Message, max_message: int, stray: Callable[[bytes], None] | None = None
+) -> Message:
     """Send ``request`` and wait for its answer (blocking), letting anything else pass.
     Raises RemoteError when the answer is an error, ValueError on what is not JSON-RPC (a
-    message over ``max_message`` bytes included), ChannelClosed when the other end closes,
+    message over ``max_message`` bytes included, and any line that is not a message
+    without ``stray``: see :class:`Framer`), ChannelClosed when the other end closes,
     TimeoutError when it is silent for :data:`START_TIMEOUT`."""
     sock.settimeout(START_TIMEOUT)
     sock.sendall(encode(request))
-    framer = Framer(max_message)
+    framer = Framer(max_message, stray)
     while True:
         data = sock.recv(1 << 16)
         if not data:
             raise ChannelClosed("it closed its connection")
         try:
             messages = framer.feed(data)
-        except ValueError as error:
-            raise ValueError(f"it sent what is not JSON-RPC: {error}") from None
+        except ValueError as garbage:
+            raise ValueError(f"it sent what is not JSON-RPC: {garbage}") from None
         for message in messages:
             if message.get("id") == request["id"] and "method" not in message:
                 if isinstance(error := message.get("error"), dict):
                     raise RemoteError(int(error.get("code", -32603)), str(error.get("message")), error.get("data"))
                 result: Message = message.get("result") or {}
                 return result
+
+
+def _stray_output(plugin: str, pid: int) -> Callable[[bytes], None]:
+    """What a hosted server writes to its stdout that is not a message (a banner, a log line):
+    logged as its stderr is, rather than taken for a broken server, as MCP's stdio clients do."""
+
+    def stray(line: bytes) -> None:
+        text = line[:MAX_LOG_LINE].decode(errors="replace")
+        log.warning("plugin output", plugin=plugin, pid=pid, stream="stdout", line=text)
+
+    return stray
 
 
 def _ends_within(pidfd: int, timeout: float) -> bool:
@@ -882,7 +896,11 @@ class PluginWorker:
         """Serve through ``process`` until it ends; returns why its start-up hook failed, if it did."""
         if self.spec.command:
             channel = Channel(
-                process.sock, self._server_asked, self._server_notified, max_message=self.spec.max_message
+                process.sock,
+                self._server_asked,
+                self._server_notified,
+                max_message=self.spec.max_message,
+                stray=_stray_output(self.spec.plugin, process.pid),
             )
         else:
             channel = Channel(process.sock, self._asked, self._notified, max_message=self.spec.max_message)

@@ -97,17 +97,22 @@ class Framer:
     chunks it came in and joined once, when its newline comes (joining it again with each
     chunk would cost the square of its length). ``limit`` bounds one message's length, so
     what the other end sends without a newline cannot take this end's memory; by default
-    there is none (a worker reading the daemon, which it trusts)."""
+    there is none (a worker reading the daemon, which it trusts).
 
-    def __init__(self, limit: int = sys.maxsize) -> None:
+    A line that is not a JSON object is an error, unless ``stray`` is given: it is handed
+    each such line, and reading goes on (an existing MCP server that prints a banner to its
+    stdout, which MCP's own stdio clients skip too)."""
+
+    def __init__(self, limit: int = sys.maxsize, stray: Callable[[bytes], None] | None = None) -> None:
         self._limit = limit
+        self._stray = stray
         self._partial: list[bytes] = []
         self._waiting = 0
         """The bytes of the partial line."""
 
     def feed(self, data: bytes) -> list[Message]:
-        """The complete messages that ``data`` finishes; raises ValueError on a frame that is
-        not a JSON object or is longer than the limit."""
+        """The complete messages that ``data`` finishes; raises ValueError on a line longer
+        than the limit, or one that is not a JSON object (without ``stray``)."""
         lines, limit = data.split(b"\n"), self._limit
         # Only when what waits and this chunk together pass the limit can a line be over it.
         if self._waiting + len(data) > limit and max(self._waiting + len(lines[0]), *map(len, lines)) > limit:
@@ -124,16 +129,35 @@ class Framer:
         if tail:
             self._partial.append(tail)
         self._waiting = len(tail)
+        if self._stray is not None:
+            return self._skipping_strays(lines, self._stray)
         messages = [decode(line) for line in lines if line.strip()]
         if not all(isinstance(m, dict) for m in messages):
             raise ValueError("a frame is not a JSON object")
+        return messages
+
+    @staticmethod
+    def _skipping_strays(lines: list[bytes], stray: Callable[[bytes], None]) -> list[Message]:
+        messages = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                message = decode(line)
+            except ValueError:
+                message = None
+            if isinstance(message, dict):
+                messages.append(message)
+            else:
+                stray(line)
         return messages
 
 
 class Channel:
     """One end of the wire: requests matched to answers by id, notifications, and requests
     from the other end handed to ``on_request``; ``max_message`` bounds the length of a
-    message the other end sends (see :class:`Framer`)."""
+    message the other end sends, and ``stray`` is handed the lines that are not messages
+    (see :class:`Framer`)."""
 
     def __init__(
         self,
@@ -142,6 +166,7 @@ class Channel:
         on_notification: NotificationHandler | None = None,
         take: RequestTaker | None = None,
         max_message: int = sys.maxsize,
+        stray: Callable[[bytes], None] | None = None,
     ):
         sock.setblocking(False)
         self.sock = sock
@@ -149,6 +174,7 @@ class Channel:
         self.on_notification = on_notification
         self.take = take
         self.max_message = max_message
+        self.stray = stray
         self.closed = False
         self.broken: str | None = None
         self._ids = itertools.count(1)
@@ -177,7 +203,7 @@ class Channel:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write)
                 task_status.started()
-                framer = Framer(self.max_message)
+                framer = Framer(self.max_message, self.stray)
                 while True:
                     await trio.lowlevel.wait_readable(self.sock)
                     try:
