@@ -127,6 +127,8 @@ def over(result: Any, limit: int) -> bool:
         try:
             return len(orjson.dumps(result)) > limit
         except TypeError:  # an integer past 64 bits, which only the standard library writes
+            # Counted unescaped, as the client gets it (the same fallback on the wire to a worker
+            # escapes what is not ASCII instead: a frame must carry a lone surrogate too).
             return len(json.dumps(result, separators=(",", ":"), ensure_ascii=False)) > limit
     return False
 

@@ -285,8 +285,7 @@ class Worker:
             # A call that waited in the daemon for a slot of its pool has only the rest of its
             # timeout (``budget``), as inline, where the wait counts against it. The daemon
             # measures the result it gets, whole (it does not trust this process to).
-            budget = meta.get("budget")
-            budget = None if budget is None else float(budget)
+            budget = None if meta.get("budget") is None else float(meta["budget"])
             outcome, result = await results.call(tool, kwargs, budget, scope, whole=False)
         except client_input.InputRequired:
             return {"status": "input_required"}
