@@ -1104,3 +1104,17 @@ def test_the_framer_hands_stray_lines_on_where_told_to_and_refuses_them_elsewher
     for stray in (b"Server running on stdio\n", b"42\n"):
         with pytest.raises(ValueError):
             Framer().feed(stray)
+
+
+@pytest.mark.parametrize("fork_server", [True, False])
+async def test_a_worker_that_dies_while_its_plugin_loads_says_how(
+    mcphost_daemon: Any, tmp_path: Path, fork_server: bool
+) -> None:
+    source = "import os\n\nos._exit(4)\n"
+    path = tmp_path / "dies.py"
+    path.write_text(source)
+    daemon = mcphost_daemon({"plugins": {"enable": ["dies"], "paths": [str(path)], "fork_server": fork_server}})
+    failed = await trio.to_thread.run_sync(
+        daemon.wait_for_log, lambda r: r.get("event") == "plugin failed to load" and r.get("plugin") == "dies"
+    )
+    assert failed["error"].startswith("its worker exited with status 4 while starting"), failed

@@ -433,7 +433,9 @@ def _stray_output(plugin: str, pid: int) -> Callable[[bytes], None]:
 
 def _ends_within(pidfd: int, timeout: float) -> bool:
     """Whether the process of ``pidfd`` has ended, or ends within ``timeout`` seconds (blocking)."""
-    return bool(select.select([pidfd], [], [], timeout)[0])
+    poller = select.poll()  # not select.select, which fails on a descriptor past 1023
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
 
 
 def _last_line(fd: int) -> str:
