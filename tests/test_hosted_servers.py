@@ -545,3 +545,46 @@ async def test_a_server_that_prints_to_its_stdout_is_served_and_its_lines_logged
     ]
     assert lines.count("Chatty MCP server running on stdio") == 1, lines
     assert lines.count("calling hello") == 2 and lines.count('["not", "a", "message"]') == 2, lines
+
+
+EARLY = """
+import json
+import sys
+
+def send(message):
+    print(json.dumps({"jsonrpc": "2.0", **message}), flush=True)
+
+roots = pinged = sampled = None
+for line in sys.stdin:
+    message = json.loads(line)
+    method = message.get("method")
+    if method == "initialize":
+        version, info = message["params"]["protocolVersion"], {"name": "early", "version": "1"}
+        result = {"protocolVersion": version, "capabilities": {"tools": {}}, "serverInfo": info}
+        send({"id": message["id"], "result": result})
+    elif method == "notifications/initialized":  # asks at once, as the filesystem server does
+        for request_id, asked in (("r", "roots/list"), ("p", "ping"), ("s", "sampling/createMessage")):
+            send({"id": request_id, "method": asked, "params": {}})
+    elif method == "tools/list":
+        send({"id": message["id"], "result": {"tools": [{"name": "heard", "inputSchema": {"type": "object"}}]}})
+    elif method == "tools/call":
+        text = json.dumps({"roots": roots, "pinged": pinged, "sampled": sampled})
+        send({"id": message["id"], "result": {"content": [{"type": "text", "text": text}]}})
+    elif message.get("id") == "r":
+        roots = message["result"]["roots"]
+    elif message.get("id") == "p":
+        pinged = message.get("result")
+    elif message.get("id") == "s":
+        sampled = message.get("error", {}).get("code")
+"""
+
+
+async def test_what_a_server_asks_as_it_starts_is_answered(mcphost_daemon, tmp_path: Path) -> None:
+    """Its roots from the config, a ping, and a refusal of what only a client could answer:
+    never left unanswered while mcphost lists its tools."""
+    server = tmp_path / "early.py"
+    server.write_text(EARLY)
+    table = {"command": [sys.executable, str(server)], "roots": ["file:///srv/early"]}
+    daemon = mcphost_daemon({"plugins": {"enable": ["early"], "early": table}})
+    heard = json.loads((await call(daemon, "early_heard")).content[0].text)
+    assert heard == {"roots": [{"uri": "file:///srv/early"}], "pinged": {}, "sampled": -32601}, heard

@@ -280,7 +280,7 @@ def _load(spec: WorkerSpec, process: Process) -> Process:
     ours = process.sock
     try:
         if spec.command:
-            process.hello = _server_hello(ours, spec.max_message, _stray_output(spec.plugin, process.pid))
+            process.hello = _server_hello(ours, spec, _stray_output(spec.plugin, process.pid))
         else:
             # The daemon's import path: the worker finds the plugin where the daemon found it
             # (``PYTHONPATH``, a path ``site`` added), though its environment is scrubbed.
@@ -335,15 +335,26 @@ LISTED_BY = {
 """What a server's ``list_changed`` notification says to list again."""
 
 
-def _server_hello(sock: socket.socket, max_message: int, stray: Callable[[bytes], None]) -> Message:
-    """MCP's handshake with an existing server, then everything it offers (every page), each
-    answer at most ``max_message`` bytes; what it writes that is not a message goes to ``stray``."""
+def _server_hello(sock: socket.socket, spec: WorkerSpec, stray: Callable[[bytes], None]) -> Message:
+    """MCP's handshake with the existing server of ``spec``, then everything it offers (every
+    page), each answer at most ``spec.max_message`` bytes. What it writes that is not a
+    message goes to ``stray``; what it asks meanwhile is answered as it would be later
+    (:func:`_standing_answer`), or refused: there is no client to ask yet."""
+    max_message = spec.max_message
+
+    def asked(request: Message) -> Message:
+        method, reply = request.get("method"), {"jsonrpc": "2.0", "id": request["id"]}
+        result = _standing_answer(str(method), spec)
+        if result is None:
+            return reply | {"error": {"code": -32601, "message": f"mcphost does not answer {method!r} while it starts"}}
+        return reply | {"result": result}
+
     params = {
         "protocolVersion": LATEST_HANDSHAKE_VERSION,
         "capabilities": {"roots": {}, "sampling": {}, "elicitation": {}},
         "clientInfo": {"name": "mcphost", "version": "1"},
     }
-    server = _handshake(sock, _request(0, "initialize", params), max_message, stray)
+    server = _handshake(sock, _request(0, "initialize", params), max_message, stray, asked)
     version = server.get("protocolVersion")
     if version not in HANDSHAKE_PROTOCOL_VERSIONS:
         raise ValueError(f"it speaks protocol revision {version!r}, which mcphost does not")
@@ -354,7 +365,7 @@ def _server_hello(sock: socket.socket, max_message: int, stray: Callable[[bytes]
     ids = itertools.count(1)
 
     async def ask(method: str, params: Message) -> Message:
-        return _handshake(sock, _request(next(ids), method, params), max_message, stray)
+        return _handshake(sock, _request(next(ids), method, params), max_message, stray, asked)
 
     listing = _lists(ask, [key for key, *_ in SERVER_LISTS], capabilities)
     try:
@@ -394,13 +405,18 @@ async def _lists(
 
 
 def _handshake(
-    sock: socket.socket, request: Message, max_message: int, stray: Callable[[bytes], None] | None = None
+    sock: socket.socket,
+    request: Message,
+    max_message: int,
+    stray: Callable[[bytes], None] | None = None,
+    asked: Callable[[Message], Message] | None = None,
 ) -> Message:
-    """Send ``request`` and wait for its answer (blocking), letting anything else pass.
-    Raises RemoteError when the answer is an error, ValueError on what is not JSON-RPC (a
-    message over ``max_message`` bytes included, and any line that is not a message
-    without ``stray``: see :class:`Framer`), ChannelClosed when the other end closes,
-    TimeoutError when it is silent for :data:`START_TIMEOUT`."""
+    """Send ``request`` and wait for its answer (blocking); a request of the other end is
+    answered with what ``asked`` makes of it, and anything else passes. Raises RemoteError
+    when the answer is an error, ValueError on what is not JSON-RPC (a message over
+    ``max_message`` bytes included, and any line that is not a message without ``stray``:
+    see :class:`Framer`), ChannelClosed when the other end closes, TimeoutError when it is
+    silent for :data:`START_TIMEOUT`."""
     sock.settimeout(START_TIMEOUT)
     sock.sendall(encode(request))
     framer = Framer(max_message, stray)
@@ -413,11 +429,24 @@ def _handshake(
         except ValueError as garbage:
             raise ValueError(f"it sent what is not JSON-RPC: {garbage}") from None
         for message in messages:
-            if message.get("id") == request["id"] and "method" not in message:
+            if asked is not None and "method" in message and "id" in message:
+                sock.sendall(encode(asked(message)))
+            elif message.get("id") == request["id"] and "method" not in message:
                 if isinstance(error := message.get("error"), dict):
                     raise RemoteError(int(error.get("code", -32603)), str(error.get("message")), error.get("data"))
                 result: Message = message.get("result") or {}
                 return result
+
+
+def _standing_answer(method: str, spec: WorkerSpec) -> Message | None:
+    """What a hosted server is answered when it asks ``method`` of the daemon itself, whoever
+    is calling: ``ping``, and ``roots/list`` from ``[plugins.<name>] roots`` (a server
+    shared by every client must not see one client's roots); ``None`` for anything else."""
+    if method == "ping":
+        return {}
+    if method == "roots/list":
+        return {"roots": [{"uri": uri} for uri in spec.roots]}
+    return None
 
 
 def _stray_output(plugin: str, pid: int) -> Callable[[bytes], None]:
@@ -1061,11 +1090,8 @@ class PluginWorker:
         elicitation, put to the client whose call is the only one in flight on the server
         (the request does not say which call it serves), refused otherwise."""
         channel, method, request_id = self._current(), message.get("method"), message["id"]
-        if method == "ping":
-            channel.respond(request_id, {})
-            return
-        if method == "roots/list":
-            channel.respond(request_id, {"roots": [{"uri": uri} for uri in self.spec.roots]})
+        if (standing := _standing_answer(str(method), self.spec)) is not None:
+            channel.respond(request_id, standing)
             return
         kind = {"sampling/createMessage": "sample", "elicitation/create": "elicit"}.get(str(method))
         if kind is None:
