@@ -307,7 +307,9 @@ class PluginHost:
         for share in self._shares.values():
             share.total_tokens = self.config.limits.max_threads_per_plugin
         previous = {r.name: r for r in self.records}
-        candidates = self.candidates()
+        # Off the loop: discovery reads every installed package's metadata, a file or two
+        # each, and a thread a hung import left spinning makes each read wait for the GIL.
+        candidates = await trio.to_thread.run_sync(self.candidates)
         if self.zygotes is not None:
             # A fork server that imported what was upgraded since is replaced, else kept.
             stale = await trio.to_thread.run_sync(self.zygotes.stale)
