@@ -24,6 +24,7 @@ import trio
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ValidationError
 
+from mcphost.core.errors import INVALID_PARAMS, METHOD_NOT_FOUND
 from mcphost.core.plugin_tables import DefaultLimits, PluginTables
 from mcphost.core.problems import Loaded
 from mcphost.ops import log as logs
@@ -38,9 +39,8 @@ from mcphost.plugins.worker.wire import Channel, Message
 
 log = structlog.get_logger("mcphost.worker")
 
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
 REQUEST_CANCELLED = -32800
+"""The code of a call the daemon cancelled (as the Language Server Protocol names it): never seen by a client."""
 LEFTOVER_GRACE = 0.5
 """Seconds what the plugin started has, after SIGTERM, before SIGKILL: well within the time
 the daemon gives a stopping worker before it kills the worker's group."""
@@ -242,7 +242,7 @@ class Worker:
         uri = str(params["uri"])
         found = self.record.registry.find_resource(uri)
         if found is None:
-            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown resource: {uri}", data={"uri": uri})
+            raise MCPError(code=INVALID_PARAMS, message=f"Unknown resource: {uri}", data={"uri": uri})
         return _dump(await serving.read_resource(found[0], uri, found[1]))
 
     async def get_prompt(self, params: Message, meta: Message) -> Message:
@@ -250,7 +250,7 @@ class Worker:
         assert self.record is not None
         prompt = self.record.registry.prompts.get(params["name"])
         if prompt is None:
-            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown prompt: {params['name']}")
+            raise MCPError(code=INVALID_PARAMS, message=f"Unknown prompt: {params['name']}")
         context = self._context(prompt, meta) if prompt.context_param else None
         return _dump(await serving.get_prompt(prompt, params.get("arguments") or {}, context))
 
@@ -260,7 +260,7 @@ class Worker:
         request = types.CompleteRequestParams.model_validate(params, by_name=False)
         entry, what, _ = self.record.registry.completable(request.ref)
         if entry is None:
-            raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown {what}")
+            raise MCPError(code=INVALID_PARAMS, message=f"Unknown {what}")
         context = request.context.arguments if request.context and request.context.arguments else {}
         values = await serving.suggest(entry, request.argument.name, request.argument.value, context, what)
         return {"completion": {"values": values}}

@@ -37,6 +37,7 @@ import trio
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 
+from mcphost.core.errors import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND
 from mcphost.core.plugin_tables import DefaultLimits, PluginConfig
 from mcphost.ops.log import RequestRecord, current_request
 from mcphost.plugins import client_input, fence, notify
@@ -50,7 +51,7 @@ from mcphost.plugins.registry import (
     Registry,
     remote_only,
 )
-from mcphost.plugins.worker import cgroups, launch
+from mcphost.plugins.worker import cgroups, launch, wire
 from mcphost.plugins.worker.context import INPUT_REQUIRED, META_REQUEST, STALLED
 from mcphost.plugins.worker.wire import Channel, ChannelClosed, Framer, Message, RemoteError, encode, result_of
 from mcphost.plugins.worker.zygote_client import ForkedChild, Zygotes, ZygoteUnavailable, describe
@@ -291,32 +292,24 @@ def _load(spec: WorkerSpec, process: Process) -> Process:
                 "path": sys.path,
                 "distribution": spec.distribution,
             }
-            process.hello = _handshake(ours, _request(0, "initialize", params), spec.max_message)
+            process.hello = _handshake(ours, wire.request(0, "initialize", params), spec.max_message)
     except (OSError, ValueError, RemoteError, ChannelClosed) as error:
         # One that closed its end is usually ending: it has a moment to, and then says how it
         # ended. One still running is ended here, for what the error says it did.
         closing = isinstance(error, (ChannelClosed, BrokenPipeError, ConnectionResetError))
         ended_itself = _ends_within(process.pidfd, CLOSED_GRACE if closing else 0.0)
-        process.kill_group()
-        status = process.popen.wait()
-        last = _last_line(process.output)
-        _close(process)
+        how, last = stop_now(process)
         if ended_itself:
-            why = f"{process.how_ended(status, process.over_memory())} while starting"
+            why = f"{how} while starting"
         elif isinstance(error, TimeoutError):
             why = f"did not answer within {START_TIMEOUT:g}s of starting"
         else:
             why = f"failed to start: {error}"
-        process.release()
         raise WorkerStartError(f"its {spec.kind} {why}{': ' + last if last else ''}") from None
     if "error" in process.hello:
         stop_now(process)
         raise WorkerStartError(str(process.hello["error"]), process.hello.get("problems"))
     return process
-
-
-def _request(request_id: int, method: str, params: Message) -> Message:
-    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
 
 
 SERVER_LISTS = (
@@ -343,29 +336,30 @@ def _server_hello(sock: socket.socket, spec: WorkerSpec, stray: Callable[[bytes]
     max_message = spec.max_message
 
     def asked(request: Message) -> Message:
-        method, reply = request.get("method"), {"jsonrpc": "2.0", "id": request["id"]}
+        method, request_id = request.get("method"), request["id"]
         result = _standing_answer(str(method), spec)
         if result is None:
-            return reply | {"error": {"code": -32601, "message": f"mcphost does not answer {method!r} while it starts"}}
-        return reply | {"result": result}
+            refusal = f"mcphost does not answer {method!r} while it starts"
+            return wire.error_response(request_id, METHOD_NOT_FOUND, refusal)
+        return wire.response(request_id, result)
 
     params = {
         "protocolVersion": LATEST_HANDSHAKE_VERSION,
         "capabilities": {"roots": {}, "sampling": {}, "elicitation": {}},
         "clientInfo": {"name": "mcphost", "version": "1"},
     }
-    server = _handshake(sock, _request(0, "initialize", params), max_message, stray, asked)
+    server = _handshake(sock, wire.request(0, "initialize", params), max_message, stray, asked)
     version = server.get("protocolVersion")
     if version not in HANDSHAKE_PROTOCOL_VERSIONS:
         raise ValueError(f"it speaks protocol revision {version!r}, which mcphost does not")
-    sock.sendall(encode({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+    sock.sendall(encode(wire.notification("notifications/initialized")))
     offered = server.get("capabilities")
     capabilities = {k: v for k, v in offered.items() if isinstance(v, dict)} if isinstance(offered, dict) else {}
     hello: Message = {"server": server.get("serverInfo"), "protocol_version": version, "capabilities": capabilities}
     ids = itertools.count(1)
 
     async def ask(method: str, params: Message) -> Message:
-        return _handshake(sock, _request(next(ids), method, params), max_message, stray, asked)
+        return _handshake(sock, wire.request(next(ids), method, params), max_message, stray, asked)
 
     listing = _lists(ask, [key for key, *_ in SERVER_LISTS], capabilities)
     try:
@@ -399,7 +393,7 @@ async def _lists(
                     break
         except RemoteError as error:
             # A server with resources but no templates may not know the method at all.
-            if key != "templates" or error.code != -32601:
+            if key != "templates" or error.code != METHOD_NOT_FOUND:
                 raise ValueError(f"{method}: {error}") from None
     return lists
 
@@ -433,7 +427,8 @@ def _handshake(
                 sock.sendall(encode(asked(message)))
             elif message.get("id") == request["id"] and "method" not in message:
                 if isinstance(error := message.get("error"), dict):
-                    raise RemoteError(int(error.get("code", -32603)), str(error.get("message")), error.get("data"))
+                    code = int(error.get("code", INTERNAL_ERROR))
+                    raise RemoteError(code, str(error.get("message")), error.get("data"))
                 result: Message = message.get("result") or {}
                 return result
 
@@ -491,12 +486,16 @@ def _close(process: Process) -> None:
             os.close(fd)
 
 
-def stop_now(process: Process) -> None:
-    """End a worker that never served (blocking): its group killed, its status reaped."""
+def stop_now(process: Process) -> tuple[str, str]:
+    """End a worker that never served (blocking): its group killed, its status reaped.
+    Returns how it ended (:meth:`Process.how_ended`: by that SIGKILL, unless it had ended
+    already) and the last line it wrote (:func:`_last_line`)."""
     process.kill_group()
-    process.popen.wait()
+    status = process.popen.wait()
+    how, last = process.how_ended(status, process.over_memory()), _last_line(process.output)
     _close(process)
     process.release()
+    return how, last
 
 
 @dataclass(eq=False)
@@ -1042,7 +1041,7 @@ class PluginWorker:
         call = params.get("call", 0)
         context = self._contexts.get(call)
         if context is None:
-            channel.respond_error(message["id"], -32602, "no call in flight has this id")
+            channel.respond_error(message["id"], INVALID_PARAMS, "no call in flight has this id")
             return
         serving = current_request.set(self._requests.get(call))
         try:
@@ -1061,7 +1060,7 @@ class PluginWorker:
                 result = await context._ask(request, result_type, params.get("key"), params["kind"])
                 answer = result.model_dump(mode="json", by_alias=True, exclude_none=True)
             else:
-                channel.respond_error(message["id"], -32601, f"unknown method {method!r}")
+                channel.respond_error(message["id"], METHOD_NOT_FOUND, f"unknown method {method!r}")
                 return
         except client_input.InputRequired:
             channel.respond_error(message["id"], INPUT_REQUIRED, "input required")
@@ -1095,11 +1094,11 @@ class PluginWorker:
             return
         kind = {"sampling/createMessage": "sample", "elicitation/create": "elicit"}.get(str(method))
         if kind is None:
-            channel.respond_error(request_id, -32601, f"mcphost does not answer {method!r}")
+            channel.respond_error(request_id, METHOD_NOT_FOUND, f"mcphost does not answer {method!r}")
             return
         if len(self._contexts) != 1:
             refusal = f"{len(self._contexts)} calls are in flight: which client to ask is not known"
-            channel.respond_error(request_id, -32600, refusal)
+            channel.respond_error(request_id, INVALID_REQUEST, refusal)
             return
         (call,) = self._contexts
         await self._asked(

@@ -84,6 +84,28 @@ def decode(frame: bytes) -> Any:
     return json.loads(frame)
 
 
+def request(request_id: int, method: str, params: Message) -> Message:
+    """A JSON-RPC request."""
+    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+
+
+def notification(method: str, params: Message | None = None) -> Message:
+    """A JSON-RPC notification (``params`` left out when there are none)."""
+    message: Message = {"jsonrpc": "2.0", "method": method}
+    return message if params is None else message | {"params": params}
+
+
+def response(request_id: Any, result: Any) -> Message:
+    """The answer to the request ``request_id``."""
+    return {"jsonrpc": "2.0", "id": request_id, "result": result}
+
+
+def error_response(request_id: Any, code: int, message: str, data: Any = None) -> Message:
+    """The refusal of the request ``request_id``."""
+    error = {"code": code, "message": message} if data is None else {"code": code, "message": message, "data": data}
+    return {"jsonrpc": "2.0", "id": request_id, "error": error}
+
+
 def result_of(reply: Message) -> Any:
     """The result of an answer to a request; raises :class:`RemoteError` when it is an error."""
     if "error" in reply:
@@ -259,7 +281,7 @@ class Channel:
         answer (or :class:`ChannelClosed`) reschedules it (see :func:`result_of`); the request's
         id. The channel must be open (on a closed one nothing would ever answer)."""
         request_id = next(self._ids)
-        self.send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+        self.send(request(request_id, method, params))
         self._pending[request_id] = task
         return request_id
 
@@ -270,16 +292,15 @@ class Channel:
 
     def notify(self, method: str, params: Message) -> None:
         """Send a notification."""
-        self.send({"jsonrpc": "2.0", "method": method, "params": params})
+        self.send(notification(method, params))
 
     def respond(self, request_id: Any, result: Any, *, later: bool = False) -> None:
         """Answer the other end's request ``request_id`` (``later``: see :meth:`send`)."""
-        self.send({"jsonrpc": "2.0", "id": request_id, "result": result}, later=later)
+        self.send(response(request_id, result), later=later)
 
     def respond_error(self, request_id: Any, code: int, message: str, data: Any = None) -> None:
         """Refuse the other end's request ``request_id``."""
-        error = {"code": code, "message": message} if data is None else {"code": code, "message": message, "data": data}
-        self.send({"jsonrpc": "2.0", "id": request_id, "error": error})
+        self.send(error_response(request_id, code, message, data))
 
     def send(self, message: Message, *, later: bool = False) -> None:
         """Send ``message``: from the event loop at the end of the scheduler tick; from any
