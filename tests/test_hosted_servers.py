@@ -18,10 +18,12 @@ import mcp_types as types
 import pytest
 import trio
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from mcphost.testing import RunningDaemon, start_daemon, to_toml
 from tests.conftest import MODES, memory
 from tests.services import node_client
+from tests.test_metrics import key, scrape
 
 CALC = Path(__file__).parent / "plugins" / "external" / "calc_server.py"
 BARE = Path(__file__).parent / "plugins" / "external" / "bare_server.py"
@@ -588,3 +590,82 @@ async def test_what_a_server_asks_as_it_starts_is_answered(mcphost_daemon, tmp_p
     daemon = mcphost_daemon({"plugins": {"enable": ["early"], "early": table}})
     heard = json.loads((await call(daemon, "early_heard")).content[0].text)
     assert heard == {"roots": [{"uri": "file:///srv/early"}], "pinged": {}, "sampled": -32601}, heard
+
+
+MALFORMED = """
+import json
+import sys
+
+TOOLS = {
+    "no_text": {"content": [{"type": "text"}]},
+    "not_a_list": {"content": "hello"},
+    "not_an_object": "hello",
+    "fine": {"content": [{"type": "text", "text": "fine"}]},
+}
+ANSWERS = {
+    "tools/list": {"tools": [{"name": name, "inputSchema": {"type": "object"}} for name in TOOLS]},
+    "resources/list": {"resources": [{"uri": "malformed://r", "name": "r"}]},
+    "resources/read": {"contents": [{"uri": "malformed://r"}]},
+    "prompts/list": {"prompts": [{"name": "p", "arguments": [{"name": "a"}]}]},
+    "prompts/get": {"messages": [{"role": "narrator", "content": {"type": "text", "text": "x"}}]},
+    "completion/complete": {"completion": {"values": [1, 2]}},
+}
+for line in sys.stdin:
+    message = json.loads(line)
+    method, params = message.get("method"), message.get("params") or {}
+    if "id" not in message:
+        continue
+    if method == "initialize":
+        capabilities = {"tools": {}, "resources": {}, "prompts": {}, "completions": {}}
+        info = {"name": "malformed", "version": "1"}
+        version = params["protocolVersion"]
+        reply = {"result": {"protocolVersion": version, "capabilities": capabilities, "serverInfo": info}}
+    elif method == "tools/call":
+        reply = {"result": TOOLS[params["name"]]}
+    elif method in ANSWERS:
+        reply = {"result": ANSWERS[method]}
+    else:
+        reply = {"error": {"code": -32601, "message": "Method not found"}}
+    print(json.dumps({"jsonrpc": "2.0", "id": message["id"], **reply}), flush=True)
+"""
+
+
+async def test_a_servers_invalid_result_is_its_error_not_the_clients(mcphost_daemon, tmp_path: Path) -> None:
+    """A result that is not what the method answers is an error naming what was asked and
+    where the result is wrong (not the SDK's "invalid params", which blames the client),
+    counted as the tool's error; the server serves on."""
+    server = tmp_path / "malformed.py"
+    server.write_text(MALFORMED)
+    table = {"command": [sys.executable, str(server)]}
+    daemon = mcphost_daemon({"plugins": {"enable": ["malformed"], "malformed": table}})
+    wrong = {"no_text": "content.0.", "not_a_list": "content: ", "not_an_object": "the result: "}
+    said = "failed: its server sent an invalid result:"
+    async with Client(daemon.url) as client:
+        for tool, where in wrong.items():
+            result = await client.call_tool(f"malformed_{tool}", {})
+            text = result.content[0].text
+            assert result.is_error and text.startswith(f"tool 'malformed_{tool}' {said} {where}"), text
+        refused = {}
+        for what, ask in {
+            "resource 'malformed://r'": client.read_resource("malformed://r"),
+            "prompt 'malformed_p'": client.get_prompt("malformed_p", {"a": "x"}),
+            "the completion of prompt 'malformed_p'": client.complete(
+                types.PromptReference(name="malformed_p"), {"name": "a", "value": ""}
+            ),
+        }.items():
+            with pytest.raises(MCPError) as error:
+                await ask
+            refused[what] = error.value.error.message
+        fine = await client.call_tool("malformed_fine", {})
+    assert refused["resource 'malformed://r'"].startswith(f"resource 'malformed://r' {said} contents.0"), refused
+    assert refused["prompt 'malformed_p'"].startswith(f"prompt 'malformed_p' {said} messages.0.role"), refused
+    completion = "the completion of prompt 'malformed_p'"
+    assert refused[completion].startswith(f"{completion} {said} completion.values.0"), refused
+    assert not fine.is_error and fine.content[0].text == "fine"
+    calls = scrape(daemon)
+    for tool in wrong:
+        assert (
+            calls[key("mcp_tool_calls_total", plugin="malformed", tool_name=f"malformed_{tool}", status="error")] == 1
+        )
+    lines = [r for r in daemon.log_records() if r.get("event") == "request" and r.get("tool") == "malformed_no_text"]
+    assert [(r["tool_status"], r.get("rpc_error")) for r in lines] == [("error", None)], lines

@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import mcp_types as types
 import orjson
@@ -36,6 +36,7 @@ import structlog
 import trio
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
+from pydantic import BaseModel, ValidationError
 
 from mcphost.core.errors import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND
 from mcphost.core.plugin_tables import DefaultLimits, PluginConfig
@@ -57,6 +58,8 @@ from mcphost.plugins.worker.wire import Channel, ChannelClosed, Framer, Message,
 from mcphost.plugins.worker.zygote_client import ForkedChild, Zygotes, ZygoteUnavailable, describe
 
 log = structlog.get_logger("mcphost.worker")
+
+Answer = TypeVar("Answer", bound=BaseModel)
 
 KILL_GRACE = 1.0
 """Seconds past a call's timeout before the worker, which did not end the call itself, is ended."""
@@ -629,15 +632,16 @@ class PluginWorker:
         except RemoteError as error:
             raise WorkerCallError(f"{what} failed: {error}") from None
         if self.spec.command:
-            return types.CallToolResult.model_validate(reply, by_name=False)
+            return _validated(types.CallToolResult, reply, what, self.spec.kind)
         return _result(tool, reply)
 
     async def read_resource(
         self, entry: RegisteredResource, uri: str, meta: dict[str, Any]
     ) -> types.ReadResourceResult:
         """Read a resource in the worker (see :class:`~mcphost.plugins.registry.Remote`)."""
-        reply = await self._answer("resources/read", {"uri": uri}, f"resource {uri!r}", entry.limits, meta, None)
-        return types.ReadResourceResult.model_validate(reply, by_name=False)
+        what = f"resource {uri!r}"
+        reply = await self._answer("resources/read", {"uri": uri}, what, entry.limits, meta, None)
+        return _validated(types.ReadResourceResult, reply, what, self.spec.kind)
 
     async def get_prompt(
         self, prompt: RegisteredPrompt, arguments: dict[str, Any], meta: dict[str, Any], context: ToolContext | None
@@ -645,10 +649,11 @@ class PluginWorker:
         """Render a prompt in the worker (see :class:`~mcphost.plugins.registry.Remote`)."""
         name = self.prompt_names[prompt.name] if self.spec.command else prompt.name
         params = {"name": name, "arguments": arguments}
-        reply = await self._answer("prompts/get", params, f"prompt {prompt.name!r}", prompt.limits, meta, context)
-        if reply.get("resultType") == "input_required":
-            return types.InputRequiredResult.model_validate(reply, by_name=False)
-        return types.GetPromptResult.model_validate(reply, by_name=False)
+        what = f"prompt {prompt.name!r}"
+        reply = await self._answer("prompts/get", params, what, prompt.limits, meta, context)
+        if isinstance(reply, dict) and reply.get("resultType") == "input_required":
+            return _validated(types.InputRequiredResult, reply, what, self.spec.kind)
+        return _validated(types.GetPromptResult, reply, what, self.spec.kind)
 
     async def complete(
         self, entry: RegisteredPrompt | RegisteredResource, params: types.CompleteRequestParams, meta: dict[str, Any]
@@ -660,10 +665,7 @@ class PluginWorker:
         if self.spec.command and isinstance(ref, types.PromptReference):
             request["ref"]["name"] = self.prompt_names[ref.name]
         reply = await self._answer("completion/complete", request, what, entry.limits, meta, None)
-        values = reply["completion"]["values"]
-        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-            raise MCPError(code=types.INTERNAL_ERROR, message=f"the completions of {what} are not a list of strings")
-        return values
+        return _validated(types.CompleteResult, reply, f"the completion of {what}", self.spec.kind).completion.values
 
     async def subscribe(self, uri: str) -> None:
         """Subscribe a hosted server that offers subscriptions to ``uri`` (see
@@ -1178,7 +1180,7 @@ def _result(tool: RegisteredTool, reply: Message) -> types.CallToolResult | type
         if not isinstance(result, dict):
             raise WorkerCallError(f"tool {tool.name!r} failed: its worker sent a result that is not a JSON object")
         if result.get("resultType") == "input_required":  # the tool asked the client itself
-            return types.InputRequiredResult.model_validate(result, by_name=False)
+            return _validated(types.InputRequiredResult, result, f"tool {tool.name!r}", "worker")
         # The result stays the JSON object the worker wrote: whatever answers the client
         # validates it against the client's protocol revision, as it does every result
         # (:func:`mcp_types.methods.serialize_server_result`), and a model made of it here
@@ -1192,6 +1194,20 @@ def _result(tool: RegisteredTool, reply: Message) -> types.CallToolResult | type
     if "code" in reply:
         raise MCPError(code=int(reply["code"]), message=message, data=reply.get("data"))
     raise WorkerCallError(message, str(status))
+
+
+def _validated(model: type[Answer], reply: Any, what: str, kind: str) -> Answer:
+    """``reply`` as a ``model``, else :class:`WorkerCallError` saying where it is not one (a
+    hosted server's bug, usually: the client is not to blame, nor gets an internal error)."""
+    try:
+        return model.model_validate(reply, by_name=False)
+    except ValidationError as error:
+        # Where and what, never the value: it may be anything the server holds.
+        wrong = error.errors(include_url=False, include_input=False)
+        where = ".".join(map(str, wrong[0]["loc"])) or "the result"
+        more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+        message = f"{what} failed: its {kind} sent an invalid result: {where}: {wrong[0]['msg']}{more}"
+        raise WorkerCallError(message) from None
 
 
 def catalogue_of(
