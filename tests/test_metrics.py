@@ -4,7 +4,9 @@ Grafana dashboard shipped in ``packaging/`` checked against what the daemon expo
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
 import signal
@@ -19,7 +21,9 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 import yaml
+from mcp import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 import mcphost
@@ -426,6 +430,7 @@ def test_alert_rules_cover_what_matters() -> None:
         "McphostToolErrorRatioHigh",
         "McphostToolLatencyHigh",
         "McphostPluginSaturated",
+        "McphostLogLinesDropped",
     } <= set(rules)
     for name, rule in rules.items():
         assert rule["labels"]["severity"] in ("critical", "warning"), name
@@ -436,7 +441,7 @@ def test_alert_rules_cover_what_matters() -> None:
 def test_alert_rules_pass_promtool() -> None:
     checked = subprocess.run(["promtool", "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 6 rules found" in checked.stdout
+    assert f"SUCCESS: {len(_alert_rules())} rules found" in checked.stdout
     # The unit tests: each alert fires on the series it is for, and stays quiet on the others.
     tested = subprocess.run(["promtool", "test", "rules", str(ALERT_TESTS)], capture_output=True, text=True, timeout=60)
     assert tested.returncode == 0, tested.stdout + tested.stderr
@@ -500,7 +505,7 @@ def test_dashboard_queries_and_alert_rules_run_on_a_real_prometheus(daemon: Runn
         # Only the panels of what has not happened here may be empty.
         assert all(re.search(r"error\|timeout|_unknown|code!=", expr) for expr in empty), empty
         rules_state = httpx.get(f"{api}/rules", timeout=10).json()["data"]["groups"][0]["rules"]
-        assert len(rules_state) == 6
+        assert len(rules_state) == len(_alert_rules())
         assert all(rule["health"] in ("ok", "unknown") for rule in rules_state), rules_state  # not "err"
     finally:
         server.terminate()
@@ -518,3 +523,37 @@ def _scrapes(query: Callable[[str], list[Any]]) -> int:
     """How many times Prometheus has scraped the daemon in the last minute."""
     result = query("mcphost_build_info[1m]")
     return len(result[0]["values"]) if result else 0
+
+
+async def test_a_daemon_whose_stderr_reader_is_gone_serves_on_and_counts_the_lines_it_drops(tmp_path: Path) -> None:
+    """stderr a pipe whose reader went away (``mcphost serve 2>&1 | head``, a log shipper
+    that died): every line then fails to write, and each is dropped, not raised into the
+    request that logged it; the count is the only place left to say so."""
+    port = free_port()
+    fifo = tmp_path / f"mcphost-{port}.log"  # where start_daemon sends stdout and stderr
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    daemon = start_daemon(tmp_path, {"plugins": {"enable": ["echo"]}}, port=port)
+    try:
+        seen = b""
+        while b'"serving"' not in seen:  # read until it serves, so no line so far was dropped
+            with contextlib.suppress(BlockingIOError):
+                seen += os.read(reader, 1 << 16)
+            await trio.sleep(0.01)
+        os.close(reader)
+        assert scrape(daemon)[key("mcphost_log_lines_dropped_total")] == 0
+        async with Client(daemon.url) as client:
+            for n in range(3):
+                result = await client.call_tool("echo_echo", {"text": f"call {n}"})
+                assert not result.is_error and result.content[0].text == f"call {n}", result
+        # Each request logs its line after its response is sent.
+        for _ in range(200):
+            if (dropped := scrape(daemon)[key("mcphost_log_lines_dropped_total")]) >= 3:
+                break
+            await trio.sleep(0.05)
+        assert dropped >= 3
+        assert daemon.process.poll() is None
+    finally:
+        status = daemon.stop()
+        fifo.unlink()  # read by nothing else: a FIFO without a writer blocks its reader
+    assert status == 0

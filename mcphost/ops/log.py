@@ -13,7 +13,6 @@ cannot take the log with it, nor make a line written meanwhile raise into whatev
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -142,12 +141,15 @@ class LogStream:
 
     Closing or replacing fd 2 leaves it writing where stderr was. A line that cannot be written
     at all (stderr's reader gone) is dropped, never raised: the code that logged, a request's or
-    the daemon's own, must not fail for it, and there is nowhere left to report it."""
+    the daemon's own, must not fail for it, and there is nowhere left to report it but the
+    count (:func:`dropped_lines`, a metric)."""
 
     _current: LogStream | None = None
 
     def __init__(self, fd: int):
         self.fd = fd
+        self.dropped = 0
+        """Lines dropped so far."""
 
     @classmethod
     def of_stderr(cls) -> LogStream:
@@ -161,12 +163,19 @@ class LogStream:
     def write(self, text: str) -> None:
         """Write ``text`` whole (a pipe may take it in parts), or drop it."""
         data = text.encode("utf-8", "backslashreplace")
-        with contextlib.suppress(OSError):
+        try:
             while data:
                 data = data[os.write(self.fd, data) :]
+        except OSError:
+            self.dropped += 1
 
     def flush(self) -> None:
         """Nothing to do: :meth:`write` leaves nothing behind."""
+
+
+def dropped_lines() -> int:
+    """Log lines this process could not write to stderr (see :class:`LogStream`)."""
+    return 0 if LogStream._current is None else LogStream._current.dropped
 
 
 def _to_json(event: Any, default: Any) -> str:

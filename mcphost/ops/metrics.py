@@ -45,6 +45,7 @@ from prometheus_client.utils import floatToGoString
 from pydantic import ValidationError
 
 from mcphost.core import errors
+from mcphost.ops import log
 
 TOOL_STATUSES = (
     "ok",
@@ -500,6 +501,11 @@ class _Collector:
         )
         yield GaugeMetricFamily(
             "mcphost_tasks_running", "Tasks this process runs now.", value=metrics.sources.tasks_running()
+        )
+        yield CounterMetricFamily(
+            "mcphost_log_lines_dropped",
+            "Log lines that could not be written to stderr (its reader gone), so were dropped.",
+            value=log.dropped_lines(),
         )
         reload = metrics.last_reload
         yield GaugeMetricFamily(
