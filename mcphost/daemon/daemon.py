@@ -493,7 +493,9 @@ class Daemon:
             log.info("reloading", reason=reason)
             self._read_at_ns = time.time_ns()
             try:
-                loaded = config_module.load(self.config_path)
+                # Off the loop, as discovery is: with a plugin thread computing, each read there
+                # waits for the interpreter lock (see PluginHost.reload).
+                loaded = await trio.to_thread.run_sync(config_module.load, self.config_path)
             except ConfigError as error:
                 log.error("reload refused: the config is invalid; the running config stays", problems=str(error))
                 self.notifier.ready("reload refused: invalid config")
