@@ -266,6 +266,7 @@ def alternate(
         for row in rows:
             server = row.server
             server.check_alive()
+            idle_wait = server.wait_idle()
             cpu_before = server.cpu_seconds()
             result = load.run_wrk(
                 server.url,
@@ -288,6 +289,7 @@ def alternate(
                     "round": round_index,
                     **result.as_dict(),
                     "cpu_ms_per_call": cpu * 1000 / result.requests if result.requests else None,
+                    "idle_wait_s": round(idle_wait, 2),
                 }
             )
             errors = (

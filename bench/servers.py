@@ -47,6 +47,9 @@ MCPHOST_SOURCE: Path | None = None
 ``run.py --rev``); ``None`` runs the installed (editable: working-tree) mcphost."""
 
 START_TIMEOUT = 60.0
+IDLE_WINDOW = 0.2
+IDLE_CPU_SHARE = 0.05
+IDLE_TIMEOUT = 30.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STOP_TIMEOUT = 10.0
 
@@ -473,6 +476,19 @@ class RunningServer:
             fields = _stat_fields(self.pid, f"/task/{self.pid}")
             return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
         return process_cpu_seconds(self.pid) + sum(process_cpu_seconds(pid) for pid in self.workers())
+
+    def wait_idle(self, *, timeout: float = IDLE_TIMEOUT) -> float:
+        """Wait until the server (with its workers) uses under :data:`IDLE_CPU_SHARE` of a CPU
+        over :data:`IDLE_WINDOW` seconds, or ``timeout`` seconds have passed; return the
+        seconds waited. A server still working on the calls of clients that have left (a
+        load run cut off mid-call) would otherwise spend the next run's CPU on them."""
+        began = time.monotonic()
+        while time.monotonic() - began < timeout:
+            before = self.cpu_seconds()
+            time.sleep(IDLE_WINDOW)
+            if self.cpu_seconds() - before < IDLE_CPU_SHARE * IDLE_WINDOW:
+                break
+        return time.monotonic() - began
 
     def thread_cpu_seconds(self) -> dict[int, float]:
         """CPU time each thread of the server and of its worker processes has used so far,
