@@ -20,10 +20,11 @@ import trio
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
+from mcphost.core.errors import INTERNAL_ERROR
 from mcphost.testing import RunningDaemon, start_daemon, to_toml
 from tests.conftest import MODES, memory
+from tests.metricskit import key, scrape
 from tests.services import node_client
-from tests.test_metrics import key, scrape
 
 CALC = Path(__file__).parent / "plugins" / "external" / "calc_server.py"
 BARE = Path(__file__).parent / "plugins" / "external" / "bare_server.py"
@@ -602,9 +603,10 @@ TOOLS = {
     "not_an_object": "hello",
     "fine": {"content": [{"type": "text", "text": "fine"}]},
 }
+ERRORS = {"error_not_an_object": "the server's own words"}
 ANSWERS = {
-    "tools/list": {"tools": [{"name": name, "inputSchema": {"type": "object"}} for name in TOOLS]},
-    "resources/list": {"resources": [{"uri": "malformed://r", "name": "r"}]},
+    "tools/list": {"tools": [{"name": name, "inputSchema": {"type": "object"}} for name in [*TOOLS, *ERRORS]]},
+    "resources/list": {"resources": [{"uri": "malformed://r", "name": "r"}, {"uri": "malformed://code", "name": "c"}]},
     "resources/read": {"contents": [{"uri": "malformed://r"}]},
     "prompts/list": {"prompts": [{"name": "p", "arguments": [{"name": "a"}]}]},
     "prompts/get": {"messages": [{"role": "narrator", "content": {"type": "text", "text": "x"}}]},
@@ -620,8 +622,12 @@ for line in sys.stdin:
         info = {"name": "malformed", "version": "1"}
         version = params["protocolVersion"]
         reply = {"result": {"protocolVersion": version, "capabilities": capabilities, "serverInfo": info}}
+    elif method == "tools/call" and params["name"] in ERRORS:
+        reply = {"error": ERRORS[params["name"]]}
     elif method == "tools/call":
         reply = {"result": TOOLS[params["name"]]}
+    elif method == "resources/read" and params["uri"] == "malformed://code":
+        reply = {"error": {"code": "x", "message": "went wrong"}}
     elif method in ANSWERS:
         reply = {"result": ANSWERS[method]}
     else:
@@ -633,7 +639,8 @@ for line in sys.stdin:
 async def test_a_servers_invalid_result_is_its_error_not_the_clients(mcphost_daemon, tmp_path: Path) -> None:
     """A result that is not what the method answers is an error naming what was asked and
     where the result is wrong (not the SDK's "invalid params", which blames the client),
-    counted as the tool's error; the server serves on."""
+    counted as the tool's error; an error that is not a JSON-RPC error object, or whose code
+    is not a number, is an internal error. The server serves on."""
     server = tmp_path / "malformed.py"
     server.write_text(MALFORMED)
     table = {"command": [sys.executable, str(server)]}
@@ -645,6 +652,14 @@ async def test_a_servers_invalid_result_is_its_error_not_the_clients(mcphost_dae
             result = await client.call_tool(f"malformed_{tool}", {})
             text = result.content[0].text
             assert result.is_error and text.startswith(f"tool 'malformed_{tool}' {said} {where}"), text
+        result = await client.call_tool("malformed_error_not_an_object", {})
+        text = result.content[0].text
+        assert result.is_error and text == (
+            "tool 'malformed_error_not_an_object' failed: it answered with an error that is not a JSON-RPC error object"
+        ), text
+        with pytest.raises(MCPError) as error:
+            await client.read_resource("malformed://code")
+        assert (error.value.error.code, error.value.error.message) == (INTERNAL_ERROR, "went wrong")
         refused = {}
         for what, ask in {
             "resource 'malformed://r'": client.read_resource("malformed://r"),

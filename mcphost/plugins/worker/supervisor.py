@@ -38,7 +38,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 from pydantic import BaseModel, ValidationError
 
-from mcphost.core.errors import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND
+from mcphost.core.errors import INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND
 from mcphost.core.plugin_tables import DefaultLimits, PluginConfig
 from mcphost.ops.log import RequestRecord, current_request
 from mcphost.plugins import client_input, fence, notify
@@ -410,10 +410,10 @@ def _handshake(
 ) -> Message:
     """Send ``request`` and wait for its answer (blocking); a request of the other end is
     answered with what ``asked`` makes of it, and anything else passes. Raises RemoteError
-    when the answer is an error, ValueError on what is not JSON-RPC (a message over
-    ``max_message`` bytes included, and any line that is not a message without ``stray``:
-    see :class:`Framer`), ChannelClosed when the other end closes, TimeoutError when it is
-    silent for :data:`START_TIMEOUT`."""
+    when the answer is an error (see :func:`result_of`), ValueError on what is not JSON-RPC
+    (a result that is not an object, a message over ``max_message`` bytes, and any line
+    that is not a message without ``stray``: see :class:`Framer`), ChannelClosed when the
+    other end closes, TimeoutError when it is silent for :data:`START_TIMEOUT`."""
     sock.settimeout(START_TIMEOUT)
     sock.sendall(encode(request))
     framer = Framer(max_message, stray)
@@ -429,10 +429,11 @@ def _handshake(
             if asked is not None and "method" in message and "id" in message:
                 sock.sendall(encode(asked(message)))
             elif message.get("id") == request["id"] and "method" not in message:
-                if isinstance(error := message.get("error"), dict):
-                    code = int(error.get("code", INTERNAL_ERROR))
-                    raise RemoteError(code, str(error.get("message")), error.get("data"))
-                result: Message = message.get("result") or {}
+                result = result_of(message)
+                if result is None:
+                    return {}
+                if not isinstance(result, dict):
+                    raise ValueError(f"its answer to {request['method']} is not an object")
                 return result
 
 

@@ -27,6 +27,7 @@ import orjson
 import outcome
 import trio
 
+from mcphost.core.errors import INTERNAL_ERROR
 from mcphost.plugins.worker.ticks import at_batch_end
 
 Message = dict[str, Any]
@@ -107,11 +108,20 @@ def error_response(request_id: Any, code: int, message: str, data: Any = None) -
 
 
 def result_of(reply: Message) -> Any:
-    """The result of an answer to a request; raises :class:`RemoteError` when it is an error."""
-    if "error" in reply:
-        error = reply["error"]
-        raise RemoteError(error.get("code", 0), str(error.get("message", "")), error.get("data"))
-    return reply.get("result")
+    """The result of an answer to a request; raises :class:`RemoteError` when it is an error.
+
+    The other end may be a hosted server we do not control: an error that is not a JSON-RPC
+    error object, or whose code is not an integer, is an internal error (its value is not
+    repeated), never an exception of another kind in the daemon."""
+    if "error" not in reply:
+        return reply.get("result")
+    error = reply["error"]
+    if not isinstance(error, dict):
+        raise RemoteError(INTERNAL_ERROR, "it answered with an error that is not a JSON-RPC error object")
+    code = error.get("code")
+    if not isinstance(code, int) or isinstance(code, bool):
+        code = INTERNAL_ERROR
+    raise RemoteError(code, str(error.get("message", "")), error.get("data"))
 
 
 class Framer:
