@@ -539,7 +539,10 @@ class Daemon:
         if self.http is None:
             return {}
         running = self.http.auth
-        fresh = auth.authenticator(loaded, self._hosts, running.verifier if running else None)
+        # The keys file is read in a thread, as the config is: on the loop, each read would
+        # wait for the GIL behind any plugin thread that computes.
+        verifier = running.verifier if running else None
+        fresh = await trio.to_thread.run_sync(auth.authenticator, loaded, self._hosts, verifier)
         before = running.keys.tokens() if running else {}
         after = fresh.keys.tokens() if fresh else {}
         # Gone, or renamed: sessions belong to a key's name, which its token no longer opens.
