@@ -24,12 +24,12 @@ import pytest
 import trio
 import yaml
 from mcp import Client
-from prometheus_client.parser import text_string_to_metric_families
 
 import mcphost
 from mcphost.ops.metrics import AUTH_REASONS, RATE_LIMIT_SCOPES, RELOAD_RESULTS, TOOL_STATUSES
 from mcphost.testing import RunningDaemon, free_port, start_daemon, stateless_request
 from tests.authkit import api_key, bearer, connect
+from tests.metricskit import key, scrape
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "packaging/prometheus/mcphost-alerts.yml"
@@ -51,27 +51,10 @@ CONFIG = {
 }
 TOKEN = "metrics-" + uuid.uuid4().hex
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
 
 @pytest.fixture(scope="module")
 def daemon(module_daemon: Any) -> RunningDaemon:
     return module_daemon(CONFIG)
-
-
-def scrape(daemon: RunningDaemon, token: str | None = None) -> Samples:
-    """Every sample of the admin listener's ``/metrics``, parsed by prometheus_client's own parser."""
-    status, body = daemon.get("/metrics", bearer(token) if token else None, admin=True)
-    assert status == 200, body
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(body.decode())
-        for sample in family.samples
-    }
-
-
-def key(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
-    return name, frozenset(labels.items())
 
 
 def post(
