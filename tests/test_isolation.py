@@ -580,9 +580,11 @@ import mcphost
 from mcphost.plugins.worker import main
 
 FORGED = {
-    "not_an_object": [1, 2],
-    "not_a_result": {"content": "not a list of blocks"},
-    "oversized": {"content": [{"type": "text", "text": "x" * 100_000}]},
+    "not_an_object": {"status": "ok", "result": [1, 2]},
+    "not_a_result": {"status": "ok", "result": {"content": "not a list of blocks"}},
+    "oversized": {"status": "ok", "result": {"content": [{"type": "text", "text": "x" * 100_000}]}},
+    "not_an_answer": "a string",
+    "a_code_not_a_number": {"status": "error", "code": "x", "message": "a forged failure"},
 }
 honest = main.reply_of
 
@@ -590,7 +592,7 @@ honest = main.reply_of
 def forged(tool, outcome, result):
     # What a hostile plugin can do in its own process: answer the daemon with anything.
     name = tool.name.removeprefix("forger_")
-    return {"status": "ok", "result": FORGED[name]} if name in FORGED else honest(tool, outcome, result)
+    return FORGED[name] if name in FORGED else honest(tool, outcome, result)
 
 
 main.reply_of = forged
@@ -610,11 +612,19 @@ def mcphost_tools():
         \"\"\"Answered with a result over the plugin's limit.\"\"\"
         return "honest"
 
+    async def not_an_answer() -> str:
+        \"\"\"Answered with a string where the daemon expects the call's outcome.\"\"\"
+        return "honest"
+
+    async def a_code_not_a_number() -> str:
+        \"\"\"Answered with an error whose code is not a number.\"\"\"
+        return "honest"
+
     async def honest() -> str:
         \"\"\"Answered as written.\"\"\"
         return "honest"
 
-    return [not_an_object, not_a_result, oversized, honest]
+    return [not_an_object, not_a_result, oversized, not_an_answer, a_code_not_a_number, honest]
 """
 
 
@@ -632,6 +642,10 @@ async def test_a_worker_forging_its_answers_gets_its_callers_clean_errors(
             await client.call_tool("forger_not_a_result", {})
         result = await client.call_tool("forger_oversized", {})
         assert result.is_error and "over its limit of 10000 bytes" in result.content[0].text, result
+        result = await client.call_tool("forger_not_an_answer", {})
+        assert result.is_error and "its worker sent an answer that is not a JSON object" in result.content[0].text
+        result = await client.call_tool("forger_a_code_not_a_number", {})
+        assert result.is_error and result.content[0].text == "a forged failure", result
         # The same client, session and worker serve on.
         assert (await client.call_tool("forger_honest", {})).structured_content == {"result": "honest"}
 

@@ -1174,14 +1174,20 @@ def _context_meta(context: ToolContext | None) -> dict[str, Any]:
     }
 
 
-def _result(tool: RegisteredTool, reply: Message) -> types.CallToolResult | types.InputRequiredResult | Message:
+def _result(tool: RegisteredTool, reply: Any) -> types.CallToolResult | types.InputRequiredResult | Message:
+    """The tool call's result from the worker's answer (see :func:`mcphost.plugins.worker.threads.reply_of`),
+    or the error it says the call ended with. A plugin can make its worker answer anything:
+    what is not such an answer is the call's error, never an exception of another kind here."""
+    what = f"tool {tool.name!r}"
+    if not isinstance(reply, dict):
+        raise WorkerCallError(f"{what} failed: its worker sent an answer that is not a JSON object")
     status = reply.get("status")
     if status == "ok":
-        result = reply["result"]
+        result = reply.get("result")
         if not isinstance(result, dict):
-            raise WorkerCallError(f"tool {tool.name!r} failed: its worker sent a result that is not a JSON object")
+            raise WorkerCallError(f"{what} failed: its worker sent a result that is not a JSON object")
         if result.get("resultType") == "input_required":  # the tool asked the client itself
-            return _validated(types.InputRequiredResult, result, f"tool {tool.name!r}", "worker")
+            return _validated(types.InputRequiredResult, result, what, "worker")
         # The result stays the JSON object the worker wrote: whatever answers the client
         # validates it against the client's protocol revision, as it does every result
         # (:func:`mcp_types.methods.serialize_server_result`), and a model made of it here
@@ -1189,11 +1195,11 @@ def _result(tool: RegisteredTool, reply: Message) -> types.CallToolResult | type
         return result
     if status == "input_required":
         raise client_input.InputRequired
-    message = str(reply.get("message", f"tool {tool.name!r} failed"))
+    message = str(reply.get("message", f"{what} failed"))
     if status == "timeout":
         raise fence.CallTimeout(message)
-    if "code" in reply:
-        raise MCPError(code=int(reply["code"]), message=message, data=reply.get("data"))
+    if isinstance(code := reply.get("code"), int) and not isinstance(code, bool):
+        raise MCPError(code=code, message=message, data=reply.get("data"))
     raise WorkerCallError(message, str(status))
 
 
