@@ -1198,7 +1198,7 @@ def _result(tool: RegisteredTool, reply: Any) -> types.CallToolResult | types.In
     message = str(reply.get("message", f"{what} failed"))
     if status == "timeout":
         raise fence.CallTimeout(message)
-    if isinstance(code := reply.get("code"), int) and not isinstance(code, bool):
+    if (code := wire.error_code(reply.get("code"))) is not None:
         raise MCPError(code=code, message=message, data=reply.get("data"))
     raise WorkerCallError(message, str(status))
 

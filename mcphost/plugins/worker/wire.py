@@ -118,10 +118,13 @@ def result_of(reply: Message) -> Any:
     error = reply["error"]
     if not isinstance(error, dict):
         raise RemoteError(INTERNAL_ERROR, "it answered with an error that is not a JSON-RPC error object")
-    code = error.get("code")
-    if not isinstance(code, int) or isinstance(code, bool):
-        code = INTERNAL_ERROR
-    raise RemoteError(code, str(error.get("message", "")), error.get("data"))
+    code = error_code(error.get("code"))
+    raise RemoteError(INTERNAL_ERROR if code is None else code, str(error.get("message", "")), error.get("data"))
+
+
+def error_code(value: Any) -> int | None:
+    """``value`` if it can be a JSON-RPC error code (an integer; JSON's ``true`` is not one), else ``None``."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class Framer:
