@@ -1285,8 +1285,9 @@ def section_method(results: dict[str, Any]) -> list[str]:
         "",
         ("Servers were pinned to CPU 1 and wrk to CPU 0 (`taskset`); " if pin else "No CPU pinning; ")
         + "the rows run one at a time under load while the others idle, in alternation (A, B, C, D, A, B, C, D …), "
-        "each run starting once its server is idle (under 5 % of a CPU over 0.2 s; a server that goes on "
-        "answering the calls of clients that have left would otherwise spend the next row's run on them), "
+        "each run starting once every server is idle (under 5 % of a CPU over 0.2 s, together; a server that "
+        "goes on answering the calls of clients that have left would otherwise spend the next row's run on them, "
+        "its own or, on the CPU they share, another server's), "
         "and every figure is a median over rounds, so drift on a shared machine falls on all of them alike. "
         "Servers run without `PYTHONUNBUFFERED`/`PYTHONDONTWRITEBYTECODE`, as a service would.",
         "",

@@ -257,6 +257,7 @@ def alternate(
             # With hundreds of clients a call waits behind hundreds of others: a short run
             # would end before the slow ones complete and report only the lucky ones.
             duration = max(duration, ctx.options.duration * MANY_CLIENTS_STRETCH)
+    running = list({id(row.server): row.server for row in rows}.values())
     rows = [r for r in rows if path in r.server.spec.paths and r.measured_at(connections)]
     indices, count = (
         (range(rounds[0], rounds[0] + 1), rounds[1]) if isinstance(rounds, tuple) else (range(rounds), rounds)
@@ -266,7 +267,7 @@ def alternate(
         for row in rows:
             server = row.server
             server.check_alive()
-            idle_wait = server.wait_idle()
+            idle_wait = servers.wait_idle(running)
             cpu_before = server.cpu_seconds()
             result = load.run_wrk(
                 server.url,

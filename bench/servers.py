@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,22 @@ def is_fork_server(pid: int) -> bool:
     with contextlib.suppress(OSError):
         return b"mcphost.plugins.worker.zygote" in Path(f"/proc/{pid}/cmdline").read_bytes()
     return False
+
+
+def wait_idle(running: Iterable[RunningServer], *, timeout: float = IDLE_TIMEOUT) -> float:
+    """Wait until the ``running`` servers together (with their workers) use under
+    :data:`IDLE_CPU_SHARE` of a CPU over :data:`IDLE_WINDOW` seconds, or ``timeout`` seconds
+    have passed; return the seconds waited. A server still working on the calls of clients
+    that have left (a load run cut off mid-call) would otherwise spend the next run's CPU on
+    them: its own next run's, or, on the CPU they are pinned to, another server's."""
+    running = list(running)
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        before = sum(server.cpu_seconds() for server in running)
+        time.sleep(IDLE_WINDOW)
+        if sum(server.cpu_seconds() for server in running) - before < IDLE_CPU_SHARE * IDLE_WINDOW:
+            break
+    return time.monotonic() - began
 
 
 def descendants(pid: int) -> list[int]:
@@ -476,19 +492,6 @@ class RunningServer:
             fields = _stat_fields(self.pid, f"/task/{self.pid}")
             return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
         return process_cpu_seconds(self.pid) + sum(process_cpu_seconds(pid) for pid in self.workers())
-
-    def wait_idle(self, *, timeout: float = IDLE_TIMEOUT) -> float:
-        """Wait until the server (with its workers) uses under :data:`IDLE_CPU_SHARE` of a CPU
-        over :data:`IDLE_WINDOW` seconds, or ``timeout`` seconds have passed; return the
-        seconds waited. A server still working on the calls of clients that have left (a
-        load run cut off mid-call) would otherwise spend the next run's CPU on them."""
-        began = time.monotonic()
-        while time.monotonic() - began < timeout:
-            before = self.cpu_seconds()
-            time.sleep(IDLE_WINDOW)
-            if self.cpu_seconds() - before < IDLE_CPU_SHARE * IDLE_WINDOW:
-                break
-        return time.monotonic() - began
 
     def thread_cpu_seconds(self) -> dict[int, float]:
         """CPU time each thread of the server and of its worker processes has used so far,
