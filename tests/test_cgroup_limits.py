@@ -24,10 +24,8 @@ import pytest
 import trio
 
 from mcphost.testing import RunningDaemon, to_toml
-from tests import test_isolation as isolation
-from tests.test_isolation import _alive as alive
-from tests.test_isolation import _ends_within as ends_within
-from tests.test_isolation import call, witness_answers
+from tests import isolationkit
+from tests.isolationkit import alive, call, ends_within, witness_answers
 
 CGROUP_VARIABLE = "MCPHOST_TEST_DELEGATED_CGROUP"
 """The delegated cgroup the test run is in (a directory under a cgroup2 mount)."""
@@ -75,7 +73,7 @@ def daemon(module_daemon) -> RunningDaemon:
 
 async def worker_pid(daemon: RunningDaemon, plugin: str) -> int:
     """The pid of ``plugin``'s worker, waiting while it restarts (emulated, longer)."""
-    return await isolation.worker_pid(daemon, plugin, COMEBACK)
+    return await isolationkit.worker_pid(daemon, plugin, COMEBACK)
 
 
 def cgroup_of(pid: int) -> Path:

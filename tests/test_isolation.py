@@ -27,9 +27,18 @@ from mcphost.plugins.worker.supervisor import message_bound
 from mcphost.plugins.worker.wire import Framer, encode
 from mcphost.testing import RunningDaemon, stateless_request, to_toml
 from tests.conftest import ISOLATIONS, MODES, memory
+from tests.isolationkit import (
+    COMEBACK,
+    PLUGINS,
+    SECRET_VARIABLE,
+    WITNESS_BOUND,
+    alive,
+    call,
+    ends_within,
+    witness_answers,
+    worker_pid,
+)
 
-PLUGINS = Path(__file__).parent / "plugins" / "isolated"
-SECRET_VARIABLE = "MCPHOST_TEST_ONLY_SECRET"
 CONFIG = {
     "plugins": {
         "enable": ["hostile", "witness", "faulty"],
@@ -45,30 +54,11 @@ CONFIG = {
         "faulty": {"isolation": "process"},
     }
 }
-WITNESS_BOUND = 2.0
-"""Seconds within which the witness answers while its neighbour misbehaves (a freeze guard)."""
-COMEBACK = 20.0
-"""Seconds within which a worker that ended is serving again (a guard, not a speed test)."""
 
 
 @pytest.fixture(scope="module")
 def daemon(module_daemon) -> RunningDaemon:
     return module_daemon(CONFIG, env={SECRET_VARIABLE: "hunter2"})
-
-
-async def call(daemon: RunningDaemon, tool: str, arguments: dict[str, Any] | None = None, mode: str = "legacy") -> Any:
-    async with Client(daemon.url, mode=mode) as client:
-        return await client.call_tool(tool, arguments or {})
-
-
-async def worker_pid(daemon: RunningDaemon, plugin: str, within: float = COMEBACK) -> int:
-    """The pid of ``plugin``'s worker, waiting (at most ``within`` seconds) while it restarts."""
-    with trio.fail_after(within):
-        while True:
-            result = await call(daemon, f"{plugin}_pid")
-            if not result.is_error:
-                return int(result.content[0].text)
-            await trio.sleep(0.1)
 
 
 def one_plugin(mcphost_daemon: Any, tmp_path: Path, name: str, source: str, **table: Any) -> RunningDaemon:
@@ -98,16 +88,6 @@ async def calls_reach(daemon: RunningDaemon, plugin: str, *, inflight: int, queu
             if (entry["inflight"], entry["queued"]) == (inflight, queued):
                 return
             await trio.sleep(0.02)
-
-
-async def witness_answers(daemon: RunningDaemon) -> float:
-    """How long the witness took to answer a ping (the call, not the client's connecting)."""
-    async with Client(daemon.url) as client:
-        start = time.monotonic()
-        result = await client.call_tool("witness_ping", {})
-        took = time.monotonic() - start
-    assert not result.is_error and result.content[0].text == "pong"
-    return took
 
 
 async def test_each_isolated_plugin_runs_in_a_worker_of_its_own(daemon: RunningDaemon) -> None:
@@ -194,25 +174,9 @@ async def test_a_plugin_that_breaks_json_in_its_process(daemon: RunningDaemon) -
 async def test_what_a_worker_started_ends_with_it(daemon: RunningDaemon) -> None:
     pid = await worker_pid(daemon, "hostile")
     child = int((await call(daemon, "hostile_spawn_child")).content[0].text)
-    assert _alive(child)
+    assert alive(child)
     os.kill(pid, signal.SIGKILL)
-    assert await trio.to_thread.run_sync(_ends_within, child, 5.0), "the worker's child was killed with it"
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie waiting to be reaped has ended)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _ends_within(pid: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return not _alive(pid)
+    assert await trio.to_thread.run_sync(ends_within, child, 5.0), "the worker's child was killed with it"
 
 
 async def test_a_memory_hog_over_memory_max_gets_a_clean_error(daemon: RunningDaemon) -> None:
@@ -906,7 +870,7 @@ def test_reload_replaces_the_worker_and_lets_the_old_one_finish(mcphost_daemon, 
             second, new_pid = (await call(daemon, "versioned_version")).content[0].text.split()
             assert second == "v2" and new_pid != old_pid, "a fresh worker serves the new version"
         assert not results[0].is_error and results[0].content[0].text == f"waited in {old_pid}"
-        assert await trio.to_thread.run_sync(_ends_within, int(old_pid), 10.0), "the old worker is stopped"
+        assert await trio.to_thread.run_sync(ends_within, int(old_pid), 10.0), "the old worker is stopped"
 
     trio.run(main)
 

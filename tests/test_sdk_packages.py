@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.test_isolation import call
+from tests.isolationkit import call
 
 CLIENT_AND_TRANSPORT = ("mcp.client", "httpx2", "mcp.server.lowlevel.server", "mcp.server.streamable_http", "uvicorn")
 

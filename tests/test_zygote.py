@@ -16,14 +16,14 @@ import trio
 
 from mcphost.plugins.worker.zygote import SWEEP_INTERVAL
 from mcphost.testing import RunningDaemon, to_toml
-from tests.test_isolation import (
+from tests.isolationkit import (
     COMEBACK,
     PLUGINS,
     SECRET_VARIABLE,
     WITNESS_BOUND,
-    _alive,
-    _ends_within,
+    alive,
     call,
+    ends_within,
     witness_answers,
     worker_pid,
 )
@@ -83,9 +83,9 @@ async def test_an_orphan_a_worker_daemonized_is_killed_when_the_worker_ends(daem
     orphan = int((await call(daemon, "hostile_spawn_orphan")).content[0].text)
     assert os.getsid(orphan) != os.getsid(pid), "it left the worker's session"
     await trio.sleep(2 * SWEEP_INTERVAL)
-    assert _alive(orphan), "it lives as long as its worker does"
+    assert alive(orphan), "it lives as long as its worker does"
     os.kill(pid, signal.SIGKILL)
-    assert await trio.to_thread.run_sync(_ends_within, orphan, 5.0), "the orphan was killed with its worker"
+    assert await trio.to_thread.run_sync(ends_within, orphan, 5.0), "the orphan was killed with its worker"
 
 
 async def test_killing_the_fork_server_takes_no_plugin_down(daemon: RunningDaemon) -> None:
@@ -192,7 +192,7 @@ def test_a_reload_forks_from_a_fresh_fork_server_when_an_import_changed(mcphost_
         assert version == "v2" and mark == "new", "the upgraded package was imported anew"
         new_zygote = parent(int(new_pid))
         assert is_fork_server(new_zygote) and new_zygote != old_zygote, "forked by a fork server started afresh"
-        assert await trio.to_thread.run_sync(_ends_within, old_zygote, 10.0), "the old one ended with its worker"
+        assert await trio.to_thread.run_sync(ends_within, old_zygote, 10.0), "the old one ended with its worker"
 
     trio.run(main)
 
