@@ -38,6 +38,7 @@ from tests.isolationkit import (
     witness_answers,
     worker_pid,
 )
+from tests.metricskit import key, scrape
 
 CONFIG = {
     "plugins": {
@@ -549,6 +550,7 @@ FORGED = {
     "oversized": {"status": "ok", "result": {"content": [{"type": "text", "text": "x" * 100_000}]}},
     "not_an_answer": "a string",
     "a_code_not_a_number": {"status": "error", "code": "x", "message": "a forged failure"},
+    "a_status_of_its_own": {"status": ["fine", "really"], "message": "a forged status"},
 }
 honest = main.reply_of
 
@@ -584,11 +586,15 @@ def mcphost_tools():
         \"\"\"Answered with an error whose code is not a number.\"\"\"
         return "honest"
 
+    async def a_status_of_its_own() -> str:
+        \"\"\"Answered with a status no worker reports.\"\"\"
+        return "honest"
+
     async def honest() -> str:
         \"\"\"Answered as written.\"\"\"
         return "honest"
 
-    return [not_an_object, not_a_result, oversized, not_an_answer, a_code_not_a_number, honest]
+    return [not_an_object, not_a_result, oversized, not_an_answer, a_code_not_a_number, a_status_of_its_own, honest]
 """
 
 
@@ -610,8 +616,20 @@ async def test_a_worker_forging_its_answers_gets_its_callers_clean_errors(
         assert result.is_error and "its worker sent an answer that is not a JSON object" in result.content[0].text
         result = await client.call_tool("forger_a_code_not_a_number", {})
         assert result.is_error and result.content[0].text == "a forged failure", result
+        result = await client.call_tool("forger_a_status_of_its_own", {})
+        assert result.is_error and result.content[0].text == "a forged status", result
         # The same client, session and worker serve on.
         assert (await client.call_tool("forger_honest", {})).structured_content == {"result": "honest"}
+    # What the worker wrote as the call's status is not what the daemon logs and counts.
+    logged = daemon.wait_for_log(
+        lambda r: r.get("event") == "request" and r.get("tool") == "forger_a_status_of_its_own"
+    )
+    assert logged["tool_status"] == "error", logged
+    counted = scrape(daemon)
+    assert (
+        counted[key("mcp_tool_calls_total", plugin="forger", tool_name="forger_a_status_of_its_own", status="error")]
+        == 1
+    )
 
 
 CLOSING = """

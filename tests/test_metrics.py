@@ -26,7 +26,8 @@ import yaml
 from mcp import Client
 
 import mcphost
-from mcphost.ops.metrics import AUTH_REASONS, RATE_LIMIT_SCOPES, RELOAD_RESULTS, TOOL_STATUSES
+from mcphost.ops.log import TOOL_STATUSES
+from mcphost.ops.metrics import AUTH_REASONS, RATE_LIMIT_SCOPES, RELOAD_RESULTS
 from mcphost.testing import RunningDaemon, free_port, start_daemon, stateless_request
 from tests.authkit import api_key, bearer, connect
 from tests.metricskit import key, scrape

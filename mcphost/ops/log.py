@@ -42,6 +42,23 @@ class Caller(Protocol):
         """Unique across kinds of credential: what per-caller bookkeeping is keyed by."""
 
 
+TOOL_STATUSES = (
+    "ok",
+    "error",
+    "timeout",
+    "too_large",
+    "limited",
+    "cancelled",
+    "input_required",
+    "invalid_arguments",
+    "rate_limited",
+    "denied",
+)
+"""How a tool call ends: :attr:`RequestRecord.status`, and the ``status`` label of the
+``mcp_tool_calls_total`` metric (what :mod:`mcphost.protocol.handlers` records for a call,
+plus ``denied``, a tool outside the caller's scopes)."""
+
+
 @dataclass(slots=True)
 class RequestRecord:
     """Facts about one request, filled in by each layer it passes and logged once at the end."""
@@ -53,7 +70,7 @@ class RequestRecord:
     tool: str | None = None
     plugin: str | None = None
     status: str | None = None
-    """How the tool call ended (``ok``, ``error``, ``timeout``, ``cancelled``...)."""
+    """How the tool call ended: one of :data:`TOOL_STATUSES`."""
     tool_ms: float | None = None
     """How long the tool call took, in milliseconds."""
     rpc_error: int | None = None

@@ -47,20 +47,6 @@ from pydantic import ValidationError
 from mcphost.core import errors
 from mcphost.ops import log
 
-TOOL_STATUSES = (
-    "ok",
-    "error",
-    "timeout",
-    "too_large",
-    "limited",
-    "cancelled",
-    "input_required",
-    "invalid_arguments",
-    "rate_limited",
-    "denied",
-)
-"""``status`` of ``mcp_tool_calls_total``: what :mod:`mcphost.protocol.handlers` records for a call,
-plus ``denied`` (a tool outside the caller's scopes)."""
 NOT_RUN = frozenset({"invalid_arguments", "rate_limited", "denied"})
 """Calls refused before the plugin's code ran: counted, but kept out of the latencies."""
 FAILED = frozenset({"error", "timeout", "too_large", "limited"})
@@ -115,7 +101,7 @@ class ToolSeries:
 
     def __init__(self, name: str, plugin: str, window_calls: int, timeouts: dict[str, int]):
         self.name, self.plugin = name, plugin
-        self.counts = dict.fromkeys(TOOL_STATUSES, 0)
+        self.counts = dict.fromkeys(log.TOOL_STATUSES, 0)
         self.buckets = [0] * len(_LE)
         """Calls per duration bucket (not cumulative; the last is +Inf)."""
         self.seconds = 0.0
@@ -532,7 +518,7 @@ class _Collector:
     def _tools(metrics: Metrics) -> Iterator[Metric]:
         calls = CounterMetricFamily(
             "mcp_tool_calls",
-            f"Tool calls by plugin, tool and outcome ({', '.join(TOOL_STATUSES)}); a call to a tool that is not "
+            f"Tool calls by plugin, tool and outcome ({', '.join(log.TOOL_STATUSES)}); a call to a tool that is not "
             f"served counts under plugin and tool_name {UNKNOWN}, status {NOT_FOUND}.",
             labels=("plugin", "tool_name", "status"),
         )

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ValidationError
 
 from mcphost.core.errors import INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND
 from mcphost.core.plugin_tables import DefaultLimits, PluginConfig
-from mcphost.ops.log import RequestRecord, current_request
+from mcphost.ops.log import TOOL_STATUSES, RequestRecord, current_request
 from mcphost.plugins import client_input, fence, notify
 from mcphost.plugins.context import ToolContext
 from mcphost.plugins.definitions import PromptDef, ResourceDef
@@ -1200,7 +1200,9 @@ def _result(tool: RegisteredTool, reply: Any) -> types.CallToolResult | types.In
         raise fence.CallTimeout(message)
     if (code := wire.error_code(reply.get("code"))) is not None:
         raise MCPError(code=code, message=message, data=reply.get("data"))
-    raise WorkerCallError(message, str(status))
+    # The status goes to the metrics, the request's log line and its trace span: one that no
+    # call ends with (or that is not a string) is a hostile plugin's words, and an error.
+    raise WorkerCallError(message, status if isinstance(status, str) and status in TOOL_STATUSES else "error")
 
 
 def _validated(model: type[Answer], reply: Any, what: str, kind: str) -> Answer:
