@@ -1134,7 +1134,7 @@ def _kill_repeatedly(server: RunningServer, stop: threading.Event, kills: list[f
     while not stop.is_set():
         answer = load.call(server.url, "victim_pid", {}, timeout=10)
         try:
-            result = answer.result() if answer.status == 200 else {"isError": True}
+            result: dict[str, Any] = answer.result() if answer.status == 200 else {"isError": True}
         except (ValueError, load.LoadError):
             result = {"isError": True}
         if result.get("isError"):

@@ -1,8 +1,13 @@
-"""Shared fixtures: daemons started once per module, since each start costs about a second."""
+"""Shared fixtures (daemons started once per module, since each start costs about a second)
+and what several test modules use alike."""
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +20,14 @@ MODES = ["legacy", "2026-07-28"]
 """The two protocol paths: a 2025-11-25 session (initialize handshake) and 2026-07-28 stateless requests."""
 ISOLATIONS = ["inline", "process"]
 """Where a plugin runs: in the daemon's process, or in a worker process of its own."""
+
+
+def fresh(code: str) -> dict[str, object]:
+    """What ``code`` prints (JSON), run in a fresh interpreter: this one imported the SDK long ago."""
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    report: dict[str, object] = json.loads(done.stdout)
+    return report
 
 
 def memory(pid: int, field: str) -> int:

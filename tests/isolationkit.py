@@ -19,6 +19,9 @@ WITNESS_BOUND = 2.0
 """Seconds within which the witness answers while its neighbour misbehaves (a freeze guard)."""
 COMEBACK = 20.0
 """Seconds within which a worker that ended is serving again (a guard, not a speed test)."""
+CGROUP_VARIABLE = "MCPHOST_TEST_DELEGATED_CGROUP"
+"""Names the delegated cgroup the test run is in (a directory under a cgroup2 mount), where
+there is one (:mod:`tests.test_cgroups_vm` sets it in a virtual machine)."""
 
 
 async def call(daemon: RunningDaemon, tool: str, arguments: dict[str, Any] | None = None, mode: str = "legacy") -> Any:

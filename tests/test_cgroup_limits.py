@@ -25,11 +25,8 @@ import trio
 
 from mcphost.testing import RunningDaemon, to_toml
 from tests import isolationkit
-from tests.isolationkit import alive, call, ends_within, witness_answers
+from tests.isolationkit import CGROUP_VARIABLE, PLUGINS, alive, call, ends_within, witness_answers
 
-CGROUP_VARIABLE = "MCPHOST_TEST_DELEGATED_CGROUP"
-"""The delegated cgroup the test run is in (a directory under a cgroup2 mount)."""
-PLUGINS = Path(__file__).parent / "plugins" / "isolated"
 BARE = Path(__file__).parent / "plugins" / "external" / "bare_server.py"
 GREEDY = {"isolation": "process", "max_restarts": 100, "memory_max": "128M", "max_tasks": 48, "cpu_weight": 50}
 CONFIG = {

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cgroup_limits import CGROUP_VARIABLE
+from tests.isolationkit import CGROUP_VARIABLE
 
 ROOT = Path(__file__).resolve().parent.parent
 VM_TIMEOUT = 900

@@ -5,26 +5,15 @@ is there as before, in the daemon's process and in a plugin's worker."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import trio
 
+from tests.conftest import fresh
 from tests.isolationkit import call
 
 CLIENT_AND_TRANSPORT = ("mcp.client", "httpx2", "mcp.server.lowlevel.server", "mcp.server.streamable_http", "uvicorn")
-
-
-def fresh(code: str) -> dict[str, object]:
-    """What ``code`` prints (JSON), run in a fresh interpreter: this one imported the SDK long ago."""
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    report: dict[str, object] = json.loads(done.stdout)
-    return report
 
 
 def test_the_daemon_starts_without_the_sdks_client() -> None:

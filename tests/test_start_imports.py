@@ -7,7 +7,7 @@ handed its plugin's tables, and only the daemon reads the file."""
 
 from __future__ import annotations
 
-from tests.test_sdk_packages import fresh
+from tests.conftest import fresh
 
 PLUGIN_BUILDING = ("mcp.server.mcpserver.tools.base", "mcp.server.mcpserver.prompts.base", "mcp.shared.uri_template")
 ASKING = ("mcp.server.elicitation",)
