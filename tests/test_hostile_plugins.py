@@ -30,6 +30,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from mcphost.testing import RunningDaemon, to_toml
+from tests import isolationkit
 from tests.conftest import ISOLATIONS, isolated
 
 HOSTILE = Path(__file__).parent / "hostile"
@@ -219,25 +220,19 @@ def processes_in_group(group: int) -> list[int]:
     return found
 
 
-def running(pid: int) -> bool:
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return False
-
-
 @pytest.mark.parametrize("isolation", ISOLATIONS)
 async def test_the_daemon_exits_in_time_and_ends_what_plugins_left_behind(mcphost_daemon, isolation: str) -> None:
     daemon = mcphost_daemon(config("leftovers", shutdown={"drain_timeout": 1}, isolation=isolation))
     async with witnessed(daemon), Client(daemon.url) as client:
         result = await client.call_tool("leftovers_spawn", {})
     left = json.loads(result.content[0].text)
-    assert running(left["same_group"]) and len(processes_in_group(left["group"])) >= 2
+    assert isolationkit.alive(left["same_group"]) and len(processes_in_group(left["group"])) >= 2
     started = time.monotonic()
     daemon.process.send_signal(signal.SIGTERM)
     # The drain deadline is 1 s; the rest is a generous margin for a loaded machine.
     status = await trio.to_thread.run_sync(functools.partial(daemon.process.wait, 20))
     assert status == 0 and time.monotonic() - started < 20
-    assert not running(left["same_group"])
+    assert not isolationkit.alive(left["same_group"])
     assert processes_in_group(left["group"]) == []
     logged = [r for r in daemon.log_records() if r.get("event") == "exiting past threads plugins left running"]
     if isolation == "inline":

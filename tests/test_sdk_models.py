@@ -3,12 +3,10 @@ command sets them up: in a fresh interpreter, since this one imported the SDK lo
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import textwrap
 
 from mcphost.ops import sdk_models
+from tests.conftest import fresh
 
 FRESH_START = textwrap.dedent(
     """
@@ -38,9 +36,7 @@ FRESH_START = textwrap.dedent(
 
 
 def test_wire_models_are_built_on_first_use_and_validate_as_before() -> None:
-    done = subprocess.run([sys.executable, "-c", FRESH_START], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    report = fresh(FRESH_START)
     assert report["deferred"] is True
     assert report["models"] > 100 and report["built_at_import"] < report["models"] / 10
     assert report["name"] == "echo" and report["refused"] is True
