@@ -1292,7 +1292,8 @@ def section_method(results: dict[str, Any]) -> list[str]:
         "Servers run without `PYTHONUNBUFFERED`/`PYTHONDONTWRITEBYTECODE`, as a service would.",
         "",
         "Differences between the stacks that the figures include: the SDK runs sync tools on anyio's default "
-        "thread limiter (40 threads), mcphost on the plugin's pool (`[limits] max_concurrency`, 16 by default); "
+        "thread limiter (40 threads), mcphost on the plugin's pool (`[limits] max_concurrency`, 64 by default) and "
+        "at most 32 threads a plugin (`max_threads_per_plugin`); "
         "uvicorn's access log and mcphost's request log are both on, Hypercorn's access log is on for row 2. "
         "At 500 clients the Hypercorn/Trio rows (the bare app included) show a low median and a long tail while "
         "uvicorn serves more evenly. mcphost's tail is the first request on each of wrk's 500 new connections: they "

@@ -26,6 +26,7 @@ import yaml
 from mcp import Client
 
 import mcphost
+from mcphost.core.config import DefaultLimits
 from mcphost.ops.log import TOOL_STATUSES
 from mcphost.ops.metrics import AUTH_REASONS, RATE_LIMIT_SCOPES, RELOAD_RESULTS
 from mcphost.testing import RunningDaemon, free_port, start_daemon, stateless_request
@@ -36,6 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "packaging/prometheus/mcphost-alerts.yml"
 ALERT_TESTS = ROOT / "packaging/prometheus/mcphost-alerts.test.yml"
 DASHBOARD = ROOT / "packaging/grafana/mcphost.json"
+DEFAULT_CONCURRENCY = DefaultLimits().max_concurrency
+"""A plugin's concurrency cap where nothing sets one."""
 
 ALICE = api_key("alice", ["*"])
 BOB = api_key("bob", ["echo_*"])
@@ -145,7 +148,8 @@ def test_every_series_after_a_known_sequence(daemon: RunningDaemon) -> None:
     assert after[key("mcphost_plugin_up", plugin="broken_import", version="0.1.0")] == 0
     assert not any(k[0] == "mcphost_plugin_up" and ("plugin", "files") in k[1] for k in after)  # disabled
     assert after[key("mcphost_plugin_concurrency_limit", plugin="echo")] == 3
-    assert after[key("mcphost_plugin_concurrency_limit", plugin="faulty")] == 16 + 1  # block_long has its own pool
+    # block_long has a pool of its own
+    assert after[key("mcphost_plugin_concurrency_limit", plugin="faulty")] == DEFAULT_CONCURRENCY + 1
     assert after[key("mcphost_plugin_inflight", plugin="echo")] == 0
     assert after[key("mcphost_plugin_queued", plugin="echo")] == 0
     assert after[key("mcphost_build_info", version=mcphost.__version__)] == 1
@@ -275,7 +279,7 @@ def test_status_command_table_and_json(guarded: RunningDaemon) -> None:
     assert lines[5] == "rate limited:  identity 0, plugin 0, tool 0"
     rows = {line.split()[0]: line.split() for line in lines if line and not line.endswith(":")}
     assert rows["PLUGIN"] == ["PLUGIN", "VERSION", "STATUS", "READY", "TOOLS", "IN", "FLIGHT", "ERROR"]
-    assert rows["echo"][:6] == ["echo", "0.1.0", "loaded", "yes", "6", "0/16"]
+    assert rows["echo"][:6] == ["echo", "0.1.0", "loaded", "yes", "6", f"0/{DEFAULT_CONCURRENCY}"]
     assert rows["broken_import"][:6] == ["broken_import", "0.1.0", "failed", "-", "0", "-"]
     assert "import failed: ModuleNotFoundError" in " ".join(rows["broken_import"])
     add = rows["echo_add"]
@@ -302,7 +306,7 @@ def test_status_command_table_and_json(guarded: RunningDaemon) -> None:
         "restarts": 0,
         "tools": 6,
         "inflight": 0,
-        "concurrency_limit": 16,
+        "concurrency_limit": DEFAULT_CONCURRENCY,
         "queued": 0,
         "error": None,
         "reload_error": None,

@@ -41,7 +41,7 @@ class DefaultLimits(LimitsConfig):
 
     timeout: float = Field(30.0, gt=0)
     """Seconds before a call is cancelled and answered with an error."""
-    max_concurrency: int = Field(16, ge=1)
+    max_concurrency: int = Field(64, ge=1)
     """Calls of one plugin running at once (worker threads of timed-out calls included); a
     tool with its own ``max_concurrency`` gets a pool of its own."""
     max_result_bytes: int = Field(1_048_576, ge=1)
