@@ -1201,8 +1201,9 @@ def _result(tool: RegisteredTool, reply: Any) -> types.CallToolResult | types.In
     if (code := wire.error_code(reply.get("code"))) is not None:
         raise MCPError(code=code, message=message, data=reply.get("data"))
     # The status goes to the metrics, the request's log line and its trace span: one that no
-    # call ends with (or that is not a string) is a hostile plugin's words, and an error.
-    raise WorkerCallError(message, status if isinstance(status, str) and status in TOOL_STATUSES else "error")
+    # call ends with (a string or not: the statuses are all strings) is a hostile plugin's
+    # words, and an error.
+    raise WorkerCallError(message, status if status in TOOL_STATUSES else "error")
 
 
 def _validated(model: type[Answer], reply: Any, what: str, kind: str) -> Answer:
