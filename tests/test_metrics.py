@@ -26,7 +26,7 @@ import yaml
 from mcp import Client
 
 import mcphost
-from mcphost.core.config import DefaultLimits
+from mcphost.core.plugin_tables import DefaultLimits
 from mcphost.ops.log import TOOL_STATUSES
 from mcphost.ops.metrics import AUTH_REASONS, RATE_LIMIT_SCOPES, RELOAD_RESULTS
 from mcphost.testing import RunningDaemon, free_port, start_daemon, stateless_request

@@ -3,13 +3,10 @@ command sets them up: in a fresh interpreter, since this one imported the SDK lo
 
 from __future__ import annotations
 
-import textwrap
-
 from mcphost.ops import sdk_models
 from tests.conftest import fresh
 
-FRESH_START = textwrap.dedent(
-    """
+FRESH_START = """
     import json
     from mcphost.ops import sdk_models
     deferred = sdk_models.build_on_first_use()
@@ -32,7 +29,6 @@ FRESH_START = textwrap.dedent(
         "name": parsed.params.name, "refused": refused, "again": sdk_models.build_on_first_use(),
     }))
     """
-)
 
 
 def test_wire_models_are_built_on_first_use_and_validate_as_before() -> None:
