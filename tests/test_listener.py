@@ -1,8 +1,9 @@
 """The listener and its connections: connections that arrive together are taken together
 under load, not one per turn of the scheduler behind every busy connection's work, a request
-takes no turn it does not wait for, and a connection the client closes is closed and let go
-at once. Real sockets on loopback and Hypercorn's own protocols; the turns of a task that
-never stops yielding stand for the load, so the first tests count scheduler turns, not seconds."""
+takes no turn it does not wait for, a connection the client closes is closed and let go at
+once, and one left idle is closed after the keep-alive time, not before. Real sockets on
+loopback and Hypercorn's own protocols; the turns of a task that never stops yielding stand
+for the load, so the first tests count scheduler turns, not seconds."""
 
 from __future__ import annotations
 
@@ -138,4 +139,59 @@ async def test_a_connection_the_client_closes_is_let_go_at_once() -> None:
         # Hypercorn's own server kept the connection (socket, task) for the keep-alive time.
         assert listener.open == 0, "the connection the client closed is still open"
         listener.close()
+        nursery.cancel_scope.cancel()
+
+
+IDLE_TIMEOUT = 1.0
+"""The keep-alive time of the idle tests: short, since they wait it out."""
+
+
+async def _get_health(client: trio.SocketStream) -> None:
+    await client.send_all(b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+    answer = b""
+    with trio.fail_after(10):  # a generous bound on "does not freeze"
+        while not answer.endswith(b'{"status":"ok"}'):
+            answer += await client.receive_some()
+
+
+async def test_an_idle_connection_is_closed_after_the_keep_alive_time_counted_from_its_last_response() -> None:
+    listener = _listener(keep_alive_timeout=IDLE_TIMEOUT)
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(listener.serve)
+        port = int(binds[0].rsplit(":", 1)[1])
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        # A request every 0.6 of the keep-alive time, for three times that time: never idle long enough.
+        for _ in range(5):
+            await _get_health(client)
+            await trio.sleep(IDLE_TIMEOUT * 0.6)
+            assert listener.open == 1, "a connection in use was closed as idle"
+        await _get_health(client)
+        idle_at = trio.current_time()
+        with trio.fail_after(IDLE_TIMEOUT + CLOSED_WITHIN):
+            assert await client.receive_some() == b"", "the server sent bytes nobody asked for"
+            await listener.wait_closed()
+        assert trio.current_time() - idle_at >= IDLE_TIMEOUT, "closed before the keep-alive time"
+        await client.aclose()
+        listener.close()
+        nursery.cancel_scope.cancel()
+
+
+async def test_idle_connections_are_closed_at_once_when_the_server_closes() -> None:
+    listener = _listener(keep_alive_timeout=600.0)
+    # Nor would the grace for busy connections close them: only being idle does.
+    listener.config.graceful_timeout = 600.0
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(listener.serve)
+        port = int(binds[0].rsplit(":", 1)[1])
+        clients = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(3)]
+        for client in clients:
+            await _get_health(client)
+        await trio.testing.wait_all_tasks_blocked()
+        assert listener.open == len(clients)
+        listener.close()
+        with trio.fail_after(CLOSED_WITHIN):
+            await listener.wait_closed()
+            for client in clients:
+                assert await client.receive_some() == b""
+                await client.aclose()
         nursery.cancel_scope.cancel()

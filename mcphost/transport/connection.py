@@ -1,14 +1,14 @@
 """One client connection: Hypercorn's own connection server (its HTTP/1.1 and HTTP/2
-protocols, read timeout and close), with its keep-alive timer kept per connection.
+protocols, read timeout and close), with no task of its own for the keep-alive time.
 
 Hypercorn's Trio server times a connection's keep-alive with a task it stops when a request
 arrives and starts again (under a lock, with ``nursery.start``) when the response is done:
 several turns of the scheduler and a new task for every request, which on a busy loop cost
-as much as a tenth of a call. Here one task per connection reads the time the connection
-went idle when it wakes, which is once per ``keep_alive_timeout`` at most; a request only
-records whether the connection is idle. The same task ends when the client closes the
-connection, which Hypercorn's did not: the closed connection, its socket and its task
-stayed until the keep-alive time had run out.
+as much as a tenth of a call. Here a request only records when the connection went idle
+(:attr:`Connection.idle_since`), and the listener's one task for all connections closes
+those idle too long (:meth:`Connection.close_idle`). The connection ends when the client
+closes it, which Hypercorn's did not: the closed connection, its socket and its task stayed
+until the keep-alive time had run out.
 
 The connection also tells the app when the client closes it (:class:`Hangup`, in each
 request's ``scope["state"]``): a 2026-07-28 client cancels a request that way, and without it
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 
 import trio
@@ -115,9 +116,8 @@ class Connection(TCPServer):
     ):
         super().__init__(app, config, context, state, stream)  # type: ignore[arg-type]
         self._socket = stream.socket
-        self._idle = True
-        self._idle_at = trio.current_time()
-        self._watching = trio.CancelScope()
+        self.idle_since: float | None = trio.current_time()
+        """When the connection last went idle (no request under way), on Trio's clock; None while busy."""
         self.hangup = Hangup()
 
     async def run(self) -> None:
@@ -140,10 +140,8 @@ class Connection(TCPServer):
                     "http/1.1",
                 )
                 await self.protocol.initiate()
-                task_group.spawn(self._watch_idle)
                 await self._read_data()
                 self.hangup.close()
-                self._watching.cancel()
         except OSError:
             pass
         finally:
@@ -181,9 +179,7 @@ class Connection(TCPServer):
     async def protocol_send(self, event: Event) -> None:
         """What the protocol asks of the connection: write, close, or note that it is idle or busy."""
         if isinstance(event, Updated):
-            self._idle = event.idle
-            if event.idle:
-                self._idle_at = trio.current_time()
+            self.idle_since = trio.current_time() if event.idle else None
         elif isinstance(event, RawData):
             if event.data:
                 await self._write(event.data)
@@ -210,20 +206,21 @@ class Connection(TCPServer):
         finally:
             self.send_lock.release()
 
-    async def _watch_idle(self) -> None:
-        """Close the connection once it has been idle for ``keep_alive_timeout``, or at once
-        if the server terminates while it is idle (a busy one its protocol closes once the
-        response is done)."""
-        timeout = self.config.keep_alive_timeout
-        with self._watching:
-            while True:
-                since = self._idle_at if self._idle else trio.current_time()
-                with trio.move_on_at(since + timeout):
-                    await self.context.terminated.wait()
-                    if not self._idle:
-                        return
-                    break
-                if self._idle and self._idle_at + timeout <= trio.current_time():
-                    break
-            with trio.CancelScope(shield=True):
-                await self._initiate_server_close()
+    async def _close(self) -> None:
+        """Hypercorn's close (end of writes, then close), without the two turns of the
+        scheduler trio's ``send_eof`` and ``aclose`` take: the connection's task ends here."""
+        sock = self._socket
+        if sock.fileno() != -1:
+            with contextlib.suppress(OSError):  # the client may be gone already
+                sock.shutdown(socket.SHUT_WR)
+            sock.close()
+
+    def close_idle(self) -> None:
+        """Close the connection if it is idle and waiting for the client.
+
+        Its own task does it: the wait for the client's next bytes ends, as if the client had
+        closed. A connection caught between reading bytes and handling them is left alone
+        (they are a request, so it is busy at once).
+        """
+        if self.idle_since is not None:
+            trio.lowlevel.notify_closing(self._socket)

@@ -10,9 +10,9 @@ it itself; the requests on connections already open are answered, each with
 (:meth:`Listener.close`).
 
 Each connection is served by :class:`mcphost.transport.connection.Connection` (Hypercorn's
-own per-connection server, its keep-alive timer kept per connection); only the loop around
-it, which ``hypercorn.trio.run.worker_serve`` is, lives here. Plain TCP only: TLS terminates
-at the proxy.
+own per-connection server); only the loop around it, which ``hypercorn.trio.run.worker_serve``
+is, and one task that closes the connections idle past the keep-alive time, live here. Plain
+TCP only: TLS terminates at the proxy.
 
 Each time the listening socket is readable, the accept loop takes every connection waiting
 there (up to :data:`ACCEPT_BATCH`), not one: Trio's own loop accepts one connection per
@@ -60,9 +60,13 @@ class Listener:
         self._context = WorkerContext(None)
         self._accepting = trio.CancelScope()
         self._closing = trio.Event()
-        self.open = 0
-        """Connections open now."""
+        self._connections: set[Connection] = set()
         self._none_open = trio.Event()
+
+    @property
+    def open(self) -> int:
+        """Connections open now."""
+        return len(self._connections)
 
     async def serve(self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
         """Accept and serve connections until :meth:`close`; reports the binds once listening."""
@@ -76,6 +80,7 @@ class Listener:
         binds = [f"http://{repr_socket_addr(s.family, s.getsockname())}" for s in listening]
         handler = functools.partial(self._serve_connection, ConnectionState({}))
         async with trio.open_nursery() as connections:
+            connections.start_soon(self._close_idle)
             with self._accepting:
                 async with trio.open_nursery() as accepting:
                     for sock in listening:
@@ -93,15 +98,36 @@ class Listener:
             connections.cancel_scope.deadline = trio.current_time() + self.config.graceful_timeout
 
     async def _serve_connection(self, state: ConnectionState, stream: trio.SocketStream) -> None:
-        self.open += 1
+        connection = Connection(self.app, self.config, self._context, state, stream)
+        self._connections.add(connection)
         try:
-            await Connection(self.app, self.config, self._context, state, stream)
+            await connection
         finally:
-            await trio.aclose_forcefully(stream)
-            self.open -= 1
-            if not self.open:
+            stream.socket.close()
+            self._connections.discard(connection)
+            if not self._connections:
                 self._none_open.set()
                 self._none_open = trio.Event()
+
+    async def _close_idle(self) -> None:
+        """Close every connection idle for ``keep_alive_timeout``, looking every eighth of it
+        (so one stays open up to an eighth longer), and every idle one at once when the
+        server terminates (a busy one its protocol closes once its response is done).
+
+        One task for all connections, rather than a timer task for each (Hypercorn's way, and
+        ours before): starting and cancelling that task and its timer cost about 130 µs of CPU
+        per connection, an eighth of all a connection that carries one request cost.
+        """
+        timeout = self.config.keep_alive_timeout
+        terminated = self._context.terminated
+        while not terminated.is_set():
+            with trio.move_on_after(timeout / 8):
+                await terminated.wait()
+            expired = trio.current_time() - timeout
+            for connection in self._connections:
+                since = connection.idle_since
+                if since is not None and (since <= expired or terminated.is_set()):
+                    connection.close_idle()
 
     async def wait_closed(self) -> None:
         """Until no connection is open (at once if none is)."""
