@@ -21,6 +21,8 @@ BURST = 64
 CLOSED_WITHIN = 10.0
 """Seconds a connection the client closed may stay open; a generous bound on "at once",
 far below the keep-alive time the test sets."""
+IDLE_TIMEOUT = 1.0
+"""The keep-alive time of the idle tests: short, since they wait it out."""
 
 
 async def _health(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -46,6 +48,20 @@ def _listener(keep_alive_timeout: float = 5.0, app: Any = _health) -> Listener:
     return Listener(app, config)
 
 
+async def _serve(nursery: trio.Nursery, listener: Listener) -> int:
+    """Start ``listener`` in ``nursery``; its port."""
+    binds = await nursery.start(listener.serve)
+    return int(binds[0].rsplit(":", 1)[1])
+
+
+async def _get_health(client: trio.SocketStream) -> None:
+    await client.send_all(b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+    answer = b""
+    with trio.fail_after(10):  # a generous bound on "does not freeze"
+        while not answer.endswith(b'{"status":"ok"}'):
+            answer += await client.receive_some()
+
+
 class _Steps(trio.abc.Instrument):
     """Counts the steps of every task but one (the test's own, the client)."""
 
@@ -64,8 +80,7 @@ async def test_a_burst_of_connections_is_taken_within_a_few_turns_of_a_busy_loop
     clients: list[socket.socket] = []
     try:
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(listener.serve)
-            port = int(binds[0].rsplit(":", 1)[1])
+            port = await _serve(nursery, listener)
 
             async def busy() -> None:
                 nonlocal turns
@@ -96,8 +111,7 @@ async def test_a_burst_of_connections_is_taken_within_a_few_turns_of_a_busy_loop
 async def test_a_request_whose_body_has_come_takes_no_turn_it_does_not_wait_for() -> None:
     listener = _listener(app=_echo)
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(listener.serve)
-        port = int(binds[0].rsplit(":", 1)[1])
+        port = await _serve(nursery, listener)
         client = await trio.open_tcp_stream("127.0.0.1", port)
         body = b'{"jsonrpc":"2.0"}'
         request = b"POST /echo HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
@@ -123,13 +137,9 @@ async def test_a_request_whose_body_has_come_takes_no_turn_it_does_not_wait_for(
 async def test_a_connection_the_client_closes_is_let_go_at_once() -> None:
     listener = _listener(keep_alive_timeout=600.0)
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(listener.serve)
-        port = int(binds[0].rsplit(":", 1)[1])
+        port = await _serve(nursery, listener)
         client = await trio.open_tcp_stream("127.0.0.1", port)
-        await client.send_all(b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
-        answer = b""
-        while not answer.endswith(b'{"status":"ok"}'):
-            answer += await client.receive_some()
+        await _get_health(client)
         assert listener.open == 1
         # The server done with the response and the connection idle before the client closes.
         await trio.testing.wait_all_tasks_blocked()
@@ -142,23 +152,10 @@ async def test_a_connection_the_client_closes_is_let_go_at_once() -> None:
         nursery.cancel_scope.cancel()
 
 
-IDLE_TIMEOUT = 1.0
-"""The keep-alive time of the idle tests: short, since they wait it out."""
-
-
-async def _get_health(client: trio.SocketStream) -> None:
-    await client.send_all(b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
-    answer = b""
-    with trio.fail_after(10):  # a generous bound on "does not freeze"
-        while not answer.endswith(b'{"status":"ok"}'):
-            answer += await client.receive_some()
-
-
 async def test_an_idle_connection_is_closed_after_the_keep_alive_time_counted_from_its_last_response() -> None:
     listener = _listener(keep_alive_timeout=IDLE_TIMEOUT)
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(listener.serve)
-        port = int(binds[0].rsplit(":", 1)[1])
+        port = await _serve(nursery, listener)
         client = await trio.open_tcp_stream("127.0.0.1", port)
         # A request every 0.6 of the keep-alive time, for three times that time: never idle long enough.
         for _ in range(5):
@@ -181,8 +178,7 @@ async def test_idle_connections_are_closed_at_once_when_the_server_closes() -> N
     # Nor would the grace for busy connections close them: only being idle does.
     listener.config.graceful_timeout = 600.0
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(listener.serve)
-        port = int(binds[0].rsplit(":", 1)[1])
+        port = await _serve(nursery, listener)
         clients = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(3)]
         for client in clients:
             await _get_health(client)
