@@ -1,12 +1,15 @@
 """The file session store shared by ``[server] workers``: what its watchers do when the
-database fails under them. Each worker's daemon runs them for as long as it lives, so an
-SQLite error there must be logged and outlived, never end the daemon."""
+database fails under them (each worker's daemon runs them for as long as it lives, so an
+SQLite error there must be logged and outlived, never end the daemon), and the workers
+opening the state files together as they start."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -104,3 +107,43 @@ async def test_each_send_drops_old_messages_without_reading_the_whole_feed(tmp_p
         plan = " ".join(row[-1] for row in db.execute("EXPLAIN QUERY PLAN DELETE FROM feed WHERE at < 0"))
     assert "USING" in plan and "INDEX" in plan, plan
     store.close()
+
+
+_OPEN_STATE_FILES = """
+import sys
+from pathlib import Path
+from mcphost.state.sessions import SqliteSessionStore
+from mcphost.state.tasks import SqliteTaskStore
+print("ready", flush=True)
+sys.stdin.readline()  # every process is ready: go
+SqliteSessionStore(Path(sys.argv[1]) / "sessions.sqlite3", 60.0)
+SqliteTaskStore(Path(sys.argv[1]) / "tasks.sqlite3")
+"""
+
+
+def test_worker_processes_that_open_new_state_files_at_once_all_start(tmp_path: Path) -> None:
+    # Each worker of [server] workers opens the session and task stores as it starts. On new
+    # files, the switch to WAL of the process that came second failed ("database is locked")
+    # and that worker exited at start, in about half of such starts.
+    for round_ in range(8):
+        state = tmp_path / f"state-{round_}"
+        starting = [
+            subprocess.Popen(
+                [sys.executable, "-c", _OPEN_STATE_FILES, str(state)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        for process in starting:
+            assert process.stdout is not None
+            assert process.stdout.readline() == "ready\n", process.communicate(timeout=60)[1]
+        for process in starting:
+            assert process.stdin is not None
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        for process in starting:
+            _, errors = process.communicate(timeout=60)
+            assert process.returncode == 0, errors

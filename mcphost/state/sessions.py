@@ -27,6 +27,8 @@ import structlog
 import trio
 from mcp.server.auth.middleware.bearer_auth import AuthorizationContext
 
+from mcphost.state.sqlite_files import open_shared
+
 log = structlog.get_logger("mcphost.sessions")
 
 
@@ -153,16 +155,12 @@ class SqliteSessionStore:
 
     def __init__(self, path: Path, idle_timeout: float):
         private_directory(path.parent)
-        # Created 0600 before SQLite opens it (SQLite would use the umask, 0644 mostly); its
-        # -wal and -shm files take the same mode from it.
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self.path = path
         self.lifetime = record_lifetime(idle_timeout)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5)
+        self._db = open_shared(path)
         self._lock = threading.Lock()
         self._limiter = trio.CapacityLimiter(1)
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, record TEXT NOT NULL, seen REAL NOT NULL)"
             )

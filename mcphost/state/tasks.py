@@ -12,7 +12,6 @@ use the Redis store (:mod:`mcphost.state.redis_tasks`). This module knows nothin
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -24,6 +23,7 @@ from typing import Any, Literal, Protocol
 import trio
 
 from mcphost.state.sessions import StoreUnavailable, private_directory
+from mcphost.state.sqlite_files import open_shared
 
 Status = Literal["working", "input_required", "completed", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
@@ -128,17 +128,14 @@ class SqliteTaskStore:
     """
 
     def __init__(self, path: Path | None):
-        if path is not None:
+        if path is None:
+            self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        else:
             private_directory(path.parent)
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        self._db = sqlite3.connect(
-            ":memory:" if path is None else path, check_same_thread=False, isolation_level=None, timeout=5
-        )
+            self._db = open_shared(path)
         self._lock = threading.Lock()
         self._limiter = trio.CapacityLimiter(1)
         with self._lock:
-            if path is not None:
-                self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS tasks"
                 " (id TEXT PRIMARY KEY, record TEXT NOT NULL, version INTEGER NOT NULL, expires REAL NOT NULL)"
