@@ -132,6 +132,24 @@ def _held_by_both_workers(url: str, headers: dict[str, str]) -> set[str]:
     raise AssertionError(f"one worker served every call: {pids}")
 
 
+def test_a_worker_that_dies_is_replaced_and_the_log_names_both(tmp_path: Path) -> None:
+    daemon = start_daemon(tmp_path, {"server": {"workers": 2}, "plugins": {"enable": ["echo"]}})
+    try:
+        workers = next(r["pids"] for r in daemon.log_records() if r.get("event") == "workers started")
+        os.kill(workers[0], signal.SIGKILL)
+        restarted = daemon.wait_for_log(lambda r: r.get("event") == "worker exited; started another", timeout=30)
+        assert restarted["pid"] == workers[0]
+        assert restarted["status"] == -signal.SIGKILL
+        replacement = restarted["replacement"]
+        assert replacement not in workers
+        os.kill(replacement, 0)  # alive
+        # It serves: the surviving worker and the replacement each answer on the shared port.
+        headers = open_session(daemon.url)
+        assert len(_held_by_both_workers(daemon.url, headers)) == 2
+    finally:
+        daemon.stop()
+
+
 def test_a_delete_ends_the_session_on_every_worker_at_once(tmp_path: Path) -> None:
     daemon = start_daemon(tmp_path, {"server": {"workers": 2}, "plugins": {"enable": ["echo"]}})
     try:

@@ -106,9 +106,15 @@ def run(loaded: LoadedConfig, config_path: Path | None, count: int) -> int:
             break
         for index, worker in enumerate(workers):
             if worker.poll() is not None and not stopping:
-                log.error("worker exited; starting another", pid=worker.pid, status=worker.returncode)
                 time.sleep(RESTART_PAUSE)
                 workers[index] = start(index)
+                # Both pids, so that whoever follows the workers by pid can tell which took over.
+                log.error(
+                    "worker exited; started another",
+                    pid=worker.pid,
+                    status=worker.returncode,
+                    replacement=workers[index].pid,
+                )
         if not ready and _healthy(host, port):
             ready = True
             notifier.ready(f"{count} workers")
