@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import math
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -101,9 +102,8 @@ class Listener:
         connection = Connection(self.app, self.config, self._context, state, stream)
         self._connections.add(connection)
         try:
-            await connection
+            await connection  # closes its socket however it ends
         finally:
-            stream.socket.close()
             self._connections.discard(connection)
             if not self._connections:
                 self._none_open.set()
@@ -123,10 +123,10 @@ class Listener:
         while not terminated.is_set():
             with trio.move_on_after(timeout / 8):
                 await terminated.wait()
-            expired = trio.current_time() - timeout
+            expired = math.inf if terminated.is_set() else trio.current_time() - timeout
             for connection in self._connections:
                 since = connection.idle_since
-                if since is not None and (since <= expired or terminated.is_set()):
+                if since is not None and since <= expired:
                     connection.close_idle()
 
     async def wait_closed(self) -> None:
