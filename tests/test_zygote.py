@@ -256,3 +256,19 @@ def test_no_fork_server_is_kept_while_every_enabled_plugin_runs_inline(mcphost_d
         assert is_fork_server(parent(hostile)) and parent(parent(hostile)) == daemon.process.pid
 
     trio.run(main)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_a_signal_to_the_process_group_stops_the_daemon_cleanly(mcphost_daemon, sig: int) -> None:
+    """Ctrl-C in a terminal sends SIGINT to the daemon and to the fork server it started (one
+    process group; a worker has a session of its own), ``kill -TERM -- -PGID`` SIGTERM: the
+    daemon stops as on a signal of its own, taking the fork server with it, and nothing of the
+    stop is logged as a failure."""
+    daemon = mcphost_daemon(CONFIG)
+    zygote = parent(await worker_pid(daemon, "hostile"))
+    for pid in (zygote, daemon.process.pid):  # the fork server first: it must not end on it
+        os.kill(pid, sig)
+    assert await trio.to_thread.run_sync(daemon.process.wait, 30) == 0
+    assert await trio.to_thread.run_sync(ends_within, zygote, 5.0)
+    failures = [r for r in daemon.log_records() if r.get("level") in ("error", "critical")]
+    assert failures == [] and "Traceback" not in daemon.logs()

@@ -43,6 +43,11 @@ PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 1, 4, 36
 MAX_MESSAGE = 1 << 20
 SWEEP_INTERVAL = 1.0
 """Seconds between looks for adopted orphans when no worker ends meanwhile."""
+GROUP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""What a terminal (Ctrl-C, hanging up) or ``kill -- -PGID`` sends the daemon's whole process
+group: this process ignores them (:func:`main`), its workers do not."""
+_inherited: dict[int, Any] = {}
+"""How this process took :data:`GROUP_SIGNALS` before it ignored them: what a worker restores."""
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -233,6 +238,8 @@ def become_worker(request: dict[str, Any], sock: int, output: int) -> None:
             resource.setrlimit(limit, (request[key], request[key]))
     os.environ.clear()
     os.environ.update(request["env"])
+    for signum, handler in _inherited.items():  # a worker ends on them as before
+        signal.signal(signum, handler)
     gc.enable()
     from mcphost.plugins.worker.main import serve
 
@@ -247,6 +254,13 @@ def main(argv: list[str] | None = None) -> None:
         return  # the daemon ended before the line above took effect
     prctl(PR_SET_DUMPABLE, 0)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
+    # A signal to the daemon's process group is the daemon's to act on: Ctrl-C in a terminal
+    # sends SIGINT to every process of the group, this one included (a worker has a session
+    # of its own), `kill -TERM -- -PGID` SIGTERM. Left to kill this process, it ended it (with
+    # a traceback for SIGINT) before the daemon, stopping, retired it, and the daemon logged a
+    # failed fork server on every such stop. It ends when retired, or with the daemon.
+    for signum in GROUP_SIGNALS:
+        _inherited[signum] = signal.signal(signum, signal.SIG_IGN)
     # Everything imported here is shared with the workers: frozen, a worker's collections never
     # touch (and so never copy) those pages. No collection runs before the freeze: the imports'
     # garbage (some 3,000 objects, 1.4 MiB that the workers share) is frozen with the rest and
