@@ -236,6 +236,7 @@ def start_daemon(
     state_dir: Path | None = None,
     cwd: Path | None = None,
     wait: bool = True,
+    new_session: bool = False,
 ) -> RunningDaemon:
     """Start ``mcphost serve`` with ``config`` (a dict or TOML text) and wait until it answers
     ``/health`` (with ``wait=False``, return as soon as the process is spawned).
@@ -243,6 +244,8 @@ def start_daemon(
     Its state (session store and secret) goes to ``state_dir``, by default a fresh directory
     in ``workdir``; pass the same one to a second daemon to let it take over the first's sessions.
     It runs in ``cwd`` (by default this process's), which is first on its ``sys.path``.
+    With ``new_session`` it runs in a session (and process group) of its own, as a terminal
+    or a service manager starts it, so that a test may signal its whole group (``os.killpg``).
     """
     port = port or free_port()
     state_dir = state_dir or workdir / f"state-{port}"
@@ -267,6 +270,7 @@ def start_daemon(
             stdin=subprocess.DEVNULL,
             env=full_env,
             cwd=cwd,
+            start_new_session=new_session,
         )
     daemon = RunningDaemon(process, port, config_path, log_path, admin_port=admin_port)
     if wait:

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from mcphost.testing import ACCEPT_HEADERS, RunningDaemon, initialize_request, start_daemon
+from tests.isolationkit import ends_within
 from tests.sessionkit import open_session, rpc, update_reaches_stream, whoami
 
 
@@ -260,3 +261,47 @@ def test_a_subscription_hears_updates_whichever_worker_announces_them_and_holds_
         assert subscribed.status_code == 200 and "error" not in _data(subscribed), subscribed.text
         stream, announcer = workers[stream_on], workers[announced_on]
         update_reaches_stream((stream[0], url), (stream[1], url), (announcer[1], url), headers, "echo://greeting")
+
+
+def test_a_signal_to_the_whole_process_group_drains_each_worker_once(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal sends SIGINT to every process of the group: only the master gets
+    it (each worker has a group of its own), and passes it on to each worker once, which
+    drains as on a signal of its own. Got twice, a worker took the second for an operator's
+    "stop now" or died of it with a traceback."""
+    daemon = start_daemon(tmp_path, {"server": {"workers": 2}, "plugins": {"enable": ["echo"]}}, new_session=True)
+    try:
+        _wait_until_both_serve(daemon)
+        os.killpg(daemon.process.pid, signal.SIGINT)
+        assert daemon.process.wait(30) == 0
+    finally:
+        daemon.stop()
+    records = daemon.log_records()
+    assert [r.get("signal") for r in records if r.get("event") == "shutting down"] == ["SIGINT", "SIGINT"]
+    assert "Traceback" not in daemon.logs() and not [r for r in records if r.get("level") in ("warning", "error")]
+
+
+def test_the_workers_drain_and_end_when_the_master_is_killed(tmp_path: Path) -> None:
+    """A master killed outright (SIGKILL, the OOM killer) leaves no worker serving on the port."""
+    daemon = start_daemon(tmp_path, {"server": {"workers": 2}, "plugins": {"enable": ["echo"]}})
+    try:
+        pids = daemon.wait_for_log(lambda r: r.get("event") == "workers started")["pids"]
+        _wait_until_both_serve(daemon)
+        daemon.process.kill()
+        daemon.process.wait()
+        assert all(ends_within(pid, 30) for pid in pids), daemon.logs()[-4000:]
+        assert [r.get("signal") for r in daemon.log_records() if r.get("event") == "shutting down"] == [
+            "SIGTERM",
+            "SIGTERM",
+        ]
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _wait_until_both_serve(daemon: RunningDaemon) -> None:
+    """Until both workers serve (the master is ready, and the daemon answers, once one does)."""
+    deadline = time.monotonic() + 30
+    while sum(r.get("event") == "serving" for r in daemon.log_records()) < 2:
+        assert time.monotonic() < deadline, daemon.logs()[-4000:]
+        time.sleep(0.05)

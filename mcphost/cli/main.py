@@ -191,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 def run_daemon(command: str, loaded: LoadedConfig, config_path: Path | None) -> int:
     """``serve`` or ``stdio`` until stopped; what stops it from starting is told in a few
     lines, not a traceback. Returns the exit status."""
+    if not workers.follow_master():
+        return 0  # a worker whose master ended while it started: nothing to serve for
     try:
         if command == "serve" and loaded.config.server.workers > 1 and WORKER_FD not in os.environ:
             # Made (or found wanting) once, here, rather than by each worker as it starts.

@@ -46,7 +46,9 @@ from mcphost.core.rate import Rate
 DEFAULT_PATHS = (Path("/etc/mcphost/mcphost.toml"),)
 """Where ``mcphost`` looks for its config when neither ``--config`` nor ``MCPHOST_CONFIG`` names one."""
 ENV_PREFIX = "MCPHOST_"
-PROCESS_VARIABLES = frozenset({"MCPHOST_CONFIG", "MCPHOST_WORKER_FD", "MCPHOST_WORKER_INDEX", "MCPHOST_ROOT"})
+PROCESS_VARIABLES = frozenset(
+    {"MCPHOST_CONFIG", "MCPHOST_WORKER_FD", "MCPHOST_WORKER_INDEX", "MCPHOST_MASTER_PID", "MCPHOST_ROOT"}
+)
 """``MCPHOST_*`` variables that are not settings: the config file, what a worker process is
 handed (:mod:`mcphost.daemon.workers`), and where ``packaging/install.sh`` installs."""
 

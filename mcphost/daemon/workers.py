@@ -16,8 +16,11 @@ session secret.
 
 The master is what systemd sees: it reports ``READY=1`` once the socket answers
 ``/health``, pings the watchdog, forwards SIGHUP (reload) and SIGTERM/SIGINT (drain) to the
-workers, and restarts a worker that dies. Per-process state is not shared: rate-limit
-budgets and the event store are per worker unless a shared backend is configured.
+workers, and restarts a worker that dies. Each worker has a process group of its own, so a
+signal to the master's group (Ctrl-C in a terminal) reaches a worker once, from the master,
+and each is sent SIGTERM when the master ends however it ends (:func:`follow_master`).
+Per-process state is not shared: rate-limit budgets and the event store are per worker
+unless a shared backend is configured.
 """
 
 from __future__ import annotations
@@ -35,12 +38,14 @@ import structlog
 from mcphost.core.config import LoadedConfig
 from mcphost.daemon import startup
 from mcphost.ops import systemd
-from mcphost.plugins.worker import launch
+from mcphost.plugins.worker import launch, zygote
 
 log = structlog.get_logger("mcphost.workers")
 
 WORKER_FD = "MCPHOST_WORKER_FD"
 """The environment variable naming the listening socket a worker inherits."""
+MASTER_PID = "MCPHOST_MASTER_PID"
+"""The environment variable naming the master that started a worker (:func:`follow_master`)."""
 RESTART_PAUSE = 1.0
 """Seconds before a worker that died is started again (a crash loop must not spin)."""
 
@@ -80,10 +85,18 @@ def run(loaded: LoadedConfig, config_path: Path | None, count: int) -> int:
 
     def start(index: int) -> subprocess.Popen[bytes]:
         fd = sockets[index].fileno()
-        env = {**os.environ, "PYTHONPATH": launch.import_path(), WORKER_FD: str(fd), "MCPHOST_WORKER_INDEX": str(index)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": launch.import_path(),
+            WORKER_FD: str(fd),
+            MASTER_PID: str(os.getpid()),
+            "MCPHOST_WORKER_INDEX": str(index),
+        }
         if index:
             env["MCPHOST_ADMIN__ENABLED"] = "false"  # one admin listener, on the first worker
-        return subprocess.Popen(command, env=env, pass_fds=[fd])
+        # A group of its own: a signal to the master's whole group (Ctrl-C in a terminal,
+        # `kill -- -PGID`) reaches the worker once, passed on by the master, not twice.
+        return subprocess.Popen(command, env=env, pass_fds=[fd], process_group=0)
 
     workers = [start(i) for i in range(count)]
     log.info("workers started", count=count, pids=[w.pid for w in workers], port=port)
@@ -136,6 +149,17 @@ def _healthy(host: str, port: int) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+def follow_master() -> bool:
+    """In a worker: be sent SIGTERM, and so drain and end, when the master ends, however it
+    ends (its workers have process groups of their own, so nothing sent to its group reaches
+    them). False when the master has ended already; True in a lone daemon."""
+    master = os.environ.pop(MASTER_PID, None)
+    if master is None:
+        return True
+    zygote.prctl(zygote.PR_SET_PDEATHSIG, signal.SIGTERM)
+    return os.getppid() == int(master)
 
 
 def inherited_fds() -> list[int]:
