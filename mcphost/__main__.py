@@ -9,7 +9,8 @@ from mcphost.plugins.worker import cgroups, launch
 
 def prepare(*, fork_server: bool = False) -> None:
     """What the command does before importing the daemon: keep a SIGHUP from ending it while
-    it starts (:mod:`mcphost.daemon.startup_signals`), with ``fork_server`` prepare a delegated
+    it starts (:mod:`mcphost.daemon.startup_signals`), with ``fork_server`` (the daemon's
+    commands) let a SIGINT end it as SIGTERM does until it handles both, prepare a delegated
     cgroup (:func:`mcphost.plugins.worker.cgroups.set_up`) and start the fork server of isolated
     plugins (:func:`mcphost.plugins.worker.launch.start_early`), pause the
     garbage collector (:func:`mcphost.ops.heap.pause`; the daemon resumes it once started),
@@ -17,6 +18,7 @@ def prepare(*, fork_server: bool = False) -> None:
     packages' re-exports to the first name asked of them (:mod:`mcphost.ops.sdk_packages`)."""
     startup_signals.hold_reloads()
     if fork_server:
+        startup_signals.end_on_interrupt()  # the daemon's commands: no traceback on Ctrl-C
         # Before any process of the daemon's is started: the fork server starts in its leaf.
         cgroups.set_up()
         # It imports the worker runtime while the daemon imports the rest of itself and reads

@@ -364,3 +364,35 @@ def test_dev_flag_turns_on_watching(tmp_path: Path) -> None:
         wait_until(changed)
     finally:
         daemon.stop()
+
+
+SLOW_IMPORT = """
+import time
+
+import mcphost
+
+time.sleep(30)  # still importing when the test interrupts the daemon
+
+
+@mcphost.hookimpl
+def mcphost_tools():
+    return []
+"""
+
+
+def test_ctrl_c_on_a_daemon_still_starting_ends_it_without_a_traceback(tmp_path: Path) -> None:
+    """SIGINT before the daemon handles signals ends it as SIGTERM does (at once: nothing
+    serves yet), rather than with Python's KeyboardInterrupt wherever start-up was."""
+    plugin = tmp_path / "slow.py"
+    plugin.write_text(SLOW_IMPORT)
+    config = {"plugins": {"enable": ["slow"], "paths": [str(plugin)], "slow": {"isolation": "inline"}}}
+    daemon = start_daemon(tmp_path, config, wait=False)
+    try:
+        # Its config read, its plugins loading: well into start-up, not yet handling signals.
+        daemon.wait_for_log(lambda r: r.get("event") == "created a session secret", timeout=30)
+        time.sleep(0.5)
+        daemon.process.send_signal(signal.SIGINT)
+        assert daemon.process.wait(10) == -signal.SIGINT
+    finally:
+        daemon.stop(signal.SIGKILL)
+    assert "Traceback" not in daemon.logs() and "KeyboardInterrupt" not in daemon.logs()
