@@ -38,7 +38,8 @@ import structlog
 from mcphost.core.config import LoadedConfig
 from mcphost.daemon import startup
 from mcphost.ops import systemd
-from mcphost.plugins.worker import launch, zygote
+from mcphost.ops.prctl import PR_SET_PDEATHSIG, prctl
+from mcphost.plugins.worker import launch
 
 log = structlog.get_logger("mcphost.workers")
 
@@ -158,7 +159,7 @@ def follow_master() -> bool:
     master = os.environ.pop(MASTER_PID, None)
     if master is None:
         return True
-    zygote.prctl(zygote.PR_SET_PDEATHSIG, signal.SIGTERM)
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     return os.getppid() == int(master)
 
 

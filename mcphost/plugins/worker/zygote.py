@@ -23,7 +23,6 @@ It dies with the daemon (``PR_SET_PDEATHSIG``); a worker it forked does not die 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import os
 import resource
@@ -37,9 +36,9 @@ from typing import Any
 import orjson
 
 from mcphost.ops import sdk_models, sdk_packages
+from mcphost.ops.prctl import PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, PR_SET_PDEATHSIG, prctl
 from mcphost.plugins.worker import cgroups
 
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 1, 4, 36
 MAX_MESSAGE = 1 << 20
 SWEEP_INTERVAL = 1.0
 """Seconds between looks for adopted orphans when no worker ends meanwhile."""
@@ -48,15 +47,6 @@ GROUP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 group: this process ignores them (:func:`main`), its workers do not."""
 _inherited: dict[int, Any] = {}
 """How this process took :data:`GROUP_SIGNALS` before it ignored them: what a worker restores."""
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def prctl(option: int, value: int) -> None:
-    """``prctl(2)`` with one argument; raises :class:`OSError` if the kernel refuses."""
-    if _libc.prctl(option, value, 0, 0, 0) != 0:
-        error = ctypes.get_errno()
-        raise OSError(error, os.strerror(error))
 
 
 def stamp(path: str) -> tuple[int, int, int] | None:
