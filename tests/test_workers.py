@@ -283,6 +283,7 @@ def test_a_signal_to_the_whole_process_group_drains_each_worker_once(tmp_path: P
 def test_the_workers_drain_and_end_when_the_master_is_killed(tmp_path: Path) -> None:
     """A master killed outright (SIGKILL, the OOM killer) leaves no worker serving on the port."""
     daemon = start_daemon(tmp_path, {"server": {"workers": 2}, "plugins": {"enable": ["echo"]}})
+    pids: list[int] = []
     try:
         pids = daemon.wait_for_log(lambda r: r.get("event") == "workers started")["pids"]
         _wait_until_both_serve(daemon)
@@ -294,6 +295,7 @@ def test_the_workers_drain_and_end_when_the_master_is_killed(tmp_path: Path) -> 
             "SIGTERM",
         ]
     finally:
+        daemon.stop(signal.SIGKILL)  # the master, if a step above failed before killing it
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
