@@ -216,6 +216,39 @@ async def test_worker_output_becomes_log_lines_tagged_with_the_plugin(daemon: Ru
         assert line["plugin"] == "hostile" and line["event"] == "plugin output"
 
 
+async def test_a_worker_flooding_its_output_is_logged_up_to_its_rate(mcphost_daemon) -> None:
+    plugins = CONFIG["plugins"]
+    hostile = plugins["hostile"] | {"output_rate": "40/second"}
+    daemon = mcphost_daemon({"plugins": plugins | {"enable": ["hostile", "witness"], "hostile": hostile}})
+    written: list[int] = []
+    waits: list[float] = []
+
+    async def flood() -> None:
+        result = await call(daemon, "hostile_flood", {"seconds": 3})
+        written.append(result.structured_content["result"])
+
+    started = time.monotonic()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(flood)
+        while not written:
+            waits.append(await witness_answers(daemon))
+    elapsed = time.monotonic() - started
+    assert len(waits) > 1 and max(waits) < WITNESS_BOUND, waits
+    # A line in the next period reports the count of the last one (a period is a second here).
+    await trio.sleep(1.5)
+    await call(daemon, "hostile_chatter", {"text": "after the flood"})
+    daemon.wait_for_log(lambda r: r.get("line") == "stderr says after the flood")
+    records = [r for r in daemon.log_records() if r.get("plugin") == "hostile"]
+    logged = sum(r.get("line") == "flood" for r in records)
+    reports = [r for r in records if r["event"] == "plugin output over its rate: lines dropped"]
+    dropped = sum(r["lines"] for r in reports)
+    # Every line is either logged or counted, and what is logged keeps to the rate.
+    assert logged + dropped == written[0] and dropped > 0, (logged, dropped, written)
+    assert 40 <= logged <= 40 * (elapsed + 2), (logged, elapsed)
+    assert all(r["output_rate"] == "40/second" and r["level"] == "warning" for r in reports), reports
+    assert scrape(daemon)[key("mcphost_plugin_output_dropped_lines_total", plugin="hostile")] == dropped
+
+
 @pytest.mark.parametrize("mode", MODES)
 async def test_the_fence_runs_inside_the_worker(daemon: RunningDaemon, mode: str) -> None:
     refused = await call(daemon, "faulty_refuse", {"reason": "disk is read-only"}, mode)

@@ -41,7 +41,7 @@ from mcphost.core.plugin_tables import (
     ToolsConfig,
 )
 from mcphost.core.problems import Loaded, Problem, choices_of, is_model, locate, problems_from
-from mcphost.core.rate import Rate
+from mcphost.core.rate import RateText
 
 DEFAULT_PATHS = (Path("/etc/mcphost/mcphost.toml"),)
 """Where ``mcphost`` looks for its config when neither ``--config`` nor ``MCPHOST_CONFIG`` names one."""
@@ -207,13 +207,6 @@ class ReloadConfig(Strict):
     """Changes arriving within this many milliseconds are applied as one reload."""
 
 
-def _rate(value: str) -> str:
-    Rate.parse(value)
-    return value
-
-
-RateText = Annotated[str, AfterValidator(_rate)]
-"""A rate such as ``"100/minute"`` (see :meth:`mcphost.core.rate.Rate.parse`)."""
 KeyName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]
 """An API key's name: what logs and tools see as the caller's identity."""
 _LOOPBACK_URL = re.compile(r"^http://(127\.[0-9.]+|localhost|\[::1\])(:\d+)?(/|$)")

@@ -14,6 +14,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mcphost.core.rate import RateText
+
 
 class Strict(BaseModel):
     """A table of the configuration: a key it does not know is an error."""
@@ -100,6 +102,11 @@ class PluginConfig(LimitsConfig):
     cpu_weight: int | None = Field(None, ge=1, le=10000)
     """With ``isolation = "process"`` and a delegated cgroup: the worker's share of CPU time
     when the CPU is contended (``cpu.weight``; the daemon and each other worker have 100)."""
+    output_rate: RateText = "1000/minute"
+    """With ``isolation = "process"``: the most lines of the worker's output (its stderr and
+    stdout; a hosted server's stderr, stray stdout and log messages) logged per period, as
+    journald counts a service's (``RateLimitBurst`` per ``RateLimitIntervalSec``); past it,
+    the rest of the period's lines are dropped, and their count is logged and kept in metrics."""
     max_restarts: int = Field(5, ge=0)
     """A worker that ends more often than this within ``restart_window`` seconds settles as failed."""
     restart_window: float = Field(60.0, gt=0)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 _UNITS = {
     **dict.fromkeys(("s", "sec", "second"), 1.0),
@@ -36,3 +39,12 @@ class Rate:
         if limit < 1 or period <= 0:
             raise ValueError(f"{text!r}: the count and the period must be positive")
         return cls(limit, period, text.strip())
+
+
+def _valid(text: str) -> str:
+    Rate.parse(text)
+    return text
+
+
+RateText = Annotated[str, AfterValidator(_valid)]
+"""A rate in a config table, such as ``"100/minute"`` (see :meth:`Rate.parse`)."""

@@ -192,6 +192,10 @@ class PluginState(Protocol):
     def memory_kills(self) -> int | None:
         """Times the kernel killed its worker for being over its memory limit; None with no worker."""
 
+    @property
+    def output_dropped(self) -> int | None:
+        """Lines its workers wrote that were not logged, over its ``output_rate``; None with no worker."""
+
     def occupancy(self) -> tuple[int, int, int]:
         """Calls running, the sum of the concurrency caps, and calls waiting for a slot."""
 
@@ -569,6 +573,12 @@ class _Collector:
             "(a cgroup limit, with a delegated cgroup).",
             labels=("plugin",),
         )
+        output_dropped = CounterMetricFamily(
+            "mcphost_plugin_output_dropped_lines",
+            "Lines the worker process of an isolated plugin (or a hosted server) wrote to its stdout and stderr "
+            "that were not logged, for being over its output_rate.",
+            labels=("plugin",),
+        )
         for plugin in plugins:
             if plugin.status == "disabled":
                 continue  # switched off on purpose: not "down"
@@ -578,12 +588,14 @@ class _Collector:
                 restarts.add_metric((plugin.name,), plugin.restarts)
             if plugin.memory_kills is not None:
                 memory_kills.add_metric((plugin.name,), plugin.memory_kills)
+            if plugin.output_dropped is not None:
+                output_dropped.add_metric((plugin.name,), plugin.output_dropped)
             if plugin.status == "loaded":
                 running, cap, waiting = plugin.occupancy()
                 inflight.add_metric((plugin.name,), running)
                 limit.add_metric((plugin.name,), cap)
                 queued.add_metric((plugin.name,), waiting)
-        yield from (up, inflight, limit, queued, restarts, memory_kills)
+        yield from (up, inflight, limit, queued, restarts, memory_kills, output_dropped)
 
 
 def _counter(name: str, documentation: str, label: str, counts: Mapping[str, int]) -> CounterMetricFamily:

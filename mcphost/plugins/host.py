@@ -35,6 +35,7 @@ from pydantic import BaseModel, ValidationError
 
 from mcphost.core.plugin_tables import HostedTables
 from mcphost.core.problems import Loaded, Problem, problems_from
+from mcphost.core.rate import Rate
 from mcphost.plugins import damage, fence, hookspecs
 from mcphost.plugins.definitions import PromptDef, ResourceDef, ToolDef, definition_of
 from mcphost.plugins.limits import ToolLimits, plugin_pool, waiting
@@ -137,6 +138,11 @@ class PluginRecord:
     def memory_kills(self) -> int | None:
         """Times the kernel killed the plugin's worker for being over its memory limit; None with no worker."""
         return self.worker.memory_kills if self.worker is not None else None
+
+    @property
+    def output_dropped(self) -> int | None:
+        """Lines its workers wrote that were not logged, over its ``output_rate``; None with no worker."""
+        return self.worker.output_dropped if self.worker is not None else None
 
     @property
     def tools(self) -> list[str]:
@@ -690,6 +696,7 @@ class PluginHost:
             tuple(own.roots),
             candidate.distribution,
             message_bound(config.limits, own),
+            output_rate=Rate.parse(own.output_rate),
         )
 
     def close(self) -> None:

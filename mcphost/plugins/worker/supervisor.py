@@ -40,6 +40,7 @@ from pydantic import BaseModel, ValidationError
 
 from mcphost.core.errors import INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND
 from mcphost.core.plugin_tables import DefaultLimits, PluginConfig
+from mcphost.core.rate import Rate
 from mcphost.ops.log import TOOL_STATUSES, RequestRecord, current_request
 from mcphost.plugins import client_input, fence, notify
 from mcphost.plugins.context import ToolContext
@@ -54,6 +55,7 @@ from mcphost.plugins.registry import (
 )
 from mcphost.plugins.worker import cgroups, launch, wire
 from mcphost.plugins.worker.context import INPUT_REQUIRED, META_REQUEST, STALLED
+from mcphost.plugins.worker.output import MAX_LOG_LINE, WorkerOutput
 from mcphost.plugins.worker.wire import Channel, ChannelClosed, Framer, Message, RemoteError, encode, result_of
 from mcphost.plugins.worker.zygote_client import ForkedChild, Zygotes, ZygoteUnavailable, describe
 
@@ -76,7 +78,6 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.1, 10.0
 within the plugin's ``restart_window``, up to the maximum."""
 ENVIRONMENT = ("PATH", "HOME", "LANG")
 """What a worker keeps of the daemon's environment; the rest (secrets, ``MCPHOST_*``) stays behind."""
-MAX_LOG_LINE = 65536
 MAX_REASON = 500
 """Characters of a worker's own account of a stall that the daemon keeps (the worker is not trusted)."""
 MIN_MESSAGE_BOUND, RESULT_ROOM = 64 * 2**20, 8
@@ -136,6 +137,8 @@ class WorkerSpec:
     """The installed package whose entry point the plugin is (else it is at a configured path)."""
     max_message: int = MIN_MESSAGE_BOUND
     """The most bytes one message from the worker may hold (see :func:`message_bound`)."""
+    output_rate: Rate = field(kw_only=True)
+    """The most lines of the worker's output logged per period (see :mod:`~mcphost.plugins.worker.output`)."""
 
     @property
     def kind(self) -> str:
@@ -163,6 +166,8 @@ class Process:
     """Why its plugin's start-up hook failed, if it did."""
     cgroup: cgroups.Cgroup | None = None
     """Its own cgroup, where the daemon has a delegated one."""
+    log: WorkerOutput = field(init=False, repr=False)
+    """What it writes to its stdout and stderr, as the daemon logs it (set by :func:`_load`)."""
 
     @property
     def pid(self) -> int:
@@ -282,9 +287,10 @@ def spawn(spec: WorkerSpec, zygotes: Zygotes | None = None) -> Process:
 def _load(spec: WorkerSpec, process: Process) -> Process:
     """Load the plugin in a started worker (or list a server's tools)."""
     ours = process.sock
+    process.log = WorkerOutput(spec.plugin, process.pid, spec.output_rate)
     try:
         if spec.command:
-            process.hello = _server_hello(ours, spec, _stray_output(spec.plugin, process.pid))
+            process.hello = _server_hello(ours, spec, process.log.stray)
         else:
             # The daemon's import path: the worker finds the plugin where the daemon found it
             # (``PYTHONPATH``, a path ``site`` added), though its environment is scrubbed.
@@ -448,17 +454,6 @@ def _standing_answer(method: str, spec: WorkerSpec) -> Message | None:
     return None
 
 
-def _stray_output(plugin: str, pid: int) -> Callable[[bytes], None]:
-    """What a hosted server writes to its stdout that is not a message (a banner, a log line):
-    logged as its stderr is, rather than taken for a broken server, as MCP's stdio clients do."""
-
-    def stray(line: bytes) -> None:
-        text = line[:MAX_LOG_LINE].decode(errors="replace")
-        log.warning("plugin output", plugin=plugin, pid=pid, stream="stdout", line=text)
-
-    return stray
-
-
 def _ends_within(pidfd: int, timeout: float) -> bool:
     """Whether the process of ``pidfd`` has ended, or ends within ``timeout`` seconds (blocking)."""
     poller = select.poll()  # not select.select, which fails on a descriptor past 1023
@@ -536,6 +531,8 @@ class PluginWorker:
         self.restarts = 0
         self.memory_kills = 0
         """Times the kernel killed its worker for being over its memory limit (cgroup)."""
+        self._dropped_before = 0
+        """Lines of output dropped by its workers that have ended."""
         self._ends: list[float] = []
         self._changed = trio.Event()
         self._started = trio.Event()
@@ -557,6 +554,13 @@ class PluginWorker:
         """Called when what a server lists changed (it said so, or it was restarted with others)."""
         self.subscribed: set[str] = set()
         """The URIs a server is subscribed to for the daemon's clients (``command`` only)."""
+
+    @property
+    def output_dropped(self) -> int:
+        """Lines its workers wrote that were not logged, for being over its ``output_rate``."""
+        process = self.process
+        running = process.log.dropped if process is not None and not process.done.is_set() else 0
+        return self._dropped_before + running
 
     @property
     def hello(self) -> Message:
@@ -933,7 +937,7 @@ class PluginWorker:
                 self._server_asked,
                 self._server_notified,
                 max_message=self.spec.max_message,
-                stray=_stray_output(self.spec.plugin, process.pid),
+                stray=process.log.stray,
             )
         else:
             channel = Channel(process.sock, self._asked, self._notified, max_message=self.spec.max_message)
@@ -962,6 +966,7 @@ class PluginWorker:
             _close(process)
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(process.release)
+            self._dropped_before += process.log.dropped  # with done set, in one step: counted once
             process.done.set()
             self._signal()
         return error
@@ -1004,37 +1009,10 @@ class PluginWorker:
             self._end(process, "it closed its connection to the daemon and did not end")
 
     async def _relay_output(self, process: Process, done: trio.Event) -> None:
-        """Log each line the worker writes, tagged with the plugin."""
-        stream = trio.lowlevel.FdStream(os.dup(process.output))
-        partial = b""
         try:
-            async with stream:
-                while chunk := await stream.receive_some(1 << 16):
-                    lines = (partial + chunk).split(b"\n")
-                    partial = lines.pop()[-MAX_LOG_LINE:]
-                    for line in lines:
-                        self._relay(line, process.pid)
-                if partial:
-                    self._relay(partial, process.pid)
+            await process.log.relay(process.output)
         finally:
             done.set()
-
-    def _relay(self, line: bytes, pid: int) -> None:
-        if not line.strip():
-            return
-        try:
-            entry = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            entry = None
-        if not isinstance(entry, dict):
-            log.warning("plugin output", plugin=self.spec.plugin, pid=pid, line=line.decode(errors="replace"))
-            return
-        event = str(entry.pop("event", "plugin output"))
-        level = str(entry.pop("level", "info"))
-        entry.pop("timestamp", None)
-        entry.update(plugin=self.spec.plugin, pid=pid)
-        emit = getattr(log, level if level in ("debug", "info", "warning", "error", "critical") else "info")
-        emit(event, **entry)
 
     async def _asked(self, message: Message) -> None:
         """What a tool does through its context: progress, log messages, closing its stream,
@@ -1125,8 +1103,8 @@ class PluginWorker:
             context = self._contexts.get(params.get("progressToken", 0))
             if context is not None:
                 await context.report_progress(params.get("progress", 0), params.get("total"), params.get("message"))
-        elif method == "notifications/message":
-            log.info("plugin log message", plugin=self.spec.plugin, level=params.get("level"), data=params.get("data"))
+        elif method == "notifications/message" and self.process is not None:
+            self.process.log.message(params.get("level"), params.get("data"))
         elif method == "notifications/resources/updated" and isinstance(params.get("uri"), str):
             await notify.notify_resource_updated(params["uri"])
         elif method in LISTED_BY:

@@ -31,6 +31,7 @@ def mcphost_tools() -> list[object]:
         spawn_orphan,
         environment,
         chatter,
+        flood,
         progress,
         ask,
     ]
@@ -122,6 +123,18 @@ def chatter(text: str) -> str:
     print(f"stdout says {text}")
     print(f"stderr says {text}", file=sys.stderr, flush=True)
     return "said"
+
+
+FLOOD_LINE = b"flood\n"
+
+
+def flood(seconds: float) -> int:
+    """Write lines to stderr as fast as the pipe takes them for ``seconds``; how many it wrote."""
+    block = FLOOD_LINE * 4096
+    deadline, written = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
+        written += os.write(2, block)  # a blocking pipe takes the whole block, however long that waits
+    return written // len(FLOOD_LINE)
 
 
 async def progress(ctx: mcphost.ToolContext, steps: int = 3) -> str:
