@@ -684,3 +684,57 @@ async def test_a_servers_invalid_result_is_its_error_not_the_clients(mcphost_dae
         )
     lines = [r for r in daemon.log_records() if r.get("event") == "request" and r.get("tool") == "malformed_no_text"]
     assert [(r["tool_status"], r.get("rpc_error")) for r in lines] == [("error", None)], lines
+
+
+ANNOUNCER = """
+import json
+import sys
+
+def send(message):
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", **message}) + "\\n")
+    sys.stdout.flush()
+
+listed = 0
+for line in sys.stdin:
+    message = json.loads(line)
+    method, params = message.get("method"), message.get("params") or {}
+    if "id" not in message:
+        continue
+    if method == "initialize":
+        info = {"name": "announcer", "version": "1"}
+        capabilities = {"tools": {"listChanged": True}}
+        result = {"protocolVersion": params["protocolVersion"], "capabilities": capabilities, "serverInfo": info}
+    elif method == "tools/list":
+        listed += 1
+        names = ("announce", "listed", f"version{listed}")  # a new list each time: the daemon says so
+        result = {"tools": [{"name": name, "inputSchema": {"type": "object"}} for name in names]}
+    elif method == "tools/call" and params["name"] == "announce":
+        for _ in range(params["arguments"]["times"]):
+            send({"method": "notifications/tools/list_changed"})
+        result = {"content": [{"type": "text", "text": "announced"}]}
+    elif method == "tools/call":
+        result = {"content": [{"type": "text", "text": str(listed)}]}
+    else:
+        result = {}
+    send({"id": message["id"], "result": result})
+"""
+
+
+async def test_a_burst_of_list_changed_is_listed_again_once_or_twice_not_each_time(
+    mcphost_daemon, tmp_path: Path
+) -> None:
+    """Each listing waits on the server, and only the channel that waits can read its answer:
+    a listing per announcement would hold every one of the channel's handlers and block it."""
+    server = tmp_path / "announcer.py"
+    server.write_text(ANNOUNCER)
+    daemon = mcphost_daemon(
+        {"plugins": {"enable": ["announcer"], "announcer": {"command": [sys.executable, str(server)]}}}
+    )
+    with trio.fail_after(30):
+        assert (await call(daemon, "announcer_announce", {"times": 1000})).content[0].text == "announced"
+        await trio.to_thread.run_sync(daemon.wait_for_log, lambda r: r.get("event") == "what the server lists changed")
+        await trio.sleep(0.5)  # for any listing of what the daemon read after it
+        listed = int((await call(daemon, "announcer_listed")).content[0].text)
+    # Once for its hello; then once, and once more for what came while that one waited.
+    assert 2 <= listed <= 4, listed
+    assert not any(r.get("event") == "plugin worker ended" for r in daemon.log_records())

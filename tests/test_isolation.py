@@ -1093,6 +1093,38 @@ async def test_a_worker_that_sends_a_line_without_end_cannot_take_the_daemonsmem
     assert await worker_pid(daemon, "flooding") != before
 
 
+async def test_a_worker_asking_without_end_is_read_no_faster_than_the_daemon_answers(mcphost_daemon) -> None:
+    plugins = CONFIG["plugins"]
+    hostile = {"isolation": "process", "timeout": 120}
+    daemon = mcphost_daemon({"plugins": plugins | {"enable": ["hostile", "witness"], "hostile": hostile}})
+    restarts = _restarts(daemon, "hostile")
+    pid = daemon.process.pid
+    _reset_peak(pid)
+    resting = memory(pid, "VmRSS")
+    count, logged, results, waits = 20_000, 0, [], []
+
+    async def on_log(params: LoggingMessageNotificationParams) -> None:
+        nonlocal logged
+        logged += 1
+
+    async def burst() -> None:
+        # 20,000 log messages of 2 KB asked at once: each handled in a task at once, they took 211 MiB.
+        async with Client(daemon.url, mode="legacy", logging_callback=on_log) as client:
+            results.append(await client.call_tool("hostile_log_burst", {"count": count, "size": 2000}))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(burst)
+        while not results:
+            waits.append(await witness_answers(daemon))
+    grew = memory(pid, "VmHWM") - resting
+    assert grew < 64 * 2**20, f"the daemon grew by {grew / 2**20:.0f} MiB"
+    assert not results[0].is_error and logged == count, (results, logged)
+    assert max(waits) < WITNESS_BOUND, waits
+    # A worker whose answers wait behind what the daemon has not read yet is not taken for one
+    # that stopped answering pings.
+    assert _restarts(daemon, "hostile") == restarts
+
+
 def test_the_bound_on_a_message_grows_with_the_largest_result_the_config_allows() -> None:
     assert message_bound(DefaultLimits(), PluginConfig()) == BOUND
     assert message_bound(DefaultLimits(max_result_bytes=16 * 2**20), PluginConfig()) == 128 * 2**20

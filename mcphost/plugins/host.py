@@ -59,6 +59,7 @@ from mcphost.plugins.worker.supervisor import (
     WorkerSpec,
     WorkerStartError,
     catalogue_of,
+    handling_bound,
     message_bound,
     spawn,
     stop_now,
@@ -696,6 +697,7 @@ class PluginHost:
             tuple(own.roots),
             candidate.distribution,
             message_bound(config.limits, own),
+            handling_bound(config.limits, own),
             output_rate=Rate.parse(own.output_rate),
         )
 

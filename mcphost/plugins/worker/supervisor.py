@@ -83,6 +83,9 @@ MAX_REASON = 500
 MIN_MESSAGE_BOUND, RESULT_ROOM = 64 * 2**20, 8
 """The bound on one message from a worker: at least this many bytes, and room for this many
 times the largest result its config allows (see :func:`message_bound`)."""
+MIN_HANDLING, HANDLING_ROOM = 256, 2
+"""The bound on a worker's requests and notifications handled at once: at least this many, and
+room for this many per call the config lets the plugin run at once (see :func:`handling_bound`)."""
 
 _ASKS: dict[str, tuple[Any, Any]] = {
     "elicit": (types.ElicitRequest, types.ElicitResult),
@@ -137,6 +140,8 @@ class WorkerSpec:
     """The installed package whose entry point the plugin is (else it is at a configured path)."""
     max_message: int = MIN_MESSAGE_BOUND
     """The most bytes one message from the worker may hold (see :func:`message_bound`)."""
+    max_handling: int = MIN_HANDLING
+    """The most of the worker's requests and notifications handled at once (see :func:`handling_bound`)."""
     output_rate: Rate = field(kw_only=True)
     """The most lines of the worker's output logged per period (see :mod:`~mcphost.plugins.worker.output`)."""
 
@@ -210,6 +215,20 @@ def message_bound(defaults: DefaultLimits, own: PluginConfig) -> int:
     much of the daemon's memory it may take."""
     sizes = [defaults.max_result_bytes, own.max_result_bytes, *(tool.max_result_bytes for tool in own.tools.values())]
     return max(MIN_MESSAGE_BOUND, RESULT_ROOM * max(size for size in sizes if size is not None))
+
+
+def handling_bound(defaults: DefaultLimits, own: PluginConfig) -> int:
+    """The most requests and notifications of a plugin's worker or server the daemon handles
+    at once (each in a task of its own: a log message or progress to send to a client, a
+    question to ask one): past it, the daemon reads nothing more from the worker until one is
+    done. :data:`MIN_HANDLING`, or :data:`HANDLING_ROOM` for each call the config lets the
+    plugin run at once (``max_concurrency`` of ``[limits]`` or its table, and its tools'),
+    each of which waits on one at a time; an author's own ``max_concurrency`` does not count,
+    or a hostile plugin would set how many tasks of the daemon's it may hold."""
+    calls = (own.max_concurrency or defaults.max_concurrency) + sum(
+        tool.max_concurrency or 0 for tool in own.tools.values()
+    )
+    return max(MIN_HANDLING, HANDLING_ROOM * calls)
 
 
 def spawn(spec: WorkerSpec, zygotes: Zygotes | None = None) -> Process:
@@ -554,6 +573,9 @@ class PluginWorker:
         """Called when what a server lists changed (it said so, or it was restarted with others)."""
         self.subscribed: set[str] = set()
         """The URIs a server is subscribed to for the daemon's clients (``command`` only)."""
+        self._unlisted: set[str] = set()
+        """The lists a server said changed that are still to be listed again (``command`` only)."""
+        self._listing = False
 
     @property
     def output_dropped(self) -> int:
@@ -931,16 +953,15 @@ class PluginWorker:
 
     async def _run(self, process: Process) -> str | None:
         """Serve through ``process`` until it ends; returns why its start-up hook failed, if it did."""
-        if self.spec.command:
-            channel = Channel(
-                process.sock,
-                self._server_asked,
-                self._server_notified,
-                max_message=self.spec.max_message,
-                stray=process.log.stray,
-            )
-        else:
-            channel = Channel(process.sock, self._asked, self._notified, max_message=self.spec.max_message)
+        server = bool(self.spec.command)
+        channel = Channel(
+            process.sock,
+            self._server_asked if server else self._asked,
+            self._server_notified if server else self._notified,
+            max_message=self.spec.max_message,
+            stray=process.log.stray if server else None,  # a server's stdout is its side of the wire
+            max_handling=self.spec.max_handling,
+        )
         error = None
         try:
             async with trio.open_nursery() as nursery:
@@ -975,12 +996,15 @@ class PluginWorker:
         """Ping the worker now and then: one that stops answering is ended (and restarted)."""
         while True:
             await trio.sleep(PING_INTERVAL)
+            held_back = channel.held_back
             with trio.move_on_after(PING_INTERVAL):
                 try:
                     await channel.request("ping", {})
                 except (ChannelClosed, RemoteError):
                     return  # ended already; or a server that does not know ping, which is alive
                 continue
+            if channel.held_back != held_back or channel.holding_back:
+                continue  # the daemon stopped reading (max_handling): the answer waits behind what came before
             self._end(process, f"it did not answer a ping within {PING_INTERVAL:g}s")
             return
 
@@ -1108,7 +1132,24 @@ class PluginWorker:
         elif method == "notifications/resources/updated" and isinstance(params.get("uri"), str):
             await notify.notify_resource_updated(params["uri"])
         elif method in LISTED_BY:
-            await self._relist(self._current(), LISTED_BY[method])
+            await self._relist_all(LISTED_BY[method])
+
+    async def _relist_all(self, keys: tuple[str, ...]) -> None:
+        """List ``keys`` again: at once, or, while a listing runs, once it is done, together with
+        every other list a server said changed meanwhile. One listing at a time waits on the
+        server: a burst of ``list_changed`` cannot fill the channel's handlers (see
+        :func:`handling_bound`) with tasks waiting for answers only that channel can read."""
+        self._unlisted.update(keys)
+        if self._listing:
+            return
+        self._listing = True
+        try:
+            while self._unlisted and (channel := self.channel) is not None:
+                wanted = tuple(self._unlisted)
+                self._unlisted.clear()
+                await self._relist(channel, wanted)
+        finally:
+            self._listing = False
 
     async def _relist(self, channel: Channel, keys: tuple[str, ...]) -> None:
         """List again (every page) what a server said changed, and have its plugin's catalogue follow."""

@@ -192,7 +192,10 @@ class Channel:
     """One end of the wire: requests matched to answers by id, notifications, and requests
     from the other end handed to ``on_request``; ``max_message`` bounds the length of a
     message the other end sends, and ``stray`` is handed the lines that are not messages
-    (see :class:`Framer`)."""
+    (see :class:`Framer`). With ``max_handling``, at most that many of the other end's
+    requests and notifications are handled at once: past it, nothing more is read from it
+    until one is done, so an end that sends them without end is held up by its own full
+    socket, not answered by ever more tasks on this one."""
 
     def __init__(
         self,
@@ -202,6 +205,7 @@ class Channel:
         take: RequestTaker | None = None,
         max_message: int = sys.maxsize,
         stray: Callable[[bytes], None] | None = None,
+        max_handling: int | None = None,
     ):
         sock.setblocking(False)
         self.sock = sock
@@ -212,6 +216,11 @@ class Channel:
         self.stray = stray
         self.closed = False
         self.broken: str | None = None
+        self._handling = trio.Semaphore(max_handling) if max_handling is not None else None
+        self.held_back = 0
+        """Times reading stopped for ``max_handling`` (counting the one going on, if any)."""
+        self.holding_back = False
+        """Whether reading waits for a request or notification to be handled now."""
         self._ids = itertools.count(1)
         self._pending: dict[int, trio.lowlevel.Task] = {}
         self._queue: list[bytes] = []
@@ -255,6 +264,8 @@ class Channel:
                         self.broken = f"it sent what is not JSON-RPC: {error}"
                         break
                     for message in messages:
+                        if self._handling is not None and "method" in message:
+                            await self._handling_slot(self._handling)
                         self._dispatch(message, nursery)
                 nursery.cancel_scope.cancel()
         finally:
@@ -263,18 +274,40 @@ class Channel:
             for task in pending.values():
                 trio.lowlevel.reschedule(task, outcome.Error(ChannelClosed("the other end closed the connection")))
 
+    async def _handling_slot(self, handling: trio.Semaphore) -> None:
+        try:
+            handling.acquire_nowait()
+        except trio.WouldBlock:
+            self.held_back += 1
+            self.holding_back = True
+            try:
+                await handling.acquire()
+            finally:
+                self.holding_back = False
+
     def _dispatch(self, message: Message, nursery: trio.Nursery) -> None:
         if "method" not in message:
             task = self._pending.pop(message.get("id"), None)  # type: ignore[arg-type]
             if task is not None:
                 trio.lowlevel.reschedule(task, outcome.Value(message))
-        elif "id" in message:
-            if self.take is not None and self.take(message):
-                return
-            if self.on_request is not None:
-                nursery.start_soon(self.on_request, message)
-        elif self.on_notification is not None:
-            nursery.start_soon(self.on_notification, message)
+            return
+        handler = self.on_request if "id" in message else self.on_notification
+        if "id" in message and self.take is not None and self.take(message):
+            handler = None
+        if handler is None:
+            if self._handling is not None:
+                self._handling.release()
+        elif self._handling is None:
+            nursery.start_soon(handler, message)
+        else:
+            nursery.start_soon(self._handle, self._handling, handler, message)
+
+    @staticmethod
+    async def _handle(handling: trio.Semaphore, handler: RequestHandler, message: Message) -> None:
+        try:
+            await handler(message)
+        finally:
+            handling.release()
 
     async def request(self, method: str, params: Message) -> Any:
         """Send a request and wait for its result; raises :class:`RemoteError` or

@@ -32,6 +32,7 @@ def mcphost_tools() -> list[object]:
         environment,
         chatter,
         flood,
+        log_burst,
         progress,
         ask,
     ]
@@ -135,6 +136,14 @@ def flood(seconds: float) -> int:
     while time.monotonic() < deadline:
         written += os.write(2, block)  # a blocking pipe takes the whole block, however long that waits
     return written // len(FLOOD_LINE)
+
+
+async def log_burst(ctx: mcphost.ToolContext, count: int, size: int = 1000) -> str:
+    """Send ``count`` log messages of ``size`` characters to the client at once."""
+    async with trio.open_nursery() as nursery:
+        for _ in range(count):
+            nursery.start_soon(ctx.log, "info", "x" * size)
+    return "logged"
 
 
 async def progress(ctx: mcphost.ToolContext, steps: int = 3) -> str:
