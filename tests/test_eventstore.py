@@ -18,6 +18,11 @@ def note(n: int) -> JSONRPCNotification:
     return JSONRPCNotification(jsonrpc="2.0", method="notifications/progress", params={"n": n})
 
 
+def sized(n: int, size: int) -> JSONRPCNotification:
+    """A notification of a little over ``size`` bytes as sent."""
+    return JSONRPCNotification(jsonrpc="2.0", method="notifications/message", params={"n": n, "data": "x" * size})
+
+
 async def replay(store: MemoryEventStore, after: str) -> tuple[str | None, list[int]]:
     sent: list[EventMessage] = []
 
@@ -128,3 +133,27 @@ async def test_a_view_that_stored_nothing_goes_quietly(monkeypatch: pytest.Monke
     await later.store_event("1", note(2))
     assert shared.size == 2
     assert raised == []
+
+
+async def test_all_streams_together_keep_only_as_many_bytes_as_allowed() -> None:
+    store = MemoryEventStore(max_events=1000, max_events_per_stream=1000, max_bytes=10_000).for_session()
+    ids = [await store.store_event(str(n % 2), sized(n, 3000)) for n in range(5)]
+    assert store.size == 3  # the newest three fit in 10,000 bytes, a fourth would not
+    assert await replay(store, ids[2]) == ("0", [4])
+    assert await replay(store, ids[1]) == (None, [])  # evicted: cannot resume from it
+
+
+async def test_a_callers_big_events_push_out_its_own_never_another_callers() -> None:
+    shared = MemoryEventStore(max_events=100, max_events_per_stream=100, max_bytes=100_000, max_bytes_per_owner=10_000)
+    quiet = shared.for_session(owner="key:quiet")
+    kept = await quiet.store_event("1", note(0))
+    await quiet.store_event("1", note(1))
+    busy = shared.for_session(owner="key:busy")
+    await busy.store_event("1", sized(0, 3000))
+    # Over its share on its own: not kept, and it took the caller's older event with it.
+    huge = await busy.store_event("1", sized(1, 20_000))
+    assert shared.size == 2 and await replay(busy, huge) == (None, [])
+    ids = [await busy.store_event("2", sized(n, 3000)) for n in range(10)]
+    assert shared.size == 2 + 3  # the quiet caller's two, the busy one's newest three
+    assert await replay(busy, ids[-3]) == ("2", [8, 9])
+    assert await replay(quiet, kept) == ("1", [1])

@@ -39,6 +39,7 @@ from mcphost.core.plugin_tables import (
     ShutdownConfig,
     Strict,
     ToolsConfig,
+    byte_size,
 )
 from mcphost.core.problems import Loaded, Problem, choices_of, is_model, locate, problems_from
 from mcphost.core.rate import RateText
@@ -94,12 +95,19 @@ class ServerConfig(Strict):
     event_store_max_events_per_identity: int | None = Field(None, ge=10)
     """Of those, the most one authenticated caller's sessions keep: its own oldest go first.
     Default: a tenth of ``event_store_max_events``."""
+    event_store_max_bytes: int = Field(64 * 2**20, ge=2**20)
+    """The most bytes those events may hold, as sent (bytes, or K, M, G, T as powers of
+    1024), all sessions together, the oldest going first; one caller's sessions together a
+    tenth of it, their own oldest going first. A tool's result of up to ``max_result_bytes``
+    is one event, as is each log message or progress of a call answered on a stream."""
     sse_retry_ms: int = Field(1000, ge=0)
     """Milliseconds a client should wait before reconnecting a resumable stream the server ended."""
     keep_alive_timeout: float = Field(75.0, gt=0)
     """Seconds an idle keep-alive connection stays open. Keep it above the idle timeout of
     the proxy in front (nginx's upstream ``keepalive_timeout`` 60 s, Caddy's ``keepalive``),
     so the proxy closes idle connections first, never a request it is sending."""
+
+    _size = field_validator("event_store_max_bytes", mode="before")(byte_size)
 
     @property
     def sessions_share(self) -> int:

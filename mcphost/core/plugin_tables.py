@@ -17,6 +17,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from mcphost.core.rate import RateText
 
 
+def byte_size(value: Any) -> Any:
+    """A size in bytes as systemd reads one: ``"512M"`` (K, M, G and T are powers of 1024);
+    a number as it is, for the field to check. Raises ValueError for any other string."""
+    if isinstance(value, str) and (match := re.fullmatch(r"\s*(\d+)\s*([KMGT]?)\s*", value, re.IGNORECASE)):
+        return int(match[1]) * 1024 ** " KMGT".index(match[2].upper() or " ")
+    if isinstance(value, str):
+        raise ValueError('must be a number of bytes, or one with a suffix K, M, G or T (powers of 1024): "512M"')
+    return value
+
+
 class Strict(BaseModel):
     """A table of the configuration: a key it does not know is an error."""
 
@@ -112,15 +122,7 @@ class PluginConfig(LimitsConfig):
     restart_window: float = Field(60.0, gt=0)
     """Seconds over which ``max_restarts`` counts; a worker up this long starts its count afresh."""
 
-    @field_validator("memory_max", mode="before")
-    @classmethod
-    def _size(cls, value: Any) -> Any:
-        """``"512M"`` as systemd reads it: K, M, G and T are powers of 1024."""
-        if isinstance(value, str) and (match := re.fullmatch(r"\s*(\d+)\s*([KMGT]?)\s*", value, re.IGNORECASE)):
-            return int(match[1]) * 1024 ** " KMGT".index(match[2].upper() or " ")
-        if isinstance(value, str):
-            raise ValueError('must be a number of bytes, or one with a suffix K, M, G or T (powers of 1024): "512M"')
-        return value
+    _size = field_validator("memory_max", mode="before")(byte_size)
 
 
 class PluginsConfig(Strict):

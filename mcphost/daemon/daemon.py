@@ -310,7 +310,12 @@ class Daemon:
                 ):
                     store = SqliteSessionStore(sessions.state_dir / "sessions.sqlite3", server.session_idle_timeout)
         if server.event_store == "memory":
-            events = MemoryEventStore(server.event_store_max_events, max_events_per_owner=server.events_share)
+            events = MemoryEventStore(
+                server.event_store_max_events,
+                max_events_per_owner=server.events_share,
+                max_bytes=server.event_store_max_bytes,
+                max_bytes_per_owner=server.event_store_max_bytes // 10,
+            )
             if self.shared is not None:
                 from mcphost.state.redis_stores import RedisEventStore
 

@@ -3,9 +3,12 @@ stream gets again when it reconnects with ``Last-Event-ID``.
 
 It lives in memory, for one process, and is bounded: each stream keeps its newest
 ``max_events_per_stream`` events, each caller's sessions together their newest
-``max_events_per_owner`` (so one busy caller pushes out its own old events, never another
-caller's), and all streams together the newest ``max_events``, the oldest going first. A
-client further behind than that cannot resume (it gets an empty stream and calls again).
+``max_events_per_owner`` holding at most ``max_bytes_per_owner`` (so one busy caller pushes
+out its own old events, never another caller's), and all streams together the newest
+``max_events`` holding at most ``max_bytes``, the oldest going first. An event's bytes are
+its message's as sent: a count alone would let events of a megabyte each (a tool's result)
+hold gigabytes. A client further behind than that cannot resume (it gets an empty stream
+and calls again).
 
 The SDK's ``EventStore`` interface knows streams, not sessions, and stream ids are request
 ids, which every client numbers from the start. So each session uses a view of its own
@@ -25,6 +28,8 @@ DEFAULT_MAX_EVENTS = 10_000
 """Events kept, all sessions together, unless the config says otherwise."""
 DEFAULT_MAX_EVENTS_PER_STREAM = 1_000
 """Events kept per stream (one request's, or a session's standalone stream)."""
+DEFAULT_MAX_BYTES = 64 * 2**20
+"""Bytes the events kept may hold, all sessions together, unless the config says otherwise."""
 
 _scopes = itertools.count(1)
 
@@ -33,71 +38,92 @@ class _Events:
     """The shared, bounded storage: events in arrival order, each stream's event ids, and
     each owner's (a caller's sessions together) event ids."""
 
-    def __init__(self, max_events: int, max_events_per_stream: int, max_events_per_owner: int | None):
+    def __init__(
+        self,
+        max_events: int,
+        max_events_per_stream: int,
+        max_events_per_owner: int | None,
+        max_bytes: int,
+        max_bytes_per_owner: int | None,
+    ):
         self.max_events = max_events
         self.max_events_per_stream = max_events_per_stream
         self.max_events_per_owner = max_events_per_owner or max_events
-        self.by_id: OrderedDict[int, tuple[int, StreamId, JSONRPCMessage | None]] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.max_bytes_per_owner = max_bytes_per_owner or max_bytes
+        self.by_id: OrderedDict[int, tuple[int, StreamId, JSONRPCMessage | None, int]] = OrderedDict()
+        """Each event's view (scope), stream, message and bytes."""
+        self.bytes = 0
         # Lists, not deques: most streams hold two events (priming, response), and an empty
         # deque alone costs 600 bytes; a trim shifts at most max_events_per_stream ids.
         self.streams: dict[int, dict[StreamId, list[int]]] = {}
         self.owners: dict[int, str] = {}
         """The owner of each view (scope) that has one."""
         self.owned: Counter[str] = Counter()
+        self.owned_bytes: Counter[str] = Counter()
         # Each owner's event ids in arrival order, some of them gone already (dropped with
         # their stream or session): skipped when met, compacted when they are the most.
         self._owned_ids: dict[str, deque[int]] = {}
         self._ids = itertools.count(1)
 
-    def add(self, scope: int, stream_id: StreamId, message: JSONRPCMessage | None) -> int:
+    def add(self, scope: int, stream_id: StreamId, message: JSONRPCMessage | None, size: int) -> int:
         event_id = next(self._ids)
-        self.by_id[event_id] = (scope, stream_id, message)
+        self.by_id[event_id] = (scope, stream_id, message, size)
+        self.bytes += size
         stream = self.streams.setdefault(scope, {}).setdefault(stream_id, [])
         stream.append(event_id)
         owner = self.owners.get(scope)
         if owner is not None:
             self.owned[owner] += 1
+            self.owned_bytes[owner] += size
             ids = self._owned_ids.setdefault(owner, deque())
             ids.append(event_id)
             if len(ids) > 2 * self.owned[owner] + 16:
                 self._owned_ids[owner] = deque(i for i in ids if i in self.by_id)
         if len(stream) > self.max_events_per_stream:
             self._remove(stream[0])
-        if owner is not None and self.owned[owner] > self.max_events_per_owner:
-            # The owner's oldest event is the oldest of its own stream.
+        while owner is not None and (
+            self.owned[owner] > self.max_events_per_owner or self.owned_bytes[owner] > self.max_bytes_per_owner
+        ):
+            # The owner's oldest event is the oldest of its own stream (this one, at worst).
             ids = self._owned_ids[owner]
             while ids[0] not in self.by_id:
                 ids.popleft()
             self._remove(ids.popleft())
-        while len(self.by_id) > self.max_events:
+        while len(self.by_id) > self.max_events or self.bytes > self.max_bytes:
             # The oldest event overall is the oldest of its own stream.
             self._remove(next(iter(self.by_id)))
         return event_id
 
     def _remove(self, event_id: int) -> None:
         """Forget an event, the oldest of its stream."""
-        scope, stream_id, _ = self.by_id.pop(event_id)
+        scope, stream_id, _, size = self.by_id.pop(event_id)
+        self.bytes -= size
         streams = self.streams[scope]
         del streams[stream_id][0]
         if not streams[stream_id]:
             del streams[stream_id]
             if not streams:
                 del self.streams[scope]
-        self._disown(scope, 1)
+        self._disown(scope, 1, size)
 
-    def _disown(self, scope: int, count: int) -> None:
+    def _disown(self, scope: int, count: int, size: int) -> None:
         owner = self.owners.get(scope)
         if owner is not None and count:
             self.owned[owner] -= count
+            self.owned_bytes[owner] -= size
             if not self.owned[owner]:
-                del self.owned[owner], self._owned_ids[owner]
+                del self.owned[owner], self.owned_bytes[owner], self._owned_ids[owner]
 
     def drop(self, scope: int) -> None:
-        count = 0
+        count = size = 0
         for stream in self.streams.pop(scope, {}).values():
             for event_id in stream:
-                count += self.by_id.pop(event_id, None) is not None
-        self._disown(scope, count)
+                entry = self.by_id.pop(event_id, None)
+                if entry is not None:
+                    count, size = count + 1, size + entry[3]
+        self.bytes -= size
+        self._disown(scope, count, size)
         self.owners.pop(scope, None)
 
 
@@ -109,8 +135,10 @@ class MemoryEventStore(EventStore):
         max_events: int = DEFAULT_MAX_EVENTS,
         max_events_per_stream: int = DEFAULT_MAX_EVENTS_PER_STREAM,
         max_events_per_owner: int | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_bytes_per_owner: int | None = None,
     ):
-        self._events = _Events(max_events, max_events_per_stream, max_events_per_owner)
+        self._events = _Events(max_events, max_events_per_stream, max_events_per_owner, max_bytes, max_bytes_per_owner)
         self._scope = 0
 
     def for_session(self, session_id: str | None = None, owner: str | None = None) -> MemoryEventStore:
@@ -131,7 +159,9 @@ class MemoryEventStore(EventStore):
 
     async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
         """Keep ``message`` (``None`` for a stream's priming event); returns its event id."""
-        return str(self._events.add(self._scope, stream_id, message))
+        # Its bytes as the stream sends it (the SDK's own serialization of an event).
+        size = 0 if message is None else len(message.model_dump_json(by_alias=True, exclude_unset=True))
+        return str(self._events.add(self._scope, stream_id, message, size))
 
     async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
         """Send this session's events that followed ``last_event_id`` on its stream; returns
