@@ -301,6 +301,10 @@ def test_what_a_plugin_writes_to_stdout_never_reaches_the_stdio_protocol_stream(
         assert f"printer: {noise}" in stderr.decode(), noise
 
 
+def _restored(daemon: RunningDaemon) -> list[dict[str, Any]]:
+    return [r for r in daemon.log_records() if r.get("event") == "plugin closed or replaced standard streams; restored"]
+
+
 @pytest.mark.parametrize("when", ["import", "closer_close_stderr", "closer_close_stderr_async"])
 @pytest.mark.parametrize("isolation", ISOLATIONS)
 async def test_a_plugin_closing_stderr_is_caught_and_the_log_goes_on(mcphost_daemon, when: str, isolation: str) -> None:
@@ -314,9 +318,19 @@ async def test_a_plugin_closing_stderr_is_caught_and_the_log_goes_on(mcphost_dae
         status, _ = await trio.to_thread.run_sync(daemon.get, "/ready")
         assert status == 200
     if not (at_import and isolation == "process"):  # a worker failing its import says so below
-        caught = daemon.wait_for_log(lambda r: r.get("event") == "plugin closed or replaced standard streams; restored")
-        assert caught["plugin"] == "closer" and caught["call"] == ("import" if at_import else f"tool {when!r}")
-        assert caught["streams"] == ["stderr"] if at_import else ["stdout", "stderr"]
+        damaged = {"stderr"} if at_import else {"stdout", "stderr"}
+        with trio.fail_after(10):  # the log line of each stream put back
+            while True:
+                if {stream for r in _restored(daemon) for stream in r["streams"]} == damaged:
+                    break
+                await trio.sleep(0.05)
+        blamed = {("closer", "import" if at_import else f"tool {when!r}")}
+        if isolation == "inline":
+            # Inline, the streams are the process's: a witness call (sync, on a thread of its
+            # own) that ends while they are damaged may be checked before the closer's call,
+            # and blamed for what it found. In a worker, a plugin has its streams to itself.
+            blamed.add(("echo", "tool 'echo_echo'"))
+        assert {(r["plugin"], r["call"]) for r in _restored(daemon)} <= blamed, _restored(daemon)
     if at_import:
         closer = plugin_report(daemon)["closer"]
         assert closer["status"] == "failed" and closer["error"] == "import closed or replaced the daemon's stderr"

@@ -34,6 +34,7 @@ MAX_LOG_LINE = 65536
 PAUSE = 0.1
 """Seconds between reads of the output of a worker over its rate."""
 LEVELS = frozenset(("debug", "info", "warning", "error", "critical"))
+"""The levels a worker's own log entry may name; another is logged at ``info``."""
 
 
 class WorkerOutput:
