@@ -99,7 +99,9 @@ class ServerConfig(Strict):
     """The most bytes those events may hold, as sent (bytes, or K, M, G, T as powers of
     1024), all sessions together, the oldest going first; one caller's sessions together a
     tenth of it, their own oldest going first. A tool's result of up to ``max_result_bytes``
-    is one event, as is each log message or progress of a call answered on a stream."""
+    is one event (its text often twice, as content and as structured content), as is each
+    log message or progress of a call answered on a stream: raising ``max_result_bytes``,
+    keep a tenth of this above twice it, or a client cannot resume the largest results."""
     sse_retry_ms: int = Field(1000, ge=0)
     """Milliseconds a client should wait before reconnecting a resumable stream the server ended."""
     keep_alive_timeout: float = Field(75.0, gt=0)
