@@ -121,6 +121,11 @@ class ServerConfig(Strict):
         """``event_store_max_events_per_identity``, or its default: a tenth of ``event_store_max_events``."""
         return self.event_store_max_events_per_identity or self.event_store_max_events // 10
 
+    @property
+    def event_bytes_share(self) -> int:
+        """A tenth of ``event_store_max_bytes``: the most one caller's sessions' events hold."""
+        return self.event_store_max_bytes // 10
+
 
 def default_state_dir() -> Path:
     """``$STATE_DIRECTORY`` (systemd's ``StateDirectory=``), else ``$XDG_STATE_HOME/mcphost``,

@@ -314,7 +314,7 @@ class Daemon:
                 server.event_store_max_events,
                 max_events_per_owner=server.events_share,
                 max_bytes=server.event_store_max_bytes,
-                max_bytes_per_owner=server.event_store_max_bytes // 10,
+                max_bytes_per_owner=server.event_bytes_share,
             )
             if self.shared is not None:
                 from mcphost.state.redis_stores import RedisEventStore

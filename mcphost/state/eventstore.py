@@ -34,6 +34,12 @@ DEFAULT_MAX_BYTES = 64 * 2**20
 _scopes = itertools.count(1)
 
 
+def event_data(message: JSONRPCMessage | None) -> str:
+    """An event's message as the SDK's stream sends it (``""`` for a stream's priming event):
+    what a store keeps, or counts."""
+    return "" if message is None else message.model_dump_json(by_alias=True, exclude_unset=True)
+
+
 class _Events:
     """The shared, bounded storage: events in arrival order, each stream's event ids, and
     each owner's (a caller's sessions together) event ids."""
@@ -159,9 +165,7 @@ class MemoryEventStore(EventStore):
 
     async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
         """Keep ``message`` (``None`` for a stream's priming event); returns its event id."""
-        # Its bytes as the stream sends it (the SDK's own serialization of an event).
-        size = 0 if message is None else len(message.model_dump_json(by_alias=True, exclude_unset=True))
-        return str(self._events.add(self._scope, stream_id, message, size))
+        return str(self._events.add(self._scope, stream_id, message, len(event_data(message))))
 
     async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
         """Send this session's events that followed ``last_event_id`` on its stream; returns

@@ -39,7 +39,7 @@ from mcp.server.streamable_http import GET_STREAM_KEY, EventCallback, EventId, E
 from mcp_types import JSONRPCError, JSONRPCMessage, JSONRPCResponse, jsonrpc_message_adapter
 
 from mcphost.core.rate import Rate
-from mcphost.state.eventstore import DEFAULT_MAX_EVENTS_PER_STREAM, MemoryEventStore
+from mcphost.state.eventstore import DEFAULT_MAX_EVENTS_PER_STREAM, MemoryEventStore, event_data
 from mcphost.state.limiter import Decision, Limiter
 from mcphost.state.redis_state import CHECK_INTERVAL, RedisState, StateUnavailable
 from mcphost.state.sessions import SessionRecord, StoreUnavailable, record_lifetime
@@ -341,7 +341,7 @@ class RedisEventStore(EventStore):
     async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
         """Keep ``message`` (``None`` for a stream's priming event); returns its event id."""
         stream = _encode(stream_id)
-        data = "" if message is None else message.model_dump_json(by_alias=True, exclude_unset=True)
+        data = event_data(message)
         try:
             entry = await _run(
                 self.state, _STORE_EVENT, self._key(stream), [data, self.max_events_per_stream, self.ttl_ms]
