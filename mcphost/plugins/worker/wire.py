@@ -9,7 +9,9 @@ I/O (:func:`at_batch_end`): one system call for every frame of a scheduler tick,
 other end, woken by it, finds this end's loop asleep instead of taking the CPU from it
 mid-tick (daemon and worker often share one). Threads may send too (a worker's sync calls
 answer from their own threads): at once when nothing is queued, else through a writer
-task, which also sends what the socket did not take at once.
+task, which also sends what the socket did not take at once. Queued frames go out with one
+``sendmsg`` of many buffers, never joined: what the socket does not take stays queued as
+it is, so a backlog costs what is sent of it, however slowly the other end reads.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import socket
 import sys
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -40,6 +43,8 @@ RequestTaker = Callable[[Message], bool]
 request on (and will answer it) without a task."""
 
 _READ_SIZE = 1 << 18
+_BUFFERS_PER_SEND = 1024
+"""The most buffers one ``sendmsg`` is given (Linux's ``IOV_MAX``)."""
 
 
 class ChannelClosed(Exception):
@@ -223,7 +228,7 @@ class Channel:
         """Whether reading waits for a request or notification to be handled now."""
         self._ids = itertools.count(1)
         self._pending: dict[int, trio.lowlevel.Task] = {}
-        self._queue: list[bytes] = []
+        self._queue: deque[bytes | memoryview] = deque()
         self._queuing = threading.Lock()
         """Held while the queue is read or written, or a frame is being sent past it."""
         self._writer: trio.lowlevel.Task | None = None
@@ -363,17 +368,17 @@ class Channel:
                 if later:
                     return
             else:
+                sent = 0
                 if not self._queue:
                     try:
                         sent = self.sock.send(data)
                     except BlockingIOError:
-                        sent = 0
+                        pass
                     except OSError:  # the peer is gone; the reader sees it and ends the channel
                         return
                     if sent == len(data):
                         return
-                    data = data[sent:]
-                self._queue.append(data)
+                self._queue.append(memoryview(data)[sent:] if sent else data)
         if on_loop:
             self.flush()
         elif self._trio is None:
@@ -402,18 +407,25 @@ class Channel:
         """Send what is queued, as much as the socket takes now: whether some is left
         (``None``: the peer is gone, and the reader sees it and ends the channel)."""
         with self._queuing:
-            if not self._queue:
+            queue = self._queue
+            if not queue:
                 return False
-            data = b"".join(self._queue)
             try:
-                sent = self.sock.send(data)
+                if len(queue) == 1:
+                    sent = self.sock.send(queue[0])
+                else:
+                    sent = self.sock.sendmsg(itertools.islice(queue, _BUFFERS_PER_SEND))
             except BlockingIOError:
-                sent = 0
+                return True
             except OSError:
                 return None
-            # What is left stays first in the queue, so no frame is sent past it.
-            self._queue[:] = [data[sent:]] if sent < len(data) else []
-            return bool(self._queue)
+            # What is left of a frame stays first in the queue, so no frame is sent past it.
+            while sent:
+                if sent < len(queue[0]):
+                    queue[0] = memoryview(queue[0])[sent:]
+                    break
+                sent -= len(queue.popleft())
+            return bool(queue)
 
     def _kick(self) -> None:
         """Wake the writer task, if it is waiting (on the event loop)."""
