@@ -1128,6 +1128,78 @@ async def test_a_worker_asking_without_end_is_read_no_faster_than_the_daemon_ans
     assert _restarts(daemon, "hostile") == restarts
 
 
+BIG_LOGS = """
+import select
+
+import orjson
+
+import mcphost
+
+
+@mcphost.hookimpl
+def mcphost_tools():
+    def big_logs(ctx: mcphost.ToolContext, count: int, mib: int) -> str:
+        \"\"\"Send ``count`` log messages of ``mib`` MiB for this call, written to the wire
+        as fast as the daemon reads them, none waiting for the daemon's answer (from the
+        call's thread, so the worker answers its pings meanwhile).\"\"\"
+        channel, data = ctx._channel, "x" * (mib << 20)
+        with channel._queuing:
+            for n in range(count):
+                frame = {"jsonrpc": "2.0", "id": 10**9 + n, "method": "mcphost/log",
+                         "params": {"call": ctx._call, "level": "info", "data": data, "logger": None}}
+                left = memoryview(orjson.dumps(frame) + b"\\n")
+                while left:
+                    select.select([], [channel.sock], [])
+                    left = left[channel.sock.send(left) :]
+        return "sent"
+
+    return [big_logs]
+"""
+
+
+async def test_big_messages_for_a_client_that_reads_slowly_wait_in_the_worker_not_the_daemon(
+    mcphost_daemon, tmp_path: Path
+) -> None:
+    (tmp_path / "biglogs.py").write_text(BIG_LOGS)
+    plugins = {
+        "enable": ["biglogs", "witness"],
+        "paths": [str(tmp_path / "biglogs.py"), str(PLUGINS / "witness.py")],
+        "biglogs": {"isolation": "process", "timeout": 120},
+    }
+    daemon = mcphost_daemon({"plugins": plugins})
+    pid = daemon.process.pid
+    _reset_peak(pid)
+    resting = memory(pid, "VmRSS")
+    count, mib = 30, 8
+    body, headers = stateless_request(
+        "tools/call", {"name": "biglogs_big_logs", "arguments": {"count": count, "mib": mib}}
+    )
+    body["params"]["_meta"]["io.modelcontextprotocol/logLevel"] = "info"
+    logged, answers = 0, []
+    async with (
+        httpx.AsyncClient(timeout=120) as client,
+        client.stream("POST", daemon.url, json=body, headers=headers) as response,
+    ):
+        assert response.status_code == 200
+        # The client reads nothing for a while: every handler sending it a log message waits.
+        # They held each message they had read (30 of 8 MiB: the daemon grew by some 600 MiB).
+        waits = [await witness_answers(daemon) for _ in range(10)]
+        await trio.sleep(3)
+        async for line in response.aiter_lines():
+            if line.startswith("data:") and (message := json.loads(line[5:]))["jsonrpc"]:
+                if message.get("method") == "notifications/message":
+                    logged += len(message["params"]["data"]) == mib << 20
+                elif "result" in message or "error" in message:
+                    answers.append(message)
+    grew = memory(pid, "VmHWM") - resting
+    # The plugin waits for none of the daemon's answers: what it sent last may be handled after
+    # its result, and is then not sent (nothing of a call is sent after its result).
+    assert 0 < logged <= count and answers[0]["result"]["content"][0]["text"] == "sent", (logged, answers)
+    assert max(waits) < WITNESS_BOUND, waits
+    # What is handled at once holds no more than one message may (64 MiB), and its copies.
+    assert grew < 4 * BOUND, f"the daemon grew by {grew / 2**20:.0f} MiB"
+
+
 def test_the_bound_on_a_message_grows_with_the_largest_result_the_config_allows() -> None:
     assert message_bound(DefaultLimits(), PluginConfig()) == BOUND
     assert message_bound(DefaultLimits(max_result_bytes=16 * 2**20), PluginConfig()) == 128 * 2**20

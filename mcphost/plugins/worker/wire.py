@@ -153,6 +153,10 @@ class Framer:
     def feed(self, data: bytes) -> list[Message]:
         """The complete messages that ``data`` finishes; raises ValueError on a line longer
         than the limit, or one that is not a JSON object (without ``stray``)."""
+        return [message for message, _ in self.frames(data)]
+
+    def frames(self, data: bytes) -> list[tuple[Message, int]]:
+        """As :meth:`feed`, each message with the length of its line."""
         lines, limit = data.split(b"\n"), self._limit
         # Only when what waits and this chunk together pass the limit can a line be over it.
         if self._waiting + len(data) > limit and max(self._waiting + len(lines[0]), *map(len, lines)) > limit:
@@ -171,14 +175,14 @@ class Framer:
         self._waiting = len(tail)
         if self._stray is not None:
             return self._skipping_strays(lines, self._stray)
-        messages = [decode(line) for line in lines if line.strip()]
-        if not all(isinstance(m, dict) for m in messages):
+        frames = [(decode(line), len(line)) for line in lines if line.strip()]
+        if not all(isinstance(m, dict) for m, _ in frames):
             raise ValueError("a frame is not a JSON object")
-        return messages
+        return frames
 
     @staticmethod
-    def _skipping_strays(lines: list[bytes], stray: Callable[[bytes], None]) -> list[Message]:
-        messages = []
+    def _skipping_strays(lines: list[bytes], stray: Callable[[bytes], None]) -> list[tuple[Message, int]]:
+        frames = []
         for line in lines:
             if not line.strip():
                 continue
@@ -187,10 +191,41 @@ class Framer:
             except ValueError:
                 message = None
             if isinstance(message, dict):
-                messages.append(message)
+                frames.append((message, len(line)))
             else:
                 stray(line)
-        return messages
+        return frames
+
+
+class Handling:
+    """The other end's requests and notifications a :class:`Channel` is handling: at most
+    ``count`` of them, their frames ``size`` bytes together (one fits whatever its size when
+    none is being handled, or a message up to the channel's bound could never be)."""
+
+    def __init__(self, count: int, size: int):
+        self.count, self.size = count, size
+        self.messages = self.bytes = 0
+        self._room = trio.lowlevel.ParkingLot()
+
+    def fits(self, size: int) -> bool:
+        """Whether a message of ``size`` bytes may be handled now."""
+        return not self.messages or (self.messages < self.count and self.bytes + size <= self.size)
+
+    async def wait(self, size: int) -> None:
+        """Until a message of ``size`` bytes fits (one task waits: the channel's reader)."""
+        while not self.fits(size):
+            await self._room.park()
+
+    def take(self, size: int) -> None:
+        """A message of ``size`` bytes is being handled."""
+        self.messages += 1
+        self.bytes += size
+
+    def give(self, size: int) -> None:
+        """A message of ``size`` bytes is handled."""
+        self.messages -= 1
+        self.bytes -= size
+        self._room.unpark_all()
 
 
 class Channel:
@@ -198,9 +233,10 @@ class Channel:
     from the other end handed to ``on_request``; ``max_message`` bounds the length of a
     message the other end sends, and ``stray`` is handed the lines that are not messages
     (see :class:`Framer`). With ``max_handling``, at most that many of the other end's
-    requests and notifications are handled at once: past it, nothing more is read from it
-    until one is done, so an end that sends them without end is held up by its own full
-    socket, not answered by ever more tasks on this one."""
+    requests and notifications are handled at once, their frames ``max_handling_bytes``
+    together (see :class:`Handling`): past it, nothing more is read from it until one is
+    done, so an end that sends them without end, or big ones to a client that reads slowly,
+    is held up by its own full socket, not answered by ever more tasks and memory on this one."""
 
     def __init__(
         self,
@@ -211,6 +247,7 @@ class Channel:
         max_message: int = sys.maxsize,
         stray: Callable[[bytes], None] | None = None,
         max_handling: int | None = None,
+        max_handling_bytes: int = sys.maxsize,
     ):
         sock.setblocking(False)
         self.sock = sock
@@ -221,7 +258,7 @@ class Channel:
         self.stray = stray
         self.closed = False
         self.broken: str | None = None
-        self._handling = trio.Semaphore(max_handling) if max_handling is not None else None
+        self._handling = Handling(max_handling, max_handling_bytes) if max_handling is not None else None
         self.held_back = 0
         """Times reading stopped for ``max_handling`` (counting the one going on, if any)."""
         self.holding_back = False
@@ -264,14 +301,14 @@ class Channel:
                     if not data:
                         break
                     try:
-                        messages = framer.feed(data)
+                        frames = framer.frames(data)
                     except ValueError as error:
                         self.broken = f"it sent what is not JSON-RPC: {error}"
                         break
-                    for message in messages:
+                    for message, size in frames:
                         if self._handling is not None and "method" in message:
-                            await self._handling_slot(self._handling)
-                        self._dispatch(message, nursery)
+                            await self._handling_room(self._handling, size)
+                        self._dispatch(message, size, nursery)
                 nursery.cancel_scope.cancel()
         finally:
             self.closed = True
@@ -279,18 +316,17 @@ class Channel:
             for task in pending.values():
                 trio.lowlevel.reschedule(task, outcome.Error(ChannelClosed("the other end closed the connection")))
 
-    async def _handling_slot(self, handling: trio.Semaphore) -> None:
-        try:
-            handling.acquire_nowait()
-        except trio.WouldBlock:
+    async def _handling_room(self, handling: Handling, size: int) -> None:
+        if not handling.fits(size):
             self.held_back += 1
             self.holding_back = True
             try:
-                await handling.acquire()
+                await handling.wait(size)
             finally:
                 self.holding_back = False
+        handling.take(size)
 
-    def _dispatch(self, message: Message, nursery: trio.Nursery) -> None:
+    def _dispatch(self, message: Message, size: int, nursery: trio.Nursery) -> None:
         if "method" not in message:
             task = self._pending.pop(message.get("id"), None)  # type: ignore[arg-type]
             if task is not None:
@@ -301,18 +337,18 @@ class Channel:
             handler = None
         if handler is None:
             if self._handling is not None:
-                self._handling.release()
+                self._handling.give(size)
         elif self._handling is None:
             nursery.start_soon(handler, message)
         else:
-            nursery.start_soon(self._handle, self._handling, handler, message)
+            nursery.start_soon(self._handle, self._handling, handler, message, size)
 
     @staticmethod
-    async def _handle(handling: trio.Semaphore, handler: RequestHandler, message: Message) -> None:
+    async def _handle(handling: Handling, handler: RequestHandler, message: Message, size: int) -> None:
         try:
             await handler(message)
         finally:
-            handling.release()
+            handling.give(size)
 
     async def request(self, method: str, params: Message) -> Any:
         """Send a request and wait for its result; raises :class:`RemoteError` or
