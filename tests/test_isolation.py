@@ -5,6 +5,7 @@ naming the plugin and how its worker ended, and the worker comes back."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ import pytest
 import trio
 from mcp import Client
 from mcp.shared.exceptions import MCPError
-from mcp_types import ElicitResult, LoggingMessageNotificationParams
+from mcp_types import ElicitResult, LoggingMessageNotificationParams, ResourceUpdatedNotification
 
 from mcphost.core.plugin_tables import DefaultLimits, LimitsConfig, PluginConfig
 from mcphost.plugins.worker.supervisor import message_bound
@@ -70,6 +71,20 @@ def one_plugin(mcphost_daemon: Any, tmp_path: Path, name: str, source: str, **ta
     path = tmp_path / f"{name}.py"
     path.write_text(source)
     return mcphost_daemon({"plugins": {"enable": [name], "paths": [str(path)], name: table}})
+
+
+def beside_witness(mcphost_daemon: Any, tmp_path: Path, name: str, source: str, **table: Any) -> RunningDaemon:
+    """A daemon serving the plugin ``name`` written as ``source`` and the witness, each in a
+    worker process, ``name``'s ``[plugins.<name>]`` table ``table`` besides."""
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    plugins = {
+        "enable": [name, "witness"],
+        "paths": [str(path), str(PLUGINS / "witness.py")],
+        name: {"isolation": "process", **table},
+        "witness": {"isolation": "process"},
+    }
+    return mcphost_daemon({"plugins": plugins})
 
 
 def _plugin_status(daemon: RunningDaemon, plugin: str) -> dict[str, Any]:
@@ -1060,14 +1075,7 @@ def _reset_peak(pid: int) -> None:
 async def test_a_worker_that_sends_a_line_without_end_cannot_take_the_daemonsmemory(
     mcphost_daemon, tmp_path: Path
 ) -> None:
-    (tmp_path / "flooding.py").write_text(FLOODING)
-    plugins = {
-        "enable": ["flooding", "witness"],
-        "paths": [str(tmp_path / "flooding.py"), str(PLUGINS / "witness.py")],
-        "flooding": {"isolation": "process"},
-        "witness": {"isolation": "process"},
-    }
-    daemon = mcphost_daemon({"plugins": plugins})
+    daemon = beside_witness(mcphost_daemon, tmp_path, "flooding", FLOODING)
     before = await worker_pid(daemon, "flooding")
     pid = daemon.process.pid
     _reset_peak(pid)
@@ -1160,13 +1168,7 @@ def mcphost_tools():
 async def test_big_messages_for_a_client_that_reads_slowly_wait_in_the_worker_not_the_daemon(
     mcphost_daemon, tmp_path: Path
 ) -> None:
-    (tmp_path / "biglogs.py").write_text(BIG_LOGS)
-    plugins = {
-        "enable": ["biglogs", "witness"],
-        "paths": [str(tmp_path / "biglogs.py"), str(PLUGINS / "witness.py")],
-        "biglogs": {"isolation": "process", "timeout": 120},
-    }
-    daemon = mcphost_daemon({"plugins": plugins})
+    daemon = beside_witness(mcphost_daemon, tmp_path, "biglogs", BIG_LOGS, timeout=120)
     pid = daemon.process.pid
     _reset_peak(pid)
     resting = memory(pid, "VmRSS")
@@ -1198,6 +1200,78 @@ async def test_big_messages_for_a_client_that_reads_slowly_wait_in_the_worker_no
     assert max(waits) < WITNESS_BOUND, waits
     # What is handled at once holds no more than one message may (64 MiB), and its copies.
     assert grew < 4 * BOUND, f"the daemon grew by {grew / 2**20:.0f} MiB"
+
+
+ANNOUNCER = """
+import mcphost
+
+
+@mcphost.hookimpl
+def mcphost_resources():
+    @mcphost.resource("burst://doc", mime_type="text/plain")
+    def doc() -> str:
+        \"\"\"A document said to change without end.\"\"\"
+        return "doc"
+
+    return [doc]
+
+
+@mcphost.hookimpl
+def mcphost_tools():
+    async def burst(count: int) -> int:
+        \"\"\"Announce ``count`` changes of burst://doc, one after the other.\"\"\"
+        for _ in range(count):
+            await mcphost.notify_resource_updated("burst://doc")
+        return count
+
+    return [burst]
+"""
+
+
+@pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")  # resources/subscribe
+async def test_changes_announced_without_end_reach_subscribers_once_per_delivery_not_each(
+    mcphost_daemon, tmp_path: Path
+) -> None:
+    daemon = beside_witness(mcphost_daemon, tmp_path, "announcer", ANNOUNCER, timeout=120)
+    count, heard, results = 20_000, [0, 0, 0], []
+    told: list[int] = []
+    told_again = trio.Event()
+
+    def counter(index: int) -> Any:
+        async def handle(message: Any) -> None:
+            if isinstance(message, ResourceUpdatedNotification) and str(message.params.uri) == "burst://doc":
+                heard[index] += 1
+                if told and all(now > then for now, then in zip(heard, told, strict=True)):
+                    told_again.set()
+
+        return handle
+
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(Client(daemon.url, mode="legacy", message_handler=counter(i)))
+            for i in range(3)
+        ]
+        for client in clients:
+            await client.subscribe_resource("burst://doc")
+
+        async def burst() -> None:
+            results.append(await clients[0].call_tool("announcer_burst", {"count": count}))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(burst)
+            waits = []
+            while not results:
+                waits.append(await witness_answers(daemon))
+        assert not results[0].is_error
+        # A change announced after the burst still reaches every subscriber.
+        told.extend(heard)
+        await call(daemon, "announcer_burst", {"count": 1})
+        with trio.fail_after(10):
+            await told_again.wait()
+    # Told once per delivery, for however many changes came during it: each subscriber was
+    # told of every one of the 20,000 (3 clients, 60,000 notifications) when each had its own.
+    assert all(2 <= n < count // 10 for n in heard), heard
+    assert max(waits) < WITNESS_BOUND, waits
 
 
 def test_the_bound_on_a_message_grows_with_the_largest_result_the_config_allows() -> None:
