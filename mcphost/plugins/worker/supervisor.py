@@ -1010,7 +1010,7 @@ class PluginWorker:
                     return  # ended already; or a server that does not know ping, which is alive
                 continue
             if channel.held_back != held_back or channel.holding_back:
-                continue  # the daemon stopped reading (max_handling): the answer waits behind what came before
+                continue  # the daemon stopped reading (its handling bound): the answer waits behind what came before
             self._end(process, f"it did not answer a ping within {PING_INTERVAL:g}s")
             return
 

@@ -260,7 +260,7 @@ class Channel:
         self.broken: str | None = None
         self._handling = Handling(max_handling, max_handling_bytes) if max_handling is not None else None
         self.held_back = 0
-        """Times reading stopped for ``max_handling`` (counting the one going on, if any)."""
+        """Times reading stopped for ``max_handling`` or ``max_handling_bytes`` (counting the one going on, if any)."""
         self.holding_back = False
         """Whether reading waits for a request or notification to be handled now."""
         self._ids = itertools.count(1)
