@@ -33,8 +33,11 @@ def test_the_fork_server_starts_without_the_sdks_client_and_http_transport() -> 
     report = fresh(
         f"""
         import json, sys
+        from mcphost import __main__ as command
         from mcphost.plugins.worker import zygote
-        zygote.preload()
+        command.prepare()  # as the mcphost command does
+        zygote.import_runtime()  # what it imports before it forks the fork server
+        zygote.warm_up()  # and what the fork server does then
         print(json.dumps({{"imported": [m for m in {CLIENT_AND_TRANSPORT!r} if m in sys.modules]}}))
         """
     )

@@ -43,6 +43,7 @@ from mcp import Client
 import mcphost
 from mcphost.core import config
 from mcphost.core.config import ShutdownConfig
+from mcphost.plugins.worker.zygote import TITLE
 from mcphost.testing import RunningDaemon, free_port, start_daemon, stateless_request, to_toml
 from tests import wheels
 from tests.authkit import api_key, bearer
@@ -627,6 +628,27 @@ def socket_activate(workdir: Path, address: str, config: Mapping[str, Any]) -> R
             raise AssertionError(f"systemd-socket-activate did not listen:\n{daemon.logs()}")
         time.sleep(0.02)
     return daemon
+
+
+def fork_servers(daemon: RunningDaemon) -> list[int]:
+    """The daemon's fork servers (its children that say so on their command line)."""
+    children = Path(f"/proc/{daemon.process.pid}/task/{daemon.process.pid}/children").read_text().split()
+    return [int(pid) for pid in children if TITLE.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def test_the_fork_server_does_not_hold_the_socket_systemd_passes(tmp_path: Path) -> None:
+    """The fork server is forked from the daemon when it starts, with the socket open: a
+    worker forked from it must not be able to accept the daemon's connections."""
+    listener = held_listener()
+    daemon = start_on_socket(listener, tmp_path, "held", config=ECHO_ONLY, state_dir=tmp_path / "state")
+    try:
+        held = f"socket:[{os.fstat(listener.fileno()).st_ino}]"
+        assert held in {os.readlink(fd) for fd in Path(f"/proc/{daemon.process.pid}/fd").iterdir()}
+        (zygote,) = fork_servers(daemon)  # echo runs in a worker process
+        assert held not in {os.readlink(fd) for fd in Path(f"/proc/{zygote}/fd").iterdir()}
+    finally:
+        daemon.stop()
+        listener.close()
 
 
 def listen_backlog(port: int) -> int | None:

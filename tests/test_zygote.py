@@ -1,11 +1,13 @@
-"""Workers forked by the fork server: their parent is the fork server, which holds nothing
-of the daemon's (no secret of its environment), outlives nothing (what a worker daemonizes
-goes with it), may die without taking a plugin down, and is replaced on reload when a
-module it imported has changed, so that it is imported anew."""
+"""Workers forked by the fork server: their parent is the fork server, which the daemon forks
+from itself at its start and which holds nothing of the daemon's (no secret of its
+environment, not even in memory a plugin can read), outlives nothing (what a worker
+daemonizes goes with it), may die without taking a plugin down, and is replaced on reload
+when a module it imported has changed, so that it is imported anew."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 from pathlib import Path
@@ -36,12 +38,26 @@ CONFIG = {
         "witness": {"isolation": "process", "required": True},
     }
 }
-SECRET = "zygote-must-not-see-this"
+CANARY = "mcphost-canary-"
+"""What every secret of these tests begins with: a plugin looks for it in its memory."""
 
 
 @pytest.fixture(scope="module")
-def daemon(module_daemon) -> RunningDaemon:
-    return module_daemon(CONFIG, env={SECRET_VARIABLE: SECRET})
+def daemon_secrets() -> dict[str, str]:
+    """The daemon's secrets, in its environment: one of mcphost's own variables, one not."""
+    return {name: f"{CANARY}daemon-{secrets.token_hex(16)}" for name in (SECRET_VARIABLE, "DATABASE_PASSWORD")}
+
+
+@pytest.fixture(scope="module")
+def worker_secret() -> str:
+    """What the hostile plugin is given in its own environment (``[plugins.hostile] env``)."""
+    return f"{CANARY}worker-{secrets.token_hex(16)}"
+
+
+@pytest.fixture(scope="module")
+def daemon(module_daemon, daemon_secrets: dict[str, str], worker_secret: str) -> RunningDaemon:
+    hostile = CONFIG["plugins"]["hostile"] | {"env": {"HOSTILE_SECRET": worker_secret}}
+    return module_daemon({"plugins": CONFIG["plugins"] | {"hostile": hostile}}, env=daemon_secrets)
 
 
 def status(pid: int) -> dict[str, str]:
@@ -69,13 +85,24 @@ async def test_workers_are_forked_by_the_fork_server(daemon: RunningDaemon) -> N
     assert is_fork_server(zygote) and parent(zygote) == daemon.process.pid
 
 
-async def test_no_daemon_secret_in_the_fork_server_or_a_worker(daemon: RunningDaemon) -> None:
-    assert SECRET in environ(daemon.process.pid)
+async def test_no_daemon_secret_in_the_fork_server_or_a_worker(daemon: RunningDaemon, daemon_secrets) -> None:
+    assert all(secret in environ(daemon.process.pid) for secret in daemon_secrets.values())
     hostile = await worker_pid(daemon, "hostile")
     for pid in (parent(hostile), hostile):
-        assert SECRET not in environ(pid) and SECRET_VARIABLE not in environ(pid)
+        assert not any(secret in environ(pid) or name in environ(pid) for name, secret in daemon_secrets.items())
     names = (await call(daemon, "hostile_environment")).structured_content["result"]
-    assert SECRET_VARIABLE not in names and "PATH" in names
+    assert not set(daemon_secrets) & set(names) and "PATH" in names
+
+
+async def test_no_daemon_secret_anywhere_in_a_workers_memory(
+    daemon: RunningDaemon, daemon_secrets, worker_secret
+) -> None:
+    # The fork server was forked from the daemon, whose environment held the secrets: a
+    # plugin reading every byte of its own memory finds its own secret, and none of the daemon's.
+    found = (await call(daemon, "hostile_memory_after", {"prefix": CANARY})).structured_content["result"]
+    assert any(text.startswith(worker_secret.removeprefix(CANARY)) for text in found), "the search finds a secret"
+    leaked = [name for name, secret in daemon_secrets.items() if any(secret.removeprefix(CANARY) in t for t in found)]
+    assert leaked == []
 
 
 async def test_an_orphan_a_worker_daemonized_is_killed_when_the_worker_ends(daemon: RunningDaemon) -> None:

@@ -2,8 +2,12 @@
 worker from itself for each isolated plugin, so that workers share its pages and start in
 milliseconds rather than re-importing everything.
 
-Run by the daemon as ``python -m mcphost.plugins.worker.zygote FD DAEMON_PID`` with an
-environment of its own (``PATH``, ``HOME``, ``LANG``, ``PYTHONPATH``, ``MALLOC_ARENA_MAX``):
+The daemon's first one is forked from the daemon (:func:`run_forked`, see
+:mod:`mcphost.plugins.worker.launch`) once it has imported the runtime and before it reads
+its config: it forgets what is the daemon's (:func:`forget_daemon`: the environment it was
+started with, overwritten in memory, its open files). One started later is a fresh
+interpreter, ``python -m mcphost.plugins.worker.zygote FD DAEMON_PID``, with an environment of
+its own (``PATH``, ``HOME``, ``LANG``, ``PYTHONPATH``, ``MALLOC_ARENA_MAX``). Either way
 every worker inherits this process's memory, so it never reads the config, a credential or
 the daemon's environment, and never imports plugin code. FD is a ``SOCK_SEQPACKET`` socket to
 the daemon; each message is a JSON object, with file descriptors alongside where it says so:
@@ -23,6 +27,7 @@ It dies with the daemon (``PR_SET_PDEATHSIG``); a worker it forked does not die 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import os
 import resource
@@ -31,6 +36,7 @@ import signal
 import socket
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -38,8 +44,13 @@ import orjson
 from mcphost.ops import sdk_models, sdk_packages
 from mcphost.ops.prctl import PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, PR_SET_PDEATHSIG, prctl
 from mcphost.plugins.worker import cgroups
+from mcphost.plugins.worker.launch import ENVIRONMENT, MALLOC_ARENA_MAX
 
 MAX_MESSAGE = 1 << 20
+TITLE = "mcphost.plugins.worker.zygote"
+"""The command line a fork server forked from the daemon shows, as an exec'd one's names it."""
+M_ARENA_MAX = -8
+"""``mallopt``'s parameter for that (glibc's ``malloc.h``)."""
 SWEEP_INTERVAL = 1.0
 """Seconds between looks for adopted orphans when no worker ends meanwhile."""
 GROUP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -65,23 +76,30 @@ def imports() -> dict[str, tuple[int, int, int] | None]:
     return {path: stamp(path) for path in paths if isinstance(path, str)}
 
 
-def preload() -> None:
-    """Import the worker's runtime and run its hot paths once, without any plugin: what the
-    workers then share instead of each building it again. Call before anything imports the SDK."""
+def import_runtime() -> None:
+    """Import the worker's runtime, without any plugin: what the workers then share instead of
+    each importing it again. Call before anything imports the SDK."""
     # A worker speaks to the daemon in JSON of its own, never with the SDK's per-revision
     # models: most are never used in a worker, and one that is builds there. Nor does it use
     # the SDK's client or HTTP transport, which its packages' __init__ would import.
     sdk_models.build_on_first_use()
     sdk_packages.defer_inits()
-    import trio
+    import trio  # noqa: F401
 
     # What a plugin's tools, prompts and resource templates are built with (the registry
     # imports them only where it builds them, which in a worker is after the fork).
     from mcp.server.mcpserver.prompts.base import Prompt  # noqa: F401
-    from mcp.server.mcpserver.tools.base import Tool
+    from mcp.server.mcpserver.tools.base import Tool  # noqa: F401
     from mcp.shared.uri_template import UriTemplate  # noqa: F401
 
     from mcphost.plugins.worker import main  # noqa: F401  (the runtime every worker runs)
+
+
+def warm_up() -> None:
+    """Run the runtime's hot paths once (after :func:`import_runtime`), so that the workers
+    share what they build: schemas, validators, Trio's run loop."""
+    import trio
+    from mcp.server.mcpserver.tools.base import Tool
 
     def add(a: int, b: int = 1) -> dict[str, int]:
         """A tool that exists only to warm up schema building, validation and conversion."""
@@ -237,10 +255,76 @@ def become_worker(request: dict[str, Any], sock: int, output: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The fork server's entry point."""
+    """The entry point of a fork server started as a process of its own (``FD DAEMON_PID``)."""
     fd, daemon_pid = (sys.argv[1:] if argv is None else argv)[:2]
+    run(socket.socket(fileno=int(fd)), int(daemon_pid))
+
+
+def run_forked(control: socket.socket, daemon_pid: int) -> None:
+    """Become the fork server in a child the daemon forked once it had imported the worker's
+    runtime (:func:`import_runtime`) and before it read anything else: forget what is the
+    daemon's (see :func:`forget_daemon`), then serve it as a fork server started anew would."""
+    forget_daemon(control.fileno())
+    run(control, daemon_pid)
+
+
+def forget_daemon(control: int) -> None:
+    """In a child forked from the daemon: leave it what an exec'd fork server would have of it.
+
+    Its open files are closed (a socket it was handed by systemd, above all), its standard
+    input is ``/dev/null`` and its output goes to the daemon's stderr. Every byte of the
+    environment the daemon was started with is overwritten where this process holds it (the
+    block the kernel wrote, Python's copy) and only :data:`ENVIRONMENT` is kept: every worker
+    inherits this process's memory, and a plugin reading its own must find none of the
+    daemon's secrets in it. Nothing else of the daemon's is there to forget: it forks before
+    it reads its config or any credential. The group signals are as exec would leave them.
+    """
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        if fd > 2 and fd != control:
+            with contextlib.suppress(OSError):  # the listing's own, closed by now
+                os.close(fd)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(2, 1)
+    keep = {key: os.environ[key] for key in ENVIRONMENT if key in os.environ}
+    libc = ctypes.CDLL(None)
+    libc.strlen.argtypes, libc.strlen.restype = [ctypes.c_void_p], ctypes.c_size_t
+    block = ctypes.POINTER(ctypes.c_void_p).in_dll(libc, "environ")
+    index = 0
+    while block[index]:
+        ctypes.memset(block[index], 0, libc.strlen(block[index]))
+        index += 1
+    libc.clearenv()
+    data = bytes.__basicsize__ - 1  # where a bytes object's bytes begin
+    for value in os.environb.values():
+        if len(value) > 1:  # shorter ones are the interpreter's shared singletons
+            ctypes.memset(id(value) + data, 0, len(value))
+    os.environb.clear()
+    os.environ.update(keep | {"MALLOC_ARENA_MAX": str(MALLOC_ARENA_MAX)})
+    # The environment variable is read when malloc starts, which it has in the daemon.
+    libc.mallopt(M_ARENA_MAX, MALLOC_ARENA_MAX)
+    for signum in GROUP_SIGNALS:
+        ignored = signal.getsignal(signum) == signal.SIG_IGN
+        default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+        signal.signal(signum, signal.SIG_IGN if ignored else default)
+    retitle(TITLE)
+
+
+def retitle(title: str) -> None:
+    """Show ``title`` as this process's command line (``ps``, ``/proc/PID/cmdline``), cut to
+    the length of the one it was started with: the kernel shows the memory the arguments were
+    written to at exec, which is this process's own to overwrite (as ``setproctitle`` does)."""
+    fields = Path("/proc/self/stat").read_text().rpartition(")")[2].split()
+    start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (fields 48 and 49)
+    shown = title.encode()[: end - start - 1]
+    ctypes.memmove(start, shown.ljust(end - start, b"\0"), end - start)
+
+
+def run(control: socket.socket, daemon_pid: int) -> None:
+    """Be the daemon's fork server on ``control`` until it ends (see :meth:`Zygote.serve`)."""
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != int(daemon_pid):
+    if os.getppid() != daemon_pid:
         return  # the daemon ended before the line above took effect
     prctl(PR_SET_DUMPABLE, 0)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
@@ -258,9 +342,10 @@ def main(argv: list[str] | None = None) -> None:
     # collection before the freeze, on the way to the first worker, and left each worker's
     # private memory no smaller (measured with the cold-start bench's plugins).
     gc.disable()
-    preload()
+    import_runtime()
+    warm_up()
     gc.freeze()
-    Zygote(socket.socket(fileno=int(fd))).serve()
+    Zygote(control).serve()
 
 
 if __name__ == "__main__":

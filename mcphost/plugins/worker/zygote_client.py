@@ -74,9 +74,11 @@ class ForkedChild:
 class Zygote:
     """One fork server process and the daemon's connection to it."""
 
-    def __init__(self, started: tuple[subprocess.Popen[bytes], socket.socket] | None = None) -> None:
-        """Talk to the fork server ``started`` (:func:`~mcphost.plugins.worker.launch.launch`), or
-        to one started now; raises :class:`OSError` when it cannot be started."""
+    def __init__(self, started: launch.Started | None = None) -> None:
+        """Talk to the fork server ``started`` (forked early, see
+        :func:`~mcphost.plugins.worker.launch.start_early`), or to one started now
+        (:func:`~mcphost.plugins.worker.launch.launch`); raises :class:`OSError` when it
+        cannot be started."""
         self.popen, self.sock = started or launch.launch()
         self.ready = threading.Event()
         """Set once it is ready to fork, or has ended."""

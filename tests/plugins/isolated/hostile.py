@@ -30,6 +30,7 @@ def mcphost_tools() -> list[object]:
         spawn_child,
         spawn_orphan,
         environment,
+        memory_after,
         chatter,
         flood,
         log_burst,
@@ -117,6 +118,29 @@ def spawn_orphan() -> int:
 def environment() -> list[str]:
     """The names of the variables in the worker's environment."""
     return sorted(os.environ)
+
+
+def memory_after(prefix: str, length: int = 48) -> list[str]:
+    """What follows ``prefix`` wherever it is in this process's memory (the ``length`` bytes
+    after it, as latin-1), read as a plugin after secrets would: every readable mapping."""
+    found: set[str] = set()
+    needle = prefix.encode()
+    with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", buffering=0) as mem:
+        for line in maps:
+            span, perms = line.split()[:2]
+            if not perms.startswith("r"):
+                continue
+            start, end = (int(part, 16) for part in span.split("-"))
+            try:
+                mem.seek(start)
+                data = mem.read(end - start)
+            except (OSError, OverflowError):  # [vvar], [vsyscall]
+                continue
+            at = data.find(needle)
+            while at >= 0:
+                found.add(data[at + len(needle) : at + len(needle) + length].decode("latin-1"))
+                at = data.find(needle, at + 1)
+    return sorted(found)
 
 
 def chatter(text: str) -> str:
