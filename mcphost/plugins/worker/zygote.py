@@ -36,6 +36,7 @@ import signal
 import socket
 import sys
 import traceback
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -277,7 +278,8 @@ def forget_daemon(control: int) -> None:
     block the kernel wrote, Python's copy) and only :data:`ENVIRONMENT` is kept: every worker
     inherits this process's memory, and a plugin reading its own must find none of the
     daemon's secrets in it. Nothing else of the daemon's is there to forget: it forks before
-    it reads its config or any credential. The group signals are as exec would leave them.
+    it reads its config or any credential. The group signals are as exec would leave them, and
+    nothing traces or profiles it.
     """
     for fd in map(int, os.listdir("/proc/self/fd")):
         if fd > 2 and fd != control:
@@ -304,6 +306,10 @@ def forget_daemon(control: int) -> None:
     os.environ.update(keep | {"MALLOC_ARENA_MAX": str(MALLOC_ARENA_MAX)})
     # The environment variable is read when malloc starts, which it has in the daemon.
     libc.mallopt(M_ARENA_MAX, MALLOC_ARENA_MAX)
+    # What watches the daemon's code (a profiler, coverage, tracemalloc) is not for workers.
+    sys.settrace(None)
+    sys.setprofile(None)
+    tracemalloc.stop()
     for signum in GROUP_SIGNALS:
         ignored = signal.getsignal(signum) == signal.SIG_IGN
         default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
