@@ -788,8 +788,8 @@ def section_cold_start(results: dict[str, Any]) -> list[str]:
         "ready, the memory: the server's RSS and each worker's unique memory (USS: `Private_Clean + "
         "Private_Dirty` of `/proc/PID/smaps_rollup`, what the worker alone holds), median and range over "
         "every worker of every start. Each start is timed on one CPU (the servers' pinned CPU, where what the "
-        "daemon, its fork server and its workers do adds up) and on both of this machine's CPUs, where the daemon "
-        "and the fork server import side by side, as on a 2-CPU host.",
+        "daemon, its fork server and its workers do adds up) and on both of this machine's CPUs, where the workers "
+        "start beside the daemon, as on a 2-CPU host.",
         "",
         "![cold start](bench/plots/cold_start.png)",
         "",
@@ -854,12 +854,11 @@ def section_cold_start(results: dict[str, Any]) -> list[str]:
         out += [
             f"**Why the bar is not met.** With every plugin inline mcphost was ready after {inline:.2f} s; each "
             f"plugin in a worker process of its own took it to {isolated:.2f} s, on {cpus_label(layouts[0])}. The "
-            "workers are forked from the fork server, which imports the worker runtime (mcphost's plugin layer "
-            "and the MCP SDK) while the daemon imports the rest of itself: on one CPU the two imports add up, "
-            f"then each worker imports its plugin and builds its tools, {data['plugins']} of them; on two, "
-            "READY=1 waits for the slower of the two imports. Once forked, a worker shares the fork server's pages "
-            "(the USS column); what is left is mostly the MCP SDK's import, paid by the daemon and the fork "
-            "server alike.",
+            "workers are forked from the fork server, which the daemon forks from itself once it has imported "
+            "the worker runtime (mcphost's plugin layer and the MCP SDK), so that import is paid once; then each "
+            f"worker imports its plugin and builds its tools, {data['plugins']} of them, which on one CPU adds up "
+            "with the daemon's own start. Once forked, a worker shares the fork server's pages (the USS column); "
+            "what is left is mostly the MCP SDK's import, paid by the daemon.",
             "",
         ]
     notified_inline = inline if isolated is not None else ready(MCPHOST)

@@ -679,7 +679,7 @@ def scenario_cold_start(ctx: Context) -> dict[str, Any]:
     memory (USS). The reference serving the same 100 tools is timed to its first HTTP
     answer, for scale. Each start is timed on one CPU (the servers' pinned CPU: what the
     processes of a start use adds up) and, when pinning is on, on both of the machine's CPUs
-    too, where the daemon and its fork server import side by side, as a 2-CPU host starts it."""
+    too, where the workers start beside the daemon, as a 2-CPU host starts them."""
     opts = ctx.options
     count = opts.cold_start_plugins
     paths = catalog.write_plugins(ctx.scratch / "start-plugins", count, opts.tools_per_plugin)
