@@ -25,8 +25,8 @@ import traceback
 from collections.abc import Callable
 
 ENVIRONMENT = ("PATH", "HOME", "LANG")
-"""What the fork server keeps of the daemon's environment (each worker's environment is the
-one the daemon asks for)."""
+"""What the fork server and every worker keep of the daemon's environment; the rest (secrets,
+``MCPHOST_*``) stays behind (a worker adds its plugin's ``env``)."""
 MALLOC_ARENA_MAX = 2
 """malloc's arenas in the fork server and so in each worker: few threads run in one."""
 
@@ -75,8 +75,7 @@ def launch() -> tuple[subprocess.Popen[bytes], socket.socket]:
     :class:`OSError` when it cannot be started. Main thread only: ``PR_SET_PDEATHSIG`` fires
     when the *thread* that started a process ends."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    env = {k: os.environ[k] for k in ENVIRONMENT if k in os.environ}
-    env |= {"PYTHONPATH": import_path(), "MALLOC_ARENA_MAX": str(MALLOC_ARENA_MAX)}
+    env = kept_environment() | {"PYTHONPATH": import_path(), "MALLOC_ARENA_MAX": str(MALLOC_ARENA_MAX)}
     argv = python("mcphost.plugins.worker.zygote", str(theirs.fileno()), str(os.getpid()))
     try:
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=2, pass_fds=[theirs.fileno()], env=env)
@@ -86,6 +85,11 @@ def launch() -> tuple[subprocess.Popen[bytes], socket.socket]:
     finally:
         theirs.close()
     return popen, ours
+
+
+def kept_environment() -> dict[str, str]:
+    """What this process's environment holds of :data:`ENVIRONMENT`."""
+    return {key: os.environ[key] for key in ENVIRONMENT if key in os.environ}
 
 
 def python(module: str, *args: str) -> list[str]:

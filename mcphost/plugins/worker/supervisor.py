@@ -76,8 +76,6 @@ START_TIMEOUT = 30.0
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 10.0
 """Seconds before the first restart of a worker that ended, doubled for each further end
 within the plugin's ``restart_window``, up to the maximum."""
-ENVIRONMENT = ("PATH", "HOME", "LANG")
-"""What a worker keeps of the daemon's environment; the rest (secrets, ``MCPHOST_*``) stays behind."""
 MAX_REASON = 500
 """Characters of a worker's own account of a stall that the daemon keeps (the worker is not trusted)."""
 MIN_MESSAGE_BOUND, RESULT_ROOM = 64 * 2**20, 8
@@ -245,7 +243,7 @@ def spawn(spec: WorkerSpec, zygotes: Zygotes | None = None) -> Process:
     address_space = spec.memory_max if cgroup is None else None
     ours, theirs = socket.socketpair()
     output, output_w = os.pipe()
-    env = {k: os.environ[k] for k in ENVIRONMENT if k in os.environ} | dict(spec.env)
+    env = launch.kept_environment() | dict(spec.env)
     if zygotes is not None and not spec.command:
         with contextlib.suppress(ZygoteUnavailable):
             request = {"env": env, "level": spec.log_level, "memory_max": address_space}

@@ -45,7 +45,7 @@ import orjson
 from mcphost.ops import sdk_models, sdk_packages
 from mcphost.ops.prctl import PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, PR_SET_PDEATHSIG, prctl
 from mcphost.plugins.worker import cgroups
-from mcphost.plugins.worker.launch import ENVIRONMENT, MALLOC_ARENA_MAX
+from mcphost.plugins.worker.launch import MALLOC_ARENA_MAX, kept_environment
 
 MAX_MESSAGE = 1 << 20
 TITLE = "mcphost.plugins.worker.zygote"
@@ -275,7 +275,7 @@ def forget_daemon(control: int) -> None:
     Its open files are closed (a socket it was handed by systemd, above all), its standard
     input is ``/dev/null`` and its output goes to the daemon's stderr. Every byte of the
     environment the daemon was started with is overwritten where this process holds it (the
-    block the kernel wrote, Python's copy) and only :data:`ENVIRONMENT` is kept: every worker
+    block the kernel wrote, Python's copy) and only :func:`kept_environment` is kept: every worker
     inherits this process's memory, and a plugin reading its own must find none of the
     daemon's secrets in it. Nothing else of the daemon's is there to forget: it forks before
     it reads its config or any credential. The group signals are as exec would leave them, and
@@ -289,7 +289,7 @@ def forget_daemon(control: int) -> None:
     os.dup2(null, 0)
     os.close(null)
     os.dup2(2, 1)
-    keep = {key: os.environ[key] for key in ENVIRONMENT if key in os.environ}
+    keep = kept_environment()
     libc = ctypes.CDLL(None)
     libc.strlen.argtypes, libc.strlen.restype = [ctypes.c_void_p], ctypes.c_size_t
     block = ctypes.POINTER(ctypes.c_void_p).in_dll(libc, "environ")
