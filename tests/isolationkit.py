@@ -10,6 +10,7 @@ from typing import Any
 import trio
 from mcp import Client
 
+from mcphost.plugins.worker.zygote import TITLE
 from mcphost.testing import RunningDaemon
 
 PLUGINS = Path(__file__).parent / "plugins" / "isolated"
@@ -48,6 +49,11 @@ async def witness_answers(daemon: RunningDaemon) -> float:
         took = time.monotonic() - start
     assert not result.is_error and result.content[0].text == "pong"
     return took
+
+
+def is_fork_server(pid: int) -> bool:
+    """Whether ``pid`` is a fork server (or a worker forked from one), as its command line says."""
+    return TITLE.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 def alive(pid: int) -> bool:

@@ -43,10 +43,10 @@ from mcp import Client
 import mcphost
 from mcphost.core import config
 from mcphost.core.config import ShutdownConfig
-from mcphost.plugins.worker.zygote import TITLE
 from mcphost.testing import RunningDaemon, free_port, start_daemon, stateless_request, to_toml
 from tests import wheels
 from tests.authkit import api_key, bearer
+from tests.isolationkit import is_fork_server
 from tests.services import (
     MANAGER_VARIABLES,
     MCPHOST,
@@ -633,7 +633,7 @@ def socket_activate(workdir: Path, address: str, config: Mapping[str, Any]) -> R
 def fork_servers(daemon: RunningDaemon) -> list[int]:
     """The daemon's fork servers (its children that say so on their command line)."""
     children = Path(f"/proc/{daemon.process.pid}/task/{daemon.process.pid}/children").read_text().split()
-    return [int(pid) for pid in children if TITLE.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    return [int(pid) for pid in children if is_fork_server(int(pid))]
 
 
 def test_the_fork_server_does_not_hold_the_socket_systemd_passes(tmp_path: Path) -> None:

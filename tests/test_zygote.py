@@ -26,6 +26,7 @@ from tests.isolationkit import (
     alive,
     call,
     ends_within,
+    is_fork_server,
     witness_answers,
     worker_pid,
 )
@@ -72,10 +73,6 @@ def parent(pid: int) -> int:
 
 def environ(pid: int) -> str:
     return Path(f"/proc/{pid}/environ").read_text()
-
-
-def is_fork_server(pid: int) -> bool:
-    return b"mcphost.plugins.worker.zygote" in Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 async def test_workers_are_forked_by_the_fork_server(daemon: RunningDaemon) -> None:
